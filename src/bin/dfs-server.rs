@@ -1,0 +1,156 @@
+//! `dfs-server`: one ringdfs chunk server, and user administration.
+//!
+//! `dfs-server dfs1` serves from `servers/dfs1.toml`; `--config FILE` from any
+//! file. `dfs-server user add|passwd|del NAME` edits `users.toml`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ringdfs::auth::Users;
+use ringdfs::config::{default_path, ServerConfig};
+use ringdfs::server::{run, Server};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "dfs-server", version, about = "A ringdfs chunk server")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Args {
+    /// The server to run: reads servers/NAME.toml.
+    name: Option<String>,
+    /// Run from this configuration file instead.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add users, change passwords, remove users (in users.toml).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        /// The users file to edit.
+        #[arg(long, global = true)]
+        users: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user; asks for the password twice (or reads DFS_PASSWORD).
+    Add { name: String },
+    /// Change a user's password.
+    Passwd { name: String },
+    /// Remove a user.
+    Del { name: String },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("dfs-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(Command::User { action, users }) = args.command {
+        let path = users.unwrap_or_else(|| default_path("users.toml"));
+        return manage_user(&path, action);
+    }
+    let path = match (args.config, args.name) {
+        (Some(path), _) => path,
+        (None, Some(name)) => default_path(&format!("servers/{name}.toml")),
+        (None, None) => bail!("name a server (e.g. `dfs-server dfs1`) or give --config FILE"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ServerConfig::load(&path)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let server = Arc::new(Server::open(&config)?);
+        tracing::info!(server = %config.name, data = %config.data_dir.display(), "started");
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        run(listener, server, shutdown).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn manage_user(path: &std::path::Path, action: UserAction) -> Result<()> {
+    let mut users = if path.exists() {
+        Users::load(path)?
+    } else {
+        Users::default()
+    };
+    match action {
+        UserAction::Add { name } => {
+            if users.contains(&name) {
+                bail!("user {name} exists; use `user passwd {name}` to change the password");
+            }
+            ringdfs::names::validate_user(&name)?;
+            users.set(&name, &new_password(&name)?)?;
+            users.save(path)?;
+            println!("added {name} to {}", path.display());
+        }
+        UserAction::Passwd { name } => {
+            if !users.contains(&name) {
+                bail!("no user {name} in {}", path.display());
+            }
+            users.set(&name, &new_password(&name)?)?;
+            users.save(path)?;
+            println!("changed the password of {name}");
+        }
+        UserAction::Del { name } => {
+            if !users.remove(&name) {
+                bail!("no user {name} in {}", path.display());
+            }
+            users.save(path)?;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+/// The new password: from DFS_PASSWORD, or asked for twice without echo.
+fn new_password(name: &str) -> Result<String> {
+    if let Ok(pw) = std::env::var("DFS_PASSWORD") {
+        return Ok(pw);
+    }
+    let first = rpassword::prompt_password(format!("new password for {name}: "))
+        .context("reading the password")?;
+    let second = rpassword::prompt_password("again: ").context("reading the password")?;
+    if first != second {
+        bail!("the two passwords differ; nothing changed");
+    }
+    Ok(first)
+}

@@ -1,0 +1,291 @@
+//! `dfs`: the ringdfs client.
+//!
+//! `dfs` opens a prompt; `dfs put|get|list|delete|status` runs one command for
+//! scripts (exit status 0 on success, 1 with a one-line reason otherwise);
+//! `dfs local` starts the four servers of `servers/` in this process first.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ringdfs::cli::{self, Command};
+use ringdfs::client::{no_progress, Client};
+use ringdfs::config::{default_path, ClientConfig, ServerConfig};
+use ringdfs::server::RunningServer;
+use ringdfs::Error;
+use tokio::runtime::Runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "dfs",
+    version,
+    about = "The ringdfs client: store files on the ring"
+)]
+struct Args {
+    /// Client configuration file [default: client/config.toml].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// User to log in as (asked for when not given).
+    #[arg(long, short, global = true, env = "DFS_USER")]
+    user: Option<String>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Store a local file (as REMOTE, default its file name).
+    Put {
+        local: PathBuf,
+        remote: Option<String>,
+    },
+    /// Fetch a file (to LOCAL, default the download folder).
+    Get {
+        remote: String,
+        local: Option<PathBuf>,
+    },
+    /// List your files.
+    #[command(alias = "ls")]
+    List,
+    /// Delete a file from every server.
+    #[command(alias = "rm")]
+    Delete { remote: String },
+    /// Show the ring and each server's state.
+    Status,
+    /// Start the four servers of servers/ in this process, then the prompt.
+    Local {
+        /// Folder holding dfs1.toml .. dfs4.toml [default: servers].
+        #[arg(long)]
+        servers: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let code = match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dfs: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main() -> Result<i32> {
+    let args = Args::parse();
+    let local_mode = matches!(args.command, Some(Sub::Local { .. }));
+    install_logging(local_mode)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+
+    let mut servers = Vec::new();
+    if let Some(Sub::Local { servers: dir }) = &args.command {
+        let dir = dir.clone().unwrap_or_else(|| default_path("servers"));
+        servers = runtime.block_on(start_local(&dir))?;
+        println!(
+            "started {} servers ({}); their logs go to data/dfs-local.log",
+            servers.len(),
+            servers
+                .iter()
+                .map(|s| format!("{} on {}", s.name, s.addr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| default_path("client/config.toml"));
+    let config = ClientConfig::load(&config_path)?;
+    let interactive = std::io::stdin().is_terminal();
+    let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
+
+    let one_shot = match args.command {
+        Some(Sub::Put { local, remote }) => Some(Command::Put { local, remote }),
+        Some(Sub::Get { remote, local }) => Some(Command::Get { remote, local }),
+        Some(Sub::List) => Some(Command::List),
+        Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
+        Some(Sub::Status) => Some(Command::Status),
+        Some(Sub::Local { .. }) | None => None,
+    };
+    let code = match one_shot {
+        Some(command) => {
+            let out = runtime.block_on(cli::run(
+                &client,
+                &command,
+                &config.download_dir,
+                &no_progress,
+            ))?;
+            println!("{out}");
+            0
+        }
+        None if interactive => prompt(&runtime, &client, &config)?,
+        None => script(&runtime, &client, &config),
+    };
+    for server in servers {
+        runtime.block_on(server.stop());
+    }
+    Ok(code)
+}
+
+/// Logs go to stderr at `warn` (RUST_LOG overrides), so the prompt stays
+/// clean; with `dfs local`, the in-process servers' logs go to a file instead.
+fn install_logging(local_mode: bool) -> Result<()> {
+    let filter = |default: &str| {
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into())
+    };
+    if local_mode {
+        let path = default_path("data").join("dfs-local.log");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter("info"))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter("warn"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    Ok(())
+}
+
+/// Starts dfs1..dfs4 from `dir` on their configured addresses.
+async fn start_local(dir: &Path) -> Result<Vec<RunningServer>> {
+    let mut servers = Vec::new();
+    for i in 1..=4 {
+        let config = ServerConfig::load(&dir.join(format!("dfs{i}.toml")))?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (is another ringdfs already running?)",
+                    config.listen
+                )
+            })?;
+        servers.push(RunningServer::start(&config, listener)?);
+    }
+    Ok(servers)
+}
+
+/// Logs in with the user from `--user`/DFS_USER or a prompt, and the password
+/// from DFS_PASSWORD or a prompt without echo. A person gets three tries.
+async fn login(config: &ClientConfig, user: Option<String>, interactive: bool) -> Result<Client> {
+    let env_password = std::env::var("DFS_PASSWORD").ok();
+    let tries = if interactive && env_password.is_none() {
+        3
+    } else {
+        1
+    };
+    for attempt in 1..=tries {
+        let user = match &user {
+            Some(u) => u.clone(),
+            None if interactive => ask("user: ")?,
+            None => bail!("no user given: pass --user NAME or set DFS_USER"),
+        };
+        let password = match &env_password {
+            Some(p) => p.clone(),
+            None if interactive => {
+                rpassword::prompt_password("password: ").context("reading the password")?
+            }
+            None => bail!("no password given: set DFS_PASSWORD"),
+        };
+        match Client::login(config, &user, &password).await {
+            Ok(client) => return Ok(client),
+            Err(Error::Unauthorized) if attempt < tries => {
+                eprintln!("login failed: unknown user or wrong password");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+fn ask(question: &str) -> Result<String> {
+    use std::io::Write;
+    print!("{question}");
+    std::io::stdout().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading from the terminal")?;
+    Ok(line.trim().to_string())
+}
+
+/// The interactive prompt. Returns the exit status.
+fn prompt(runtime: &Runtime, client: &Client, config: &ClientConfig) -> Result<i32> {
+    let mut editor = rustyline::DefaultEditor::new().context("opening the line editor")?;
+    let prompt = format!("{}@ringdfs> ", client.user());
+    loop {
+        match editor.readline(&prompt) {
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                if let Step::Exit = execute(runtime, client, config, &line) {
+                    return Ok(0);
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => return Ok(0),
+            Err(e) => bail!("reading a line: {e}"),
+        }
+    }
+}
+
+/// Commands from standard input, one per line; status 1 if any failed.
+fn script(runtime: &Runtime, client: &Client, config: &ClientConfig) -> i32 {
+    let mut failed = false;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else {
+            eprintln!("error: standard input is not text");
+            return 1;
+        };
+        match execute(runtime, client, config, &line) {
+            Step::Exit => break,
+            Step::Failed => failed = true,
+            Step::Done => {}
+        }
+    }
+    i32::from(failed)
+}
+
+enum Step {
+    Done,
+    Failed,
+    Exit,
+}
+
+fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str) -> Step {
+    let command = match cli::parse_line(line) {
+        Ok(None) => return Step::Done,
+        Ok(Some(Command::Exit)) => return Step::Exit,
+        Ok(Some(command)) => command,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return Step::Failed;
+        }
+    };
+    match runtime.block_on(cli::run(
+        client,
+        &command,
+        &config.download_dir,
+        &no_progress,
+    )) {
+        Ok(out) => {
+            println!("{out}");
+            Step::Done
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Step::Failed
+        }
+    }
+}

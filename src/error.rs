@@ -1,0 +1,131 @@
+//! The library's one error type, and the small form of it that crosses the wire.
+//!
+//! Variants are named by what the caller does next: `NotFound` → tell the user,
+//! `Unavailable` → try the other copy, `Unauthorized` → log in again, and so on.
+//! A server answers a failed request with a [`WireError`]; the client turns it
+//! back into an [`Error`] with [`WireError::into_error`], so callers never see
+//! the difference between a local and a remote failure.
+
+use serde::{Deserialize, Serialize};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such file: {name}")]
+    NotFound { name: String },
+
+    #[error("login failed: unknown user or wrong password")]
+    Unauthorized,
+
+    #[error("not logged in")]
+    NotLoggedIn,
+
+    #[error("{server} is unavailable: {reason}")]
+    Unavailable { server: String, reason: String },
+
+    /// Both holders of a chunk failed; `chunk` is 1-based as users see it.
+    #[error("chunk {chunk} of {name} is unavailable: {reason}")]
+    ChunkUnavailable {
+        name: String,
+        chunk: u32,
+        reason: String,
+    },
+
+    #[error("chunk {chunk} is corrupt: {reason}")]
+    Corrupt { chunk: u32, reason: String },
+
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A failure a server reported for one request.
+    #[error("{server}: {}", error.message)]
+    Remote { server: String, error: WireError },
+
+    #[error("server error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The wire form of this error, as a server sends it.
+    /// The kind a server would report this error as.
+    pub fn kind(&self) -> ErrorKind {
+        self.to_wire().kind
+    }
+
+    pub fn to_wire(&self) -> WireError {
+        let kind = match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Unauthorized => ErrorKind::Unauthorized,
+            Error::NotLoggedIn => ErrorKind::NotLoggedIn,
+            Error::InvalidName { .. } => ErrorKind::InvalidName,
+            Error::BadRequest(_) | Error::Protocol(_) => ErrorKind::BadRequest,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Remote { error, .. } => error.kind,
+            _ => ErrorKind::Internal,
+        };
+        WireError {
+            kind,
+            message: self.to_string(),
+        }
+    }
+}
+
+/// What a server reports when a request fails. Only the kind is acted on; the
+/// message is for people (it is already the one-line `Display` of the error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    NotFound,
+    Unauthorized,
+    NotLoggedIn,
+    InvalidName,
+    BadRequest,
+    Corrupt,
+    Internal,
+}
+
+impl WireError {
+    /// Rebuilds a local error from a server's answer. `server` names who said it.
+    pub fn into_error(self, server: &str) -> Error {
+        match self.kind {
+            ErrorKind::Unauthorized => Error::Unauthorized,
+            ErrorKind::NotLoggedIn => Error::NotLoggedIn,
+            _ => Error::Remote {
+                server: server.to_string(),
+                error: self,
+            },
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! ringdfs: a small distributed file store.
+//!
+//! # The parts
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`placement`] | the chunk-pair table (SPEC §5) and how a file is cut into chunks; pure |
+//! | [`names`] | which file and user names are acceptable; pure |
+//! | [`protocol`] | frames, messages, and a `Connection` over any async stream |
+//! | [`codec`] | every bincode call, with a decode size limit |
+//! | [`store`] | a server's chunks and manifests on disk, written atomically |
+//! | [`auth`] | `users.toml` and argon2id password checks |
+//! | [`server`] | the chunk server: listener, connections, requests |
+//! | [`client`] | the client library: login, put, get, list, delete, status |
+//! | [`config`] | the server and client configuration files |
+//! | [`cli`] | the `dfs` command line and its prompt, over `client` |
+//!
+//! # One request's path: `dfs get report.pdf`
+//!
+//! `cli` parses the command and calls [`client::Client::get`]. The client asks
+//! every server for the file's manifest (`Request::Stat`), takes the newest,
+//! and computes with [`placement::Placement`] which two servers hold each chunk.
+//! One task per chunk sends `Request::GetChunk` to the chunk's first holder over
+//! a [`protocol::Connection`]; on the server, [`server`] checks the session's
+//! user, opens the chunk with [`store::Store::open_chunk`] (the user's name is
+//! part of the on-disk path, the request's name only through a digest), and
+//! streams it back in 1 MiB blocks while verifying its checksum. The client
+//! writes each chunk at its offset into a temp file, checks the checksum
+//! against the manifest, and renames the file into place when every chunk has
+//! arrived. A failed holder costs one retry at the other holder.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod names;
+pub mod placement;
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+pub use error::{Error, Result};
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

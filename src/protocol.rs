@@ -1,0 +1,461 @@
+//! The wire protocol: frames, messages, and a connection that speaks them.
+//!
+//! # Frames
+//!
+//! A connection is a sequence of frames in each direction, over any
+//! `AsyncRead + AsyncWrite` stream (plain TCP today; TLS wraps it unchanged):
+//!
+//! ```text
+//! +----------------+--------+----------------------------+
+//! | length: u32 BE | tag u8 | payload (length - 1 bytes) |
+//! +----------------+--------+----------------------------+
+//! tag 0: a control message, bincode (see `codec`): `Request` or `Response`
+//! tag 1: a block of file data, raw bytes, at most `MAX_BLOCK` (1 MiB)
+//! ```
+//!
+//! Frames longer than `MAX_FRAME` close the connection before anything is
+//! buffered. File data never passes through bincode, so a block is received
+//! without a copy and a chunk of any size streams in bounded memory.
+//!
+//! # Conversation
+//!
+//! ```text
+//! C: Hello{version}                S: Hello{version, server}
+//! C: Login{user, password}         S: LoggedIn{token}        (or Resume{token})
+//! C: PutChunk{name, version, chunk, n, size}  then Data blocks, then ChunkDone{checksum}
+//!                                  S: Ok                     (stored and synced)
+//! C: Commit{manifest}              S: Ok                     (new version visible)
+//! C: GetChunk{name, version, chunk}
+//!                                  S: Chunk{len}, Data blocks, ChunkDone{checksum}
+//! C: Stat{name} / List / Delete{name, version} / Status / Ring
+//! ```
+//!
+//! Every request gets exactly one reply (`Error(WireError)` when it failed), so
+//! a connection can be reused for the next request once a reply is complete.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
+
+use crate::codec;
+use crate::error::{Error, Result, WireError};
+
+/// Bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest block of file data in one frame.
+pub const MAX_BLOCK: usize = 1 << 20;
+/// Largest frame payload (tag included). Control messages must fit too: lists
+/// are paged to stay well below it.
+pub const MAX_FRAME: usize = MAX_BLOCK + 1024;
+
+const TAG_MSG: u8 = 0;
+const TAG_DATA: u8 = 1;
+
+/// A file version: newer compares greater. `gen` comes from the writer's clock
+/// (nanoseconds, but always above the version it replaces); `writer` is random
+/// and breaks ties, so two writers never produce the same version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub gen: u64,
+    pub writer: u64,
+}
+
+impl Version {
+    /// A fresh version newer than `after` (if any).
+    pub fn next(after: Option<Version>) -> Version {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let floor = after.map_or(0, |v| v.gen.saturating_add(1));
+        Version {
+            gen: now.max(floor),
+            writer: rand::random(),
+        }
+    }
+}
+
+/// BLAKE3 of a chunk's bytes, keyed by everything that identifies the chunk,
+/// so a valid chunk of another file, version or position never verifies.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum(pub [u8; 32]);
+
+impl std::fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::hex(&self.0[..8]))
+    }
+}
+
+/// Where a chunk belongs; the input to its checksum besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkId<'a> {
+    pub owner: &'a str,
+    pub name: &'a str,
+    pub version: Version,
+    /// 1-based.
+    pub chunk: u32,
+    pub len: u64,
+}
+
+impl ChunkId<'_> {
+    /// A hasher primed with this chunk's identity; feed it the bytes.
+    pub fn hasher(&self) -> blake3::Hasher {
+        let mut h = blake3::Hasher::new_derive_key("ringdfs 2026-11 chunk checksum v1");
+        for field in [self.owner.as_bytes(), self.name.as_bytes()] {
+            h.update(&(field.len() as u64).to_le_bytes());
+            h.update(field);
+        }
+        h.update(&self.version.gen.to_le_bytes());
+        h.update(&self.version.writer.to_le_bytes());
+        h.update(&self.chunk.to_le_bytes());
+        h.update(&self.len.to_le_bytes());
+        h
+    }
+}
+
+pub fn checksum_of(hasher: &blake3::Hasher) -> Checksum {
+    Checksum(*hasher.finalize().as_bytes())
+}
+
+/// A login session's bearer token: 256 random bits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Token(pub [u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// One server of the ring, as the ring is described to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub addr: String,
+}
+
+/// A file's metadata: which version is current and how to check its chunks.
+/// Every server holding a chunk of the file keeps it. A `deleted` manifest is a
+/// tombstone: it outranks older versions so they do not come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: Version,
+    pub size: u64,
+    /// How many chunks the file was cut into (the ring's size when written).
+    pub chunks: u32,
+    /// One per chunk, in chunk order.
+    pub checksums: Vec<Checksum>,
+    /// Seconds since the Unix epoch when the writer started the PUT.
+    pub stored_at: u64,
+    pub deleted: bool,
+}
+
+/// One file in a server's answer to `List`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub version: Version,
+    pub size: u64,
+    pub chunks: u32,
+    pub stored_at: u64,
+    /// A tombstone: the file was deleted at `version`.
+    pub deleted: bool,
+    /// The chunks (1-based) of this version this server holds.
+    pub held: Vec<u32>,
+}
+
+/// What a server says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    pub ring: Vec<Member>,
+    /// Chunk files and their bytes, all users together.
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Files (live manifests) of all users.
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Hello {
+        version: u32,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
+    Resume {
+        token: Token,
+    },
+    Ring,
+    Status,
+    List,
+    Stat {
+        name: String,
+    },
+    /// Followed by data blocks totalling exactly the chunk's length, then `ChunkDone`.
+    PutChunk {
+        name: String,
+        version: Version,
+        chunk: u32,
+        chunks: u32,
+        size: u64,
+    },
+    ChunkDone {
+        checksum: Checksum,
+    },
+    Commit {
+        manifest: Manifest,
+    },
+    GetChunk {
+        name: String,
+        version: Version,
+        chunk: u32,
+    },
+    Delete {
+        name: String,
+        version: Version,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Hello {
+        version: u32,
+        server: String,
+    },
+    LoggedIn {
+        token: Token,
+    },
+    Ok,
+    Ring {
+        members: Vec<Member>,
+    },
+    Status(ServerStatus),
+    /// One page of a listing; `more` says another page follows.
+    Files {
+        files: Vec<FileEntry>,
+        more: bool,
+    },
+    Manifest(Option<Manifest>),
+    /// Followed by `len` bytes of data blocks, then `ChunkDone`.
+    Chunk {
+        len: u64,
+    },
+    ChunkDone {
+        checksum: Checksum,
+    },
+    Error(WireError),
+}
+
+/// What arrives on a connection: a control message or a block of data.
+#[derive(Debug)]
+pub enum Frame<M> {
+    Msg(M),
+    Data(Bytes),
+}
+
+/// A frame before its message is decoded.
+#[derive(Debug)]
+enum RawFrame {
+    Msg(Bytes),
+    Data(Bytes),
+}
+
+/// `LengthDelimitedCodec` plus the one-byte tag.
+struct FrameCodec {
+    inner: LengthDelimitedCodec,
+}
+
+impl Decoder for FrameCodec {
+    type Item = RawFrame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<RawFrame>> {
+        let Some(mut frame) = self.inner.decode(src)? else {
+            return Ok(None);
+        };
+        if frame.is_empty() {
+            return Err(invalid_data("empty frame"));
+        }
+        let tag = frame.get_u8();
+        match tag {
+            TAG_MSG => Ok(Some(RawFrame::Msg(frame.freeze()))),
+            TAG_DATA => Ok(Some(RawFrame::Data(frame.freeze()))),
+            other => Err(invalid_data(&format!("unknown frame tag {other}"))),
+        }
+    }
+}
+
+impl Encoder<RawFrame> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: RawFrame, dst: &mut BytesMut) -> std::io::Result<()> {
+        let (tag, body) = match item {
+            RawFrame::Msg(b) => (TAG_MSG, b),
+            RawFrame::Data(b) => (TAG_DATA, b),
+        };
+        let len = body.len() + 1;
+        if len > self.inner.max_frame_length() {
+            return Err(invalid_data("frame too large to send"));
+        }
+        dst.reserve(4 + len);
+        dst.put_u32(len as u32);
+        dst.put_u8(tag);
+        dst.extend_from_slice(&body);
+        Ok(())
+    }
+}
+
+fn invalid_data(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+/// A framed connection to a peer named `peer` (for error messages). Receives
+/// time out after `timeout` of silence, when set.
+pub struct Connection<S> {
+    framed: Framed<S, FrameCodec>,
+    peer: String,
+    timeout: Option<Duration>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S, peer: impl Into<String>) -> Self {
+        let inner = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(MAX_FRAME)
+            .new_codec();
+        Connection {
+            framed: Framed::with_capacity(stream, FrameCodec { inner }, 64 * 1024),
+            peer: peer.into(),
+            timeout: None,
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        self.framed.get_ref()
+    }
+
+    /// Bytes received but not yet returned as a frame.
+    pub fn has_buffered_input(&self) -> bool {
+        !self.framed.read_buffer().is_empty()
+    }
+
+    /// Sets how long a receive waits for the next frame before failing.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    pub async fn send<M: Serialize>(&mut self, msg: &M) -> Result<()> {
+        let body = Bytes::from(codec::encode(msg)?);
+        self.send_raw(RawFrame::Msg(body)).await
+    }
+
+    pub async fn send_data(&mut self, data: Bytes) -> Result<()> {
+        debug_assert!(data.len() <= MAX_BLOCK);
+        self.send_raw(RawFrame::Data(data)).await
+    }
+
+    async fn send_raw(&mut self, frame: RawFrame) -> Result<()> {
+        let peer = &self.peer;
+        self.framed
+            .send(frame)
+            .await
+            .map_err(|e| Error::io(format!("sending to {peer}"), e))
+    }
+
+    /// The next frame, or `None` when the peer closed the connection cleanly.
+    pub async fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<Frame<M>>> {
+        let next = match self.timeout {
+            None => self.framed.next().await,
+            Some(t) => tokio::time::timeout(t, self.framed.next())
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: self.peer.clone(),
+                    secs: t.as_secs(),
+                })?,
+        };
+        match next {
+            None => Ok(None),
+            Some(Err(e)) => Err(Error::io(format!("receiving from {}", self.peer), e)),
+            Some(Ok(RawFrame::Data(b))) => Ok(Some(Frame::Data(b))),
+            Some(Ok(RawFrame::Msg(b))) => Ok(Some(Frame::Msg(codec::decode(&b)?))),
+        }
+    }
+
+    /// The next frame, which must be a message; end of stream is an error.
+    pub async fn recv_msg<M: DeserializeOwned>(&mut self) -> Result<M> {
+        match self.recv().await? {
+            Some(Frame::Msg(m)) => Ok(m),
+            Some(Frame::Data(_)) => Err(Error::Protocol(format!(
+                "{} sent data where a message was expected",
+                self.peer
+            ))),
+            None => Err(Error::Unavailable {
+                server: self.peer.clone(),
+                reason: "connection closed".into(),
+            }),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Sends a request and waits for its reply, turning an `Error` reply into `Err`.
+    pub async fn call(&mut self, req: &Request) -> Result<Response> {
+        self.send(req).await?;
+        self.reply().await
+    }
+
+    /// The reply to a request already sent.
+    pub async fn reply(&mut self) -> Result<Response> {
+        match self.recv_msg::<Response>().await? {
+            Response::Error(e) => Err(e.into_error(&self.peer)),
+            other => Ok(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_frames_are_refused() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut a = Connection::new(a, "a");
+        let mut b = Connection::new(b, "b");
+        let req = Request::Stat { name: "x".into() };
+        let send = async {
+            a.send(&req).await.unwrap();
+            a.send_data(Bytes::from(vec![7u8; MAX_BLOCK]))
+                .await
+                .unwrap();
+        };
+        let recv = async {
+            let m: Frame<Request> = b.recv().await.unwrap().unwrap();
+            assert!(matches!(m, Frame::Msg(Request::Stat { name }) if name == "x"));
+            match b.recv::<Request>().await.unwrap().unwrap() {
+                Frame::Data(d) => assert_eq!(d.len(), MAX_BLOCK),
+                Frame::Msg(_) => panic!("expected data"),
+            }
+        };
+        tokio::join!(send, recv);
+
+        // A 4 GiB length prefix is refused without buffering it.
+        use tokio::io::AsyncWriteExt;
+        let (mut raw, other) = tokio::io::duplex(1 << 16);
+        let mut other = Connection::new(other, "raw");
+        raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert!(other.recv::<Request>().await.is_err());
+    }
+}

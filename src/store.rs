@@ -1,0 +1,816 @@
+//! A server's chunk storage on disk, and its in-memory index of it.
+//!
+//! # Layout
+//!
+//! ```text
+//! <data_dir>/
+//!   tmp/                                   writes in progress; emptied at start
+//!   users/<owner>/<file-id>/               one folder per file of a user
+//!     manifest                             the file's current Manifest (or tombstone)
+//!     <gen:016x>-<writer:016x>.<chunk>     chunk data of one version, then a trailer
+//! ```
+//!
+//! `file-id` is the hex of the first 16 bytes of BLAKE3(`owner/name`): a name a
+//! user sent never becomes a path, so it cannot escape the folder, and two names
+//! cannot collide. `owner` comes from the login, never from a request.
+//!
+//! # Chunk file
+//!
+//! ```text
+//! +-------------------+------------------------------+---------------------+--------------+
+//! | data (len bytes)  | trailer: bincode ChunkTrailer | trailer_len: u32 LE | "RDFSCHK1"   |
+//! +-------------------+------------------------------+---------------------+--------------+
+//! ```
+//!
+//! The trailer says whose chunk it is and carries its checksum, so a chunk file
+//! describes itself; a truncated file has no valid trailer.
+//!
+//! # Manifest file
+//!
+//! `"RDFSMAN1"`, BLAKE3 of the rest (32 bytes), bincode `StoredManifest`.
+//!
+//! # Durability
+//!
+//! Every file is written under `tmp/`, synced, renamed into place, and the
+//! folder is synced: a crash leaves either the old or the new file, never half
+//! of one. A new version becomes visible by replacing `manifest`; only then
+//! are older versions' chunks removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::names::{validate_name, validate_user};
+use crate::placement::chunk_range;
+use crate::protocol::{checksum_of, Checksum, ChunkId, FileEntry, Manifest, Version, MAX_BLOCK};
+
+const CHUNK_MAGIC: &[u8; 8] = b"RDFSCHK1";
+const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
+const MAX_TRAILER: u32 = 4096;
+/// Largest number of chunks a file may be cut into (the largest ring).
+pub const MAX_CHUNKS: u32 = 1024;
+
+/// What a chunk file says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkTrailer {
+    pub owner: String,
+    pub name: String,
+    pub version: Version,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub size: u64,
+    pub len: u64,
+    pub checksum: Checksum,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredManifest {
+    owner: String,
+    manifest: Manifest,
+}
+
+/// One file of one user, as this server knows it.
+#[derive(Debug, Clone)]
+struct FileState {
+    manifest: Manifest,
+    /// Chunks of `manifest.version` present on this server.
+    held: BTreeSet<u32>,
+}
+
+/// What a PUT of one chunk declares up front.
+#[derive(Debug, Clone)]
+pub struct ChunkSpec {
+    pub owner: String,
+    pub name: String,
+    pub version: Version,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub size: u64,
+}
+
+impl ChunkSpec {
+    /// Checks that the chunk fits the file it claims to belong to.
+    pub fn validate(&self) -> Result<()> {
+        validate_user(&self.owner)?;
+        validate_name(&self.name)?;
+        if !(1..=MAX_CHUNKS).contains(&self.chunks) {
+            return Err(Error::BadRequest(format!(
+                "a file has 1 to {MAX_CHUNKS} chunks, not {}",
+                self.chunks
+            )));
+        }
+        if !(1..=self.chunks).contains(&self.chunk) {
+            return Err(Error::BadRequest(format!(
+                "chunk {} of a file of {} chunks",
+                self.chunk, self.chunks
+            )));
+        }
+        Ok(())
+    }
+
+    /// The chunk's length in bytes.
+    pub fn chunk_len(&self) -> u64 {
+        let (start, end) = chunk_range(self.size, self.chunks, self.chunk);
+        end - start
+    }
+
+    fn id(&self) -> ChunkId<'_> {
+        ChunkId {
+            owner: &self.owner,
+            name: &self.name,
+            version: self.version,
+            chunk: self.chunk,
+            len: self.chunk_len(),
+        }
+    }
+}
+
+/// Totals for STATUS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+pub struct Store {
+    root: PathBuf,
+    /// owner → name → state. Guarded by a plain mutex: held only for map
+    /// operations, never across I/O.
+    index: Mutex<HashMap<String, BTreeMap<String, FileState>>>,
+    /// Serialises manifest replacement, so "compare versions, then write" is atomic.
+    commit_lock: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`, clears unfinished
+    /// writes and loads the index.
+    pub fn open(root: &Path) -> Result<Store> {
+        let tmp = root.join("tmp");
+        let users = root.join("users");
+        for dir in [root, &tmp, &users] {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        // Anything under tmp/ is a write that never finished.
+        for entry in read_dir(&tmp)? {
+            let _ = fs::remove_file(entry.path());
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+            index: Mutex::new(HashMap::new()),
+            commit_lock: Mutex::new(()),
+        };
+        store.load_index()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn load_index(&self) -> Result<()> {
+        let mut index = HashMap::new();
+        for owner_dir in read_dir(&self.root.join("users"))? {
+            let owner = owner_dir.file_name().to_string_lossy().into_owned();
+            if validate_user(&owner).is_err() {
+                continue;
+            }
+            let files: &mut BTreeMap<String, FileState> = index.entry(owner.clone()).or_default();
+            for file_dir in read_dir(&owner_dir.path())? {
+                let dir = file_dir.path();
+                let manifest = match read_manifest(&dir.join("manifest")) {
+                    Ok(Some(m)) if m.owner == owner => m.manifest,
+                    Ok(_) => continue, // staged chunks of a PUT that never committed
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "unreadable manifest; skipping");
+                        continue;
+                    }
+                };
+                let held = self.sweep(&dir, manifest.version)?;
+                files.insert(manifest.name.clone(), FileState { manifest, held });
+            }
+        }
+        *self.index.lock().expect("index lock") = index;
+        Ok(())
+    }
+
+    /// Removes chunks of versions older than `current` from a file folder and
+    /// returns the chunks of `current` present there.
+    fn sweep(&self, dir: &Path, current: Version) -> Result<BTreeSet<u32>> {
+        let mut held = BTreeSet::new();
+        for entry in read_dir(dir)? {
+            let Some((version, chunk)) = parse_chunk_file_name(&entry.file_name()) else {
+                continue;
+            };
+            if version < current {
+                remove_file_logged(&entry.path());
+            } else if version == current {
+                held.insert(chunk);
+            }
+        }
+        Ok(held)
+    }
+
+    fn file_dir(&self, owner: &str, name: &str) -> PathBuf {
+        let mut id = blake3::Hasher::new();
+        id.update(owner.as_bytes());
+        id.update(b"/");
+        id.update(name.as_bytes());
+        let id = crate::hex(&id.finalize().as_bytes()[..16]);
+        self.root.join("users").join(owner).join(id)
+    }
+
+    fn chunk_path(&self, owner: &str, name: &str, version: Version, chunk: u32) -> PathBuf {
+        self.file_dir(owner, name).join(format!(
+            "{:016x}-{:016x}.{chunk}",
+            version.gen, version.writer
+        ))
+    }
+
+    /// Starts writing a chunk. The chunk is stored only by [`ChunkWriter::finish`].
+    pub fn begin_chunk(self: &Arc<Self>, spec: ChunkSpec) -> Result<ChunkWriter> {
+        spec.validate()?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.part", crate::hex(&rand::random::<[u8; 16]>())));
+        let file = File::create(&tmp).map_err(|e| Error::io("creating a chunk file", e))?;
+        let hasher = spec.id().hasher();
+        Ok(ChunkWriter {
+            store: Arc::clone(self),
+            tmp: Some(tmp),
+            file,
+            hasher,
+            written: 0,
+            spec,
+        })
+    }
+
+    /// Opens a stored chunk of the file's current version for reading, after
+    /// checking its trailer against the manifest.
+    pub fn open_chunk(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<ChunkReader> {
+        validate_name(name)?;
+        let not_found = || Error::NotFound {
+            name: format!("{name} (chunk {chunk})"),
+        };
+        let expected = {
+            let index = self.index.lock().expect("index lock");
+            let state = index.get(owner).and_then(|f| f.get(name));
+            match state {
+                Some(s) if !s.manifest.deleted && s.manifest.version == version => chunk
+                    .checked_sub(1)
+                    .and_then(|i| s.manifest.checksums.get(i as usize))
+                    .copied()
+                    .ok_or_else(not_found)?,
+                _ => return Err(not_found()),
+            }
+        };
+        let path = self.chunk_path(owner, name, version, chunk);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        let trailer = read_trailer(&mut file).map_err(|reason| Error::Corrupt { chunk, reason })?;
+        let wanted = (owner, name, version, chunk, expected);
+        let got = (
+            trailer.owner.as_str(),
+            trailer.name.as_str(),
+            trailer.version,
+            trailer.chunk,
+            trailer.checksum,
+        );
+        if wanted != got {
+            return Err(Error::Corrupt {
+                chunk,
+                reason: "chunk trailer does not match the manifest".into(),
+            });
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("seeking a chunk file", e))?;
+        let hasher = ChunkId {
+            owner,
+            name,
+            version,
+            chunk,
+            len: trailer.len,
+        }
+        .hasher();
+        Ok(ChunkReader {
+            file,
+            path,
+            remaining: trailer.len,
+            hasher,
+            trailer,
+        })
+    }
+
+    /// Makes `manifest` the file's current version if it is newer than what is
+    /// there, then drops older versions' chunks. Returns whether it was applied.
+    /// A tombstone (`deleted`) is committed the same way.
+    pub fn commit(&self, owner: &str, manifest: Manifest) -> Result<bool> {
+        validate_user(owner)?;
+        validate_name(&manifest.name)?;
+        if !manifest.deleted
+            && (manifest.chunks == 0
+                || manifest.chunks > MAX_CHUNKS
+                || manifest.checksums.len() != manifest.chunks as usize)
+        {
+            return Err(Error::BadRequest(
+                "manifest's chunk count and checksums disagree".into(),
+            ));
+        }
+        let _serial = self.commit_lock.lock().expect("commit lock");
+        let current = self.manifest(owner, &manifest.name);
+        if current.is_some_and(|c| c.version >= manifest.version) {
+            return Ok(false);
+        }
+        let dir = self.file_dir(owner, &manifest.name);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("creating a file folder", e))?;
+        let stored = StoredManifest {
+            owner: owner.to_string(),
+            manifest,
+        };
+        let mut bytes = MANIFEST_MAGIC.to_vec();
+        let body = codec::encode(&stored)?;
+        bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+        bytes.extend_from_slice(&body);
+        self.write_atomically(&dir.join("manifest"), &bytes)?;
+
+        let manifest = stored.manifest;
+        let held = self.sweep(&dir, manifest.version)?;
+        let mut index = self.index.lock().expect("index lock");
+        index
+            .entry(owner.to_string())
+            .or_default()
+            .insert(manifest.name.clone(), FileState { manifest, held });
+        Ok(true)
+    }
+
+    /// The file's current manifest (possibly a tombstone), if this server has one.
+    pub fn manifest(&self, owner: &str, name: &str) -> Option<Manifest> {
+        let index = self.index.lock().expect("index lock");
+        index
+            .get(owner)
+            .and_then(|files| files.get(name))
+            .map(|s| s.manifest.clone())
+    }
+
+    /// The owner's files, tombstones included (so a client merging several
+    /// servers' lists can tell "deleted" from "not here"), sorted by name.
+    pub fn list(&self, owner: &str) -> Vec<FileEntry> {
+        let index = self.index.lock().expect("index lock");
+        let Some(files) = index.get(owner) else {
+            return Vec::new();
+        };
+        files
+            .values()
+            .map(|s| FileEntry {
+                name: s.manifest.name.clone(),
+                version: s.manifest.version,
+                size: s.manifest.size,
+                chunks: s.manifest.chunks,
+                stored_at: s.manifest.stored_at,
+                deleted: s.manifest.deleted,
+                held: s.held.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let index = self.index.lock().expect("index lock");
+        let mut stats = Stats::default();
+        for state in index.values().flat_map(BTreeMap::values) {
+            let m = &state.manifest;
+            if m.deleted {
+                continue;
+            }
+            stats.files += 1;
+            for &chunk in &state.held {
+                let (start, end) = chunk_range(m.size, m.chunks, chunk);
+                stats.chunks += 1;
+                stats.bytes += end - start;
+            }
+        }
+        stats
+    }
+
+    /// Writes `bytes` to `path` via a synced temp file and a rename, then syncs
+    /// the folder.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.part", crate::hex(&rand::random::<[u8; 16]>())));
+        let guard = RemoveOnDrop(Some(tmp.clone()));
+        let mut file = File::create(&tmp).map_err(|e| Error::io("creating a temp file", e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("writing a temp file", e))?;
+        rename_durably(&tmp, path)?;
+        guard.disarm();
+        Ok(())
+    }
+
+    /// Records that `chunk` of `version` is now stored (called after a rename).
+    fn chunk_stored(&self, owner: &str, name: &str, version: Version, chunk: u32) {
+        let mut index = self.index.lock().expect("index lock");
+        let state = index.get_mut(owner).and_then(|f| f.get_mut(name));
+        if let Some(state) = state {
+            if state.manifest.version == version {
+                state.held.insert(chunk);
+            }
+        }
+    }
+}
+
+/// A chunk being written: bytes go to a temp file and into the checksum. Dropped
+/// without `finish`, it removes the temp file.
+pub struct ChunkWriter {
+    store: Arc<Store>,
+    tmp: Option<PathBuf>,
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+    spec: ChunkSpec,
+}
+
+impl ChunkWriter {
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let len = self.spec.chunk_len();
+        if self.written + data.len() as u64 > len {
+            return Err(Error::BadRequest(format!(
+                "chunk {} is {len} bytes; more was sent",
+                self.spec.chunk
+            )));
+        }
+        self.hasher.update(data);
+        self.file
+            .write_all(data)
+            .map_err(|e| Error::io("writing a chunk", e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks length and checksum, appends the trailer, syncs and renames the
+    /// chunk into place. Only then is it stored.
+    pub fn finish(mut self, claimed: Checksum) -> Result<()> {
+        let spec = &self.spec;
+        if self.written != spec.chunk_len() {
+            return Err(Error::BadRequest(format!(
+                "chunk {} is {} bytes; {} were sent",
+                spec.chunk,
+                spec.chunk_len(),
+                self.written
+            )));
+        }
+        let checksum = checksum_of(&self.hasher);
+        if checksum != claimed {
+            return Err(Error::Corrupt {
+                chunk: spec.chunk,
+                reason: "received bytes do not match the sender's checksum".into(),
+            });
+        }
+        let trailer = ChunkTrailer {
+            owner: spec.owner.clone(),
+            name: spec.name.clone(),
+            version: spec.version,
+            chunk: spec.chunk,
+            chunks: spec.chunks,
+            size: spec.size,
+            len: spec.chunk_len(),
+            checksum,
+        };
+        let body = codec::encode(&trailer)?;
+        let mut tail = body;
+        tail.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+        tail.extend_from_slice(CHUNK_MAGIC);
+        self.file
+            .write_all(&tail)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io("syncing a chunk", e))?;
+
+        let (owner, name, version, chunk) = (&spec.owner, &spec.name, spec.version, spec.chunk);
+        let dest = self.store.chunk_path(owner, name, version, chunk);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("creating a file folder", e))?;
+        }
+        let tmp = self.tmp.take().expect("finish runs once");
+        if let Err(e) = rename_durably(&tmp, &dest) {
+            remove_file_logged(&tmp);
+            return Err(e);
+        }
+        self.store.chunk_stored(owner, name, version, chunk);
+        Ok(())
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            remove_file_logged(&tmp);
+        }
+    }
+}
+
+/// A stored chunk being read. Yields the data in blocks and checks the
+/// checksum when the last block has been read.
+pub struct ChunkReader {
+    file: File,
+    path: PathBuf,
+    remaining: u64,
+    hasher: blake3::Hasher,
+    trailer: ChunkTrailer,
+}
+
+impl ChunkReader {
+    pub fn len(&self) -> u64 {
+        self.trailer.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trailer.len == 0
+    }
+
+    pub fn checksum(&self) -> Checksum {
+        self.trailer.checksum
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next block of data; `Ok(None)` after the last one, once the checksum
+    /// has verified. A mismatch is `Error::Corrupt`.
+    pub fn next_block(&mut self) -> Result<Option<Bytes>> {
+        if self.remaining == 0 {
+            return if checksum_of(&self.hasher) == self.trailer.checksum {
+                Ok(None)
+            } else {
+                Err(Error::Corrupt {
+                    chunk: self.trailer.chunk,
+                    reason: format!("checksum mismatch in {}", self.path.display()),
+                })
+            };
+        }
+        let want = self.remaining.min(MAX_BLOCK as u64) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        self.file.read_exact(&mut buf).map_err(|e| Error::Corrupt {
+            chunk: self.trailer.chunk,
+            reason: format!("reading {}: {e}", self.path.display()),
+        })?;
+        self.hasher.update(&buf);
+        self.remaining -= want as u64;
+        Ok(Some(buf.freeze()))
+    }
+}
+
+fn read_trailer(file: &mut File) -> std::result::Result<ChunkTrailer, String> {
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    if file_len < 12 {
+        return Err("chunk file too short".into());
+    }
+    let mut end = [0u8; 12];
+    file.seek(SeekFrom::Start(file_len - 12))
+        .and_then(|_| file.read_exact(&mut end))
+        .map_err(|e| e.to_string())?;
+    if &end[4..] != CHUNK_MAGIC {
+        return Err("chunk file has no trailer (truncated?)".into());
+    }
+    let trailer_len = u32::from_le_bytes(end[..4].try_into().expect("4 bytes"));
+    if trailer_len > MAX_TRAILER || u64::from(trailer_len) + 12 > file_len {
+        return Err("chunk trailer length is out of range".into());
+    }
+    let mut body = vec![0u8; trailer_len as usize];
+    file.seek(SeekFrom::Start(file_len - 12 - u64::from(trailer_len)))
+        .and_then(|_| file.read_exact(&mut body))
+        .map_err(|e| e.to_string())?;
+    let trailer: ChunkTrailer = codec::decode(&body).map_err(|e| e.to_string())?;
+    if trailer.len + u64::from(trailer_len) + 12 != file_len {
+        return Err("chunk file length does not match its trailer".into());
+    }
+    Ok(trailer)
+}
+
+fn read_manifest(path: &Path) -> Result<Option<StoredManifest>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let corrupt = |why: &str| Error::Internal(format!("{}: {why}", path.display()));
+    if bytes.len() < 40 || &bytes[..8] != MANIFEST_MAGIC {
+        return Err(corrupt("not a manifest"));
+    }
+    let (sum, body) = bytes[8..].split_at(32);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err(corrupt("manifest checksum mismatch"));
+    }
+    codec::decode(body).map(Some)
+}
+
+/// `<gen:016x>-<writer:016x>.<chunk>` → (version, chunk).
+fn parse_chunk_file_name(name: &std::ffi::OsStr) -> Option<(Version, u32)> {
+    let name = name.to_str()?;
+    let (version, chunk) = name.split_once('.')?;
+    let (gen, writer) = version.split_once('-')?;
+    if gen.len() != 16 || writer.len() != 16 {
+        return None;
+    }
+    let version = Version {
+        gen: u64::from_str_radix(gen, 16).ok()?,
+        writer: u64::from_str_radix(writer, 16).ok()?,
+    };
+    Some((version, chunk.parse().ok()?))
+}
+
+/// Renames and then syncs the destination folder, so the rename survives a crash.
+fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io(format!("renaming into {}", to.display()), e))?;
+    if let Some(dir) = to.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("listing {}", dir.display()), e)),
+    }
+}
+
+fn remove_file_logged(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove file");
+        }
+    }
+}
+
+/// Removes a temp file unless disarmed.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            remove_file_logged(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, version: Version, chunk: u32, size: u64) -> ChunkSpec {
+        ChunkSpec {
+            owner: "alice".into(),
+            name: name.into(),
+            version,
+            chunk,
+            chunks: 4,
+            size,
+        }
+    }
+
+    /// Stores all four chunks of `data` and commits them.
+    fn put(store: &Arc<Store>, name: &str, data: &[u8], version: Version) -> Manifest {
+        let mut checksums = Vec::new();
+        for chunk in 1..=4 {
+            let s = spec(name, version, chunk, data.len() as u64);
+            let (start, end) = chunk_range(data.len() as u64, 4, chunk);
+            let bytes = &data[start as usize..end as usize];
+            let mut h = s.id().hasher();
+            h.update(bytes);
+            let sum = checksum_of(&h);
+            let mut w = store.begin_chunk(s).unwrap();
+            w.write(bytes).unwrap();
+            w.finish(sum).unwrap();
+            checksums.push(sum);
+        }
+        let manifest = Manifest {
+            name: name.into(),
+            version,
+            size: data.len() as u64,
+            chunks: 4,
+            checksums,
+            stored_at: 0,
+            deleted: false,
+        };
+        assert!(store.commit("alice", manifest.clone()).unwrap());
+        manifest
+    }
+
+    fn read_all(store: &Store, name: &str, version: Version, chunk: u32) -> Result<Vec<u8>> {
+        let mut r = store.open_chunk("alice", name, version, chunk)?;
+        let mut out = Vec::new();
+        while let Some(b) = r.next_block()? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn store_commit_read_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let v1 = Version { gen: 1, writer: 9 };
+        put(&store, "f.bin", b"hello world", v1);
+        assert_eq!(read_all(&store, "f.bin", v1, 1).unwrap(), b"hel");
+        assert_eq!(store.list("alice")[0].held, vec![1, 2, 3, 4]);
+        assert!(store.list("bob").is_empty());
+
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(read_all(&store, "f.bin", v1, 4).unwrap(), b"ld");
+        assert_eq!(store.stats().bytes, 11);
+    }
+
+    #[test]
+    fn a_newer_version_replaces_and_an_older_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (v1, v2) = (Version { gen: 1, writer: 0 }, Version { gen: 2, writer: 0 });
+        put(&store, "f", b"first version", v1);
+        let m2 = put(&store, "f", b"second", v2);
+        assert!(read_all(&store, "f", v1, 1).is_err());
+        assert_eq!(read_all(&store, "f", v2, 1).unwrap(), b"se");
+        let mut stale = m2.clone();
+        stale.version = v1;
+        assert!(!store.commit("alice", stale).unwrap());
+        // Only v2's four chunk files and the manifest remain.
+        let files = fs::read_dir(store.file_dir("alice", "f")).unwrap().count();
+        assert_eq!(files, 5);
+    }
+
+    #[test]
+    fn corruption_and_truncation_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let v = Version { gen: 5, writer: 5 };
+        put(&store, "f", &[42u8; 4000], v);
+        let path = store.chunk_path("alice", "f", v, 2);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read_all(&store, "f", v, 2),
+            Err(Error::Corrupt { .. })
+        ));
+
+        let path = store.chunk_path("alice", "f", v, 3);
+        let len = fs::metadata(&path).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        assert!(matches!(
+            read_all(&store, "f", v, 3),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn an_abandoned_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let v = Version { gen: 1, writer: 1 };
+        let mut w = store.begin_chunk(spec("f", v, 1, 100)).unwrap();
+        w.write(&[1; 10]).unwrap();
+        assert!(w.write(&[1; 100]).is_err(), "more than the chunk's length");
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+
+        let w = store.begin_chunk(spec("f", v, 1, 100)).unwrap();
+        assert!(w.finish(Checksum([0; 32])).is_err(), "short chunk");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::future::{join_all, try_join_all, FutureExt};
+use futures_util::future::{join_all, try_join_all};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -752,14 +752,19 @@ async fn connect(member: &Member, timeout: Duration) -> Result<Conn> {
     }
 }
 
-/// A pooled connection is reused only if the server has not closed it: a
-/// closed socket is readable (EOF), an idle open one is not.
+/// A pooled connection is reused only if the server has not closed it. An
+/// idle open socket has nothing to read; a closed one reads EOF. This asks the
+/// kernel directly (a non-blocking MSG_PEEK), because the runtime's cached
+/// readiness may not have seen the close yet.
 fn still_open(conn: &Conn) -> bool {
     if conn.has_buffered_input() {
         return false;
     }
-    let mut byte = [0u8; 1];
-    conn.get_ref().peek(&mut byte).now_or_never().is_none()
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(conn.get_ref()).peek(&mut byte) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(_) => false, // EOF, or bytes nobody asked for: either way unusable
+    }
 }
 
 fn unexpected(server: &str, reply: &Response) -> Error {

@@ -220,12 +220,7 @@ impl Store {
     }
 
     fn file_dir(&self, owner: &str, name: &str) -> PathBuf {
-        let mut id = blake3::Hasher::new();
-        id.update(owner.as_bytes());
-        id.update(b"/");
-        id.update(name.as_bytes());
-        let id = crate::hex(&id.finalize().as_bytes()[..16]);
-        self.root.join("users").join(owner).join(id)
+        file_dir(&self.root, owner, name)
     }
 
     fn chunk_path(&self, owner: &str, name: &str, version: Version, chunk: u32) -> PathBuf {
@@ -436,6 +431,16 @@ impl Store {
             }
         }
     }
+}
+
+/// The folder holding `owner`'s file `name` in the store under `root`.
+pub fn file_dir(root: &Path, owner: &str, name: &str) -> PathBuf {
+    let mut id = blake3::Hasher::new();
+    id.update(owner.as_bytes());
+    id.update(b"/");
+    id.update(name.as_bytes());
+    let id = crate::hex(&id.finalize().as_bytes()[..16]);
+    root.join("users").join(owner).join(id)
 }
 
 /// A chunk being written: bytes go to a temp file and into the checksum. Dropped

@@ -1,0 +1,150 @@
+//! The `dfs` binary as a script uses it: one-shot commands, piped commands,
+//! exit status, one-line errors.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::util::{random_file, Cluster};
+
+fn dfs(config: &Path, password: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .arg("--config")
+        .arg(config)
+        .args(["--user", "alice"])
+        .args(args)
+        .env("DFS_PASSWORD", password)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn write_config(cluster: &Cluster) -> std::path::PathBuf {
+    let config = cluster.client_config();
+    let servers: Vec<String> = config.servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let path = cluster.dir.path().join("client.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 5\n",
+            servers.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_and_exit_codes() {
+    let cluster = Cluster::start(4).await;
+    let config = write_config(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "photo.jpg", 2_500_000);
+    let path = path.to_str().unwrap().to_string();
+
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["put", &path, "holiday photo.jpg"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("stored holiday photo.jpg: 2.4 MiB in 4 chunks, 8 copies"));
+
+    let out = dfs(&config, "wonderland", &["ls"], "");
+    assert!(out.status.success());
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("holiday photo.jpg") && listing.contains("2.4 MiB"),
+        "{listing}"
+    );
+
+    // GET with no local path lands in the configured download folder.
+    let out = dfs(&config, "wonderland", &["get", "holiday photo.jpg"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fetched = cluster
+        .dir
+        .path()
+        .join("downloads")
+        .join("holiday photo.jpg");
+    assert_eq!(std::fs::read(fetched).unwrap(), data);
+
+    let out = dfs(&config, "wonderland", &["status"], "");
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).matches(" up ").count(),
+        4,
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = dfs(&config, "wonderland", &["delete", "holiday photo.jpg"], "");
+    assert!(out.status.success());
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["get", "holiday photo.jpg", "/tmp"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "dfs: no such file: holiday photo.jpg\n");
+
+    let out = dfs(&config, "wrong", &["ls"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "dfs: login failed: unknown user or wrong password\n"
+    );
+
+    let out = dfs(&config, "wonderland", &["put", "/no/such/file"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
+    let cluster = Cluster::start(4).await;
+    let config = write_config(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "notes.txt", 10_000);
+    let back = work.path().join("back.txt");
+    let script = format!(
+        "PUT {} \"my notes.txt\"\nls\nget \"my notes.txt\" {}\n",
+        path.display(),
+        back.display()
+    );
+    let out = dfs(&config, "wonderland", &[], &script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("stored my notes.txt"), "{stdout}");
+    assert!(stdout.contains("my notes.txt  9.8 KiB"), "{stdout}");
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    let out = dfs(&config, "wonderland", &[], "frobnicate\nget\nls\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr,
+        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET REMOTE [LOCAL]\n"
+    );
+    assert!(text(&out.stdout).contains("my notes.txt"));
+}

@@ -1,0 +1,247 @@
+//! Storing and fetching files: sizes, placement on disk, servers down,
+//! restarts, deletion.
+
+use ringdfs::client::no_progress;
+use ringdfs::placement::Placement;
+use ringdfs::Error;
+
+use crate::util::{chunks_on_disk, random_file, tree, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_then_get_is_byte_identical_for_every_size() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+
+    let mut files = Vec::new();
+    for len in [0, 1, 3, 4, 5, (1 << 20) + 1, 64 << 20] {
+        files.push(random_file(work.path(), &format!("random-{len}.bin"), len));
+    }
+    // Text with CRLF line ends and bytes that are not UTF-8.
+    let text = b"line one\r\nline two\r\n\xff\xfe caf\xe9 \x00\x80\r\n".repeat(100);
+    let text_path = work.path().join("crlf.txt");
+    std::fs::write(&text_path, &text).unwrap();
+    files.push((text_path, text));
+
+    for (path, _) in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let receipt = client.put(path, name, &no_progress).await.unwrap();
+        assert_eq!(receipt.chunks, 4);
+        assert_eq!(receipt.copies, 8);
+    }
+    for (path, data) in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let out = work.path().join(format!("{name}.out"));
+        let receipt = client.get(name, &out, &no_progress).await.unwrap();
+        assert_eq!(receipt.size, data.len() as u64);
+        assert!(std::fs::read(&out).unwrap() == *data, "{name} differs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_reads_back_with_any_one_server_stopped() {
+    let mut cluster = Cluster::start(4).await;
+    let work = tempfile::tempdir().unwrap();
+    let client = cluster.login("alice").await;
+    let mut files = Vec::new();
+    for (i, len) in [0, 5, 100_000, (3 << 20) + 7].into_iter().enumerate() {
+        let (path, data) = random_file(work.path(), &format!("f{i}"), len);
+        client
+            .put(&path, &format!("f{i}"), &no_progress)
+            .await
+            .unwrap();
+        files.push((format!("f{i}"), data));
+    }
+
+    for down in 1..=4 {
+        cluster.stop(down).await;
+        // Both a client that knew the server and one that logs in without it.
+        let fresh = cluster.login("alice").await;
+        for c in [&client, &fresh] {
+            for (name, data) in &files {
+                let out = work.path().join(format!("{name}.without-dfs{down}"));
+                c.get(name, &out, &no_progress).await.unwrap();
+                assert!(
+                    std::fs::read(&out).unwrap() == *data,
+                    "{name} with dfs{down} down"
+                );
+                std::fs::remove_file(&out).unwrap();
+            }
+        }
+        cluster.restart(down).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_neighbours_down_fails_naming_the_chunk_and_leaves_no_file() {
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(work.path(), "doomed.bin", 300_000);
+    client.put(&path, "doomed.bin", &no_progress).await.unwrap();
+
+    cluster.stop(2).await;
+    cluster.stop(3).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("doomed.bin");
+    let err = client
+        .get("doomed.bin", &out, &no_progress)
+        .await
+        .unwrap_err();
+
+    // dfs2 and dfs3 share exactly one chunk: dfs2's second.
+    let lost = Placement::of("alice", "doomed.bin", 4).chunks_of(2).1;
+    assert_eq!(Placement::of("alice", "doomed.bin", 4).chunks_of(3).0, lost);
+    assert!(matches!(err, Error::ChunkUnavailable { chunk, .. } if chunk == lost));
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("chunk {lost} of doomed.bin is unavailable")),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(tree(out_dir.path()).is_empty(), "nothing left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_holds_exactly_the_chunks_the_table_gives_it() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let mut rows_seen = [false; 4];
+    for i in 0..16 {
+        let name = format!("placed-{i}.dat");
+        let (path, _) = random_file(work.path(), &name, 1000 + i);
+        client.put(&path, &name, &no_progress).await.unwrap();
+        let placement = Placement::of("alice", &name, 4);
+        rows_seen[placement.r as usize] = true;
+        for server in 1..=4u32 {
+            let (a, b) = placement.chunks_of(server);
+            let mut want = vec![a, b];
+            want.sort_unstable();
+            let have = chunks_on_disk(&cluster.data_dir(server as usize), "alice", &name);
+            assert_eq!(have, want, "{name} (r = {}) on dfs{server}", placement.r);
+        }
+    }
+    assert!(rows_seen.iter().all(|&s| s), "16 names cover every row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_every_chunk_from_every_disk() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(work.path(), "gone.bin", 2 << 20);
+    client.put(&path, "gone.bin", &no_progress).await.unwrap();
+    let (path, keep) = random_file(work.path(), "kept.bin", 1234);
+    client.put(&path, "kept.bin", &no_progress).await.unwrap();
+    for server in 1..=4 {
+        assert_eq!(
+            chunks_on_disk(&cluster.data_dir(server), "alice", "gone.bin").len(),
+            2
+        );
+    }
+
+    let receipt = client.delete("gone.bin").await.unwrap();
+    assert_eq!((receipt.applied, receipt.missed.len()), (4, 0));
+    for server in 1..=4 {
+        let data = cluster.data_dir(server);
+        assert!(chunks_on_disk(&data, "alice", "gone.bin").is_empty());
+        // All that is left of it is the tombstone manifest.
+        let dir = ringdfs::store::file_dir(&data, "alice", "gone.bin");
+        let left: Vec<_> = tree(&dir);
+        assert_eq!(
+            left,
+            vec![std::path::PathBuf::from("manifest")],
+            "dfs{server}"
+        );
+        assert!(tree(&data.join("tmp")).is_empty());
+    }
+    let names: Vec<_> = client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["kept.bin"]);
+    let err = client
+        .get("gone.bin", &work.path().join("x"), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(matches!(
+        client.delete("gone.bin").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    let out = work.path().join("kept.out");
+    client.get("kept.bin", &out, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(out).unwrap(), keep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_restarted_on_their_data_serve_every_file() {
+    let mut cluster = Cluster::start(4).await;
+    let work = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    {
+        let client = cluster.login("alice").await;
+        for i in 0..5 {
+            let (path, data) = random_file(work.path(), &format!("r{i}"), 70_000 * i + 3);
+            client
+                .put(&path, &format!("r{i}"), &no_progress)
+                .await
+                .unwrap();
+            files.push((format!("r{i}"), data));
+        }
+        // Overwrite one: only the newest version must come back.
+        let (path, data) = random_file(work.path(), "r0-new", 999);
+        client.put(&path, "r0", &no_progress).await.unwrap();
+        files[0].1 = data;
+    }
+    for i in 1..=4 {
+        cluster.stop(i).await;
+    }
+    for i in 1..=4 {
+        cluster.restart(i).await;
+    }
+    let client = cluster.login("alice").await;
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed.len(), files.len());
+    assert!(listed.iter().all(|f| f.healthy()));
+    for (name, data) in &files {
+        let out = work.path().join(format!("{name}.out"));
+        client.get(name, &out, &no_progress).await.unwrap();
+        assert!(std::fs::read(&out).unwrap() == *data, "{name}");
+    }
+    // An overwrite leaves only the new version's chunks behind.
+    for server in 1..=4 {
+        assert_eq!(
+            chunks_on_disk(&cluster.data_dir(server), "alice", "r0").len(),
+            2
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_sizes_and_health() {
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    for (name, len) in [("b.txt", 10), ("a.txt", 12345), ("c d é.txt", 0)] {
+        let (path, _) = random_file(work.path(), "src", len);
+        client.put(&path, name, &no_progress).await.unwrap();
+    }
+    let files = client.list().await.unwrap();
+    let summary: Vec<_> = files.iter().map(|f| (f.name.as_str(), f.size)).collect();
+    assert_eq!(summary, [("a.txt", 12345), ("b.txt", 10), ("c d é.txt", 0)]);
+    assert!(files.iter().all(|f| f.healthy() && f.chunks == 4));
+
+    cluster.stop(1).await;
+    let files = client.list().await.unwrap();
+    assert_eq!(files.len(), 3, "LIST works with a server down");
+    assert!(
+        files.iter().all(|f| !f.healthy()),
+        "copies on dfs1 are missing"
+    );
+}

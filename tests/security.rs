@@ -1,0 +1,213 @@
+//! Who may do what: logins, per-user isolation, hand-built requests, names.
+
+use ringdfs::client::{no_progress, Client};
+use ringdfs::error::ErrorKind;
+use ringdfs::protocol::{Request, Response, Version};
+use ringdfs::Error;
+
+use crate::util::{random_file, raw_connection, raw_login, tree, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_user_look_the_same() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.client_config();
+    let wrong = Client::login(&config, "alice", "Wonderland").await.err();
+    let unknown = Client::login(&config, "mallory", "wonderland").await.err();
+    let (wrong, unknown) = (wrong.unwrap(), unknown.unwrap());
+    assert!(matches!(wrong, Error::Unauthorized));
+    assert!(matches!(unknown, Error::Unauthorized));
+    assert_eq!(wrong.to_string(), unknown.to_string());
+
+    // On the wire too: the same error, and no session afterwards.
+    for (user, password) in [("alice", "nope"), ("nobody", "wonderland")] {
+        let mut conn = raw_connection(cluster.addr(1)).await;
+        let login = Request::Login {
+            user: user.into(),
+            password: password.into(),
+        };
+        let err = conn.call(&login).await.unwrap_err();
+        assert!(matches!(err, Error::Unauthorized), "{err}");
+        let err = conn.call(&Request::List).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotLoggedIn);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_login_are_refused() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(work.path(), "secret", 100);
+    client.put(&path, "secret", &no_progress).await.unwrap();
+    let version = client.stat("secret").await.unwrap().version;
+
+    let mut conn = raw_connection(cluster.addr(1)).await;
+    for request in [
+        Request::List,
+        Request::Status,
+        Request::Stat {
+            name: "secret".into(),
+        },
+        Request::GetChunk {
+            name: "secret".into(),
+            version,
+            chunk: 1,
+        },
+        Request::Delete {
+            name: "secret".into(),
+            version: Version::next(Some(version)),
+        },
+    ] {
+        let err = conn.call(&request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotLoggedIn, "{request:?}");
+    }
+    // A request before Hello closes the connection.
+    let stream = tokio::net::TcpStream::connect(cluster.addr(1))
+        .await
+        .unwrap();
+    let mut early = ringdfs::protocol::Connection::new(stream, "early");
+    assert!(early.call(&Request::List).await.is_err());
+    assert!(client
+        .get("secret", &work.path().join("o"), &no_progress)
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bob_cannot_list_get_or_delete_alices_files() {
+    let cluster = Cluster::start(4).await;
+    let alice = cluster.login("alice").await;
+    let bob = cluster.login("bob").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "a", 50_000);
+    alice.put(&path, "diary.txt", &no_progress).await.unwrap();
+    let (path, _) = random_file(work.path(), "b", 10);
+    bob.put(&path, "tools.txt", &no_progress).await.unwrap();
+
+    let names = |files: Vec<ringdfs::client::FileInfo>| {
+        files
+            .into_iter()
+            .map(|f| (f.name, f.size))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(alice.list().await.unwrap()),
+        [("diary.txt".to_string(), 50_000)]
+    );
+    assert_eq!(
+        names(bob.list().await.unwrap()),
+        [("tools.txt".to_string(), 10)]
+    );
+    let out = work.path().join("stolen");
+    assert!(matches!(
+        bob.get("diary.txt", &out, &no_progress).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!out.exists());
+    assert!(matches!(
+        bob.delete("diary.txt").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Hand-built requests as bob, on every server.
+    let version = alice.stat("diary.txt").await.unwrap().version;
+    for server in 1..=4 {
+        let mut conn = raw_login(cluster.addr(server), "bob").await;
+        let stat = Request::Stat {
+            name: "diary.txt".into(),
+        };
+        assert!(matches!(
+            conn.call(&stat).await.unwrap(),
+            Response::Manifest(None)
+        ));
+        for chunk in 1..=4 {
+            let get = Request::GetChunk {
+                name: "diary.txt".into(),
+                version,
+                chunk,
+            };
+            assert_eq!(
+                conn.call(&get).await.unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+        }
+        for name in ["../alice/diary.txt", "/alice/diary.txt", "alice/diary.txt"] {
+            let stat = Request::Stat { name: name.into() };
+            assert_eq!(
+                conn.call(&stat).await.unwrap_err().kind(),
+                ErrorKind::InvalidName,
+                "{name}"
+            );
+        }
+        // A delete by bob only ever tombstones a name in bob's own space.
+        let delete = Request::Delete {
+            name: "diary.txt".into(),
+            version: Version {
+                gen: u64::MAX,
+                writer: u64::MAX,
+            },
+        };
+        conn.call(&delete).await.unwrap();
+        match conn.call(&Request::List).await.unwrap() {
+            Response::Files { files, .. } => {
+                assert!(files.iter().all(|f| f.name != "diary.txt" || f.deleted));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let out = work.path().join("diary.out");
+    alice.get("diary.txt", &out, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(out).unwrap(), data);
+    assert_eq!(alice.list().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaping_names_are_refused_and_odd_honest_names_work() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "src", 3000);
+    let before = tree(cluster.dir.path());
+
+    let long = "n".repeat(256);
+    for bad in [
+        "..",
+        "../escape",
+        "/etc/passwd",
+        "a\0b",
+        long.as_str(),
+        "a/b",
+        "",
+    ] {
+        let err = client.put(&path, bad, &no_progress).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{bad:?}: {err}");
+        assert!(!err.to_string().contains('\n'));
+        // Straight to a server, too.
+        let mut conn = raw_login(cluster.addr(1), "alice").await;
+        let stat = Request::Stat { name: bad.into() };
+        assert_eq!(
+            conn.call(&stat).await.unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+        let put = Request::PutChunk {
+            name: bad.into(),
+            version: Version::next(None),
+            chunk: 1,
+            chunks: 4,
+            size: 0,
+        };
+        assert_eq!(
+            conn.call(&put).await.unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+    }
+    assert_eq!(tree(cluster.dir.path()), before, "nothing was written");
+    assert!(!std::path::Path::new("/etc/passwd.part").exists());
+
+    for good in ["my holiday photo.jpg", "Ünïcödé файл 文件.txt", ".hidden"] {
+        client.put(&path, good, &no_progress).await.unwrap();
+        let out = work.path().join("out");
+        client.get(good, &out, &no_progress).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data, "{good}");
+    }
+}

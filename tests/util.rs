@@ -1,0 +1,186 @@
+//! Test clusters: real servers on 127.0.0.1 port 0, each in its own temp
+//! folder, so tests run in parallel and leave nothing behind.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use ringdfs::auth::hash_password;
+use ringdfs::client::Client;
+use ringdfs::config::{ClientConfig, ServerConfig};
+use ringdfs::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
+use ringdfs::server::RunningServer;
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+
+pub const USERS: [(&str, &str); 2] = [("alice", "wonderland"), ("bob", "builder")];
+
+pub struct Cluster {
+    pub dir: TempDir,
+    configs: Vec<ServerConfig>,
+    servers: Vec<Option<RunningServer>>,
+}
+
+impl Cluster {
+    /// Starts `n` servers, dfs1..dfsN, in ring order.
+    pub async fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        // Cheap argon2id parameters: tests log in often; the format is the real one.
+        let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
+        let mut users = String::from("[users]\n");
+        for (user, password) in USERS {
+            let hash = hash_password(password, &cheap).unwrap();
+            users.push_str(&format!("{user} = \"{hash}\"\n"));
+        }
+        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let ring: Vec<Member> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Member {
+                name: format!("dfs{}", i + 1),
+                addr: l.local_addr().unwrap().to_string(),
+            })
+            .collect();
+        let configs: Vec<ServerConfig> = ring
+            .iter()
+            .map(|m| ServerConfig {
+                name: m.name.clone(),
+                listen: m.addr.clone(),
+                data_dir: dir.path().join("data").join(&m.name),
+                users: dir.path().join("users.toml"),
+                ring: ring.clone(),
+            })
+            .collect();
+        let servers = configs
+            .iter()
+            .zip(listeners)
+            .map(|(c, l)| Some(RunningServer::start(c, l).unwrap()))
+            .collect();
+        Cluster {
+            dir,
+            configs,
+            servers,
+        }
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config =
+            ClientConfig::for_servers(self.configs.iter().map(|c| c.listen.clone()).collect());
+        config.download_dir = self.dir.path().join("downloads");
+        config
+    }
+
+    pub async fn login(&self, user: &str) -> Client {
+        let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
+        Client::login(&self.client_config(), user, password)
+            .await
+            .unwrap()
+    }
+
+    /// Server `i` (1-based, as in dfs1..dfsN).
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.configs[i - 1].listen.parse().unwrap()
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.configs[i - 1].data_dir.clone()
+    }
+
+    /// Stops server `i`: it closes its listener and every connection.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(server) = self.servers[i - 1].take() {
+            server.stop().await;
+        }
+    }
+
+    /// Starts server `i` again, on the same address and data folder.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.servers[i - 1].is_none(), "dfs{i} is running");
+        let config = &self.configs[i - 1];
+        let listener = TcpListener::bind(&config.listen).await.unwrap();
+        self.servers[i - 1] = Some(RunningServer::start(config, listener).unwrap());
+    }
+}
+
+/// A file of `len` random bytes in `dir`.
+pub fn random_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+    let mut data = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut data);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+/// A connection that has said Hello, for hand-built requests.
+pub async fn raw_connection(addr: SocketAddr) -> Connection<TcpStream> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut conn = Connection::new(stream, addr.to_string());
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    assert!(matches!(
+        conn.call(&hello).await.unwrap(),
+        Response::Hello { .. }
+    ));
+    conn
+}
+
+/// A raw connection logged in as `user`.
+pub async fn raw_login(addr: SocketAddr, user: &str) -> Connection<TcpStream> {
+    let mut conn = raw_connection(addr).await;
+    let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
+    let login = Request::Login {
+        user: user.into(),
+        password: password.into(),
+    };
+    assert!(matches!(
+        conn.call(&login).await.unwrap(),
+        Response::LoggedIn { .. }
+    ));
+    conn
+}
+
+/// Every file below `dir`, relative paths, sorted.
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Chunk numbers of `owner`'s file `name` stored on disk under `data_dir`
+/// (chunk files are named `<version>.<chunk>`).
+pub fn chunks_on_disk(data_dir: &Path, owner: &str, name: &str) -> Vec<u32> {
+    let dir = ringdfs::store::file_dir(data_dir, owner, name);
+    let mut chunks: Vec<u32> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.rsplit_once('.')?.1.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    chunks.sort_unstable();
+    chunks
+}

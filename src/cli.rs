@@ -1,10 +1,17 @@
 //! The `dfs` command language, shared by one-shot commands and the prompt:
-//! parsing a line into a [`Command`], running it against a [`Client`], and
-//! rendering results as plain text (tables, sizes, receipts).
+//! parsing a line into a [`Command`], running it against a [`Client`] into an
+//! [`Outcome`], and rendering that as text (tables, sizes, receipts; coloured
+//! on a terminal) or as JSON for scripts.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use crate::client::{Client, FileInfo, Progress, ServerReport};
+use crossterm::style::{Color, Stylize};
+use serde_json::{json, Value};
+
+use crate::client::{
+    Client, DeleteReceipt, FileInfo, GetReceipt, Location, Progress, PutReceipt, ServerReport,
+};
 use crate::error::{Error, Result};
 
 /// One thing a user asks for.
@@ -20,6 +27,9 @@ pub enum Command {
     },
     List,
     Delete {
+        remote: String,
+    },
+    Where {
         remote: String,
     },
     Status,
@@ -41,6 +51,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("list", "", "your files: size, chunks, when stored, health"),
     ("delete", "REMOTE", "remove a file and all its chunks"),
+    (
+        "where",
+        "REMOTE",
+        "which servers hold each chunk, and whether each copy is there",
+    ),
     (
         "status",
         "",
@@ -94,6 +109,10 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             remote: remote.clone(),
         },
         ("delete" | "rm" | "del", _) => return Err(usage("delete")),
+        ("where", [remote]) => Command::Where {
+            remote: remote.clone(),
+        },
+        ("where", _) => return Err(usage("where")),
         ("status", []) => Command::Status,
         ("status", _) => return Err(usage("status")),
         ("help" | "?", _) => Command::Help,
@@ -103,27 +122,44 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
     Ok(Some(command))
 }
 
-/// Runs `command` and returns what to print. `download_dir` is where GET puts
-/// files when no local path is given.
+/// What a command produced, before it is rendered.
+#[derive(Debug)]
+pub enum Outcome {
+    Put {
+        name: String,
+        receipt: PutReceipt,
+    },
+    Get {
+        name: String,
+        receipt: GetReceipt,
+    },
+    List(Vec<FileInfo>),
+    Delete {
+        name: String,
+        receipt: DeleteReceipt,
+    },
+    Where(Location),
+    Status(Vec<ServerReport>),
+    Help,
+    Exit,
+}
+
+/// Runs `command`. `download_dir` is where GET puts files when no local path
+/// is given.
 pub async fn run(
     client: &Client,
     command: &Command,
     download_dir: &Path,
     progress: &dyn Progress,
-) -> Result<String> {
-    match command {
+) -> Result<Outcome> {
+    Ok(match command {
         Command::Put { local, remote } => {
-            let remote = match remote {
+            let name = match remote {
                 Some(r) => r.clone(),
                 None => default_remote_name(local)?,
             };
-            let receipt = client.put(local, &remote, progress).await?;
-            Ok(format!(
-                "stored {remote}: {} in {} chunks, {} copies",
-                human_size(receipt.size),
-                receipt.chunks,
-                receipt.copies
-            ))
+            let receipt = client.put(local, &name, progress).await?;
+            Outcome::Put { name, receipt }
         }
         Command::Get { remote, local } => {
             if local.is_none() {
@@ -132,28 +168,21 @@ pub async fn run(
             }
             let local = local_target(remote, local.as_deref(), download_dir);
             let receipt = client.get(remote, &local, progress).await?;
-            Ok(format!(
-                "fetched {remote} to {} ({})",
-                receipt.path.display(),
-                human_size(receipt.size)
-            ))
-        }
-        Command::List => Ok(list_table(&client.list().await?)),
-        Command::Delete { remote } => {
-            let receipt = client.delete(remote).await?;
-            if receipt.missed.is_empty() {
-                Ok(format!("deleted {remote}"))
-            } else {
-                Ok(format!(
-                    "deleted {remote} ({} did not answer; its stale copy is outranked)",
-                    receipt.missed.join(", ")
-                ))
+            Outcome::Get {
+                name: remote.clone(),
+                receipt,
             }
         }
-        Command::Status => Ok(status_table(&client.status().await)),
-        Command::Help => Ok(help_text()),
-        Command::Exit => Ok(String::new()),
-    }
+        Command::List => Outcome::List(client.list().await?),
+        Command::Delete { remote } => Outcome::Delete {
+            name: remote.clone(),
+            receipt: client.delete(remote).await?,
+        },
+        Command::Where { remote } => Outcome::Where(client.locate(remote).await?),
+        Command::Status => Outcome::Status(client.status().await),
+        Command::Help => Outcome::Help,
+        Command::Exit => Outcome::Exit,
+    })
 }
 
 /// The remote name PUT uses when none is given: the local file's name.
@@ -180,12 +209,148 @@ pub fn local_target(remote: &str, local: Option<&Path>, download_dir: &Path) -> 
     }
 }
 
+/// Whether output gets colour: only on a terminal, and never with `NO_COLOR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    pub const PLAIN: Style = Style { color: false };
+
+    /// Colour when standard output is a terminal and `NO_COLOR` is unset.
+    pub fn detect() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    pub fn paint(&self, text: &str, color: Color) -> String {
+        if self.color {
+            text.with(color).to_string()
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome as people read it.
+    pub fn text(&self, style: Style) -> String {
+        match self {
+            Outcome::Put { name, receipt } => format!(
+                "stored {name}: {} in {} chunks, {} copies; {}  {name}",
+                human_size(receipt.size),
+                receipt.chunks,
+                receipt.copies,
+                crate::hex(&receipt.md5),
+            ),
+            Outcome::Get { receipt, .. } => format!(
+                "fetched {} and verified every chunk; {}  {}",
+                human_size(receipt.size),
+                crate::hex(&receipt.md5),
+                receipt.path.display(),
+            ),
+            Outcome::List(files) => list_table(files, style),
+            Outcome::Delete { name, receipt } if receipt.missed.is_empty() => {
+                format!("deleted {name}")
+            }
+            Outcome::Delete { name, receipt } => format!(
+                "deleted {name} ({} did not answer; its stale copy is outranked)",
+                receipt.missed.join(", ")
+            ),
+            Outcome::Where(location) => where_table(location, style),
+            Outcome::Status(reports) => status_table(reports, style),
+            Outcome::Help => help_text(),
+            Outcome::Exit => String::new(),
+        }
+    }
+
+    /// The outcome as scripts read it (`--json`).
+    pub fn json(&self) -> Value {
+        match self {
+            Outcome::Put { name, receipt } => json!({
+                "name": name,
+                "size": receipt.size,
+                "chunks": receipt.chunks,
+                "copies": receipt.copies,
+                "md5": crate::hex(&receipt.md5),
+            }),
+            Outcome::Get { name, receipt } => json!({
+                "name": name,
+                "size": receipt.size,
+                "path": receipt.path,
+                "md5": crate::hex(&receipt.md5),
+            }),
+            Outcome::List(files) => Value::Array(
+                files
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "name": f.name,
+                            "size": f.size,
+                            "chunks": f.chunks,
+                            "stored_at": f.stored_at,
+                            "copies": f.copies,
+                            "healthy": f.healthy(),
+                        })
+                    })
+                    .collect(),
+            ),
+            Outcome::Delete { name, receipt } => json!({
+                "name": name,
+                "applied": receipt.applied,
+                "missed": receipt.missed,
+            }),
+            Outcome::Where(location) => json!({
+                "name": location.manifest.name,
+                "size": location.manifest.size,
+                "chunks": location.chunks.iter().enumerate().map(|(i, copies)| json!({
+                    "chunk": i + 1,
+                    "copies": copies.iter().map(|c| json!({
+                        "server": c.server,
+                        "present": c.present,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+            Outcome::Status(reports) => Value::Array(
+                reports
+                    .iter()
+                    .map(|r| match &r.state {
+                        Ok(s) => json!({
+                            "position": r.position,
+                            "server": r.member.name,
+                            "addr": r.member.addr,
+                            "up": true,
+                            "files": s.files,
+                            "chunks": s.chunks,
+                            "bytes": s.bytes,
+                        }),
+                        Err(e) => json!({
+                            "position": r.position,
+                            "server": r.member.name,
+                            "addr": r.member.addr,
+                            "up": false,
+                            "error": e,
+                        }),
+                    })
+                    .collect(),
+            ),
+            Outcome::Help | Outcome::Exit => Value::Null,
+        }
+    }
+}
+
 pub fn help_text() -> String {
     let mut out = String::from("commands (case-insensitive):\n");
     for (name, args, what) in COMMANDS {
         out.push_str(&format!("  {:<22} {what}\n", format!("{name} {args}")));
     }
-    out.push_str("aliases: ls = list, rm = delete, quit = exit; quote names with spaces");
+    out.push_str(
+        "aliases: ls = list, rm = delete, quit = exit; quote names with spaces; \
+         Tab completes, Ctrl-C cancels a transfer",
+    );
     out
 }
 
@@ -211,85 +376,161 @@ fn time_of(unix: u64) -> String {
     s.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A table cell: its text and, on a colour terminal, its colour.
+struct Cell(String, Option<Color>);
+
+impl From<String> for Cell {
+    fn from(s: String) -> Cell {
+        Cell(s, None)
+    }
+}
+
 /// LIST as an aligned table.
-pub fn list_table(files: &[FileInfo]) -> String {
+pub fn list_table(files: &[FileInfo], style: Style) -> String {
     if files.is_empty() {
         return "no files".into();
     }
-    let rows: Vec<[String; 5]> = files
+    let rows: Vec<Vec<Cell>> = files
         .iter()
         .map(|f| {
             let health = if f.healthy() {
-                "ok".to_string()
+                Cell("ok".into(), Some(Color::Green))
             } else {
                 let missing: u32 = f.copies.iter().map(|&c| f.wanted.saturating_sub(c)).sum();
-                format!("degraded ({missing} copies missing)")
+                Cell(
+                    format!("degraded ({missing} copies missing)"),
+                    Some(Color::Yellow),
+                )
             };
-            [
-                f.name.clone(),
-                human_size(f.size),
-                f.chunks.to_string(),
-                time_of(f.stored_at),
+            vec![
+                f.name.clone().into(),
+                human_size(f.size).into(),
+                f.chunks.to_string().into(),
+                time_of(f.stored_at).into(),
                 health,
             ]
         })
         .collect();
-    table(&["NAME", "SIZE", "CHUNKS", "STORED (UTC)", "HEALTH"], &rows)
+    table(
+        &["NAME", "SIZE", "CHUNKS", "STORED (UTC)", "HEALTH"],
+        rows,
+        style,
+    )
 }
 
 /// STATUS as an aligned table.
-pub fn status_table(reports: &[ServerReport]) -> String {
+pub fn status_table(reports: &[ServerReport], style: Style) -> String {
     let n = reports.len();
-    let rows: Vec<[String; 6]> = reports
+    let rows = reports
         .iter()
         .map(|r| {
-            let successor = &reports[r.position as usize % n].member.name;
-            match &r.state {
-                Ok(s) => [
-                    r.position.to_string(),
-                    r.member.name.clone(),
-                    r.member.addr.clone(),
-                    "up".into(),
-                    successor.clone(),
-                    format!("{} chunks, {}", s.chunks, human_size(s.bytes)),
-                ],
-                Err(e) => [
-                    r.position.to_string(),
-                    r.member.name.clone(),
-                    r.member.addr.clone(),
-                    "DOWN".into(),
-                    successor.clone(),
-                    e.clone(),
-                ],
-            }
+            let successor = reports[r.position as usize % n].member.name.clone();
+            let (state, stores) = match &r.state {
+                Ok(s) => (
+                    Cell("up".into(), Some(Color::Green)),
+                    format!(
+                        "{}, {}, {}",
+                        plural(s.files, "file"),
+                        plural(s.chunks, "chunk"),
+                        human_size(s.bytes)
+                    ),
+                ),
+                Err(e) => (Cell("DOWN".into(), Some(Color::Red)), e.clone()),
+            };
+            vec![
+                r.position.to_string().into(),
+                r.member.name.clone().into(),
+                r.member.addr.clone().into(),
+                state,
+                successor.into(),
+                stores.into(),
+            ]
         })
         .collect();
     table(
         &["#", "SERVER", "ADDRESS", "STATE", "SUCCESSOR", "STORES"],
-        &rows,
+        rows,
+        style,
     )
 }
 
-fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
+/// WHERE: each chunk, its size, and each copy's server and state.
+pub fn where_table(location: &Location, style: Style) -> String {
+    let m = &location.manifest;
+    let rows = location
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(i, copies)| {
+            let (start, end) = crate::placement::chunk_range(m.size, m.chunks, i as u32 + 1);
+            let mut row: Vec<Cell> =
+                vec![(i + 1).to_string().into(), human_size(end - start).into()];
+            for copy in copies {
+                let (state, color) = match copy.present {
+                    Some(true) => ("ok", Color::Green),
+                    Some(false) => ("missing", Color::Yellow),
+                    None => ("down", Color::Red),
+                };
+                row.push(Cell(format!("{} {state}", copy.server), Some(color)));
+            }
+            row
+        })
+        .collect();
+    let header = if location.chunks.first().is_some_and(|c| c.len() == 1) {
+        vec!["CHUNK", "SIZE", "COPY"]
+    } else {
+        vec!["CHUNK", "SIZE", "FIRST COPY", "SECOND COPY"]
+    };
+    format!(
+        "{}: {}, {} chunks, stored {} UTC\n{}",
+        m.name,
+        human_size(m.size),
+        m.chunks,
+        time_of(m.stored_at),
+        table(&header, rows, style)
+    )
+}
+
+/// Columns padded to their widest cell (counted in characters, before colour).
+fn table(header: &[&str], rows: Vec<Vec<Cell>>, style: Style) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.0.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+    let render = |cells: Vec<Cell>| {
+        let last = cells.len().saturating_sub(1);
+        let line: Vec<String> = cells
+            .into_iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (Cell(text, color), &w))| {
+                let pad = if i == last {
+                    String::new()
+                } else {
+                    " ".repeat(w - text.chars().count())
+                };
+                match color {
+                    Some(c) => style.paint(&text, c) + &pad,
+                    None => text + &pad,
+                }
+            })
             .collect();
-        padded.join("  ").trim_end().to_string()
+        line.join("  ")
     };
-    let mut out = vec![line(header.to_vec())];
-    out.extend(
-        rows.iter()
-            .map(|r| line(r.iter().map(String::as_str).collect())),
-    );
+    let mut out = vec![render(
+        header.iter().map(|h| Cell(h.to_string(), None)).collect(),
+    )];
+    out.extend(rows.into_iter().map(render));
     out.join("\n")
 }
 

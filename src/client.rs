@@ -18,7 +18,8 @@
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -45,6 +46,8 @@ const POOL_SIZE: usize = 8;
 /// Told how many bytes of a transfer have moved; negative when a failed
 /// attempt's bytes are taken back before a retry.
 pub trait Progress: Sync {
+    /// The transfer's total size, once known.
+    fn start(&self, _total: u64) {}
     fn add(&self, delta: i64);
 }
 
@@ -62,6 +65,8 @@ struct Slot {
     member: Member,
     token: Mutex<Option<Token>>,
     pool: Mutex<Vec<Conn>>,
+    /// Whether the last attempt to reach it worked.
+    up: AtomicBool,
 }
 
 /// A logged-in user's handle on the ring.
@@ -80,6 +85,8 @@ pub struct PutReceipt {
     /// Chunk copies stored (two per chunk on a ring of two or more).
     pub copies: u32,
     pub version: Version,
+    /// MD5 of the file, as `md5sum` prints it.
+    pub md5: [u8; 16],
 }
 
 /// What a GET did.
@@ -87,6 +94,25 @@ pub struct PutReceipt {
 pub struct GetReceipt {
     pub size: u64,
     pub path: PathBuf,
+    /// The file's MD5 recorded at PUT; every chunk has been verified against
+    /// BLAKE3 checksums computed from the same bytes.
+    pub md5: [u8; 16],
+}
+
+/// Where a file's chunks are: the answer to WHERE.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub manifest: Manifest,
+    /// Per chunk (index 0 = chunk 1): its two holders, first choice first.
+    pub chunks: Vec<Vec<CopyState>>,
+}
+
+/// One copy of a chunk on one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyState {
+    pub server: String,
+    /// `Some(true)`: stored; `Some(false)`: missing; `None`: server unreachable.
+    pub present: Option<bool>,
 }
 
 /// What a DELETE did: servers that applied it, and the ones that could not be reached.
@@ -144,6 +170,7 @@ impl Client {
                     member,
                     token: Mutex::new(None),
                     pool: Mutex::new(Vec::new()),
+                    up: AtomicBool::new(false),
                 })
                 .collect(),
         };
@@ -186,10 +213,39 @@ impl Client {
         &self.slots[i].member.name
     }
 
+    /// Each member's name and whether the last attempt to reach it worked.
+    pub fn health(&self) -> Vec<(String, bool)> {
+        self.slots
+            .iter()
+            .map(|s| (s.member.name.clone(), s.up.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Pings every member (on pooled connections), refreshing [`Client::health`].
+    pub async fn refresh_health(&self) {
+        self.call_all(&Request::Ring).await;
+    }
+
+    /// Records whether member `i` answered; transport failures mark it down.
+    fn note<T>(&self, i: usize, result: &Result<T>) {
+        let up = match result {
+            Ok(_) => true,
+            Err(Error::Unavailable { .. } | Error::Io { .. } | Error::Timeout { .. }) => false,
+            Err(_) => true, // it answered, with an error
+        };
+        self.slots[i].up.store(up, Ordering::Relaxed);
+    }
+
     /// An authenticated connection to ring member `i`: a pooled one if one is
     /// still open, else a new one (resuming the session, or logging in again
     /// if the server has forgotten it, e.g. after a restart).
     async fn conn(&self, i: usize) -> Result<Conn> {
+        let result = self.open_conn(i).await;
+        self.note(i, &result);
+        result
+    }
+
+    async fn open_conn(&self, i: usize) -> Result<Conn> {
         let slot = &self.slots[i];
         loop {
             let pooled = slot.pool.lock().expect("pool lock").pop();
@@ -230,10 +286,15 @@ impl Client {
 
     /// One request and its reply on a connection to member `i`.
     async fn call(&self, i: usize, request: &Request) -> Result<Response> {
-        let mut conn = self.conn(i).await?;
-        let reply = conn.call(request).await?;
-        self.release(i, conn);
-        Ok(reply)
+        let result = async {
+            let mut conn = self.conn(i).await?;
+            let reply = conn.call(request).await?;
+            self.release(i, conn);
+            Ok(reply)
+        }
+        .await;
+        self.note(i, &result);
+        result
     }
 
     /// Sends `request` to every member at once; one result per member.
@@ -241,37 +302,70 @@ impl Client {
         join_all((0..self.slots.len()).map(|i| self.call(i, request))).await
     }
 
-    /// The newest manifest any server has for `name` (tombstones included).
-    /// Fails only when no server could be asked.
-    async fn newest_manifest(&self, name: &str) -> Result<Option<Manifest>> {
+    /// Every member's answer to `Stat{name}`: its manifest and held chunks.
+    async fn stat_all(&self, name: &str) -> Vec<Result<(Option<Manifest>, Vec<u32>)>> {
         let request = Request::Stat {
             name: name.to_string(),
         };
-        let mut newest: Option<Manifest> = None;
-        let mut answered = false;
-        let mut first_error = None;
-        for (i, result) in self.call_all(&request).await.into_iter().enumerate() {
-            match result {
-                Ok(Response::Manifest(m)) => {
-                    answered = true;
-                    if let Some(m) = m {
-                        if newest.as_ref().is_none_or(|n| m.version > n.version) {
-                            newest = Some(m);
-                        }
-                    }
-                }
-                Ok(other) => {
-                    first_error.get_or_insert(unexpected(self.server_name(i), &other));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        let answers = self.call_all(&request).await;
+        answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, answer)| match answer? {
+                Response::File { manifest, held } => Ok((manifest, held)),
+                other => Err(unexpected(self.server_name(i), &other)),
+            })
+            .collect()
+    }
+
+    /// The newest manifest any server has for `name` (tombstones included).
+    /// Fails only when no server could be asked.
+    async fn newest_manifest(&self, name: &str) -> Result<Option<Manifest>> {
+        newest_of(self.stat_all(name).await)
+    }
+
+    /// Which servers hold each chunk of `name`, and whether each copy is there.
+    pub async fn locate(&self, name: &str) -> Result<Location> {
+        validate_name(name)?;
+        let answers = self.stat_all(name).await;
+        let held: Vec<Option<(Option<Version>, Vec<u32>)>> = answers
+            .iter()
+            .map(|a| {
+                a.as_ref()
+                    .ok()
+                    .map(|(m, held)| (m.as_ref().map(|m| m.version), held.clone()))
+            })
+            .collect();
+        let manifest = match newest_of(answers)? {
+            Some(m) if !m.deleted => m,
+            _ => {
+                return Err(Error::NotFound {
+                    name: name.to_string(),
+                })
             }
-        }
-        match (answered, first_error) {
-            (false, Some(e)) => Err(e),
-            _ => Ok(newest),
-        }
+        };
+        let placement = Placement::of(&self.user, name, manifest.chunks);
+        let chunks = (1..=manifest.chunks)
+            .map(|c| {
+                let [a, b] = placement.holders(c);
+                let positions = if a == b { vec![a] } else { vec![a, b] };
+                positions
+                    .into_iter()
+                    .map(|pos| {
+                        let i = pos as usize - 1;
+                        let present = held
+                            .get(i)
+                            .and_then(Option::as_ref)
+                            .map(|(v, chunks)| *v == Some(manifest.version) && chunks.contains(&c));
+                        CopyState {
+                            server: self.server_name(i).to_string(),
+                            present,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Location { manifest, chunks })
     }
 
     /// The current manifest of a live file.
@@ -304,8 +398,17 @@ impl Client {
             )));
         }
         let size = meta.len();
+        // The whole file's MD5 is sequential work: one blocking thread reads
+        // the file front to back while the chunk tasks stream their ranges.
+        let stop_md5 = Arc::new(AtomicBool::new(false));
+        let _stop_md5_on_drop = SetOnDrop(Arc::clone(&stop_md5));
+        let md5_task = tokio::task::spawn_blocking({
+            let path = local.to_path_buf();
+            move || md5_file(&path, &stop_md5)
+        });
         let current = self.newest_manifest(remote).await?;
         let version = Version::next(current.map(|m| m.version));
+        progress.start(size);
         let n = self.n();
         let placement = Placement::of(&self.user, remote, n);
         let upload = UploadPlan {
@@ -317,6 +420,10 @@ impl Client {
             placement,
         };
         let checksums = try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+        let md5 = md5_task
+            .await
+            .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
+            .map_err(|e| Error::io(local.display().to_string(), e))?;
         let manifest = Manifest {
             name: remote.to_string(),
             version,
@@ -324,6 +431,7 @@ impl Client {
             chunks: n,
             checksums,
             stored_at: unix_now(),
+            md5,
             deleted: false,
         };
         let commit = Request::Commit { manifest };
@@ -339,6 +447,7 @@ impl Client {
             chunks: n,
             copies: n * n.min(2),
             version,
+            md5,
         })
     }
 
@@ -438,6 +547,7 @@ impl Client {
             .tempfile_in(dir)
             .map_err(local_error)?;
         tmp.as_file().set_len(manifest.size).map_err(local_error)?;
+        progress.start(manifest.size);
         let placement = Placement::of(&self.user, remote, manifest.chunks);
         try_join_all(
             (1..=manifest.chunks)
@@ -452,6 +562,7 @@ impl Client {
         Ok(GetReceipt {
             size: manifest.size,
             path: local.to_path_buf(),
+            md5: manifest.md5,
         })
     }
 
@@ -653,6 +764,59 @@ impl Client {
                 },
             })
             .collect()
+    }
+}
+
+/// The newest manifest among servers' answers; an error only if none answered.
+fn newest_of(answers: Vec<Result<(Option<Manifest>, Vec<u32>)>>) -> Result<Option<Manifest>> {
+    let mut newest: Option<Manifest> = None;
+    let mut answered = false;
+    let mut first_error = None;
+    for answer in answers {
+        match answer {
+            Ok((manifest, _)) => {
+                answered = true;
+                if let Some(m) = manifest {
+                    if newest.as_ref().is_none_or(|n| m.version > n.version) {
+                        newest = Some(m);
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (answered, first_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(newest),
+    }
+}
+
+/// MD5 of a whole file, read front to back; gives up early once `stop` is set.
+fn md5_file(path: &Path, stop: &AtomicBool) -> std::io::Result<[u8; 16]> {
+    use md5::{Digest, Md5};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; MAX_BLOCK];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        match file.read(&mut buf)? {
+            0 => return Ok(md5.finalize().into()),
+            n => md5.update(&buf[..n]),
+        }
+    }
+}
+
+/// Sets the flag when dropped: stops background work of a cancelled operation.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -63,6 +63,10 @@ pub enum Error {
 
     #[error("server error: {0}")]
     Internal(String),
+
+    /// The user interrupted the operation (Ctrl-C).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

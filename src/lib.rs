@@ -13,7 +13,8 @@
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`client`] | the client library: login, put, get, list, delete, status |
 //! | [`config`] | the server and client configuration files |
-//! | [`cli`] | the `dfs` command line and its prompt, over `client` |
+//! | [`cli`] | the `dfs` command language: parse, run, render (text or JSON) |
+//! | [`repl`] | the interactive prompt: editing, history, completion, progress |
 //!
 //! # One request's path: `dfs get report.pdf`
 //!
@@ -38,6 +39,7 @@ pub mod error;
 pub mod names;
 pub mod placement;
 pub mod protocol;
+pub mod repl;
 pub mod server;
 pub mod store;
 

@@ -151,6 +151,8 @@ pub struct Manifest {
     pub checksums: Vec<Checksum>,
     /// Seconds since the Unix epoch when the writer started the PUT.
     pub stored_at: u64,
+    /// MD5 of the whole file, as `md5sum` prints it (zeros for a tombstone).
+    pub md5: [u8; 16],
     pub deleted: bool,
 }
 
@@ -242,7 +244,12 @@ pub enum Response {
         files: Vec<FileEntry>,
         more: bool,
     },
-    Manifest(Option<Manifest>),
+    /// The answer to `Stat`: this server's manifest of the file (if any) and
+    /// which chunks of that version it holds.
+    File {
+        manifest: Option<Manifest>,
+        held: Vec<u32>,
+    },
     /// Followed by `len` bytes of data blocks, then `ChunkDone`.
     Chunk {
         len: u64,

@@ -301,7 +301,8 @@ where
         }
         Request::Stat { name } => {
             validate_name(&name).map_err(soft)?;
-            Ok(Some(Response::Manifest(store.manifest(&owner, &name))))
+            let (manifest, held) = store.file(&owner, &name);
+            Ok(Some(Response::File { manifest, held }))
         }
         Request::Commit { manifest } => {
             commit(server, owner, manifest).await.map_err(soft)?;
@@ -316,6 +317,7 @@ where
                 chunks: 0,
                 checksums: Vec::new(),
                 stored_at: unix_now(),
+                md5: [0; 16],
                 deleted: true,
             };
             commit(server, owner, tombstone).await.map_err(soft)?;

@@ -249,8 +249,12 @@ impl Store {
         })
     }
 
-    /// Opens a stored chunk of the file's current version for reading, after
-    /// checking its trailer against the manifest.
+    /// Opens a stored chunk of `version` for reading, after checking its
+    /// trailer (and, when `version` is the current one here, the manifest).
+    /// A version this server has no manifest for is still served if its chunk
+    /// is stored: a writer that stopped halfway through committing leaves
+    /// servers that have the chunks but not yet the manifest, and the reader
+    /// checks every byte against the manifest it got elsewhere.
     pub fn open_chunk(
         &self,
         owner: &str,
@@ -264,14 +268,18 @@ impl Store {
         };
         let expected = {
             let index = self.index.lock().expect("index lock");
-            let state = index.get(owner).and_then(|f| f.get(name));
-            match state {
-                Some(s) if !s.manifest.deleted && s.manifest.version == version => chunk
-                    .checked_sub(1)
-                    .and_then(|i| s.manifest.checksums.get(i as usize))
-                    .copied()
-                    .ok_or_else(not_found)?,
-                _ => return Err(not_found()),
+            match index.get(owner).and_then(|f| f.get(name)) {
+                // Deleted, or replaced by a newer version: the chunk is gone.
+                Some(s) if s.manifest.version > version => return Err(not_found()),
+                Some(s) if s.manifest.deleted => return Err(not_found()),
+                Some(s) if s.manifest.version == version => Some(
+                    chunk
+                        .checked_sub(1)
+                        .and_then(|i| s.manifest.checksums.get(i as usize))
+                        .copied()
+                        .ok_or_else(not_found)?,
+                ),
+                _ => None,
             }
         };
         let path = self.chunk_path(owner, name, version, chunk);
@@ -281,15 +289,14 @@ impl Store {
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
         let trailer = read_trailer(&mut file).map_err(|reason| Error::Corrupt { chunk, reason })?;
-        let wanted = (owner, name, version, chunk, expected);
+        let wanted = (owner, name, version, chunk);
         let got = (
             trailer.owner.as_str(),
             trailer.name.as_str(),
             trailer.version,
             trailer.chunk,
-            trailer.checksum,
         );
-        if wanted != got {
+        if wanted != got || expected.is_some_and(|sum| sum != trailer.checksum) {
             return Err(Error::Corrupt {
                 chunk,
                 reason: "chunk trailer does not match the manifest".into(),
@@ -358,11 +365,16 @@ impl Store {
 
     /// The file's current manifest (possibly a tombstone), if this server has one.
     pub fn manifest(&self, owner: &str, name: &str) -> Option<Manifest> {
+        self.file(owner, name).0
+    }
+
+    /// The file's current manifest and the chunks of that version held here.
+    pub fn file(&self, owner: &str, name: &str) -> (Option<Manifest>, Vec<u32>) {
         let index = self.index.lock().expect("index lock");
-        index
-            .get(owner)
-            .and_then(|files| files.get(name))
-            .map(|s| s.manifest.clone())
+        match index.get(owner).and_then(|files| files.get(name)) {
+            Some(s) => (Some(s.manifest.clone()), s.held.iter().copied().collect()),
+            None => (None, Vec::new()),
+        }
     }
 
     /// The owner's files, tombstones included (so a client merging several
@@ -726,6 +738,7 @@ mod tests {
             chunks: 4,
             checksums,
             stored_at: 0,
+            md5: [0; 16],
             deleted: false,
         };
         assert!(store.commit("alice", manifest.clone()).unwrap());

@@ -63,7 +63,17 @@ async fn one_shot_commands_and_exit_codes() {
         "",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("stored holiday photo.jpg: 2.4 MiB in 4 chunks, 8 copies"));
+    let receipt = text(&out.stdout);
+    assert!(receipt.contains("stored holiday photo.jpg: 2.4 MiB in 4 chunks, 8 copies"));
+    // The receipt ends with the MD5 in md5sum's form.
+    use md5::{Digest, Md5};
+    let md5 = ringdfs::hex(&Md5::digest(&data));
+    assert!(
+        receipt
+            .trim_end()
+            .ends_with(&format!("{md5}  holiday photo.jpg")),
+        "{receipt}"
+    );
 
     let out = dfs(&config, "wonderland", &["ls"], "");
     assert!(out.status.success());
@@ -91,6 +101,22 @@ async fn one_shot_commands_and_exit_codes() {
         "{}",
         text(&out.stdout)
     );
+
+    // --json for scripts.
+    let out = dfs(&config, "wonderland", &["--json", "list"], "");
+    let files: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(files[0]["name"], "holiday photo.jpg");
+    assert_eq!(files[0]["size"], 2_500_000);
+    assert_eq!(files[0]["healthy"], true);
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["--json", "where", "holiday photo.jpg"],
+        "",
+    );
+    let place: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(place["chunks"].as_array().unwrap().len(), 4);
+    assert_eq!(place["chunks"][0]["copies"][1]["present"], true);
 
     let out = dfs(&config, "wonderland", &["delete", "holiday photo.jpg"], "");
     assert!(out.status.success());

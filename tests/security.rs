@@ -118,7 +118,7 @@ async fn bob_cannot_list_get_or_delete_alices_files() {
         };
         assert!(matches!(
             conn.call(&stat).await.unwrap(),
-            Response::Manifest(None)
+            Response::File { manifest: None, .. }
         ));
         for chunk in 1..=4 {
             let get = Request::GetChunk {

@@ -3,5 +3,6 @@
 
 mod cli;
 mod files;
+mod repl;
 mod security;
 mod util;

@@ -1,17 +1,19 @@
 //! `dfs`: the ringdfs client.
 //!
-//! `dfs` opens a prompt; `dfs put|get|list|delete|status` runs one command for
-//! scripts (exit status 0 on success, 1 with a one-line reason otherwise);
+//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|delete|where|status`
+//! runs one command for scripts (exit status 0 on success, 1 with a one-line reason otherwise);
 //! `dfs local` starts the four servers of `servers/` in this process first.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ringdfs::cli::{self, Command};
+use ringdfs::cli::{self, Command, Style};
 use ringdfs::client::{no_progress, Client};
 use ringdfs::config::{default_path, ClientConfig, ServerConfig};
+use ringdfs::repl::{Bar, Repl};
 use ringdfs::server::RunningServer;
 use ringdfs::Error;
 use tokio::runtime::Runtime;
@@ -29,6 +31,9 @@ struct Args {
     /// User to log in as (asked for when not given).
     #[arg(long, short, global = true, env = "DFS_USER")]
     user: Option<String>,
+    /// Print the result of a one-shot command as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -51,6 +56,8 @@ enum Sub {
     /// Delete a file from every server.
     #[command(alias = "rm")]
     Delete { remote: String },
+    /// Show which servers hold each chunk of a file.
+    Where { remote: String },
     /// Show the ring and each server's state.
     Status,
     /// Start the four servers of servers/ in this process, then the prompt.
@@ -106,21 +113,27 @@ fn real_main() -> Result<i32> {
         Some(Sub::Get { remote, local }) => Some(Command::Get { remote, local }),
         Some(Sub::List) => Some(Command::List),
         Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
+        Some(Sub::Where { remote }) => Some(Command::Where { remote }),
         Some(Sub::Status) => Some(Command::Status),
         Some(Sub::Local { .. }) | None => None,
     };
     let code = match one_shot {
         Some(command) => {
-            let out = runtime.block_on(cli::run(
-                &client,
-                &command,
-                &config.download_dir,
-                &no_progress,
-            ))?;
-            println!("{out}");
+            let bar = Bar::new(!args.json && std::io::stderr().is_terminal());
+            let outcome = runtime.block_on(cli::run(&client, &command, &config.download_dir, &bar));
+            bar.finish();
+            let outcome = outcome?;
+            if args.json {
+                println!("{:#}", outcome.json());
+            } else {
+                println!("{}", outcome.text(Style::detect()));
+            }
             0
         }
-        None if interactive => prompt(&runtime, &client, &config)?,
+        None if interactive => {
+            Repl::new(&runtime, Arc::new(client), &config.download_dir).run()?;
+            0
+        }
         None => script(&runtime, &client, &config),
     };
     for server in servers {
@@ -221,25 +234,6 @@ fn ask(question: &str) -> Result<String> {
     Ok(line.trim().to_string())
 }
 
-/// The interactive prompt. Returns the exit status.
-fn prompt(runtime: &Runtime, client: &Client, config: &ClientConfig) -> Result<i32> {
-    let mut editor = rustyline::DefaultEditor::new().context("opening the line editor")?;
-    let prompt = format!("{}@ringdfs> ", client.user());
-    loop {
-        match editor.readline(&prompt) {
-            Ok(line) => {
-                let _ = editor.add_history_entry(line.as_str());
-                if let Step::Exit = execute(runtime, client, config, &line) {
-                    return Ok(0);
-                }
-            }
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
-            Err(rustyline::error::ReadlineError::Eof) => return Ok(0),
-            Err(e) => bail!("reading a line: {e}"),
-        }
-    }
-}
-
 /// Commands from standard input, one per line; status 1 if any failed.
 fn script(runtime: &Runtime, client: &Client, config: &ClientConfig) -> i32 {
     let mut failed = false;
@@ -279,8 +273,8 @@ fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str
         &config.download_dir,
         &no_progress,
     )) {
-        Ok(out) => {
-            println!("{out}");
+        Ok(outcome) => {
+            println!("{}", outcome.text(Style::PLAIN));
             Step::Done
         }
         Err(e) => {

@@ -1,0 +1,261 @@
+//! The interactive client, driven through a pseudo-terminal the way a person
+//! types: login, every command, Tab, history, Ctrl-C during a transfer, Ctrl-D.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rexpect::reader::Options;
+use rexpect::session::{spawn_with_options, PtySession};
+use ringdfs::client::no_progress;
+
+use crate::util::{random_file, tree, Cluster};
+
+const PROMPT: &str = "alice@ringdfs [4/4]> ";
+
+/// Writes a client configuration for `cluster` and returns its path.
+fn client_config(cluster: &Cluster) -> PathBuf {
+    let config = cluster.client_config();
+    let servers: Vec<String> = config.servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let path = cluster.dir.path().join("client.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "servers = [{}]\ndownload_dir = \"downloads\"\n",
+            servers.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `dfs` on a pseudo-terminal, with its own HOME (for the history file).
+fn spawn_dfs(config: &Path, home: &Path) -> PtySession {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dfs"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("DFS_PASSWORD")
+        .env_remove("DFS_USER")
+        .env_remove("RUST_LOG");
+    let options = Options::new()
+        .timeout_ms(Some(30_000))
+        .strip_ansi_escape_codes(true);
+    spawn_with_options(command, options).unwrap()
+}
+
+/// Types `keys` without a newline.
+fn send(p: &mut PtySession, keys: &str) {
+    p.send(keys).unwrap();
+    p.flush().unwrap();
+}
+
+fn login(p: &mut PtySession) {
+    p.exp_string("user: ").unwrap();
+    p.send_line("alice").unwrap();
+    p.exp_string("password: ").unwrap();
+    p.send_line("wonderland").unwrap();
+    let shown = p.exp_string(PROMPT).unwrap();
+    assert!(!shown.contains("wonderland"), "the password was echoed");
+}
+
+fn leave(mut p: PtySession) {
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    let status = p.process().wait().unwrap();
+    assert!(
+        matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_logs_in_runs_every_command_and_leaves() {
+    let cluster = Cluster::start(4).await;
+    let config = client_config(&cluster);
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (local, data) = random_file(work.path(), "notes.txt", 5000);
+    let back = work.path().join("back.txt");
+    let home_path = home.path().to_path_buf();
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        // A bad login first, then a good one (three tries are allowed).
+        p.exp_string("user: ").unwrap();
+        p.send_line("alice").unwrap();
+        p.exp_string("password: ").unwrap();
+        p.send_line("not-her-password").unwrap();
+        p.exp_string("login failed: unknown user or wrong password")
+            .unwrap();
+        login(&mut p);
+
+        p.send_line(&format!("PUT {} \"my notes.txt\"", local.display()))
+            .unwrap();
+        p.exp_string("stored my notes.txt: 4.9 KiB in 4 chunks, 8 copies")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("ls").unwrap();
+        p.exp_regex(r"my notes\.txt\s+4\.9 KiB\s+4\s+\S+ \S+\s+ok")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("where \"my notes.txt\"").unwrap();
+        p.exp_string("FIRST COPY").unwrap();
+        p.exp_regex(r"4\s+1\.2 KiB\s+dfs\d ok\s+dfs\d ok").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("status").unwrap();
+        p.exp_regex(r"4\s+dfs4\s+127\.0\.0\.1:\d+\s+up\s+dfs1")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line(&format!("get 'my notes.txt' {}", back.display()))
+            .unwrap();
+        p.exp_string("fetched 4.9 KiB and verified every chunk")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("help").unwrap();
+        p.exp_string("where REMOTE").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        // Mistakes get one line each, and the prompt comes back.
+        p.send_line("frobnicate").unwrap();
+        p.exp_string("error: unknown command \"frobnicate\"; type HELP for the list")
+            .unwrap();
+        p.send_line("put").unwrap();
+        p.exp_string("error: usage: PUT LOCAL [REMOTE]").unwrap();
+        p.send_line("get nosuch.txt").unwrap();
+        p.exp_string("error: no such file: nosuch.txt").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("rm 'my notes.txt'").unwrap();
+        p.exp_string("deleted my notes.txt").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tab_completes_remote_names_and_history_is_recalled() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (local, data) = random_file(work.path(), "src", 3000);
+    client
+        .put(&local, "holiday photo.jpg", &no_progress)
+        .await
+        .unwrap();
+    let config = client_config(&cluster);
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let downloads = cluster.dir.path().join("downloads");
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        // Tab completes the remote name, quoted because of its space.
+        send(&mut p, "get hol");
+        send(&mut p, "\t");
+        p.exp_string("get 'holiday photo.jpg' ").unwrap();
+        send(&mut p, "\r");
+        p.exp_string("fetched 2.9 KiB").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        assert_eq!(
+            std::fs::read(downloads.join("holiday photo.jpg")).unwrap(),
+            data
+        );
+        std::fs::remove_file(downloads.join("holiday photo.jpg")).unwrap();
+
+        // Up-arrow recalls the last line.
+        send(&mut p, "\x1b[A");
+        p.exp_string("get 'holiday photo.jpg'").unwrap();
+        send(&mut p, "\r");
+        p.exp_string("fetched 2.9 KiB").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+
+        // History survives the session, and never holds the password.
+        let history =
+            std::fs::read_to_string(home_path.join(".local/state/ringdfs/history-alice")).unwrap();
+        assert!(history.contains("get 'holiday photo.jpg'"), "{history}");
+        assert!(!history.contains("wonderland"));
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        send(&mut p, "\x1b[A");
+        p.exp_string("get 'holiday photo.jpg'").unwrap();
+        p.send_control('c').unwrap(); // clears the line
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (local, _) = random_file(work.path(), "big", 400 << 20);
+    client.put(&local, "big.bin", &no_progress).await.unwrap();
+    std::fs::remove_file(&local).unwrap();
+    let config = client_config(&cluster);
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_path = out_dir.path().to_path_buf();
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        p.send_line(&format!(
+            "get big.bin {}",
+            out_path.join("big.bin").display()
+        ))
+        .unwrap();
+        // The progress bar shows the rate once bytes flow; then Ctrl-C.
+        p.exp_string("MiB/s").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string("error: cancelled").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        assert!(tree(&out_path).is_empty(), "{:?}", tree(&out_path));
+        // The client is still usable.
+        p.send_line("ls").unwrap();
+        p.exp_string("big.bin").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_shows_which_server_is_down() {
+    let mut cluster = Cluster::start(4).await;
+    cluster.stop(2).await;
+    let config = client_config(&cluster);
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        p.exp_string("user: ").unwrap();
+        p.send_line("alice").unwrap();
+        p.exp_string("password: ").unwrap();
+        p.send_line("wonderland").unwrap();
+        p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
+        p.send_line("status").unwrap();
+        p.exp_regex(r"2\s+dfs2\s+127\.0\.0\.1:\d+\s+DOWN").unwrap();
+        p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
+        leave(p);
+    })
+    .await
+    .unwrap();
+}

@@ -65,6 +65,35 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("exit", "", "leave (Ctrl-D does too)"),
 ];
 
+/// Parses a binary's arguments with clap, but reports a mistake in one line
+/// (clap's own message spans several) and exits with status 2. `--help` and
+/// `--version` print as usual.
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let bin = std::env::args().next().unwrap_or_default();
+            let bin = Path::new(&bin)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // clap's message: "error: what", maybe indented details, then usage.
+            let text = e.to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let what = what.join(" ");
+            let what = what.trim_start_matches("error: ");
+            eprintln!("{bin}: {what} (see {bin} --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Parses one line. `Ok(None)` for a blank line. Commands are case-insensitive;
 /// arguments may be quoted like a shell's (`put "my file.txt"`).
 pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {

@@ -50,11 +50,12 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
-    #[error("{context}: {source}")]
+    /// The cause is part of the message (not `source()`), so a chain printer
+    /// such as anyhow's `{:#}` does not repeat it.
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A failure a server reported for one request.
@@ -73,7 +74,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 

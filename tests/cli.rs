@@ -136,6 +136,15 @@ async fn one_shot_commands_and_exit_codes() {
         "dfs: login failed: unknown user or wrong password\n"
     );
 
+    // Argument mistakes: one line and status 2, like any well-behaved tool.
+    for args in [&["put"][..], &["--bogus"], &["get", "a", "b", "c"]] {
+        let out = dfs(&config, "wonderland", args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("dfs: ") && stderr.contains("(see dfs --help)"));
+    }
+
     let out = dfs(&config, "wonderland", &["put", "/no/such/file"], "");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

@@ -56,7 +56,7 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
-    let args = Args::parse();
+    let args = ringdfs::cli::parse_args::<Args>();
     if let Some(Command::User { action, users }) = args.command {
         let path = users.unwrap_or_else(|| default_path("users.toml"));
         return manage_user(&path, action);

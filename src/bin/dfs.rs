@@ -80,7 +80,7 @@ fn main() {
 }
 
 fn real_main() -> Result<i32> {
-    let args = Args::parse();
+    let args = ringdfs::cli::parse_args::<Args>();
     let local_mode = matches!(args.command, Some(Sub::Local { .. }));
     install_logging(local_mode)?;
     let runtime = Runtime::new().context("starting the runtime")?;

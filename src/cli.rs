@@ -10,7 +10,8 @@ use crossterm::style::{Color, Stylize};
 use serde_json::{json, Value};
 
 use crate::client::{
-    Client, DeleteReceipt, FileInfo, GetReceipt, Location, Progress, PutReceipt, ServerReport,
+    Client, DeleteReceipt, FileInfo, GetReceipt, Health, Location, Progress, PutReceipt,
+    ServerReport, VerifyReport,
 };
 use crate::error::{Error, Result};
 
@@ -31,6 +32,9 @@ pub enum Command {
     },
     Where {
         remote: String,
+    },
+    Verify {
+        remote: Option<String>,
     },
     Status,
     Help,
@@ -55,6 +59,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "where",
         "REMOTE",
         "which servers hold each chunk, and whether each copy is there",
+    ),
+    (
+        "verify",
+        "[REMOTE]",
+        "check every copy of a file (or of all files) on its server",
     ),
     (
         "status",
@@ -142,6 +151,11 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             remote: remote.clone(),
         },
         ("where", _) => return Err(usage("where")),
+        ("verify", []) => Command::Verify { remote: None },
+        ("verify", [remote]) => Command::Verify {
+            remote: Some(remote.clone()),
+        },
+        ("verify", _) => return Err(usage("verify")),
         ("status", []) => Command::Status,
         ("status", _) => return Err(usage("status")),
         ("help" | "?", _) => Command::Help,
@@ -168,6 +182,7 @@ pub enum Outcome {
         receipt: DeleteReceipt,
     },
     Where(Location),
+    Verify(Vec<VerifyReport>),
     Status(Vec<ServerReport>),
     Help,
     Exit,
@@ -208,6 +223,7 @@ pub async fn run(
             receipt: client.delete(remote).await?,
         },
         Command::Where { remote } => Outcome::Where(client.locate(remote).await?),
+        Command::Verify { remote } => Outcome::Verify(client.verify(remote.as_deref()).await?),
         Command::Status => Outcome::Status(client.status().await),
         Command::Help => Outcome::Help,
         Command::Exit => Outcome::Exit,
@@ -265,14 +281,42 @@ impl Style {
 }
 
 impl Outcome {
+    /// Whether a script should see this as a failure (VERIFY found damage).
+    pub fn failed(&self) -> bool {
+        match self {
+            Outcome::Verify(reports) => reports.iter().any(|r| r.health >= Health::Corrupt),
+            _ => false,
+        }
+    }
+
     /// The outcome as people read it.
     pub fn text(&self, style: Style) -> String {
         match self {
-            Outcome::Put { name, receipt } => format!(
+            Outcome::Put { name, receipt } if receipt.missing.is_empty() => format!(
                 "stored {name}: {} in {} chunks, {} copies; {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
+                crate::hex(&receipt.md5),
+            ),
+            Outcome::Put { name, receipt } => format!(
+                "stored {name}: {} in {} chunks, {} of {} copies, {}; {}  {name}",
+                human_size(receipt.size),
+                receipt.chunks,
+                receipt.copies,
+                receipt.wanted,
+                style.paint(
+                    &format!(
+                        "degraded until {} {} back",
+                        receipt.missing.join(" and "),
+                        if receipt.missing.len() == 1 {
+                            "is"
+                        } else {
+                            "are"
+                        }
+                    ),
+                    Color::Yellow
+                ),
                 crate::hex(&receipt.md5),
             ),
             Outcome::Get { receipt, .. } => format!(
@@ -290,6 +334,7 @@ impl Outcome {
                 receipt.missed.join(", ")
             ),
             Outcome::Where(location) => where_table(location, style),
+            Outcome::Verify(reports) => verify_table(reports, style),
             Outcome::Status(reports) => status_table(reports, style),
             Outcome::Help => help_text(),
             Outcome::Exit => String::new(),
@@ -304,6 +349,8 @@ impl Outcome {
                 "size": receipt.size,
                 "chunks": receipt.chunks,
                 "copies": receipt.copies,
+                "wanted": receipt.wanted,
+                "degraded": !receipt.missing.is_empty(),
                 "md5": crate::hex(&receipt.md5),
             }),
             Outcome::Get { name, receipt } => json!({
@@ -343,6 +390,18 @@ impl Outcome {
                     })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             }),
+            Outcome::Verify(reports) => Value::Array(
+                reports
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "name": r.name,
+                            "health": r.health.as_str(),
+                            "problems": r.problems,
+                        })
+                    })
+                    .collect(),
+            ),
             Outcome::Status(reports) => Value::Array(
                 reports
                     .iter()
@@ -355,6 +414,13 @@ impl Outcome {
                             "files": s.files,
                             "chunks": s.chunks,
                             "bytes": s.bytes,
+                            "heal": {
+                                "rounds": s.heal.rounds,
+                                "copied": s.heal.copied,
+                                "missing": s.heal.missing,
+                                "hints": s.heal.hints,
+                                "healed_in_secs": s.heal.healed_in_secs,
+                            },
                         }),
                         Err(e) => json!({
                             "position": r.position,
@@ -455,6 +521,37 @@ pub fn list_table(files: &[FileInfo], style: Style) -> String {
     )
 }
 
+/// VERIFY as a table, one line per file, problems spelled out.
+pub fn verify_table(reports: &[VerifyReport], style: Style) -> String {
+    if reports.is_empty() {
+        return "no files".into();
+    }
+    let rows = reports
+        .iter()
+        .map(|r| {
+            let color = match r.health {
+                Health::Healthy => Color::Green,
+                Health::Degraded => Color::Yellow,
+                Health::Corrupt | Health::Lost => Color::Red,
+            };
+            vec![
+                r.name.clone().into(),
+                Cell(r.health.as_str().into(), Some(color)),
+                r.problems.join("; ").into(),
+            ]
+        })
+        .collect();
+    let healthy = reports
+        .iter()
+        .filter(|r| r.health == Health::Healthy)
+        .count();
+    format!(
+        "{}\n{healthy} of {} healthy",
+        table(&["NAME", "HEALTH", "PROBLEMS"], rows, style),
+        plural(reports.len() as u64, "file")
+    )
+}
+
 /// STATUS as an aligned table.
 pub fn status_table(reports: &[ServerReport], style: Style) -> String {
     let n = reports.len();
@@ -462,7 +559,7 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
         .iter()
         .map(|r| {
             let successor = reports[r.position as usize % n].member.name.clone();
-            let (state, stores) = match &r.state {
+            let (state, stores, heal) = match &r.state {
                 Ok(s) => (
                     Cell("up".into(), Some(Color::Green)),
                     format!(
@@ -471,8 +568,13 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
                         plural(s.chunks, "chunk"),
                         human_size(s.bytes)
                     ),
+                    heal_text(&s.heal),
                 ),
-                Err(e) => (Cell("DOWN".into(), Some(Color::Red)), e.clone()),
+                Err(e) => (
+                    Cell("DOWN".into(), Some(Color::Red)),
+                    e.clone(),
+                    Cell(String::new(), None),
+                ),
             };
             vec![
                 r.position.to_string().into(),
@@ -480,15 +582,46 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
                 r.member.addr.clone().into(),
                 state,
                 successor.into(),
+                heal,
                 stores.into(),
             ]
         })
         .collect();
     table(
-        &["#", "SERVER", "ADDRESS", "STATE", "SUCCESSOR", "STORES"],
+        &[
+            "#",
+            "SERVER",
+            "ADDRESS",
+            "STATE",
+            "SUCCESSOR",
+            "HEAL",
+            "STORES",
+        ],
         rows,
         style,
     )
+}
+
+/// A server's healing in a few words: "healed in 0.4 s", "3 copies missing".
+fn heal_text(heal: &crate::protocol::HealStatus) -> Cell {
+    if heal.missing > 0 {
+        return Cell(
+            format!(
+                "{} missing",
+                plural(heal.missing, "copy").replace("copys", "copies")
+            ),
+            Some(Color::Yellow),
+        );
+    }
+    match heal.healed_in_secs {
+        Some(secs) if heal.copied > 0 => Cell(
+            format!("healed in {secs:.1} s ({} copied)", heal.copied),
+            Some(Color::Green),
+        ),
+        Some(_) => Cell("ok".into(), Some(Color::Green)),
+        None if heal.rounds == 0 => Cell("starting".into(), None),
+        None => Cell("healing".into(), Some(Color::Yellow)),
+    }
 }
 
 /// WHERE: each chunk, its size, and each copy's server and state.

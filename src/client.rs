@@ -29,12 +29,12 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::config::ClientConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::names::validate_name;
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
-    checksum_of, ChunkId, Connection, FileEntry, Frame, Manifest, Member, Request, Response,
-    ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
+    checksum_of, Checksum, ChunkId, Connection, FileEntry, Frame, Hint, Manifest, Member, Request,
+    Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
 };
 use crate::unix_now;
 
@@ -82,8 +82,12 @@ pub struct Client {
 pub struct PutReceipt {
     pub size: u64,
     pub chunks: u32,
-    /// Chunk copies stored (two per chunk on a ring of two or more).
+    /// Chunk copies stored, and how many there should be (two per chunk on a
+    /// ring of two or more). Fewer: the file is degraded until healed.
     pub copies: u32,
+    pub wanted: u32,
+    /// Servers that could not take their copies.
+    pub missing: Vec<String>,
     pub version: Version,
     /// MD5 of the file, as `md5sum` prints it.
     pub md5: [u8; 16],
@@ -141,6 +145,39 @@ impl FileInfo {
     pub fn healthy(&self) -> bool {
         self.copies.iter().all(|&c| c >= self.wanted)
     }
+}
+
+/// How a file's copies are, as VERIFY found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    /// Every copy present and correct.
+    Healthy,
+    /// Every chunk readable, but some copies are missing or their servers down.
+    Degraded,
+    /// A copy failed its checksum; its server set it aside and is repairing it.
+    Corrupt,
+    /// Some chunk has no good copy left.
+    Lost,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Corrupt => "corrupt",
+            Health::Lost => "lost",
+        }
+    }
+}
+
+/// VERIFY's finding for one file.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub name: String,
+    pub health: Health,
+    /// One line per copy that is not right.
+    pub problems: Vec<String>,
 }
 
 /// One server's line in STATUS.
@@ -419,7 +456,22 @@ impl Client {
             n,
             placement,
         };
-        let checksums = try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+        let chunks = try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+        // Copies that could not be stored: the hint the servers keep for healing.
+        let mut missing = Vec::new();
+        for (c, (_, stored)) in (1..=n).zip(&chunks) {
+            let [a, b] = placement.holders(c);
+            let positions = if a == b { vec![a] } else { vec![a, b] };
+            for i in positions.into_iter().map(|pos| pos as usize - 1) {
+                if !stored.contains(&i) {
+                    missing.push(Hint {
+                        chunk: c,
+                        server: self.server_name(i).to_string(),
+                    });
+                }
+            }
+        }
+        let checksums = chunks.iter().map(|(sum, _)| *sum).collect();
         let md5 = md5_task
             .await
             .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
@@ -434,30 +486,52 @@ impl Client {
             md5,
             deleted: false,
         };
-        let commit = Request::Commit { manifest };
+        let commit = Request::Commit {
+            manifest,
+            missing: missing.clone(),
+        };
+        // Visible once any server has the manifest (the others are healed);
+        // a server that stored chunks but missed the commit still serves them.
+        let mut committed = 0;
+        let mut first_error = None;
         for (i, result) in self.call_all(&commit).await.into_iter().enumerate() {
             match result {
-                Ok(Response::Ok) => {}
-                Ok(other) => return Err(unexpected(self.server_name(i), &other)),
-                Err(e) => return Err(e),
+                Ok(Response::Ok) => committed += 1,
+                Ok(other) => {
+                    first_error.get_or_insert(unexpected(self.server_name(i), &other));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        if committed == 0 {
+            return Err(first_error.unwrap_or(Error::Internal("empty ring".into())));
+        }
+        let wanted = n * n.min(2);
+        let mut down: Vec<String> = missing.iter().map(|h| h.server.clone()).collect();
+        down.sort();
+        down.dedup();
         Ok(PutReceipt {
             size,
             chunks: n,
-            copies: n * n.min(2),
+            copies: wanted - missing.len() as u32,
+            wanted,
+            missing: down,
             version,
             md5,
         })
     }
 
-    /// Streams chunk `chunk` of the upload to both its holders; returns its checksum.
+    /// Streams chunk `chunk` of the upload to every holder that answers (both,
+    /// normally); a holder that fails midway is dropped and the others go on.
+    /// Returns the checksum and the holders (member indices) that stored it.
     async fn put_chunk(
         &self,
         plan: &UploadPlan<'_>,
         chunk: u32,
         progress: &dyn Progress,
-    ) -> Result<crate::protocol::Checksum> {
+    ) -> Result<(Checksum, Vec<usize>)> {
         let [a, b] = plan.placement.holders(chunk);
         let mut holders = vec![a as usize - 1];
         if b != a {
@@ -465,7 +539,6 @@ impl Client {
         }
         let (start, end) = chunk_range(plan.size, plan.n, chunk);
         let len = end - start;
-        let mut conns = try_join_all(holders.iter().map(|&i| self.conn(i))).await?;
         let header = Request::PutChunk {
             name: plan.name.to_string(),
             version: plan.version,
@@ -473,7 +546,29 @@ impl Client {
             chunks: plan.n,
             size: plan.size,
         };
-        try_join_all(conns.iter_mut().map(|c| c.send(&header))).await?;
+        let mut failures = Vec::new();
+        let header = &header;
+        let opened = join_all(holders.iter().map(|&i| async move {
+            let mut conn = self.conn(i).await?;
+            conn.send(&header).await?;
+            Ok::<_, Error>((i, conn))
+        }))
+        .await;
+        let mut live: Vec<(usize, Conn)> = Vec::new();
+        for attempt in opened {
+            match attempt {
+                Ok(pair) => live.push(pair),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let unavailable = |failures: &[String]| Error::ChunkUnavailable {
+            name: plan.name.to_string(),
+            chunk,
+            reason: failures.join("; "),
+        };
+        if live.is_empty() {
+            return Err(unavailable(&failures));
+        }
 
         let local_error = |e| Error::io(plan.local.display().to_string(), e);
         let mut file = tokio::fs::File::open(plan.local)
@@ -502,22 +597,37 @@ impl Client {
             })?;
             hasher.update(&block);
             let block = block.freeze();
-            try_join_all(conns.iter_mut().map(|c| c.send_data(block.clone()))).await?;
+            let sent = join_all(live.iter_mut().map(|(_, c)| c.send_data(block.clone()))).await;
+            live = drop_failed(self, live, sent, &mut failures);
+            if live.is_empty() {
+                return Err(unavailable(&failures));
+            }
             progress.add(want as i64);
             left -= want as u64;
         }
-        let done = Request::ChunkDone {
-            checksum: checksum_of(&hasher),
-        };
-        try_join_all(conns.iter_mut().map(|c| c.send(&done))).await?;
-        for (conn, &i) in conns.into_iter().zip(&holders) {
-            let mut conn = conn;
-            match conn.reply().await? {
-                Response::Ok => self.release(i, conn),
-                other => return Err(unexpected(self.server_name(i), &other)),
+        let checksum = checksum_of(&hasher);
+        let done = Request::ChunkDone { checksum };
+        let sent = join_all(live.iter_mut().map(|(_, c)| c.send(&done))).await;
+        live = drop_failed(self, live, sent, &mut failures);
+        let replies = join_all(live.iter_mut().map(|(_, c)| c.reply())).await;
+        let mut stored = Vec::new();
+        for ((i, conn), reply) in live.into_iter().zip(replies) {
+            match reply {
+                Ok(Response::Ok) => {
+                    self.release(i, conn);
+                    stored.push(i);
+                }
+                Ok(other) => failures.push(unexpected(self.server_name(i), &other).to_string()),
+                Err(e) => failures.push(e.to_string()),
             }
         }
-        Ok(checksum_of(&hasher))
+        if stored.is_empty() {
+            return Err(unavailable(&failures));
+        }
+        for failure in &failures {
+            warn!(file = %plan.name, chunk, error = %failure, "a copy could not be stored");
+        }
+        Ok((checksum, stored))
     }
 
     /// Fetches `remote` into the local file `local`, which appears only when
@@ -576,8 +686,13 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<()> {
         let mut failures = Vec::new();
-        let holders = placement.holders(chunk);
+        let mut holders = placement.holders(chunk);
         let tries = if holders[0] == holders[1] { 1 } else { 2 };
+        // A holder known to be down (or hung) goes last, so it costs no timeout.
+        let up = |pos: u32| self.slots[pos as usize - 1].up.load(Ordering::Relaxed);
+        if !up(holders[0]) && up(holders[1]) {
+            holders.swap(0, 1);
+        }
         for &pos in &holders[..tries] {
             let i = pos as usize - 1;
             match self.fetch_chunk(i, manifest, chunk, path, progress).await {
@@ -748,6 +863,76 @@ impl Client {
         }
     }
 
+    /// Has every copy of `name` (or of every file) read and checked by the
+    /// server holding it, without moving the data.
+    pub async fn verify(&self, name: Option<&str>) -> Result<Vec<VerifyReport>> {
+        let names = match name {
+            Some(n) => vec![n.to_string()],
+            None => self.list().await?.into_iter().map(|f| f.name).collect(),
+        };
+        let mut reports = Vec::new();
+        for name in names {
+            let location = self.locate(&name).await?;
+            reports.push(self.verify_file(&location).await);
+        }
+        Ok(reports)
+    }
+
+    async fn verify_file(&self, location: &Location) -> VerifyReport {
+        let m = &location.manifest;
+        let placement = Placement::of(&self.user, &m.name, m.chunks);
+        let copies: Vec<(u32, usize)> = (1..=m.chunks)
+            .flat_map(|c| {
+                let [a, b] = placement.holders(c);
+                let positions = if a == b { vec![a] } else { vec![a, b] };
+                positions.into_iter().map(move |p| (c, p as usize - 1))
+            })
+            .collect();
+        let checks = join_all(copies.iter().map(|&(chunk, i)| {
+            let request = Request::Verify {
+                name: m.name.clone(),
+                version: m.version,
+                chunk,
+            };
+            async move { self.call(i, &request).await }
+        }))
+        .await;
+        let mut good = vec![0u32; m.chunks as usize];
+        let mut health = Health::Healthy;
+        let mut problems = Vec::new();
+        for (&(chunk, i), check) in copies.iter().zip(checks) {
+            let server = self.server_name(i);
+            match check {
+                Ok(_) => good[chunk as usize - 1] += 1,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    health = health.max(Health::Corrupt);
+                    problems.push(format!(
+                        "chunk {chunk} on {server}: corrupt (set aside; repairing)"
+                    ));
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    health = health.max(Health::Degraded);
+                    problems.push(format!("chunk {chunk} on {server}: missing"));
+                }
+                Err(e) => {
+                    health = health.max(Health::Degraded);
+                    problems.push(format!("chunk {chunk} on {server}: {e}"));
+                }
+            }
+        }
+        for (c, &n) in good.iter().enumerate() {
+            if n == 0 {
+                health = Health::Lost;
+                problems.push(format!("chunk {} has no good copy", c + 1));
+            }
+        }
+        VerifyReport {
+            name: m.name.clone(),
+            health,
+            problems,
+        }
+    }
+
     /// Every ring member's own account of itself, or why it could not be asked.
     pub async fn status(&self) -> Vec<ServerReport> {
         let answers = self.call_all(&Request::Status).await;
@@ -765,6 +950,33 @@ impl Client {
             })
             .collect()
     }
+}
+
+/// Keeps the connections whose last send worked; notes why the others failed
+/// and marks their servers down.
+fn drop_failed(
+    client: &Client,
+    live: Vec<(usize, Conn)>,
+    results: Vec<Result<()>>,
+    failures: &mut Vec<String>,
+) -> Vec<(usize, Conn)> {
+    live.into_iter()
+        .zip(results)
+        .filter_map(|((i, conn), result)| match result {
+            Ok(()) => Some((i, conn)),
+            Err(e) => {
+                client.note::<()>(
+                    i,
+                    &Err(Error::Unavailable {
+                        server: client.server_name(i).to_string(),
+                        reason: e.to_string(),
+                    }),
+                );
+                failures.push(e.to_string());
+                None
+            }
+        })
+        .collect()
 }
 
 /// The newest manifest among servers' answers; an error only if none answered.

@@ -30,7 +30,20 @@ pub struct ServerConfig {
     pub listen: String,
     pub data_dir: PathBuf,
     pub users: PathBuf,
+    /// The secret every server of the ring shares, to prove to each other who
+    /// they are; created (32 random bytes) if missing. Without it a server
+    /// neither heals nor answers peers.
+    #[serde(default)]
+    pub cluster_key: Option<PathBuf>,
+    /// Seconds between heal rounds (a round also runs at start, and when a
+    /// bad copy is found).
+    #[serde(default = "default_heal_interval")]
+    pub heal_interval_secs: u64,
     pub ring: Vec<Member>,
+}
+
+fn default_heal_interval() -> u64 {
+    5
 }
 
 impl ServerConfig {
@@ -39,6 +52,7 @@ impl ServerConfig {
         let base = base_dir(path);
         config.data_dir = base.join(&config.data_dir);
         config.users = base.join(&config.users);
+        config.cluster_key = config.cluster_key.map(|k| base.join(k));
         config.validate()?;
         Ok(config)
     }
@@ -57,6 +71,12 @@ impl ServerConfig {
             return Err(Error::Config("[[ring]] names a server twice".into()));
         }
         Ok(())
+    }
+}
+
+impl ServerConfig {
+    pub fn heal_interval(&self) -> Duration {
+        Duration::from_secs(self.heal_interval_secs.max(1))
     }
 }
 

@@ -170,8 +170,26 @@ pub struct FileEntry {
     pub held: Vec<u32>,
 }
 
-/// What a server says about itself.
+/// A copy a writer could not store: chunk `chunk` on server `server`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    pub chunk: u32,
+    pub server: String,
+}
+
+/// One file in a server's inventory: what a peer compares when healing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    pub owner: String,
+    pub name: String,
+    pub version: Version,
+    pub deleted: bool,
+    /// Chunks of `version` held.
+    pub held: Vec<u32>,
+}
+
+/// What a server says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerStatus {
     pub name: String,
     pub ring: Vec<Member>,
@@ -180,6 +198,23 @@ pub struct ServerStatus {
     pub bytes: u64,
     /// Files (live manifests) of all users.
     pub files: u64,
+    pub heal: HealStatus,
+}
+
+/// How this server's self-healing is doing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealStatus {
+    /// Heal rounds finished since start.
+    pub rounds: u64,
+    /// Chunk copies fetched from partners since start.
+    pub copied: u64,
+    /// Chunks this server should hold but does not (after the last round).
+    pub missing: u64,
+    /// Files other servers lack copies of, as writers reported (hints).
+    pub hints: u64,
+    /// Seconds from start (or from the last time copies went missing) until
+    /// nothing was missing; `None` while something still is.
+    pub healed_in_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,8 +246,11 @@ pub enum Request {
     ChunkDone {
         checksum: Checksum,
     },
+    /// Makes `manifest` current; `missing` lists copies the writer could not
+    /// store (their servers were down): hints for healing.
     Commit {
         manifest: Manifest,
+        missing: Vec<Hint>,
     },
     GetChunk {
         name: String,
@@ -223,13 +261,44 @@ pub enum Request {
         name: String,
         version: Version,
     },
+    /// Reads one stored chunk and checks it, without sending it.
+    Verify {
+        name: String,
+        version: Version,
+        chunk: u32,
+    },
+    /// Server to server: `proof` = BLAKE3 keyed by the cluster key over the
+    /// Hello challenge and `name` (see `peer`).
+    PeerLogin {
+        name: String,
+        proof: [u8; 32],
+    },
+    /// Server to server: every file after `after` (owner, name), a page at a time.
+    Inventory {
+        after: Option<(String, String)>,
+    },
+    PeerStat {
+        owner: String,
+        name: String,
+    },
+    PeerGetChunk {
+        owner: String,
+        name: String,
+        version: Version,
+        chunk: u32,
+    },
+    /// Server to server: "you may be missing copies; heal now".
+    HealNow,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
+    /// `challenge` is random per connection; a peer server proves it holds
+    /// the cluster key by answering it in `PeerLogin`.
     Hello {
         version: u32,
         server: String,
+        challenge: [u8; 32],
     },
     LoggedIn {
         token: Token,
@@ -256,6 +325,11 @@ pub enum Response {
     },
     ChunkDone {
         checksum: Checksum,
+    },
+    /// One page of an inventory; `more` says another page follows.
+    Inventory {
+        files: Vec<InventoryEntry>,
+        more: bool,
     },
     Error(WireError),
 }

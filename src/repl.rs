@@ -41,6 +41,7 @@ const VERBS: &[(&str, &str)] = &[
     ("delete", "delete"),
     ("rm", "delete"),
     ("where", "where"),
+    ("verify", "verify"),
     ("status", "status"),
     ("help", "help"),
     ("exit", "exit"),
@@ -352,7 +353,7 @@ pub fn slot_after(words: &[String]) -> Slot {
     match (verb, words.len()) {
         (Some("put"), 1) => Slot::LocalPath,
         (Some("put"), 2) => Slot::RemoteName,
-        (Some("get" | "delete" | "where"), 1) => Slot::RemoteName,
+        (Some("get" | "delete" | "where" | "verify"), 1) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
         _ => Slot::Nothing,
     }

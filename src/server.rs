@@ -6,18 +6,24 @@
 //! the user's name comes from the session, never from the request, so no
 //! request can reach another user's files.
 //!
+//! A connection is either a user's (after `Login`/`Resume`) or a peer
+//! server's (after `PeerLogin`, see `peer`); each kind gets its own requests.
+//! Alongside the listener runs the healer (`heal`), which keeps this server's
+//! share of every file complete.
+//!
 //! Disk work runs on the blocking pool: a chunk upload streams blocks from the
 //! socket into a channel drained by a blocking writer, and a download streams
-//! blocks from a blocking reader, so the async threads only move bytes.
+//! blocks from a blocking reader, so the async threads only move bytes. A copy
+//! that fails its checksum is quarantined and the healer is woken to replace it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -26,10 +32,12 @@ use crate::auth::Users;
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::names::validate_name;
+use crate::peer::ClusterKey;
 use crate::protocol::{
-    Connection, Frame, Manifest, Member, Request, Response, ServerStatus, Token, PROTOCOL_VERSION,
+    Checksum, Connection, Frame, HealStatus, Manifest, Member, Request, Response, ServerStatus,
+    Token, Version, PROTOCOL_VERSION,
 };
-use crate::store::{ChunkSpec, Store};
+use crate::store::{ChunkSpec, ChunkWriter, Store};
 use crate::unix_now;
 
 /// Most connections served at once; more are closed on arrival.
@@ -40,19 +48,30 @@ const MAX_LOGINS: usize = 4;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A session (token) is valid this long after login.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Entries per `Files` page: far below the frame limit even with 255-byte names.
-const LIST_PAGE: usize = 1000;
+/// Entries per `Files` or `Inventory` page: far below the frame limit even
+/// with 255-byte names.
+pub(crate) const LIST_PAGE: usize = 1000;
 /// Blocks buffered between the socket and the disk, per transfer.
 const PIPELINE_DEPTH: usize = 4;
 
 /// One chunk server's shared state.
 pub struct Server {
-    name: String,
-    ring: Vec<Member>,
-    store: Arc<Store>,
+    pub(crate) name: String,
+    pub(crate) ring: Vec<Member>,
+    pub(crate) store: Arc<Store>,
     users: RwLock<Arc<Users>>,
     sessions: Mutex<HashMap<Token, Session>>,
     logins: Semaphore,
+    pub(crate) key: Option<ClusterKey>,
+    pub(crate) heal_interval: Duration,
+    /// Wakes the healer early (a bad copy was found, a peer asked).
+    pub(crate) heal_now: Notify,
+    pub(crate) heal: Mutex<HealState>,
+    /// Hinted handoff: server → files a writer could not give it copies of.
+    /// The healer nudges that server (`HealNow`) once it is back, until it
+    /// has caught up. In memory only: the periodic heal rounds are what make
+    /// repair certain; hints make it prompt.
+    pub(crate) hints: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
 }
 
 struct Session {
@@ -60,12 +79,35 @@ struct Session {
     expires: Instant,
 }
 
+/// The healer's bookkeeping, shown in STATUS.
+#[derive(Debug)]
+pub(crate) struct HealState {
+    pub rounds: u64,
+    pub copied: u64,
+    pub missing: u64,
+    /// Since when something has been missing (the start counts: a server that
+    /// comes back may have missed writes); `None` while healthy.
+    pub unhealthy_since: Option<Instant>,
+    pub healed_in: Option<Duration>,
+}
+
+/// Who is on the other end of a connection.
+enum Peer {
+    Nobody,
+    User(String),
+    Server(String),
+}
+
 impl Server {
-    /// Opens the server's store and user table from its configuration.
+    /// Opens the server's store, user table and cluster key from its configuration.
     pub fn open(config: &ServerConfig) -> Result<Server> {
         config.validate()?;
         let store = Store::open(&config.data_dir)?;
         let users = Users::load(&config.users)?;
+        let key = match &config.cluster_key {
+            Some(path) => Some(ClusterKey::load_or_create(path)?),
+            None => None,
+        };
         Ok(Server {
             name: config.name.clone(),
             ring: config.ring.clone(),
@@ -73,6 +115,17 @@ impl Server {
             users: RwLock::new(Arc::new(users)),
             sessions: Mutex::new(HashMap::new()),
             logins: Semaphore::new(MAX_LOGINS),
+            key,
+            heal_interval: config.heal_interval(),
+            heal_now: Notify::new(),
+            hints: Mutex::new(BTreeMap::new()),
+            heal: Mutex::new(HealState {
+                rounds: 0,
+                copied: 0,
+                missing: 0,
+                unhealthy_since: Some(Instant::now()),
+                healed_in: None,
+            }),
         })
     }
 
@@ -120,23 +173,77 @@ impl Server {
 
     fn status(&self) -> ServerStatus {
         let stats = self.store.stats();
+        let heal = self.heal.lock().expect("heal lock");
         ServerStatus {
             name: self.name.clone(),
             ring: self.ring.clone(),
             chunks: stats.chunks,
             bytes: stats.bytes,
             files: stats.files,
+            heal: HealStatus {
+                hints: self
+                    .hints
+                    .lock()
+                    .expect("hints lock")
+                    .values()
+                    .map(|files| files.len() as u64)
+                    .sum(),
+                rounds: heal.rounds,
+                copied: heal.copied,
+                missing: heal.missing,
+                healed_in_secs: heal
+                    .unhealthy_since
+                    .is_none()
+                    .then(|| heal.healed_in.map(|d| d.as_secs_f64()))
+                    .flatten(),
+            },
         }
+    }
+
+    fn add_hints(&self, owner: &str, name: &str, missing: &[crate::protocol::Hint]) {
+        let mut hints = self.hints.lock().expect("hints lock");
+        for hint in missing.iter().filter(|h| h.server != self.name) {
+            hints
+                .entry(hint.server.clone())
+                .or_default()
+                .insert((owner.to_string(), name.to_string()));
+        }
+    }
+
+    /// A copy of a chunk is bad or gone: set it aside and wake the healer.
+    async fn lost_copy(&self, owner: &str, name: &str, version: Version, chunk: u32, why: &Error) {
+        warn!(server = %self.name, owner, file = name, chunk, error = %why, "bad copy: quarantined, healing");
+        let store = Arc::clone(&self.store);
+        let (owner, name) = (owner.to_string(), name.to_string());
+        let moved =
+            tokio::task::spawn_blocking(move || store.quarantine(&owner, &name, version, chunk))
+                .await;
+        if let Ok(Err(e)) = moved {
+            warn!(server = %self.name, error = %e, "cannot quarantine");
+        }
+        self.heal
+            .lock()
+            .expect("heal lock")
+            .unhealthy_since
+            .get_or_insert_with(Instant::now);
+        self.heal_now.notify_one();
     }
 }
 
 /// Serves `listener` until `shutdown` is cancelled; then closes every
-/// connection and returns.
+/// connection and returns. The healer runs alongside, if the server has a
+/// cluster key.
 pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     if let Ok(addr) = listener.local_addr() {
         info!(server = %server.name, %addr, "listening");
+    }
+    if server.key.is_some() {
+        tracker.spawn(crate::heal::heal_loop(
+            Arc::clone(&server),
+            shutdown.clone(),
+        ));
     }
     loop {
         let (stream, peer) = tokio::select! {
@@ -188,11 +295,13 @@ where
 {
     let mut conn = Connection::new(stream, peer.to_string());
     conn.set_timeout(Some(IDLE_TIMEOUT));
+    let challenge: [u8; 32] = rand::random();
     match conn.recv_msg::<Request>().await? {
         Request::Hello { version } if version == PROTOCOL_VERSION => {
             let hello = Response::Hello {
                 version,
                 server: server.name.clone(),
+                challenge,
             };
             conn.send(&hello).await?;
         }
@@ -211,12 +320,13 @@ where
     }
     debug!(server = %server.name, %peer, "hello");
 
-    let mut user: Option<String> = None;
+    let mut who = Peer::Nobody;
     while let Some(frame) = conn.recv::<Request>().await? {
         let Frame::Msg(request) = frame else {
             return Err(Error::Protocol("data block outside an upload".into()));
         };
-        let (reply, next) = match handle(server, &mut conn, &mut user, request).await {
+        let result = handle(server, &mut conn, &mut who, &challenge, request).await;
+        let (reply, next) = match result {
             Ok(None) => continue, // the handler has replied itself
             Ok(Some(reply)) => (reply, Next::Continue),
             Err((e, next)) => {
@@ -234,77 +344,99 @@ where
 
 type Handled = std::result::Result<Option<Response>, (Error, Next)>;
 
+fn soft(e: Error) -> (Error, Next) {
+    (e, Next::Continue)
+}
+
 /// Serves one request. `Ok(None)`: the reply has already been sent (streams).
 async fn handle<S>(
     server: &Server,
     conn: &mut Connection<S>,
-    user: &mut Option<String>,
+    who: &mut Peer,
+    challenge: &[u8; 32],
     request: Request,
 ) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let soft = |e: Error| (e, Next::Continue);
-    // Requests that need no login.
-    let request = match request {
-        Request::Login {
-            user: name,
-            password,
-        } => {
-            *user = None;
-            let token = server.login(name.clone(), password).await.map_err(soft)?;
-            *user = Some(name);
-            return Ok(Some(Response::LoggedIn { token }));
+    match request {
+        // Requests that need no login.
+        Request::Login { user, password } => {
+            *who = Peer::Nobody;
+            let token = server.login(user.clone(), password).await.map_err(soft)?;
+            *who = Peer::User(user);
+            Ok(Some(Response::LoggedIn { token }))
         }
         Request::Resume { token } => {
-            *user = Some(server.resume(&token).map_err(soft)?);
-            return Ok(Some(Response::Ok));
+            *who = Peer::User(server.resume(&token).map_err(soft)?);
+            Ok(Some(Response::Ok))
         }
-        Request::Ring => {
-            return Ok(Some(Response::Ring {
-                members: server.ring.clone(),
-            }))
+        Request::PeerLogin { name, proof } => {
+            let known = server.ring.iter().any(|m| m.name == name);
+            let valid = server
+                .key
+                .as_ref()
+                .is_some_and(|key| key.verify(challenge, &name, &proof));
+            if !(known && valid) {
+                *who = Peer::Nobody;
+                warn!(server = %server.name, peer = %name, "peer login refused");
+                return Err(soft(Error::Unauthorized));
+            }
+            *who = Peer::Server(name);
+            Ok(Some(Response::Ok))
         }
+        Request::Ring => Ok(Some(Response::Ring {
+            members: server.ring.clone(),
+        })),
         Request::Hello { .. } | Request::ChunkDone { .. } => {
-            return Err((Error::Protocol("unexpected message".into()), Next::Close))
+            Err((Error::Protocol("unexpected message".into()), Next::Close))
         }
-        other => other,
-    };
-    let Some(owner) = user.clone() else {
-        // A client that streams after an unauthorised PutChunk would leave data
-        // in flight, so close rather than guess.
-        let next = match request {
-            Request::PutChunk { .. } => Next::Close,
-            _ => Next::Continue,
-        };
-        return Err((Error::NotLoggedIn, next));
-    };
+        request => match who {
+            Peer::User(user) => {
+                let user = user.clone();
+                handle_user(server, conn, user, request).await
+            }
+            Peer::Server(peer) => {
+                let peer = peer.clone();
+                handle_peer(server, conn, &peer, request).await
+            }
+            Peer::Nobody => {
+                // A client that streams after an unauthorised PutChunk would
+                // leave data in flight, so close rather than guess.
+                let next = match request {
+                    Request::PutChunk { .. } => Next::Close,
+                    _ => Next::Continue,
+                };
+                Err((Error::NotLoggedIn, next))
+            }
+        },
+    }
+}
+
+/// Requests of a logged-in user, acting as that user.
+async fn handle_user<S>(
+    server: &Server,
+    conn: &mut Connection<S>,
+    owner: String,
+    request: Request,
+) -> Handled
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let store = &server.store;
     match request {
         Request::Status => Ok(Some(Response::Status(server.status()))),
         Request::List => {
             let files = store.list(&owner);
-            let pages = files.chunks(LIST_PAGE).count().max(1);
-            for page in 0..pages - 1 {
-                let slice = &files[page * LIST_PAGE..(page + 1) * LIST_PAGE];
-                let reply = Response::Files {
-                    files: slice.to_vec(),
-                    more: true,
-                };
-                conn.send(&reply).await.map_err(|e| (e, Next::Close))?;
-            }
-            let last = files[(pages - 1) * LIST_PAGE..].to_vec();
-            Ok(Some(Response::Files {
-                files: last,
-                more: false,
-            }))
+            send_pages(conn, files, |files, more| Response::Files { files, more }).await
         }
         Request::Stat { name } => {
             validate_name(&name).map_err(soft)?;
             let (manifest, held) = store.file(&owner, &name);
             Ok(Some(Response::File { manifest, held }))
         }
-        Request::Commit { manifest } => {
+        Request::Commit { manifest, missing } => {
+            server.add_hints(&owner, &manifest.name, &missing);
             commit(server, owner, manifest).await.map_err(soft)?;
             Ok(Some(Response::Ok))
         }
@@ -348,13 +480,85 @@ where
             name,
             version,
             chunk,
-        } => send_chunk(server, conn, owner, name, version, chunk).await,
-        Request::Hello { .. }
-        | Request::ChunkDone { .. }
-        | Request::Login { .. }
-        | Request::Resume { .. }
-        | Request::Ring => unreachable!("handled above"),
+        } => send_chunk(server, conn, &owner, &name, version, chunk).await,
+        Request::Verify {
+            name,
+            version,
+            chunk,
+        } => {
+            verify_chunk(server, &owner, &name, version, chunk)
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::Ok))
+        }
+        _ => Err(soft(Error::BadRequest(
+            "not a request a user may send".into(),
+        ))),
     }
+}
+
+/// Requests of a peer server: reading any user's files, for healing.
+async fn handle_peer<S>(
+    server: &Server,
+    conn: &mut Connection<S>,
+    peer: &str,
+    request: Request,
+) -> Handled
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    debug!(server = %server.name, peer, ?request, "peer request");
+    match request {
+        Request::Inventory { after } => {
+            let mut files = server.store.inventory();
+            if let Some(after) = after {
+                files.retain(|f| (&f.owner, &f.name) > (&after.0, &after.1));
+            }
+            files.truncate(LIST_PAGE + 1);
+            let more = files.len() > LIST_PAGE;
+            files.truncate(LIST_PAGE);
+            Ok(Some(Response::Inventory { files, more }))
+        }
+        Request::PeerStat { owner, name } => {
+            let (manifest, held) = server.store.file(&owner, &name);
+            Ok(Some(Response::File { manifest, held }))
+        }
+        Request::PeerGetChunk {
+            owner,
+            name,
+            version,
+            chunk,
+        } => send_chunk(server, conn, &owner, &name, version, chunk).await,
+        Request::HealNow => {
+            server.heal_now.notify_one();
+            Ok(Some(Response::Ok))
+        }
+        _ => Err(soft(Error::BadRequest(
+            "not a request a peer may send".into(),
+        ))),
+    }
+}
+
+/// Sends `items` as pages: all but the last sent here, the last returned as
+/// the reply.
+async fn send_pages<S, T: Clone>(
+    conn: &mut Connection<S>,
+    items: Vec<T>,
+    page: impl Fn(Vec<T>, bool) -> Response,
+) -> Handled
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut chunks = items.chunks(LIST_PAGE).peekable();
+    while let Some(slice) = chunks.next() {
+        if chunks.peek().is_none() {
+            return Ok(Some(page(slice.to_vec(), false)));
+        }
+        conn.send(&page(slice.to_vec(), true))
+            .await
+            .map_err(|e| (e, Next::Close))?;
+    }
+    Ok(Some(page(Vec::new(), false)))
 }
 
 async fn commit(server: &Server, owner: String, manifest: Manifest) -> Result<()> {
@@ -372,84 +576,96 @@ async fn receive_chunk<S>(server: &Server, conn: &mut Connection<S>, spec: Chunk
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut writer = server.store.begin_chunk(spec)?;
+    let writer = server.store.begin_chunk(spec)?;
+    let (writer, claimed) = pump_into(conn, writer, |m: Request| match m {
+        Request::ChunkDone { checksum } => Ok(checksum),
+        _ => Err(Error::Protocol("a message inside an upload".into())),
+    })
+    .await?;
+    finish(writer, claimed).await
+}
+
+/// Streams data blocks from `conn` into `writer` until the message that ends
+/// them, which `end` turns into the sender's checksum (or an error). The
+/// blocking side writes and hashes; the socket side only moves blocks.
+pub(crate) async fn pump_into<S, M>(
+    conn: &mut Connection<S>,
+    mut writer: ChunkWriter,
+    end: impl Fn(M) -> Result<Checksum>,
+) -> Result<(ChunkWriter, Checksum)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    M: serde::de::DeserializeOwned,
+{
     let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
-    // The blocking side writes and hashes; it hands the writer back when the
-    // channel closes, or the first error.
     let disk = tokio::task::spawn_blocking(move || {
         while let Some(block) = rx.blocking_recv() {
             writer.write(&block)?;
         }
         Ok::<_, Error>(writer)
     });
-    let checksum = loop {
-        match conn.recv::<Request>().await {
+    let outcome = loop {
+        match conn.recv::<M>().await {
             Ok(Some(Frame::Data(block))) => {
                 if tx.send(block).await.is_err() {
-                    break None; // the writer failed; its error is reported below
+                    break Err(None); // the writer failed; its error is below
                 }
             }
-            Ok(Some(Frame::Msg(Request::ChunkDone { checksum }))) => break Some(checksum),
-            Ok(Some(Frame::Msg(_))) => {
-                drop(tx);
-                let _ = disk.await;
-                return Err(Error::Protocol("a message inside an upload".into()));
-            }
+            Ok(Some(Frame::Msg(m))) => break end(m).map_err(Some),
             Ok(None) => {
-                drop(tx);
-                let _ = disk.await;
-                return Err(Error::Protocol("connection closed inside an upload".into()));
+                break Err(Some(Error::Protocol(
+                    "connection closed inside a transfer".into(),
+                )))
             }
-            Err(e) => {
-                drop(tx);
-                let _ = disk.await;
-                return Err(e);
-            }
+            Err(e) => break Err(Some(e)),
         }
     };
     drop(tx);
     let writer = disk
         .await
-        .map_err(|e| Error::Internal(format!("chunk writer: {e}")))??;
-    let Some(checksum) = checksum else {
-        return Err(Error::Internal("chunk writer stopped".into()));
-    };
-    tokio::task::spawn_blocking(move || writer.finish(checksum))
+        .map_err(|e| Error::Internal(format!("chunk writer: {e}")))?;
+    match outcome {
+        Ok(checksum) => Ok((writer?, checksum)),
+        Err(Some(e)) => Err(e),
+        Err(None) => Err(writer
+            .err()
+            .unwrap_or(Error::Internal("chunk writer stopped".into()))),
+    }
+}
+
+/// Checks and stores a fully received chunk, off the async threads.
+pub(crate) async fn finish(writer: ChunkWriter, claimed: Checksum) -> Result<()> {
+    tokio::task::spawn_blocking(move || writer.finish(claimed))
         .await
         .map_err(|e| Error::Internal(format!("chunk writer: {e}")))?
 }
 
 /// Streams one stored chunk: `Chunk{len}`, data blocks, `ChunkDone`. The reader
-/// verifies the checksum as it goes; a mismatch ends the stream with an error.
+/// verifies the checksum as it goes; a mismatch ends the stream with an error
+/// and puts the copy in quarantine.
 async fn send_chunk<S>(
     server: &Server,
     conn: &mut Connection<S>,
-    owner: String,
-    name: String,
-    version: crate::protocol::Version,
+    owner: &str,
+    name: &str,
+    version: Version,
     chunk: u32,
 ) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let store = Arc::clone(&server.store);
-    let file = name.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || store.open_chunk(&owner, &name, version, chunk))
-            .await
-            .map_err(|e| {
-                (
-                    Error::Internal(format!("chunk reader: {e}")),
-                    Next::Continue,
-                )
-            })?;
+    let (o, n) = (owner.to_string(), name.to_string());
+    let opened = tokio::task::spawn_blocking(move || store.open_chunk(&o, &n, version, chunk))
+        .await
+        .map_err(|e| soft(Error::Internal(format!("chunk reader: {e}"))))?;
     let mut reader = match opened {
         Ok(r) => r,
         Err(e) => {
-            if let Error::Corrupt { .. } = e {
-                warn!(server = %server.name, file = %file, chunk, error = %e, "corrupt chunk");
+            if is_lost(server, owner, name, version, chunk, &e) {
+                server.lost_copy(owner, name, version, chunk, &e).await;
             }
-            return Err((e, Next::Continue));
+            return Err(soft(e));
         }
     };
     let checksum = reader.checksum();
@@ -473,12 +689,57 @@ where
         match item {
             Ok(block) => conn.send_data(block).await.map_err(|e| (e, Next::Close))?,
             Err(e) => {
-                warn!(server = %server.name, file = %file, chunk, error = %e, "chunk failed while sending");
+                server.lost_copy(owner, name, version, chunk, &e).await;
                 return Err((e, Next::Close));
             }
         }
     }
     Ok(Some(Response::ChunkDone { checksum }))
+}
+
+/// Reads a whole stored chunk to check it; a bad copy is quarantined.
+async fn verify_chunk(
+    server: &Server,
+    owner: &str,
+    name: &str,
+    version: Version,
+    chunk: u32,
+) -> Result<()> {
+    let store = Arc::clone(&server.store);
+    let (o, n) = (owner.to_string(), name.to_string());
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut reader = store.open_chunk(&o, &n, version, chunk)?;
+        while reader.next_block()?.is_some() {}
+        Ok::<_, Error>(())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("verify task: {e}")))?;
+    if let Err(e) = &checked {
+        if is_lost(server, owner, name, version, chunk, e) {
+            server.lost_copy(owner, name, version, chunk, e).await;
+        }
+    }
+    checked
+}
+
+/// Whether `error`, opening a chunk this server believes it holds, means the
+/// copy is bad or gone (rather than, say, never stored here).
+fn is_lost(
+    server: &Server,
+    owner: &str,
+    name: &str,
+    version: Version,
+    chunk: u32,
+    error: &Error,
+) -> bool {
+    match error {
+        Error::Corrupt { .. } => true,
+        Error::NotFound { .. } => {
+            let (manifest, held) = server.store.file(owner, name);
+            manifest.is_some_and(|m| m.version == version) && held.contains(&chunk)
+        }
+        _ => false,
+    }
 }
 
 /// A running server, for `dfs local` and tests: started on its own listener,

@@ -5,6 +5,7 @@
 //! ```text
 //! <data_dir>/
 //!   tmp/                                   writes in progress; emptied at start
+//!   quarantine/                            chunk files that failed their checksum
 //!   users/<owner>/<file-id>/               one folder per file of a user
 //!     manifest                             the file's current Manifest (or tombstone)
 //!     <gen:016x>-<writer:016x>.<chunk>     chunk data of one version, then a trailer
@@ -49,7 +50,9 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::chunk_range;
-use crate::protocol::{checksum_of, Checksum, ChunkId, FileEntry, Manifest, Version, MAX_BLOCK};
+use crate::protocol::{
+    checksum_of, Checksum, ChunkId, FileEntry, InventoryEntry, Manifest, Version, MAX_BLOCK,
+};
 
 const CHUNK_MAGIC: &[u8; 8] = b"RDFSCHK1";
 const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
@@ -150,6 +153,65 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens an existing store read-only, to inspect it beside a running
+    /// server: nothing is created, cleaned or moved.
+    pub fn inspect(root: &Path) -> Result<Store> {
+        if !root.join("users").is_dir() {
+            return Err(Error::Config(format!(
+                "{} holds no ringdfs store",
+                root.display()
+            )));
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+            index: Mutex::new(HashMap::new()),
+            commit_lock: Mutex::new(()),
+        };
+        store.load_index(false)?;
+        Ok(store)
+    }
+
+    /// Reads every chunk the store holds and checks it against its trailer
+    /// and manifest. Returns the copies that failed, with why.
+    pub fn scrub(&self) -> (u64, Vec<(String, String, u32, Error)>) {
+        let files: Vec<(String, String, Version, Vec<u32>)> = {
+            let index = self.index.lock().expect("index lock");
+            index
+                .iter()
+                .flat_map(|(owner, files)| {
+                    files
+                        .values()
+                        .filter(|s| !s.manifest.deleted)
+                        .map(move |s| {
+                            (
+                                owner.clone(),
+                                s.manifest.name.clone(),
+                                s.manifest.version,
+                                s.held.iter().copied().collect(),
+                            )
+                        })
+                })
+                .collect()
+        };
+        let mut checked = 0;
+        let mut bad = Vec::new();
+        for (owner, name, version, held) in files {
+            for chunk in held {
+                checked += 1;
+                let read = self
+                    .open_chunk(&owner, &name, version, chunk)
+                    .and_then(|mut r| {
+                        while r.next_block()?.is_some() {}
+                        Ok(())
+                    });
+                if let Err(e) = read {
+                    bad.push((owner.clone(), name.clone(), chunk, e));
+                }
+            }
+        }
+        (checked, bad)
+    }
+
     /// Opens (creating if needed) the store under `root`, clears unfinished
     /// writes and loads the index.
     pub fn open(root: &Path) -> Result<Store> {
@@ -168,7 +230,7 @@ impl Store {
             index: Mutex::new(HashMap::new()),
             commit_lock: Mutex::new(()),
         };
-        store.load_index()?;
+        store.load_index(true)?;
         Ok(store)
     }
 
@@ -176,7 +238,9 @@ impl Store {
         &self.root
     }
 
-    fn load_index(&self) -> Result<()> {
+    /// Scans `users/` into the index; with `tidy`, also removes chunks of
+    /// versions older than a file's current one (left by a crash mid-commit).
+    fn load_index(&self, tidy: bool) -> Result<()> {
         let mut index = HashMap::new();
         for owner_dir in read_dir(&self.root.join("users"))? {
             let owner = owner_dir.file_name().to_string_lossy().into_owned();
@@ -194,12 +258,26 @@ impl Store {
                         continue;
                     }
                 };
-                let held = self.sweep(&dir, manifest.version)?;
+                let held = if tidy {
+                    self.sweep(&dir, manifest.version)?
+                } else {
+                    self.held_chunks(&dir, manifest.version)?
+                };
                 files.insert(manifest.name.clone(), FileState { manifest, held });
             }
         }
         *self.index.lock().expect("index lock") = index;
         Ok(())
+    }
+
+    /// The chunks of `version` present in a file folder.
+    fn held_chunks(&self, dir: &Path, version: Version) -> Result<BTreeSet<u32>> {
+        Ok(read_dir(dir)?
+            .iter()
+            .filter_map(|e| parse_chunk_file_name(&e.file_name()))
+            .filter(|(v, _)| *v == version)
+            .map(|(_, chunk)| chunk)
+            .collect())
     }
 
     /// Removes chunks of versions older than `current` from a file folder and
@@ -233,10 +311,7 @@ impl Store {
     /// Starts writing a chunk. The chunk is stored only by [`ChunkWriter::finish`].
     pub fn begin_chunk(self: &Arc<Self>, spec: ChunkSpec) -> Result<ChunkWriter> {
         spec.validate()?;
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.part", crate::hex(&rand::random::<[u8; 16]>())));
+        let tmp = self.tmp_path()?;
         let file = File::create(&tmp).map_err(|e| Error::io("creating a chunk file", e))?;
         let hasher = spec.id().hasher();
         Ok(ChunkWriter {
@@ -342,24 +417,159 @@ impl Store {
             return Ok(false);
         }
         let dir = self.file_dir(owner, &manifest.name);
-        fs::create_dir_all(&dir).map_err(|e| Error::io("creating a file folder", e))?;
-        let stored = StoredManifest {
-            owner: owner.to_string(),
-            manifest,
-        };
-        let mut bytes = MANIFEST_MAGIC.to_vec();
-        let body = codec::encode(&stored)?;
-        bytes.extend_from_slice(blake3::hash(&body).as_bytes());
-        bytes.extend_from_slice(&body);
-        self.write_atomically(&dir.join("manifest"), &bytes)?;
-
-        let manifest = stored.manifest;
+        self.write_manifest(&dir, owner, &manifest)?;
         let held = self.sweep(&dir, manifest.version)?;
         let mut index = self.index.lock().expect("index lock");
         index
             .entry(owner.to_string())
             .or_default()
             .insert(manifest.name.clone(), FileState { manifest, held });
+        Ok(true)
+    }
+
+    fn write_manifest(&self, dir: &Path, owner: &str, manifest: &Manifest) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating a file folder", e))?;
+        let stored = StoredManifest {
+            owner: owner.to_string(),
+            manifest: manifest.clone(),
+        };
+        let mut bytes = MANIFEST_MAGIC.to_vec();
+        let body = codec::encode(&stored)?;
+        bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+        bytes.extend_from_slice(&body);
+        self.write_atomically(&dir.join("manifest"), &bytes)
+    }
+
+    /// A fresh temp file name under `tmp/` (recreated if someone removed it).
+    fn tmp_path(&self) -> Result<PathBuf> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        Ok(dir.join(format!("{}.part", crate::hex(&rand::random::<[u8; 16]>()))))
+    }
+
+    /// Every file of every user (tombstones included), sorted by owner and name.
+    pub fn inventory(&self) -> Vec<InventoryEntry> {
+        let index = self.index.lock().expect("index lock");
+        let mut out: Vec<InventoryEntry> = index
+            .iter()
+            .flat_map(|(owner, files)| {
+                files.values().map(move |s| InventoryEntry {
+                    owner: owner.clone(),
+                    name: s.manifest.name.clone(),
+                    version: s.manifest.version,
+                    deleted: s.manifest.deleted,
+                    held: s.held.iter().copied().collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.owner, &a.name).cmp(&(&b.owner, &b.name)));
+        out
+    }
+
+    /// Moves a chunk file that failed its checks to `quarantine/` and forgets
+    /// it, so healing fetches a good copy. Returns where it went.
+    pub fn quarantine(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<Option<PathBuf>> {
+        self.forget_chunk(owner, name, version, chunk);
+        let path = self.chunk_path(owner, name, version, chunk);
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(|e| Error::io("creating quarantine/", e))?;
+        let id = path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dest = dir.join(format!("{}-{owner}-{id}-{file_name}", crate::unix_now()));
+        match fs::rename(&path, &dest) {
+            Ok(()) => Ok(Some(dest)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("quarantining {}", path.display()), e)),
+        }
+    }
+
+    /// Forgets that this server holds a chunk (its file is gone or bad).
+    pub fn forget_chunk(&self, owner: &str, name: &str, version: Version, chunk: u32) {
+        let mut index = self.index.lock().expect("index lock");
+        if let Some(state) = index.get_mut(owner).and_then(|f| f.get_mut(name)) {
+            if state.manifest.version == version {
+                state.held.remove(&chunk);
+            }
+        }
+    }
+
+    /// Compares the index with the disk, as someone may have deleted files or
+    /// whole folders under a running server: manifests that vanished are
+    /// written again from memory, chunks that vanished are forgotten (healing
+    /// fetches them). Returns how many chunks were forgotten.
+    pub fn check_disk(&self) -> Result<usize> {
+        let files: Vec<(String, Manifest, Vec<u32>)> = {
+            let index = self.index.lock().expect("index lock");
+            index
+                .iter()
+                .flat_map(|(owner, files)| {
+                    files.values().map(move |s| {
+                        (
+                            owner.clone(),
+                            s.manifest.clone(),
+                            s.held.iter().copied().collect(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let mut forgotten = 0;
+        for (owner, manifest, held) in files {
+            let dir = self.file_dir(&owner, &manifest.name);
+            if !dir.join("manifest").exists() {
+                let _serial = self.commit_lock.lock().expect("commit lock");
+                // Only if it is still current: a commit may have raced us.
+                if self.manifest(&owner, &manifest.name).as_ref() == Some(&manifest) {
+                    tracing::warn!(file = %manifest.name, owner = %owner, "manifest vanished from disk; rewriting it");
+                    self.write_manifest(&dir, &owner, &manifest)?;
+                }
+            }
+            for chunk in held {
+                if !self
+                    .chunk_path(&owner, &manifest.name, manifest.version, chunk)
+                    .exists()
+                {
+                    tracing::warn!(file = %manifest.name, owner = %owner, chunk, "chunk vanished from disk");
+                    self.forget_chunk(&owner, &manifest.name, manifest.version, chunk);
+                    forgotten += 1;
+                }
+            }
+        }
+        Ok(forgotten)
+    }
+
+    /// Removes a tombstone and its folder once every server has applied it, if
+    /// it is still the file's current manifest at `version`.
+    pub fn drop_tombstone(&self, owner: &str, name: &str, version: Version) -> Result<bool> {
+        let _serial = self.commit_lock.lock().expect("commit lock");
+        match self.manifest(owner, name) {
+            Some(m) if m.deleted && m.version == version => {}
+            _ => return Ok(false),
+        }
+        let dir = self.file_dir(owner, name);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", dir.display()), e)),
+        }
+        let mut index = self.index.lock().expect("index lock");
+        if let Some(files) = index.get_mut(owner) {
+            files.remove(name);
+        }
         Ok(true)
     }
 
@@ -419,10 +629,7 @@ impl Store {
     /// Writes `bytes` to `path` via a synced temp file and a rename, then syncs
     /// the folder.
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.part", crate::hex(&rand::random::<[u8; 16]>())));
+        let tmp = self.tmp_path()?;
         let guard = RemoveOnDrop(Some(tmp.clone()));
         let mut file = File::create(&tmp).map_err(|e| Error::io("creating a temp file", e))?;
         file.write_all(bytes)

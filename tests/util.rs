@@ -53,6 +53,8 @@ impl Cluster {
                 listen: m.addr.clone(),
                 data_dir: dir.path().join("data").join(&m.name),
                 users: dir.path().join("users.toml"),
+                cluster_key: Some(dir.path().join("cluster.key")),
+                heal_interval_secs: 1,
                 ring: ring.clone(),
             })
             .collect();

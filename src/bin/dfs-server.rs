@@ -28,6 +28,15 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Read and check every chunk a server stores (safe beside the running
+    /// server: changes nothing). Exit status 1 if any copy is bad.
+    Verify {
+        /// The server: reads servers/NAME.toml.
+        name: Option<String>,
+        /// Or its configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Add users, change passwords, remove users (in users.toml).
     User {
         #[command(subcommand)]
@@ -57,15 +66,15 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let args = ringdfs::cli::parse_args::<Args>();
-    if let Some(Command::User { action, users }) = args.command {
-        let path = users.unwrap_or_else(|| default_path("users.toml"));
-        return manage_user(&path, action);
+    match args.command {
+        Some(Command::User { action, users }) => {
+            let path = users.unwrap_or_else(|| default_path("users.toml"));
+            return manage_user(&path, action);
+        }
+        Some(Command::Verify { name, config }) => return verify(&config_path(config, name)?),
+        None => {}
     }
-    let path = match (args.config, args.name) {
-        (Some(path), _) => path,
-        (None, Some(name)) => default_path(&format!("servers/{name}.toml")),
-        (None, None) => bail!("name a server (e.g. `dfs-server dfs1`) or give --config FILE"),
-    };
+    let path = config_path(args.config, args.name)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -89,6 +98,37 @@ fn real_main() -> Result<()> {
         run(listener, server, shutdown).await;
         Ok(())
     })
+}
+
+fn config_path(config: Option<PathBuf>, name: Option<String>) -> Result<PathBuf> {
+    match (config, name) {
+        (Some(path), _) => Ok(path),
+        (None, Some(name)) => Ok(default_path(&format!("servers/{name}.toml"))),
+        (None, None) => bail!("name a server (e.g. `dfs-server dfs1`) or give --config FILE"),
+    }
+}
+
+/// The admin form of VERIFY: every chunk of one server's store.
+fn verify(path: &std::path::Path) -> Result<()> {
+    let config = ServerConfig::load(path)?;
+    let store = ringdfs::store::Store::inspect(&config.data_dir)?;
+    let (checked, bad) = store.scrub();
+    for (owner, name, chunk, error) in &bad {
+        println!("BAD  {owner}/{name} chunk {chunk}: {error}");
+    }
+    println!(
+        "{}: checked {checked} chunk copies, {} bad",
+        config.name,
+        bad.len()
+    );
+    if !bad.is_empty() {
+        bail!(
+            "{} bad copies on {} (the running server repairs a copy when it next reads it; `dfs verify` reads them all)",
+            bad.len(),
+            config.name
+        );
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -58,6 +58,9 @@ enum Sub {
     Delete { remote: String },
     /// Show which servers hold each chunk of a file.
     Where { remote: String },
+    /// Check every copy of a file (or of all your files); exit status 1 if
+    /// any copy is corrupt or any chunk lost.
+    Verify { remote: Option<String> },
     /// Show the ring and each server's state.
     Status,
     /// Start the four servers of servers/ in this process, then the prompt.
@@ -114,6 +117,7 @@ fn real_main() -> Result<i32> {
         Some(Sub::List) => Some(Command::List),
         Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
         Some(Sub::Where { remote }) => Some(Command::Where { remote }),
+        Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),
         Some(Sub::Status) => Some(Command::Status),
         Some(Sub::Local { .. }) | None => None,
     };
@@ -128,7 +132,7 @@ fn real_main() -> Result<i32> {
             } else {
                 println!("{}", outcome.text(Style::detect()));
             }
-            0
+            i32::from(outcome.failed())
         }
         None if interactive => {
             Repl::new(&runtime, Arc::new(client), &config.download_dir).run()?;
@@ -275,7 +279,11 @@ fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str
     )) {
         Ok(outcome) => {
             println!("{}", outcome.text(Style::PLAIN));
-            Step::Done
+            if outcome.failed() {
+                Step::Failed
+            } else {
+                Step::Done
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,0 +1,177 @@
+//! Servers talking to servers: the cluster key, proving it, and connecting to
+//! a peer.
+//!
+//! Every server of a ring shares a 32-byte cluster key (a file of 64 hex
+//! digits, created at first start if missing). A server answers `Hello` with a
+//! random challenge; a peer logs in with `PeerLogin{name, proof}`, where
+//! `proof = BLAKE3-keyed(cluster key, "ringdfs peer login" | challenge | name)`.
+//! The key never crosses the wire, and a proof is good for one connection only.
+//! A peer session may read any user's files (that is what healing needs), and
+//! nothing else: it cannot act as a user.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+use crate::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
+
+/// The secret a ring's servers share.
+#[derive(Clone)]
+pub struct ClusterKey([u8; 32]);
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
+}
+
+impl ClusterKey {
+    /// Reads the key at `path`, creating it first if there is none. Creation
+    /// is atomic and never replaces a key: four servers starting at once on
+    /// one machine end up with the same one.
+    pub fn load_or_create(path: &Path) -> Result<ClusterKey> {
+        if !path.exists() {
+            create(path)?;
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        parse_hex32(text.trim()).map(ClusterKey).ok_or_else(|| {
+            Error::Config(format!(
+                "{}: a cluster key is 64 hex digits",
+                path.display()
+            ))
+        })
+    }
+
+    /// The proof that a peer named `name` holds the key, for one challenge.
+    pub fn proof(&self, challenge: &[u8; 32], name: &str) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"ringdfs peer login");
+        h.update(challenge);
+        h.update(name.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// Checks a proof in constant time (`blake3::Hash` compares so).
+    pub fn verify(&self, challenge: &[u8; 32], name: &str, proof: &[u8; 32]) -> bool {
+        blake3::Hash::from(self.proof(challenge, name)) == blake3::Hash::from(*proof)
+    }
+}
+
+fn create(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let io = |e| Error::io(format!("creating {}", path.display()), e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cluster-key-")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    let key: [u8; 32] = rand::random();
+    writeln!(tmp, "{}", crate::hex(&key)).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    // A hard link fails if the key exists: whoever links first wins.
+    match std::fs::hard_link(tmp.path(), path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A connection to peer `member`, logged in as server `me`.
+pub async fn connect(
+    me: &str,
+    key: &ClusterKey,
+    member: &Member,
+    timeout: Duration,
+) -> Result<Connection<TcpStream>> {
+    let unavailable = |reason: String| Error::Unavailable {
+        server: member.name.clone(),
+        reason,
+    };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(&member.addr))
+        .await
+        .map_err(|_| unavailable(format!("no answer within {} s", timeout.as_secs())))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection::new(stream, member.name.clone());
+    conn.set_timeout(Some(timeout));
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    let challenge = match conn.call(&hello).await? {
+        Response::Hello { challenge, .. } => challenge,
+        other => return Err(Error::Protocol(format!("{}: {other:?}", member.name))),
+    };
+    let login = Request::PeerLogin {
+        name: me.to_string(),
+        proof: key.proof(&challenge, me),
+    };
+    match conn.call(&login).await? {
+        Response::Ok => Ok(conn),
+        other => Err(Error::Protocol(format!("{}: {other:?}", member.name))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_file_however_many_create_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        let keys: Vec<ClusterKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| ClusterKey::load_or_create(&path).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0].0 == w[1].0));
+        assert_eq!(ClusterKey::load_or_create(&path).unwrap().0, keys[0].0);
+    }
+
+    #[test]
+    fn proofs_bind_key_challenge_and_name() {
+        let a = ClusterKey([1; 32]);
+        let b = ClusterKey([2; 32]);
+        let challenge = [7; 32];
+        let proof = a.proof(&challenge, "dfs1");
+        assert!(a.verify(&challenge, "dfs1", &proof));
+        assert!(!a.verify(&challenge, "dfs2", &proof));
+        assert!(!a.verify(&[8; 32], "dfs1", &proof));
+        assert!(!b.verify(&challenge, "dfs1", &proof));
+    }
+
+    #[test]
+    fn malformed_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(ClusterKey::load_or_create(&path).is_err());
+    }
+}

@@ -638,7 +638,36 @@ impl Client {
         local: &Path,
         progress: &dyn Progress,
     ) -> Result<GetReceipt> {
-        let manifest = self.stat(remote).await?;
+        // A writer may replace the file while we read it, and the old
+        // version's chunks go once the new one is committed. Then a chunk is
+        // missing everywhere: start again with the new manifest (a few times).
+        let counted = Counted::new(progress);
+        let mut attempt = 0;
+        loop {
+            let manifest = self.stat(remote).await?;
+            match self.get_version(remote, &manifest, local, &counted).await {
+                Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
+                    let newest = self.newest_manifest(remote).await?;
+                    if newest.is_none_or(|m| m.version == manifest.version) {
+                        return Err(e);
+                    }
+                    debug!(file = remote, "the file changed while being read; again");
+                    counted.reset();
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// GET of one known version.
+    async fn get_version(
+        &self,
+        remote: &str,
+        manifest: &Manifest,
+        local: &Path,
+        progress: &dyn Progress,
+    ) -> Result<GetReceipt> {
         if manifest.chunks != self.n() {
             return Err(Error::Internal(format!(
                 "{remote} was stored on a ring of {} servers; this ring has {}",
@@ -661,7 +690,7 @@ impl Client {
         let placement = Placement::of(&self.user, remote, manifest.chunks);
         try_join_all(
             (1..=manifest.chunks)
-                .map(|c| self.get_chunk(&manifest, placement, c, tmp.path(), progress)),
+                .map(|c| self.get_chunk(manifest, placement, c, tmp.path(), progress)),
         )
         .await?;
         tmp.as_file().sync_all().map_err(local_error)?;
@@ -1020,6 +1049,38 @@ fn md5_file(path: &Path, stop: &AtomicBool) -> std::io::Result<[u8; 16]> {
             0 => return Ok(md5.finalize().into()),
             n => md5.update(&buf[..n]),
         }
+    }
+}
+
+/// Passes progress on and remembers the sum, so a restarted transfer can
+/// take back what its first attempt reported.
+struct Counted<'a> {
+    inner: &'a dyn Progress,
+    sum: std::sync::atomic::AtomicI64,
+}
+
+impl<'a> Counted<'a> {
+    fn new(inner: &'a dyn Progress) -> Self {
+        Counted {
+            inner,
+            sum: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    fn reset(&self) {
+        let sum = self.sum.swap(0, Ordering::Relaxed);
+        self.inner.add(-sum);
+    }
+}
+
+impl Progress for Counted<'_> {
+    fn start(&self, total: u64) {
+        self.inner.start(total);
+    }
+
+    fn add(&self, delta: i64) {
+        self.sum.fetch_add(delta, Ordering::Relaxed);
+        self.inner.add(delta);
     }
 }
 

@@ -739,6 +739,15 @@ impl ChunkWriter {
             return Err(e);
         }
         self.store.chunk_stored(owner, name, version, chunk);
+        // A writer that lost a race may deliver after the winner's commit
+        // swept the folder: such a chunk can never be read, so it goes now.
+        if self
+            .store
+            .manifest(owner, name)
+            .is_some_and(|m| m.version > version)
+        {
+            remove_file_logged(&dest);
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod files;
+mod healing;
 mod repl;
 mod security;
 mod util;

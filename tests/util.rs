@@ -186,3 +186,65 @@ pub fn chunks_on_disk(data_dir: &Path, owner: &str, name: &str) -> Vec<u32> {
     chunks.sort_unstable();
     chunks
 }
+
+/// Everything the library logs (at info and above), for tests that check a
+/// log line. One subscriber for the whole test binary; tests look for lines
+/// naming their own files.
+pub fn captured_logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+    static BUFFER: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    let buffer = BUFFER.get_or_init(|| {
+        struct Sink;
+        impl std::io::Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                BUFFER
+                    .get()
+                    .expect("initialised")
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("ringdfs=info")
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .try_init();
+        Mutex::new(Vec::new())
+    });
+    String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+}
+
+/// Polls `check` every 100 ms until it holds or `secs` pass; returns how long
+/// it took, or panics naming `what`.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "after {secs} s still not: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The file holding chunk `chunk` of `owner`'s `name` on a server (any version).
+pub fn chunk_file(data_dir: &Path, owner: &str, name: &str, chunk: u32) -> Option<PathBuf> {
+    let dir = ringdfs::store::file_dir(data_dir, owner, name);
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().and_then(|x| x.to_str()) == Some(&chunk.to_string()))
+}

@@ -2,6 +2,7 @@
 //! servers on 127.0.0.1 port 0 with temp folders, so tests run in parallel.
 
 mod cli;
+mod crash;
 mod files;
 mod healing;
 mod repl;

@@ -248,3 +248,142 @@ pub fn chunk_file(data_dir: &Path, owner: &str, name: &str, chunk: u32) -> Optio
         .map(|e| e.path())
         .find(|p| p.extension().and_then(|x| x.to_str()) == Some(&chunk.to_string()))
 }
+
+/// A cluster of real `dfs-server` processes, for faults only a process has:
+/// SIGKILL at any moment, SIGSTOP. Ports are picked free (bind to port 0,
+/// note it, release it) because every server's config lists the whole ring.
+pub struct ProcCluster {
+    pub dir: TempDir,
+    addrs: Vec<String>,
+    children: Vec<Option<std::process::Child>>,
+}
+
+impl ProcCluster {
+    pub async fn start(n: usize) -> ProcCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
+        let mut users = String::from("[users]\n");
+        for (user, password) in USERS {
+            let hash = hash_password(password, &cheap).unwrap();
+            users.push_str(&format!("{user} = \"{hash}\"\n"));
+        }
+        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            addrs.push(probe.local_addr().unwrap().to_string());
+        }
+        let ring: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[[ring]]\nname = \"dfs{}\"\naddr = \"{a}\"\n\n", i + 1))
+            .collect();
+        for (i, addr) in addrs.iter().enumerate() {
+            let config = format!(
+                "name = \"dfs{n}\"\nlisten = \"{addr}\"\ndata_dir = \"data/dfs{n}\"\n\
+                 users = \"users.toml\"\ncluster_key = \"cluster.key\"\nheal_interval_secs = 1\n\n{ring}",
+                n = i + 1
+            );
+            std::fs::write(dir.path().join(format!("dfs{}.toml", i + 1)), config).unwrap();
+        }
+        let mut cluster = ProcCluster {
+            dir,
+            addrs,
+            children: (0..n).map(|_| None).collect(),
+        };
+        for i in 1..=n {
+            cluster.restart(i).await;
+        }
+        cluster
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::for_servers(self.addrs.clone());
+        config.timeout_secs = 3;
+        config
+    }
+
+    pub async fn login(&self, user: &str) -> Client {
+        let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
+        Client::login(&self.client_config(), user, password)
+            .await
+            .unwrap()
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join("data").join(format!("dfs{i}"))
+    }
+
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i - 1].as_ref().expect("running").id()
+    }
+
+    /// Starts server `i` (again) and waits until it accepts connections.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.children[i - 1].is_none(), "dfs{i} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("dfs{i}.log")))
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+            .arg("--config")
+            .arg(self.dir.path().join(format!("dfs{i}.toml")))
+            .env("RUST_LOG", "ringdfs=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i - 1] = Some(child);
+        let addr = self.addrs[i - 1].clone();
+        let start = std::time::Instant::now();
+        while TcpStream::connect(&addr).await.is_err() {
+            assert!(start.elapsed().as_secs() < 20, "dfs{i} did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies wherever it is.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`) to server `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid(i).to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("dfs{i}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for i in 1..=self.children.len() {
+            if self.children[i - 1].is_some() {
+                let _ = self.signal_quietly(i);
+            }
+            self.kill(i);
+        }
+    }
+}
+
+impl ProcCluster {
+    /// A stopped process cannot die of SIGKILL until continued on some
+    /// systems' bookkeeping; continue it first, ignoring failures.
+    fn signal_quietly(&self, i: usize) -> std::io::Result<std::process::ExitStatus> {
+        std::process::Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid(i).to_string())
+            .status()
+    }
+}

@@ -3,8 +3,9 @@
 //! A heal round runs when the server starts, every `heal_interval`, and at
 //! once when a bad copy is found. In a round the server
 //!
-//! 1. checks its index against the disk (files deleted under it are forgotten,
-//!    vanished manifests rewritten),
+//! 1. removes versions replaced more than two rounds ago (kept so reads under
+//!    way could finish), and checks its index against the disk (files deleted
+//!    under it are forgotten, vanished manifests rewritten),
 //! 2. asks every other ring member for its inventory (owner, name, version,
 //!    tombstone or not, chunks held),
 //! 3. for each file takes the newest version anyone has; if that is newer than
@@ -93,9 +94,14 @@ struct PeerView {
 
 async fn heal_round(server: &Arc<Server>) -> Result<Report> {
     let store = Arc::clone(&server.store);
-    tokio::task::spawn_blocking(move || store.check_disk())
-        .await
-        .map_err(|e| Error::Internal(format!("disk check: {e}")))??;
+    // Versions replaced more than two rounds ago: readers have had their turn.
+    let grace = server.heal_interval * 2;
+    tokio::task::spawn_blocking(move || {
+        store.expire_retired(grace);
+        store.check_disk()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("disk check: {e}")))??;
 
     let Some(me) = server.ring.iter().position(|m| m.name == server.name) else {
         return Ok(Report::default());

@@ -42,6 +42,7 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,9 @@ struct FileState {
     manifest: Manifest,
     /// Chunks of `manifest.version` present on this server.
     held: BTreeSet<u32>,
+    /// The version this one replaced, and when: its chunks stay readable for
+    /// a grace period (see [`Store::expire_retired`]).
+    retired: Option<(Version, Instant)>,
 }
 
 /// What a PUT of one chunk declares up front.
@@ -259,11 +263,16 @@ impl Store {
                     }
                 };
                 let held = if tidy {
-                    self.sweep(&dir, manifest.version)?
+                    self.sweep(&dir, manifest.version, None)?
                 } else {
                     self.held_chunks(&dir, manifest.version)?
                 };
-                files.insert(manifest.name.clone(), FileState { manifest, held });
+                let state = FileState {
+                    manifest,
+                    held,
+                    retired: None,
+                };
+                files.insert(state.manifest.name.clone(), state);
             }
         }
         *self.index.lock().expect("index lock") = index;
@@ -280,15 +289,15 @@ impl Store {
             .collect())
     }
 
-    /// Removes chunks of versions older than `current` from a file folder and
-    /// returns the chunks of `current` present there.
-    fn sweep(&self, dir: &Path, current: Version) -> Result<BTreeSet<u32>> {
+    /// Removes chunks of versions older than `current` (but `keep`) from a
+    /// file folder and returns the chunks of `current` present there.
+    fn sweep(&self, dir: &Path, current: Version, keep: Option<Version>) -> Result<BTreeSet<u32>> {
         let mut held = BTreeSet::new();
         for entry in read_dir(dir)? {
             let Some((version, chunk)) = parse_chunk_file_name(&entry.file_name()) else {
                 continue;
             };
-            if version < current {
+            if version < current && Some(version) != keep {
                 remove_file_logged(&entry.path());
             } else if version == current {
                 held.insert(chunk);
@@ -344,9 +353,15 @@ impl Store {
         let expected = {
             let index = self.index.lock().expect("index lock");
             match index.get(owner).and_then(|f| f.get(name)) {
-                // Deleted, or replaced by a newer version: the chunk is gone.
-                Some(s) if s.manifest.version > version => return Err(not_found()),
+                // Deleted, or replaced by a newer version (and past its grace
+                // period): the chunk is gone.
                 Some(s) if s.manifest.deleted => return Err(not_found()),
+                Some(s)
+                    if s.manifest.version > version
+                        && s.retired.is_none_or(|(v, _)| v != version) =>
+                {
+                    return Err(not_found())
+                }
                 Some(s) if s.manifest.version == version => Some(
                     chunk
                         .checked_sub(1)
@@ -413,18 +428,60 @@ impl Store {
         }
         let _serial = self.commit_lock.lock().expect("commit lock");
         let current = self.manifest(owner, &manifest.name);
-        if current.is_some_and(|c| c.version >= manifest.version) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.version >= manifest.version)
+        {
             return Ok(false);
         }
         let dir = self.file_dir(owner, &manifest.name);
         self.write_manifest(&dir, owner, &manifest)?;
-        let held = self.sweep(&dir, manifest.version)?;
+        // An overwrite keeps the version it replaces for a grace period, so
+        // reads already under way finish; a delete takes everything at once.
+        let keep = match &current {
+            Some(c) if !manifest.deleted && !c.deleted => Some(c.version),
+            _ => None,
+        };
+        let held = self.sweep(&dir, manifest.version, keep)?;
+        let state = FileState {
+            manifest,
+            held,
+            retired: keep.map(|v| (v, Instant::now())),
+        };
         let mut index = self.index.lock().expect("index lock");
         index
             .entry(owner.to_string())
             .or_default()
-            .insert(manifest.name.clone(), FileState { manifest, held });
+            .insert(state.manifest.name.clone(), state);
         Ok(true)
+    }
+
+    /// Removes the chunks of versions replaced more than `grace` ago.
+    /// Returns how many files had one.
+    pub fn expire_retired(&self, grace: Duration) -> usize {
+        let expired: Vec<(String, String, Version)> = {
+            let mut index = self.index.lock().expect("index lock");
+            let mut out = Vec::new();
+            for (owner, files) in index.iter_mut() {
+                for state in files.values_mut() {
+                    if let Some((version, since)) = state.retired {
+                        if since.elapsed() >= grace {
+                            state.retired = None;
+                            out.push((owner.clone(), state.manifest.name.clone(), version));
+                        }
+                    }
+                }
+            }
+            out
+        };
+        for (owner, name, version) in &expired {
+            for entry in read_dir(&self.file_dir(owner, name)).unwrap_or_default() {
+                if parse_chunk_file_name(&entry.file_name()).is_some_and(|(v, _)| v == *version) {
+                    remove_file_logged(&entry.path());
+                }
+            }
+        }
+        expired.len()
     }
 
     fn write_manifest(&self, dir: &Path, owner: &str, manifest: &Manifest) -> Result<()> {
@@ -993,8 +1050,12 @@ mod tests {
         let (v1, v2) = (Version { gen: 1, writer: 0 }, Version { gen: 2, writer: 0 });
         put(&store, "f", b"first version", v1);
         let m2 = put(&store, "f", b"second", v2);
-        assert!(read_all(&store, "f", v1, 1).is_err());
         assert_eq!(read_all(&store, "f", v2, 1).unwrap(), b"se");
+        // The replaced version stays readable for reads under way...
+        assert_eq!(read_all(&store, "f", v1, 1).unwrap(), b"firs");
+        // ...until its grace period is over.
+        assert_eq!(store.expire_retired(Duration::ZERO), 1);
+        assert!(read_all(&store, "f", v1, 1).is_err());
         let mut stale = m2.clone();
         stale.version = v1;
         assert!(!store.commit("alice", stale).unwrap());

@@ -77,6 +77,10 @@ struct Args {
     /// Where the temp folder goes [default: the system's temp folder].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// For profilers: only repeat the ringdfs PUT (or GET) of the large file
+    /// `--pairs` times, no ceilings, and print the process ids to attach to.
+    #[arg(long, value_name = "OP", value_parser = ["put", "get"])]
+    profile: Option<String>,
     /// Internal: run one chunk server from this configuration file.
     #[arg(long, hide = true, value_name = "CONFIG")]
     serve: Option<PathBuf>,
@@ -135,6 +139,9 @@ fn real_main() -> Result<()> {
         .prefix("dfs-bench-")
         .tempdir_in(&base)
         .with_context(|| format!("creating a temp folder in {}", base.display()))?;
+    if let Some(op) = &args.profile {
+        return profile(&plan, tmp.path(), op == "put");
+    }
     let report = bench(&plan, tmp.path())?;
     print_table(&report);
     if let Some(path) = &args.json {
@@ -171,6 +178,35 @@ fn serve(config: &Path) -> Result<()> {
 
 // ---------------------------------------------------------------------------
 // The run
+
+/// `--profile put|get`: the cluster, one PUT, then only the timed operation.
+fn profile(plan: &Plan, dir: &Path, put: bool) -> Result<()> {
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, plan.size)?;
+    let cluster = Cluster::start(dir)?;
+    let pids: Vec<String> = std::iter::once(std::process::id())
+        .chain(cluster.pids().into_iter().flatten())
+        .map(|p| p.to_string())
+        .collect();
+    eprintln!("pids (client, dfs1..dfs4): {}", pids.join(","));
+    let runtime = Runtime::new().context("starting the runtime")?;
+    let client = runtime.block_on(Client::login(&cluster.client_config(dir), USER.0, USER.1))?;
+    runtime.block_on(client.put(&big, "big", &no_progress))?;
+    let out = dir.join("get.out");
+    for round in 1..=plan.pairs {
+        let t = Instant::now();
+        if put {
+            runtime.block_on(client.put(&big, &format!("big-{round}"), &no_progress))?;
+        } else {
+            runtime.block_on(client.get("big", &out, &no_progress))?;
+        }
+        let took = t.elapsed();
+        remove(&out);
+        eprintln!("{round}: {:.0} MB/s", mbps(plan.size, took));
+    }
+    Ok(())
+}
 
 fn bench(plan: &Plan, dir: &Path) -> Result<Report> {
     let started = Instant::now();

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::{join_all, try_join_all};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -366,14 +365,7 @@ impl Client {
         };
         try_join_all(conns.iter_mut().map(|c| c.send(&header))).await?;
 
-        let local_error = |e| Error::io(plan.local.display().to_string(), e);
-        let mut file = tokio::fs::File::open(plan.local)
-            .await
-            .map_err(local_error)?;
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(local_error)?;
-        let mut hasher = ChunkId {
+        let hasher = ChunkId {
             owner: &self.user,
             name: plan.name,
             version: plan.version,
@@ -381,25 +373,19 @@ impl Client {
             len,
         }
         .hasher();
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(MAX_BLOCK as u64) as usize;
-            let mut block = BytesMut::zeroed(want);
-            file.read_exact(&mut block).await.map_err(|e| {
-                Error::io(
-                    format!("{} (did it change while being read?)", plan.local.display()),
-                    e,
-                )
-            })?;
-            hasher.update(&block);
-            let block = block.freeze();
+        // Reading and hashing run on the blocking pool, one reader per chunk:
+        // the chunks of a PUT then hash on every core, and the async thread
+        // only sends blocks.
+        let (mut blocks, reader) = spawn_chunk_reader(plan.local.to_path_buf(), start, len, hasher);
+        while let Some(block) = blocks.recv().await {
+            let want = block.len();
             try_join_all(conns.iter_mut().map(|c| c.send_data(block.clone()))).await?;
             progress.add(want as i64);
-            left -= want as u64;
         }
-        let done = Request::ChunkDone {
-            checksum: checksum_of(&hasher),
-        };
+        let checksum = reader
+            .await
+            .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??;
+        let done = Request::ChunkDone { checksum };
         try_join_all(conns.iter_mut().map(|c| c.send(&done))).await?;
         for (conn, &i) in conns.into_iter().zip(&holders) {
             let mut conn = conn;
@@ -408,7 +394,7 @@ impl Client {
                 other => return Err(unexpected(self.server_name(i), &other)),
             }
         }
-        Ok(checksum_of(&hasher))
+        Ok(checksum)
     }
 
     /// Fetches `remote` into the local file `local`, which appears only when
@@ -507,16 +493,7 @@ impl Client {
         }
         let mut received = 0u64;
         let result = async {
-            let local_error = |e| Error::io(path.display().to_string(), e);
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .await
-                .map_err(local_error)?;
-            file.seek(SeekFrom::Start(start))
-                .await
-                .map_err(local_error)?;
-            let mut hasher = ChunkId {
+            let hasher = ChunkId {
                 owner: &self.user,
                 name: &manifest.name,
                 version: manifest.version,
@@ -524,16 +501,21 @@ impl Client {
                 len,
             }
             .hasher();
+            // Hashing and writing run on the blocking pool, one writer per
+            // chunk: the chunks of a GET then hash on every core, and the
+            // async thread only moves blocks (no copy into tokio's file buffer).
+            let (tx, writer) = spawn_chunk_writer(path.to_path_buf(), start, hasher);
             loop {
                 match conn.recv::<Response>().await? {
                     Some(Frame::Data(block)) => {
                         if received + block.len() as u64 > len {
                             return Err(Error::Protocol(format!("{server} sent too much data")));
                         }
-                        hasher.update(&block);
-                        file.write_all(&block).await.map_err(local_error)?;
                         received += block.len() as u64;
                         progress.add(block.len() as i64);
+                        if tx.send(block).await.is_err() {
+                            break; // the writer failed; its error is reported below
+                        }
                     }
                     Some(Frame::Msg(Response::ChunkDone { .. })) => break,
                     Some(Frame::Msg(Response::Error(e))) => return Err(e.into_error(server)),
@@ -546,16 +528,20 @@ impl Client {
                     }
                 }
             }
+            drop(tx);
+            let checksum = writer
+                .await
+                .map_err(|e| Error::Internal(format!("chunk writer: {e}")))??;
             if received != len {
                 return Err(Error::Protocol(format!("{server} sent a short chunk")));
             }
-            if Some(&checksum_of(&hasher)) != manifest.checksums.get(chunk as usize - 1) {
+            if Some(&checksum) != manifest.checksums.get(chunk as usize - 1) {
                 return Err(Error::Corrupt {
                     chunk,
                     reason: format!("{server} sent bytes that do not match the checksum"),
                 });
             }
-            file.flush().await.map_err(local_error)
+            Ok(())
         }
         .await;
         match result {
@@ -702,6 +688,76 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
             }
         })
         .collect()
+}
+
+/// Blocks in flight between the socket and a chunk's reader or writer.
+const PIPELINE_DEPTH: usize = 4;
+
+/// A blocking task that reads `len` bytes of `path` from offset `start` in
+/// blocks of at most `MAX_BLOCK`, hashing them and sending them on; it returns
+/// the checksum after the last block. Dropping the receiver stops it.
+fn spawn_chunk_reader(
+    path: PathBuf,
+    start: u64,
+    len: u64,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
+) {
+    use std::io::{Read, Seek};
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let reader = tokio::task::spawn_blocking(move || {
+        let local_error = |e| Error::io(path.display().to_string(), e);
+        let mut file = std::fs::File::open(&path).map_err(local_error)?;
+        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(MAX_BLOCK as u64) as usize;
+            let mut block = BytesMut::zeroed(want);
+            file.read_exact(&mut block).map_err(|e| {
+                Error::io(
+                    format!("{} (did it change while being read?)", path.display()),
+                    e,
+                )
+            })?;
+            hasher.update(&block);
+            if tx.blocking_send(block.freeze()).is_err() {
+                return Err(Error::Internal("the chunk's sender stopped".into()));
+            }
+            left -= want as u64;
+        }
+        Ok(checksum_of(&hasher))
+    });
+    (rx, reader)
+}
+
+/// A blocking task that writes the blocks sent to it into `path` from offset
+/// `start` on, hashing them; it returns the checksum once the sender is dropped.
+fn spawn_chunk_writer(
+    path: PathBuf,
+    start: u64,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
+) {
+    use std::io::{Seek, Write};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let writer = tokio::task::spawn_blocking(move || {
+        let local_error = |e| Error::io(path.display().to_string(), e);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(local_error)?;
+        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        while let Some(block) = rx.blocking_recv() {
+            hasher.update(&block);
+            file.write_all(&block).map_err(local_error)?;
+        }
+        Ok(checksum_of(&hasher))
+    });
+    (tx, writer)
 }
 
 /// Asks the configured servers, in order, for the ring.

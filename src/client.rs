@@ -656,28 +656,28 @@ struct UploadPlan<'a> {
 /// counted from servers holding chunks of exactly that version; deleted files
 /// are dropped.
 pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
-    let mut newest: BTreeMap<&str, &FileEntry> = BTreeMap::new();
+    // Group by name first: comparing every name with every entry was
+    // quadratic (1.2 s for 10 000 files on four servers).
+    let mut by_name: BTreeMap<&str, Vec<&FileEntry>> = BTreeMap::new();
     for entry in lists.iter().flatten() {
-        let slot = newest.entry(&entry.name).or_insert(entry);
-        if entry.version > slot.version {
-            *slot = entry;
-        }
+        by_name.entry(&entry.name).or_default().push(entry);
     }
-    newest
+    by_name
         .into_values()
-        .filter(|e| !e.deleted)
-        .map(|best| {
+        .filter_map(|entries| {
+            let best = *entries.iter().max_by_key(|e| e.version)?;
+            if best.deleted {
+                return None;
+            }
             let mut copies = vec![0u32; best.chunks as usize];
-            for entry in lists.iter().flatten() {
-                if entry.name == best.name && entry.version == best.version {
-                    for &c in &entry.held {
-                        if let Some(n) = copies.get_mut(c as usize - 1) {
-                            *n += 1;
-                        }
+            for entry in entries.iter().filter(|e| e.version == best.version) {
+                for &c in &entry.held {
+                    if let Some(n) = copies.get_mut(c as usize - 1) {
+                        *n += 1;
                     }
                 }
             }
-            FileInfo {
+            Some(FileInfo {
                 name: best.name.clone(),
                 size: best.size,
                 chunks: best.chunks,
@@ -685,7 +685,7 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
                 version: best.version,
                 copies,
                 wanted,
-            }
+            })
         })
         .collect()
 }

@@ -157,6 +157,10 @@ fn real_main() -> Result<()> {
 
 /// The child-process mode: one chunk server, as `dfs-server --config` runs it.
 fn serve(config: &Path) -> Result<()> {
+    thread::spawn(|| {
+        let _ = std::io::stdin().read(&mut [0u8; 1]);
+        std::process::exit(0);
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -449,10 +453,20 @@ async fn fill(client: &Client, local: &Path, count: usize) -> Result<()> {
 
 #[derive(Debug, Clone, Serialize)]
 struct Pair {
+    /// Which of the two ran first: on a VM disk the second of two big
+    /// transfers can be much slower than the first, so look at both orders.
+    ringdfs_first: bool,
     ringdfs_mbps: f64,
     ceiling_mbps: f64,
     /// ringdfs over ceiling, within this pair.
     ratio: f64,
+}
+
+/// Before each timed transfer: everything written so far goes to disk and
+/// the disk gets a moment, so each side of a pair starts from the same state.
+fn settle() {
+    let _ = Command::new("sync").status();
+    thread::sleep(Duration::from_millis(500));
 }
 
 /// Runs ringdfs and its ceiling back to back (`ringdfs_first` picks the order).
@@ -463,6 +477,7 @@ fn pair(
     mut ceiling: impl FnMut() -> Result<()>,
 ) -> Result<Pair> {
     let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<Duration> {
+        settle();
         let t = Instant::now();
         f()?;
         Ok(t.elapsed())
@@ -476,6 +491,7 @@ fn pair(
     };
     let (ringdfs_mbps, ceiling_mbps) = (mbps(bytes, r), mbps(bytes, c));
     Ok(Pair {
+        ringdfs_first,
         ringdfs_mbps,
         ceiling_mbps,
         ratio: ringdfs_mbps / ceiling_mbps,
@@ -710,7 +726,9 @@ impl Cluster {
             let child = Command::new(&exe)
                 .arg("--serve")
                 .arg(&path)
-                .stdin(Stdio::null())
+                // The child exits when this pipe closes, i.e. when the bench
+                // dies, even by a signal that skips `Drop`.
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

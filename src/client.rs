@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::{join_all, try_join_all};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -570,14 +569,7 @@ impl Client {
             return Err(unavailable(&failures));
         }
 
-        let local_error = |e| Error::io(plan.local.display().to_string(), e);
-        let mut file = tokio::fs::File::open(plan.local)
-            .await
-            .map_err(local_error)?;
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(local_error)?;
-        let mut hasher = ChunkId {
+        let hasher = ChunkId {
             owner: &self.user,
             name: plan.name,
             version: plan.version,
@@ -585,27 +577,22 @@ impl Client {
             len,
         }
         .hasher();
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(MAX_BLOCK as u64) as usize;
-            let mut block = BytesMut::zeroed(want);
-            file.read_exact(&mut block).await.map_err(|e| {
-                Error::io(
-                    format!("{} (did it change while being read?)", plan.local.display()),
-                    e,
-                )
-            })?;
-            hasher.update(&block);
-            let block = block.freeze();
+        // Reading and hashing run on the blocking pool, one reader per chunk:
+        // the chunks of a PUT then hash on every core, and the async thread
+        // only sends blocks.
+        let (mut blocks, reader) = spawn_chunk_reader(plan.local.to_path_buf(), start, len, hasher);
+        while let Some(block) = blocks.recv().await {
+            let want = block.len();
             let sent = join_all(live.iter_mut().map(|(_, c)| c.send_data(block.clone()))).await;
             live = drop_failed(self, live, sent, &mut failures);
             if live.is_empty() {
                 return Err(unavailable(&failures));
             }
             progress.add(want as i64);
-            left -= want as u64;
         }
-        let checksum = checksum_of(&hasher);
+        let checksum = reader
+            .await
+            .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??;
         let done = Request::ChunkDone { checksum };
         let sent = join_all(live.iter_mut().map(|(_, c)| c.send(&done))).await;
         live = drop_failed(self, live, sent, &mut failures);
@@ -762,16 +749,7 @@ impl Client {
         }
         let mut received = 0u64;
         let result = async {
-            let local_error = |e| Error::io(path.display().to_string(), e);
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .await
-                .map_err(local_error)?;
-            file.seek(SeekFrom::Start(start))
-                .await
-                .map_err(local_error)?;
-            let mut hasher = ChunkId {
+            let hasher = ChunkId {
                 owner: &self.user,
                 name: &manifest.name,
                 version: manifest.version,
@@ -779,16 +757,21 @@ impl Client {
                 len,
             }
             .hasher();
+            // Hashing and writing run on the blocking pool, one writer per
+            // chunk: the chunks of a GET then hash on every core, and the
+            // async thread only moves blocks (no copy into tokio's file buffer).
+            let (tx, writer) = spawn_chunk_writer(path.to_path_buf(), start, hasher);
             loop {
                 match conn.recv::<Response>().await? {
                     Some(Frame::Data(block)) => {
                         if received + block.len() as u64 > len {
                             return Err(Error::Protocol(format!("{server} sent too much data")));
                         }
-                        hasher.update(&block);
-                        file.write_all(&block).await.map_err(local_error)?;
                         received += block.len() as u64;
                         progress.add(block.len() as i64);
+                        if tx.send(block).await.is_err() {
+                            break; // the writer failed; its error is reported below
+                        }
                     }
                     Some(Frame::Msg(Response::ChunkDone { .. })) => break,
                     Some(Frame::Msg(Response::Error(e))) => return Err(e.into_error(server)),
@@ -801,16 +784,20 @@ impl Client {
                     }
                 }
             }
+            drop(tx);
+            let checksum = writer
+                .await
+                .map_err(|e| Error::Internal(format!("chunk writer: {e}")))??;
             if received != len {
                 return Err(Error::Protocol(format!("{server} sent a short chunk")));
             }
-            if Some(&checksum_of(&hasher)) != manifest.checksums.get(chunk as usize - 1) {
+            if Some(&checksum) != manifest.checksums.get(chunk as usize - 1) {
                 return Err(Error::Corrupt {
                     chunk,
                     reason: format!("{server} sent bytes that do not match the checksum"),
                 });
             }
-            file.flush().await.map_err(local_error)
+            Ok(())
         }
         .await;
         match result {
@@ -1107,28 +1094,28 @@ struct UploadPlan<'a> {
 /// counted from servers holding chunks of exactly that version; deleted files
 /// are dropped.
 pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
-    let mut newest: BTreeMap<&str, &FileEntry> = BTreeMap::new();
+    // Group by name first: comparing every name with every entry was
+    // quadratic (1.2 s for 10 000 files on four servers).
+    let mut by_name: BTreeMap<&str, Vec<&FileEntry>> = BTreeMap::new();
     for entry in lists.iter().flatten() {
-        let slot = newest.entry(&entry.name).or_insert(entry);
-        if entry.version > slot.version {
-            *slot = entry;
-        }
+        by_name.entry(&entry.name).or_default().push(entry);
     }
-    newest
+    by_name
         .into_values()
-        .filter(|e| !e.deleted)
-        .map(|best| {
+        .filter_map(|entries| {
+            let best = *entries.iter().max_by_key(|e| e.version)?;
+            if best.deleted {
+                return None;
+            }
             let mut copies = vec![0u32; best.chunks as usize];
-            for entry in lists.iter().flatten() {
-                if entry.name == best.name && entry.version == best.version {
-                    for &c in &entry.held {
-                        if let Some(n) = copies.get_mut(c as usize - 1) {
-                            *n += 1;
-                        }
+            for entry in entries.iter().filter(|e| e.version == best.version) {
+                for &c in &entry.held {
+                    if let Some(n) = copies.get_mut(c as usize - 1) {
+                        *n += 1;
                     }
                 }
             }
-            FileInfo {
+            Some(FileInfo {
                 name: best.name.clone(),
                 size: best.size,
                 chunks: best.chunks,
@@ -1136,9 +1123,79 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
                 version: best.version,
                 copies,
                 wanted,
-            }
+            })
         })
         .collect()
+}
+
+/// Blocks in flight between the socket and a chunk's reader or writer.
+const PIPELINE_DEPTH: usize = 4;
+
+/// A blocking task that reads `len` bytes of `path` from offset `start` in
+/// blocks of at most `MAX_BLOCK`, hashing them and sending them on; it returns
+/// the checksum after the last block. Dropping the receiver stops it.
+fn spawn_chunk_reader(
+    path: PathBuf,
+    start: u64,
+    len: u64,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
+) {
+    use std::io::{Read, Seek};
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let reader = tokio::task::spawn_blocking(move || {
+        let local_error = |e| Error::io(path.display().to_string(), e);
+        let mut file = std::fs::File::open(&path).map_err(local_error)?;
+        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(MAX_BLOCK as u64) as usize;
+            let mut block = BytesMut::zeroed(want);
+            file.read_exact(&mut block).map_err(|e| {
+                Error::io(
+                    format!("{} (did it change while being read?)", path.display()),
+                    e,
+                )
+            })?;
+            hasher.update(&block);
+            if tx.blocking_send(block.freeze()).is_err() {
+                return Err(Error::Internal("the chunk's sender stopped".into()));
+            }
+            left -= want as u64;
+        }
+        Ok(checksum_of(&hasher))
+    });
+    (rx, reader)
+}
+
+/// A blocking task that writes the blocks sent to it into `path` from offset
+/// `start` on, hashing them; it returns the checksum once the sender is dropped.
+fn spawn_chunk_writer(
+    path: PathBuf,
+    start: u64,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
+) {
+    use std::io::{Seek, Write};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let writer = tokio::task::spawn_blocking(move || {
+        let local_error = |e| Error::io(path.display().to_string(), e);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(local_error)?;
+        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        while let Some(block) = rx.blocking_recv() {
+            hasher.update(&block);
+            file.write_all(&block).map_err(local_error)?;
+        }
+        Ok(checksum_of(&hasher))
+    });
+    (tx, writer)
 }
 
 /// Asks the configured servers, in order, for the ring.

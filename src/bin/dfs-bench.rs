@@ -1,0 +1,1157 @@
+//! `dfs-bench`: the benchmark of SPEC §9 (issue 7), one command.
+//!
+//! One run starts a four-server cluster on 127.0.0.1 in a temp folder, each
+//! server a child process (so its peak memory can be read from
+//! `/proc/PID/status`), runs the client inside this process, and measures:
+//!
+//! 1. the machine's ceilings, with no protocol: a raw TCP stream memory to
+//!    memory; a plain file copy through one TCP stream; the *GET ceiling*, the
+//!    four stored chunk files read through four parallel TCP streams into one
+//!    output file at their offsets; the *PUT ceiling*, the file sent as two
+//!    copies to two receivers that each write and fdatasync;
+//! 2. PUT and GET of a large random file (1 GiB), *paired* with their ceilings:
+//!    after a warm-up, each pair runs ringdfs and its ceiling back to back (the
+//!    order alternating), and the reported ratio is the median of the per-pair
+//!    ratios. These machines swing up to 3× between identical runs; a ratio
+//!    taken within one pair cancels most of that;
+//! 3. the peak RSS of the client and of every server during those transfers
+//!    (`VmHWM`, reset through `/proc/PID/clear_refs` before each transfer);
+//! 4. GET with one server killed, paired with the GET ceiling;
+//! 5. PUT and GET of many 4 KiB files, one after another in one session;
+//! 6. login time (all four servers, real argon2id parameters) and LIST time
+//!    with 10 000 files stored.
+//!
+//! The servers are this executable re-run as `dfs-bench --serve CONFIG`: the
+//! same library server as `dfs-server`, but always built together with the
+//! bench (`cargo run --bin dfs-bench` builds only this binary, so a
+//! `dfs-server` beside it could be missing or stale). Every child is killed
+//! when the bench ends, on error paths too.
+//!
+//! MB is 10^6 bytes; throughput counts file bytes (one copy), not wire bytes.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use futures_util::StreamExt;
+use rand::RngCore;
+use ringdfs::client::{no_progress, Client};
+use ringdfs::config::{ClientConfig, ServerConfig};
+use ringdfs::placement::{chunk_range, Placement};
+use ringdfs::protocol::Member;
+use serde::Serialize;
+use tokio::runtime::Runtime;
+
+/// Block size of the ceiling transfers: the protocol's data block.
+const BLOCK: usize = ringdfs::protocol::MAX_BLOCK;
+const SERVERS: usize = 4;
+const USER: (&str, &str) = ("alice", "wonderland");
+/// The LIST measurement uses its own user, so the count is exact.
+const LIST_USER: (&str, &str) = ("bob", "builder");
+/// PUTs in flight while filling the store for LIST.
+const FILL_CONCURRENCY: usize = 32;
+
+#[derive(Parser)]
+#[command(name = "dfs-bench", about = "The ringdfs benchmark (SPEC §9, issue 7)")]
+struct Args {
+    /// A small smoke run (16 MiB, 2 pairs, few files): proves the bench works, judges nothing.
+    #[arg(long)]
+    quick: bool,
+    /// Also write every figure as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Size of the large file in MiB [default: 1024, 16 with --quick].
+    #[arg(long, value_name = "MIB")]
+    size: Option<u64>,
+    /// Paired runs of ringdfs and its ceiling, after one warm-up [default: 5, 2 with --quick].
+    #[arg(long, value_name = "N")]
+    pairs: Option<usize>,
+    /// Where the temp folder goes [default: the system's temp folder].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// For profilers: only repeat the ringdfs PUT (or GET) of the large file
+    /// `--pairs` times, no ceilings, and print the process ids to attach to.
+    #[arg(long, value_name = "OP", value_parser = ["put", "get"])]
+    profile: Option<String>,
+    /// Internal: run one chunk server from this configuration file.
+    #[arg(long, hide = true, value_name = "CONFIG")]
+    serve: Option<PathBuf>,
+}
+
+/// The sizes of one run.
+struct Plan {
+    quick: bool,
+    size: u64,
+    pairs: usize,
+    raw_tcp_bytes: u64,
+    plain_copies: usize,
+    small_files: usize,
+    list_files: usize,
+    logins: usize,
+    lists: usize,
+}
+
+impl Plan {
+    fn from(args: &Args) -> Result<Plan> {
+        let quick = args.quick;
+        let mib = args.size.unwrap_or(if quick { 16 } else { 1024 });
+        let pairs = args.pairs.unwrap_or(if quick { 2 } else { 5 });
+        if mib == 0 || pairs == 0 {
+            bail!("--size and --pairs must be at least 1");
+        }
+        Ok(Plan {
+            quick,
+            size: mib << 20,
+            pairs,
+            raw_tcp_bytes: if quick { 256 << 20 } else { 4 << 30 },
+            plain_copies: if quick { 1 } else { 3 },
+            small_files: if quick { 100 } else { 1000 },
+            list_files: if quick { 500 } else { 10_000 },
+            logins: if quick { 3 } else { 7 },
+            lists: if quick { 3 } else { 7 },
+        })
+    }
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("dfs-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(config) = &args.serve {
+        return serve(config);
+    }
+    let plan = Plan::from(&args)?;
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("dfs-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a temp folder in {}", base.display()))?;
+    if let Some(op) = &args.profile {
+        return profile(&plan, tmp.path(), op == "put");
+    }
+    let report = bench(&plan, tmp.path())?;
+    print_table(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).context("encoding the JSON report")?;
+        fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    // On a disk mounted with `discard` each unlink waits for the device, so
+    // this can take a while.
+    eprintln!("removing {}", tmp.path().display());
+    Ok(())
+}
+
+/// The child-process mode: one chunk server, as `dfs-server --config` runs it.
+fn serve(config: &Path) -> Result<()> {
+    thread::spawn(|| {
+        let _ = std::io::stdin().read(&mut [0u8; 1]);
+        std::process::exit(0);
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ServerConfig::load(config)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let server = Arc::new(ringdfs::server::Server::open(&config)?);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        ringdfs::server::run(listener, server, shutdown).await;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The run
+
+/// `--profile put|get`: the cluster, one PUT, then only the timed operation.
+fn profile(plan: &Plan, dir: &Path, put: bool) -> Result<()> {
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, plan.size)?;
+    let cluster = Cluster::start(dir)?;
+    let pids: Vec<String> = std::iter::once(std::process::id())
+        .chain(cluster.pids().into_iter().flatten())
+        .map(|p| p.to_string())
+        .collect();
+    eprintln!("pids (client, dfs1..dfs4): {}", pids.join(","));
+    let runtime = Runtime::new().context("starting the runtime")?;
+    let client = runtime.block_on(Client::login(&cluster.client_config(dir), USER.0, USER.1))?;
+    runtime.block_on(client.put(&big, "big", &no_progress))?;
+    let out = dir.join("get.out");
+    for round in 1..=plan.pairs {
+        let t = Instant::now();
+        if put {
+            runtime.block_on(client.put(&big, &format!("big-{round}"), &no_progress))?;
+        } else {
+            runtime.block_on(client.get("big", &out, &no_progress))?;
+        }
+        let took = t.elapsed();
+        remove(&out);
+        eprintln!("{round}: {:.0} MB/s", mbps(plan.size, took));
+    }
+    Ok(())
+}
+
+fn bench(plan: &Plan, dir: &Path) -> Result<Report> {
+    let started = Instant::now();
+    let say = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+
+    say("writing users.toml (argon2id, default parameters) and test files");
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, plan.size)?;
+    let small_dir = dir.join("small");
+    fs::create_dir_all(&small_dir)?;
+    let mut small = Vec::with_capacity(plan.small_files);
+    for i in 0..plan.small_files {
+        let path = small_dir.join(format!("f{i:05}"));
+        write_random_file(&path, 4096)?;
+        small.push(path);
+    }
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch)?;
+
+    say("starting four servers");
+    let mut cluster = Cluster::start(dir)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    let config = cluster.client_config(dir);
+
+    say("ceilings: raw TCP, plain copy");
+    let raw_tcp_mbps = raw_tcp(plan.raw_tcp_bytes)?;
+    let mut plain = Vec::new();
+    for _ in 0..plan.plain_copies {
+        plain.push(plain_copy(&big, &scratch.join("plain.out"))?);
+    }
+    let plain_copy_mbps = median(&plain);
+
+    say("login");
+    let mut login_ms = Vec::new();
+    let mut client = None;
+    for _ in 0..plan.logins {
+        let t = Instant::now();
+        let c = runtime
+            .block_on(Client::login(&config, USER.0, USER.1))
+            .context("logging in")?;
+        login_ms.push(ms(t.elapsed()));
+        client = Some(c);
+    }
+    let client = client.context("no login ran")?;
+
+    let size_mib = plan.size >> 20;
+    say(&format!(
+        "PUT and GET of {size_mib} MiB: warm-up, then {} pairs",
+        plan.pairs
+    ));
+    let mut peaks = Peaks::new(&cluster);
+    let get_out = scratch.join("get.out");
+    let ceiling_out = scratch.join("ceiling.out");
+    let copies = [scratch.join("copy0.out"), scratch.join("copy1.out")];
+    let mut put_pairs = Vec::new();
+    let mut get_pairs = Vec::new();
+    let mut big_name = String::new();
+    for round in 0..=plan.pairs {
+        // A new name every round, so a PUT never pays for deleting the
+        // previous version; the previous file is deleted between rounds,
+        // untimed, like every other clean-up.
+        if !big_name.is_empty() {
+            runtime.block_on(client.delete(&big_name))?;
+        }
+        big_name = format!("big-{round}");
+        let ringdfs_first = round % 2 == 0;
+        let put = pair(
+            ringdfs_first,
+            plan.size,
+            || {
+                peaks.around(&cluster, || {
+                    runtime.block_on(client.put(&big, &big_name, &no_progress))?;
+                    Ok(())
+                })
+            },
+            || put_ceiling(&big, &copies),
+        )?;
+        copies.iter().for_each(|c| remove(c));
+        let sources = stored_chunks(&cluster, USER.0, &big_name, plan.size)?;
+        let get = pair(
+            ringdfs_first,
+            plan.size,
+            || {
+                peaks.around(&cluster, || {
+                    runtime.block_on(client.get(&big_name, &get_out, &no_progress))?;
+                    Ok(())
+                })
+            },
+            || get_ceiling(&sources, plan.size, &ceiling_out),
+        )?;
+        if round == 0 {
+            verify_same(&big, &get_out).context("after the warm-up GET")?;
+            verify_same(&big, &ceiling_out).context("after the warm-up GET ceiling")?;
+        }
+        remove(&get_out);
+        remove(&ceiling_out);
+        if round == 0 {
+            continue; // the warm-up
+        }
+        say(&format!(
+            "pair {round}: PUT {:.0} MB/s ({:.2}), GET {:.0} MB/s ({:.2})",
+            put.ringdfs_mbps, put.ratio, get.ringdfs_mbps, get.ratio
+        ));
+        put_pairs.push(put);
+        get_pairs.push(get);
+    }
+
+    say(&format!(
+        "{} files of 4 KiB: PUT, then GET",
+        plan.small_files
+    ));
+    let t = Instant::now();
+    for (i, path) in small.iter().enumerate() {
+        runtime
+            .block_on(client.put(path, &format!("small-f{i:05}"), &no_progress))
+            .context("PUT of a small file")?;
+    }
+    let small_put_per_s = plan.small_files as f64 / t.elapsed().as_secs_f64();
+    let small_out = scratch.join("small-out");
+    fs::create_dir_all(&small_out)?;
+    let t = Instant::now();
+    for i in 0..plan.small_files {
+        let name = format!("small-f{i:05}");
+        runtime
+            .block_on(client.get(&name, &small_out.join(format!("f{i:05}")), &no_progress))
+            .context("GET of a small file")?;
+    }
+    let small_get_per_s = plan.small_files as f64 / t.elapsed().as_secs_f64();
+    let _ = fs::remove_dir_all(&small_out);
+
+    say(&format!(
+        "storing {} files for LIST ({FILL_CONCURRENCY} PUTs in flight)",
+        plan.list_files
+    ));
+    let lister = runtime
+        .block_on(Client::login(&config, LIST_USER.0, LIST_USER.1))
+        .context("logging in")?;
+    runtime.block_on(fill(&lister, &small[0], plan.list_files))?;
+    let mut list_ms = Vec::new();
+    for _ in 0..plan.lists {
+        let t = Instant::now();
+        let files = runtime.block_on(lister.list()).context("LIST")?;
+        list_ms.push(ms(t.elapsed()));
+        if files.len() != plan.list_files {
+            bail!(
+                "LIST returned {} files, {} were stored",
+                files.len(),
+                plan.list_files
+            );
+        }
+    }
+    drop(lister);
+
+    say(&format!(
+        "GET of {size_mib} MiB with dfs1 killed: warm-up, then {} pairs",
+        plan.pairs
+    ));
+    cluster.kill(0)?;
+    let sources = stored_chunks(&cluster, USER.0, &big_name, plan.size)?;
+    let mut down_pairs = Vec::new();
+    for round in 0..=plan.pairs {
+        let get = pair(
+            round % 2 == 0,
+            plan.size,
+            || {
+                peaks.around(&cluster, || {
+                    runtime.block_on(client.get(&big_name, &get_out, &no_progress))?;
+                    Ok(())
+                })
+            },
+            || get_ceiling(&sources, plan.size, &ceiling_out),
+        )?;
+        remove(&get_out);
+        remove(&ceiling_out);
+        if round > 0 {
+            say(&format!(
+                "pair {round}: GET {:.0} MB/s ({:.2})",
+                get.ringdfs_mbps, get.ratio
+            ));
+            down_pairs.push(get);
+        }
+    }
+    drop(client);
+    drop(runtime);
+    drop(cluster);
+    say("done");
+
+    Ok(Report::new(
+        plan,
+        Ceilings {
+            raw_tcp_mbps,
+            plain_copy_mbps,
+            get_mbps: median(&get_pairs.iter().map(|p| p.ceiling_mbps).collect::<Vec<_>>()),
+            put_mbps: median(&put_pairs.iter().map(|p| p.ceiling_mbps).collect::<Vec<_>>()),
+        },
+        put_pairs,
+        get_pairs,
+        down_pairs,
+        peaks,
+        small_put_per_s,
+        small_get_per_s,
+        median(&login_ms),
+        median(&list_ms),
+    ))
+}
+
+fn verify_same(a: &Path, b: &Path) -> Result<()> {
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            bail!("the file read back differs from the file stored");
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Stores `count` copies of `local` as `list-NNNNN`, a bounded number at once.
+async fn fill(client: &Client, local: &Path, count: usize) -> Result<()> {
+    let mut puts = futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            client
+                .put(local, &format!("list-{i:05}"), &no_progress)
+                .await
+        })
+        .buffer_unordered(FILL_CONCURRENCY);
+    while let Some(result) = puts.next().await {
+        result.context("PUT while filling the store")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Pairs
+
+#[derive(Debug, Clone, Serialize)]
+struct Pair {
+    /// Which of the two ran first: on a VM disk the second of two big
+    /// transfers can be much slower than the first, so look at both orders.
+    ringdfs_first: bool,
+    ringdfs_mbps: f64,
+    ceiling_mbps: f64,
+    /// ringdfs over ceiling, within this pair.
+    ratio: f64,
+}
+
+/// Before each timed transfer: everything written so far goes to disk and
+/// the disk gets a moment, so each side of a pair starts from the same state.
+fn settle() {
+    let _ = Command::new("sync").status();
+    thread::sleep(Duration::from_millis(500));
+}
+
+/// Runs ringdfs and its ceiling back to back (`ringdfs_first` picks the order).
+fn pair(
+    ringdfs_first: bool,
+    bytes: u64,
+    mut ringdfs: impl FnMut() -> Result<()>,
+    mut ceiling: impl FnMut() -> Result<()>,
+) -> Result<Pair> {
+    let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<Duration> {
+        settle();
+        let t = Instant::now();
+        f()?;
+        Ok(t.elapsed())
+    };
+    let (r, c) = if ringdfs_first {
+        let r = timed(&mut ringdfs).context("ringdfs transfer")?;
+        (r, timed(&mut ceiling).context("ceiling transfer")?)
+    } else {
+        let c = timed(&mut ceiling).context("ceiling transfer")?;
+        (timed(&mut ringdfs).context("ringdfs transfer")?, c)
+    };
+    let (ringdfs_mbps, ceiling_mbps) = (mbps(bytes, r), mbps(bytes, c));
+    Ok(Pair {
+        ringdfs_first,
+        ringdfs_mbps,
+        ceiling_mbps,
+        ratio: ringdfs_mbps / ceiling_mbps,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Ceilings: plain std threads and sockets, no protocol.
+
+/// A raw TCP stream, memory to memory, one direction.
+fn raw_tcp(bytes: u64) -> Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let receiver = thread::spawn(move || -> Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; BLOCK];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    let buf = vec![0x5au8; BLOCK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        s.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    s.shutdown(Shutdown::Write)?;
+    let got = join(receiver)?;
+    let took = t.elapsed();
+    if got != bytes {
+        bail!("raw TCP: {got} bytes arrived of {bytes}");
+    }
+    Ok(mbps(bytes, took))
+}
+
+/// Read a file → one TCP stream → write a file, synced once at the end.
+fn plain_copy(src: &Path, out: &Path) -> Result<f64> {
+    let len = fs::metadata(src)?.len();
+    let t = Instant::now();
+    get_ceiling(&[(src.to_path_buf(), 0, len)], len, out)?;
+    let took = t.elapsed();
+    remove(out);
+    Ok(mbps(len, took))
+}
+
+/// The GET shape without a protocol: each source `(file, offset, len)` is the
+/// first `len` bytes of `file`, sent through its own TCP stream and written at
+/// `offset` into `out`, which is synced once when every stream is done (as
+/// ringdfs's GET does).
+fn get_ceiling(sources: &[(PathBuf, u64, u64)], size: u64, out: &Path) -> Result<()> {
+    let file = Arc::new(File::create(out)?);
+    file.set_len(size)?;
+    let mut threads = Vec::new();
+    for (src, offset, len) in sources.iter().cloned() {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let file = Arc::clone(&file);
+        threads.push(thread::spawn(move || -> Result<u64> {
+            let (mut s, _) = listener.accept()?;
+            let mut buf = vec![0u8; BLOCK];
+            let mut at = offset;
+            loop {
+                let n = read_full(&mut s, &mut buf)?;
+                if n == 0 {
+                    return Ok(at - offset);
+                }
+                file.write_all_at(&buf[..n], at)?;
+                at += n as u64;
+            }
+        }));
+        threads.push(thread::spawn(move || -> Result<u64> {
+            let mut s = TcpStream::connect(addr)?;
+            let mut f = File::open(&src)?;
+            let mut buf = vec![0u8; BLOCK];
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(BLOCK as u64) as usize;
+                f.read_exact(&mut buf[..want])?;
+                s.write_all(&buf[..want])?;
+                left -= want as u64;
+            }
+            s.shutdown(Shutdown::Write)?;
+            Ok(0)
+        }));
+    }
+    let mut moved = 0;
+    for t in threads {
+        moved += join(t)?;
+    }
+    if moved != size {
+        bail!("GET ceiling: {moved} bytes arrived of {size}");
+    }
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The PUT shape without a protocol: the file read once and sent as two
+/// copies over two TCP streams to two receivers that each write a new file
+/// (`outs`) and fdatasync it, then acknowledge.
+fn put_ceiling(src: &Path, outs: &[PathBuf; 2]) -> Result<()> {
+    let len = fs::metadata(src)?.len();
+    let mut streams = Vec::new();
+    let mut receivers = Vec::new();
+    for out in outs.clone() {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        receivers.push(thread::spawn(move || -> Result<u64> {
+            let (mut s, _) = listener.accept()?;
+            let mut file = File::create(&out)?;
+            let mut buf = vec![0u8; BLOCK];
+            let mut total = 0;
+            loop {
+                let n = read_full(&mut s, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+            file.sync_data()?;
+            s.write_all(b"k")?;
+            Ok(total)
+        }));
+        streams.push(TcpStream::connect(addr)?);
+    }
+    let mut f = File::open(src)?;
+    let mut buf = vec![0u8; BLOCK];
+    loop {
+        let n = read_full(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        for s in &mut streams {
+            s.write_all(&buf[..n])?;
+        }
+    }
+    for s in &mut streams {
+        s.shutdown(Shutdown::Write)?;
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack)?;
+    }
+    for r in receivers {
+        let got = join(r)?;
+        if got != len {
+            bail!("PUT ceiling: {got} bytes arrived of {len}");
+        }
+    }
+    Ok(())
+}
+
+/// The stored chunk files of `owner`'s file `name` (current version), each
+/// from its first holder, as `(path, offset in the file, length)`.
+fn stored_chunks(
+    cluster: &Cluster,
+    owner: &str,
+    name: &str,
+    size: u64,
+) -> Result<Vec<(PathBuf, u64, u64)>> {
+    let n = SERVERS as u32;
+    let placement = Placement::of(owner, name, n);
+    (1..=n)
+        .map(|chunk| {
+            let holder = placement.holders(chunk)[0] as usize - 1;
+            let dir = ringdfs::store::file_dir(&cluster.data_dirs[holder], owner, name);
+            let suffix = format!(".{chunk}");
+            // Chunk files are `<gen:016x>-<writer:016x>.<chunk>`: the newest sorts last.
+            let path = fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(&suffix))
+                .max()
+                .with_context(|| format!("no chunk {chunk} in {}", dir.display()))?;
+            let (start, end) = chunk_range(size, n, chunk);
+            Ok((path, start, end - start))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The cluster: four child processes, killed on drop.
+
+struct Cluster {
+    children: Vec<Option<Child>>,
+    addrs: Vec<String>,
+    data_dirs: Vec<PathBuf>,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Result<Cluster> {
+        let exe = std::env::current_exe().context("finding this executable")?;
+        // Free ports: bind all four at once (so they differ), note them, let go.
+        // Another process could take one in between; for a benchmark that is fine.
+        let listeners = (0..SERVERS)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("finding free ports")?;
+        let ring = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(Member {
+                    name: format!("dfs{}", i + 1),
+                    addr: l.local_addr()?.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        drop(listeners);
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            addrs: ring.iter().map(|m| m.addr.clone()).collect(),
+            data_dirs: Vec::new(),
+        };
+        for member in &ring {
+            let config = ServerConfig {
+                name: member.name.clone(),
+                listen: member.addr.clone(),
+                data_dir: dir.join("data").join(&member.name),
+                users: dir.join("users.toml"),
+                cluster_key: Some(dir.join("cluster.key")),
+                heal_interval_secs: 5,
+                ring: ring.clone(),
+            };
+            let path = dir.join(format!("{}.toml", member.name));
+            fs::write(&path, toml::to_string(&config)?)?;
+            let log = File::create(dir.join(format!("{}.log", member.name)))?;
+            let child = Command::new(&exe)
+                .arg("--serve")
+                .arg(&path)
+                // The child exits when this pipe closes, i.e. when the bench
+                // dies, even by a signal that skips `Drop`.
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", member.name))?;
+            cluster.children.push(Some(child));
+            cluster.data_dirs.push(config.data_dir);
+        }
+        for (i, member) in ring.iter().enumerate() {
+            cluster.wait_ready(i, &member.addr, &dir.join(format!("{}.log", member.name)))?;
+        }
+        Ok(cluster)
+    }
+
+    fn wait_ready(&mut self, i: usize, addr: &str, log: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(());
+            }
+            let child = self.children[i].as_mut().context("server not running")?;
+            if let Some(status) = child.try_wait()? {
+                let log = fs::read_to_string(log).unwrap_or_default();
+                bail!("dfs{} exited ({status}): {}", i + 1, log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("dfs{} did not start listening on {addr} within 20 s", i + 1);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn client_config(&self, dir: &Path) -> ClientConfig {
+        let mut config = ClientConfig::for_servers(self.addrs.clone());
+        config.download_dir = dir.join("scratch");
+        config
+    }
+
+    /// Process ids of the servers still running, by index.
+    fn pids(&self) -> Vec<Option<u32>> {
+        self.children
+            .iter()
+            .map(|c| c.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// SIGKILLs server `i` (0-based).
+    fn kill(&mut self, i: usize) -> Result<()> {
+        if let Some(mut child) = self.children[i].take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peak memory
+
+/// Peak RSS seen during ringdfs transfers: the client (this process) and each server.
+struct Peaks {
+    client_kib: u64,
+    servers_kib: Vec<u64>,
+    /// Whether VmHWM could be reset before each transfer; if not, the figures
+    /// are lifetime peaks (which include logins).
+    reset_works: bool,
+}
+
+impl Peaks {
+    fn new(cluster: &Cluster) -> Peaks {
+        Peaks {
+            client_kib: 0,
+            servers_kib: vec![0; cluster.children.len()],
+            reset_works: true,
+        }
+    }
+
+    /// Runs `f`, with every process's VmHWM reset before and read after.
+    fn around(&mut self, cluster: &Cluster, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let pids = cluster.pids();
+        let mut procs: Vec<String> = vec!["self".into()];
+        procs.extend(pids.iter().flatten().map(u32::to_string));
+        for p in &procs {
+            if fs::write(format!("/proc/{p}/clear_refs"), "5").is_err() {
+                self.reset_works = false;
+            }
+        }
+        f()?;
+        self.client_kib = self.client_kib.max(vm_hwm_kib("self")?);
+        for (i, pid) in pids.iter().enumerate() {
+            if let Some(pid) = pid {
+                self.servers_kib[i] = self.servers_kib[i].max(vm_hwm_kib(&pid.to_string())?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn vm_hwm_kib(pid: &str) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
+}
+
+// ---------------------------------------------------------------------------
+// The report
+
+#[derive(Serialize)]
+struct Ceilings {
+    raw_tcp_mbps: f64,
+    plain_copy_mbps: f64,
+    get_mbps: f64,
+    put_mbps: f64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    figure: String,
+    value: String,
+    target: String,
+    /// `None`: no target.
+    met: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    quick: bool,
+    tls: bool,
+    file_bytes: u64,
+    pairs: usize,
+    ceilings: Ceilings,
+    put_mbps: f64,
+    get_mbps: f64,
+    put_ratio: f64,
+    get_ratio: f64,
+    get_one_down_mbps: f64,
+    get_one_down_ratio: f64,
+    put_pairs: Vec<Pair>,
+    get_pairs: Vec<Pair>,
+    get_one_down_pairs: Vec<Pair>,
+    rss_client_mib: f64,
+    rss_servers_mib: Vec<f64>,
+    rss_reset_per_transfer: bool,
+    small_files: usize,
+    small_put_per_s: f64,
+    small_get_per_s: f64,
+    login_ms: f64,
+    list_files: usize,
+    list_ms: f64,
+    table: Vec<Row>,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        plan: &Plan,
+        ceilings: Ceilings,
+        put_pairs: Vec<Pair>,
+        get_pairs: Vec<Pair>,
+        down_pairs: Vec<Pair>,
+        peaks: Peaks,
+        small_put_per_s: f64,
+        small_get_per_s: f64,
+        login_ms: f64,
+        list_ms: f64,
+    ) -> Report {
+        let med =
+            |pairs: &[Pair], f: fn(&Pair) -> f64| median(&pairs.iter().map(f).collect::<Vec<_>>());
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let mut report = Report {
+            quick: plan.quick,
+            tls: false,
+            file_bytes: plan.size,
+            pairs: plan.pairs,
+            ceilings,
+            put_mbps: med(&put_pairs, |p| p.ringdfs_mbps),
+            get_mbps: med(&get_pairs, |p| p.ringdfs_mbps),
+            put_ratio: med(&put_pairs, |p| p.ratio),
+            get_ratio: med(&get_pairs, |p| p.ratio),
+            get_one_down_mbps: med(&down_pairs, |p| p.ringdfs_mbps),
+            get_one_down_ratio: med(&down_pairs, |p| p.ratio),
+            put_pairs,
+            get_pairs,
+            get_one_down_pairs: down_pairs,
+            rss_client_mib: mib(peaks.client_kib),
+            rss_servers_mib: peaks.servers_kib.iter().map(|&k| mib(k)).collect(),
+            rss_reset_per_transfer: peaks.reset_works,
+            small_files: plan.small_files,
+            small_put_per_s,
+            small_get_per_s,
+            login_ms,
+            list_files: plan.list_files,
+            list_ms,
+            table: Vec::new(),
+        };
+        report.table = report.rows();
+        report
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let size = format!("{} MiB", self.file_bytes >> 20);
+        let mut rows = Vec::new();
+        let mut row = |figure: String, value: String, target: &str, met: Option<bool>| {
+            rows.push(Row {
+                figure,
+                value,
+                target: target.to_string(),
+                met,
+            })
+        };
+        let c = &self.ceilings;
+        row(
+            "ceiling: raw TCP stream, memory to memory".into(),
+            format!("{:.0} MB/s", c.raw_tcp_mbps),
+            "",
+            None,
+        );
+        row(
+            "ceiling: plain file copy, one TCP stream".into(),
+            format!("{:.0} MB/s", c.plain_copy_mbps),
+            "",
+            None,
+        );
+        row(
+            "ceiling: GET shape, 4 streams into one file".into(),
+            format!("{:.0} MB/s", c.get_mbps),
+            "",
+            None,
+        );
+        row(
+            "ceiling: PUT shape, 2 copies, fdatasync".into(),
+            format!("{:.0} MB/s", c.put_mbps),
+            "",
+            None,
+        );
+        let ratio = |mbps: f64, r: f64| format!("{mbps:.0} MB/s, ratio {r:.2}");
+        row(
+            format!("PUT {size}"),
+            ratio(self.put_mbps, self.put_ratio),
+            "ratio ≥ 0.70",
+            Some(self.put_ratio >= 0.70),
+        );
+        row(
+            format!("GET {size}"),
+            ratio(self.get_mbps, self.get_ratio),
+            "ratio ≥ 0.70",
+            Some(self.get_ratio >= 0.70),
+        );
+        row(
+            format!("GET {size}, one server down"),
+            ratio(self.get_one_down_mbps, self.get_one_down_ratio),
+            "ratio ≥ 0.50",
+            Some(self.get_one_down_ratio >= 0.50),
+        );
+        row(
+            "peak RSS, client".into(),
+            format!("{:.1} MiB", self.rss_client_mib),
+            "≤ 64 MiB",
+            Some(self.rss_client_mib <= 64.0),
+        );
+        for (i, &m) in self.rss_servers_mib.iter().enumerate() {
+            row(
+                format!("peak RSS, dfs{}", i + 1),
+                format!("{m:.1} MiB"),
+                "≤ 64 MiB",
+                Some(m <= 64.0),
+            );
+        }
+        let n = self.small_files;
+        row(
+            format!("PUT {n} files of 4 KiB"),
+            format!("{:.0} files/s", self.small_put_per_s),
+            "≥ 300/s",
+            Some(self.small_put_per_s >= 300.0),
+        );
+        row(
+            format!("GET {n} files of 4 KiB"),
+            format!("{:.0} files/s", self.small_get_per_s),
+            "≥ 1000/s",
+            Some(self.small_get_per_s >= 1000.0),
+        );
+        row(
+            "login, all four servers".into(),
+            format!("{:.0} ms", self.login_ms),
+            "≤ 150 ms",
+            Some(self.login_ms <= 150.0),
+        );
+        row(
+            format!("LIST, {} files stored", self.list_files),
+            format!("{:.0} ms", self.list_ms),
+            "≤ 200 ms",
+            Some(self.list_ms <= 200.0),
+        );
+        rows
+    }
+}
+
+fn print_table(report: &Report) {
+    println!();
+    if report.quick {
+        println!("QUICK RUN: a smoke check of the bench; these figures judge nothing.");
+    }
+    println!(
+        "ringdfs benchmark: {} MiB file, {} pairs (ratios: median of per-pair ratios), TLS off",
+        report.file_bytes >> 20,
+        report.pairs
+    );
+    let w0 = report
+        .table
+        .iter()
+        .map(|r| r.figure.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w1 = report
+        .table
+        .iter()
+        .map(|r| r.value.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w2 = report
+        .table
+        .iter()
+        .map(|r| r.target.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    println!(
+        "{:w0$}  {:w1$}  {:w2$}  result",
+        "figure", "value", "target"
+    );
+    for r in &report.table {
+        let met = match r.met {
+            None => "",
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+        };
+        println!("{:w0$}  {:w1$}  {:w2$}  {met}", r.figure, r.value, r.target);
+    }
+    if !report.rss_reset_per_transfer {
+        println!("(peak RSS could not be reset per transfer: the figures are lifetime peaks)");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn write_users(path: &Path) -> Result<()> {
+    let params = argon2::Params::default();
+    let mut text = String::from("[users]\n");
+    for (user, password) in [USER, LIST_USER] {
+        let hash = ringdfs::auth::hash_password(password, &params)?;
+        text.push_str(&format!("{user} = \"{hash}\"\n"));
+    }
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_random_file(path: &Path, len: u64) -> Result<()> {
+    let mut file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut rng = rand::thread_rng();
+    let mut buf = vec![0u8; BLOCK];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    // On disk before anything is measured, so no writeback of it competes.
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads until `buf` is full or the end; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn join<T>(handle: thread::JoinHandle<Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .map_err(|_| anyhow!("a transfer thread panicked"))?
+}
+
+fn remove(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+fn mbps(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / 1e6 / took.as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}

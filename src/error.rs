@@ -50,6 +50,10 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// Certificates: missing, unreadable, or not usable for TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -6,13 +6,18 @@
 //! the user's name comes from the session, never from the request, so no
 //! request can reach another user's files.
 //!
+//! Every connection is TLS 1.3 (see `tls`). Until it has logged in, a
+//! connection gets small frames (`PRE_LOGIN_FRAME`) and a short deadline
+//! (`Limits::handshake_ms`) for the TLS handshake, `Hello` and the login
+//! together; after, the idle and per-frame timeouts of [`Limits`] apply. A
+//! task polls `users.toml` and applies changes without a restart.
+//!
 //! Disk work runs on the blocking pool: a chunk upload streams blocks from the
 //! socket into a channel drained by a blocking writer, and a download streams
 //! blocks from a blocking reader, so the async threads only move bytes.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,22 +27,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::Users;
-use crate::config::ServerConfig;
+use crate::auth::{Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
+use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
 use crate::names::validate_name;
 use crate::protocol::{
     Connection, Frame, Manifest, Member, Request, Response, ServerStatus, Token, PROTOCOL_VERSION,
 };
 use crate::store::{ChunkSpec, Store};
+use crate::tls::{self, TlsAcceptor};
 use crate::unix_now;
 
-/// Most connections served at once; more are closed on arrival.
-const MAX_CONNECTIONS: usize = 1024;
 /// Most password verifications running at once (each takes ~19 MiB and tens of ms).
 const MAX_LOGINS: usize = 4;
-/// A connection silent this long between frames is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest frame accepted before login: enough for `Login` with the longest
+/// user name and password, and small enough that a stranger's length prefix
+/// cannot make the server reserve much.
+pub const PRE_LOGIN_FRAME: usize = 4096;
 /// A session (token) is valid this long after login.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Entries per `Files` page: far below the frame limit even with 255-byte names.
@@ -50,29 +56,38 @@ pub struct Server {
     name: String,
     ring: Vec<Member>,
     store: Arc<Store>,
-    users: RwLock<Arc<Users>>,
-    sessions: Mutex<HashMap<Token, Session>>,
+    users: UserTable,
+    sessions: Sessions,
+    throttle: Throttle,
     logins: Semaphore,
-}
-
-struct Session {
-    user: String,
-    expires: Instant,
+    tls: TlsAcceptor,
+    limits: Limits,
 }
 
 impl Server {
     /// Opens the server's store and user table from its configuration.
     pub fn open(config: &ServerConfig) -> Result<Server> {
         config.validate()?;
+        let tls = tls::server_config(&config.tls_dir, &config.name)?;
         let store = Store::open(&config.data_dir)?;
-        let users = Users::load(&config.users)?;
+        let users = UserTable::load(&config.users)?;
+        let limits = config.limits.clone();
+        let ms = Duration::from_millis;
         Ok(Server {
             name: config.name.clone(),
             ring: config.ring.clone(),
             store: Arc::new(store),
-            users: RwLock::new(Arc::new(users)),
-            sessions: Mutex::new(HashMap::new()),
+            users,
+            sessions: Sessions::new(SESSION_TTL),
+            throttle: Throttle::new(Backoff {
+                allowed: limits.login_failures_allowed,
+                first: ms(limits.login_backoff_ms),
+                max: ms(limits.login_backoff_max_ms),
+                forget: ms(limits.login_forget_ms),
+            }),
             logins: Semaphore::new(MAX_LOGINS),
+            tls: TlsAcceptor::from(tls),
+            limits,
         })
     }
 
@@ -85,36 +100,55 @@ impl Server {
     }
 
     /// Checks a password off the async threads; on success opens a session.
-    async fn login(&self, user: String, password: String) -> Result<Token> {
+    /// While the account or the address is locked out after failures, the
+    /// answer waits for the lock to lift and is a refusal, the password unchecked.
+    async fn login(&self, user: String, password: String, addr: IpAddr) -> Result<Token> {
+        let now = Instant::now();
+        if let Some(until) = self.throttle.locked_until(&user, addr, now) {
+            let wait = until.duration_since(now).min(self.throttle.policy().max);
+            info!(server = %self.name, user = %user, %addr, wait_ms = wait.as_millis() as u64, "login refused: backing off");
+            tokio::time::sleep(wait).await;
+            return Err(Error::Unauthorized);
+        }
+        if password.len() > MAX_PASSWORD_LEN {
+            // Refused before hashing: argon2's cost grows with the input.
+            self.throttle.failed(&user, addr, Instant::now());
+            info!(server = %self.name, user = %user, %addr, "login failed: password too long");
+            return Err(Error::Unauthorized);
+        }
         let _slot = self.logins.acquire().await.expect("semaphore never closed");
-        let users = Arc::clone(&self.users.read().expect("users lock"));
+        let users = self.users.current();
         let (ok, user) =
             tokio::task::spawn_blocking(move || (users.verify(&user, &password), user))
                 .await
                 .map_err(|e| Error::Internal(format!("login task: {e}")))?;
         if !ok {
-            info!(server = %self.name, user = %user, "login failed");
+            self.throttle.failed(&user, addr, Instant::now());
+            info!(server = %self.name, user = %user, %addr, "login failed");
             return Err(Error::Unauthorized);
         }
-        let token = Token(rand::random());
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            token,
-            Session {
-                user,
-                expires: now + SESSION_TTL,
-            },
-        );
-        Ok(token)
+        self.throttle.succeeded(&user);
+        Ok(self.sessions.open(&user))
     }
 
     fn resume(&self, token: &Token) -> Result<String> {
-        let sessions = self.sessions.lock().expect("sessions lock");
-        match sessions.get(token) {
-            Some(s) if s.expires > Instant::now() => Ok(s.user.clone()),
-            _ => Err(Error::Unauthorized),
+        self.sessions.resume(token).ok_or(Error::Unauthorized)
+    }
+
+    /// Applies a changed `users.toml`; called every `users_poll_ms`.
+    async fn reload_users(self: &Arc<Self>) {
+        let server = Arc::clone(self);
+        let reloaded = tokio::task::spawn_blocking(move || server.users.reload_if_changed()).await;
+        match reloaded {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(ended))) => {
+                self.sessions.end_for(&ended);
+                info!(server = %self.name, users = self.users.current().names().count(), sessions_ended = ended.len(), "users.toml reloaded");
+            }
+            Ok(Err(e)) => {
+                warn!(server = %self.name, error = %e, "users.toml changed but cannot be used; keeping the previous users");
+            }
+            Err(e) => warn!(server = %self.name, error = %e, "reloading users.toml"),
         }
     }
 
@@ -134,9 +168,23 @@ impl Server {
 /// connection and returns.
 pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(server.limits.max_connections));
     if let Ok(addr) = listener.local_addr() {
         info!(server = %server.name, %addr, "listening");
+    }
+    {
+        let server = Arc::clone(&server);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(server.limits.users_poll());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = every.tick() => server.reload_users().await,
+                }
+            }
+        });
     }
     loop {
         let (stream, peer) = tokio::select! {
@@ -162,7 +210,7 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
             let _permit = permit;
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                result = serve_connection(stream, peer, &server) => {
+                result = serve_tls(stream, peer, &server) => {
                     if let Err(e) = result {
                         warn!(server = %server.name, %peer, error = %e, "connection closed");
                     }
@@ -182,12 +230,43 @@ enum Next {
     Close,
 }
 
-async fn serve_connection<S>(stream: S, peer: SocketAddr, server: &Server) -> Result<()>
+/// The TLS handshake, within the connection's login deadline, then the protocol.
+async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, server: &Server) -> Result<()> {
+    let accepted = Instant::now();
+    let deadline = server.limits.handshake();
+    let stream = tokio::time::timeout(deadline, server.tls.accept(stream))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("{peer}'s TLS handshake"),
+            secs: deadline.as_secs(),
+        })?
+        .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+    let peer_server = tls::peer_server(
+        stream.get_ref().1,
+        server.ring.iter().map(|m| m.name.as_str()),
+    );
+    if let Some(name) = &peer_server {
+        debug!(server = %server.name, %peer, peer_server = %name, "a ring member connected");
+    }
+    serve_connection(stream, peer, server, accepted).await
+}
+
+/// Serves one connection's protocol. `accepted` starts its login deadline.
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    server: &Server,
+    accepted: Instant,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let limits = &server.limits;
     let mut conn = Connection::new(stream, peer.to_string());
-    conn.set_timeout(Some(IDLE_TIMEOUT));
+    conn.set_max_frame(PRE_LOGIN_FRAME);
+    conn.set_frame_timeout(Some(limits.frame()));
+    let login_left = || Some(limits.handshake().saturating_sub(accepted.elapsed()));
+    conn.set_timeout(login_left());
     match conn.recv_msg::<Request>().await? {
         Request::Hello { version } if version == PROTOCOL_VERSION => {
             let hello = Response::Hello {
@@ -212,11 +291,27 @@ where
     debug!(server = %server.name, %peer, "hello");
 
     let mut user: Option<String> = None;
-    while let Some(frame) = conn.recv::<Request>().await? {
+    loop {
+        // Until a login succeeds, what is left of the login deadline; after, the idle timeout.
+        if user.is_none() {
+            conn.set_timeout(login_left());
+        } else {
+            conn.set_timeout(Some(limits.idle()));
+        }
+        let Some(frame) = conn.recv::<Request>().await? else {
+            break;
+        };
         let Frame::Msg(request) = frame else {
             return Err(Error::Protocol("data block outside an upload".into()));
         };
-        let (reply, next) = match handle(server, &mut conn, &mut user, request).await {
+        let was_logged_in = user.is_some();
+        let handled = handle(server, &mut conn, &mut user, request, peer.ip()).await;
+        match (was_logged_in, user.is_some()) {
+            (false, true) => conn.set_max_frame(crate::protocol::MAX_FRAME),
+            (true, false) => conn.set_max_frame(PRE_LOGIN_FRAME),
+            _ => {}
+        }
+        let (reply, next) = match handled {
             Ok(None) => continue, // the handler has replied itself
             Ok(Some(reply)) => (reply, Next::Continue),
             Err((e, next)) => {
@@ -240,6 +335,7 @@ async fn handle<S>(
     conn: &mut Connection<S>,
     user: &mut Option<String>,
     request: Request,
+    addr: IpAddr,
 ) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -252,7 +348,10 @@ where
             password,
         } => {
             *user = None;
-            let token = server.login(name.clone(), password).await.map_err(soft)?;
+            let token = server
+                .login(name.clone(), password, addr)
+                .await
+                .map_err(soft)?;
             *user = Some(name);
             return Ok(Some(Response::LoggedIn { token }));
         }
@@ -279,6 +378,11 @@ where
         };
         return Err((Error::NotLoggedIn, next));
     };
+    if !server.users.current().contains(&owner) {
+        // Removed from users.toml since this connection logged in.
+        *user = None;
+        return Err((Error::NotLoggedIn, Next::Close));
+    }
     let store = &server.store;
     match request {
         Request::Status => Ok(Some(Response::Status(server.status()))),

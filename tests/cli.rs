@@ -36,8 +36,9 @@ fn write_config(cluster: &Cluster) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 5\n",
-            servers.join(", ")
+            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 5\nca = {:?}\n",
+            servers.join(", "),
+            cluster.ca().display().to_string()
         ),
     )
     .unwrap();

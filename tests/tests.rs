@@ -3,5 +3,6 @@
 
 mod cli;
 mod files;
+mod hardening;
 mod security;
 mod util;

@@ -136,14 +136,18 @@ pub fn random_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
-/// A TLS connection trusting `ca`, before any protocol message.
-pub async fn tls_connection(addr: SocketAddr, ca: &Path) -> RawConn {
+/// A TLS stream trusting `ca`, for writing bytes by hand.
+pub async fn tls_stream(addr: SocketAddr, ca: &Path) -> ClientStream<TcpStream> {
     let config = tls::client_config_for_user(ca).unwrap();
     let stream = TcpStream::connect(addr).await.unwrap();
-    let stream = tls::connect(&config, &addr.to_string(), stream)
+    tls::connect(&config, &addr.to_string(), stream)
         .await
-        .unwrap();
-    Connection::new(stream, addr.to_string())
+        .unwrap()
+}
+
+/// A TLS connection trusting `ca`, before any protocol message.
+pub async fn tls_connection(addr: SocketAddr, ca: &Path) -> RawConn {
+    Connection::new(tls_stream(addr, ca).await, addr.to_string())
 }
 
 /// A connection that has said Hello, for hand-built requests.

@@ -504,6 +504,92 @@ mod tests {
     }
 
     #[test]
+    fn the_dummy_hash_costs_what_the_real_ones_do() {
+        let mut users = Users::default();
+        users
+            .users
+            .insert("alice".into(), hash_password("w", &cheap()).unwrap());
+        let dummy = Params::try_from(users.dummy()).unwrap();
+        assert_eq!((dummy.m_cost(), dummy.t_cost(), dummy.p_cost()), (64, 1, 1));
+        // With nobody to copy, the default (the strongest we issue).
+        let empty = Users::default();
+        assert_eq!(
+            Params::try_from(empty.dummy()).unwrap().m_cost(),
+            Params::DEFAULT_M_COST
+        );
+    }
+
+    #[test]
+    fn backoff_starts_after_the_allowed_failures_doubles_and_is_capped() {
+        let policy = Backoff {
+            allowed: 5,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+            forget: Duration::from_secs(60),
+        };
+        let delays: Vec<_> = (1..=10).map(|n| policy.delay(n)).collect();
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(
+            delays,
+            [None, None, None, None, s(1), s(2), s(4), s(8), s(10), s(10)]
+        );
+        assert_eq!(policy.delay(u32::MAX), s(10));
+    }
+
+    #[test]
+    fn throttle_locks_accounts_and_addresses_separately_and_forgets() {
+        let throttle = Throttle::new(Backoff {
+            allowed: 2,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            forget: Duration::from_secs(100),
+        });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        throttle.failed("alice", a, t0);
+        assert_eq!(throttle.locked_until("alice", a, t0), None);
+        throttle.failed("alice", b, t0);
+        // Alice's account is locked from anywhere; address a is not (one failure).
+        let until = throttle.locked_until("alice", a, t0).unwrap();
+        assert_eq!(until, t0 + Duration::from_secs(1));
+        assert_eq!(throttle.locked_until("bob", a, t0), None);
+        assert_eq!(
+            throttle.locked_until("alice", a, t0 + Duration::from_secs(2)),
+            None
+        );
+        // A success clears the account, not the addresses.
+        throttle.failed("mallory", b, t0);
+        throttle.succeeded("alice");
+        assert_eq!(throttle.locked_until("alice", a, t0), None);
+        assert!(throttle.locked_until("bob", b, t0).is_some());
+        // Old failures are forgotten.
+        let later = t0 + Duration::from_secs(200);
+        throttle.failed("carol", a, later);
+        assert_eq!(throttle.locked_until("carol", a, later), None);
+        // IPv6 neighbours in one /64 count as one address.
+        let (x, y): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        throttle.failed("u1", x, t0);
+        throttle.failed("u2", y, t0);
+        assert!(throttle.locked_until("u3", x, t0).is_some());
+    }
+
+    #[test]
+    fn sessions_resume_until_ended() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let token = sessions.open("alice");
+        assert_eq!(sessions.resume(&token).as_deref(), Some("alice"));
+        assert_eq!(sessions.resume(&Token([0; 32])), None);
+        sessions.end_for(&["alice".to_string()]);
+        assert_eq!(sessions.resume(&token), None);
+        let expired = Sessions::new(Duration::ZERO);
+        let token = expired.open("bob");
+        assert_eq!(expired.resume(&token), None);
+    }
+
+    #[test]
     fn round_trips_through_toml_and_refuses_other_algorithms() {
         let mut users = Users::default();
         users

@@ -14,6 +14,10 @@
 //!   sends one chunk), falling back to the second only when the first fails.
 //!   Chunks are written at their offsets into a temp file beside the target,
 //!   checked against the manifest's checksums, synced, and renamed into place.
+//!
+//! Every connection is TLS 1.3 trusting only the cluster's authority
+//! (`ClientConfig::ca`): a server without a certificate it signed is refused
+//! before a byte of the protocol, let alone the password, is sent.
 
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
@@ -35,9 +39,11 @@ use crate::protocol::{
     checksum_of, Checksum, ChunkId, Connection, FileEntry, Frame, Hint, Manifest, Member, Request,
     Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
 };
+use crate::tls::{self, ClientStream};
 use crate::unix_now;
 
-type Conn = Connection<TcpStream>;
+type Conn = Connection<ClientStream<TcpStream>>;
+type Tls = Arc<rustls::ClientConfig>;
 
 /// Idle connections kept per server.
 const POOL_SIZE: usize = 8;
@@ -73,6 +79,7 @@ pub struct Client {
     user: String,
     password: String,
     timeout: Duration,
+    tls: Tls,
     slots: Vec<Slot>,
 }
 
@@ -195,11 +202,13 @@ impl Client {
     /// password, and with `Unavailable` if none can be reached.
     pub async fn login(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
         let timeout = config.timeout();
-        let ring = discover(&config.servers, timeout).await?;
+        let tls = tls::client_config_for_user(&config.ca)?;
+        let ring = discover(&config.servers, &tls, timeout).await?;
         let client = Client {
             user: user.to_string(),
             password: password.to_string(),
             timeout,
+            tls,
             slots: ring
                 .into_iter()
                 .map(|member| Slot {
@@ -291,7 +300,7 @@ impl Client {
                 None => break,
             }
         }
-        let mut conn = connect(&slot.member, self.timeout).await?;
+        let mut conn = connect(&slot.member, &self.tls, self.timeout).await?;
         let token = *slot.token.lock().expect("token lock");
         if let Some(token) = token {
             match conn.call(&Request::Resume { token }).await {
@@ -1199,7 +1208,7 @@ fn spawn_chunk_writer(
 }
 
 /// Asks the configured servers, in order, for the ring.
-async fn discover(servers: &[String], timeout: Duration) -> Result<Vec<Member>> {
+async fn discover(servers: &[String], tls: &Tls, timeout: Duration) -> Result<Vec<Member>> {
     let mut reasons = Vec::new();
     for addr in servers {
         let member = Member {
@@ -1207,7 +1216,7 @@ async fn discover(servers: &[String], timeout: Duration) -> Result<Vec<Member>> 
             addr: addr.clone(),
         };
         let answer = async {
-            let mut conn = connect(&member, timeout).await?;
+            let mut conn = connect(&member, tls, timeout).await?;
             match conn.call(&Request::Ring).await? {
                 Response::Ring { members } if !members.is_empty() => Ok(members),
                 other => Err(unexpected(addr, &other)),
@@ -1224,8 +1233,8 @@ async fn discover(servers: &[String], timeout: Duration) -> Result<Vec<Member>> 
     })
 }
 
-/// Opens a connection to `member` and exchanges `Hello`.
-async fn connect(member: &Member, timeout: Duration) -> Result<Conn> {
+/// Opens a TLS connection to `member` and exchanges `Hello`.
+async fn connect(member: &Member, tls: &Tls, timeout: Duration) -> Result<Conn> {
     let unavailable = |reason: String| Error::Unavailable {
         server: member.name.clone(),
         reason,
@@ -1235,6 +1244,9 @@ async fn connect(member: &Member, timeout: Duration) -> Result<Conn> {
         .map_err(|_| unavailable(format!("no answer within {} s", timeout.as_secs())))?
         .map_err(|e| unavailable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
+    let stream = tokio::time::timeout(timeout, tls::connect(tls, &member.addr, stream))
+        .await
+        .map_err(|_| unavailable(format!("no TLS handshake within {} s", timeout.as_secs())))??;
     let mut conn = Connection::new(stream, member.name.clone());
     conn.set_timeout(Some(timeout));
     let hello = Request::Hello {
@@ -1255,7 +1267,7 @@ fn still_open(conn: &Conn) -> bool {
         return false;
     }
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(conn.get_ref()).peek(&mut byte) {
+    match socket2::SockRef::from(conn.get_ref().get_ref().0).peek(&mut byte) {
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         Ok(_) => false, // EOF, or bytes nobody asked for: either way unusable
     }

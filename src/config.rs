@@ -18,6 +18,10 @@ use crate::protocol::Member;
 /// listen = "127.0.0.1:7101"
 /// data_dir = "../data/dfs1"
 /// users = "../users.toml"
+/// tls_dir = "../data/tls"   # ca.pem, dfs1.pem, dfs1.key (see `tls`)
+///
+/// [limits]            # optional; every field has a default (see `Limits`)
+/// max_connections = 1024
 ///
 /// [[ring]]            # every server of the ring, in ring order
 /// name = "dfs1"
@@ -39,11 +43,80 @@ pub struct ServerConfig {
     /// bad copy is found).
     #[serde(default = "default_heal_interval")]
     pub heal_interval_secs: u64,
+    /// The cluster's certificates: `ca.pem`, and `NAME.pem`/`NAME.key` for this server.
+    #[serde(default = "default_tls_dir")]
+    pub tls_dir: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
     pub ring: Vec<Member>,
 }
 
 fn default_heal_interval() -> u64 {
     5
+}
+
+fn default_tls_dir() -> PathBuf {
+    PathBuf::from("../data/tls")
+}
+
+/// What one server allows a connection, with defaults for a real deployment.
+/// Tests shrink the timeouts and back-off so they run in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections served at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// From accepting a connection to a successful login (TLS, `Hello`,
+    /// `Login`/`Resume`): a connection that takes longer is closed.
+    pub handshake_ms: u64,
+    /// Silence allowed between frames after login.
+    pub idle_ms: u64,
+    /// Once a frame has started to arrive, all of it must arrive within this.
+    pub frame_ms: u64,
+    /// Failed logins (per account, and per address) before back-off starts.
+    pub login_failures_allowed: u32,
+    /// The first back-off; it doubles with each further failure...
+    pub login_backoff_ms: u64,
+    /// ...up to this.
+    pub login_backoff_max_ms: u64,
+    /// Failures older than this are forgotten.
+    pub login_forget_ms: u64,
+    /// How often `users.toml` is checked for changes.
+    pub users_poll_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            handshake_ms: 10_000,
+            idle_ms: 300_000,
+            frame_ms: 60_000,
+            login_failures_allowed: 5,
+            login_backoff_ms: 1_000,
+            login_backoff_max_ms: 300_000,
+            login_forget_ms: 900_000,
+            users_poll_ms: 1_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn handshake(&self) -> Duration {
+        Duration::from_millis(self.handshake_ms.max(1))
+    }
+
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.max(1))
+    }
+
+    pub fn frame(&self) -> Duration {
+        Duration::from_millis(self.frame_ms.max(1))
+    }
+
+    pub fn users_poll(&self) -> Duration {
+        Duration::from_millis(self.users_poll_ms.max(10))
+    }
 }
 
 impl ServerConfig {
@@ -53,6 +126,7 @@ impl ServerConfig {
         config.data_dir = base.join(&config.data_dir);
         config.users = base.join(&config.users);
         config.cluster_key = config.cluster_key.map(|k| base.join(k));
+        config.tls_dir = base.join(&config.tls_dir);
         config.validate()?;
         Ok(config)
     }
@@ -72,6 +146,14 @@ impl ServerConfig {
         }
         Ok(())
     }
+
+    /// Who this server is, for its certificate.
+    pub fn identity(&self) -> crate::tls::ServerIdentity {
+        crate::tls::ServerIdentity {
+            name: self.name.clone(),
+            host: Some(crate::tls::host_of(&self.listen).to_string()),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -86,6 +168,7 @@ impl ServerConfig {
 /// servers = ["127.0.0.1:7101", "127.0.0.1:7102"]   # any one reachable is enough
 /// download_dir = "files"                           # where GET puts files by default
 /// timeout_secs = 5                                 # a silent server costs at most this
+/// ca = "ca.pem"                                    # the only authority trusted (see `tls`)
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +178,13 @@ pub struct ClientConfig {
     pub download_dir: PathBuf,
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// The cluster authority's certificate; servers must present one it signed.
+    #[serde(default = "default_ca")]
+    pub ca: PathBuf,
+}
+
+fn default_ca() -> PathBuf {
+    PathBuf::from("ca.pem")
 }
 
 fn default_download_dir() -> PathBuf {
@@ -109,6 +199,7 @@ impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig> {
         let mut config: ClientConfig = load_toml(path)?;
         config.download_dir = base_dir(path).join(&config.download_dir);
+        config.ca = base_dir(path).join(&config.ca);
         if config.servers.is_empty() {
             return Err(Error::Config(format!(
                 "{}: `servers` lists no server",
@@ -124,6 +215,7 @@ impl ClientConfig {
             servers,
             download_dir: default_download_dir(),
             timeout_secs: default_timeout_secs(),
+            ca: default_ca(),
         }
     }
 

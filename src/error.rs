@@ -50,6 +50,10 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// Certificates: missing, unreadable, or not usable for TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
+
     /// The cause is part of the message (not `source()`), so a chain printer
     /// such as anyhow's `{:#}` does not repeat it.
     #[error("{context}: {cause}")]

@@ -34,8 +34,9 @@ use crate::placement::Placement;
 use crate::protocol::{Connection, InventoryEntry, Manifest, Member, Request, Response};
 use crate::server::{finish, pump_into, Server};
 use crate::store::ChunkSpec;
+use crate::tls::ClientStream;
 
-type Conn = Connection<TcpStream>;
+type Conn = Connection<ClientStream<TcpStream>>;
 type Key = (String, String);
 
 /// Runs heal rounds until `shutdown`.
@@ -303,7 +304,9 @@ async fn fetch_inventory(
     member: &Member,
 ) -> Result<(Conn, BTreeMap<Key, InventoryEntry>)> {
     let key = server.key.as_ref().ok_or(Error::NotLoggedIn)?;
-    let mut conn = crate::peer::connect(&server.name, key, member, server.heal_interval).await?;
+    let timeout = server.heal_interval.max(std::time::Duration::from_secs(3));
+    let mut conn =
+        crate::peer::connect(&server.name, key, &server.peer_tls, member, timeout).await?;
     let mut files = BTreeMap::new();
     let mut after = None;
     loop {

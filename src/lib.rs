@@ -10,6 +10,7 @@
 //! | [`codec`] | every bincode call, with a decode size limit |
 //! | [`store`] | a server's chunks and manifests on disk, written atomically |
 //! | [`auth`] | `users.toml` and argon2id password checks |
+//! | [`tls`] | the cluster's certificate authority and certificates; TLS 1.3 configurations |
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`client`] | the client library: login, put, get, list, delete, status |
 //! | [`config`] | the server and client configuration files |
@@ -44,6 +45,7 @@ pub mod protocol;
 pub mod repl;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use error::{Error, Result};
 

@@ -11,12 +11,14 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 use crate::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
+use crate::tls::ClientStream;
 
 /// The secret a ring's servers share.
 #[derive(Clone)]
@@ -102,13 +104,15 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A connection to peer `member`, logged in as server `me`.
+/// A connection to peer `member` over mutual TLS (`tls` carries this
+/// server's certificate), logged in as server `me`.
 pub async fn connect(
     me: &str,
     key: &ClusterKey,
+    tls: &Arc<rustls::ClientConfig>,
     member: &Member,
     timeout: Duration,
-) -> Result<Connection<TcpStream>> {
+) -> Result<Connection<ClientStream<TcpStream>>> {
     let unavailable = |reason: String| Error::Unavailable {
         server: member.name.clone(),
         reason,
@@ -118,6 +122,9 @@ pub async fn connect(
         .map_err(|_| unavailable(format!("no answer within {} s", timeout.as_secs())))?
         .map_err(|e| unavailable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
+    let stream = tokio::time::timeout(timeout, crate::tls::connect(tls, &member.addr, stream))
+        .await
+        .map_err(|_| unavailable(format!("no TLS handshake within {} s", timeout.as_secs())))??;
     let mut conn = Connection::new(stream, member.name.clone());
     conn.set_timeout(Some(timeout));
     let hello = Request::Hello {

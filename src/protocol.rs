@@ -13,8 +13,9 @@
 //! tag 1: a block of file data, raw bytes, at most `MAX_BLOCK` (1 MiB)
 //! ```
 //!
-//! Frames longer than `MAX_FRAME` close the connection before anything is
-//! buffered. File data never passes through bincode, so a block is received
+//! Frames longer than the receiver's limit (`MAX_FRAME`, or a smaller one a
+//! server sets until a peer has logged in) close the connection before
+//! anything is buffered. File data never passes through bincode, so a block is received
 //! without a copy and a chunk of any size streams in bounded memory.
 //!
 //! # Conversation
@@ -351,6 +352,9 @@ enum RawFrame {
 /// `LengthDelimitedCodec` plus the one-byte tag.
 struct FrameCodec {
     inner: LengthDelimitedCodec,
+    /// Part of a frame has arrived (the inner codec consumes a frame's length
+    /// prefix before its body, so the read buffer alone does not say).
+    partial: bool,
 }
 
 impl Decoder for FrameCodec {
@@ -358,9 +362,12 @@ impl Decoder for FrameCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<RawFrame>> {
+        let had_input = !src.is_empty();
         let Some(mut frame) = self.inner.decode(src)? else {
+            self.partial |= had_input;
             return Ok(None);
         };
+        self.partial = false;
         if frame.is_empty() {
             return Err(invalid_data("empty frame"));
         }
@@ -382,7 +389,7 @@ impl Encoder<RawFrame> for FrameCodec {
             RawFrame::Data(b) => (TAG_DATA, b),
         };
         let len = body.len() + 1;
-        if len > self.inner.max_frame_length() {
+        if len > MAX_FRAME {
             return Err(invalid_data("frame too large to send"));
         }
         dst.reserve(4 + len);
@@ -398,11 +405,14 @@ fn invalid_data(msg: &str) -> std::io::Error {
 }
 
 /// A framed connection to a peer named `peer` (for error messages). Receives
-/// time out after `timeout` of silence, when set.
+/// time out after `timeout` of silence, when set; a frame that has started to
+/// arrive must finish within `frame_timeout`, when set, however slowly its
+/// bytes trickle in.
 pub struct Connection<S> {
     framed: Framed<S, FrameCodec>,
     peer: String,
     timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -411,10 +421,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .length_field_length(4)
             .max_frame_length(MAX_FRAME)
             .new_codec();
+        let codec = FrameCodec {
+            inner,
+            partial: false,
+        };
         Connection {
-            framed: Framed::with_capacity(stream, FrameCodec { inner }, 64 * 1024),
+            framed: Framed::with_capacity(stream, codec, 64 * 1024),
             peer: peer.into(),
             timeout: None,
+            frame_timeout: None,
         }
     }
 
@@ -435,6 +450,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sets how long a receive waits for the next frame before failing.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
+    }
+
+    /// Sets how long a frame may take to arrive once its first byte has.
+    pub fn set_frame_timeout(&mut self, timeout: Option<Duration>) {
+        self.frame_timeout = timeout;
+    }
+
+    /// Sets the largest frame accepted from the peer (never above `MAX_FRAME`);
+    /// a longer length prefix closes the connection before anything is buffered.
+    pub fn set_max_frame(&mut self, len: usize) {
+        self.framed
+            .codec_mut()
+            .inner
+            .set_max_frame_length(len.min(MAX_FRAME));
     }
 
     pub async fn send<M: Serialize>(&mut self, msg: &M) -> Result<()> {
@@ -480,21 +509,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The next frame, or `None` when the peer closed the connection cleanly.
     pub async fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<Frame<M>>> {
-        let next = match self.timeout {
-            None => self.framed.next().await,
-            Some(t) => tokio::time::timeout(t, self.framed.next())
-                .await
-                .map_err(|_| Error::Timeout {
-                    what: self.peer.clone(),
-                    secs: t.as_secs(),
-                })?,
+        let next = match (self.timeout, self.frame_timeout) {
+            (None, None) => self.framed.next().await,
+            (idle, frame) => self.next_within(idle, frame).await?,
         };
         match next {
             None => Ok(None),
+            // A TLS peer that hangs up between frames without close_notify
+            // has simply gone; mid-frame it is an error like any other.
+            Some(Err(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && !self.framed.codec().partial
+                    && !self.has_buffered_input() =>
+            {
+                Ok(None)
+            }
             Some(Err(e)) => Err(Error::io(format!("receiving from {}", self.peer), e)),
             Some(Ok(RawFrame::Data(b))) => Ok(Some(Frame::Data(b))),
             Some(Ok(RawFrame::Msg(b))) => Ok(Some(Frame::Msg(codec::decode(&b)?))),
         }
+    }
+
+    /// The next raw frame, failing after `idle` without a frame starting, or
+    /// `frame` after one started without it finishing.
+    async fn next_within(
+        &mut self,
+        idle: Option<Duration>,
+        frame: Option<Duration>,
+    ) -> Result<Option<std::io::Result<RawFrame>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let mut idle_deadline = idle.map(|t| Box::pin(tokio::time::sleep(t)));
+        let mut frame_deadline = None;
+        let framed = &mut self.framed;
+        let waited = std::future::poll_fn(|cx| {
+            if let Poll::Ready(item) = framed.poll_next_unpin(cx) {
+                return Poll::Ready(Ok(item));
+            }
+            let started = framed.codec().partial || !framed.read_buffer().is_empty();
+            if let (true, Some(limit)) = (started, frame) {
+                // A frame under way: only its own deadline applies now.
+                let deadline =
+                    frame_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                return match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(limit)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            if let (Some(deadline), Some(limit)) = (&mut idle_deadline, idle) {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(limit));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        waited.map_err(|limit| Error::Timeout {
+            what: self.peer.clone(),
+            secs: limit.as_secs(),
+        })
     }
 
     /// The next frame, which must be a message; end of stream is an error.

@@ -8,6 +8,12 @@
 //!
 //! A connection is either a user's (after `Login`/`Resume`) or a peer
 //! server's (after `PeerLogin`, see `peer`); each kind gets its own requests.
+//!
+//! Every connection is TLS 1.3 (see `tls`). Until it has logged in, a
+//! connection gets small frames (`PRE_LOGIN_FRAME`) and a short deadline
+//! (`Limits::handshake_ms`) for the TLS handshake, `Hello` and the login
+//! together; after, the idle and per-frame timeouts of [`Limits`] apply. A
+//! task polls `users.toml` and applies changes without a restart.
 //! Alongside the listener runs the healer (`heal`), which keeps this server's
 //! share of every file complete.
 //!
@@ -16,9 +22,9 @@
 //! blocks from a blocking reader, so the async threads only move bytes. A copy
 //! that fails its checksum is quarantined and the healer is woken to replace it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::Users;
-use crate::config::ServerConfig;
+use crate::auth::{Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
+use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
 use crate::names::validate_name;
 use crate::peer::ClusterKey;
@@ -38,14 +44,15 @@ use crate::protocol::{
     Token, Version, PROTOCOL_VERSION,
 };
 use crate::store::{ChunkSpec, ChunkWriter, Store};
+use crate::tls::{self, TlsAcceptor};
 use crate::unix_now;
 
-/// Most connections served at once; more are closed on arrival.
-const MAX_CONNECTIONS: usize = 1024;
 /// Most password verifications running at once (each takes ~19 MiB and tens of ms).
 const MAX_LOGINS: usize = 4;
-/// A connection silent this long between frames is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest frame accepted before login: enough for `Login` with the longest
+/// user name and password, and small enough that a stranger's length prefix
+/// cannot make the server reserve much.
+pub const PRE_LOGIN_FRAME: usize = 4096;
 /// A session (token) is valid this long after login.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Entries per `Files` or `Inventory` page: far below the frame limit even
@@ -59,9 +66,14 @@ pub struct Server {
     pub(crate) name: String,
     pub(crate) ring: Vec<Member>,
     pub(crate) store: Arc<Store>,
-    users: RwLock<Arc<Users>>,
-    sessions: Mutex<HashMap<Token, Session>>,
+    users: UserTable,
+    sessions: Sessions,
+    throttle: Throttle,
     logins: Semaphore,
+    tls: TlsAcceptor,
+    /// How this server connects to its peers: mutual TLS, its own certificate.
+    pub(crate) peer_tls: Arc<rustls::ClientConfig>,
+    limits: Limits,
     pub(crate) key: Option<ClusterKey>,
     pub(crate) heal_interval: Duration,
     /// Wakes the healer early (a bad copy was found, a peer asked).
@@ -72,11 +84,6 @@ pub struct Server {
     /// has caught up. In memory only: the periodic heal rounds are what make
     /// repair certain; hints make it prompt.
     pub(crate) hints: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
-}
-
-struct Session {
-    user: String,
-    expires: Instant,
 }
 
 /// The healer's bookkeeping, shown in STATUS.
@@ -102,8 +109,11 @@ impl Server {
     /// Opens the server's store, user table and cluster key from its configuration.
     pub fn open(config: &ServerConfig) -> Result<Server> {
         config.validate()?;
+        let tls = tls::server_config(&config.tls_dir, &config.name)?;
         let store = Store::open(&config.data_dir)?;
-        let users = Users::load(&config.users)?;
+        let users = UserTable::load(&config.users)?;
+        let limits = config.limits.clone();
+        let ms = Duration::from_millis;
         let key = match &config.cluster_key {
             Some(path) => Some(ClusterKey::load_or_create(path)?),
             None => None,
@@ -112,9 +122,18 @@ impl Server {
             name: config.name.clone(),
             ring: config.ring.clone(),
             store: Arc::new(store),
-            users: RwLock::new(Arc::new(users)),
-            sessions: Mutex::new(HashMap::new()),
+            users,
+            sessions: Sessions::new(SESSION_TTL),
+            throttle: Throttle::new(Backoff {
+                allowed: limits.login_failures_allowed,
+                first: ms(limits.login_backoff_ms),
+                max: ms(limits.login_backoff_max_ms),
+                forget: ms(limits.login_forget_ms),
+            }),
             logins: Semaphore::new(MAX_LOGINS),
+            tls: TlsAcceptor::from(tls),
+            peer_tls: tls::client_config_for_server(&config.tls_dir, &config.name)?,
+            limits,
             key,
             heal_interval: config.heal_interval(),
             heal_now: Notify::new(),
@@ -138,36 +157,55 @@ impl Server {
     }
 
     /// Checks a password off the async threads; on success opens a session.
-    async fn login(&self, user: String, password: String) -> Result<Token> {
+    /// While the account or the address is locked out after failures, the
+    /// answer waits for the lock to lift and is a refusal, the password unchecked.
+    async fn login(&self, user: String, password: String, addr: IpAddr) -> Result<Token> {
+        let now = Instant::now();
+        if let Some(until) = self.throttle.locked_until(&user, addr, now) {
+            let wait = until.duration_since(now).min(self.throttle.policy().max);
+            info!(server = %self.name, user = %user, %addr, wait_ms = wait.as_millis() as u64, "login refused: backing off");
+            tokio::time::sleep(wait).await;
+            return Err(Error::Unauthorized);
+        }
+        if password.len() > MAX_PASSWORD_LEN {
+            // Refused before hashing: argon2's cost grows with the input.
+            self.throttle.failed(&user, addr, Instant::now());
+            info!(server = %self.name, user = %user, %addr, "login failed: password too long");
+            return Err(Error::Unauthorized);
+        }
         let _slot = self.logins.acquire().await.expect("semaphore never closed");
-        let users = Arc::clone(&self.users.read().expect("users lock"));
+        let users = self.users.current();
         let (ok, user) =
             tokio::task::spawn_blocking(move || (users.verify(&user, &password), user))
                 .await
                 .map_err(|e| Error::Internal(format!("login task: {e}")))?;
         if !ok {
-            info!(server = %self.name, user = %user, "login failed");
+            self.throttle.failed(&user, addr, Instant::now());
+            info!(server = %self.name, user = %user, %addr, "login failed");
             return Err(Error::Unauthorized);
         }
-        let token = Token(rand::random());
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            token,
-            Session {
-                user,
-                expires: now + SESSION_TTL,
-            },
-        );
-        Ok(token)
+        self.throttle.succeeded(&user);
+        Ok(self.sessions.open(&user))
     }
 
     fn resume(&self, token: &Token) -> Result<String> {
-        let sessions = self.sessions.lock().expect("sessions lock");
-        match sessions.get(token) {
-            Some(s) if s.expires > Instant::now() => Ok(s.user.clone()),
-            _ => Err(Error::Unauthorized),
+        self.sessions.resume(token).ok_or(Error::Unauthorized)
+    }
+
+    /// Applies a changed `users.toml`; called every `users_poll_ms`.
+    async fn reload_users(self: &Arc<Self>) {
+        let server = Arc::clone(self);
+        let reloaded = tokio::task::spawn_blocking(move || server.users.reload_if_changed()).await;
+        match reloaded {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(ended))) => {
+                self.sessions.end_for(&ended);
+                info!(server = %self.name, users = self.users.current().names().count(), sessions_ended = ended.len(), "users.toml reloaded");
+            }
+            Ok(Err(e)) => {
+                warn!(server = %self.name, error = %e, "users.toml changed but cannot be used; keeping the previous users");
+            }
+            Err(e) => warn!(server = %self.name, error = %e, "reloading users.toml"),
         }
     }
 
@@ -235,9 +273,23 @@ impl Server {
 /// cluster key.
 pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(server.limits.max_connections));
     if let Ok(addr) = listener.local_addr() {
         info!(server = %server.name, %addr, "listening");
+    }
+    {
+        let server = Arc::clone(&server);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(server.limits.users_poll());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = every.tick() => server.reload_users().await,
+                }
+            }
+        });
     }
     if server.key.is_some() {
         tracker.spawn(crate::heal::heal_loop(
@@ -269,7 +321,7 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
             let _permit = permit;
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                result = serve_connection(stream, peer, &server) => {
+                result = serve_tls(stream, peer, &server) => {
                     if let Err(e) = result {
                         warn!(server = %server.name, %peer, error = %e, "connection closed");
                     }
@@ -289,12 +341,43 @@ enum Next {
     Close,
 }
 
-async fn serve_connection<S>(stream: S, peer: SocketAddr, server: &Server) -> Result<()>
+/// The TLS handshake, within the connection's login deadline, then the protocol.
+async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, server: &Server) -> Result<()> {
+    let accepted = Instant::now();
+    let deadline = server.limits.handshake();
+    let stream = tokio::time::timeout(deadline, server.tls.accept(stream))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("{peer}'s TLS handshake"),
+            secs: deadline.as_secs(),
+        })?
+        .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+    // A ring member presents a certificate the cluster's authority signed.
+    let certified = tls::peer_server(
+        stream.get_ref().1,
+        server.ring.iter().map(|m| m.name.as_str()),
+    );
+    serve_connection(stream, peer, server, accepted, certified).await
+}
+
+/// Serves one connection's protocol. `accepted` starts its login deadline;
+/// `certified` is the ring member the TLS client certificate names, if any.
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    server: &Server,
+    accepted: Instant,
+    certified: Option<String>,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let limits = &server.limits;
     let mut conn = Connection::new(stream, peer.to_string());
-    conn.set_timeout(Some(IDLE_TIMEOUT));
+    conn.set_max_frame(PRE_LOGIN_FRAME);
+    conn.set_frame_timeout(Some(limits.frame()));
+    let login_left = || Some(limits.handshake().saturating_sub(accepted.elapsed()));
+    conn.set_timeout(login_left());
     let challenge: [u8; 32] = rand::random();
     match conn.recv_msg::<Request>().await? {
         Request::Hello { version } if version == PROTOCOL_VERSION => {
@@ -321,11 +404,31 @@ where
     debug!(server = %server.name, %peer, "hello");
 
     let mut who = Peer::Nobody;
-    while let Some(frame) = conn.recv::<Request>().await? {
+    let auth = Auth {
+        challenge,
+        certified,
+        addr: peer.ip(),
+    };
+    loop {
+        // Until a login succeeds, what is left of the login deadline; after, the idle timeout.
+        let logged_in = !matches!(who, Peer::Nobody);
+        conn.set_timeout(if logged_in {
+            Some(limits.idle())
+        } else {
+            login_left()
+        });
+        let Some(frame) = conn.recv::<Request>().await? else {
+            break;
+        };
         let Frame::Msg(request) = frame else {
             return Err(Error::Protocol("data block outside an upload".into()));
         };
-        let result = handle(server, &mut conn, &mut who, &challenge, request).await;
+        let result = handle(server, &mut conn, &mut who, &auth, request).await;
+        match (logged_in, !matches!(who, Peer::Nobody)) {
+            (false, true) => conn.set_max_frame(crate::protocol::MAX_FRAME),
+            (true, false) => conn.set_max_frame(PRE_LOGIN_FRAME),
+            _ => {}
+        }
         let (reply, next) = match result {
             Ok(None) => continue, // the handler has replied itself
             Ok(Some(reply)) => (reply, Next::Continue),
@@ -344,6 +447,15 @@ where
 
 type Handled = std::result::Result<Option<Response>, (Error, Next)>;
 
+/// What a connection can prove about its other end.
+struct Auth {
+    /// Sent in `Hello`; a peer's `PeerLogin` answers it.
+    challenge: [u8; 32],
+    /// The ring member its TLS client certificate names.
+    certified: Option<String>,
+    addr: IpAddr,
+}
+
 fn soft(e: Error) -> (Error, Next) {
     (e, Next::Continue)
 }
@@ -353,7 +465,7 @@ async fn handle<S>(
     server: &Server,
     conn: &mut Connection<S>,
     who: &mut Peer,
-    challenge: &[u8; 32],
+    auth: &Auth,
     request: Request,
 ) -> Handled
 where
@@ -363,7 +475,10 @@ where
         // Requests that need no login.
         Request::Login { user, password } => {
             *who = Peer::Nobody;
-            let token = server.login(user.clone(), password).await.map_err(soft)?;
+            let token = server
+                .login(user.clone(), password, auth.addr)
+                .await
+                .map_err(soft)?;
             *who = Peer::User(user);
             Ok(Some(Response::LoggedIn { token }))
         }
@@ -372,12 +487,14 @@ where
             Ok(Some(Response::Ok))
         }
         Request::PeerLogin { name, proof } => {
-            let known = server.ring.iter().any(|m| m.name == name);
+            // Two proofs: a certificate from the cluster's authority naming
+            // this ring member (mutual TLS), and the cluster key.
+            let certified = auth.certified.as_deref() == Some(name.as_str());
             let valid = server
                 .key
                 .as_ref()
-                .is_some_and(|key| key.verify(challenge, &name, &proof));
-            if !(known && valid) {
+                .is_some_and(|key| key.verify(&auth.challenge, &name, &proof));
+            if !(certified && valid) {
                 *who = Peer::Nobody;
                 warn!(server = %server.name, peer = %name, "peer login refused");
                 return Err(soft(Error::Unauthorized));
@@ -393,6 +510,11 @@ where
         }
         request => match who {
             Peer::User(user) => {
+                if !server.users.current().contains(user) {
+                    // Removed from users.toml since this connection logged in.
+                    *who = Peer::Nobody;
+                    return Err((Error::NotLoggedIn, Next::Close));
+                }
                 let user = user.clone();
                 handle_user(server, conn, user, request).await
             }

@@ -29,21 +29,6 @@ fn dfs(config: &Path, password: &str, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn write_config(cluster: &Cluster) -> std::path::PathBuf {
-    let config = cluster.client_config();
-    let servers: Vec<String> = config.servers.iter().map(|s| format!("\"{s}\"")).collect();
-    let path = cluster.dir.path().join("client.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 5\n",
-            servers.join(", ")
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -51,7 +36,7 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_commands_and_exit_codes() {
     let cluster = Cluster::start(4).await;
-    let config = write_config(&cluster);
+    let config = cluster.write_client_config();
     let work = tempfile::tempdir().unwrap();
     let (path, data) = random_file(work.path(), "photo.jpg", 2_500_000);
     let path = path.to_str().unwrap().to_string();
@@ -158,7 +143,7 @@ async fn one_shot_commands_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
     let cluster = Cluster::start(4).await;
-    let config = write_config(&cluster);
+    let config = cluster.write_client_config();
     let work = tempfile::tempdir().unwrap();
     let (path, data) = random_file(work.path(), "notes.txt", 10_000);
     let back = work.path().join("back.txt");

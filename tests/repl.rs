@@ -1,7 +1,7 @@
 //! The interactive client, driven through a pseudo-terminal the way a person
 //! types: login, every command, Tab, history, Ctrl-C during a transfer, Ctrl-D.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use rexpect::reader::Options;
@@ -11,22 +11,6 @@ use ringdfs::client::no_progress;
 use crate::util::{random_file, tree, Cluster};
 
 const PROMPT: &str = "alice@ringdfs [4/4]> ";
-
-/// Writes a client configuration for `cluster` and returns its path.
-fn client_config(cluster: &Cluster) -> PathBuf {
-    let config = cluster.client_config();
-    let servers: Vec<String> = config.servers.iter().map(|s| format!("\"{s}\"")).collect();
-    let path = cluster.dir.path().join("client.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "servers = [{}]\ndownload_dir = \"downloads\"\n",
-            servers.join(", ")
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// `dfs` on a pseudo-terminal, with its own HOME (for the history file).
 fn spawn_dfs(config: &Path, home: &Path) -> PtySession {
@@ -74,7 +58,7 @@ fn leave(mut p: PtySession) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_runs_every_command_and_leaves() {
     let cluster = Cluster::start(4).await;
-    let config = client_config(&cluster);
+    let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (local, data) = random_file(work.path(), "notes.txt", 5000);
@@ -153,7 +137,7 @@ async fn tab_completes_remote_names_and_history_is_recalled() {
         .put(&local, "holiday photo.jpg", &no_progress)
         .await
         .unwrap();
-    let config = client_config(&cluster);
+    let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_path_buf();
     let downloads = cluster.dir.path().join("downloads");
@@ -207,7 +191,7 @@ async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
     let (local, _) = random_file(work.path(), "big", 400 << 20);
     client.put(&local, "big.bin", &no_progress).await.unwrap();
     std::fs::remove_file(&local).unwrap();
-    let config = client_config(&cluster);
+    let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_path_buf();
     let out_dir = tempfile::tempdir().unwrap();
@@ -241,7 +225,7 @@ async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
 async fn the_prompt_shows_which_server_is_down() {
     let mut cluster = Cluster::start(4).await;
     cluster.stop(2).await;
-    let config = client_config(&cluster);
+    let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_path_buf();
     tokio::task::spawn_blocking(move || {

@@ -20,7 +20,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 
     // On the wire too: the same error, and no session afterwards.
     for (user, password) in [("alice", "nope"), ("nobody", "wonderland")] {
-        let mut conn = raw_connection(cluster.addr(1)).await;
+        let mut conn = raw_connection(&cluster, 1).await;
         let login = Request::Login {
             user: user.into(),
             password: password.into(),
@@ -41,7 +41,7 @@ async fn requests_before_login_are_refused() {
     client.put(&path, "secret", &no_progress).await.unwrap();
     let version = client.stat("secret").await.unwrap().version;
 
-    let mut conn = raw_connection(cluster.addr(1)).await;
+    let mut conn = raw_connection(&cluster, 1).await;
     for request in [
         Request::List,
         Request::Status,
@@ -62,10 +62,7 @@ async fn requests_before_login_are_refused() {
         assert_eq!(err.kind(), ErrorKind::NotLoggedIn, "{request:?}");
     }
     // A request before Hello closes the connection.
-    let stream = tokio::net::TcpStream::connect(cluster.addr(1))
-        .await
-        .unwrap();
-    let mut early = ringdfs::protocol::Connection::new(stream, "early");
+    let mut early = crate::util::tls_connection(cluster.addr(1), &cluster.ca()).await;
     assert!(early.call(&Request::List).await.is_err());
     assert!(client
         .get("secret", &work.path().join("o"), &no_progress)
@@ -112,7 +109,7 @@ async fn bob_cannot_list_get_or_delete_alices_files() {
     // Hand-built requests as bob, on every server.
     let version = alice.stat("diary.txt").await.unwrap().version;
     for server in 1..=4 {
-        let mut conn = raw_login(cluster.addr(server), "bob").await;
+        let mut conn = raw_login(&cluster, server, "bob").await;
         let stat = Request::Stat {
             name: "diary.txt".into(),
         };
@@ -183,7 +180,7 @@ async fn escaping_names_are_refused_and_odd_honest_names_work() {
         assert!(matches!(err, Error::InvalidName { .. }), "{bad:?}: {err}");
         assert!(!err.to_string().contains('\n'));
         // Straight to a server, too.
-        let mut conn = raw_login(cluster.addr(1), "alice").await;
+        let mut conn = raw_login(&cluster, 1, "alice").await;
         let stat = Request::Stat { name: bad.into() };
         assert_eq!(
             conn.call(&stat).await.unwrap_err().kind(),

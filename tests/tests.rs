@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod files;
+mod hardening;
 mod healing;
 mod repl;
 mod security;

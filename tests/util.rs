@@ -1,5 +1,6 @@
 //! Test clusters: real servers on 127.0.0.1 port 0, each in its own temp
-//! folder, so tests run in parallel and leave nothing behind.
+//! folder (certificates included), so tests run in parallel and leave
+//! nothing behind.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,11 +8,15 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use ringdfs::auth::hash_password;
 use ringdfs::client::Client;
-use ringdfs::config::{ClientConfig, ServerConfig};
+use ringdfs::config::{ClientConfig, Limits, ServerConfig};
 use ringdfs::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
 use ringdfs::server::RunningServer;
+use ringdfs::tls::{self, ClientStream};
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
+
+/// A client's connection to a server, as the tests build it by hand.
+pub type RawConn = Connection<ClientStream<TcpStream>>;
 
 pub const USERS: [(&str, &str); 2] = [("alice", "wonderland"), ("bob", "builder")];
 
@@ -24,9 +29,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` servers, dfs1..dfsN, in ring order.
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, Limits::default(), None).await
+    }
+
+    /// Starts `n` servers with the given limits and password hash parameters
+    /// (cheap ones when `None`: tests log in often; the format is the real one).
+    pub async fn start_with(n: usize, limits: Limits, params: Option<argon2::Params>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        // Cheap argon2id parameters: tests log in often; the format is the real one.
-        let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
+        let cheap = params.unwrap_or_else(|| argon2::Params::new(256, 1, 1, None).unwrap());
         let mut users = String::from("[users]\n");
         for (user, password) in USERS {
             let hash = hash_password(password, &cheap).unwrap();
@@ -55,9 +65,13 @@ impl Cluster {
                 users: dir.path().join("users.toml"),
                 cluster_key: Some(dir.path().join("cluster.key")),
                 heal_interval_secs: 1,
+                tls_dir: dir.path().join("tls"),
+                limits: limits.clone(),
                 ring: ring.clone(),
             })
             .collect();
+        let ids: Vec<_> = configs.iter().map(ServerConfig::identity).collect();
+        tls::ensure_certs(&dir.path().join("tls"), &ids).unwrap();
         let servers = configs
             .iter()
             .zip(listeners)
@@ -74,7 +88,31 @@ impl Cluster {
         let mut config =
             ClientConfig::for_servers(self.configs.iter().map(|c| c.listen.clone()).collect());
         config.download_dir = self.dir.path().join("downloads");
+        config.ca = self.ca();
         config
+    }
+
+    /// Writes a client configuration file for the `dfs` binary (download
+    /// folder `downloads/` beside it) and returns its path.
+    pub fn write_client_config(&self) -> PathBuf {
+        let servers: Vec<String> = self
+            .configs
+            .iter()
+            .map(|c| format!("{:?}", c.listen))
+            .collect();
+        let path = self.dir.path().join("client.toml");
+        let text = format!(
+            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 5\nca = {:?}\n",
+            servers.join(", "),
+            self.ca().display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The cluster authority's certificate.
+    pub fn ca(&self) -> PathBuf {
+        tls::ca_cert_path(&self.dir.path().join("tls"))
     }
 
     pub async fn login(&self, user: &str) -> Client {
@@ -118,10 +156,24 @@ pub fn random_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
-/// A connection that has said Hello, for hand-built requests.
-pub async fn raw_connection(addr: SocketAddr) -> Connection<TcpStream> {
+/// A TLS stream trusting `ca`, for writing bytes by hand.
+pub async fn tls_stream(addr: SocketAddr, ca: &Path) -> ClientStream<TcpStream> {
+    let config = tls::client_config_for_user(ca).unwrap();
     let stream = TcpStream::connect(addr).await.unwrap();
-    let mut conn = Connection::new(stream, addr.to_string());
+    tls::connect(&config, &addr.to_string(), stream)
+        .await
+        .unwrap()
+}
+
+/// A TLS connection trusting `ca`, before any protocol message.
+pub async fn tls_connection(addr: SocketAddr, ca: &Path) -> RawConn {
+    Connection::new(tls_stream(addr, ca).await, addr.to_string())
+}
+
+/// A connection that has said Hello, for hand-built requests.
+pub async fn raw_connection(cluster: &Cluster, server: usize) -> RawConn {
+    let addr = cluster.addr(server);
+    let mut conn = tls_connection(addr, &cluster.ca()).await;
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
     };
@@ -133,8 +185,8 @@ pub async fn raw_connection(addr: SocketAddr) -> Connection<TcpStream> {
 }
 
 /// A raw connection logged in as `user`.
-pub async fn raw_login(addr: SocketAddr, user: &str) -> Connection<TcpStream> {
-    let mut conn = raw_connection(addr).await;
+pub async fn raw_login(cluster: &Cluster, server: usize, user: &str) -> RawConn {
+    let mut conn = raw_connection(cluster, server).await;
     let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
     let login = Request::Login {
         user: user.into(),
@@ -281,7 +333,8 @@ impl ProcCluster {
         for (i, addr) in addrs.iter().enumerate() {
             let config = format!(
                 "name = \"dfs{n}\"\nlisten = \"{addr}\"\ndata_dir = \"data/dfs{n}\"\n\
-                 users = \"users.toml\"\ncluster_key = \"cluster.key\"\nheal_interval_secs = 1\n\n{ring}",
+                 users = \"users.toml\"\ncluster_key = \"cluster.key\"\nheal_interval_secs = 1\n\
+                 tls_dir = \"tls\"\n\n{ring}",
                 n = i + 1
             );
             std::fs::write(dir.path().join(format!("dfs{}.toml", i + 1)), config).unwrap();
@@ -300,6 +353,7 @@ impl ProcCluster {
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::for_servers(self.addrs.clone());
         config.timeout_secs = 3;
+        config.ca = ringdfs::tls::ca_cert_path(&self.dir.path().join("tls"));
         config
     }
 

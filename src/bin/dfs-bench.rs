@@ -720,8 +720,11 @@ impl Cluster {
                 users: dir.join("users.toml"),
                 cluster_key: Some(dir.join("cluster.key")),
                 heal_interval_secs: 5,
+                tls_dir: dir.join("tls"),
+                limits: Default::default(),
                 ring: ring.clone(),
             };
+            ringdfs::tls::ensure_certs(&config.tls_dir, &[config.identity()])?;
             let path = dir.join(format!("{}.toml", member.name));
             fs::write(&path, toml::to_string(&config)?)?;
             let log = File::create(dir.join(format!("{}.log", member.name)))?;
@@ -765,6 +768,7 @@ impl Cluster {
     fn client_config(&self, dir: &Path) -> ClientConfig {
         let mut config = ClientConfig::for_servers(self.addrs.clone());
         config.download_dir = dir.join("scratch");
+        config.ca = ringdfs::tls::ca_cert_path(&dir.join("tls"));
         config
     }
 

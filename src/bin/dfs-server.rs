@@ -1,7 +1,8 @@
 //! `dfs-server`: one ringdfs chunk server, and user administration.
 //!
 //! `dfs-server dfs1` serves from `servers/dfs1.toml`; `--config FILE` from any
-//! file. `dfs-server user add|passwd|del NAME` edits `users.toml`.
+//! file. `dfs-server user add|passwd|del NAME` edits `users.toml`;
+//! `dfs-server certs` creates the cluster's certificates.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ringdfs::auth::Users;
-use ringdfs::config::{default_path, ServerConfig};
+use ringdfs::config::{default_path, ClientConfig, ServerConfig};
 use ringdfs::server::{run, Server};
+use ringdfs::tls;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -45,6 +47,17 @@ enum Command {
         #[arg(long, global = true)]
         users: Option<PathBuf>,
     },
+    /// Create the cluster's certificate authority (once) and a certificate
+    /// for every server in the servers folder that has none; copy the
+    /// authority's certificate to where the client looks for it.
+    Certs {
+        /// Folder of server configurations [default: servers].
+        #[arg(long)]
+        servers: Option<PathBuf>,
+        /// Client configuration whose `ca` file to write [default: client/config.toml].
+        #[arg(long)]
+        client: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +85,11 @@ fn real_main() -> Result<()> {
             return manage_user(&path, action);
         }
         Some(Command::Verify { name, config }) => return verify(&config_path(config, name)?),
+        Some(Command::Certs { servers, client }) => {
+            let servers = servers.unwrap_or_else(|| default_path("servers"));
+            let client = client.unwrap_or_else(|| default_path("client/config.toml"));
+            return make_certs(&servers, &client);
+        }
         None => {}
     }
     let path = config_path(args.config, args.name)?;
@@ -82,6 +100,15 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = ServerConfig::load(&path)?;
+    // A server's own certificate is made on first start (with the authority, if
+    // there is none yet), so four servers started by hand just work.
+    let created = tls::ensure_certs(&config.tls_dir, &[config.identity()])?;
+    if created.authority {
+        tracing::info!(dir = %config.tls_dir.display(), "created the cluster's certificate authority");
+    }
+    if !created.servers.is_empty() {
+        tracing::info!(server = %config.name, dir = %config.tls_dir.display(), "created this server's certificate");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -144,6 +171,53 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `dfs-server certs`: certificates for every `*.toml` in `servers`, and the
+/// client's copy of the authority.
+fn make_certs(servers: &std::path::Path, client: &std::path::Path) -> Result<()> {
+    let mut configs = Vec::new();
+    let entries =
+        std::fs::read_dir(servers).with_context(|| format!("reading {}", servers.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", servers.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            configs.push(ServerConfig::load(&path)?);
+        }
+    }
+    if configs.is_empty() {
+        bail!("no server configuration (*.toml) in {}", servers.display());
+    }
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut dirs: Vec<PathBuf> = configs.iter().map(|c| c.tls_dir.clone()).collect();
+    dirs.dedup();
+    for dir in &dirs {
+        let ids: Vec<_> = configs
+            .iter()
+            .filter(|c| &c.tls_dir == dir)
+            .map(ServerConfig::identity)
+            .collect();
+        let created = tls::ensure_certs(dir, &ids)?;
+        if created.authority {
+            println!("created the certificate authority in {}", dir.display());
+        }
+        for name in &created.servers {
+            println!("created the certificate of {name} in {}", dir.display());
+        }
+        if !created.authority && created.servers.is_empty() {
+            println!("{}: every server already has a certificate", dir.display());
+        }
+    }
+    if dirs.len() > 1 {
+        bail!("the servers name more than one tls_dir; a cluster has one authority");
+    }
+    let client = ClientConfig::load(client)?;
+    if tls::install_ca(&dirs[0], &client.ca)? {
+        println!("the client trusts {}", client.ca.display());
+    }
+    Ok(())
 }
 
 fn manage_user(path: &std::path::Path, action: UserAction) -> Result<()> {

@@ -15,6 +15,7 @@ use ringdfs::client::{no_progress, Client};
 use ringdfs::config::{default_path, ClientConfig, ServerConfig};
 use ringdfs::repl::{Bar, Repl};
 use ringdfs::server::RunningServer;
+use ringdfs::tls;
 use ringdfs::Error;
 use tokio::runtime::Runtime;
 
@@ -88,10 +89,14 @@ fn real_main() -> Result<i32> {
     install_logging(local_mode)?;
     let runtime = Runtime::new().context("starting the runtime")?;
 
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| default_path("client/config.toml"));
     let mut servers = Vec::new();
     if let Some(Sub::Local { servers: dir }) = &args.command {
         let dir = dir.clone().unwrap_or_else(|| default_path("servers"));
-        servers = runtime.block_on(start_local(&dir))?;
+        servers = runtime.block_on(start_local(&dir, &config_path))?;
         println!(
             "started {} servers ({}); their logs go to data/dfs-local.log",
             servers.len(),
@@ -103,10 +108,6 @@ fn real_main() -> Result<i32> {
         );
     }
 
-    let config_path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| default_path("client/config.toml"));
     let config = ClientConfig::load(&config_path)?;
     let interactive = std::io::stdin().is_terminal();
     let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
@@ -176,11 +177,21 @@ fn install_logging(local_mode: bool) -> Result<()> {
     Ok(())
 }
 
-/// Starts dfs1..dfs4 from `dir` on their configured addresses.
-async fn start_local(dir: &Path) -> Result<Vec<RunningServer>> {
-    let mut servers = Vec::new();
+/// Starts dfs1..dfs4 from `dir` on their configured addresses, creating the
+/// cluster's certificates first if they are missing and making the client
+/// (configured in `client_config`) trust their authority.
+async fn start_local(dir: &Path, client_config: &Path) -> Result<Vec<RunningServer>> {
+    let mut configs = Vec::new();
     for i in 1..=4 {
-        let config = ServerConfig::load(&dir.join(format!("dfs{i}.toml")))?;
+        configs.push(ServerConfig::load(&dir.join(format!("dfs{i}.toml")))?);
+    }
+    for config in &configs {
+        tls::ensure_certs(&config.tls_dir, &[config.identity()])?;
+    }
+    let client = ClientConfig::load(client_config)?;
+    tls::install_ca(&configs[0].tls_dir, &client.ca)?;
+    let mut servers = Vec::new();
+    for config in configs {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| {

@@ -1,0 +1,1331 @@
+//! Issue 6, "Done when": TLS everywhere, hostile input, slowloris, isolation
+//! against hand-built requests, login back-off and timing, user reloads, and
+//! where passwords must never show up. Test names say which item they pin.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore};
+use ringdfs::client::{no_progress, Client};
+use ringdfs::config::{ClientConfig, Limits};
+use ringdfs::error::ErrorKind;
+use ringdfs::protocol::{Checksum, Manifest, Request, Response, Version, PROTOCOL_VERSION};
+use ringdfs::tls::{self, ServerIdentity};
+use ringdfs::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::util::{random_file, raw_connection, raw_login, tls_stream, tree, Cluster, USERS};
+
+// ---------------------------------------------------------------------------
+// Helpers: frames by hand, TLS streams by hand, a server as a child process.
+
+/// One frame carrying `msg`, exactly as the protocol lays it out.
+fn frame<M: serde::Serialize>(msg: &M) -> Vec<u8> {
+    let body = ringdfs::codec::encode(msg).unwrap();
+    raw_frame(0, &body)
+}
+
+fn raw_frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The next frame's message, or `None` once the server has closed the connection.
+async fn read_reply<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Response> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await.ok()?;
+    ringdfs::codec::decode(&body[1..]).ok()
+}
+
+/// Whether the peer closes the connection within `limit` (reading and
+/// discarding whatever it sends until then).
+async fn closed_within<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
+    let mut sink = vec![0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A TLS stream to `addr` from the source address `from` (any 127.x address is loopback).
+async fn tls_from(from: &str, addr: SocketAddr, ca: &Path) -> tls::ClientStream<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let config = tls::client_config_for_user(ca).unwrap();
+    tls::connect(&config, &addr.to_string(), stream)
+        .await
+        .unwrap()
+}
+
+/// Hello, then one login attempt, on a fresh connection from `from`.
+async fn try_login(from: &str, addr: SocketAddr, ca: &Path, user: &str, password: &str) -> bool {
+    let mut stream = tls_from(from, addr, ca).await;
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    stream.write_all(&frame(&hello)).await.unwrap();
+    assert!(matches!(
+        read_reply(&mut stream).await,
+        Some(Response::Hello { .. })
+    ));
+    let login = Request::Login {
+        user: user.into(),
+        password: password.into(),
+    };
+    stream.write_all(&frame(&login)).await.unwrap();
+    match read_reply(&mut stream).await {
+        Some(Response::LoggedIn { .. }) => true,
+        Some(Response::Error(e)) => {
+            assert_eq!(e.kind, ErrorKind::Unauthorized, "{}", e.message);
+            assert_eq!(
+                e.message, "login failed: unknown user or wrong password",
+                "the same generic answer every time"
+            );
+            false
+        }
+        other => panic!("unexpected reply to a login: {other:?}"),
+    }
+}
+
+async fn hello_and_login<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, user: &str) {
+    let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    stream.write_all(&frame(&hello)).await.unwrap();
+    assert!(matches!(
+        read_reply(stream).await,
+        Some(Response::Hello { .. })
+    ));
+    let login = Request::Login {
+        user: user.into(),
+        password: password.into(),
+    };
+    stream.write_all(&frame(&login)).await.unwrap();
+    assert!(matches!(
+        read_reply(stream).await,
+        Some(Response::LoggedIn { .. })
+    ));
+}
+
+/// A `dfs-server` process serving a one-server ring from a temp folder, for
+/// what only a separate process shows: its memory, its log output.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl ChildServer {
+    async fn spawn(limits: &str, rust_log: &str) -> ChildServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
+        let mut users = String::from("[users]\n");
+        for (user, password) in USERS {
+            let hash = ringdfs::auth::hash_password(password, &cheap).unwrap();
+            users.push_str(&format!("{user} = \"{hash}\"\n"));
+        }
+        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = format!(
+            "name = \"dfs1\"\nlisten = \"{addr}\"\ndata_dir = \"data/dfs1\"\n\
+             users = \"users.toml\"\ntls_dir = \"tls\"\n\n[limits]\n{limits}\n\n\
+             [[ring]]\nname = \"dfs1\"\naddr = \"{addr}\"\n"
+        );
+        let config_path = dir.path().join("dfs1.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", rust_log)
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = ChildServer { child, addr, dir };
+        let start = Instant::now();
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "dfs-server did not start: {}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    fn ca(&self) -> PathBuf {
+        tls::ca_cert_path(&self.dir.path().join("tls"))
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::for_servers(vec![self.addr.to_string()]);
+        config.ca = self.ca();
+        config
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// PUT a random file and GET it back: the server is working for a normal client.
+async fn round_trip(config: &ClientConfig, user: &str, size: usize) {
+    let password = USERS.iter().find(|(u, _)| *u == user).unwrap().1;
+    let client = Client::login(config, user, password).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "f", size);
+    client.put(&path, "check.bin", &no_progress).await.unwrap();
+    let out = work.path().join("out");
+    client.get("check.bin", &out, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(out).unwrap(), data);
+}
+
+// ---------------------------------------------------------------------------
+// 1. TLS: strangers are refused before any application data; no password in clear.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_plaintext_client_is_refused_before_any_application_data() {
+    let cluster = Cluster::start(1).await;
+    let mut stream = TcpStream::connect(cluster.addr(1)).await.unwrap();
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    stream.write_all(&frame(&hello)).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server keeps a plaintext client open");
+    // At most a TLS alert record (content type 21), never a protocol reply.
+    assert!(got.is_empty() || got[0] == 21, "{got:?}");
+    assert!(ringdfs::codec::decode::<Response>(got.get(5..).unwrap_or(&[])).is_err());
+    round_trip(&cluster.client_config(), "alice", 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_client_trusting_another_authority_is_refused() {
+    let cluster = Cluster::start(1).await;
+    let other = tempfile::tempdir().unwrap();
+    tls::ensure_certs(other.path(), &[]).unwrap();
+    let foreign = tls::client_config_for_user(&tls::ca_cert_path(other.path())).unwrap();
+    let stream = TcpStream::connect(cluster.addr(1)).await.unwrap();
+    let err = tls::connect(&foreign, &cluster.addr(1).to_string(), stream)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS handshake failed"), "{err}");
+
+    // The client library, too, with the other authority in its configuration.
+    let mut config = cluster.client_config();
+    config.ca = tls::ca_cert_path(other.path());
+    let err = Client::login(&config, "alice", "wonderland")
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("certificate") && !msg.contains('\n'), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_server_certificate_from_another_authority_is_refused() {
+    let cluster = Cluster::start(1).await;
+    // A rogue server with a perfectly good certificate for 127.0.0.1 and dfs1,
+    // from the wrong authority.
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let id = ServerIdentity {
+        name: "dfs1".into(),
+        host: Some("127.0.0.1".into()),
+    };
+    tls::ensure_certs(rogue_dir.path(), &[id]).unwrap();
+    let acceptor = tls::TlsAcceptor::from(tls::server_config(rogue_dir.path(), "dfs1").unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rogue_addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = Arc::clone(&received);
+    let rogue = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                }
+            });
+        }
+    });
+    let mut config = cluster.client_config();
+    config.servers = vec![rogue_addr.to_string()];
+    let err = Client::login(&config, "alice", "wonderland")
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TLS handshake failed") && msg.contains("certificate"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "the client sent application data to a server it does not trust"
+    );
+    rogue.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_servers_connect_to_each_other_with_mutual_tls() {
+    let cluster = Cluster::start(2).await;
+    let dir = cluster.dir.path().join("tls");
+    // dfs2 connecting to dfs1 as a peer: its certificate is accepted.
+    let peer = tls::client_config_for_server(&dir, "dfs2").unwrap();
+    let addr = cluster.addr(1);
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = tls::connect(&peer, &addr.to_string(), stream)
+        .await
+        .unwrap();
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    stream.write_all(&frame(&hello)).await.unwrap();
+    assert!(matches!(
+        read_reply(&mut stream).await,
+        Some(Response::Hello { .. })
+    ));
+
+    // A client certificate from another authority is refused by the server.
+    let other = tempfile::tempdir().unwrap();
+    let id = ServerIdentity {
+        name: "dfs2".into(),
+        host: None,
+    };
+    tls::ensure_certs(other.path(), &[id]).unwrap();
+    std::fs::copy(tls::ca_cert_path(&dir), tls::ca_cert_path(other.path())).unwrap();
+    let impostor = tls::client_config_for_server(other.path(), "dfs2").unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    if let Ok(mut stream) = tls::connect(&impostor, &addr.to_string(), stream).await {
+        // In TLS 1.3 the server judges the client's certificate after the
+        // client has finished; the refusal arrives as the first read.
+        let _ = stream.write_all(&frame(&hello)).await;
+        assert!(read_reply(&mut stream).await.is_none());
+    }
+
+    // The server side names a peer by its certificate; a user's client has none.
+    let acceptor = tls::TlsAcceptor::from(tls::server_config(&dir, "dfs1").unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let names = ["dfs1", "dfs2"];
+    let accept = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(stream).await.unwrap();
+            seen.push(tls::peer_server(tls.get_ref().1, names.into_iter()));
+            let _ = tls.write_all(b"x").await;
+        }
+        seen
+    });
+    for config in [peer, tls::client_config_for_user(&cluster.ca()).unwrap()] {
+        let stream = TcpStream::connect(local).await.unwrap();
+        let mut tls = tls::connect(&config, &local.to_string(), stream)
+            .await
+            .unwrap();
+        let mut one = [0u8; 1];
+        tls.read_exact(&mut one).await.unwrap();
+    }
+    assert_eq!(accept.await.unwrap(), [Some("dfs2".to_string()), None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_captured_login_never_contains_the_password() {
+    let cluster = Cluster::start(1).await;
+    let target = cluster.addr(1);
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let log = Arc::clone(&captured);
+    tokio::spawn(async move {
+        let (client, _) = proxy.accept().await.unwrap();
+        let server = TcpStream::connect(target).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let up = {
+            let log = Arc::clone(&log);
+            async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }
+        };
+        let down = async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sr.read(&mut buf).await {
+                if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::join!(up, down);
+    });
+    let mut stream = {
+        let config = tls::client_config_for_user(&cluster.ca()).unwrap();
+        let tcp = TcpStream::connect(proxy_addr).await.unwrap();
+        tls::connect(&config, &proxy_addr.to_string(), tcp)
+            .await
+            .unwrap()
+    };
+    hello_and_login(&mut stream, "alice").await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bytes = captured.lock().unwrap().clone();
+    assert!(
+        bytes.len() > 500,
+        "the proxy saw the handshake and the login"
+    );
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !contains(b"wonderland"),
+        "the password crossed the wire in clear"
+    );
+    assert!(
+        !contains(b"alice"),
+        "the user name crossed the wire in clear"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Hostile input: refused or closed, memory bounded, normal clients unaffected.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_memory_stays_bounded_and_clients_keep_working() {
+    let mut server = ChildServer::spawn("handshake_ms = 2000", "warn").await;
+    let config = server.client_config();
+    let ca = server.ca();
+    let addr = server.addr;
+    // Warm up: a login, a transfer, the allocator's pools.
+    round_trip(&config, "alice", 300_000).await;
+    let before = server.rss_kib();
+
+    // 1000 connections of random bytes: 800 in clear, 200 inside TLS.
+    for batch in 0..10 {
+        let attempts = (0..100).map(|_| {
+            let ca = ca.clone();
+            async move {
+                let mut rng = rand::thread_rng();
+                let mut junk = vec![0u8; rng.gen_range(1..4096)];
+                rng.fill_bytes(&mut junk);
+                let closed = if batch < 8 {
+                    let mut s = TcpStream::connect(addr).await.unwrap();
+                    let _ = s.write_all(&junk).await;
+                    closed_within(&mut s, Duration::from_secs(30)).await
+                } else {
+                    let mut s = tls_stream(addr, &ca).await;
+                    let _ = s.write_all(&junk).await;
+                    closed_within(&mut s, Duration::from_secs(30)).await
+                };
+                (closed, junk[..junk.len().min(8)].to_vec())
+            }
+        });
+        let results = futures_util::future::join_all(attempts).await;
+        let open: Vec<_> = results.iter().filter(|r| !r.0).map(|r| &r.1).collect();
+        assert!(
+            open.is_empty(),
+            "batch {batch}: connections left open, starting {open:x?}; server log: {}",
+            server.log()
+        );
+    }
+
+    // Crafted frames inside TLS.
+    let giant_prefix = u32::MAX.to_be_bytes().to_vec();
+    let garbage_frame = {
+        let mut body = vec![0u8; 600];
+        rand::thread_rng().fill_bytes(&mut body);
+        body[0] = 200; // no such message variant
+        raw_frame(0, &body)
+    };
+    // `Stat { name }` whose name claims 2^62 bytes: variant 6, varint marker 0xfd, u64.
+    let huge_inner = {
+        let mut body = vec![6u8, 0xfd];
+        body.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        raw_frame(0, &body)
+    };
+    let hello = frame(&Request::Hello {
+        version: PROTOCOL_VERSION,
+    });
+    for (what, after_hello, bytes) in [
+        ("a 4 GiB length prefix", false, giant_prefix.clone()),
+        (
+            "a 4 GiB length prefix after Hello",
+            true,
+            giant_prefix.clone(),
+        ),
+        ("a valid frame of garbage", false, garbage_frame.clone()),
+        ("a valid frame of garbage after Hello", true, garbage_frame),
+        ("an inner length of 2^62", false, huge_inner.clone()),
+        (
+            "an inner length of 2^62 after Hello",
+            true,
+            huge_inner.clone(),
+        ),
+        ("a request before Hello", false, frame(&Request::List)),
+    ] {
+        let mut s = tls_stream(addr, &ca).await;
+        if after_hello {
+            s.write_all(&hello).await.unwrap();
+            assert!(matches!(
+                read_reply(&mut s).await,
+                Some(Response::Hello { .. })
+            ));
+        }
+        let _ = s.write_all(&bytes).await;
+        assert!(
+            closed_within(&mut s, Duration::from_secs(10)).await,
+            "{what}"
+        );
+    }
+    // After login too: the same crafted frames close the connection.
+    for bytes in [giant_prefix, huge_inner] {
+        let mut s = tls_stream(addr, &ca).await;
+        hello_and_login(&mut s, "alice").await;
+        let _ = s.write_all(&bytes).await;
+        assert!(closed_within(&mut s, Duration::from_secs(10)).await);
+    }
+    // A request before login is refused, and the connection stays usable.
+    let mut s = tls_stream(addr, &ca).await;
+    s.write_all(&hello).await.unwrap();
+    read_reply(&mut s).await.unwrap();
+    s.write_all(&frame(&Request::List)).await.unwrap();
+    match read_reply(&mut s).await {
+        Some(Response::Error(e)) => assert_eq!(e.kind, ErrorKind::NotLoggedIn),
+        other => panic!("{other:?}"),
+    }
+
+    assert!(server.running(), "the server died: {}", server.log());
+    round_trip(&config, "alice", 300_000).await;
+    let after = server.rss_kib();
+    let grew = after.saturating_sub(before);
+    eprintln!("dfs-server RSS: {before} KiB before, {after} KiB after hostile input (+{grew} KiB)");
+    assert!(grew < 16 * 1024, "RSS grew by {grew} KiB");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Slowloris: silent and trickling connections are reaped.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_reaped_while_a_get_succeeds() {
+    let limits = Limits {
+        handshake_ms: 1500,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(4, limits, None).await;
+    let client = cluster.login("bob").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "f", 2_000_000);
+    client.put(&path, "kept.bin", &no_progress).await.unwrap();
+
+    // 500 connections that go silent: 400 before TLS, 100 after it.
+    let mut silent = Vec::new();
+    for i in 0..400 {
+        silent.push(TcpStream::connect(cluster.addr(1 + i % 4)).await.unwrap());
+    }
+    let mut silent_tls = Vec::new();
+    for i in 0..100 {
+        silent_tls.push(tls_stream(cluster.addr(1 + i % 4), &cluster.ca()).await);
+    }
+    let opened = Instant::now();
+    // A normal client meanwhile.
+    let out = work.path().join("out");
+    client.get("kept.bin", &out, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+
+    let reaped = futures_util::future::join_all(
+        silent
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_secs(20))),
+    )
+    .await;
+    assert!(
+        reaped.iter().all(|&r| r),
+        "silent TCP connections left open"
+    );
+    for s in &mut silent_tls {
+        assert!(closed_within(s, Duration::from_secs(20)).await);
+    }
+    eprintln!(
+        "500 silent connections reaped within {:?}",
+        opened.elapsed()
+    );
+    // The pool's connections were logged in, so they were not reaped.
+    client.get("kept.bin", &out, &no_progress).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_trickles_in_is_cut_off() {
+    let limits = Limits {
+        frame_ms: 500,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(1, limits, None).await;
+    let mut s = tls_stream(cluster.addr(1), &cluster.ca()).await;
+    hello_and_login(&mut s, "alice").await;
+    // A Stat frame of 101 bytes, sent one byte every 100 ms (10 s in all).
+    let whole = raw_frame(0, &[7u8; 100]);
+    let started = Instant::now();
+    let mut cut = false;
+    for byte in whole {
+        if s.write_all(&[byte]).await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut one = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut one)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(cut, "the server waited for the whole trickle");
+    assert!(started.elapsed() < Duration::from_secs(9));
+}
+
+// ---------------------------------------------------------------------------
+// 4. Isolation against hand-built requests; indices and sizes that do not fit.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_cannot_reach_bobs_files_by_name_path_or_disk_id() {
+    let cluster = Cluster::start(4).await;
+    let bob = cluster.login("bob").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "plans", 40_000);
+    bob.put(&path, "plans.txt", &no_progress).await.unwrap();
+    let version = bob.stat("plans.txt").await.unwrap().version;
+    let bobs = |i: usize| cluster.data_dir(i).join("users").join("bob");
+    let snapshot = || {
+        (1..=4)
+            .map(|i| {
+                tree(&bobs(i))
+                    .into_iter()
+                    .map(|p| (p.clone(), std::fs::read(bobs(i).join(p)).unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = snapshot();
+    let disk_id = ringdfs::store::file_dir(&cluster.data_dir(1), "bob", "plans.txt")
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    for server in 1..=4 {
+        let mut alice = raw_login(&cluster, server, "alice").await;
+        // By name and by on-disk id: these are names in alice's own space.
+        for name in ["plans.txt", disk_id.as_str()] {
+            let stat = Request::Stat { name: name.into() };
+            assert!(matches!(
+                alice.call(&stat).await.unwrap(),
+                Response::File { manifest: None, .. }
+            ));
+            for chunk in 1..=4 {
+                let get = Request::GetChunk {
+                    name: name.into(),
+                    version,
+                    chunk,
+                };
+                assert_eq!(
+                    alice.call(&get).await.unwrap_err().kind(),
+                    ErrorKind::NotFound
+                );
+            }
+        }
+        // By path: refused as names.
+        let paths = [
+            "../bob/plans.txt".to_string(),
+            format!("../bob/{disk_id}"),
+            format!("users/bob/{disk_id}"),
+            format!("../../users/bob/{disk_id}/manifest"),
+            "..".to_string(),
+        ];
+        for name in &paths {
+            for request in [
+                Request::Stat { name: name.clone() },
+                Request::GetChunk {
+                    name: name.clone(),
+                    version,
+                    chunk: 1,
+                },
+                Request::Delete {
+                    name: name.clone(),
+                    version: Version::next(Some(version)),
+                },
+            ] {
+                let err = alice.call(&request).await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidName, "{request:?}");
+            }
+            let commit = Request::Commit {
+                missing: Vec::new(),
+                manifest: Manifest {
+                    name: name.clone(),
+                    version: Version::next(Some(version)),
+                    size: 0,
+                    chunks: 0,
+                    checksums: vec![],
+                    stored_at: 0,
+                    md5: [0; 16],
+                    deleted: true,
+                },
+            };
+            let err = alice.call(&commit).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidName);
+        }
+        // Deleting "plans.txt" as alice only tombstones alice's own name.
+        let delete = Request::Delete {
+            name: "plans.txt".into(),
+            version: Version {
+                gen: u64::MAX,
+                writer: u64::MAX,
+            },
+        };
+        alice.call(&delete).await.unwrap();
+    }
+    assert_eq!(snapshot(), before, "bob's files changed on disk");
+    let out = work.path().join("out");
+    bob.get("plans.txt", &out, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(out).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_indices_and_sizes_that_do_not_fit_are_refused() {
+    let cluster = Cluster::start(4).await;
+    let alice = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "f", 10_000);
+    alice.put(&path, "f", &no_progress).await.unwrap();
+    let version = alice.stat("f").await.unwrap().version;
+    let before = tree(cluster.dir.path());
+
+    // Uploads that do not fit: each refused, and the connection closed.
+    for (chunk, chunks) in [(0, 4), (5, 4), (1, 0), (u32::MAX, u32::MAX), (1, 1_000_000)] {
+        let mut conn = raw_login(&cluster, 1, "alice").await;
+        let put = Request::PutChunk {
+            name: "g".into(),
+            version: Version::next(None),
+            chunk,
+            chunks,
+            size: 100,
+        };
+        let err = conn.call(&put).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest, "{chunk} of {chunks}");
+    }
+    // More data than the declared chunk length.
+    let mut conn = raw_login(&cluster, 1, "alice").await;
+    let put = Request::PutChunk {
+        name: "g".into(),
+        version: Version::next(None),
+        chunk: 1,
+        chunks: 4,
+        size: 8,
+    };
+    conn.send(&put).await.unwrap();
+    conn.send_data(bytes::Bytes::from_static(b"far more than two bytes"))
+        .await
+        .unwrap();
+    conn.send(&Request::ChunkDone {
+        checksum: Checksum([0; 32]),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        conn.reply().await.unwrap_err().kind(),
+        ErrorKind::BadRequest
+    );
+
+    // Downloads of chunks that do not exist.
+    let mut conn = raw_login(&cluster, 1, "alice").await;
+    for chunk in [0, 5, u32::MAX] {
+        let get = Request::GetChunk {
+            name: "f".into(),
+            version,
+            chunk,
+        };
+        assert_eq!(
+            conn.call(&get).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+    // A manifest whose chunk count and checksums disagree.
+    for (chunks, sums) in [(4, 3), (0, 0), (5000, 5000)] {
+        let commit = Request::Commit {
+            missing: Vec::new(),
+            manifest: Manifest {
+                name: "f".into(),
+                version: Version::next(Some(version)),
+                size: 10_000,
+                chunks,
+                checksums: vec![Checksum([0; 32]); sums],
+                stored_at: 0,
+                md5: [0; 16],
+                deleted: false,
+            },
+        };
+        assert_eq!(
+            conn.call(&commit).await.unwrap_err().kind(),
+            ErrorKind::BadRequest,
+            "{chunks} chunks, {sums} checksums"
+        );
+    }
+    assert_eq!(tree(cluster.dir.path()), before, "something was written");
+    let out = work.path().join("out");
+    alice.get("f", &out, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(out).unwrap(), data);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Login back-off, and timing that does not tell unknown users apart.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_are_slowed_down_bob_is_not_and_the_lockout_lifts() {
+    let limits = Limits {
+        login_failures_allowed: 5,
+        login_backoff_ms: 100,
+        login_backoff_max_ms: 1000,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(1, limits, None).await;
+    let (addr, ca) = (cluster.addr(1), cluster.ca());
+    // The attacker guesses from 127.0.0.2.
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert!(!try_login("127.0.0.2", addr, &ca, "alice", "guess").await);
+    }
+    let took = started.elapsed();
+    // Past the first 5, every other guess waits out a lock-out of 100, 200,
+    // 400, 800, then 1000 ms (capped): at least 5.5 s in all.
+    assert!(
+        took >= Duration::from_secs(4),
+        "20 guesses took only {took:?}"
+    );
+
+    // Bob, from his own address, is not affected.
+    assert!(try_login("127.0.0.1", addr, &ca, "bob", "builder").await);
+    cluster.login("bob").await;
+
+    // One more failure locks alice's account (from any address) for 1 s...
+    assert!(!try_login("127.0.0.2", addr, &ca, "alice", "guess").await);
+    assert!(!try_login("127.0.0.1", addr, &ca, "alice", "wonderland").await);
+    // ...and the refusal above waited the lock-out out: it has lifted now.
+    assert!(try_login("127.0.0.1", addr, &ca, "alice", "wonderland").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_one_address_lock_that_address_out() {
+    let limits = Limits {
+        login_failures_allowed: 5,
+        login_backoff_ms: 3000,
+        login_backoff_max_ms: 3000,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(1, limits, None).await;
+    let (addr, ca) = (cluster.addr(1), cluster.ca());
+    // Five different made-up accounts from one address...
+    for i in 0..5 {
+        assert!(!try_login("127.0.0.3", addr, &ca, &format!("user{i}"), "x").await);
+    }
+    // ...lock the address out, even for a correct password,
+    assert!(!try_login("127.0.0.3", addr, &ca, "bob", "builder").await);
+    // but not bob from elsewhere,
+    assert!(try_login("127.0.0.1", addr, &ca, "bob", "builder").await);
+    // and the lock-out lifts.
+    assert!(try_login("127.0.0.3", addr, &ca, "bob", "builder").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_and_wrong_password_take_the_same_time() {
+    let limits = Limits {
+        login_failures_allowed: u32::MAX,
+        handshake_ms: 600_000,
+        ..Limits::default()
+    };
+    // Hashes costly enough that skipping the dummy check would stand out.
+    let params = argon2::Params::new(8 * 1024, 1, 1, None).unwrap();
+    let cluster = Cluster::start_with(1, limits, Some(params)).await;
+    let mut conn = raw_connection(&cluster, 1).await;
+    async fn time(conn: &mut crate::util::RawConn, user: &str, password: &str) -> (Duration, bool) {
+        let login = Request::Login {
+            user: user.into(),
+            password: password.into(),
+        };
+        let start = Instant::now();
+        let result = conn.call(&login).await;
+        (start.elapsed(), result.is_ok())
+    }
+    let (mut unknown, mut wrong, mut right) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..100 {
+        let (t, ok) = time(&mut conn, &format!("nobody{i}"), "wonderland").await;
+        assert!(!ok);
+        unknown.push(t);
+        let (t, ok) = time(&mut conn, "alice", "wonderlanD").await;
+        assert!(!ok);
+        wrong.push(t);
+        if i % 5 == 0 {
+            let (t, ok) = time(&mut conn, "alice", "wonderland").await;
+            assert!(ok);
+            right.push(t);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (unknown, wrong, right) = (median(&mut unknown), median(&mut wrong), median(&mut right));
+    eprintln!("login medians: unknown user {unknown:?}, wrong password {wrong:?}, right password {right:?}");
+    let diff = unknown.abs_diff(wrong);
+    let tolerance = Duration::from_millis(3) + wrong / 10;
+    assert!(
+        diff <= tolerance,
+        "unknown user {unknown:?} vs wrong password {wrong:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 5b. User administration reaches running servers.
+
+fn dfs_server_user(users: &Path, action: &str, name: &str, password: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+        .args(["user", action, name, "--users"])
+        .arg(users)
+        .env("DFS_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(15), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_servers_pick_up_user_changes_without_restart() {
+    let limits = Limits {
+        users_poll_ms: 100,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(2, limits, None).await;
+    let users = cluster.dir.path().join("users.toml");
+    let config = cluster.client_config();
+    let bob = cluster.login("bob").await;
+    bob.list().await.unwrap();
+
+    dfs_server_user(&users, "add", "carol", "correct horse");
+    eventually("carol can log in", || async {
+        Client::login(&config, "carol", "correct horse")
+            .await
+            .is_ok()
+    })
+    .await;
+
+    dfs_server_user(&users, "passwd", "alice", "new wonderland");
+    eventually("alice's new password works", || async {
+        Client::login(&config, "alice", "new wonderland")
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(matches!(
+        Client::login(&config, "alice", "wonderland").await,
+        Err(Error::Unauthorized)
+    ));
+
+    dfs_server_user(&users, "del", "bob", "");
+    eventually("bob is locked out", || async {
+        Client::login(&config, "bob", "builder").await.is_err()
+    })
+    .await;
+    // Bob's client, logged in before, loses its sessions and connections too.
+    assert!(bob.list().await.is_err());
+
+    let text = std::fs::read_to_string(&users).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&users).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(!text.contains("correct horse") && !text.contains("new wonderland"));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Where passwords must never be.
+
+#[test]
+fn users_toml_holds_only_argon2id_hashes_with_strong_parameters() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("users.toml");
+    let users = ringdfs::auth::Users::load(&path).unwrap();
+    let mut n = 0;
+    for (user, phc) in users.hashes() {
+        n += 1;
+        assert!(phc.starts_with("$argon2id$v=19$"), "{user}: {phc}");
+        let hash = argon2::password_hash::phc::PasswordHash::new(&phc).unwrap();
+        let params = argon2::Params::try_from(&hash).unwrap();
+        assert!(params.m_cost() >= 19456, "{user}: m={}", params.m_cost());
+        assert!(params.t_cost() >= 2, "{user}: t={}", params.t_cost());
+        assert!(params.p_cost() >= 1);
+    }
+    assert!(n >= 2);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (_, password) in USERS {
+        assert!(!text.contains(password));
+    }
+}
+
+/// Every file below `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    tree(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(dir.join(p))
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_appear_in_no_log_line_history_file_or_data() {
+    let server = ChildServer::spawn("", "trace").await;
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config_path = work.path().join("client.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "servers = [\"{}\"]\ndownload_dir = \"downloads\"\nca = {:?}\n",
+            server.addr,
+            server.ca().display().to_string()
+        ),
+    )
+    .unwrap();
+    let (file, _) = random_file(work.path(), "doc", 5000);
+    let dfs = |password: &str, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--user", "alice"])
+            .args(args)
+            .env("DFS_PASSWORD", password)
+            .env("RUST_LOG", "trace")
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path())
+            .current_dir(work.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let mut text = out.stdout;
+        text.extend_from_slice(&out.stderr);
+        (out.status.success(), text)
+    };
+    let mut client_output = Vec::new();
+    for (password, args, stdin, ok) in [
+        ("wonderland", vec!["put", file.to_str().unwrap()], "", true),
+        ("wonderland", vec!["list"], "", true),
+        ("wonderland", vec![], "get doc\nlist\nstatus\n", true),
+        ("not-the-password-42", vec!["list"], "", false),
+    ] {
+        let (success, text) = dfs(password, &args, stdin);
+        assert_eq!(success, ok, "{}", String::from_utf8_lossy(&text));
+        client_output.extend_from_slice(&text);
+    }
+    let log = server.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the server did not log at trace level"
+    );
+    for secret in ["wonderland", "not-the-password-42"] {
+        assert!(!log.contains(secret), "the server logged {secret}");
+        assert!(
+            !String::from_utf8_lossy(&client_output).contains(secret),
+            "the client printed or logged {secret}"
+        );
+        for dir in [home.path(), work.path(), server.dir.path()] {
+            let found = files_containing(dir, secret.as_bytes());
+            assert!(found.is_empty(), "{secret} found in {found:?}");
+        }
+    }
+    assert!(
+        tree(home.path()).is_empty(),
+        "the client wrote {:?} (a history file?)",
+        tree(home.path())
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Certificates are made by one command, once.
+
+#[test]
+fn the_certs_command_creates_an_authority_once_and_the_clients_trust() {
+    let root = tempfile::tempdir().unwrap();
+    let servers = root.path().join("servers");
+    let client = root.path().join("client");
+    std::fs::create_dir_all(&servers).unwrap();
+    std::fs::create_dir_all(&client).unwrap();
+    for i in 1..=2 {
+        std::fs::write(
+            servers.join(format!("dfs{i}.toml")),
+            format!(
+                "name = \"dfs{i}\"\nlisten = \"127.0.0.1:710{i}\"\ndata_dir = \"../data/dfs{i}\"\n\
+                 users = \"../users.toml\"\ntls_dir = \"../data/tls\"\n\n[[ring]]\nname = \"dfs{i}\"\n\
+                 addr = \"127.0.0.1:710{i}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        client.join("config.toml"),
+        "servers = [\"127.0.0.1:7101\"]\n",
+    )
+    .unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+            .arg("certs")
+            .arg("--servers")
+            .arg(&servers)
+            .arg("--client")
+            .arg(client.join("config.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(
+        first.contains("created the certificate authority"),
+        "{first}"
+    );
+    let tls_dir = root.path().join("data/tls");
+    for file in [
+        "ca.pem", "ca.key", "dfs1.pem", "dfs1.key", "dfs2.pem", "dfs2.key",
+    ] {
+        assert!(tls_dir.join(file).exists(), "{file}");
+    }
+    assert_eq!(
+        std::fs::read(client.join("ca.pem")).unwrap(),
+        std::fs::read(tls_dir.join("ca.pem")).unwrap()
+    );
+    let ca = std::fs::read(tls_dir.join("ca.pem")).unwrap();
+    let second = run();
+    assert!(second.contains("already has a certificate"), "{second}");
+    assert_eq!(std::fs::read(tls_dir.join("ca.pem")).unwrap(), ca);
+}
+
+// ---------------------------------------------------------------------------
+// 7. The fuzz targets' properties, as proptests that run with every test run.
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `bytes` to a connection as if a peer had sent them, decoding
+    /// frames as `M` until the stream ends or fails. Must never panic.
+    fn decode_all<M: serde::de::DeserializeOwned>(bytes: &[u8], max_frame: usize) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stream = tokio::io::join(bytes, tokio::io::sink());
+            let mut conn = ringdfs::protocol::Connection::new(stream, "fuzz");
+            conn.set_max_frame(max_frame);
+            while let Ok(Some(_)) = conn.recv::<M>().await {}
+        });
+    }
+
+    fn any_request() -> impl Strategy<Value = Request> {
+        let name = "\\PC{0,40}";
+        let version =
+            (any::<u64>(), any::<u64>()).prop_map(|(gen, writer)| Version { gen, writer });
+        prop_oneof![
+            any::<u32>().prop_map(|version| Request::Hello { version }),
+            (name, name).prop_map(|(user, password)| Request::Login { user, password }),
+            any::<[u8; 32]>().prop_map(|t| Request::Resume {
+                token: ringdfs::protocol::Token(t)
+            }),
+            Just(Request::List),
+            name.prop_map(|name| Request::Stat { name }),
+            (
+                name,
+                version.clone(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>()
+            )
+                .prop_map(|(name, version, chunk, chunks, size)| Request::PutChunk {
+                    name,
+                    version,
+                    chunk,
+                    chunks,
+                    size
+                }),
+            (name, version.clone(), any::<u32>()).prop_map(|(name, version, chunk)| {
+                Request::GetChunk {
+                    name,
+                    version,
+                    chunk,
+                }
+            }),
+            (
+                name,
+                version,
+                any::<u64>(),
+                proptest::collection::vec(any::<[u8; 32]>(), 0..8)
+            )
+                .prop_map(|(name, version, size, sums)| Request::Commit {
+                    missing: Vec::new(),
+                    manifest: Manifest {
+                        name,
+                        version,
+                        size,
+                        chunks: sums.len() as u32,
+                        checksums: sums.into_iter().map(Checksum).collect(),
+                        stored_at: size / 2,
+                        md5: [0; 16],
+                        deleted: size % 2 == 0,
+                    }
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            decode_all::<Request>(&bytes, ringdfs::protocol::MAX_FRAME);
+            decode_all::<Response>(&bytes, 4096);
+        }
+
+        #[test]
+        fn decoding_random_frame_bodies_never_panics(
+            tag in 0u8..3,
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let bytes = raw_frame(tag, &body);
+            decode_all::<Request>(&bytes, 4096);
+            decode_all::<Response>(&bytes, ringdfs::protocol::MAX_FRAME);
+        }
+
+        #[test]
+        fn requests_round_trip_through_frames(request in any_request()) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let again: Request = runtime.block_on(async {
+                let (a, b) = tokio::io::duplex(1 << 16);
+                let mut a = ringdfs::protocol::Connection::new(a, "a");
+                let mut b = ringdfs::protocol::Connection::new(b, "b");
+                a.send(&request).await.unwrap();
+                b.recv_msg().await.unwrap()
+            });
+            prop_assert_eq!(
+                ringdfs::codec::encode(&again).unwrap(),
+                ringdfs::codec::encode(&request).unwrap()
+            );
+        }
+
+        #[test]
+        fn an_accepted_name_stays_inside_its_owners_folder(name in "(\\PC|[/\\\\.\\x00]){0,60}") {
+            if ringdfs::names::validate_name(&name).is_ok() {
+                prop_assert!(!name.contains(['/', '\\', '\0']));
+                prop_assert!(name != "." && name != "..");
+                let root = Path::new("/srv/data/dfs1");
+                let dir = ringdfs::store::file_dir(root, "alice", &name);
+                prop_assert!(dir.starts_with(root.join("users").join("alice")));
+                prop_assert_eq!(dir.components().count(), root.components().count() + 3);
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`client`] | the client library: login, put, get, list, delete, status |
 //! | [`config`] | the server and client configuration files |
+//! | [`memory`] | glibc allocator settings that keep the resident set small |
 //! | [`cli`] | the `dfs` command language: parse, run, render (text or JSON) |
 //! | [`repl`] | the interactive prompt: editing, history, completion, progress |
 //!
@@ -38,6 +39,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod heal;
+pub mod memory;
 pub mod names;
 pub mod peer;
 pub mod placement;

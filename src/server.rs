@@ -47,8 +47,9 @@ use crate::store::{ChunkSpec, ChunkWriter, Store};
 use crate::tls::{self, TlsAcceptor};
 use crate::unix_now;
 
-/// Most password verifications running at once (each takes ~19 MiB and tens of ms).
-const MAX_LOGINS: usize = 4;
+/// Most password verifications running at once: each takes 19 MiB and tens
+/// of ms of a core, so two keep both cores busy and the peak memory bounded.
+const MAX_LOGINS: usize = 2;
 /// Largest frame accepted before login: enough for `Login` with the longest
 /// user name and password, and small enough that a stranger's length prefix
 /// cannot make the server reserve much.

@@ -274,9 +274,16 @@ pub async fn connect(
     TlsConnector::from(Arc::clone(config))
         .connect(name, stream)
         .await
-        .map_err(|e| Error::Unavailable {
-            server: addr.to_string(),
-            reason: format!("TLS handshake failed: {e}"),
+        .map_err(|e| {
+            let hint = if e.to_string().contains("certificate") {
+                " (is the client's `ca` this cluster's ca.pem?)"
+            } else {
+                ""
+            };
+            Error::Unavailable {
+                server: addr.to_string(),
+                reason: format!("TLS handshake failed: {e}{hint}"),
+            }
         })
 }
 

@@ -122,6 +122,7 @@ impl Plan {
 }
 
 fn main() {
+    ringdfs::memory::limit_retained_memory();
     if let Err(e) = real_main() {
         eprintln!("dfs-bench: {e:#}");
         std::process::exit(1);

@@ -71,6 +71,7 @@ enum UserAction {
 }
 
 fn main() {
+    ringdfs::memory::limit_retained_memory();
     if let Err(e) = real_main() {
         eprintln!("dfs-server: {e:#}");
         std::process::exit(1);

@@ -73,6 +73,7 @@ enum Sub {
 }
 
 fn main() {
+    ringdfs::memory::limit_retained_memory();
     let code = match real_main() {
         Ok(code) => code,
         Err(e) => {

@@ -13,7 +13,7 @@
 //!   one task per chunk fetches the chunk from its first holder (each server
 //!   sends one chunk), falling back to the second only when the first fails.
 //!   Chunks are written at their offsets into a temp file beside the target,
-//!   checked against the manifest's checksums, synced, and renamed into place.
+//!   checked against the manifest's checksums, and renamed into place.
 //!
 //! Every connection is TLS 1.3 trusting only the cluster's authority
 //! (`ClientConfig::ca`): a server without a certificate it signed is refused
@@ -311,7 +311,7 @@ impl Client {
         }
         let login = Request::Login {
             user: self.user.clone(),
-            password: self.password.clone(),
+            password: self.password.clone().into(),
         };
         match conn.call(&login).await? {
             Response::LoggedIn { token } => {
@@ -689,11 +689,10 @@ impl Client {
                 .map(|c| self.get_chunk(manifest, placement, c, tmp.path(), progress)),
         )
         .await?;
-        tmp.as_file().sync_all().map_err(local_error)?;
+        // Renamed into place only when every chunk has verified, so the file
+        // never appears partial. Like cp or rsync, GET does not force it to
+        // disk: the stored copies are what must survive a crash.
         tmp.persist(local).map_err(|e| local_error(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
         Ok(GetReceipt {
             size: manifest.size,
             path: local.to_path_buf(),
@@ -1138,7 +1137,7 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
 }
 
 /// Blocks in flight between the socket and a chunk's reader or writer.
-const PIPELINE_DEPTH: usize = 4;
+const PIPELINE_DEPTH: usize = 2;
 
 /// A blocking task that reads `len` bytes of `path` from offset `start` in
 /// blocks of at most `MAX_BLOCK`, hashing them and sending them on; it returns

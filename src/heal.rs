@@ -382,5 +382,10 @@ async fn fetch_chunk(
     })
     .await?;
     // Checked against the manifest, not the sender's word.
-    finish(writer, expected).await
+    finish(writer, expected).await?;
+    let store = Arc::clone(&server.store);
+    let (owner, name) = (owner.to_string(), manifest.name.clone());
+    tokio::task::spawn_blocking(move || store.sync_file_dir(&owner, &name))
+        .await
+        .map_err(|e| Error::Internal(format!("sync task: {e}")))?
 }

@@ -121,6 +121,30 @@ pub fn checksum_of(hasher: &blake3::Hasher) -> Checksum {
     Checksum(*hasher.finalize().as_bytes())
 }
 
+/// A password on its way to a server: prints as `"***"` in debug output, so
+/// no log line or panic message can show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
 /// A login session's bearer token: 256 random bits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Token(pub [u8; 32]);
@@ -225,7 +249,7 @@ pub enum Request {
     },
     Login {
         user: String,
-        password: String,
+        password: Secret,
     },
     Resume {
         token: Token,
@@ -605,6 +629,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_request_never_shows_its_password() {
+        let login = Request::Login {
+            user: "alice".into(),
+            password: "wonderland".into(),
+        };
+        let shown = format!("{login:?} {login:#?}");
+        assert!(!shown.contains("wonderland"), "{shown}");
+        assert!(shown.contains("alice"));
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_are_refused() {

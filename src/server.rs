@@ -477,7 +477,7 @@ where
         Request::Login { user, password } => {
             *who = Peer::Nobody;
             let token = server
-                .login(user.clone(), password, auth.addr)
+                .login(user.clone(), password.0, auth.addr)
                 .await
                 .map_err(soft)?;
             *who = Peer::User(user);

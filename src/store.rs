@@ -32,10 +32,13 @@
 //!
 //! # Durability
 //!
-//! Every file is written under `tmp/`, synced, renamed into place, and the
-//! folder is synced: a crash leaves either the old or the new file, never half
-//! of one. A new version becomes visible by replacing `manifest`; only then
-//! are older versions' chunks removed.
+//! Every file is written under `tmp/`, synced, and renamed into place: a
+//! crash leaves either the old or the new file, never half of one. A manifest
+//! rename is followed by a sync of its folder; a chunk's rename is made
+//! durable by the sync of the same folder when its version is committed (or
+//! by the healer after a copy), one folder sync per PUT rather than one per
+//! chunk. A new version becomes visible by replacing `manifest`; only then are
+//! older versions' chunks removed (after a grace period, for overwrites).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -697,6 +700,15 @@ impl Store {
         Ok(())
     }
 
+    /// Syncs the folder of `owner`'s file `name`, making chunk renames into it
+    /// durable (see [`ChunkWriter::finish`]).
+    pub fn sync_file_dir(&self, owner: &str, name: &str) -> Result<()> {
+        let dir = self.file_dir(owner, name);
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+    }
+
     /// Records that `chunk` of `version` is now stored (called after a rename).
     fn chunk_stored(&self, owner: &str, name: &str, version: Version, chunk: u32) {
         let mut index = self.index.lock().expect("index lock");
@@ -791,9 +803,14 @@ impl ChunkWriter {
             fs::create_dir_all(parent).map_err(|e| Error::io("creating a file folder", e))?;
         }
         let tmp = self.tmp.take().expect("finish runs once");
-        if let Err(e) = rename_durably(&tmp, &dest) {
+        // The rename is made durable by the next sync of this file's folder:
+        // the commit that makes this version visible writes its manifest into
+        // the same folder and syncs it (nothing is acknowledged before), and
+        // the healer syncs it after a copy. One folder sync per PUT, not one
+        // per chunk: that is most of a small file's cost.
+        if let Err(e) = fs::rename(&tmp, &dest) {
             remove_file_logged(&tmp);
-            return Err(e);
+            return Err(Error::io(format!("renaming into {}", dest.display()), e));
         }
         self.store.chunk_stored(owner, name, version, chunk);
         // A writer that lost a race may deliver after the winner's commit

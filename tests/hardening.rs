@@ -1234,7 +1234,10 @@ mod properties {
             (any::<u64>(), any::<u64>()).prop_map(|(gen, writer)| Version { gen, writer });
         prop_oneof![
             any::<u32>().prop_map(|version| Request::Hello { version }),
-            (name, name).prop_map(|(user, password)| Request::Login { user, password }),
+            (name, name).prop_map(|(user, password)| Request::Login {
+                user,
+                password: password.into(),
+            }),
             any::<[u8; 32]>().prop_map(|t| Request::Resume {
                 token: ringdfs::protocol::Token(t)
             }),

@@ -88,26 +88,13 @@ impl Users {
     /// Writes the table to `path` atomically (temp file, sync, rename), readable
     /// by its owner only.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let io = |e| Error::io(format!("writing {}", path.display()), e);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".users-")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-        }
-        use std::io::Write;
-        tmp.write_all(self.to_toml().as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
+        let text = self.to_toml();
+        crate::atomic::write_file(
+            path,
+            text.as_bytes(),
+            0o600,
+            crate::atomic::Existing::Replace,
+        )?;
         Ok(())
     }
 

@@ -1234,6 +1234,16 @@ async fn discover(servers: &[String], tls: &Tls, timeout: Duration) -> Result<Ve
 
 /// Opens a TLS connection to `member` and exchanges `Hello`.
 async fn connect(member: &Member, tls: &Tls, timeout: Duration) -> Result<Conn> {
+    dial(member, tls, timeout).await.map(|(conn, _)| conn)
+}
+
+/// TCP, TLS and `Hello` with `member`, each step within `timeout`. Returns the
+/// connection and the server's challenge (which a peer server answers).
+pub(crate) async fn dial(
+    member: &Member,
+    tls: &Tls,
+    timeout: Duration,
+) -> Result<(Conn, [u8; 32])> {
     let unavailable = |reason: String| Error::Unavailable {
         server: member.name.clone(),
         reason,
@@ -1252,7 +1262,7 @@ async fn connect(member: &Member, tls: &Tls, timeout: Duration) -> Result<Conn> 
         version: PROTOCOL_VERSION,
     };
     match conn.call(&hello).await? {
-        Response::Hello { .. } => Ok(conn),
+        Response::Hello { challenge, .. } => Ok((conn, challenge)),
         other => Err(unexpected(&member.name, &other)),
     }
 }

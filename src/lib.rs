@@ -32,6 +32,7 @@
 //! against the manifest, and renames the file into place when every chunk has
 //! arrived. A failed holder costs one retry at the other holder.
 
+pub mod atomic;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -9,7 +9,6 @@
 //! A peer session may read any user's files (that is what healing needs), and
 //! nothing else: it cannot act as a user.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
+use crate::protocol::{Connection, Member, Request, Response};
 use crate::tls::ClientStream;
 
 /// The secret a ring's servers share.
@@ -64,33 +63,14 @@ impl ClusterKey {
 }
 
 fn create(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = crate::atomic::parent_or_dot(path);
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let io = |e| Error::io(format!("creating {}", path.display()), e);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cluster-key-")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-    }
     let key: [u8; 32] = rand::random();
-    writeln!(tmp, "{}", crate::hex(&key)).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    // A hard link fails if the key exists: whoever links first wins.
-    match std::fs::hard_link(tmp.path(), path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io(e)),
-    }
+    let text = format!("{}\n", crate::hex(&key));
+    // Whoever creates it first wins; the others read theirs.
+    crate::atomic::write_file(path, text.as_bytes(), 0o600, crate::atomic::Existing::Keep)?;
+    Ok(())
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
@@ -113,27 +93,7 @@ pub async fn connect(
     member: &Member,
     timeout: Duration,
 ) -> Result<Connection<ClientStream<TcpStream>>> {
-    let unavailable = |reason: String| Error::Unavailable {
-        server: member.name.clone(),
-        reason,
-    };
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(&member.addr))
-        .await
-        .map_err(|_| unavailable(format!("no answer within {} s", timeout.as_secs())))?
-        .map_err(|e| unavailable(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let stream = tokio::time::timeout(timeout, crate::tls::connect(tls, &member.addr, stream))
-        .await
-        .map_err(|_| unavailable(format!("no TLS handshake within {} s", timeout.as_secs())))??;
-    let mut conn = Connection::new(stream, member.name.clone());
-    conn.set_timeout(Some(timeout));
-    let hello = Request::Hello {
-        version: PROTOCOL_VERSION,
-    };
-    let challenge = match conn.call(&hello).await? {
-        Response::Hello { challenge, .. } => challenge,
-        other => return Err(Error::Protocol(format!("{}: {other:?}", member.name))),
-    };
+    let (mut conn, challenge) = crate::client::dial(member, tls, timeout).await?;
     let login = Request::PeerLogin {
         name: me.to_string(),
         proof: key.proof(&challenge, me),

@@ -360,31 +360,15 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     write_file(path, text, 0o600)
 }
 
-/// Writes atomically (temp file, sync, rename) with the given mode, so a key is
-/// never readable by others, not even for a moment.
+/// Writes atomically with the given mode, so a key is never readable by
+/// others, not even for a moment.
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let io = |e| Error::io(format!("writing {}", path.display()), e);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tls-")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io)?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    use std::io::Write;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    crate::atomic::write_file(
+        path,
+        text.as_bytes(),
+        mode,
+        crate::atomic::Existing::Replace,
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`placement`] | the chunk-pair table (SPEC §5) and how a file is cut into chunks; pure |
+//! | [`ring`] | Chord identifiers, intervals, routing, stabilization and membership; pure |
 //! | [`names`] | which file and user names are acceptable; pure |
 //! | [`protocol`] | frames, messages, and a `Connection` over any async stream |
 //! | [`codec`] | every bincode call, with a decode size limit |
@@ -43,6 +44,7 @@ pub mod peer;
 pub mod placement;
 pub mod protocol;
 pub mod repl;
+pub mod ring;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -13,6 +13,7 @@
 //! | [`auth`] | `users.toml` and argon2id password checks |
 //! | [`tls`] | the cluster's certificate authority and certificates; TLS 1.3 configurations |
 //! | [`server`] | the chunk server: listener, connections, requests |
+//! | [`chord`] | the ring run over the network: stabilization, failure detection, joins, the membership view |
 //! | [`client`] | the client library: login, put, get, list, delete, status |
 //! | [`config`] | the server and client configuration files |
 //! | [`cli`] | the `dfs` command language: parse, run, render (text or JSON) |
@@ -33,6 +34,7 @@
 //! arrived. A failed holder costs one retry at the other holder.
 
 pub mod auth;
+pub mod chord;
 pub mod cli;
 pub mod client;
 pub mod codec;

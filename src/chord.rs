@@ -15,8 +15,9 @@
 //!    address, its `[[ring]]` seeds, members it cannot see) for its own
 //!    successor: that is how a server joins, how a returning server finds
 //!    its place, and how two halves of a split ring merge;
-//! 5. *walks the ring* by successor lists to learn who is reachable; members
-//!    of the view that the walk does not reach are down.
+//! 5. *walks the ring* by successor lists to learn who is on it; members of
+//!    the view the walk does not reach (and members marked down) are asked
+//!    directly, and are down if they do not answer within the timeout.
 //!
 //! Views travel with `GetSuccessorList` replies and `Notify`, and are merged
 //! by [`View::merge`]; a changed view is saved (`ring.json` in the data
@@ -463,9 +464,19 @@ impl Chord {
             {
                 Ok(Response::Successors { nodes, view }) => {
                     self.merge(server, &view);
-                    if nodes.iter().all(|n| live.iter().any(|l| l.id == n.id)) {
-                        // A list that brings nothing new: its end is us.
+                    if nodes.iter().any(|n| n.id == self.me.id) {
+                        // Back round to us: everyone on the way is live.
+                        for node in nodes.iter().take_while(|n| n.id != self.me.id) {
+                            if !live.iter().any(|l| l.id == node.id) {
+                                live.push(node.clone());
+                            }
+                        }
                         complete = true;
+                        break;
+                    }
+                    if nodes.iter().all(|n| live.iter().any(|l| l.id == n.id)) {
+                        // Brings nothing new and never leads back to us:
+                        // the ring has not formed yet.
                         break;
                     }
                     frontier = nodes;
@@ -476,22 +487,42 @@ impl Chord {
                 }
             }
         }
-        if !complete && live.len() > 1 {
-            return; // an incomplete walk proves nothing about the others
+        if !complete || live.len() == 1 {
+            // Alone, or the walk did not come back round to us (the ring is still
+            // forming, or a list was cut short): it proves nothing about
+            // who is down. Neighbours that failed to answer are marked
+            // down by stabilize and check_predecessor all the same.
+            return;
         }
+        // Members the walk did not reach may only not have found their place
+        // yet: down means not answering, so ask them (at once, in parallel).
+        // Those marked down are asked again too (a stale successor list may
+        // still name a dead one, so reaching it by the walk proves nothing).
         let members = self.members();
-        let mut down = self.down.lock().expect("down lock");
-        for m in members.iter().filter(|m| m.id != self.me.id) {
-            let reached = live.iter().any(|n| n.id == m.id);
-            if !reached && down.insert(m.name.clone()) {
-                info!(server = %self.me.name, peer = %m.name, "marked down (not on the ring)");
-            }
-            if reached && down.remove(&m.name) {
-                info!(server = %self.me.name, peer = %m.name, "back up");
+        let down = self.down();
+        let unreached: Vec<&Node> = members
+            .iter()
+            .filter(|m| {
+                m.id != self.me.id && (!live.iter().any(|n| n.id == m.id) || down.contains(&m.name))
+            })
+            .collect();
+        let pings = futures_util::future::join_all(
+            unreached
+                .iter()
+                .map(|m| self.call_node(server, m, &Request::GetPredecessor)),
+        )
+        .await;
+        for (m, ping) in unreached.iter().zip(pings) {
+            match ping {
+                Ok(_) => self.up(&m.name),
+                Err(_) => self.mark_down(&m.name),
             }
         }
         // Forget servers that are no longer members.
-        down.retain(|name| members.iter().any(|m| &m.name == name));
+        self.down
+            .lock()
+            .expect("down lock")
+            .retain(|name| members.iter().any(|m| &m.name == name));
     }
 
     /// Marks this server as leaving in its view and tells every node.
@@ -528,7 +559,7 @@ pub(crate) async fn chord_loop(server: Arc<Server>, shutdown: CancellationToken)
             chord.stabilize_once(&server).await;
             chord.check_predecessor(&server).await;
             chord.fix_fingers(&server).await;
-            if chord.state.lock().expect("ring lock").alone() || round % 4 == 0 {
+            if chord.state.lock().expect("ring lock").alone() || round.is_multiple_of(4) {
                 chord.rejoin(&server, round / 4).await;
             }
             chord.walk(&server).await;

@@ -351,3 +351,36 @@ pub fn default_path(rel: &str) -> PathBuf {
         here
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped configurations put dfs1..dfs4 in ring order (SPEC §5's
+    /// table as printed), and dfs5 joins between dfs1 and dfs2.
+    #[test]
+    fn shipped_servers_sort_into_ring_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers");
+        let nodes: Vec<Node> = (1..=5)
+            .map(|i| {
+                ServerConfig::load(&dir.join(format!("dfs{i}.toml")))
+                    .unwrap()
+                    .node()
+                    .unwrap()
+            })
+            .collect();
+        let mut sorted = nodes.clone();
+        sorted.sort_by_key(|n| n.id);
+        let order: Vec<&str> = sorted.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(order, ["dfs1", "dfs5", "dfs2", "dfs3", "dfs4"]);
+        let seeds = ServerConfig::load(&dir.join("dfs3.toml"))
+            .unwrap()
+            .seeds()
+            .unwrap();
+        assert_eq!(
+            seeds[..],
+            nodes[..4],
+            "every server agrees on the seeds' ids"
+        );
+    }
+}

@@ -410,7 +410,12 @@ impl Outcome {
                             "position": r.position,
                             "server": r.member.name,
                             "addr": r.member.addr,
+                            "id": s.id,
                             "up": true,
+                            "successor": s.successor,
+                            "predecessor": s.predecessor,
+                            "sees_down": s.down,
+                            "leaving": s.leaving,
                             "files": s.files,
                             "chunks": s.chunks,
                             "bytes": s.bytes,
@@ -426,6 +431,7 @@ impl Outcome {
                             "position": r.position,
                             "server": r.member.name,
                             "addr": r.member.addr,
+                            "id": r.member.id,
                             "up": false,
                             "error": e,
                         }),
@@ -552,16 +558,37 @@ pub fn verify_table(reports: &[VerifyReport], style: Style) -> String {
     )
 }
 
-/// STATUS as an aligned table.
+/// STATUS as an aligned table: each member in ring order with its ring id,
+/// whether it is up as the ring sees it (down if the client cannot reach it
+/// or any server's ring state has marked it down), and its successor and
+/// predecessor as its own Chord state has them.
 pub fn status_table(reports: &[ServerReport], style: Style) -> String {
-    let n = reports.len();
+    let marked_down = |name: &str| {
+        reports
+            .iter()
+            .filter_map(|r| r.state.as_ref().ok())
+            .any(|s| s.down.iter().any(|d| d == name))
+    };
     let rows = reports
         .iter()
         .map(|r| {
-            let successor = reports[r.position as usize % n].member.name.clone();
-            let (state, stores, heal) = match &r.state {
+            let id = r
+                .member
+                .id
+                .as_deref()
+                .map(|hex| hex.chars().take(8).collect::<String>())
+                .unwrap_or_default();
+            let (state, successor, predecessor, stores, heal) = match &r.state {
                 Ok(s) => (
-                    Cell("up".into(), Some(Color::Green)),
+                    if s.leaving {
+                        Cell("leaving".into(), Some(Color::Yellow))
+                    } else if marked_down(&r.member.name) {
+                        Cell("DOWN (ring)".into(), Some(Color::Red))
+                    } else {
+                        Cell("up".into(), Some(Color::Green))
+                    },
+                    s.successor.clone().unwrap_or_else(|| "-".into()),
+                    s.predecessor.clone().unwrap_or_else(|| "-".into()),
                     format!(
                         "{}, {}, {}",
                         plural(s.files, "file"),
@@ -572,6 +599,8 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
                 ),
                 Err(e) => (
                     Cell("DOWN".into(), Some(Color::Red)),
+                    "-".into(),
+                    "-".into(),
                     e.clone(),
                     Cell(String::new(), None),
                 ),
@@ -579,9 +608,11 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
             vec![
                 r.position.to_string().into(),
                 r.member.name.clone().into(),
+                id.into(),
                 r.member.addr.clone().into(),
                 state,
                 successor.into(),
+                predecessor.into(),
                 heal,
                 stores.into(),
             ]
@@ -591,9 +622,11 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
         &[
             "#",
             "SERVER",
+            "ID",
             "ADDRESS",
             "STATE",
             "SUCCESSOR",
+            "PREDECESSOR",
             "HEAL",
             "STORES",
         ],

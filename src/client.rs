@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::future::{join_all, try_join_all};
@@ -80,8 +80,18 @@ pub struct Client {
     password: String,
     timeout: Duration,
     tls: Tls,
-    slots: Vec<Slot>,
+    /// Every server ever seen, never removed, so an index stays valid.
+    slots: RwLock<Vec<Arc<Slot>>>,
+    /// The ring now: ring position - 1 → index into `slots`.
+    order: RwLock<Arc<Vec<usize>>>,
+    /// When the ring was last asked for.
+    refreshed: Mutex<Instant>,
+    /// The configured servers, should every known member stop answering.
+    seeds: Vec<String>,
 }
+
+/// How often an operation asks the ring whether it has changed.
+const RING_REFRESH: Duration = Duration::from_secs(1);
 
 /// What a PUT did.
 #[derive(Debug, Clone)]
@@ -203,23 +213,19 @@ impl Client {
     pub async fn login(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
         let timeout = config.timeout();
         let tls = tls::client_config_for_user(&config.ca)?;
-        let ring = discover(&config.servers, &tls, timeout).await?;
+        let (ring, _down) = discover(&config.servers, &tls, timeout).await?;
         let client = Client {
             user: user.to_string(),
             password: password.to_string(),
             timeout,
             tls,
-            slots: ring
-                .into_iter()
-                .map(|member| Slot {
-                    member,
-                    token: Mutex::new(None),
-                    pool: Mutex::new(Vec::new()),
-                    up: AtomicBool::new(false),
-                })
-                .collect(),
+            slots: RwLock::new(Vec::new()),
+            order: RwLock::new(Arc::new(Vec::new())),
+            refreshed: Mutex::new(Instant::now()),
+            seeds: config.servers.clone(),
         };
-        let attempts = join_all((0..client.slots.len()).map(|i| client.conn(i))).await;
+        client.adopt(ring, &[]);
+        let attempts = join_all((0..client.n() as usize).map(|i| client.conn(i))).await;
         let mut first_error = None;
         let mut any = false;
         for (i, attempt) in attempts.into_iter().enumerate() {
@@ -230,7 +236,7 @@ impl Client {
                 }
                 Err(Error::Unauthorized) => return Err(Error::Unauthorized),
                 Err(e) => {
-                    warn!(server = %client.slots[i].member.name, error = %e, "login: server unavailable");
+                    warn!(server = %client.server_name(i), error = %e, "login: server unavailable");
                     first_error.get_or_insert(e);
                 }
             }
@@ -247,22 +253,107 @@ impl Client {
 
     /// The ring's members in ring order.
     pub fn ring(&self) -> Vec<Member> {
-        self.slots.iter().map(|s| s.member.clone()).collect()
+        self.order()
+            .iter()
+            .map(|&i| self.slot(i).member.clone())
+            .collect()
     }
 
     fn n(&self) -> u32 {
-        self.slots.len() as u32
+        self.order().len() as u32
     }
 
-    fn server_name(&self, i: usize) -> &str {
-        &self.slots[i].member.name
+    /// Ring position - 1 → slot index, as the ring is now. An operation takes
+    /// this once, so a ring change midway does not mix two tables.
+    fn order(&self) -> Arc<Vec<usize>> {
+        Arc::clone(&self.order.read().expect("order lock"))
+    }
+
+    fn slot(&self, i: usize) -> Arc<Slot> {
+        Arc::clone(&self.slots.read().expect("slots lock")[i])
+    }
+
+    fn server_name(&self, i: usize) -> String {
+        self.slot(i).member.name.clone()
+    }
+
+    /// Makes `ring` (members in ring order) the client's ring, keeping the
+    /// sessions and connections of servers it already knew. Members in
+    /// `down` are marked down, so reads try their partners first.
+    fn adopt(&self, ring: Vec<Member>, down: &[String]) {
+        let mut slots = self.slots.write().expect("slots lock");
+        let mut order = Vec::with_capacity(ring.len());
+        for member in ring {
+            let known = slots
+                .iter()
+                .position(|s| s.member.name == member.name && s.member.addr == member.addr);
+            let i = match known {
+                Some(i) => i,
+                None => {
+                    slots.push(Arc::new(Slot {
+                        member,
+                        token: Mutex::new(None),
+                        pool: Mutex::new(Vec::new()),
+                        up: AtomicBool::new(false),
+                    }));
+                    slots.len() - 1
+                }
+            };
+            if down.contains(&slots[i].member.name) {
+                slots[i].up.store(false, Ordering::Relaxed);
+            }
+            order.push(i);
+        }
+        *self.order.write().expect("order lock") = Arc::new(order);
+        *self.refreshed.lock().expect("refresh lock") = Instant::now();
+    }
+
+    /// Asks the ring (any member that answers, else the configured servers)
+    /// who its members are now: servers join and leave.
+    pub async fn refresh_ring(&self) -> Result<()> {
+        let order = self.order();
+        let mut first_error = None;
+        for &i in order.iter() {
+            match self.call(i, &Request::Ring).await {
+                Ok(Response::Ring { members, down }) if !members.is_empty() => {
+                    self.adopt(members, &down);
+                    return Ok(());
+                }
+                Ok(other) => {
+                    first_error.get_or_insert(unexpected(&self.server_name(i), &other));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match discover(&self.seeds, &self.tls, self.timeout).await {
+            Ok((members, down)) => {
+                self.adopt(members, &down);
+                Ok(())
+            }
+            Err(e) => Err(first_error.unwrap_or(e)),
+        }
+    }
+
+    /// Refreshes the ring if it was last asked for over a second ago.
+    async fn maybe_refresh(&self) {
+        let stale = self.refreshed.lock().expect("refresh lock").elapsed() >= RING_REFRESH;
+        if stale {
+            if let Err(e) = self.refresh_ring().await {
+                debug!(error = %e, "cannot refresh the ring");
+            }
+        }
     }
 
     /// Each member's name and whether the last attempt to reach it worked.
     pub fn health(&self) -> Vec<(String, bool)> {
-        self.slots
+        self.order()
             .iter()
-            .map(|s| (s.member.name.clone(), s.up.load(Ordering::Relaxed)))
+            .map(|&i| {
+                let s = self.slot(i);
+                (s.member.name.clone(), s.up.load(Ordering::Relaxed))
+            })
             .collect()
     }
 
@@ -278,7 +369,7 @@ impl Client {
             Err(Error::Unavailable { .. } | Error::Io { .. } | Error::Timeout { .. }) => false,
             Err(_) => true, // it answered, with an error
         };
-        self.slots[i].up.store(up, Ordering::Relaxed);
+        self.slot(i).up.store(up, Ordering::Relaxed);
     }
 
     /// An authenticated connection to ring member `i`: a pooled one if one is
@@ -291,7 +382,7 @@ impl Client {
     }
 
     async fn open_conn(&self, i: usize) -> Result<Conn> {
-        let slot = &self.slots[i];
+        let slot = self.slot(i);
         loop {
             let pooled = slot.pool.lock().expect("pool lock").pop();
             match pooled {
@@ -323,7 +414,8 @@ impl Client {
     }
 
     fn release(&self, i: usize, conn: Conn) {
-        let mut pool = self.slots[i].pool.lock().expect("pool lock");
+        let slot = self.slot(i);
+        let mut pool = slot.pool.lock().expect("pool lock");
         if pool.len() < POOL_SIZE {
             pool.push(conn);
         }
@@ -342,23 +434,33 @@ impl Client {
         result
     }
 
-    /// Sends `request` to every member at once; one result per member.
-    async fn call_all(&self, request: &Request) -> Vec<Result<Response>> {
-        join_all((0..self.slots.len()).map(|i| self.call(i, request))).await
+    /// Sends `request` to every member at once; one (slot, result) per
+    /// member, in ring order.
+    async fn call_all(&self, request: &Request) -> Vec<(usize, Result<Response>)> {
+        self.call_on(&self.order(), request).await
     }
 
-    /// Every member's answer to `Stat{name}`: its manifest and held chunks.
-    async fn stat_all(&self, name: &str) -> Vec<Result<(Option<Manifest>, Vec<u32>)>> {
+    async fn call_on(&self, order: &[usize], request: &Request) -> Vec<(usize, Result<Response>)> {
+        let answers = join_all(order.iter().map(|&i| self.call(i, request))).await;
+        order.iter().copied().zip(answers).collect()
+    }
+
+    /// Every member's answer to `Stat{name}` (in the ring order `order`):
+    /// its manifest and held chunks.
+    async fn stat_on(
+        &self,
+        order: &[usize],
+        name: &str,
+    ) -> Vec<Result<(Option<Manifest>, Vec<u32>)>> {
         let request = Request::Stat {
             name: name.to_string(),
         };
-        let answers = self.call_all(&request).await;
+        let answers = self.call_on(order, &request).await;
         answers
             .into_iter()
-            .enumerate()
             .map(|(i, answer)| match answer? {
                 Response::File { manifest, held } => Ok((manifest, held)),
-                other => Err(unexpected(self.server_name(i), &other)),
+                other => Err(unexpected(&self.server_name(i), &other)),
             })
             .collect()
     }
@@ -366,13 +468,15 @@ impl Client {
     /// The newest manifest any server has for `name` (tombstones included).
     /// Fails only when no server could be asked.
     async fn newest_manifest(&self, name: &str) -> Result<Option<Manifest>> {
-        newest_of(self.stat_all(name).await)
+        newest_of(self.stat_on(&self.order(), name).await)
     }
 
     /// Which servers hold each chunk of `name`, and whether each copy is there.
     pub async fn locate(&self, name: &str) -> Result<Location> {
         validate_name(name)?;
-        let answers = self.stat_all(name).await;
+        self.maybe_refresh().await;
+        let order = self.order();
+        let answers = self.stat_on(&order, name).await;
         let held: Vec<Option<(Option<Version>, Vec<u32>)>> = answers
             .iter()
             .map(|a| {
@@ -389,7 +493,7 @@ impl Client {
                 })
             }
         };
-        let placement = Placement::of(&self.user, name, manifest.chunks);
+        let placement = Placement::of(&self.user, name, order.len() as u32);
         let chunks = (1..=manifest.chunks)
             .map(|c| {
                 let [a, b] = placement.holders(c);
@@ -397,13 +501,13 @@ impl Client {
                 positions
                     .into_iter()
                     .map(|pos| {
-                        let i = pos as usize - 1;
+                        let at = pos as usize - 1;
                         let present = held
-                            .get(i)
+                            .get(at)
                             .and_then(Option::as_ref)
                             .map(|(v, chunks)| *v == Some(manifest.version) && chunks.contains(&c));
                         CopyState {
-                            server: self.server_name(i).to_string(),
+                            server: self.server_name(order[at]),
                             present,
                         }
                     })
@@ -451,10 +555,12 @@ impl Client {
             let path = local.to_path_buf();
             move || md5_file(&path, &stop_md5)
         });
-        let current = self.newest_manifest(remote).await?;
+        self.maybe_refresh().await;
+        let order = self.order();
+        let current = newest_of(self.stat_on(&order, remote).await)?;
         let version = Version::next(current.map(|m| m.version));
         progress.start(size);
-        let n = self.n();
+        let n = order.len() as u32;
         let placement = Placement::of(&self.user, remote, n);
         let upload = UploadPlan {
             local,
@@ -463,6 +569,7 @@ impl Client {
             size,
             n,
             placement,
+            order: Arc::clone(&order),
         };
         let chunks = try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
         // Copies that could not be stored: the hint the servers keep for healing.
@@ -470,11 +577,11 @@ impl Client {
         for (c, (_, stored)) in (1..=n).zip(&chunks) {
             let [a, b] = placement.holders(c);
             let positions = if a == b { vec![a] } else { vec![a, b] };
-            for i in positions.into_iter().map(|pos| pos as usize - 1) {
+            for i in positions.into_iter().map(|pos| order[pos as usize - 1]) {
                 if !stored.contains(&i) {
                     missing.push(Hint {
                         chunk: c,
-                        server: self.server_name(i).to_string(),
+                        server: self.server_name(i),
                     });
                 }
             }
@@ -502,11 +609,11 @@ impl Client {
         // a server that stored chunks but missed the commit still serves them.
         let mut committed = 0;
         let mut first_error = None;
-        for (i, result) in self.call_all(&commit).await.into_iter().enumerate() {
+        for (i, result) in self.call_on(&order, &commit).await {
             match result {
                 Ok(Response::Ok) => committed += 1,
                 Ok(other) => {
-                    first_error.get_or_insert(unexpected(self.server_name(i), &other));
+                    first_error.get_or_insert(unexpected(&self.server_name(i), &other));
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -541,9 +648,9 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<(Checksum, Vec<usize>)> {
         let [a, b] = plan.placement.holders(chunk);
-        let mut holders = vec![a as usize - 1];
+        let mut holders = vec![plan.order[a as usize - 1]];
         if b != a {
-            holders.push(b as usize - 1);
+            holders.push(plan.order[b as usize - 1]);
         }
         let (start, end) = chunk_range(plan.size, plan.n, chunk);
         let len = end - start;
@@ -613,7 +720,7 @@ impl Client {
                     self.release(i, conn);
                     stored.push(i);
                 }
-                Ok(other) => failures.push(unexpected(self.server_name(i), &other).to_string()),
+                Ok(other) => failures.push(unexpected(&self.server_name(i), &other).to_string()),
                 Err(e) => failures.push(e.to_string()),
             }
         }
@@ -637,17 +744,50 @@ impl Client {
         // A writer may replace the file while we read it, and the old
         // version's chunks go once the new one is committed. Then a chunk is
         // missing everywhere: start again with the new manifest (a few times).
+        // The ring may change too (a server joins or leaves): then the
+        // copies move, and the ring is asked again.
+        validate_name(remote)?;
         let counted = Counted::new(progress);
         let mut attempt = 0;
+        self.maybe_refresh().await;
         loop {
-            let manifest = self.stat(remote).await?;
-            match self.get_version(remote, &manifest, local, &counted).await {
+            let order = self.order();
+            let answers = self.stat_on(&order, remote).await;
+            let held: Vec<(usize, Option<Version>, Vec<u32>)> = order
+                .iter()
+                .zip(&answers)
+                .filter_map(|(&i, a)| {
+                    let (m, held) = a.as_ref().ok()?;
+                    Some((i, m.as_ref().map(|m| m.version), held.clone()))
+                })
+                .collect();
+            let manifest = match newest_of(answers)? {
+                Some(m) if !m.deleted => m,
+                _ => {
+                    return Err(Error::NotFound {
+                        name: remote.to_string(),
+                    })
+                }
+            };
+            let source = Source {
+                order: &order,
+                held: &held,
+            };
+            match self
+                .get_version(remote, &manifest, local, &counted, &source)
+                .await
+            {
                 Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
                     let newest = self.newest_manifest(remote).await?;
-                    if newest.is_none_or(|m| m.version == manifest.version) {
+                    let _ = self.refresh_ring().await;
+                    let moved = *self.order() != *order;
+                    if !moved && newest.is_none_or(|m| m.version == manifest.version) {
                         return Err(e);
                     }
-                    debug!(file = remote, "the file changed while being read; again");
+                    debug!(
+                        file = remote,
+                        "the file or the ring changed while being read; again"
+                    );
                     counted.reset();
                     attempt += 1;
                 }
@@ -663,14 +803,8 @@ impl Client {
         manifest: &Manifest,
         local: &Path,
         progress: &dyn Progress,
+        source: &Source<'_>,
     ) -> Result<GetReceipt> {
-        if manifest.chunks != self.n() {
-            return Err(Error::Internal(format!(
-                "{remote} was stored on a ring of {} servers; this ring has {}",
-                manifest.chunks,
-                self.n()
-            )));
-        }
         let dir = match local.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -683,10 +817,10 @@ impl Client {
             .map_err(local_error)?;
         tmp.as_file().set_len(manifest.size).map_err(local_error)?;
         progress.start(manifest.size);
-        let placement = Placement::of(&self.user, remote, manifest.chunks);
+        let placement = Placement::of(&self.user, remote, source.order.len() as u32);
         try_join_all(
             (1..=manifest.chunks)
-                .map(|c| self.get_chunk(manifest, placement, c, tmp.path(), progress)),
+                .map(|c| self.get_chunk(manifest, placement, c, tmp.path(), progress, source)),
         )
         .await?;
         // Renamed into place only when every chunk has verified, so the file
@@ -700,7 +834,9 @@ impl Client {
         })
     }
 
-    /// Fetches one chunk from its first holder, or from the second if that fails.
+    /// Fetches one chunk from its first holder, or from the second if that
+    /// fails; then from any other server that said it holds the chunk (while
+    /// the ring changes, copies are on their way to their new holders).
     async fn get_chunk(
         &self,
         manifest: &Manifest,
@@ -708,17 +844,26 @@ impl Client {
         chunk: u32,
         path: &Path,
         progress: &dyn Progress,
+        source: &Source<'_>,
     ) -> Result<()> {
         let mut failures = Vec::new();
-        let mut holders = placement.holders(chunk);
-        let tries = if holders[0] == holders[1] { 1 } else { 2 };
+        let mut holders: Vec<usize> = placement
+            .holders(chunk)
+            .iter()
+            .map(|&pos| source.order[pos as usize - 1])
+            .collect();
+        holders.dedup();
         // A holder known to be down (or hung) goes last, so it costs no timeout.
-        let up = |pos: u32| self.slots[pos as usize - 1].up.load(Ordering::Relaxed);
-        if !up(holders[0]) && up(holders[1]) {
+        let up = |i: usize| self.slot(i).up.load(Ordering::Relaxed);
+        if holders.len() == 2 && !up(holders[0]) && up(holders[1]) {
             holders.swap(0, 1);
         }
-        for &pos in &holders[..tries] {
-            let i = pos as usize - 1;
+        for &(i, version, ref held) in source.held {
+            if version == Some(manifest.version) && held.contains(&chunk) && !holders.contains(&i) {
+                holders.push(i);
+            }
+        }
+        for &i in &holders {
             match self.fetch_chunk(i, manifest, chunk, path, progress).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -743,6 +888,7 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<()> {
         let server = self.server_name(i);
+        let server = server.as_str();
         let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
         let len = end - start;
         let mut conn = self.conn(i).await?;
@@ -822,7 +968,9 @@ impl Client {
 
     /// The user's files, merged from every server that answers.
     pub async fn list(&self) -> Result<Vec<FileInfo>> {
-        let answers = join_all((0..self.slots.len()).map(|i| self.list_on(i))).await;
+        self.maybe_refresh().await;
+        let order = self.order();
+        let answers = join_all(order.iter().map(|&i| self.list_on(i))).await;
         let mut lists = Vec::new();
         let mut first_error = None;
         for answer in answers {
@@ -836,7 +984,7 @@ impl Client {
         if lists.is_empty() {
             return Err(first_error.unwrap_or(Error::Internal("empty ring".into())));
         }
-        Ok(merge_lists(&lists, self.n().min(2)))
+        Ok(merge_lists(&lists, (order.len() as u32).min(2)))
     }
 
     async fn list_on(&self, i: usize) -> Result<Vec<FileEntry>> {
@@ -851,7 +999,7 @@ impl Client {
                         break;
                     }
                 }
-                other => return Err(unexpected(self.server_name(i), &other)),
+                other => return Err(unexpected(&self.server_name(i), &other)),
             }
         }
         self.release(i, conn);
@@ -869,14 +1017,14 @@ impl Client {
         let mut applied = 0;
         let mut missed = Vec::new();
         let mut first_error = None;
-        for (i, result) in self.call_all(&request).await.into_iter().enumerate() {
+        for (i, result) in self.call_all(&request).await {
             match result {
                 Ok(Response::Ok) => applied += 1,
                 Ok(other) => {
-                    first_error.get_or_insert(unexpected(self.server_name(i), &other));
+                    first_error.get_or_insert(unexpected(&self.server_name(i), &other));
                 }
                 Err(e) => {
-                    missed.push(self.server_name(i).to_string());
+                    missed.push(self.server_name(i));
                     first_error.get_or_insert(e);
                 }
             }
@@ -904,12 +1052,16 @@ impl Client {
 
     async fn verify_file(&self, location: &Location) -> VerifyReport {
         let m = &location.manifest;
-        let placement = Placement::of(&self.user, &m.name, m.chunks);
+        let order = self.order();
+        let placement = Placement::of(&self.user, &m.name, order.len() as u32);
         let copies: Vec<(u32, usize)> = (1..=m.chunks)
             .flat_map(|c| {
                 let [a, b] = placement.holders(c);
                 let positions = if a == b { vec![a] } else { vec![a, b] };
-                positions.into_iter().map(move |p| (c, p as usize - 1))
+                let order = Arc::clone(&order);
+                positions
+                    .into_iter()
+                    .map(move |p| (c, order[p as usize - 1]))
             })
             .collect();
         let checks = join_all(copies.iter().map(|&(chunk, i)| {
@@ -959,16 +1111,17 @@ impl Client {
 
     /// Every ring member's own account of itself, or why it could not be asked.
     pub async fn status(&self) -> Vec<ServerReport> {
+        let _ = self.refresh_ring().await;
         let answers = self.call_all(&Request::Status).await;
         answers
             .into_iter()
             .enumerate()
-            .map(|(i, answer)| ServerReport {
-                member: self.slots[i].member.clone(),
-                position: i as u32 + 1,
+            .map(|(at, (i, answer))| ServerReport {
+                member: self.slot(i).member.clone(),
+                position: at as u32 + 1,
                 state: match answer {
                     Ok(Response::Status(s)) => Ok(s),
-                    Ok(other) => Err(unexpected(self.server_name(i), &other).to_string()),
+                    Ok(other) => Err(unexpected(&self.server_name(i), &other).to_string()),
                     Err(e) => Err(e.to_string()),
                 },
             })
@@ -992,7 +1145,7 @@ fn drop_failed(
                 client.note::<()>(
                     i,
                     &Err(Error::Unavailable {
-                        server: client.server_name(i).to_string(),
+                        server: client.server_name(i),
                         reason: e.to_string(),
                     }),
                 );
@@ -1088,6 +1241,13 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// Where a GET may find chunks: the ring it reads over (position - 1 → slot)
+/// and what each server said it holds (slot, version, chunks).
+struct Source<'a> {
+    order: &'a [usize],
+    held: &'a [(usize, Option<Version>, Vec<u32>)],
+}
+
 /// The parameters every chunk task of one PUT shares.
 struct UploadPlan<'a> {
     local: &'a Path,
@@ -1096,6 +1256,8 @@ struct UploadPlan<'a> {
     size: u64,
     n: u32,
     placement: Placement,
+    /// The ring the placement is over.
+    order: Arc<Vec<usize>>,
 }
 
 /// Merges servers' listings: per name, the newest version wins; copies are
@@ -1206,18 +1368,24 @@ fn spawn_chunk_writer(
     (tx, writer)
 }
 
-/// Asks the configured servers, in order, for the ring.
-async fn discover(servers: &[String], tls: &Tls, timeout: Duration) -> Result<Vec<Member>> {
+/// Asks the configured servers, in order, for the ring: its members in ring
+/// order, and those the answering server sees as down.
+async fn discover(
+    servers: &[String],
+    tls: &Tls,
+    timeout: Duration,
+) -> Result<(Vec<Member>, Vec<String>)> {
     let mut reasons = Vec::new();
     for addr in servers {
         let member = Member {
             name: addr.clone(),
             addr: addr.clone(),
+            id: None,
         };
         let answer = async {
             let mut conn = connect(&member, tls, timeout).await?;
             match conn.call(&Request::Ring).await? {
-                Response::Ring { members } if !members.is_empty() => Ok(members),
+                Response::Ring { members, down } if !members.is_empty() => Ok((members, down)),
                 other => Err(unexpected(addr, &other)),
             }
         };

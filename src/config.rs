@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::protocol::Member;
+use crate::ring::{Id, Node};
 
 /// One chunk server.
 ///
@@ -23,10 +24,19 @@ use crate::protocol::Member;
 /// [limits]            # optional; every field has a default (see `Limits`)
 /// max_connections = 1024
 ///
-/// [[ring]]            # every server of the ring, in ring order
+/// id = "1"           # optional: ring identifier, leading hex digits (else SHA-1 of name)
+/// join = "127.0.0.1:7102"   # optional: any running server, to join its ring
+///
+/// [[ring]]            # optional: the ring's first members (seeds), with ids
 /// name = "dfs1"
 /// addr = "127.0.0.1:7101"
+/// id = "1"
 /// ```
+///
+/// A server needs to know one other: `join`, or a `[[ring]]` list. Members
+/// listed in `[[ring]]` are members from the start (so `n` is right before
+/// the ring has formed); a server that only has `join` becomes a member when
+/// it joins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -48,7 +58,39 @@ pub struct ServerConfig {
     pub tls_dir: PathBuf,
     #[serde(default)]
     pub limits: Limits,
+    /// This server's ring identifier (1 to 40 hex digits, the leading ones);
+    /// default: its `[[ring]]` entry's `id`, else SHA-1 of its name.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Address of any server of the ring to join.
+    #[serde(default)]
+    pub join: Option<String>,
+    /// Chord timing: stabilize, check the predecessor and fix fingers this often.
+    #[serde(default = "default_stabilize_ms")]
+    pub stabilize_ms: u64,
+    /// A neighbour that does not answer a ring message within this is marked
+    /// down: a dead or hung server is noticed within `stabilize_ms +
+    /// failure_timeout_ms` (2.5 s by default).
+    #[serde(default = "default_failure_timeout_ms")]
+    pub failure_timeout_ms: u64,
+    /// Length of the successor list (how many failures in a row the ring survives).
+    #[serde(default = "default_successors")]
+    pub successors: usize,
+    /// The ring's first members, with their ids (see above).
+    #[serde(default)]
     pub ring: Vec<Member>,
+}
+
+fn default_stabilize_ms() -> u64 {
+    500
+}
+
+fn default_failure_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_successors() -> usize {
+    4
 }
 
 fn default_heal_interval() -> u64 {
@@ -132,11 +174,15 @@ impl ServerConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !self.ring.iter().any(|m| m.name == self.name) {
+        if !self.ring.is_empty() && !self.ring.iter().any(|m| m.name == self.name) {
             return Err(Error::Config(format!(
                 "server {} is not in its own [[ring]] list",
                 self.name
             )));
+        }
+        self.node()?;
+        for member in &self.ring {
+            member_id(member)?;
         }
         let mut names: Vec<_> = self.ring.iter().map(|m| &m.name).collect();
         names.sort();
@@ -160,6 +206,55 @@ impl ServerConfig {
     pub fn heal_interval(&self) -> Duration {
         Duration::from_secs(self.heal_interval_secs.max(1))
     }
+
+    pub fn stabilize(&self) -> Duration {
+        Duration::from_millis(self.stabilize_ms.max(10))
+    }
+
+    pub fn failure_timeout(&self) -> Duration {
+        Duration::from_millis(self.failure_timeout_ms.max(10))
+    }
+
+    /// This server on the ring: its id (see `id`), name and listen address.
+    pub fn node(&self) -> Result<Node> {
+        let own = self.ring.iter().find(|m| m.name == self.name);
+        let id = match (&self.id, own.and_then(|m| m.id.as_ref())) {
+            (Some(hex), _) | (None, Some(hex)) => parse_id(&self.name, hex)?,
+            (None, None) => Id::of_name(&self.name),
+        };
+        Ok(Node {
+            id,
+            name: self.name.clone(),
+            addr: self.listen.clone(),
+        })
+    }
+
+    /// The `[[ring]]` seeds as ring nodes.
+    pub fn seeds(&self) -> Result<Vec<Node>> {
+        self.ring
+            .iter()
+            .map(|m| {
+                Ok(Node {
+                    id: member_id(m)?,
+                    name: m.name.clone(),
+                    addr: m.addr.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A `[[ring]]` member's identifier: its `id`, else SHA-1 of its name.
+pub fn member_id(member: &Member) -> Result<Id> {
+    match &member.id {
+        Some(hex) => parse_id(&member.name, hex),
+        None => Ok(Id::of_name(&member.name)),
+    }
+}
+
+fn parse_id(name: &str, hex: &str) -> Result<Id> {
+    Id::parse_hex(hex)
+        .ok_or_else(|| Error::Config(format!("{name}: id {hex:?} is not 1 to 40 hex digits")))
 }
 
 /// The client.
@@ -254,5 +349,38 @@ pub fn default_path(rel: &str) -> PathBuf {
         built
     } else {
         here
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped configurations put dfs1..dfs4 in ring order (SPEC §5's
+    /// table as printed), and dfs5 joins between dfs1 and dfs2.
+    #[test]
+    fn shipped_servers_sort_into_ring_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers");
+        let nodes: Vec<Node> = (1..=5)
+            .map(|i| {
+                ServerConfig::load(&dir.join(format!("dfs{i}.toml")))
+                    .unwrap()
+                    .node()
+                    .unwrap()
+            })
+            .collect();
+        let mut sorted = nodes.clone();
+        sorted.sort_by_key(|n| n.id);
+        let order: Vec<&str> = sorted.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(order, ["dfs1", "dfs5", "dfs2", "dfs3", "dfs4"]);
+        let seeds = ServerConfig::load(&dir.join("dfs3.toml"))
+            .unwrap()
+            .seeds()
+            .unwrap();
+        assert_eq!(
+            seeds[..],
+            nodes[..4],
+            "every server agrees on the seeds' ids"
+        );
     }
 }

@@ -16,10 +16,21 @@
 //!    server holding that chunk of that version, checking it against the
 //!    manifest's checksum before storing it,
 //! 5. drops a tombstone once every member is reachable and none has the file
-//!    at an older version.
+//!    at an older version,
+//! 6. drops its copy of a chunk the table no longer gives it (the ring grew
+//!    or shrank), but only once both of the chunk's holders under the new
+//!    table have it, every member is reachable, and all agree on the members
+//!    (the same view digest): a copy is removed only when two others exist.
 //!
 //! Only pulls: each server mends itself, so a server returning after a crash
 //! catches up within one round, and a bad copy is replaced within seconds.
+//!
+//! Rebalancing after a join or a leave is nothing more: the table is the one
+//! over the current members (see `chord`), files keep their chunk count, and
+//! steps 4 and 6 move each chunk to its new holders (`placement` explains the
+//! table for a file whose chunk count differs from the ring's size). A
+//! server that is leaving holds nothing under the new table, so its rounds
+//! only drop copies once they are safe elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -43,6 +54,15 @@ type Key = (String, String);
 pub(crate) async fn heal_loop(server: Arc<Server>, shutdown: CancellationToken) {
     loop {
         let started = Instant::now();
+        if !server.chord.settled() {
+            // Members unknown yet (nobody answered): a table over a guessed
+            // ring would fetch the wrong chunks.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(server.chord.stabilize) => {}
+            }
+            continue;
+        }
         match heal_round(&server).await {
             Ok(report) => record(&server, &report, started),
             Err(e) => warn!(server = %server.name, error = %e, "heal round failed"),
@@ -62,6 +82,8 @@ struct Report {
     missing: u64,
     manifests: u64,
     tombstones_dropped: u64,
+    /// Copies dropped because the ring changed and their new holders have them.
+    dropped: u64,
 }
 
 fn record(server: &Server, report: &Report, started: Instant) {
@@ -81,6 +103,9 @@ fn record(server: &Server, report: &Report, started: Instant) {
             }
         }
     }
+    if report.copied + report.dropped > 0 {
+        info!(server = %server.name, copied = report.copied, dropped = report.dropped, "heal round moved copies");
+    }
     if report.copied + report.manifests + report.tombstones_dropped > 0 {
         debug!(server = %server.name, ?report, "heal round");
     }
@@ -89,8 +114,12 @@ fn record(server: &Server, report: &Report, started: Instant) {
 /// A peer's connection and inventory, if it could be reached.
 struct PeerView {
     member: Member,
+    /// A member of the ring (not a server that is leaving).
+    active: bool,
     conn: Option<Conn>,
     files: Option<BTreeMap<Key, InventoryEntry>>,
+    /// Its membership digest.
+    view: Option<u64>,
 }
 
 async fn heal_round(server: &Arc<Server>) -> Result<Report> {
@@ -104,30 +133,49 @@ async fn heal_round(server: &Arc<Server>) -> Result<Report> {
     .await
     .map_err(|e| Error::Internal(format!("disk check: {e}")))??;
 
-    let Some(me) = server.ring.iter().position(|m| m.name == server.name) else {
-        return Ok(Report::default());
-    };
-    let my_pos = me as u32 + 1;
-    let n = server.ring.len() as u32;
+    // The table is over the members in ring order; a server that is leaving
+    // is not one (it holds nothing), but still a source until it has gone.
+    let ring = server.ring();
+    let n = ring.len() as u32;
+    let my_pos = ring
+        .iter()
+        .position(|m| m.name == server.name)
+        .map(|i| i as u32 + 1);
     let mut peers = Vec::new();
-    for member in server.ring.iter().filter(|m| m.name != server.name) {
-        let view = match fetch_inventory(server, member).await {
-            Ok((conn, files)) => PeerView {
-                member: member.clone(),
+    for node in server.chord.nodes() {
+        if node.name == server.name {
+            continue;
+        }
+        let member = crate::chord::member_of(&node);
+        let active = ring.iter().any(|m| m.name == node.name);
+        let view = match fetch_inventory(server, &member).await {
+            Ok((conn, files, view)) => PeerView {
+                member,
+                active,
                 conn: Some(conn),
                 files: Some(files),
+                view: Some(view),
             },
             Err(e) => {
                 debug!(server = %server.name, peer = %member.name, error = %e, "peer unreachable");
                 PeerView {
-                    member: member.clone(),
+                    member,
+                    active,
                     conn: None,
                     files: None,
+                    view: None,
                 }
             }
         };
         peers.push(view);
     }
+    // Copies move away only while every member answers and agrees on the ring.
+    let digest = server.chord.digest();
+    let agreed = peers
+        .iter()
+        .filter(|p| p.active)
+        .all(|p| p.view == Some(digest))
+        && n > 0;
 
     let mine: BTreeMap<Key, InventoryEntry> = server
         .store
@@ -182,7 +230,7 @@ async fn heal_round(server: &Arc<Server>) -> Result<Report> {
             continue;
         };
         if manifest.deleted {
-            let everyone_has_it = peers.iter().all(|p| match &p.files {
+            let everyone_has_it = peers.iter().filter(|p| p.active).all(|p| match &p.files {
                 None => false, // unreachable: it may still hold the file
                 Some(files) => files
                     .get(&key)
@@ -198,12 +246,38 @@ async fn heal_round(server: &Arc<Server>) -> Result<Report> {
             }
             continue;
         }
-        if manifest.chunks != n {
-            continue; // placed on a ring of another size
-        }
-        let (first, second) = Placement::of(owner, name, n).chunks_of(my_pos);
+        let placement = Placement::of(owner, name, n);
         let held = server.store.file(owner, name).1;
-        let wanted: BTreeSet<u32> = [first, second].into_iter().collect();
+        let wanted: BTreeSet<u32> = my_pos
+            .map(|pos| placement.chunks_held(pos, manifest.chunks))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if agreed {
+            for &chunk in held.iter().filter(|c| !wanted.contains(c)) {
+                let safe = placement.holders(chunk).iter().all(|&pos| {
+                    let holder = &ring[pos as usize - 1].name;
+                    peers.iter().any(|p| {
+                        &p.member.name == holder
+                            && entry(p, &key).is_some_and(|e| {
+                                e.version == manifest.version && e.held.contains(&chunk)
+                            })
+                    })
+                });
+                if safe {
+                    let store = Arc::clone(&server.store);
+                    let (o, nm, v) = (owner.clone(), name.clone(), manifest.version);
+                    let dropped =
+                        tokio::task::spawn_blocking(move || store.drop_chunk(&o, &nm, v, chunk))
+                            .await
+                            .map_err(|e| Error::Internal(format!("drop task: {e}")))??;
+                    if dropped {
+                        debug!(server = %server.name, owner = %owner, file = %name, chunk, "moved: dropped the old copy");
+                        report.dropped += 1;
+                    }
+                }
+            }
+        }
         for chunk in wanted.into_iter().filter(|c| !held.contains(c)) {
             let sources: Vec<usize> = (0..peers.len())
                 .filter(|&i| {
@@ -235,6 +309,52 @@ async fn heal_round(server: &Arc<Server>) -> Result<Report> {
     Ok(report)
 }
 
+/// Whether every chunk this server holds is on both its holders under the
+/// current table (the members, this server not among them), and every
+/// member agrees on the ring: a leaving server may go.
+pub(crate) async fn handed_over(server: &Server) -> Result<bool> {
+    let ring = server.ring();
+    let n = ring.len() as u32;
+    if n == 0 {
+        return Ok(false); // nobody to hand the data to
+    }
+    let digest = server.chord.digest();
+    let mut inventories = BTreeMap::new();
+    for member in ring.iter().filter(|m| m.name != server.name) {
+        let (_, files, view) = fetch_inventory(server, member).await?;
+        if view != digest {
+            return Ok(false);
+        }
+        inventories.insert(member.name.clone(), files);
+    }
+    for e in server.store.inventory() {
+        let Some(manifest) = server.store.manifest(&e.owner, &e.name) else {
+            continue;
+        };
+        if manifest.deleted {
+            continue;
+        }
+        let key = (e.owner.clone(), e.name.clone());
+        let placement = Placement::of(&e.owner, &e.name, n);
+        for chunk in 1..=manifest.chunks {
+            for pos in placement.holders(chunk) {
+                let holder = &ring[pos as usize - 1].name;
+                let has = inventories
+                    .get(holder)
+                    .and_then(|files| files.get(&key))
+                    .is_some_and(|h| {
+                        h.version > manifest.version
+                            || (h.version == manifest.version && h.held.contains(&chunk))
+                    });
+                if !has {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn entry<'a>(peer: &'a PeerView, key: &Key) -> Option<&'a InventoryEntry> {
     peer.files.as_ref().and_then(|f| f.get(key))
 }
@@ -257,10 +377,11 @@ async fn nudge_hinted(server: &Server, peers: &mut [PeerView]) {
         let Some(theirs) = &peer.files else {
             continue; // still down
         };
-        let Some(pos) = server.ring.iter().position(|m| m.name == target) else {
+        let ring = server.ring();
+        let Some(pos) = ring.iter().position(|m| m.name == target) else {
             continue;
         };
-        let n = server.ring.len() as u32;
+        let n = ring.len() as u32;
         let caught_up: Vec<Key> = files
             .iter()
             .filter(|key| {
@@ -270,14 +391,14 @@ async fn nudge_hinted(server: &Server, peers: &mut [PeerView]) {
                 let Some(entry) = theirs.get(*key) else {
                     return false;
                 };
-                if mine.deleted || mine.chunks != n {
+                if mine.deleted {
                     return entry.version >= mine.version;
                 }
-                let (a, b) = Placement::of(&key.0, &key.1, n).chunks_of(pos as u32 + 1);
+                let wanted =
+                    Placement::of(&key.0, &key.1, n).chunks_held(pos as u32 + 1, mine.chunks);
                 entry.version > mine.version
                     || (entry.version == mine.version
-                        && entry.held.contains(&a)
-                        && entry.held.contains(&b))
+                        && wanted.iter().all(|c| entry.held.contains(c)))
             })
             .cloned()
             .collect();
@@ -302,7 +423,7 @@ async fn nudge_hinted(server: &Server, peers: &mut [PeerView]) {
 async fn fetch_inventory(
     server: &Server,
     member: &Member,
-) -> Result<(Conn, BTreeMap<Key, InventoryEntry>)> {
+) -> Result<(Conn, BTreeMap<Key, InventoryEntry>, u64)> {
     let key = server.key.as_ref().ok_or(Error::NotLoggedIn)?;
     let timeout = server.heal_interval.max(std::time::Duration::from_secs(3));
     let mut conn =
@@ -311,13 +432,17 @@ async fn fetch_inventory(
     let mut after = None;
     loop {
         match conn.call(&Request::Inventory { after }).await? {
-            Response::Inventory { files: page, more } => {
+            Response::Inventory {
+                files: page,
+                more,
+                view,
+            } => {
                 after = page.last().map(|e| (e.owner.clone(), e.name.clone()));
                 for e in page {
                     files.insert((e.owner.clone(), e.name.clone()), e);
                 }
                 if !more || after.is_none() {
-                    return Ok((conn, files));
+                    return Ok((conn, files, view));
                 }
             }
             other => return Err(Error::Protocol(format!("{}: {other:?}", member.name))),

@@ -5,6 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`placement`] | the chunk-pair table (SPEC §5) and how a file is cut into chunks; pure |
+//! | [`ring`] | Chord identifiers, intervals, routing, stabilization and membership; pure |
 //! | [`names`] | which file and user names are acceptable; pure |
 //! | [`protocol`] | frames, messages, and a `Connection` over any async stream |
 //! | [`codec`] | every bincode call, with a decode size limit |
@@ -12,6 +13,7 @@
 //! | [`auth`] | `users.toml` and argon2id password checks |
 //! | [`tls`] | the cluster's certificate authority and certificates; TLS 1.3 configurations |
 //! | [`server`] | the chunk server: listener, connections, requests |
+//! | [`chord`] | the ring run over the network: stabilization, failure detection, joins, the membership view |
 //! | [`client`] | the client library: login, put, get, list, delete, status |
 //! | [`config`] | the server and client configuration files |
 //! | [`memory`] | glibc allocator settings that keep the resident set small |
@@ -34,6 +36,7 @@
 
 pub mod atomic;
 pub mod auth;
+pub mod chord;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -46,6 +49,7 @@ pub mod peer;
 pub mod placement;
 pub mod protocol;
 pub mod repl;
+pub mod ring;
 pub mod server;
 pub mod store;
 pub mod tls;

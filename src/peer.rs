@@ -104,6 +104,30 @@ pub async fn connect(
     }
 }
 
+/// `dfs-server leave`: connects to the running server `config` describes,
+/// as that server (its own certificate and the cluster key), and asks it to
+/// hand its data over and leave the ring. Returns once it has (waiting at
+/// most `wait`).
+pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration) -> Result<()> {
+    let path = config
+        .cluster_key
+        .as_ref()
+        .ok_or_else(|| Error::Config(format!("{}: no cluster_key", config.name)))?;
+    let key = ClusterKey::load_or_create(path)?;
+    let tls = crate::tls::client_config_for_server(&config.tls_dir, &config.name)?;
+    let member = Member {
+        name: config.name.clone(),
+        addr: config.listen.clone(),
+        id: None,
+    };
+    let mut conn = connect(&config.name, &key, &tls, &member, Duration::from_secs(10)).await?;
+    conn.set_timeout(Some(wait));
+    match conn.call(&Request::Leave).await? {
+        Response::Ok => Ok(()),
+        other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,16 @@
 //! `c + r - 1` (as its second), mod n: two neighbours on the ring. GET reads
 //! chunk `c` from its *first* holder, which spreads a file's chunks evenly: every
 //! server sends exactly one chunk.
+//!
+//! # A file whose chunk count is not the ring's size
+//!
+//! A file keeps the chunk count `c` it was written with (its manifest's
+//! `chunks`, the ring's `n` then). When the ring has grown or shrunk, chunk
+//! `k` of it lives where [`Placement::holders`] says over the *current* ring:
+//! positions `((k + r - 1) mod n) + 1` and `((k + r - 2) mod n) + 1` with
+//! `r = h mod n`. The formula does not involve `c`, so when `c == n` it is
+//! exactly SPEC §5's table, and when `c != n` chunks only move, never change.
+//! Any `n >= 2` gives every chunk two distinct, neighbouring holders.
 
 use md5::{Digest, Md5};
 
@@ -39,6 +49,15 @@ impl Placement {
         let first = (i - 1 - r).rem_euclid(n) + 1;
         let second = (i - r).rem_euclid(n) + 1;
         (first as u32, second as u32)
+    }
+
+    /// The chunks (1-based, ascending) of a `chunks`-chunk file that the
+    /// server at ring position `pos` holds: the generalisation of
+    /// [`Placement::chunks_of`] to files written on a ring of another size.
+    pub fn chunks_held(&self, pos: u32, chunks: u32) -> Vec<u32> {
+        (1..=chunks)
+            .filter(|&c| self.holders(c).contains(&pos))
+            .collect()
     }
 
     /// The ring positions (1-based) holding chunk `chunk` (1-based): the one
@@ -146,6 +165,25 @@ mod tests {
                 prop_assert_eq!(b2, chunk);
                 // Two neighbours (or the same server when n == 1).
                 prop_assert_eq!(a, b % n + 1);
+            }
+        }
+
+        #[test]
+        fn chunks_held_agrees_with_the_table_and_holders(n in 1u32..12, c in 1u32..12, h in any::<u128>()) {
+            let p = Placement { r: (h % u128::from(n)) as u32, n };
+            if c == n {
+                for pos in 1..=n {
+                    let (a, b) = p.chunks_of(pos);
+                    let mut want = vec![a, b];
+                    want.sort_unstable();
+                    want.dedup();
+                    prop_assert_eq!(p.chunks_held(pos, c), want);
+                }
+            }
+            // Every chunk is held by exactly its two holders (one when n == 1).
+            for chunk in 1..=c {
+                let holders: Vec<u32> = (1..=n).filter(|&pos| p.chunks_held(pos, c).contains(&chunk)).collect();
+                prop_assert_eq!(holders.len(), n.min(2) as usize);
             }
         }
 

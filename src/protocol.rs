@@ -31,6 +31,10 @@
 //! C: Stat{name} / List / Delete{name, version} / Status / Ring
 //! ```
 //!
+//! Servers also send each other the Chord ring messages (`FindSuccessor`,
+//! `GetPredecessor`, `GetSuccessorList`, `Notify`, `ExchangeView`) after a
+//! peer login; see `chord`.
+//!
 //! Every request gets exactly one reply (`Error(WireError)` when it failed), so
 //! a connection can be reused for the next request once a reply is complete.
 
@@ -44,9 +48,10 @@ use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 
 use crate::codec;
 use crate::error::{Error, Result, WireError};
+use crate::ring::{Id, Lookup, Node, View};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -160,6 +165,10 @@ impl std::fmt::Debug for Token {
 pub struct Member {
     pub name: String,
     pub addr: String,
+    /// The server's ring identifier in hex (see `ring::Id::parse_hex`);
+    /// in a configuration, `None` means SHA-1 of the name.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// A file's metadata: which version is current and how to check its chunks.
@@ -218,6 +227,14 @@ pub struct InventoryEntry {
 pub struct ServerStatus {
     pub name: String,
     pub ring: Vec<Member>,
+    /// This server's ring identifier (hex), successor and predecessor (names)
+    /// as its Chord state has them, and the members it sees as down.
+    pub id: String,
+    pub successor: Option<String>,
+    pub predecessor: Option<String>,
+    pub down: Vec<String>,
+    /// Handing its data over before it leaves the ring.
+    pub leaving: bool,
     /// Chunk files and their bytes, all users together.
     pub chunks: u64,
     pub bytes: u64,
@@ -314,6 +331,26 @@ pub enum Request {
     },
     /// Server to server: "you may be missing copies; heal now".
     HealNow,
+    /// Ring messages, server to server (see `chord`). One step of
+    /// `find_successor(id)`: the answer or a closer node to ask.
+    FindSuccessor {
+        id: Id,
+    },
+    GetPredecessor,
+    /// The successor list, with the sender's membership view.
+    GetSuccessorList,
+    /// "I might be your predecessor"; carries the sender's view.
+    Notify {
+        node: Node,
+        view: View,
+    },
+    /// Merge views both ways: the reply is the receiver's merged view.
+    ExchangeView {
+        view: View,
+    },
+    /// From the server's own administrator (`dfs-server leave`, logged in
+    /// as the server itself): hand the data over, leave the ring, stop.
+    Leave,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,8 +366,11 @@ pub enum Response {
         token: Token,
     },
     Ok,
+    /// The members in ring order (by identifier from zero), and those the
+    /// answering server sees as down.
     Ring {
         members: Vec<Member>,
+        down: Vec<String>,
     },
     Status(ServerStatus),
     /// One page of a listing; `more` says another page follows.
@@ -355,7 +395,17 @@ pub enum Response {
     Inventory {
         files: Vec<InventoryEntry>,
         more: bool,
+        /// The sender's membership digest (`View::digest`): servers move
+        /// copies away only while they all agree on the ring.
+        view: u64,
     },
+    Lookup(Lookup),
+    Predecessor(Option<Node>),
+    Successors {
+        nodes: Vec<Node>,
+        view: View,
+    },
+    View(View),
     Error(WireError),
 }
 

@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
+use crate::chord::{member_of, Chord};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
 use crate::names::validate_name;
@@ -65,7 +66,10 @@ const PIPELINE_DEPTH: usize = 4;
 /// One chunk server's shared state.
 pub struct Server {
     pub(crate) name: String,
-    pub(crate) ring: Vec<Member>,
+    /// The ring: Chord state and the membership view (see `chord`).
+    pub(crate) chord: Chord,
+    /// Cancelled when the server has left the ring (`Leave`): `run` stops.
+    pub(crate) left: CancellationToken,
     pub(crate) store: Arc<Store>,
     users: UserTable,
     sessions: Sessions,
@@ -121,7 +125,8 @@ impl Server {
         };
         Ok(Server {
             name: config.name.clone(),
-            ring: config.ring.clone(),
+            chord: Chord::open(config)?,
+            left: CancellationToken::new(),
             store: Arc::new(store),
             users,
             sessions: Sessions::new(SESSION_TTL),
@@ -151,6 +156,31 @@ impl Server {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The members in ring order, as the protocol describes them.
+    pub fn ring(&self) -> Vec<Member> {
+        self.chord.members().iter().map(member_of).collect()
+    }
+
+    /// Hands this server's data over to the other members and leaves the
+    /// ring: announces the leave, then waits until every chunk it holds is
+    /// on both its holders under the new table (its own heal rounds drop
+    /// its copies as that happens).
+    async fn leave(&self) -> Result<()> {
+        info!(server = %self.name, "leaving the ring: handing the data over");
+        self.chord.announce_leave(self).await;
+        loop {
+            match crate::heal::handed_over(self).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => debug!(server = %self.name, error = %e, "hand-over check"),
+            }
+            self.heal_now.notify_one();
+            tokio::time::sleep(self.chord.stabilize.max(Duration::from_millis(200))).await;
+        }
+        info!(server = %self.name, "handed the data over; leaving");
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -215,7 +245,12 @@ impl Server {
         let heal = self.heal.lock().expect("heal lock");
         ServerStatus {
             name: self.name.clone(),
-            ring: self.ring.clone(),
+            ring: self.ring(),
+            id: self.chord.me().id.to_string(),
+            successor: Some(self.chord.successor().name),
+            predecessor: self.chord.predecessor().map(|p| p.name),
+            down: self.chord.down(),
+            leaving: self.chord.leaving(),
             chunks: stats.chunks,
             bytes: stats.bytes,
             files: stats.files,
@@ -297,6 +332,20 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
             Arc::clone(&server),
             shutdown.clone(),
         ));
+        tracker.spawn(crate::chord::chord_loop(
+            Arc::clone(&server),
+            shutdown.clone(),
+        ));
+    }
+    {
+        // A server that has left stops as if told to.
+        let (left, shutdown) = (server.left.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                () = left.cancelled() => shutdown.cancel(),
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
     loop {
         let (stream, peer) = tokio::select! {
@@ -353,22 +402,21 @@ async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, server: &Ser
             secs: deadline.as_secs(),
         })?
         .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
-    // A ring member presents a certificate the cluster's authority signed.
-    let certified = tls::peer_server(
-        stream.get_ref().1,
-        server.ring.iter().map(|m| m.name.as_str()),
-    );
+    // A server presents a certificate the cluster's authority signed; which
+    // server it is gets checked against the name its PeerLogin claims (a
+    // joining server is not a member yet).
+    let certified = tls::peer_certificate(stream.get_ref().1);
     serve_connection(stream, peer, server, accepted, certified).await
 }
 
 /// Serves one connection's protocol. `accepted` starts its login deadline;
-/// `certified` is the ring member the TLS client certificate names, if any.
+/// `certified` is the TLS client certificate, if any.
 async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     server: &Server,
     accepted: Instant,
-    certified: Option<String>,
+    certified: Option<rustls_pki_types::CertificateDer<'static>>,
 ) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -452,8 +500,8 @@ type Handled = std::result::Result<Option<Response>, (Error, Next)>;
 struct Auth {
     /// Sent in `Hello`; a peer's `PeerLogin` answers it.
     challenge: [u8; 32],
-    /// The ring member its TLS client certificate names.
-    certified: Option<String>,
+    /// Its TLS client certificate (cluster servers have one).
+    certified: Option<rustls_pki_types::CertificateDer<'static>>,
     addr: IpAddr,
 }
 
@@ -490,7 +538,10 @@ where
         Request::PeerLogin { name, proof } => {
             // Two proofs: a certificate from the cluster's authority naming
             // this ring member (mutual TLS), and the cluster key.
-            let certified = auth.certified.as_deref() == Some(name.as_str());
+            let certified = auth
+                .certified
+                .as_ref()
+                .is_some_and(|cert| tls::certificate_names(cert, &name));
             let valid = server
                 .key
                 .as_ref()
@@ -504,7 +555,8 @@ where
             Ok(Some(Response::Ok))
         }
         Request::Ring => Ok(Some(Response::Ring {
-            members: server.ring.clone(),
+            members: server.ring(),
+            down: server.chord.down(),
         })),
         Request::Hello { .. } | Request::ChunkDone { .. } => {
             Err((Error::Protocol("unexpected message".into()), Next::Close))
@@ -640,7 +692,11 @@ where
             files.truncate(LIST_PAGE + 1);
             let more = files.len() > LIST_PAGE;
             files.truncate(LIST_PAGE);
-            Ok(Some(Response::Inventory { files, more }))
+            Ok(Some(Response::Inventory {
+                files,
+                more,
+                view: server.chord.digest(),
+            }))
         }
         Request::PeerStat { owner, name } => {
             let (manifest, held) = server.store.file(&owner, &name);
@@ -654,6 +710,30 @@ where
         } => send_chunk(server, conn, &owner, &name, version, chunk).await,
         Request::HealNow => {
             server.heal_now.notify_one();
+            Ok(Some(Response::Ok))
+        }
+        Request::FindSuccessor { id } => Ok(Some(Response::Lookup(server.chord.lookup_step(id)))),
+        Request::GetPredecessor => Ok(Some(Response::Predecessor(server.chord.predecessor()))),
+        Request::GetSuccessorList => Ok(Some(Response::Successors {
+            nodes: server.chord.successors(),
+            view: server.chord.view(),
+        })),
+        Request::Notify { node, view } => {
+            server.chord.notified(server, node, &view);
+            Ok(Some(Response::Ok))
+        }
+        Request::ExchangeView { view } => {
+            server.chord.merge(server, &view);
+            Ok(Some(Response::View(server.chord.view())))
+        }
+        Request::Leave if peer == server.name => {
+            server.leave().await.map_err(soft)?;
+            // Stop once the reply is on its way.
+            let left = server.left.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                left.cancel();
+            });
             Ok(Some(Response::Ok))
         }
         _ => Err(soft(Error::BadRequest(

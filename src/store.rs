@@ -557,6 +557,30 @@ impl Store {
         }
     }
 
+    /// Removes this server's copy of a chunk it should no longer hold (the
+    /// ring changed and the chunk's new holders have it). Returns whether a
+    /// copy went. A reader that has the file open finishes reading it.
+    pub fn drop_chunk(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<bool> {
+        let _serial = self.commit_lock.lock().expect("commit lock");
+        let (manifest, held) = self.file(owner, name);
+        if !(manifest.is_some_and(|m| m.version == version) && held.contains(&chunk)) {
+            return Ok(false);
+        }
+        self.forget_chunk(owner, name, version, chunk);
+        let path = self.chunk_path(owner, name, version, chunk);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+
     /// Forgets that this server holds a chunk (its file is gone or bad).
     pub fn forget_chunk(&self, owner: &str, name: &str, version: Version, chunk: u32) {
         let mut index = self.index.lock().expect("index lock");

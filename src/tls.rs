@@ -287,6 +287,23 @@ pub async fn connect(
         })
 }
 
+/// The client certificate of an accepted connection, if it presented one
+/// (only cluster servers have one; the verifier has already checked that the
+/// authority signed it for client use). See [`certificate_names`].
+pub fn peer_certificate(conn: &rustls::ServerConnection) -> Option<CertificateDer<'static>> {
+    conn.peer_certificates()?
+        .first()
+        .map(|c| c.clone().into_owned())
+}
+
+/// Whether `cert` is valid for the server name `name`.
+pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    ServerName::try_from(name).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+}
+
 /// Which of `servers` the peer of an accepted connection proved to be, when it
 /// presented a certificate (only cluster servers have one; the verifier has
 /// already checked that the authority signed it for client use).

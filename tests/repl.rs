@@ -93,7 +93,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.exp_string(PROMPT).unwrap();
 
         p.send_line("status").unwrap();
-        p.exp_regex(r"4\s+dfs4\s+127\.0\.0\.1:\d+\s+up\s+dfs1")
+        p.exp_regex(r"4\s+dfs4\s+[0-9a-f]{8}\s+127\.0\.0\.1:\d+\s+up\s+dfs1")
             .unwrap();
         p.exp_string(PROMPT).unwrap();
 
@@ -236,7 +236,8 @@ async fn the_prompt_shows_which_server_is_down() {
         p.send_line("wonderland").unwrap();
         p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
         p.send_line("status").unwrap();
-        p.exp_regex(r"2\s+dfs2\s+127\.0\.0\.1:\d+\s+DOWN").unwrap();
+        p.exp_regex(r"2\s+dfs2\s+[0-9a-f]{8}\s+127\.0\.0\.1:\d+\s+DOWN")
+            .unwrap();
         p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
         leave(p);
     })

@@ -7,5 +7,6 @@ mod files;
 mod hardening;
 mod healing;
 mod repl;
+mod ring;
 mod security;
 mod util;

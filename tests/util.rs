@@ -10,6 +10,7 @@ use ringdfs::auth::hash_password;
 use ringdfs::client::Client;
 use ringdfs::config::{ClientConfig, Limits, ServerConfig};
 use ringdfs::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
+use ringdfs::ring::Id;
 use ringdfs::server::RunningServer;
 use ringdfs::tls::{self, ClientStream};
 use tempfile::TempDir;
@@ -36,6 +37,7 @@ impl Cluster {
     /// (cheap ones when `None`: tests log in often; the format is the real one).
     pub async fn start_with(n: usize, limits: Limits, params: Option<argon2::Params>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        // (users written below with `params`)
         let cheap = params.unwrap_or_else(|| argon2::Params::new(256, 1, 1, None).unwrap());
         let mut users = String::from("[users]\n");
         for (user, password) in USERS {
@@ -54,20 +56,16 @@ impl Cluster {
             .map(|(i, l)| Member {
                 name: format!("dfs{}", i + 1),
                 addr: l.local_addr().unwrap().to_string(),
+                // Evenly spaced ids keep dfs1..dfsN in ring order.
+                id: Some(Id::evenly_spaced(i as u32, n as u32).to_string()),
             })
             .collect();
         let configs: Vec<ServerConfig> = ring
             .iter()
-            .map(|m| ServerConfig {
-                name: m.name.clone(),
-                listen: m.addr.clone(),
-                data_dir: dir.path().join("data").join(&m.name),
-                users: dir.path().join("users.toml"),
-                cluster_key: Some(dir.path().join("cluster.key")),
-                heal_interval_secs: 1,
-                tls_dir: dir.path().join("tls"),
-                limits: limits.clone(),
-                ring: ring.clone(),
+            .map(|m| {
+                let mut c = server_config(dir.path(), &m.name, &m.addr, limits.clone());
+                c.ring = ring.clone();
+                c
             })
             .collect();
         let ids: Vec<_> = configs.iter().map(ServerConfig::identity).collect();
@@ -82,6 +80,74 @@ impl Cluster {
             configs,
             servers,
         }
+    }
+
+    /// Starts `n` servers that each know only one other: dfs`i` joins through
+    /// dfs`i+1` (and the last through dfs1), with ids in dfs1..dfsN order.
+    pub async fn start_joined(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        write_users(dir.path());
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let configs: Vec<ServerConfig> = (0..n)
+            .map(|i| {
+                let name = format!("dfs{}", i + 1);
+                let mut c = server_config(dir.path(), &name, &addrs[i], Limits::default());
+                c.id = Some(Id::evenly_spaced(i as u32, n as u32).to_string());
+                c.join = Some(addrs[(i + 1) % n].clone());
+                c
+            })
+            .collect();
+        let ids: Vec<_> = configs.iter().map(ServerConfig::identity).collect();
+        tls::ensure_certs(&dir.path().join("tls"), &ids).unwrap();
+        let servers = configs
+            .iter()
+            .zip(listeners)
+            .map(|(c, l)| Some(RunningServer::start(c, l).unwrap()))
+            .collect();
+        Cluster {
+            dir,
+            configs,
+            servers,
+        }
+    }
+
+    /// Starts one more server, `name`, knowing only `join` (an address of the
+    /// ring); its id is SHA-1 of its name. Returns its number (1-based).
+    pub async fn add_server(&mut self, name: &str, join: &str) -> usize {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = server_config(self.dir.path(), name, &addr, Limits::default());
+        config.join = Some(join.to_string());
+        tls::ensure_certs(&self.dir.path().join("tls"), &[config.identity()]).unwrap();
+        self.servers
+            .push(Some(RunningServer::start(&config, listener).unwrap()));
+        self.configs.push(config);
+        self.configs.len()
+    }
+
+    /// `dfs-server leave` for server `i`: returns once it has handed its data
+    /// over and stopped.
+    pub async fn leave(&mut self, i: usize) {
+        ringdfs::peer::request_leave(&self.configs[i - 1], std::time::Duration::from_secs(120))
+            .await
+            .unwrap();
+        if let Some(server) = self.servers[i - 1].take() {
+            server.stop().await;
+        }
+    }
+
+    /// A client configuration that knows only server `i`.
+    pub fn client_config_for(&self, i: usize) -> ClientConfig {
+        let mut config = self.client_config();
+        config.servers = vec![self.configs[i - 1].listen.clone()];
+        config
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -144,6 +210,38 @@ impl Cluster {
         let config = &self.configs[i - 1];
         let listener = TcpListener::bind(&config.listen).await.unwrap();
         self.servers[i - 1] = Some(RunningServer::start(config, listener).unwrap());
+    }
+}
+
+/// `users.toml` in `dir` with cheap hash parameters.
+fn write_users(dir: &Path) {
+    let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
+    let mut users = String::from("[users]\n");
+    for (user, password) in USERS {
+        let hash = hash_password(password, &cheap).unwrap();
+        users.push_str(&format!("{user} = \"{hash}\"\n"));
+    }
+    std::fs::write(dir.join("users.toml"), users).unwrap();
+}
+
+/// A test server's configuration in `dir`: quick heal rounds and ring
+/// timing (a neighbour is marked down within 0.2 + 1 s), no ring yet.
+pub fn server_config(dir: &Path, name: &str, addr: &str, limits: Limits) -> ServerConfig {
+    ServerConfig {
+        name: name.to_string(),
+        listen: addr.to_string(),
+        data_dir: dir.join("data").join(name),
+        users: dir.join("users.toml"),
+        cluster_key: Some(dir.join("cluster.key")),
+        heal_interval_secs: 1,
+        tls_dir: dir.join("tls"),
+        limits,
+        id: None,
+        join: None,
+        stabilize_ms: 200,
+        failure_timeout_ms: 1000,
+        successors: 4,
+        ring: Vec::new(),
     }
 }
 
@@ -328,7 +426,13 @@ impl ProcCluster {
         let ring: String = addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("[[ring]]\nname = \"dfs{}\"\naddr = \"{a}\"\n\n", i + 1))
+            .map(|(i, a)| {
+                format!(
+                    "[[ring]]\nname = \"dfs{}\"\naddr = \"{a}\"\nid = \"{}\"\n\n",
+                    i + 1,
+                    Id::evenly_spaced(i as u32, n as u32)
+                )
+            })
             .collect();
         for (i, addr) in addrs.iter().enumerate() {
             let config = format!(

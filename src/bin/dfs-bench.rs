@@ -706,6 +706,10 @@ impl Cluster {
                 Ok(Member {
                     name: format!("dfs{}", i + 1),
                     addr: l.local_addr()?.to_string(),
+                    // Evenly spaced, in dfs1..dfsN order.
+                    id: Some(
+                        ringdfs::ring::Id::evenly_spaced(i as u32, SERVERS as u32).to_string(),
+                    ),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -725,6 +729,11 @@ impl Cluster {
                 heal_interval_secs: 5,
                 tls_dir: dir.join("tls"),
                 limits: Default::default(),
+                id: None,
+                join: None,
+                stabilize_ms: 500,
+                failure_timeout_ms: 2000,
+                successors: 4,
                 ring: ring.clone(),
             };
             ringdfs::tls::ensure_certs(&config.tls_dir, &[config.identity()])?;

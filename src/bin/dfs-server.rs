@@ -2,7 +2,8 @@
 //!
 //! `dfs-server dfs1` serves from `servers/dfs1.toml`; `--config FILE` from any
 //! file. `dfs-server user add|passwd|del NAME` edits `users.toml`;
-//! `dfs-server certs` creates the cluster's certificates.
+//! `dfs-server certs` creates the cluster's certificates; `dfs-server leave
+//! dfs5` makes a running server hand its data over and leave the ring.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,15 @@ enum Command {
     /// Read and check every chunk a server stores (safe beside the running
     /// server: changes nothing). Exit status 1 if any copy is bad.
     Verify {
+        /// The server: reads servers/NAME.toml.
+        name: Option<String>,
+        /// Or its configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Make a running server hand its data over to the others and leave the
+    /// ring for good (it stops when the data is safe elsewhere).
+    Leave {
         /// The server: reads servers/NAME.toml.
         name: Option<String>,
         /// Or its configuration file.
@@ -86,6 +96,20 @@ fn real_main() -> Result<()> {
             return manage_user(&path, action);
         }
         Some(Command::Verify { name, config }) => return verify(&config_path(config, name)?),
+        Some(Command::Leave { name, config }) => {
+            let config = ServerConfig::load(&config_path(config, name)?)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            println!(
+                "{}: handing the data over to the other servers...",
+                config.name
+            );
+            runtime.block_on(ringdfs::peer::request_leave(
+                &config,
+                std::time::Duration::from_secs(24 * 3600),
+            ))?;
+            println!("{} has left the ring", config.name);
+            return Ok(());
+        }
         Some(Command::Certs { servers, client }) => {
             let servers = servers.unwrap_or_else(|| default_path("servers"));
             let client = client.unwrap_or_else(|| default_path("client/config.toml"));

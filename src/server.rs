@@ -61,7 +61,7 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// with 255-byte names.
 pub(crate) const LIST_PAGE: usize = 1000;
 /// Blocks buffered between the socket and the disk, per transfer.
-const PIPELINE_DEPTH: usize = 4;
+const PIPELINE_DEPTH: usize = 2;
 
 /// One chunk server's shared state.
 pub struct Server {

@@ -537,7 +537,7 @@ fn raw_tcp(bytes: u64) -> Result<f64> {
     Ok(mbps(bytes, took))
 }
 
-/// Read a file → one TCP stream → write a file, synced once at the end.
+/// Read a file → one TCP stream → write a file (not synced, as GET's is not).
 fn plain_copy(src: &Path, out: &Path) -> Result<f64> {
     let len = fs::metadata(src)?.len();
     let t = Instant::now();
@@ -549,8 +549,8 @@ fn plain_copy(src: &Path, out: &Path) -> Result<f64> {
 
 /// The GET shape without a protocol: each source `(file, offset, len)` is the
 /// first `len` bytes of `file`, sent through its own TCP stream and written at
-/// `offset` into `out`, which is synced once when every stream is done (as
-/// ringdfs's GET does).
+/// `offset` into `out`. Not synced at the end, as ringdfs's GET does not
+/// sync the file it writes (like cp): the same shape, minus the protocol.
 fn get_ceiling(sources: &[(PathBuf, u64, u64)], size: u64, out: &Path) -> Result<()> {
     let file = Arc::new(File::create(out)?);
     file.set_len(size)?;
@@ -594,7 +594,6 @@ fn get_ceiling(sources: &[(PathBuf, u64, u64)], size: u64, out: &Path) -> Result
     if moved != size {
         bail!("GET ceiling: {moved} bytes arrived of {size}");
     }
-    file.sync_all()?;
     Ok(())
 }
 

@@ -622,14 +622,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             let started = framed.codec().partial || !framed.read_buffer().is_empty();
             if let (true, Some(limit)) = (started, frame) {
-                // A frame under way: only its own deadline applies now.
+                // A frame under way must also finish within its own deadline.
                 let deadline =
                     frame_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                return match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(limit)),
-                    Poll::Pending => Poll::Pending,
-                };
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(limit));
+                }
             }
+            // The other deadline holds even mid-frame: before login it is what
+            // is left of the login deadline, and a stranger who sends part of
+            // a length prefix must not keep the connection for a whole frame
+            // timeout (regression: a_partial_prefix_before_login_...).
             if let (Some(deadline), Some(limit)) = (&mut idle_deadline, idle) {
                 if deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(limit));

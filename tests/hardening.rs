@@ -572,6 +572,27 @@ async fn hostile_input_is_refused_memory_stays_bounded_and_clients_keep_working(
 // ---------------------------------------------------------------------------
 // 3. Slowloris: silent and trickling connections are reaped.
 
+/// Regression: before login, a connection that sent part of a length prefix
+/// was held for the whole per-frame timeout (60 s), not the login deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_prefix_before_login_is_closed_at_the_login_deadline() {
+    let limits = Limits {
+        handshake_ms: 1000,
+        ..Limits::default()
+    };
+    let cluster = Cluster::start_with(1, limits, None).await;
+    for junk in [&[0x52u8][..], &[0, 0], &[0, 0, 1]] {
+        let mut s = tls_stream(cluster.addr(1), &cluster.ca()).await;
+        s.write_all(junk).await.unwrap();
+        s.flush().await.unwrap();
+        // The 1 s login deadline closes it; the 60 s frame timeout would not.
+        assert!(
+            closed_within(&mut s, Duration::from_secs(20)).await,
+            "{junk:?} kept the connection open"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_reaped_while_a_get_succeeds() {
     let limits = Limits {

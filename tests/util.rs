@@ -37,14 +37,7 @@ impl Cluster {
     /// (cheap ones when `None`: tests log in often; the format is the real one).
     pub async fn start_with(n: usize, limits: Limits, params: Option<argon2::Params>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        // (users written below with `params`)
-        let cheap = params.unwrap_or_else(|| argon2::Params::new(256, 1, 1, None).unwrap());
-        let mut users = String::from("[users]\n");
-        for (user, password) in USERS {
-            let hash = hash_password(password, &cheap).unwrap();
-            users.push_str(&format!("{user} = \"{hash}\"\n"));
-        }
-        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        write_users(dir.path(), params);
 
         let mut listeners = Vec::new();
         for _ in 0..n {
@@ -68,6 +61,11 @@ impl Cluster {
                 c
             })
             .collect();
+        Cluster::launch(dir, configs, listeners)
+    }
+
+    /// Creates the servers' certificates and starts them on their listeners.
+    fn launch(dir: TempDir, configs: Vec<ServerConfig>, listeners: Vec<TcpListener>) -> Cluster {
         let ids: Vec<_> = configs.iter().map(ServerConfig::identity).collect();
         tls::ensure_certs(&dir.path().join("tls"), &ids).unwrap();
         let servers = configs
@@ -86,7 +84,7 @@ impl Cluster {
     /// dfs`i+1` (and the last through dfs1), with ids in dfs1..dfsN order.
     pub async fn start_joined(n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        write_users(dir.path());
+        write_users(dir.path(), None);
         let mut listeners = Vec::new();
         for _ in 0..n {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -104,18 +102,7 @@ impl Cluster {
                 c
             })
             .collect();
-        let ids: Vec<_> = configs.iter().map(ServerConfig::identity).collect();
-        tls::ensure_certs(&dir.path().join("tls"), &ids).unwrap();
-        let servers = configs
-            .iter()
-            .zip(listeners)
-            .map(|(c, l)| Some(RunningServer::start(c, l).unwrap()))
-            .collect();
-        Cluster {
-            dir,
-            configs,
-            servers,
-        }
+        Cluster::launch(dir, configs, listeners)
     }
 
     /// Starts one more server, `name`, knowing only `join` (an address of the
@@ -214,8 +201,10 @@ impl Cluster {
 }
 
 /// `users.toml` in `dir` with cheap hash parameters.
-fn write_users(dir: &Path) {
-    let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
+/// `users.toml` for alice and bob, hashed with `params` (cheap ones when
+/// `None`: tests log in often; the format is the real one).
+fn write_users(dir: &Path, params: Option<argon2::Params>) {
+    let cheap = params.unwrap_or_else(|| argon2::Params::new(256, 1, 1, None).unwrap());
     let mut users = String::from("[users]\n");
     for (user, password) in USERS {
         let hash = hash_password(password, &cheap).unwrap();
@@ -411,13 +400,7 @@ pub struct ProcCluster {
 impl ProcCluster {
     pub async fn start(n: usize) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
-        let cheap = argon2::Params::new(256, 1, 1, None).unwrap();
-        let mut users = String::from("[users]\n");
-        for (user, password) in USERS {
-            let hash = hash_password(password, &cheap).unwrap();
-            users.push_str(&format!("{user} = \"{hash}\"\n"));
-        }
-        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        write_users(dir.path(), None);
         let mut addrs = Vec::new();
         for _ in 0..n {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -226,25 +226,21 @@ impl Client {
         };
         client.adopt(ring, &[]);
         let attempts = join_all((0..client.n() as usize).map(|i| client.conn(i))).await;
-        let mut first_error = None;
-        let mut any = false;
-        for (i, attempt) in attempts.into_iter().enumerate() {
-            match attempt {
-                Ok(conn) => {
-                    any = true;
-                    client.release(i, conn);
-                }
-                Err(Error::Unauthorized) => return Err(Error::Unauthorized),
-                Err(e) => {
-                    warn!(server = %client.server_name(i), error = %e, "login: server unavailable");
-                    first_error.get_or_insert(e);
-                }
-            }
+        // One refusal is a wrong password; being unreachable is not.
+        if attempts
+            .iter()
+            .any(|a| matches!(a, Err(Error::Unauthorized)))
+        {
+            return Err(Error::Unauthorized);
         }
-        match (any, first_error) {
-            (false, Some(e)) => Err(e),
-            _ => Ok(client),
+        let (conns, failed) = any_answered(attempts.into_iter().enumerate())?;
+        for (i, e) in failed {
+            warn!(server = %client.server_name(i), error = %e, "login: server unavailable");
         }
+        for (i, conn) in conns {
+            client.release(i, conn);
+        }
+        Ok(client)
     }
 
     pub fn user(&self) -> &str {
@@ -445,6 +441,21 @@ impl Client {
         order.iter().copied().zip(answers).collect()
     }
 
+    /// Replies to a request whose only good answer is `Ok`, as results.
+    fn acknowledged(&self, results: Vec<(usize, Result<Response>)>) -> Vec<(usize, Result<()>)> {
+        results
+            .into_iter()
+            .map(|(i, result)| {
+                let acked = match result {
+                    Ok(Response::Ok) => Ok(()),
+                    Ok(other) => Err(unexpected(&self.server_name(i), &other)),
+                    Err(e) => Err(e),
+                };
+                (i, acked)
+            })
+            .collect()
+    }
+
     /// Every member's answer to `Stat{name}` (in the ring order `order`):
     /// its manifest and held chunks.
     async fn stat_on(
@@ -607,22 +618,8 @@ impl Client {
         };
         // Visible once any server has the manifest (the others are healed);
         // a server that stored chunks but missed the commit still serves them.
-        let mut committed = 0;
-        let mut first_error = None;
-        for (i, result) in self.call_on(&order, &commit).await {
-            match result {
-                Ok(Response::Ok) => committed += 1,
-                Ok(other) => {
-                    first_error.get_or_insert(unexpected(&self.server_name(i), &other));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if committed == 0 {
-            return Err(first_error.unwrap_or(Error::Internal("empty ring".into())));
-        }
+        let results = self.call_on(&order, &commit).await;
+        any_answered(self.acknowledged(results))?;
         let wanted = n * n.min(2);
         let mut down: Vec<String> = missing.iter().map(|h| h.server.clone()).collect();
         down.sort();
@@ -971,19 +968,8 @@ impl Client {
         self.maybe_refresh().await;
         let order = self.order();
         let answers = join_all(order.iter().map(|&i| self.list_on(i))).await;
-        let mut lists = Vec::new();
-        let mut first_error = None;
-        for answer in answers {
-            match answer {
-                Ok(files) => lists.push(files),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if lists.is_empty() {
-            return Err(first_error.unwrap_or(Error::Internal("empty ring".into())));
-        }
+        let (lists, _) = any_answered(order.iter().copied().zip(answers))?;
+        let lists: Vec<Vec<FileEntry>> = lists.into_iter().map(|(_, files)| files).collect();
         Ok(merge_lists(&lists, (order.len() as u32).min(2)))
     }
 
@@ -1014,25 +1000,12 @@ impl Client {
             name: remote.to_string(),
             version: Version::next(Some(current.version)),
         };
-        let mut applied = 0;
-        let mut missed = Vec::new();
-        let mut first_error = None;
-        for (i, result) in self.call_all(&request).await {
-            match result {
-                Ok(Response::Ok) => applied += 1,
-                Ok(other) => {
-                    first_error.get_or_insert(unexpected(&self.server_name(i), &other));
-                }
-                Err(e) => {
-                    missed.push(self.server_name(i));
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match (applied, first_error) {
-            (0, Some(e)) => Err(e),
-            _ => Ok(DeleteReceipt { applied, missed }),
-        }
+        let results = self.call_all(&request).await;
+        let (applied, failed) = any_answered(self.acknowledged(results))?;
+        Ok(DeleteReceipt {
+            applied: applied.len(),
+            missed: failed.iter().map(|(i, _)| self.server_name(*i)).collect(),
+        })
     }
 
     /// Has every copy of `name` (or of every file) read and checked by the
@@ -1158,28 +1131,34 @@ fn drop_failed(
 
 /// The newest manifest among servers' answers; an error only if none answered.
 fn newest_of(answers: Vec<Result<(Option<Manifest>, Vec<u32>)>>) -> Result<Option<Manifest>> {
-    let mut newest: Option<Manifest> = None;
-    let mut answered = false;
-    let mut first_error = None;
-    for answer in answers {
-        match answer {
-            Ok((manifest, _)) => {
-                answered = true;
-                if let Some(m) = manifest {
-                    if newest.as_ref().is_none_or(|n| m.version > n.version) {
-                        newest = Some(m);
-                    }
-                }
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+    let (answers, _) = any_answered(answers.into_iter().enumerate())?;
+    Ok(answers
+        .into_iter()
+        .filter_map(|(_, (manifest, _))| manifest)
+        .max_by_key(|m| m.version))
+}
+
+/// Per-member values, each with the member's index.
+type ByMember<T> = Vec<(usize, T)>;
+
+/// Splits per-member results into answers and failures, failing (with the
+/// first failure) only when no member answered: the rule for every request
+/// that needs just one server.
+fn any_answered<T>(
+    results: impl IntoIterator<Item = (usize, Result<T>)>,
+) -> Result<(ByMember<T>, ByMember<Error>)> {
+    let (mut answers, mut failures) = (Vec::new(), Vec::new());
+    for (i, result) in results {
+        match result {
+            Ok(value) => answers.push((i, value)),
+            Err(e) => failures.push((i, e)),
         }
     }
-    match (answered, first_error) {
-        (false, Some(e)) => Err(e),
-        _ => Ok(newest),
+    if answers.is_empty() {
+        let first = failures.into_iter().next().map(|(_, e)| e);
+        return Err(first.unwrap_or_else(|| Error::Internal("the ring is empty".into())));
     }
+    Ok((answers, failures))
 }
 
 /// MD5 of a whole file, read front to back; gives up early once `stop` is set.
@@ -1473,6 +1452,26 @@ mod tests {
             deleted,
             held: held.to_vec(),
         }
+    }
+
+    #[test]
+    fn one_answer_is_enough_and_the_first_failure_is_reported() {
+        let down = |s: &str| Error::Unavailable {
+            server: s.into(),
+            reason: "down".into(),
+        };
+        let (answers, failures) = any_answered(vec![
+            (0, Err(down("dfs1"))),
+            (1, Ok(7)),
+            (2, Err(down("dfs3"))),
+        ])
+        .unwrap();
+        assert_eq!(answers, [(1, 7)]);
+        assert_eq!(failures.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 2]);
+
+        let all_down = any_answered::<u8>(vec![(0, Err(down("dfs1"))), (1, Err(down("dfs2")))]);
+        assert!(matches!(all_down, Err(Error::Unavailable { server, .. }) if server == "dfs1"));
+        assert!(any_answered::<u8>(Vec::new()).is_err());
     }
 
     #[test]

@@ -154,10 +154,6 @@ impl Server {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The members in ring order, as the protocol describes them.
     pub fn ring(&self) -> Vec<Member> {
         self.chord.members().iter().map(member_of).collect()
@@ -181,10 +177,6 @@ impl Server {
         }
         info!(server = %self.name, "handed the data over; leaving");
         Ok(())
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Checks a password off the async threads; on success opens a session.

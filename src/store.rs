@@ -727,10 +727,7 @@ impl Store {
     /// Syncs the folder of `owner`'s file `name`, making chunk renames into it
     /// durable (see [`ChunkWriter::finish`]).
     pub fn sync_file_dir(&self, owner: &str, name: &str) -> Result<()> {
-        let dir = self.file_dir(owner, name);
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+        sync_dir(&self.file_dir(owner, name))
     }
 
     /// Records that `chunk` of `version` is now stored (called after a rename).
@@ -881,10 +878,6 @@ impl ChunkReader {
         self.trailer.checksum
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The next block of data; `Ok(None)` after the last one, once the checksum
     /// has verified. A mismatch is `Error::Corrupt`.
     pub fn next_block(&mut self) -> Result<Option<Bytes>> {
@@ -972,12 +965,17 @@ fn parse_chunk_file_name(name: &std::ffi::OsStr) -> Option<(Version, u32)> {
 /// Renames and then syncs the destination folder, so the rename survives a crash.
 fn rename_durably(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| Error::io(format!("renaming into {}", to.display()), e))?;
-    if let Some(dir) = to.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+    match to.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Syncs a folder, so the renames into it survive a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {

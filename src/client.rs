@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_util::future::{join_all, try_join_all};
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -235,7 +235,7 @@ impl Client {
         }
         let (conns, failed) = any_answered(attempts.into_iter().enumerate())?;
         for (i, e) in failed {
-            warn!(server = %client.server_name(i), error = %e, "login: server unavailable");
+            debug!(server = %client.server_name(i), error = %e, "login: server unavailable");
         }
         for (i, conn) in conns {
             client.release(i, conn);
@@ -725,7 +725,7 @@ impl Client {
             return Err(unavailable(&failures));
         }
         for failure in &failures {
-            warn!(file = %plan.name, chunk, error = %failure, "a copy could not be stored");
+            debug!(file = %plan.name, chunk, error = %failure, "a copy could not be stored");
         }
         Ok((checksum, stored))
     }
@@ -864,7 +864,7 @@ impl Client {
             match self.fetch_chunk(i, manifest, chunk, path, progress).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    warn!(server = %self.server_name(i), file = %manifest.name, chunk, error = %e, "chunk fetch failed");
+                    debug!(server = %self.server_name(i), file = %manifest.name, chunk, error = %e, "chunk fetch failed");
                     failures.push(e.to_string());
                 }
             }

@@ -170,8 +170,12 @@ fn install_logging(local_mode: bool) -> Result<()> {
             .with_writer(std::sync::Mutex::new(file))
             .init();
     } else {
+        // Outages the client works around (a server down, a copy read from
+        // its other holder) are debug events: the prompt, receipts and
+        // STATUS already say so. Only the unexpected reaches `warn`.
         tracing_subscriber::fmt()
             .with_env_filter(filter("warn"))
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }

@@ -130,14 +130,45 @@ async fn one_shot_commands_and_exit_codes() {
         assert!(stderr.starts_with("dfs: ") && stderr.contains("(see dfs --help)"));
     }
 
-    let out = dfs(&config, "wonderland", &["put", "/no/such/file"], "");
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stderr).lines().count(),
-        1,
-        "{}",
-        text(&out.stderr)
+    // Local mistakes: one line each, status 1, nothing stored or written.
+    let dir = work.path().to_str().unwrap();
+    let missing_folder = work.path().join("no/such/folder/out");
+    let missing_folder = missing_folder.to_str().unwrap();
+    let (put_photo, _) = random_file(work.path(), "kept.jpg", 10);
+    dfs(
+        &config,
+        "wonderland",
+        &["put", put_photo.to_str().unwrap()],
+        "",
     );
+    for args in [
+        &["put", "/no/such/file"][..],
+        &["put", dir, "folder"],
+        &["get", "kept.jpg", missing_folder],
+    ] {
+        let out = dfs(&config, "wonderland", args, "");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        listed_names(&config),
+        ["kept.jpg"],
+        "nothing else was stored"
+    );
+    assert!(!std::path::Path::new(missing_folder).exists());
+}
+
+/// The names `dfs --json list` shows.
+fn listed_names(config: &Path) -> Vec<String> {
+    let out = dfs(config, "wonderland", &["--json", "list"], "");
+    let files: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    files
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

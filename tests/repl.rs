@@ -36,11 +36,16 @@ fn send(p: &mut PtySession, keys: &str) {
     p.flush().unwrap();
 }
 
-fn login(p: &mut PtySession) {
+/// Answers the user and password prompts as alice.
+fn type_login(p: &mut PtySession, password: &str) {
     p.exp_string("user: ").unwrap();
     p.send_line("alice").unwrap();
     p.exp_string("password: ").unwrap();
-    p.send_line("wonderland").unwrap();
+    p.send_line(password).unwrap();
+}
+
+fn login(p: &mut PtySession) {
+    type_login(p, "wonderland");
     let shown = p.exp_string(PROMPT).unwrap();
     assert!(!shown.contains("wonderland"), "the password was echoed");
 }
@@ -68,10 +73,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
     tokio::task::spawn_blocking(move || {
         let mut p = spawn_dfs(&config, &home_path);
         // A bad login first, then a good one (three tries are allowed).
-        p.exp_string("user: ").unwrap();
-        p.send_line("alice").unwrap();
-        p.exp_string("password: ").unwrap();
-        p.send_line("not-her-password").unwrap();
+        type_login(&mut p, "not-her-password");
         p.exp_string("login failed: unknown user or wrong password")
             .unwrap();
         login(&mut p);
@@ -230,10 +232,7 @@ async fn the_prompt_shows_which_server_is_down() {
     let home_path = home.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut p = spawn_dfs(&config, &home_path);
-        p.exp_string("user: ").unwrap();
-        p.send_line("alice").unwrap();
-        p.exp_string("password: ").unwrap();
-        p.send_line("wonderland").unwrap();
+        type_login(&mut p, "wonderland");
         p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
         p.send_line("status").unwrap();
         p.exp_regex(r"2\s+dfs2\s+[0-9a-f]{8}\s+127\.0\.0\.1:\d+\s+DOWN")

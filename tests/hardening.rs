@@ -1090,6 +1090,9 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 async fn passwords_appear_in_no_log_line_history_file_or_data() {
     let server = ChildServer::spawn("", "trace").await;
     let home = tempfile::tempdir().unwrap();
+    // History goes under $XDG_STATE_HOME when it is set, else under HOME:
+    // both point at folders this test then checks.
+    let state = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let config_path = work.path().join("client.toml");
     std::fs::write(
@@ -1112,6 +1115,7 @@ async fn passwords_appear_in_no_log_line_history_file_or_data() {
             .env("DFS_PASSWORD", password)
             .env("RUST_LOG", "trace")
             .env("HOME", home.path())
+            .env("XDG_STATE_HOME", state.path())
             .env("XDG_DATA_HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path())
             .current_dir(work.path())
@@ -1153,16 +1157,20 @@ async fn passwords_appear_in_no_log_line_history_file_or_data() {
             !String::from_utf8_lossy(&client_output).contains(secret),
             "the client printed or logged {secret}"
         );
-        for dir in [home.path(), work.path(), server.dir.path()] {
+        for dir in [home.path(), state.path(), work.path(), server.dir.path()] {
             let found = files_containing(dir, secret.as_bytes());
             assert!(found.is_empty(), "{secret} found in {found:?}");
         }
     }
-    assert!(
-        tree(home.path()).is_empty(),
-        "the client wrote {:?} (a history file?)",
-        tree(home.path())
-    );
+    // Commands from a pipe keep no history at all.
+    for dir in [home.path(), state.path()] {
+        assert!(
+            tree(dir).is_empty(),
+            "the client wrote {:?} in {} (a history file?)",
+            tree(dir),
+            dir.display()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

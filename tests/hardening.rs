@@ -573,22 +573,34 @@ async fn hostile_input_is_refused_memory_stays_bounded_and_clients_keep_working(
 // 3. Slowloris: silent and trickling connections are reaped.
 
 /// Regression: before login, a connection that sent part of a length prefix
-/// was held for the whole per-frame timeout (60 s), not the login deadline.
+/// was held for the whole per-frame timeout, not the login deadline. With a
+/// 1 s login deadline and a 10-minute frame timeout, each such connection is
+/// closed no sooner than the deadline and long before the frame timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partial_prefix_before_login_is_closed_at_the_login_deadline() {
+async fn a_partial_prefix_before_login_is_closed_by_the_login_deadline_not_the_frame_timeout() {
     let limits = Limits {
         handshake_ms: 1000,
+        frame_ms: 600_000,
         ..Limits::default()
     };
     let cluster = Cluster::start_with(1, limits, None).await;
     for junk in [&[0x52u8][..], &[0, 0], &[0, 0, 1]] {
+        // The deadline runs from the server's accept, which is after this.
+        let dialled = Instant::now();
         let mut s = tls_stream(cluster.addr(1), &cluster.ca()).await;
         s.write_all(junk).await.unwrap();
         s.flush().await.unwrap();
-        // The 1 s login deadline closes it; the 60 s frame timeout would not.
+        // 20 s: generous for a 1 s deadline on a loaded machine, and a
+        // thirtieth of the frame timeout that held such connections before.
         assert!(
             closed_within(&mut s, Duration::from_secs(20)).await,
             "{junk:?} kept the connection open"
+        );
+        let took = dialled.elapsed();
+        eprintln!("{junk:?}: closed {took:?} after dialling");
+        assert!(
+            took >= Duration::from_secs(1),
+            "{junk:?}: closed after {took:?}, before the login deadline"
         );
     }
 }

@@ -60,6 +60,11 @@ fn leave(mut p: PtySession) {
     );
 }
 
+/// README, Commands: a person logs in (after one wrong password) and types
+/// every command of the table, aliases too: `put`, `get`, `list`, `ls`,
+/// `where`, `verify` (all files and one), `status`, `help`, `delete`, `rm`,
+/// then `exit`; each answers as documented, mistakes get one line, and
+/// `exit` ends the session with status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_runs_every_command_and_leaves() {
     let cluster = Cluster::start(4).await;
@@ -67,6 +72,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (local, data) = random_file(work.path(), "notes.txt", 5000);
+    let (other, _) = random_file(work.path(), "other.bin", 3000);
     let back = work.path().join("back.txt");
     let home_path = home.path().to_path_buf();
 
@@ -83,15 +89,34 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.exp_string("stored my notes.txt: 4.9 KiB in 4 chunks, 8 copies")
             .unwrap();
         p.exp_string(PROMPT).unwrap();
-
-        p.send_line("ls").unwrap();
-        p.exp_regex(r"my notes\.txt\s+4\.9 KiB\s+4\s+\S+ \S+\s+ok")
+        p.send_line(&format!("put {}", other.display())).unwrap();
+        p.exp_string("stored other.bin: 2.9 KiB in 4 chunks, 8 copies")
             .unwrap();
         p.exp_string(PROMPT).unwrap();
+
+        for list in ["list", "ls"] {
+            p.send_line(list).unwrap();
+            p.exp_regex(r"NAME\s+SIZE\s+CHUNKS\s+STORED \(UTC\)\s+HEALTH")
+                .unwrap();
+            p.exp_regex(r"my notes\.txt\s+4\.9 KiB\s+4\s+\S+ \S+\s+ok")
+                .unwrap();
+            p.exp_regex(r"other\.bin\s+2\.9 KiB\s+4\s+\S+ \S+\s+ok")
+                .unwrap();
+            p.exp_string(PROMPT).unwrap();
+        }
 
         p.send_line("where \"my notes.txt\"").unwrap();
         p.exp_string("FIRST COPY").unwrap();
         p.exp_regex(r"4\s+1\.2 KiB\s+dfs\d ok\s+dfs\d ok").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("verify").unwrap();
+        p.exp_regex(r"my notes\.txt\s+healthy").unwrap();
+        p.exp_regex(r"other\.bin\s+healthy").unwrap();
+        p.exp_string("2 of 2 files healthy").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("VERIFY 'my notes.txt'").unwrap();
+        p.exp_string("1 of 1 file healthy").unwrap();
         p.exp_string(PROMPT).unwrap();
 
         p.send_line("status").unwrap();
@@ -105,8 +130,22 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             .unwrap();
         p.exp_string(PROMPT).unwrap();
 
+        // HELP names every command with its arguments.
         p.send_line("help").unwrap();
-        p.exp_string("where REMOTE").unwrap();
+        for usage in [
+            "put LOCAL [REMOTE]",
+            "get REMOTE [LOCAL]",
+            "list",
+            "delete REMOTE",
+            "where REMOTE",
+            "verify [REMOTE]",
+            "status",
+            "help",
+            "exit",
+            "aliases: ls = list, rm = delete, quit = exit",
+        ] {
+            p.exp_string(usage).unwrap();
+        }
         p.exp_string(PROMPT).unwrap();
 
         // Mistakes get one line each, and the prompt comes back.
@@ -122,7 +161,23 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.send_line("rm 'my notes.txt'").unwrap();
         p.exp_string("deleted my notes.txt").unwrap();
         p.exp_string(PROMPT).unwrap();
-        leave(p);
+        p.send_line("delete other.bin").unwrap();
+        p.exp_string("deleted other.bin").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("ls").unwrap();
+        p.exp_string("no files").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("get other.bin").unwrap();
+        p.exp_string("error: no such file: other.bin").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("exit").unwrap();
+        p.exp_eof().unwrap();
+        let status = p.process().wait().unwrap();
+        assert!(
+            matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
         assert_eq!(std::fs::read(&back).unwrap(), data);
     })
     .await

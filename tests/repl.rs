@@ -1,14 +1,17 @@
 //! The interactive client, driven through a pseudo-terminal the way a person
 //! types: login, every command, Tab, history, Ctrl-C during a transfer, Ctrl-D.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
 use ringdfs::client::no_progress;
+use ringdfs::placement::Placement;
+use ringdfs::protocol::Version;
 
-use crate::util::{random_file, tree, Cluster};
+use crate::util::{random_file, tree, Cluster, ProcCluster};
 
 const PROMPT: &str = "alice@ringdfs [4/4]> ";
 
@@ -276,6 +279,207 @@ async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
     })
     .await
     .unwrap();
+}
+
+/// The prompt, whatever the ring's health shows.
+const ANY_PROMPT: &str = r"alice@ringdfs \[[^\]]*\]> ";
+
+/// Chunk files under `owner`'s `name` on a server that are not of version
+/// `keep` (all of them when `keep` is `None`), by file name.
+fn chunk_files_besides(
+    data_dir: &Path,
+    owner: &str,
+    name: &str,
+    keep: Option<Version>,
+) -> Vec<String> {
+    let keep = keep.map(|v| format!("{:016x}-{:016x}.", v.gen, v.writer));
+    let dir = ringdfs::store::file_dir(data_dir, owner, name);
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f != "manifest")
+                .filter(|f| keep.as_ref().is_none_or(|k| !f.starts_with(k.as_str())))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Waits (up to `secs`) until no server among `data_dirs` holds a chunk file
+/// of `name` other than version `keep`, nor any temp file; panics naming
+/// what is left.
+fn wait_for_no_leftovers(data_dirs: &[PathBuf], name: &str, keep: Option<Version>, secs: u64) {
+    let leftovers = || {
+        let mut left = Vec::new();
+        for (i, dir) in data_dirs.iter().enumerate() {
+            for f in chunk_files_besides(dir, "alice", name, keep) {
+                left.push(format!("dfs{}: {name} {f}", i + 1));
+            }
+            for f in tree(&dir.join("tmp")) {
+                left.push(format!("dfs{}: tmp/{}", i + 1, f.display()));
+            }
+        }
+        left
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let left = leftovers();
+        if left.is_empty() {
+            eprintln!(
+                "no leftovers of the cancelled PUT after {:?}",
+                start.elapsed()
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "{secs} s after the cancel, the servers still hold {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// README, Keys: "Ctrl-C cancels a running transfer (nothing half-done is
+/// left, locally or remotely) and returns to the prompt". Ctrl-C during a
+/// large PUT of a new name: the prompt returns and works, LIST does not show
+/// the name, no server keeps a chunk or a temp file of it (within 30 s), and
+/// locally there is still just the source file, unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_a_large_put_and_leaves_nothing_locally_or_remotely() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let work = tempfile::tempdir().unwrap();
+    let (local, data) = random_file(work.path(), "big", 400 << 20);
+    let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
+    let work_path = work.path().to_path_buf();
+    let downloads = cluster.dir.path().join("downloads");
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        p.send_line(&format!("put {} fresh.bin", local.display()))
+            .unwrap();
+        // The progress bar shows the rate once bytes flow; then Ctrl-C.
+        p.exp_string("MiB/s").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string("error: cancelled").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("ls").unwrap();
+        p.exp_string("no files").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+
+        wait_for_no_leftovers(&data_dirs, "fresh.bin", None, 30);
+        assert_eq!(tree(&work_path), [PathBuf::from("big")]);
+        assert!(std::fs::read(&local).unwrap() == data, "the source changed");
+        assert!(tree(&downloads).is_empty(), "{:?}", tree(&downloads));
+    })
+    .await
+    .unwrap();
+}
+
+/// Ctrl-C during a PUT that has already stored some chunks on their
+/// servers. One server hangs (SIGSTOP), so the chunks it does not hold are
+/// stored while the others wait for it; Ctrl-C then. The prompt returns, the
+/// older version of the name is still the one listed and read, and no
+/// server keeps a chunk of the cancelled version (within 30 s, the hung one
+/// included once it resumes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the_older_version_intact(
+) {
+    let cluster = ProcCluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (v1_path, v1) = random_file(work.path(), "v1", 8 << 20);
+    client
+        .put(&v1_path, "kept.bin", &no_progress)
+        .await
+        .unwrap();
+    let old = client.stat("kept.bin").await.unwrap().version;
+    let (v2_path, _) = random_file(work.path(), "v2", 40 << 20);
+    let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
+    // dfs2 will hang: the chunks it does not hold, on their two holders each,
+    // are what the PUT stores before it waits (ring positions are dfs1..dfs4).
+    let hung = 2u32;
+    let placement = Placement::of("alice", "kept.bin", 4);
+    let stored_first: Vec<(usize, u32)> = (1..=4)
+        .filter(|&c| !placement.holders(c).contains(&hung))
+        .flat_map(|c| placement.holders(c).map(|pos| (pos as usize, c)))
+        .collect();
+    assert_eq!(stored_first.len(), 4, "{stored_first:?}");
+
+    // The prompt's client waits 10 s for a silent server: the window in
+    // which the other chunks are stored and the hung holder's are not.
+    let mut base = cluster.client_config();
+    let config = work.path().join("client.toml");
+    let servers: Vec<String> = base.servers.iter().map(|s| format!("{s:?}")).collect();
+    base.ca = std::fs::canonicalize(&base.ca).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 10\nca = {:?}\n",
+            servers.join(", "),
+            base.ca.display().to_string()
+        ),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let out = work.path().join("out");
+    let cluster = Arc::new(cluster);
+
+    let session = tokio::task::spawn_blocking({
+        let cluster = Arc::clone(&cluster);
+        let data_dirs = data_dirs.clone();
+        move || {
+            let mut p = spawn_dfs(&config, &home_path);
+            type_login(&mut p, "wonderland");
+            p.exp_regex(ANY_PROMPT).unwrap();
+            cluster.signal(hung as usize, "STOP");
+            p.send_line(&format!("put {} kept.bin", v2_path.display()))
+                .unwrap();
+            let start = std::time::Instant::now();
+            let landed = || {
+                stored_first.iter().all(|&(server, chunk)| {
+                    chunk_files_besides(&data_dirs[server - 1], "alice", "kept.bin", Some(old))
+                        .iter()
+                        .any(|f| f.ends_with(&format!(".{chunk}")))
+                })
+            };
+            while !landed() {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(60),
+                    "the chunks without a hung holder were never stored"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            p.send_control('c').unwrap();
+            p.exp_string("error: cancelled").unwrap();
+            p.exp_regex(ANY_PROMPT).unwrap();
+            cluster.signal(hung as usize, "CONT");
+            p.send_line("ls").unwrap();
+            p.exp_regex(r"kept\.bin\s+8\.0 MiB").unwrap();
+            p.exp_regex(ANY_PROMPT).unwrap();
+            p.send_line(&format!("get kept.bin {}", out.display()))
+                .unwrap();
+            p.exp_string("fetched 8.0 MiB and verified every chunk")
+                .unwrap();
+            p.exp_regex(ANY_PROMPT).unwrap();
+            leave(p);
+            assert!(std::fs::read(&out).unwrap() == v1, "GET gave other bytes");
+            wait_for_no_leftovers(&data_dirs, "kept.bin", Some(old), 30);
+        }
+    });
+    let result = session.await;
+    // Whatever happened, the hung server must run again before the cluster stops.
+    cluster.signal(hung as usize, "CONT");
+    result.unwrap();
+    assert_eq!(client.stat("kept.bin").await.unwrap().version, old);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

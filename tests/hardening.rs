@@ -12,13 +12,16 @@ use rand::{Rng, RngCore};
 use ringdfs::client::{no_progress, Client};
 use ringdfs::config::{ClientConfig, Limits};
 use ringdfs::error::ErrorKind;
-use ringdfs::protocol::{Checksum, Manifest, Request, Response, Version, PROTOCOL_VERSION};
+use ringdfs::protocol::{Checksum, Manifest, Member, Request, Response, Version, PROTOCOL_VERSION};
+use ringdfs::server::RunningServer;
 use ringdfs::tls::{self, ServerIdentity};
 use ringdfs::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::util::{random_file, raw_connection, raw_login, tls_stream, tree, Cluster, USERS};
+use crate::util::{
+    random_file, raw_connection, raw_login, server_config, tls_stream, tree, Cluster, USERS,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers: frames by hand, TLS streams by hand, a server as a child process.
@@ -452,6 +455,186 @@ async fn tls_a_captured_login_never_contains_the_password() {
         !contains(b"alice"),
         "the user name crossed the wire in clear"
     );
+}
+
+/// Dials `tcp` and completes TLS as a user's client that asked for `name`
+/// (a DNS name or an IP address): the name the server's certificate must carry.
+async fn handshake_for(
+    tcp: SocketAddr,
+    name: &str,
+    ca: &Path,
+) -> ringdfs::Result<tls::ClientStream<TcpStream>> {
+    let config = tls::client_config_for_user(ca).unwrap();
+    let stream = TcpStream::connect(tcp).await.unwrap();
+    let dialled = if name.contains(':') {
+        format!("[{name}]:{}", tcp.port())
+    } else {
+        format!("{name}:{}", tcp.port())
+    };
+    tls::connect(&config, &dialled, stream).await
+}
+
+/// Starts a one-server ring, `name`, on `listener`, in the folder (users,
+/// authority) of `cluster`, with its certificate made as `dfs-server` makes it.
+fn serve_beside(cluster: &Cluster, name: &str, listener: TcpListener) -> RunningServer {
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = server_config(cluster.dir.path(), name, &addr, Limits::default());
+    config.ring = vec![Member {
+        name: name.into(),
+        addr,
+        id: None,
+    }];
+    tls::ensure_certs(&config.tls_dir, &[config.identity()]).unwrap();
+    RunningServer::start(&config, listener).unwrap()
+}
+
+/// README, Certificates: a server's certificate is "valid for the server's
+/// name, `localhost`, `127.0.0.1`, `::1` and the host it listens on". A
+/// client dialling it by each of those names completes TLS and is answered;
+/// by a name the certificate does not carry, it is refused before any
+/// protocol byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_the_certificate_is_valid_for_each_name_it_promises_and_no_other() {
+    let cluster = Cluster::start(1).await;
+    let ca = cluster.ca();
+    // A server listening on 127.0.0.2, a host none of the fixed names cover.
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let tcp = listener.local_addr().unwrap();
+    let server = serve_beside(&cluster, "dfs9", listener);
+    let mut answered = 0;
+    for name in ["dfs9", "localhost", "127.0.0.1", "::1", "127.0.0.2"] {
+        let mut stream = handshake_for(tcp, name, &ca)
+            .await
+            .unwrap_or_else(|e| panic!("dialled as {name}: {e}"));
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        stream.write_all(&frame(&hello)).await.unwrap();
+        match read_reply(&mut stream).await {
+            Some(Response::Hello { server, .. }) => assert_eq!(server, "dfs9"),
+            other => panic!("dialled as {name}: {other:?}"),
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, 5);
+    for name in [
+        "127.0.0.3",
+        "dfs1",
+        "example.com",
+        "::2",
+        "localhost.localdomain",
+    ] {
+        let err = handshake_for(tcp, name, &ca)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a certificate for dfs9 passed as {name}"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("TLS handshake failed") && msg.contains("certificate"),
+            "{name}: {msg}"
+        );
+    }
+    server.stop().await;
+
+    // The IPv6 loopback: a server listening on [::1], dialled as `::1`.
+    match TcpListener::bind("[::1]:0").await {
+        Ok(listener) => {
+            let tcp = listener.local_addr().unwrap();
+            let server = serve_beside(&cluster, "dfs6", listener);
+            for name in ["::1", "localhost", "dfs6"] {
+                handshake_for(tcp, name, &ca)
+                    .await
+                    .unwrap_or_else(|e| panic!("[::1] dialled as {name}: {e}"));
+            }
+            assert!(handshake_for(tcp, "127.0.0.2", &ca).await.is_err());
+            // A user's client configured with the IPv6 address works end to end.
+            let mut config = cluster.client_config();
+            config.servers = vec![tcp.to_string()];
+            round_trip(&config, "alice", 5000).await;
+            server.stop().await;
+        }
+        Err(e) => eprintln!("SKIPPED the [::1] listener part: no IPv6 loopback here ({e})"),
+    }
+}
+
+/// A TLS 1.2 ClientHello, as a client that cannot speak TLS 1.3 sends it:
+/// ECDHE suites with AES-GCM and ChaCha20, the usual groups and signature
+/// schemes, and (with `versions_extension`) a supported_versions extension
+/// that lists TLS 1.2 alone.
+fn tls12_client_hello(host: &str, versions_extension: bool) -> Vec<u8> {
+    fn u16_be(n: usize) -> [u8; 2] {
+        (n as u16).to_be_bytes()
+    }
+    fn extension(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&u16_be(body.len()));
+        out.extend_from_slice(body);
+    }
+    let mut extensions = Vec::new();
+    let mut server_name = vec![0u8]; // host_name
+    server_name.extend_from_slice(&u16_be(host.len()));
+    server_name.extend_from_slice(host.as_bytes());
+    let mut list = u16_be(server_name.len()).to_vec();
+    list.extend_from_slice(&server_name);
+    extension(&mut extensions, 0x0000, &list); // server_name
+    extension(&mut extensions, 0x000a, &[0, 6, 0, 0x1d, 0, 0x17, 0, 0x18]); // groups
+    extension(&mut extensions, 0x000b, &[1, 0]); // ec_point_formats: uncompressed
+    let schemes = [4, 3, 5, 3, 8, 4, 8, 5, 4, 1, 5, 1, 8, 7];
+    let mut algorithms = u16_be(schemes.len()).to_vec();
+    algorithms.extend_from_slice(&schemes);
+    extension(&mut extensions, 0x000d, &algorithms); // signature_algorithms
+    extension(&mut extensions, 0x0017, &[]); // extended_master_secret
+    extension(&mut extensions, 0xff01, &[0]); // renegotiation_info
+    if versions_extension {
+        extension(&mut extensions, 0x002b, &[2, 3, 3]); // supported_versions: 1.2
+    }
+    let mut hello = vec![3, 3]; // legacy_version: TLS 1.2
+    hello.extend_from_slice(&rand::random::<[u8; 32]>());
+    hello.push(0); // no session id
+    let suites = [
+        0xc0, 0x2b, 0xc0, 0x2f, 0xc0, 0x2c, 0xc0, 0x30, 0xcc, 0xa9, 0xcc, 0xa8,
+    ];
+    hello.extend_from_slice(&u16_be(suites.len()));
+    hello.extend_from_slice(&suites);
+    hello.extend_from_slice(&[1, 0]); // compression: null only
+    hello.extend_from_slice(&u16_be(extensions.len()));
+    hello.extend_from_slice(&extensions);
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 3, 1]; // handshake record, TLS 1.0 record version
+    record.extend_from_slice(&u16_be(handshake.len()));
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// README: "every connection is TLS 1.3". A client offering only TLS 1.2
+/// (with or without a supported_versions extension) gets a fatal
+/// protocol_version alert, never a ServerHello, and the connection closes;
+/// a TLS 1.3 client is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_client_offering_only_tls_1_2_is_refused() {
+    let cluster = Cluster::start(1).await;
+    for versions_extension in [true, false] {
+        let mut stream = TcpStream::connect(cluster.addr(1)).await.unwrap();
+        stream
+            .write_all(&tls12_client_hello("localhost", versions_extension))
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply));
+        assert!(
+            read.await.is_ok(),
+            "the server kept a TLS 1.2 client open (sent {reply:x?})"
+        );
+        // An alert record (21) holding level fatal (2), protocol_version (70).
+        assert!(
+            reply.len() >= 7 && reply[0] == 21 && reply[5] == 2 && reply[6] == 70,
+            "supported_versions extension {versions_extension}: the server answered {:x?}",
+            &reply[..reply.len().min(16)]
+        );
+    }
+    round_trip(&cluster.client_config(), "alice", 1000).await;
 }
 
 // ---------------------------------------------------------------------------

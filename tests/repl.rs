@@ -1,5 +1,6 @@
 //! The interactive client, driven through a pseudo-terminal the way a person
-//! types: login, every command, Tab, history, Ctrl-C during a transfer, Ctrl-D.
+//! types: login, every command, Tab, history, Ctrl-C during a GET and during
+//! a PUT, Ctrl-D; and `dfs local`, which starts the servers first.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,15 @@ const PROMPT: &str = "alice@ringdfs [4/4]> ";
 
 /// `dfs` on a pseudo-terminal, with its own HOME (for the history file).
 fn spawn_dfs(config: &Path, home: &Path) -> PtySession {
+    spawn_dfs_with(config, home, |_| {})
+}
+
+/// `dfs --config CONFIG` on a pseudo-terminal, with its own HOME and
+/// nothing from the environment of whoever runs the tests; `more` adds to
+/// the command (arguments, a working folder).
+fn spawn_dfs_with(config: &Path, home: &Path, more: impl FnOnce(&mut Command)) -> PtySession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dfs"));
+    more(&mut command);
     command
         .arg("--config")
         .arg(config)
@@ -480,6 +489,182 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
     cluster.signal(hung as usize, "CONT");
     result.unwrap();
     assert_eq!(client.stat("kept.bin").await.unwrap().version, old);
+}
+
+/// A copy of the shipped layout in `root` (servers/, client/, users.toml,
+/// data/) whose four servers listen on `ports` instead of 7101..7104.
+fn local_layout(root: &Path, ports: &[u16]) {
+    for dir in ["servers", "client", "data"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(shipped.join("users.toml"), root.join("users.toml")).unwrap();
+    // The shipped ids, so dfs1..dfs4 keep their ring order.
+    let ids = ["1", "5", "9", "d"];
+    let ring: String = ports
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (port, id))| {
+            format!(
+                "[[ring]]\nname = \"dfs{}\"\naddr = \"127.0.0.1:{port}\"\nid = \"{id}\"\n\n",
+                i + 1
+            )
+        })
+        .collect();
+    for (i, port) in ports.iter().enumerate() {
+        let n = i + 1;
+        std::fs::write(
+            root.join(format!("servers/dfs{n}.toml")),
+            format!(
+                "name = \"dfs{n}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"../data/dfs{n}\"\n\
+                 users = \"../users.toml\"\ncluster_key = \"../data/cluster.key\"\n\
+                 tls_dir = \"../data/tls\"\n\n{ring}"
+            ),
+        )
+        .unwrap();
+    }
+    let servers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    std::fs::write(
+        root.join("client/config.toml"),
+        format!(
+            "servers = [{}]\ndownload_dir = \"files\"\ntimeout_secs = 5\nca = \"../data/tls/ca.pem\"\n",
+            servers.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+/// Processes other than this one whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| e.file_name().to_string_lossy() != me)
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// README, Quick start: `dfs local` starts dfs1..dfs4 from a servers folder
+/// (here a copy of the shipped one on free ports, so 7101..7104 are never
+/// touched), makes the certificates, and opens the prompt; PUT, LIST, GET
+/// (into the client's download folder) and STATUS work against those
+/// servers; `exit` stops all four (each logs its stop, nothing answers on
+/// their ports any more), the command exits 0, and no process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dfs_local_starts_four_servers_and_exit_stops_them() {
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_path_buf();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let (local, data) = random_file(home.path(), "src.bin", 300_000);
+
+    let ports = tokio::task::spawn_blocking(move || {
+        let root = root_path;
+        // The ports are picked free and released before `dfs local` binds
+        // them, so another process may take one first: then pick others.
+        let mut started = None;
+        for _ in 0..3 {
+            let probes: Vec<std::net::TcpListener> = (0..4)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let ports: Vec<u16> = probes
+                .iter()
+                .map(|p| p.local_addr().unwrap().port())
+                .collect();
+            drop(probes);
+            local_layout(&root, &ports);
+            let mut p = spawn_dfs_with(&root.join("client/config.toml"), &home_path, |c| {
+                c.arg("local")
+                    .arg("--servers")
+                    .arg(root.join("servers"))
+                    .current_dir(&root);
+            });
+            let (_, said) = p
+                .exp_regex(r"started 4 servers \([^)]*\)|cannot listen on \S+")
+                .unwrap();
+            if said.starts_with("cannot listen") {
+                eprintln!("{said}: taken meanwhile; trying other ports");
+                p.exp_eof().unwrap();
+                continue;
+            }
+            for (i, port) in ports.iter().enumerate() {
+                let listed = format!("dfs{} on 127.0.0.1:{port}", i + 1);
+                assert!(said.contains(&listed), "{said}");
+            }
+            started = Some((p, ports));
+            break;
+        }
+        let (mut p, ports) = started.expect("no free ports in 3 tries");
+        login(&mut p);
+        p.send_line(&format!("put {} local.bin", local.display()))
+            .unwrap();
+        p.exp_string("stored local.bin: 293.0 KiB in 4 chunks, 8 copies")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("list").unwrap();
+        p.exp_regex(r"local\.bin\s+293\.0 KiB\s+4\s+\S+ \S+\s+ok")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("get local.bin").unwrap();
+        p.exp_string("fetched 293.0 KiB and verified every chunk")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+        assert!(std::fs::read(root.join("client/files/local.bin")).unwrap() == data);
+        p.send_line("status").unwrap();
+        for (i, port) in ports.iter().enumerate() {
+            p.exp_regex(&format!(
+                r"dfs{}\s+[0-9a-f]{{8}}\s+127\.0\.0\.1:{port}\s+up",
+                i + 1
+            ))
+            .unwrap();
+        }
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("exit").unwrap();
+        p.exp_eof().unwrap();
+        let status = p.process().wait().unwrap();
+        assert!(
+            matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        ports
+    })
+    .await
+    .unwrap();
+
+    // Every server stopped, logged it, and let go of its port.
+    let log = std::fs::read_to_string(root.path().join("data/dfs-local.log")).unwrap();
+    for (i, port) in ports.iter().enumerate() {
+        let name = format!("dfs{}", i + 1);
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" stopped") && l.contains(&format!("server={name}"))),
+            "{name} did not log its stop: {log}"
+        );
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let connect =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2));
+        assert!(connect.is_err(), "something still answers on {addr}");
+        // The servers kept their data in the copy, not in the project.
+        let mine = root.path().join(format!("data/{name}/users/alice"));
+        assert!(mine.is_dir(), "{} missing", mine.display());
+    }
+    assert!(root.path().join("data/tls/ca.pem").is_file());
+    let left = processes_mentioning(&root.path().display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

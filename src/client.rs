@@ -8,7 +8,9 @@
 //! * PUT cuts the file into `n` chunks by [`chunk_range`]; one task per chunk
 //!   reads its range of the local file and streams it to both of the chunk's
 //!   holders at once. When every chunk is stored, the manifest is committed on
-//!   every server, and only then does the new version become visible.
+//!   every server, and only then does the new version become visible. A PUT
+//!   that fails or is cancelled before that asks the servers to drop the
+//!   chunks it stored (`Request::Abort`).
 //! * GET asks every server for the file's manifest and takes the newest, then
 //!   one task per chunk fetches the chunk from its first holder (each server
 //!   sends one chunk), falling back to the second only when the first fails.
@@ -378,34 +380,16 @@ impl Client {
     }
 
     async fn open_conn(&self, i: usize) -> Result<Conn> {
-        let slot = self.slot(i);
-        loop {
-            let pooled = slot.pool.lock().expect("pool lock").pop();
-            match pooled {
-                Some(conn) if still_open(&conn) => return Ok(conn),
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        let mut conn = connect(&slot.member, &self.tls, self.timeout).await?;
-        let token = *slot.token.lock().expect("token lock");
-        if let Some(token) = token {
-            match conn.call(&Request::Resume { token }).await {
-                Ok(_) => return Ok(conn),
-                Err(Error::Unauthorized) => debug!(server = %slot.member.name, "session expired"),
-                Err(e) => return Err(e),
-            }
-        }
-        let login = Request::Login {
+        self.login_copy().open(&self.slot(i)).await
+    }
+
+    /// What it takes to open connections, for work that outlives a call.
+    fn login_copy(&self) -> Login {
+        Login {
             user: self.user.clone(),
-            password: self.password.clone().into(),
-        };
-        match conn.call(&login).await? {
-            Response::LoggedIn { token } => {
-                *slot.token.lock().expect("token lock") = Some(token);
-                Ok(conn)
-            }
-            other => Err(unexpected(&slot.member.name, &other)),
+            password: self.password.clone(),
+            tls: Arc::clone(&self.tls),
+            timeout: self.timeout,
         }
     }
 
@@ -570,6 +554,14 @@ impl Client {
         let order = self.order();
         let current = newest_of(self.stat_on(&order, remote).await)?;
         let version = Version::next(current.map(|m| m.version));
+        // Until the commit is sent, a failure or a cancel drops what the
+        // servers stored of this version (see `StagedPut`).
+        let staged = StagedPut {
+            login: Some(self.login_copy()),
+            slots: order.iter().map(|&i| self.slot(i)).collect(),
+            name: remote.to_string(),
+            version,
+        };
         progress.start(size);
         let n = order.len() as u32;
         let placement = Placement::of(&self.user, remote, n);
@@ -582,7 +574,23 @@ impl Client {
             placement,
             order: Arc::clone(&order),
         };
-        let chunks = try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+        let uploaded = async {
+            let chunks =
+                try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+            let md5 = md5_task
+                .await
+                .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
+                .map_err(|e| Error::io(local.display().to_string(), e))?;
+            Ok::<_, Error>((chunks, md5))
+        }
+        .await;
+        let (chunks, md5) = match uploaded {
+            Ok(done) => done,
+            Err(e) => {
+                staged.abort().await;
+                return Err(e);
+            }
+        };
         // Copies that could not be stored: the hint the servers keep for healing.
         let mut missing = Vec::new();
         for (c, (_, stored)) in (1..=n).zip(&chunks) {
@@ -598,10 +606,6 @@ impl Client {
             }
         }
         let checksums = chunks.iter().map(|(sum, _)| *sum).collect();
-        let md5 = md5_task
-            .await
-            .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
-            .map_err(|e| Error::io(local.display().to_string(), e))?;
         let manifest = Manifest {
             name: remote.to_string(),
             version,
@@ -618,6 +622,8 @@ impl Client {
         };
         // Visible once any server has the manifest (the others are healed);
         // a server that stored chunks but missed the commit still serves them.
+        // So from here on the chunks stay, whatever happens to this call.
+        staged.disarm();
         let results = self.call_on(&order, &commit).await;
         any_answered(self.acknowledged(results))?;
         let wanted = n * n.min(2);
@@ -1100,6 +1106,117 @@ impl Client {
             })
             .collect()
     }
+}
+
+/// What opening an authenticated connection to a server takes; a copy of
+/// it outlives the `Client` call that made it (see [`StagedPut`]).
+struct Login {
+    user: String,
+    password: String,
+    tls: Tls,
+    timeout: Duration,
+}
+
+impl Login {
+    /// An authenticated connection to `slot`'s server: a pooled one if one is
+    /// still open, else a new one (resuming the session, or logging in again
+    /// if the server has forgotten it, e.g. after a restart).
+    async fn open(&self, slot: &Slot) -> Result<Conn> {
+        loop {
+            let pooled = slot.pool.lock().expect("pool lock").pop();
+            match pooled {
+                Some(conn) if still_open(&conn) => return Ok(conn),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let mut conn = connect(&slot.member, &self.tls, self.timeout).await?;
+        let token = *slot.token.lock().expect("token lock");
+        if let Some(token) = token {
+            match conn.call(&Request::Resume { token }).await {
+                Ok(_) => return Ok(conn),
+                Err(Error::Unauthorized) => debug!(server = %slot.member.name, "session expired"),
+                Err(e) => return Err(e),
+            }
+        }
+        let login = Request::Login {
+            user: self.user.clone(),
+            password: self.password.clone().into(),
+        };
+        match conn.call(&login).await? {
+            Response::LoggedIn { token } => {
+                *slot.token.lock().expect("token lock") = Some(token);
+                Ok(conn)
+            }
+            other => Err(unexpected(&slot.member.name, &other)),
+        }
+    }
+}
+
+/// The chunks of a PUT that are stored but not committed. When the PUT
+/// fails, or is cancelled (Ctrl-C drops it), before its commit is sent, the
+/// servers are told to drop that version (`Request::Abort`): nothing else
+/// would ever remove those chunks, and "Ctrl-C during a transfer leaves
+/// nothing half-done remotely". Disarmed just before the commit is sent:
+/// from then on the version may be visible on some server, and its chunks
+/// must stay. Best effort: a server that cannot be reached keeps them.
+struct StagedPut {
+    /// `None` once disarmed or aborted.
+    login: Option<Login>,
+    /// Every ring member of the PUT (those that got nothing drop nothing).
+    slots: Vec<Arc<Slot>>,
+    name: String,
+    version: Version,
+}
+
+impl StagedPut {
+    fn disarm(mut self) {
+        self.login = None;
+    }
+
+    /// Tells the servers at once and waits for their answers (a failed PUT).
+    async fn abort(mut self) {
+        if let Some(login) = self.login.take() {
+            let slots = std::mem::take(&mut self.slots);
+            abort_upload(login, slots, self.name.clone(), self.version).await;
+        }
+    }
+}
+
+impl Drop for StagedPut {
+    /// Dropped armed: the PUT was cancelled mid-way. The servers are told in
+    /// the background, on the runtime, which outlives a cancelled command.
+    fn drop(&mut self) {
+        if let Some(login) = self.login.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let slots = std::mem::take(&mut self.slots);
+                let name = std::mem::take(&mut self.name);
+                runtime.spawn(abort_upload(login, slots, name, self.version));
+            }
+        }
+    }
+}
+
+/// Asks every server in `slots` to drop the uncommitted `version` of `name`.
+async fn abort_upload(login: Login, slots: Vec<Arc<Slot>>, name: String, version: Version) {
+    let request = Request::Abort { name, version };
+    let (login, request) = (&login, &request);
+    join_all(slots.iter().map(|slot| async move {
+        let result = async {
+            let mut conn = login.open(slot).await?;
+            conn.call(request).await?;
+            let mut pool = slot.pool.lock().expect("pool lock");
+            if pool.len() < POOL_SIZE {
+                pool.push(conn);
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            debug!(server = %slot.member.name, error = %e, "an abandoned upload's chunks stay");
+        }
+    }))
+    .await;
 }
 
 /// Keeps the connections whose last send worked; notes why the others failed

@@ -119,15 +119,119 @@ mod tests {
         }
     }
 
-    proptest! {
-        #[test]
-        fn an_accepted_name_is_one_safe_path_component(name in "\\PC{0,80}") {
-            if validate_name(&name).is_ok() {
-                let path = std::path::Path::new(&name);
-                let parts: Vec<_> = path.components().collect();
-                prop_assert_eq!(parts.len(), 1);
-                prop_assert!(matches!(parts[0], std::path::Component::Normal(_)));
+    /// A runner with a printed seed (PROPTEST_RNG_SEED when set).
+    fn seeded_runner(test: &str, cases: u32) -> proptest::test_runner::TestRunner {
+        use proptest::test_runner::{Config, RngSeed, TestRunner};
+        let seed = std::env::var("PROPTEST_RNG_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
+        eprintln!("{test}: seed {seed} (PROPTEST_RNG_SEED={seed} repeats it)");
+        TestRunner::new(Config {
+            cases,
+            rng_seed: RngSeed::Fixed(seed),
+            failure_persistence: None,
+            ..Config::default()
+        })
+    }
+
+    /// Names valid by construction: between two non-space characters, any
+    /// printable ones and the tricky-but-valid (dots, `..` inside a name,
+    /// separator look-alikes, `%2f`, `~`, Windows device names, emoji).
+    fn valid_name() -> impl Strategy<Value = String> {
+        let edge = "[\\PC&&[^/\\\\\\s]]";
+        let middle = "([\\PC&&[^/\\\\]]|\\.\\.|\u{2215}|\u{ff0f}|%2[fF]|~|:|NUL|CON| ){0,60}";
+        let one = edge.prop_map(|c: String| c);
+        let longer = (edge, middle, edge).prop_map(|(a, m, b)| {
+            let mut name = format!("{a}{m}{b}");
+            while name.len() > MAX_NAME_LEN {
+                name.pop();
             }
+            name.trim_end().to_string()
+        });
+        // Dots alone are the one shape of valid characters that is refused.
+        prop_oneof![one, longer].prop_map(|name| {
+            if name.chars().all(|c| c == '.') && name.len() <= 2 {
+                format!("{name}x")
+            } else {
+                name
+            }
+        })
+    }
+
+    /// Every valid-by-construction name is accepted, and is exactly one
+    /// ordinary path component (never `..`, a root, or two components).
+    #[test]
+    fn valid_names_are_accepted_and_are_one_safe_path_component() {
+        let result = seeded_runner("valid names", 2000).run(&valid_name(), |name| {
+            prop_assert!(validate_name(&name).is_ok(), "{:?} was refused", name);
+            let parts: Vec<_> = std::path::Path::new(&name).components().collect();
+            prop_assert_eq!(parts.len(), 1, "{:?}", name);
+            prop_assert!(matches!(parts[0], std::path::Component::Normal(_)));
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    /// Names of printable characters mixed with separators, dots and NUL:
+    /// whatever is accepted is one ordinary path component. Both outcomes
+    /// must be common, or the property checked nothing.
+    #[test]
+    fn an_accepted_name_is_one_safe_path_component() {
+        use std::cell::Cell;
+        let cases = 2000;
+        let (accepted, refused) = (Cell::new(0u32), Cell::new(0u32));
+        let hostile = "([\\PC&&[^/\\\\.]]{1,4}|/|\\\\|\\.|\\x00){0,12}";
+        let result = seeded_runner("hostile names", cases).run(&hostile, |name: String| {
+            if validate_name(&name).is_err() {
+                refused.set(refused.get() + 1);
+                return Ok(());
+            }
+            accepted.set(accepted.get() + 1);
+            let parts: Vec<_> = std::path::Path::new(&name).components().collect();
+            prop_assert_eq!(parts.len(), 1, "{:?}", name);
+            prop_assert!(matches!(parts[0], std::path::Component::Normal(_)));
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        let (accepted, refused) = (accepted.get(), refused.get());
+        eprintln!("{cases} names: {accepted} accepted, {refused} refused");
+        assert!(
+            accepted >= cases / 100 && refused >= cases / 100,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
+    proptest! {
+        /// A valid name with a separator, NUL or control character put
+        /// anywhere in it, made absolute, prefixed with `../`, or with white
+        /// space at an end, is refused; so are `.` and `..` themselves.
+        #[test]
+        fn names_made_into_escapes_are_refused(
+            name in valid_name(),
+            at in any::<proptest::sample::Index>(),
+            how in 0..8u8,
+        ) {
+            let mut i = at.index(name.len() + 1);
+            while !name.is_char_boundary(i) {
+                i -= 1;
+            }
+            let (head, tail) = name.split_at(i);
+            let bad = match how {
+                0 => format!("{head}/{tail}"),
+                1 => format!("{head}\\{tail}"),
+                2 => format!("{head}\0{tail}"),
+                3 => format!("{head}\n{tail}"),
+                4 => format!("/{name}"),
+                5 => format!("../{name}"),
+                6 => format!(" {name}"),
+                _ => if i % 2 == 0 { "..".to_string() } else { ".".to_string() },
+            };
+            prop_assert!(validate_name(&bad).is_err(), "{:?} was accepted", bad);
         }
     }
 }

@@ -351,6 +351,15 @@ pub enum Request {
     /// From the server's own administrator (`dfs-server leave`, logged in
     /// as the server itself): hand the data over, leave the ring, stop.
     Leave,
+    /// From a writer whose PUT failed or was cancelled (Ctrl-C) before it
+    /// sent `Commit`: drop the chunks of `version` of `name` stored so far,
+    /// which nothing would ever read or remove. A version that is current
+    /// here, or older than the current one, is left alone. Last in the enum,
+    /// so the other messages keep their encoding.
+    Abort {
+        name: String,
+        version: Version,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

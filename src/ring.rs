@@ -501,7 +501,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
-    use std::collections::HashMap;
+    // Ordered maps: the simulations iterate over nodes, and a BTreeMap's
+    // order changes from run to run, so a failure would not reproduce.
+    use std::collections::BTreeMap;
 
     fn id_from_u128(top: u128) -> Id {
         let mut out = [0u8; 20];
@@ -654,11 +656,11 @@ mod tests {
 
     /// A ring of nodes with fingers and successor lists built from the truth,
     /// as stabilization converges to.
-    fn converged(ids: &[Id], r: usize) -> HashMap<Id, RingState> {
+    fn converged(ids: &[Id], r: usize) -> BTreeMap<Id, RingState> {
         let mut sorted = ids.to_vec();
         sorted.sort();
         let n = sorted.len();
-        let mut states = HashMap::new();
+        let mut states = BTreeMap::new();
         for (i, &id) in sorted.iter().enumerate() {
             let mut s = RingState::new(node(id), r);
             s.successors = (1..=r.min(n - 1).max(1))
@@ -675,7 +677,7 @@ mod tests {
 
     /// Routes `key` from `start`; returns the answer and the hops (messages
     /// forwarded to another node).
-    fn route(states: &HashMap<Id, RingState>, start: Id, key: Id) -> (Id, u32) {
+    fn route(states: &BTreeMap<Id, RingState>, start: Id, key: Id) -> (Id, u32) {
         let mut at = start;
         let mut hops = 0;
         loop {
@@ -694,7 +696,9 @@ mod tests {
     /// finds the true successor, and the mean path stays near ½·log2 N.
     #[test]
     fn simulated_lookups_find_the_true_successor_in_about_half_log_n_hops() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let seed = 5;
+        println!("chord simulation: seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for n in [16usize, 64, 256, 1024] {
             let ids: Vec<Id> = (0..n).map(|_| Id(rng.gen())).collect();
             let states = converged(&ids, 4);
@@ -722,7 +726,7 @@ mod tests {
     /// Nodes join one at a time through a random member and run stabilize,
     /// notify and fix-fingers in memory (the transitions the servers run);
     /// the ring converges to the true order, then heals around failures.
-    fn simulate_rounds(states: &mut HashMap<Id, RingState>, rounds: usize) {
+    fn simulate_rounds(states: &mut BTreeMap<Id, RingState>, rounds: usize) {
         let mut ids: Vec<Id> = states.keys().copied().collect();
         ids.sort();
         for _ in 0..rounds {
@@ -784,10 +788,12 @@ mod tests {
 
     #[test]
     fn joins_converge_and_the_ring_heals_around_failures() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let seed = 7;
+        println!("join simulation: seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for n in [2usize, 5, 32] {
             let ids: Vec<Id> = (0..n).map(|_| Id(rng.gen())).collect();
-            let mut states: HashMap<Id, RingState> = HashMap::new();
+            let mut states: BTreeMap<Id, RingState> = BTreeMap::new();
             states.insert(ids[0], RingState::new(node(ids[0]), 3));
             for &id in &ids[1..] {
                 // join: ask a random member for our successor.
@@ -800,9 +806,13 @@ mod tests {
             }
             simulate_rounds(&mut states, 30);
             check_ring(&states);
-            // Two nodes fail (not adjacent ones in a list of 3 is not required).
+            // Two nodes fail, picked by the seeded generator (adjacent or
+            // not: a successor list of 3 survives either).
             if n > 4 {
-                let dead: Vec<Id> = states.keys().copied().take(2).collect();
+                let alive: Vec<Id> = states.keys().copied().collect();
+                let first = rng.gen_range(0..alive.len());
+                let second = (first + rng.gen_range(1..alive.len())) % alive.len();
+                let dead = [alive[first], alive[second]];
                 for id in dead {
                     states.remove(&id);
                 }
@@ -812,7 +822,7 @@ mod tests {
         }
     }
 
-    fn check_ring(states: &HashMap<Id, RingState>) {
+    fn check_ring(states: &BTreeMap<Id, RingState>) {
         let mut sorted: Vec<Id> = states.keys().copied().collect();
         sorted.sort();
         let n = sorted.len();

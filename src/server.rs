@@ -658,6 +658,17 @@ where
                 .map_err(soft)?;
             Ok(Some(Response::Ok))
         }
+        Request::Abort { name, version } => {
+            validate_name(&name).map_err(soft)?;
+            let store = Arc::clone(store);
+            let file = name.clone();
+            let dropped = tokio::task::spawn_blocking(move || store.abort(&owner, &name, version))
+                .await
+                .map_err(|e| soft(Error::Internal(format!("abort task: {e}"))))?
+                .map_err(soft)?;
+            debug!(server = %server.name, %file, dropped, "abandoned upload dropped");
+            Ok(Some(Response::Ok))
+        }
         _ => Err(soft(Error::BadRequest(
             "not a request a user may send".into(),
         ))),

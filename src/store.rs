@@ -157,7 +157,15 @@ pub struct Store {
     index: Mutex<HashMap<String, BTreeMap<String, FileState>>>,
     /// Serialises manifest replacement, so "compare versions, then write" is atomic.
     commit_lock: Mutex<()>,
+    /// Versions whose writers gave up before committing them (see
+    /// [`Store::abort`]), newest last, so a chunk of one that lands after
+    /// the abort goes too. A few hundred are plenty: such a chunk is one
+    /// already received when its connection closed.
+    aborted: Mutex<std::collections::VecDeque<(String, String, Version)>>,
 }
+
+/// How many aborted versions [`Store`] remembers.
+const ABORTED_KEPT: usize = 256;
 
 impl Store {
     /// Opens an existing store read-only, to inspect it beside a running
@@ -173,6 +181,7 @@ impl Store {
             root: root.to_path_buf(),
             index: Mutex::new(HashMap::new()),
             commit_lock: Mutex::new(()),
+            aborted: Mutex::default(),
         };
         store.load_index(false)?;
         Ok(store)
@@ -236,6 +245,7 @@ impl Store {
             root: root.to_path_buf(),
             index: Mutex::new(HashMap::new()),
             commit_lock: Mutex::new(()),
+            aborted: Mutex::default(),
         };
         store.load_index(true)?;
         Ok(store)
@@ -457,6 +467,50 @@ impl Store {
             .or_default()
             .insert(state.manifest.name.clone(), state);
         Ok(true)
+    }
+
+    /// Drops what a writer stored of `version` of `owner`'s `name` before it
+    /// gave up without committing (its PUT failed or was cancelled): chunk
+    /// files nothing would ever read, nor remove, while that version stays
+    /// newer than the current one. Never touches a committed version: when
+    /// the current manifest is `version` or newer, this does nothing (an
+    /// older version's chunks go with the sweep of any commit anyway). A
+    /// chunk of `version` still being finished is removed as it lands (see
+    /// [`ChunkWriter::finish`]). Returns how many chunk files went.
+    pub fn abort(&self, owner: &str, name: &str, version: Version) -> Result<usize> {
+        validate_user(owner)?;
+        validate_name(name)?;
+        let _serial = self.commit_lock.lock().expect("commit lock");
+        if self
+            .manifest(owner, name)
+            .is_some_and(|m| m.version >= version)
+        {
+            return Ok(0);
+        }
+        {
+            let mut aborted = self.aborted.lock().expect("aborted lock");
+            if aborted.len() >= ABORTED_KEPT {
+                aborted.pop_front();
+            }
+            aborted.push_back((owner.to_string(), name.to_string(), version));
+        }
+        let mut dropped = 0;
+        for entry in read_dir(&self.file_dir(owner, name))? {
+            if parse_chunk_file_name(&entry.file_name()).is_some_and(|(v, _)| v == version) {
+                remove_file_logged(&entry.path());
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Whether the writer of `version` of `owner`'s `name` gave it up.
+    fn was_aborted(&self, owner: &str, name: &str, version: Version) -> bool {
+        self.aborted
+            .lock()
+            .expect("aborted lock")
+            .iter()
+            .any(|(o, n, v)| o == owner && n == name && *v == version)
     }
 
     /// Removes the chunks of versions replaced more than `grace` ago.
@@ -835,11 +889,14 @@ impl ChunkWriter {
         }
         self.store.chunk_stored(owner, name, version, chunk);
         // A writer that lost a race may deliver after the winner's commit
-        // swept the folder: such a chunk can never be read, so it goes now.
+        // swept the folder, and a chunk may land after its writer gave the
+        // version up (`Store::abort`, which records the version before it
+        // looks for files): such a chunk can never be read, so it goes now.
         if self
             .store
             .manifest(owner, name)
             .is_some_and(|m| m.version > version)
+            || self.store.was_aborted(owner, name, version)
         {
             remove_file_logged(&dest);
         }
@@ -1145,6 +1202,73 @@ mod tests {
 
         let w = store.begin_chunk(spec("f", v, 1, 100)).unwrap();
         assert!(w.finish(Checksum([0; 32])).is_err(), "short chunk");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// A chunk of `data`'s `chunk`, written but not finished, and its checksum.
+    fn staged(
+        store: &Arc<Store>,
+        name: &str,
+        data: &[u8],
+        v: Version,
+        chunk: u32,
+    ) -> (ChunkWriter, Checksum) {
+        let s = spec(name, v, chunk, data.len() as u64);
+        let (start, end) = chunk_range(data.len() as u64, 4, chunk);
+        let bytes = &data[start as usize..end as usize];
+        let mut h = s.id().hasher();
+        h.update(bytes);
+        let mut w = store.begin_chunk(s).unwrap();
+        w.write(bytes).unwrap();
+        (w, checksum_of(&h))
+    }
+
+    /// Chunk files of `version` of `name` on disk.
+    fn on_disk(store: &Store, name: &str, version: Version) -> usize {
+        read_dir(&store.file_dir("alice", name))
+            .unwrap()
+            .iter()
+            .filter(|e| parse_chunk_file_name(&e.file_name()).is_some_and(|(v, _)| v == version))
+            .count()
+    }
+
+    #[test]
+    fn an_aborted_upload_leaves_no_chunk_and_a_committed_version_is_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (v1, v2, v3) = (
+            Version { gen: 1, writer: 0 },
+            Version { gen: 2, writer: 0 },
+            Version { gen: 3, writer: 0 },
+        );
+        let data = b"the first version";
+        put(&store, "f", data, v1);
+        // v2: two chunks stored, one still being received, then abandoned.
+        for chunk in [1, 2] {
+            let (w, sum) = staged(&store, "f", b"second", v2, chunk);
+            w.finish(sum).unwrap();
+        }
+        let (late, late_sum) = staged(&store, "f", b"second", v2, 3);
+        assert_eq!(on_disk(&store, "f", v2), 2);
+        assert_eq!(store.abort("alice", "f", v2).unwrap(), 2);
+        assert_eq!(on_disk(&store, "f", v2), 0);
+        // The chunk that lands after the abort goes as it lands.
+        late.finish(late_sum).unwrap();
+        assert_eq!(on_disk(&store, "f", v2), 0);
+        // The committed version is untouched, and an abort of it does nothing.
+        assert_eq!(store.abort("alice", "f", v1).unwrap(), 0);
+        assert_eq!(on_disk(&store, "f", v1), 4);
+        assert_eq!(read_all(&store, "f", v1, 1).unwrap(), b"the f");
+        assert_eq!(store.manifest("alice", "f").unwrap().version, v1);
+        // Nor does an abort of an older version once a newer one is committed.
+        put(&store, "f", b"third", v3);
+        assert_eq!(store.abort("alice", "f", v3).unwrap(), 0);
+        assert_eq!(on_disk(&store, "f", v3), 4);
+        // A name never committed: its staged chunks go too.
+        let (w, sum) = staged(&store, "new", b"never committed", v2, 4);
+        w.finish(sum).unwrap();
+        assert_eq!(store.abort("alice", "new", v2).unwrap(), 1);
+        assert_eq!(on_disk(&store, "new", v2), 0);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }

@@ -7,13 +7,19 @@ use std::process::{Command, Output, Stdio};
 
 use crate::util::{random_file, Cluster};
 
+/// `dfs` with `args`, fed `stdin`, as alice. Its HOME and XDG_STATE_HOME are
+/// folders beside `config` (the test's own), never the user's running the tests.
 fn dfs(config: &Path, password: &str, args: &[&str], stdin: &str) -> Output {
+    let beside = config.parent().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .arg("--config")
         .arg(config)
         .args(["--user", "alice"])
         .args(args)
         .env("DFS_PASSWORD", password)
+        .env("HOME", beside.join("home"))
+        .env("XDG_STATE_HOME", beside.join("state"))
+        .env_remove("DFS_USER")
         .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -105,14 +111,19 @@ async fn one_shot_commands_and_exit_codes() {
 
     let out = dfs(&config, "wonderland", &["delete", "holiday photo.jpg"], "");
     assert!(out.status.success());
+    let into = tempfile::tempdir().unwrap();
     let out = dfs(
         &config,
         "wonderland",
-        &["get", "holiday photo.jpg", "/tmp"],
+        &["get", "holiday photo.jpg", into.path().to_str().unwrap()],
         "",
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr), "dfs: no such file: holiday photo.jpg\n");
+    assert!(
+        crate::util::tree(into.path()).is_empty(),
+        "a deleted file was written"
+    );
 
     let out = dfs(&config, "wrong", &["ls"], "");
     assert_eq!(out.status.code(), Some(1));

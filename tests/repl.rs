@@ -1,20 +1,32 @@
 //! The interactive client, driven through a pseudo-terminal the way a person
-//! types: login, every command, Tab, history, Ctrl-C during a transfer, Ctrl-D.
+//! types: login, every command, Tab, history, Ctrl-C during a GET and during
+//! a PUT, Ctrl-D; and `dfs local`, which starts the servers first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
 use ringdfs::client::no_progress;
+use ringdfs::placement::Placement;
+use ringdfs::protocol::Version;
 
-use crate::util::{random_file, tree, Cluster};
+use crate::util::{random_file, tree, Cluster, ProcCluster};
 
 const PROMPT: &str = "alice@ringdfs [4/4]> ";
 
 /// `dfs` on a pseudo-terminal, with its own HOME (for the history file).
 fn spawn_dfs(config: &Path, home: &Path) -> PtySession {
+    spawn_dfs_with(config, home, |_| {})
+}
+
+/// `dfs --config CONFIG` on a pseudo-terminal, with its own HOME and
+/// nothing from the environment of whoever runs the tests; `more` adds to
+/// the command (arguments, a working folder).
+fn spawn_dfs_with(config: &Path, home: &Path, more: impl FnOnce(&mut Command)) -> PtySession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dfs"));
+    more(&mut command);
     command
         .arg("--config")
         .arg(config)
@@ -60,6 +72,11 @@ fn leave(mut p: PtySession) {
     );
 }
 
+/// README, Commands: a person logs in (after one wrong password) and types
+/// every command of the table, aliases too: `put`, `get`, `list`, `ls`,
+/// `where`, `verify` (all files and one), `status`, `help`, `delete`, `rm`,
+/// then `exit`; each answers as documented, mistakes get one line, and
+/// `exit` ends the session with status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_runs_every_command_and_leaves() {
     let cluster = Cluster::start(4).await;
@@ -67,6 +84,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (local, data) = random_file(work.path(), "notes.txt", 5000);
+    let (other, _) = random_file(work.path(), "other.bin", 3000);
     let back = work.path().join("back.txt");
     let home_path = home.path().to_path_buf();
 
@@ -83,15 +101,34 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.exp_string("stored my notes.txt: 4.9 KiB in 4 chunks, 8 copies")
             .unwrap();
         p.exp_string(PROMPT).unwrap();
-
-        p.send_line("ls").unwrap();
-        p.exp_regex(r"my notes\.txt\s+4\.9 KiB\s+4\s+\S+ \S+\s+ok")
+        p.send_line(&format!("put {}", other.display())).unwrap();
+        p.exp_string("stored other.bin: 2.9 KiB in 4 chunks, 8 copies")
             .unwrap();
         p.exp_string(PROMPT).unwrap();
+
+        for list in ["list", "ls"] {
+            p.send_line(list).unwrap();
+            p.exp_regex(r"NAME\s+SIZE\s+CHUNKS\s+STORED \(UTC\)\s+HEALTH")
+                .unwrap();
+            p.exp_regex(r"my notes\.txt\s+4\.9 KiB\s+4\s+\S+ \S+\s+ok")
+                .unwrap();
+            p.exp_regex(r"other\.bin\s+2\.9 KiB\s+4\s+\S+ \S+\s+ok")
+                .unwrap();
+            p.exp_string(PROMPT).unwrap();
+        }
 
         p.send_line("where \"my notes.txt\"").unwrap();
         p.exp_string("FIRST COPY").unwrap();
         p.exp_regex(r"4\s+1\.2 KiB\s+dfs\d ok\s+dfs\d ok").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("verify").unwrap();
+        p.exp_regex(r"my notes\.txt\s+healthy").unwrap();
+        p.exp_regex(r"other\.bin\s+healthy").unwrap();
+        p.exp_string("2 of 2 files healthy").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("VERIFY 'my notes.txt'").unwrap();
+        p.exp_string("1 of 1 file healthy").unwrap();
         p.exp_string(PROMPT).unwrap();
 
         p.send_line("status").unwrap();
@@ -105,8 +142,22 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             .unwrap();
         p.exp_string(PROMPT).unwrap();
 
+        // HELP names every command with its arguments.
         p.send_line("help").unwrap();
-        p.exp_string("where REMOTE").unwrap();
+        for usage in [
+            "put LOCAL [REMOTE]",
+            "get REMOTE [LOCAL]",
+            "list",
+            "delete REMOTE",
+            "where REMOTE",
+            "verify [REMOTE]",
+            "status",
+            "help",
+            "exit",
+            "aliases: ls = list, rm = delete, quit = exit",
+        ] {
+            p.exp_string(usage).unwrap();
+        }
         p.exp_string(PROMPT).unwrap();
 
         // Mistakes get one line each, and the prompt comes back.
@@ -122,7 +173,23 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.send_line("rm 'my notes.txt'").unwrap();
         p.exp_string("deleted my notes.txt").unwrap();
         p.exp_string(PROMPT).unwrap();
-        leave(p);
+        p.send_line("delete other.bin").unwrap();
+        p.exp_string("deleted other.bin").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("ls").unwrap();
+        p.exp_string("no files").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("get other.bin").unwrap();
+        p.exp_string("error: no such file: other.bin").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        p.send_line("exit").unwrap();
+        p.exp_eof().unwrap();
+        let status = p.process().wait().unwrap();
+        assert!(
+            matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
         assert_eq!(std::fs::read(&back).unwrap(), data);
     })
     .await
@@ -221,6 +288,383 @@ async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
     })
     .await
     .unwrap();
+}
+
+/// The prompt, whatever the ring's health shows.
+const ANY_PROMPT: &str = r"alice@ringdfs \[[^\]]*\]> ";
+
+/// Chunk files under `owner`'s `name` on a server that are not of version
+/// `keep` (all of them when `keep` is `None`), by file name.
+fn chunk_files_besides(
+    data_dir: &Path,
+    owner: &str,
+    name: &str,
+    keep: Option<Version>,
+) -> Vec<String> {
+    let keep = keep.map(|v| format!("{:016x}-{:016x}.", v.gen, v.writer));
+    let dir = ringdfs::store::file_dir(data_dir, owner, name);
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f != "manifest")
+                .filter(|f| keep.as_ref().is_none_or(|k| !f.starts_with(k.as_str())))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Waits (up to `secs`) until no server among `data_dirs` holds a chunk file
+/// of `name` other than version `keep`, nor any temp file; panics naming
+/// what is left.
+fn wait_for_no_leftovers(data_dirs: &[PathBuf], name: &str, keep: Option<Version>, secs: u64) {
+    let leftovers = || {
+        let mut left = Vec::new();
+        for (i, dir) in data_dirs.iter().enumerate() {
+            for f in chunk_files_besides(dir, "alice", name, keep) {
+                left.push(format!("dfs{}: {name} {f}", i + 1));
+            }
+            for f in tree(&dir.join("tmp")) {
+                left.push(format!("dfs{}: tmp/{}", i + 1, f.display()));
+            }
+        }
+        left
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let left = leftovers();
+        if left.is_empty() {
+            eprintln!(
+                "no leftovers of the cancelled PUT after {:?}",
+                start.elapsed()
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "{secs} s after the cancel, the servers still hold {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// README, Keys: "Ctrl-C cancels a running transfer (nothing half-done is
+/// left, locally or remotely) and returns to the prompt". Ctrl-C during a
+/// large PUT of a new name: the prompt returns and works, LIST does not show
+/// the name, no server keeps a chunk or a temp file of it (within 30 s), and
+/// locally there is still just the source file, unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_a_large_put_and_leaves_nothing_locally_or_remotely() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let work = tempfile::tempdir().unwrap();
+    let (local, data) = random_file(work.path(), "big", 400 << 20);
+    let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
+    let work_path = work.path().to_path_buf();
+    let downloads = cluster.dir.path().join("downloads");
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        p.send_line(&format!("put {} fresh.bin", local.display()))
+            .unwrap();
+        // The progress bar shows the rate once bytes flow; then Ctrl-C.
+        p.exp_string("MiB/s").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string("error: cancelled").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("ls").unwrap();
+        p.exp_string("no files").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+
+        wait_for_no_leftovers(&data_dirs, "fresh.bin", None, 30);
+        assert_eq!(tree(&work_path), [PathBuf::from("big")]);
+        assert!(std::fs::read(&local).unwrap() == data, "the source changed");
+        assert!(tree(&downloads).is_empty(), "{:?}", tree(&downloads));
+    })
+    .await
+    .unwrap();
+}
+
+/// Ctrl-C during a PUT that has already stored some chunks on their
+/// servers. One server hangs (SIGSTOP), so the chunks it does not hold are
+/// stored while the others wait for it; Ctrl-C then. The prompt returns, the
+/// older version of the name is still the one listed and read, and no
+/// server keeps a chunk of the cancelled version (within 30 s, the hung one
+/// included once it resumes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the_older_version_intact(
+) {
+    let cluster = ProcCluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (v1_path, v1) = random_file(work.path(), "v1", 8 << 20);
+    client
+        .put(&v1_path, "kept.bin", &no_progress)
+        .await
+        .unwrap();
+    let old = client.stat("kept.bin").await.unwrap().version;
+    let (v2_path, _) = random_file(work.path(), "v2", 40 << 20);
+    let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
+    // dfs2 will hang: the chunks it does not hold, on their two holders each,
+    // are what the PUT stores before it waits (ring positions are dfs1..dfs4).
+    let hung = 2u32;
+    let placement = Placement::of("alice", "kept.bin", 4);
+    let stored_first: Vec<(usize, u32)> = (1..=4)
+        .filter(|&c| !placement.holders(c).contains(&hung))
+        .flat_map(|c| placement.holders(c).map(|pos| (pos as usize, c)))
+        .collect();
+    assert_eq!(stored_first.len(), 4, "{stored_first:?}");
+
+    // The prompt's client waits 10 s for a silent server: the window in
+    // which the other chunks are stored and the hung holder's are not.
+    let mut base = cluster.client_config();
+    let config = work.path().join("client.toml");
+    let servers: Vec<String> = base.servers.iter().map(|s| format!("{s:?}")).collect();
+    base.ca = std::fs::canonicalize(&base.ca).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "servers = [{}]\ndownload_dir = \"downloads\"\ntimeout_secs = 10\nca = {:?}\n",
+            servers.join(", "),
+            base.ca.display().to_string()
+        ),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let out = work.path().join("out");
+    let cluster = Arc::new(cluster);
+
+    let session = tokio::task::spawn_blocking({
+        let cluster = Arc::clone(&cluster);
+        let data_dirs = data_dirs.clone();
+        move || {
+            let mut p = spawn_dfs(&config, &home_path);
+            type_login(&mut p, "wonderland");
+            p.exp_regex(ANY_PROMPT).unwrap();
+            cluster.signal(hung as usize, "STOP");
+            p.send_line(&format!("put {} kept.bin", v2_path.display()))
+                .unwrap();
+            let start = std::time::Instant::now();
+            let landed = || {
+                stored_first.iter().all(|&(server, chunk)| {
+                    chunk_files_besides(&data_dirs[server - 1], "alice", "kept.bin", Some(old))
+                        .iter()
+                        .any(|f| f.ends_with(&format!(".{chunk}")))
+                })
+            };
+            while !landed() {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(60),
+                    "the chunks without a hung holder were never stored"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            p.send_control('c').unwrap();
+            p.exp_string("error: cancelled").unwrap();
+            p.exp_regex(ANY_PROMPT).unwrap();
+            cluster.signal(hung as usize, "CONT");
+            p.send_line("ls").unwrap();
+            p.exp_regex(r"kept\.bin\s+8\.0 MiB").unwrap();
+            p.exp_regex(ANY_PROMPT).unwrap();
+            p.send_line(&format!("get kept.bin {}", out.display()))
+                .unwrap();
+            p.exp_string("fetched 8.0 MiB and verified every chunk")
+                .unwrap();
+            p.exp_regex(ANY_PROMPT).unwrap();
+            leave(p);
+            assert!(std::fs::read(&out).unwrap() == v1, "GET gave other bytes");
+            wait_for_no_leftovers(&data_dirs, "kept.bin", Some(old), 30);
+        }
+    });
+    let result = session.await;
+    // Whatever happened, the hung server must run again before the cluster stops.
+    cluster.signal(hung as usize, "CONT");
+    result.unwrap();
+    assert_eq!(client.stat("kept.bin").await.unwrap().version, old);
+}
+
+/// A copy of the shipped layout in `root` (servers/, client/, users.toml,
+/// data/) whose four servers listen on `ports` instead of 7101..7104.
+fn local_layout(root: &Path, ports: &[u16]) {
+    for dir in ["servers", "client", "data"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(shipped.join("users.toml"), root.join("users.toml")).unwrap();
+    // The shipped ids, so dfs1..dfs4 keep their ring order.
+    let ids = ["1", "5", "9", "d"];
+    let ring: String = ports
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (port, id))| {
+            format!(
+                "[[ring]]\nname = \"dfs{}\"\naddr = \"127.0.0.1:{port}\"\nid = \"{id}\"\n\n",
+                i + 1
+            )
+        })
+        .collect();
+    for (i, port) in ports.iter().enumerate() {
+        let n = i + 1;
+        std::fs::write(
+            root.join(format!("servers/dfs{n}.toml")),
+            format!(
+                "name = \"dfs{n}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"../data/dfs{n}\"\n\
+                 users = \"../users.toml\"\ncluster_key = \"../data/cluster.key\"\n\
+                 tls_dir = \"../data/tls\"\n\n{ring}"
+            ),
+        )
+        .unwrap();
+    }
+    let servers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    std::fs::write(
+        root.join("client/config.toml"),
+        format!(
+            "servers = [{}]\ndownload_dir = \"files\"\ntimeout_secs = 5\nca = \"../data/tls/ca.pem\"\n",
+            servers.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+/// Processes other than this one whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| e.file_name().to_string_lossy() != me)
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// README, Quick start: `dfs local` starts dfs1..dfs4 from a servers folder
+/// (here a copy of the shipped one on free ports, so 7101..7104 are never
+/// touched), makes the certificates, and opens the prompt; PUT, LIST, GET
+/// (into the client's download folder) and STATUS work against those
+/// servers; `exit` stops all four (each logs its stop, nothing answers on
+/// their ports any more), the command exits 0, and no process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dfs_local_starts_four_servers_and_exit_stops_them() {
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().to_path_buf();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let (local, data) = random_file(home.path(), "src.bin", 300_000);
+
+    let ports = tokio::task::spawn_blocking(move || {
+        let root = root_path;
+        // The ports are picked free and released before `dfs local` binds
+        // them, so another process may take one first: then pick others.
+        let mut started = None;
+        for _ in 0..3 {
+            let probes: Vec<std::net::TcpListener> = (0..4)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let ports: Vec<u16> = probes
+                .iter()
+                .map(|p| p.local_addr().unwrap().port())
+                .collect();
+            drop(probes);
+            local_layout(&root, &ports);
+            let mut p = spawn_dfs_with(&root.join("client/config.toml"), &home_path, |c| {
+                c.arg("local")
+                    .arg("--servers")
+                    .arg(root.join("servers"))
+                    .current_dir(&root);
+            });
+            let (_, said) = p
+                .exp_regex(r"started 4 servers \([^)]*\)|cannot listen on \S+")
+                .unwrap();
+            if said.starts_with("cannot listen") {
+                eprintln!("{said}: taken meanwhile; trying other ports");
+                p.exp_eof().unwrap();
+                continue;
+            }
+            for (i, port) in ports.iter().enumerate() {
+                let listed = format!("dfs{} on 127.0.0.1:{port}", i + 1);
+                assert!(said.contains(&listed), "{said}");
+            }
+            started = Some((p, ports));
+            break;
+        }
+        let (mut p, ports) = started.expect("no free ports in 3 tries");
+        login(&mut p);
+        p.send_line(&format!("put {} local.bin", local.display()))
+            .unwrap();
+        p.exp_string("stored local.bin: 293.0 KiB in 4 chunks, 8 copies")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("list").unwrap();
+        p.exp_regex(r"local\.bin\s+293\.0 KiB\s+4\s+\S+ \S+\s+ok")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("get local.bin").unwrap();
+        p.exp_string("fetched 293.0 KiB and verified every chunk")
+            .unwrap();
+        p.exp_string(PROMPT).unwrap();
+        assert!(std::fs::read(root.join("client/files/local.bin")).unwrap() == data);
+        p.send_line("status").unwrap();
+        for (i, port) in ports.iter().enumerate() {
+            p.exp_regex(&format!(
+                r"dfs{}\s+[0-9a-f]{{8}}\s+127\.0\.0\.1:{port}\s+up",
+                i + 1
+            ))
+            .unwrap();
+        }
+        p.exp_string(PROMPT).unwrap();
+        p.send_line("exit").unwrap();
+        p.exp_eof().unwrap();
+        let status = p.process().wait().unwrap();
+        assert!(
+            matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        ports
+    })
+    .await
+    .unwrap();
+
+    // Every server stopped, logged it, and let go of its port.
+    let log = std::fs::read_to_string(root.path().join("data/dfs-local.log")).unwrap();
+    for (i, port) in ports.iter().enumerate() {
+        let name = format!("dfs{}", i + 1);
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" stopped") && l.contains(&format!("server={name}"))),
+            "{name} did not log its stop: {log}"
+        );
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let connect =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2));
+        assert!(connect.is_err(), "something still answers on {addr}");
+        // The servers kept their data in the copy, not in the project.
+        let mine = root.path().join(format!("data/{name}/users/alice"));
+        assert!(mine.is_dir(), "{} missing", mine.display());
+    }
+    assert!(root.path().join("data/tls/ca.pem").is_file());
+    let left = processes_mentioning(&root.path().display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,6 +228,50 @@ fn reader(
     })
 }
 
+/// Files a writer stored: name, bytes, and the chunk count PUT gave each.
+type Written = Arc<std::sync::Mutex<Vec<(String, Vec<u8>, u32)>>>;
+
+/// PUTs new files (`w0000`, `w0001`, ...) one after another until `stop`;
+/// records each stored file and counts failures.
+fn writer(
+    client: Arc<Client>,
+    written: Written,
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let work = tempfile::tempdir().unwrap();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let name = format!("w{i:04}");
+            let (path, data) = random_file(work.path(), "src", 5000 + i * 131);
+            match client.put(&path, &name, &no_progress).await {
+                Ok(receipt) => {
+                    // A degraded PUT is stored (healing adds the copies): the
+                    // placement check at the end says whether they came.
+                    if receipt.copies < receipt.wanted {
+                        eprintln!(
+                            "PUT {name}: {} of {} copies",
+                            receipt.copies, receipt.wanted
+                        );
+                    }
+                    written.lock().unwrap().push((name, data, receipt.chunks));
+                }
+                Err(e) => {
+                    eprintln!("PUT {name}: {e}");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            i += 1;
+        }
+    })
+}
+
+/// How many files the writer has stored so far.
+fn stored(written: &Written) -> usize {
+    written.lock().unwrap().len()
+}
+
 fn total_copied(all: &[(String, Option<ServerStatus>)]) -> u64 {
     all.iter()
         .filter_map(|(_, s)| s.as_ref())
@@ -235,8 +279,16 @@ fn total_copied(all: &[(String, Option<ServerStatus>)]) -> u64 {
         .sum()
 }
 
+/// README, Joining and leaving: a fifth server joins and later leaves while
+/// reads and writes go on; every GET and every PUT during the rebalancing
+/// succeeds (some PUTs fall inside each rebalancing), a file written while
+/// five servers are up gets five chunks on the five-server table's holders,
+/// and in the end every chunk of every file (200 from before, the writer's,
+/// the five-chunk one) has two copies where the four-server table says and
+/// reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fifth_server_joins_and_leaves_and_every_chunk_keeps_two_copies_where_the_table_says() {
+async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_chunk_keeps_two_copies_where_the_table_says(
+) {
     let mut cluster = Cluster::start(4).await;
     let client = Arc::new(cluster.login("alice").await);
     let work = tempfile::tempdir().unwrap();
@@ -259,7 +311,8 @@ async fn a_fifth_server_joins_and_leaves_and_every_chunk_keeps_two_copies_where_
     .await;
     let copied_before = total_copied(&statuses(&client).await);
 
-    // GETs run throughout the join and the leave.
+    // GETs and PUTs run throughout the join and the leave, each with its
+    // own client (its own connections), as two users' sessions would.
     let files = Arc::new(files);
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -270,11 +323,20 @@ async fn a_fifth_server_joins_and_leaves_and_every_chunk_keeps_two_copies_where_
         Arc::clone(&reads),
         Arc::clone(&failures),
     );
+    let written: Written = Arc::default();
+    let write_failures = Arc::new(AtomicU64::new(0));
+    let writers = writer(
+        Arc::new(cluster.login("alice").await),
+        Arc::clone(&written),
+        Arc::clone(&stop),
+        Arc::clone(&write_failures),
+    );
 
     // dfs5 joins through dfs1; its id (SHA-1 of "dfs5", 24f0…) puts it
     // between dfs1 and dfs2.
     let join_addr = cluster.addr(1).to_string();
     let started = Instant::now();
+    let written_before_join = stored(&written);
     let five = cluster.add_server("dfs5", &join_addr).await;
     let ring5: Vec<String> = ["dfs1", "dfs5", "dfs2", "dfs3", "dfs4"]
         .iter()
@@ -299,30 +361,53 @@ async fn a_fifth_server_joins_and_leaves_and_every_chunk_keeps_two_copies_where_
     )
     .await;
     let rebalance = started.elapsed();
+    let written_during_join = stored(&written) - written_before_join;
     let copied = total_copied(&statuses(&client).await) - copied_before;
     let copies = 200 * 4 * 2;
     println!(
-        "join: {copied} of {copies} chunk copies moved ({:.0} %), {} files {} bytes, rebalanced {:.1} s after start ({:.1} s after the placement check began)",
+        "join: {copied} of {copies} chunk copies moved ({:.0} %), {} files {} bytes, rebalanced {:.1} s after start ({:.1} s after the placement check began), {written_during_join} files written meanwhile",
         100.0 * copied as f64 / copies as f64,
         files.len(),
         bytes,
         rebalance.as_secs_f64(),
         took.as_secs_f64()
     );
+    assert!(written_during_join > 0, "no PUT finished during the join");
 
-    // dfs5 leaves: the four servers' table again.
+    // Written at five servers: five chunks, on the five-server table's holders.
+    let (path, five_data) = random_file(work.path(), "five", 500_001);
+    let receipt = client.put(&path, "five.bin", &no_progress).await.unwrap();
+    assert_eq!((receipt.chunks, receipt.copies), (5, 10));
+    let five_file = [("five.bin".to_string(), 5)];
+    wait_until(
+        30,
+        "five.bin on the five-server table's holders",
+        || async { placed_by_table(&cluster, &all5, &ring5, &five_file) },
+    )
+    .await;
+    let out = work.path().join("five.out");
+    client.get("five.bin", &out, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == five_data);
+
+    // dfs5 leaves: the four servers' table again, for every file written so
+    // far whatever its chunk count; the writer keeps going meanwhile.
     let started = Instant::now();
+    let written_before_leave = stored(&written);
     cluster.leave(five).await;
+    let mut everything = table.clone();
+    everything.push(five_file[0].clone());
     wait_until(
         120,
         "every chunk on its two holders in the four-server table",
-        || async { placed_by_table(&cluster, &four, &four_names, &table) },
+        || async { placed_by_table(&cluster, &four, &four_names, &everything) },
     )
     .await;
+    let written_during_leave = stored(&written) - written_before_leave;
     println!(
-        "leave: data handed over and placed in {:.1} s",
+        "leave: data handed over and placed in {:.1} s, {written_during_leave} files written meanwhile",
         started.elapsed().as_secs_f64()
     );
+    assert!(written_during_leave > 0, "no PUT finished during the leave");
     let _ = client.refresh_ring().await;
     assert_eq!(
         client
@@ -335,18 +420,45 @@ async fn a_fifth_server_joins_and_leaves_and_every_chunk_keeps_two_copies_where_
 
     stop.store(true, Ordering::Relaxed);
     readers.await.unwrap();
+    writers.await.unwrap();
     let reads = reads.load(Ordering::Relaxed);
-    println!("{reads} GETs during the join and the leave");
+    let written = std::mem::take(&mut *written.lock().unwrap());
+    println!(
+        "{reads} GETs and {} PUTs during the join and the leave",
+        written.len()
+    );
     assert!(reads > 0);
     assert_eq!(
         failures.load(Ordering::Relaxed),
         0,
         "a GET failed during rebalancing"
     );
-    // Every file still reads back after the leave.
+    assert_eq!(
+        write_failures.load(Ordering::Relaxed),
+        0,
+        "a PUT failed during rebalancing"
+    );
+    // Every file, the writer's too, on the four-server table's holders...
+    let written_table: Vec<(String, u32)> =
+        written.iter().map(|(n, _, c)| (n.clone(), *c)).collect();
+    wait_until(
+        120,
+        "every written file on its two holders in the four-server table",
+        || async { placed_by_table(&cluster, &four, &four_names, &written_table) },
+    )
+    .await;
+    // ...and every file reads back.
     let out = work.path().join("after");
-    for (name, data) in files.iter() {
+    let all = files
+        .iter()
+        .map(|(n, d)| (n, d))
+        .chain(written.iter().map(|(n, d, _)| (n, d)))
+        .chain(std::iter::once((&five_file[0].0, &five_data)));
+    let mut checked = 0;
+    for (name, data) in all {
         client.get(name, &out, &no_progress).await.unwrap();
         assert!(std::fs::read(&out).unwrap() == *data, "{name}");
+        checked += 1;
     }
+    assert_eq!(checked, files.len() + written.len() + 1);
 }

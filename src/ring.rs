@@ -502,7 +502,8 @@ mod tests {
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     // Ordered maps: the simulations iterate over nodes, and a BTreeMap's
-    // order changes from run to run, so a failure would not reproduce.
+    // order is fixed, where a HashMap's changes from run to run (a failure
+    // would not reproduce).
     use std::collections::BTreeMap;
 
     fn id_from_u128(top: u128) -> Id {

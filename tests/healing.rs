@@ -46,9 +46,18 @@ async fn damage_and_heal(name: &str, which: usize, damage: fn(&Path)) {
         "GET returned wrong bytes"
     );
     if which == 1 {
-        // GET reads the first holder; VERIFY is what reads the second.
+        // GET reads the first holder; VERIFY is what reads the second, and
+        // calls the file corrupt (not merely unhealthy), naming the copy.
         let report = client.verify(Some(name)).await.unwrap();
-        assert_ne!(report[0].health, Health::Healthy, "{report:?}");
+        assert_eq!(report.len(), 1, "{report:?}");
+        assert_eq!(report[0].health, Health::Corrupt, "{report:?}");
+        assert_eq!(
+            report[0].problems,
+            [format!(
+                "chunk 2 on dfs{bad}: corrupt (set aside; repairing)"
+            )],
+            "{report:?}"
+        );
     }
     let logged = format!("server=dfs{bad}");
     wait_until(10, "the log names the bad copy", || async {
@@ -65,7 +74,8 @@ async fn damage_and_heal(name: &str, which: usize, damage: fn(&Path)) {
     );
     // The server stayed up throughout.
     let status = client.status().await;
-    assert!(status.iter().all(|r| r.state.is_ok()));
+    assert_eq!(status.len(), 4, "{status:?}");
+    assert!(status.iter().all(|r| r.state.is_ok()), "{status:?}");
 }
 
 fn flip_a_byte(path: &Path) {
@@ -186,6 +196,7 @@ async fn writes_with_a_server_down_are_degraded_then_healed_on_its_return() {
         assert!(std::fs::read(&out).unwrap() == *data);
     }
     let listed = client.list().await.unwrap();
+    assert_eq!(listed.len(), files.len(), "{listed:?}");
     assert!(listed.iter().all(|f| !f.healthy()), "LIST shows degraded");
     let location = client.locate("d0").await.unwrap();
     let down = location
@@ -210,7 +221,9 @@ async fn writes_with_a_server_down_are_degraded_then_healed_on_its_return() {
     for (name, _) in &files {
         assert!(fully_healthy(&client, name).await, "{name}");
     }
-    assert!(client.list().await.unwrap().iter().all(|f| f.healthy()));
+    let listed = client.list().await.unwrap();
+    assert_eq!(listed.len(), files.len(), "{listed:?}");
+    assert!(listed.iter().all(|f| f.healthy()), "{listed:?}");
     let status = client.status().await;
     let dfs3 = status[2].state.as_ref().unwrap();
     assert!(dfs3.heal.copied >= 16, "{:?}", dfs3.heal);
@@ -295,6 +308,8 @@ async fn readers_see_one_whole_version_while_a_writer_alternates() {
     assert!(reads > 0);
 }
 
+/// Two writers on one name: every read meanwhile is one writer's whole
+/// file (and reads do succeed), and one writer wins on every server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_one_name_one_wins_whole() {
     let cluster = Cluster::start(4).await;
@@ -313,12 +328,29 @@ async fn two_writers_on_one_name_one_wins_whole() {
     let wa = tokio::spawn(writer(a, path_a));
     let wb = tokio::spawn(writer(b, path_b));
     let out = work.path().join("read");
+    // Every read that succeeds is one writer's whole file. A read may fail
+    // only as "not there yet" (before the first commit) or as a chunk
+    // replaced under it more often than GET retries; anything else fails.
+    let (mut whole, mut not_yet, mut replaced) = (0u32, 0u32, 0u32);
     while !(wa.is_finished() && wb.is_finished()) {
-        if reader.get("contested", &out, &no_progress).await.is_ok() {
-            let got = std::fs::read(&out).unwrap();
-            assert!(got == data_a || got == data_b, "a mix of two writers");
+        match reader.get("contested", &out, &no_progress).await {
+            Ok(_) => {
+                let got = std::fs::read(&out).unwrap();
+                assert!(got == data_a || got == data_b, "a mix of two writers");
+                whole += 1;
+            }
+            Err(Error::NotFound { .. }) if whole == 0 => not_yet += 1,
+            Err(Error::ChunkUnavailable { .. }) => replaced += 1,
+            Err(e) => panic!("a read failed: {e}"),
         }
     }
+    eprintln!(
+        "{whole} whole reads, {not_yet} before the first commit, {replaced} replaced mid-read"
+    );
+    assert!(
+        whole >= 5,
+        "only {whole} reads succeeded while the writers ran"
+    );
     wa.await.unwrap();
     wb.await.unwrap();
     reader.get("contested", &out, &no_progress).await.unwrap();

@@ -4,11 +4,14 @@
 use std::path::Path;
 
 use ringdfs::client::{no_progress, Client, Health};
-use ringdfs::placement::Placement;
+use ringdfs::error::ErrorKind;
+use ringdfs::placement::{chunk_range, Placement};
+use ringdfs::protocol::{Frame, Request, Response, Version};
 use ringdfs::Error;
 
 use crate::util::{
-    captured_logs, chunk_file, chunks_on_disk, random_file, tree, wait_until, Cluster,
+    captured_logs, chunk_file, chunks_on_disk, random_file, raw_login, tree, wait_until, Cluster,
+    RawConn,
 };
 
 /// The two holders (1-based server numbers) of `chunk` of alice's `name`.
@@ -363,4 +366,348 @@ async fn two_writers_on_one_name_one_wins_whole() {
         (1..=4).all(|s| chunks_on_disk(&cluster.data_dir(s), "alice", "contested").len() == 2)
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// A returning server catches up; heal never spreads a bad copy.
+
+/// Chunk `chunk` of alice's `name` at `version`, asked of one server over a
+/// raw connection: its bytes, or the error the server answered with.
+async fn raw_chunk(
+    conn: &mut RawConn,
+    name: &str,
+    version: Version,
+    chunk: u32,
+) -> ringdfs::Result<Vec<u8>> {
+    let request = Request::GetChunk {
+        name: name.into(),
+        version,
+        chunk,
+    };
+    let len = match conn.call(&request).await? {
+        Response::Chunk { len } => len,
+        other => panic!("GetChunk answered {other:?}"),
+    };
+    let mut bytes = Vec::new();
+    loop {
+        match conn
+            .recv::<Response>()
+            .await?
+            .expect("the rest of the chunk")
+        {
+            Frame::Data(block) => bytes.extend_from_slice(&block),
+            Frame::Msg(Response::ChunkDone { .. }) => break,
+            Frame::Msg(Response::Error(e)) => return Err(e.into_error("the server")),
+            Frame::Msg(other) => panic!("inside a chunk: {other:?}"),
+        }
+    }
+    assert_eq!(bytes.len() as u64, len);
+    Ok(bytes)
+}
+
+/// The versions (as in chunk file names, `gen-writer`) and chunk numbers of
+/// the chunk files of alice's `name` on a server's disk, sorted.
+fn chunk_files(data_dir: &Path, name: &str) -> Vec<(String, u32)> {
+    let dir = ringdfs::store::file_dir(data_dir, "alice", name);
+    let mut out: Vec<(String, u32)> = tree(&dir)
+        .iter()
+        .filter_map(|p| {
+            let (version, chunk) = p.to_str()?.rsplit_once('.')?;
+            Some((version.to_string(), chunk.parse().ok()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How a version is spelled in chunk file names.
+fn file_version(v: Version) -> String {
+    format!("{:016x}-{:016x}", v.gen, v.writer)
+}
+
+/// A file overwritten while one of its holders was down: from the moment
+/// that server is back, no read through it yields the older version (its
+/// manifest only moves forward, a chunk asked of it is the new bytes or
+/// "not here"), GETs return the new file, and it ends up holding only the
+/// new version's chunks and serving them alone with its neighbours down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_back_from_an_outage_adopts_the_overwrite_and_never_serves_the_old_version() {
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let name = "overwritten.bin";
+    let (path, old) = random_file(work.path(), "v1", 400_000);
+    client.put(&path, name, &no_progress).await.unwrap();
+    let v1 = client.stat(name).await.unwrap();
+    assert_eq!(chunk_files(&cluster.data_dir(3), name).len(), 2);
+
+    cluster.stop(3).await;
+    let (path, new) = random_file(work.path(), "v2", 300_001);
+    let receipt = client.put(&path, name, &no_progress).await.unwrap();
+    assert_eq!(receipt.missing, ["dfs3"]);
+    let v2 = client.stat(name).await.unwrap();
+    assert!(v2.version > v1.version);
+    let (a, b) = Placement::of("alice", name, 4).chunks_of(3);
+    let mut mine = vec![a, b];
+    mine.sort_unstable();
+    let new_chunk = |c: u32| {
+        let (start, end) = chunk_range(new.len() as u64, 4, c);
+        &new[start as usize..end as usize]
+    };
+
+    cluster.restart(3).await;
+    let mut raw = raw_login(&cluster, 3, "alice").await;
+    let started = std::time::Instant::now();
+    let (mut polls, mut not_yet, mut served, mut gets) = (0u32, 0u32, 0u32, 0u32);
+    let mut adopted = false;
+    loop {
+        polls += 1;
+        // Its manifest: the old one until it adopts the new, never back.
+        let stat = Request::Stat { name: name.into() };
+        let (version, held) = match raw.call(&stat).await.unwrap() {
+            Response::File {
+                manifest: Some(m),
+                held,
+            } => (m.version, held),
+            other => panic!("dfs3 answered Stat with {other:?}"),
+        };
+        if version == v2.version {
+            adopted = true;
+        } else {
+            assert_eq!(version, v1.version, "dfs3 shows a version nobody wrote");
+            assert!(!adopted, "dfs3 went back to the old version");
+        }
+        // Its copies of the new version: the new bytes, or not there yet.
+        for &c in &mine {
+            match raw_chunk(&mut raw, name, v2.version, c).await {
+                Ok(bytes) => {
+                    assert!(
+                        bytes == new_chunk(c),
+                        "dfs3 served other bytes as chunk {c}"
+                    );
+                    served += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => not_yet += 1,
+                Err(e) => panic!("dfs3, chunk {c} of the new version: {e}"),
+            }
+        }
+        // A reader through the whole ring gets the new file, every time.
+        let out = work.path().join("read");
+        client.get(name, &out, &no_progress).await.unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == new,
+            "GET returned the old file"
+        );
+        gets += 1;
+        if adopted && held == mine {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "after 20 s dfs3 still has version {version:?} (new: {:?}) and chunks {held:?}",
+            v2.version
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "dfs3 caught up in {:?}: {polls} polls, {gets} GETs, {served} new chunks served, {not_yet} not there yet",
+        started.elapsed()
+    );
+
+    // On its disk, once the replaced version's grace period is over: only
+    // the new version's chunks; the old version is gone for any reader.
+    let want: Vec<(String, u32)> = mine
+        .iter()
+        .map(|&c| (file_version(v2.version), c))
+        .collect();
+    wait_until(10, "dfs3 holds only the new version's chunks", || async {
+        chunk_files(&cluster.data_dir(3), name) == want
+    })
+    .await;
+    for &c in &mine {
+        let err = raw_chunk(&mut raw, name, v1.version, c).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "old chunk {c}: {err}");
+        assert!(raw_chunk(&mut raw, name, v2.version, c).await.unwrap() == new_chunk(c));
+    }
+    drop(raw);
+
+    // With both its neighbours down, dfs3 alone serves its two chunks (and
+    // dfs1 the other two): still the new file.
+    cluster.stop(2).await;
+    cluster.stop(4).await;
+    let fresh = cluster.login("alice").await;
+    let out = work.path().join("forced");
+    fresh.get(name, &out, &no_progress).await.unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == new,
+        "dfs3 served the old file"
+    );
+    assert!(std::fs::read(&out).unwrap() != old);
+}
+
+/// Heal rounds server `i` has finished, as its STATUS says.
+async fn heal_rounds(client: &Client, i: usize) -> u64 {
+    let status = client.status().await;
+    match &status[i - 1].state {
+        Ok(s) => s.heal.rounds,
+        Err(e) => panic!("dfs{i} did not answer STATUS: {e}"),
+    }
+}
+
+/// Waits until server `i` has finished `more` heal rounds after now.
+async fn more_heal_rounds(client: &Client, i: usize, more: u64) {
+    let from = heal_rounds(client, i).await;
+    wait_until(
+        20,
+        &format!("dfs{i} ran {more} more heal rounds"),
+        || async { heal_rounds(client, i).await >= from + more },
+    )
+    .await;
+}
+
+/// The surviving copy of a chunk goes bad while the other holder has lost
+/// its own: heal fetches it, finds it bad, and stores nothing. The bad copy
+/// is set aside, the chunk is reported lost (never healthy), and GET fails
+/// with one line and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_does_not_copy_a_source_copy_that_fails_its_checksum() {
+    captured_logs();
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let name = "bad-source.bin";
+    let (path, _) = random_file(work.path(), "src", 400_000);
+    client.put(&path, name, &no_progress).await.unwrap();
+    let chunk = 2;
+    let [source, healer] = holders(name, chunk);
+    let bad = chunk_file(&cluster.data_dir(source), "alice", name, chunk).unwrap();
+    flip_a_byte(&bad);
+    std::fs::remove_file(chunk_file(&cluster.data_dir(healer), "alice", name, chunk).unwrap())
+        .unwrap();
+
+    // The healer's round notices its copy is gone and asks the source, whose
+    // read of its copy fails: the only reader of that copy is that fetch.
+    let failed = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
+    wait_until(
+        20,
+        "the healer's fetch from the bad source failed",
+        || async {
+            captured_logs()
+                .lines()
+                .any(|l| l.contains("chunk copy failed") && l.contains(&failed))
+        },
+    )
+    .await;
+    wait_until(10, "the source set its bad copy aside", || async {
+        !tree(&cluster.data_dir(source).join("quarantine")).is_empty()
+    })
+    .await;
+    more_heal_rounds(&client, healer, 2).await;
+    assert_eq!(
+        chunk_file(&cluster.data_dir(healer), "alice", name, chunk),
+        None,
+        "the healer stored a copy of a bad chunk"
+    );
+    assert!(tree(&cluster.data_dir(healer).join("tmp")).is_empty());
+    assert_eq!(
+        chunk_file(&cluster.data_dir(source), "alice", name, chunk),
+        None
+    );
+
+    let report = client.verify(Some(name)).await.unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].health, Health::Lost, "{report:?}");
+    let out_dir = tempfile::tempdir().unwrap();
+    let err = client
+        .get(name, &out_dir.path().join("out"), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ChunkUnavailable { chunk: 2, .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains('\n'), "{err}");
+    assert!(tree(out_dir.path()).is_empty());
+}
+
+/// Heal checks a fetched copy against its own manifest, not the sender's
+/// word: a source whose copy and manifest agree with each other but not
+/// with the file as written (its disk rewritten while it was stopped) gets
+/// its copy refused, and the healer never holds bytes that fail the file's
+/// checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heal_checks_each_fetched_copy_against_the_manifest_not_the_sender() {
+    use ringdfs::protocol::{checksum_of, ChunkId};
+    use ringdfs::store::{ChunkSpec, Store};
+
+    captured_logs();
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let name = "lying-source.bin";
+    let (path, _) = random_file(work.path(), "src", 400_000);
+    client.put(&path, name, &no_progress).await.unwrap();
+    let chunk = 3;
+    let [source, healer] = holders(name, chunk);
+    let good = std::fs::read(chunk_file(&cluster.data_dir(healer), "alice", name, chunk).unwrap())
+        .unwrap();
+
+    // While the source is stopped, the healer loses its copy (it cannot heal
+    // it: the source is the only other holder).
+    cluster.stop(source).await;
+    std::fs::remove_file(chunk_file(&cluster.data_dir(healer), "alice", name, chunk).unwrap())
+        .unwrap();
+    // The source's disk is rewritten: other bytes for the chunk, with a
+    // trailer and a manifest that vouch for them.
+    let data = cluster.data_dir(source);
+    std::fs::remove_file(ringdfs::store::file_dir(&data, "alice", name).join("manifest")).unwrap();
+    {
+        let store = std::sync::Arc::new(Store::open(&data).unwrap());
+        let mut manifest = client.stat(name).await.unwrap();
+        let spec = ChunkSpec {
+            owner: "alice".into(),
+            name: name.into(),
+            version: manifest.version,
+            chunk,
+            chunks: manifest.chunks,
+            size: manifest.size,
+        };
+        let len = spec.chunk_len();
+        let lie = vec![0x5a; len as usize];
+        let mut hasher = ChunkId {
+            owner: "alice",
+            name,
+            version: manifest.version,
+            chunk,
+            len,
+        }
+        .hasher();
+        hasher.update(&lie);
+        let sum = checksum_of(&hasher);
+        manifest.checksums[chunk as usize - 1] = sum;
+        assert!(store.commit("alice", manifest).unwrap());
+        let mut writer = store.begin_chunk(spec).unwrap();
+        writer.write(&lie).unwrap();
+        writer.finish(sum).unwrap();
+    }
+    cluster.restart(source).await;
+
+    let refused = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
+    wait_until(20, "the healer refused the source's copy", || async {
+        captured_logs()
+            .lines()
+            .any(|l| l.contains("chunk copy failed") && l.contains(&refused))
+    })
+    .await;
+    more_heal_rounds(&client, healer, 2).await;
+    // The source was the only place to fetch from: any copy would be its bytes.
+    if let Some(copy) = chunk_file(&cluster.data_dir(healer), "alice", name, chunk) {
+        let stored = std::fs::read(copy).unwrap();
+        panic!(
+            "the healer stored the source's copy ({} bytes, the written chunk's: {})",
+            stored.len(),
+            stored == good
+        );
+    }
+    assert!(tree(&cluster.data_dir(healer).join("tmp")).is_empty());
 }

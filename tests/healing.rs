@@ -711,3 +711,240 @@ async fn heal_checks_each_fetched_copy_against_the_manifest_not_the_sender() {
     }
     assert!(tree(&cluster.data_dir(healer).join("tmp")).is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// VERIFY as a script runs it, and the administrator's store check.
+
+/// `dfs --config CONFIG --user alice ARGS...` with `stdin` piped in, HOME and
+/// the state folder inside `home`: exit code, stdout, stderr.
+fn dfs(config: &Path, home: &Path, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .arg("--config")
+        .arg(config)
+        .args(["--user", "alice"])
+        .args(args)
+        .env("DFS_PASSWORD", "wonderland")
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The HEALTH column of `name`'s row in VERIFY's table.
+fn health_in_table(table: &str, name: &str) -> Option<String> {
+    table.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix("  ")?;
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+}
+
+/// `dfs verify [NAME]` (one-shot, piped, and --json): status 0 and
+/// "healthy"/"degraded" while every chunk has a good copy, status 1 and
+/// "corrupt" when a bad copy is found, status 1 and "lost" when a chunk has
+/// no good copy left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_as_a_command_exits_1_exactly_when_something_is_corrupt_or_lost() {
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let config = cluster.write_client_config();
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let work = tempfile::tempdir().unwrap();
+    for name in ["fine.bin", "hurt.bin", "gone.bin"] {
+        let (path, _) = random_file(work.path(), "src", 200_000);
+        client.put(&path, name, &no_progress).await.unwrap();
+    }
+
+    let (code, out, err) = dfs(&config, home, &["verify"], "");
+    assert_eq!(code, Some(0), "{out}{err}");
+    for name in ["fine.bin", "hurt.bin", "gone.bin"] {
+        assert_eq!(
+            health_in_table(&out, name).as_deref(),
+            Some("healthy"),
+            "{out}"
+        );
+    }
+    assert!(out.contains("3 of 3 files healthy"), "{out}");
+
+    // A server down: degraded, which is not a failure.
+    cluster.stop(4).await;
+    let (code, out, err) = dfs(&config, home, &["verify", "fine.bin"], "");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        health_in_table(&out, "fine.bin").as_deref(),
+        Some("degraded"),
+        "{out}"
+    );
+    assert!(out.contains("0 of 1 file healthy"), "{out}");
+    cluster.restart(4).await;
+    wait_until(10, "fine.bin is healthy again", || {
+        fully_healthy(&client, "fine.bin")
+    })
+    .await;
+
+    // One bad copy (on the holder GET does not read first): corrupt, status 1.
+    let [_, second] = holders("hurt.bin", 1);
+    flip_a_byte(&chunk_file(&cluster.data_dir(second), "alice", "hurt.bin", 1).unwrap());
+    let (code, out, err) = dfs(&config, home, &["verify", "hurt.bin"], "");
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(
+        health_in_table(&out, "hurt.bin").as_deref(),
+        Some("corrupt"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("chunk 1 on dfs{second}: corrupt")),
+        "{out}"
+    );
+    // Repaired within seconds: healthy, status 0.
+    wait_until(10, "hurt.bin is repaired", || {
+        fully_healthy(&client, "hurt.bin")
+    })
+    .await;
+    let (code, out, err) = dfs(&config, home, &["verify", "hurt.bin"], "");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        health_in_table(&out, "hurt.bin").as_deref(),
+        Some("healthy"),
+        "{out}"
+    );
+
+    // Both copies of a chunk bad: lost, status 1, for the whole listing too.
+    for server in holders("gone.bin", 3) {
+        flip_a_byte(&chunk_file(&cluster.data_dir(server), "alice", "gone.bin", 3).unwrap());
+    }
+    let (code, out, err) = dfs(&config, home, &["verify"], "");
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(
+        health_in_table(&out, "gone.bin").as_deref(),
+        Some("lost"),
+        "{out}"
+    );
+    assert_eq!(
+        health_in_table(&out, "fine.bin").as_deref(),
+        Some("healthy"),
+        "{out}"
+    );
+    assert!(out.contains("2 of 3 files healthy"), "{out}");
+    assert!(out.contains("chunk 3 has no good copy"), "{out}");
+
+    // The same through standard input, as a script pipes commands, and as JSON.
+    let (code, out, err) = dfs(&config, home, &[], "verify gone.bin\n");
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(
+        health_in_table(&out, "gone.bin").as_deref(),
+        Some("lost"),
+        "{out}"
+    );
+    let (code, out, err) = dfs(&config, home, &[], "verify fine.bin\n");
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = dfs(&config, home, &["--json", "verify", "gone.bin"], "");
+    assert_eq!(code, Some(1), "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["name"], "gone.bin");
+    assert_eq!(json[0]["health"], "lost");
+}
+
+/// `dfs-server verify dfsN` reads every copy the server's store holds,
+/// beside the running server: status 0 and the count when all are good;
+/// status 1, a line per bad copy and a one-line reason when some are not;
+/// and it changes nothing on disk (the bad copies stay where they are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dfs_server_verify_checks_every_copy_read_only_and_fails_on_a_bad_one() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let names = ["one.bin", "two.bin", "three.bin"];
+    for name in names {
+        let (path, _) = random_file(work.path(), "src", 120_000);
+        client.put(&path, name, &no_progress).await.unwrap();
+    }
+    cluster.write_server_config(2);
+    let admin_verify = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+            .args(["verify", "dfs2"])
+            .current_dir(cluster.dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    /// Every file under a folder with its bytes.
+    fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        tree(dir)
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(dir.join(&p)).unwrap();
+                (p, bytes)
+            })
+            .collect()
+    }
+
+    let (code, out, err) = admin_verify();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "dfs2: checked 6 chunk copies, 0 bad\n", "{err}");
+
+    // A flipped byte in one copy, a truncated other: both named, status 1.
+    let (a, _) = Placement::of("alice", "one.bin", 4).chunks_of(2);
+    let (_, b) = Placement::of("alice", "three.bin", 4).chunks_of(2);
+    flip_a_byte(&chunk_file(&cluster.data_dir(2), "alice", "one.bin", a).unwrap());
+    truncate(&chunk_file(&cluster.data_dir(2), "alice", "three.bin", b).unwrap());
+    let before = snapshot(&cluster.data_dir(2));
+    let (code, out, err) = admin_verify();
+    assert_eq!(code, Some(1), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&format!("BAD  alice/one.bin chunk {a}: ")),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("BAD  alice/three.bin chunk {b}: ")),
+        "{out}"
+    );
+    assert_eq!(lines[2], "dfs2: checked 6 chunk copies, 2 bad");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("dfs-server: 2 bad copies on dfs2"), "{err}");
+    assert!(
+        snapshot(&cluster.data_dir(2)) == before,
+        "the check changed the store"
+    );
+    assert!(tree(&cluster.data_dir(2).join("quarantine")).is_empty());
+
+    // A folder that holds no store is an error, not "0 bad".
+    let mut empty = cluster.config(2).clone();
+    empty.name = "dfs9".into();
+    empty.data_dir = work.path().join("nothing-here");
+    empty.ring.clear();
+    let path = cluster.dir.path().join("servers").join("dfs9.toml");
+    std::fs::write(&path, toml::to_string(&empty).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+        .args(["verify", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no ringdfs store"), "{err}");
+    assert!(
+        !work.path().join("nothing-here").exists(),
+        "the check created a store"
+    );
+}

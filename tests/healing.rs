@@ -588,23 +588,26 @@ async fn heal_does_not_copy_a_source_copy_that_fails_its_checksum() {
     // The healer's round notices its copy is gone and asks the source, whose
     // read of its copy fails: the only reader of that copy is that fetch.
     let failed = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
-    wait_until(
-        20,
-        "the healer's fetch from the bad source failed",
-        || async {
-            captured_logs()
+    let healer_copy = || chunk_file(&cluster.data_dir(healer), "alice", name, chunk);
+    wait_until(20, "the healer fetched from the bad source", || async {
+        healer_copy().is_some()
+            || captured_logs()
                 .lines()
                 .any(|l| l.contains("chunk copy failed") && l.contains(&failed))
-        },
-    )
+    })
     .await;
+    assert_eq!(
+        healer_copy(),
+        None,
+        "the healer stored a copy of a bad chunk"
+    );
     wait_until(10, "the source set its bad copy aside", || async {
         !tree(&cluster.data_dir(source).join("quarantine")).is_empty()
     })
     .await;
     more_heal_rounds(&client, healer, 2).await;
     assert_eq!(
-        chunk_file(&cluster.data_dir(healer), "alice", name, chunk),
+        healer_copy(),
         None,
         "the healer stored a copy of a bad chunk"
     );
@@ -693,15 +696,17 @@ async fn heal_checks_each_fetched_copy_against_the_manifest_not_the_sender() {
     cluster.restart(source).await;
 
     let refused = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
-    wait_until(20, "the healer refused the source's copy", || async {
-        captured_logs()
-            .lines()
-            .any(|l| l.contains("chunk copy failed") && l.contains(&refused))
+    let healer_copy = || chunk_file(&cluster.data_dir(healer), "alice", name, chunk);
+    wait_until(20, "the healer fetched the source's copy", || async {
+        healer_copy().is_some()
+            || captured_logs()
+                .lines()
+                .any(|l| l.contains("chunk copy failed") && l.contains(&refused))
     })
     .await;
     more_heal_rounds(&client, healer, 2).await;
     // The source was the only place to fetch from: any copy would be its bytes.
-    if let Some(copy) = chunk_file(&cluster.data_dir(healer), "alice", name, chunk) {
+    if let Some(copy) = healer_copy() {
         let stored = std::fs::read(copy).unwrap();
         panic!(
             "the healer stored the source's copy ({} bytes, the written chunk's: {})",

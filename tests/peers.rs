@@ -148,9 +148,14 @@ async fn peer_only_requests_are_refused_to_users_and_strangers_and_change_nothin
     client.put(&path, "probe.bin", &no_progress).await.unwrap();
     let version = client.stat("probe.bin").await.unwrap().version;
     let status = |s: &Vec<ringdfs::client::ServerReport>| s[0].state.clone().unwrap();
-    wait_until(20, "dfs1 finished its first heal round", || async {
-        status(&client.status().await).heal.rounds >= 1
-    })
+    wait_until(
+        20,
+        "dfs1 ran its first heal round and knows dfs4 precedes it",
+        || async {
+            let s = status(&client.status().await);
+            s.heal.rounds >= 1 && s.predecessor.as_deref() == Some("dfs4")
+        },
+    )
     .await;
     let before = status(&client.status().await);
     assert_eq!(before.predecessor.as_deref(), Some("dfs4"));

@@ -245,3 +245,101 @@ async fn list_shows_sizes_and_health() {
         "copies on dfs1 are missing"
     );
 }
+
+/// PUT with two neighbouring servers down fails with one clear line (the
+/// chunk they share has no live holder) and leaves nothing of the new
+/// version: it is not listed, no server's disk has a folder or a chunk of a
+/// new name or a new chunk of an old one, and the older version of an
+/// overwritten name still reads back intact once the servers return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_with_two_neighbours_down_fails_and_leaves_nothing() {
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, old) = random_file(work.path(), "older", 250_000);
+    client.put(&path, "kept.bin", &no_progress).await.unwrap();
+    let data: Vec<_> = (1..=4).map(|s| cluster.data_dir(s)).collect();
+    let dirs = |name: &str| -> Vec<Vec<std::path::PathBuf>> {
+        data.iter()
+            .map(|d| tree(&ringdfs::store::file_dir(d, "alice", name)))
+            .collect()
+    };
+    let kept_before = dirs("kept.bin");
+    assert!(
+        kept_before.iter().all(|files| files.len() == 3),
+        "{kept_before:?}"
+    );
+
+    cluster.stop(2).await;
+    cluster.stop(3).await;
+    // dfs2 and dfs3 share exactly one chunk of each name.
+    let mut refused = 0;
+    for (name, len) in [("new.bin", 300_000), ("kept.bin", 200_000), ("tiny.bin", 3)] {
+        let (path, _) = random_file(work.path(), "newer", len);
+        let err = client.put(&path, name, &no_progress).await.unwrap_err();
+        let shared = Placement::of("alice", name, 4).chunks_of(2).1;
+        assert!(
+            matches!(err, Error::ChunkUnavailable { chunk, .. } if chunk == shared),
+            "{name}: {err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("chunk {shared} of {name} is unavailable")),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "one line: {message}");
+        refused += 1;
+    }
+    assert_eq!(refused, 3);
+    let check_nothing_left = |when: &str| {
+        for name in ["new.bin", "tiny.bin"] {
+            assert_eq!(
+                dirs(name),
+                vec![Vec::<std::path::PathBuf>::new(); 4],
+                "{when}: {name} left files behind"
+            );
+        }
+        assert_eq!(
+            dirs("kept.bin"),
+            kept_before,
+            "{when}: kept.bin changed on disk"
+        );
+        for (i, d) in data.iter().enumerate() {
+            let temp = tree(&d.join("tmp"));
+            assert!(temp.is_empty(), "{when}: dfs{} has {temp:?}", i + 1);
+        }
+    };
+    check_nothing_left("with dfs2 and dfs3 down");
+    let listed: Vec<_> = client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.name, f.size))
+        .collect();
+    assert_eq!(listed, [("kept.bin".to_string(), 250_000)]);
+
+    cluster.restart(2).await;
+    cluster.restart(3).await;
+    let fresh = cluster.login("alice").await;
+    let out = work.path().join("kept.out");
+    fresh.get("kept.bin", &out, &no_progress).await.unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == old,
+        "the older version changed"
+    );
+    let listed: Vec<_> = fresh.list().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0].name == "kept.bin" && listed[0].healthy(),
+        "{listed:?}"
+    );
+    for name in ["new.bin", "tiny.bin"] {
+        let err = fresh
+            .get(name, &work.path().join("x"), &no_progress)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{name}: {err}");
+    }
+    check_nothing_left("after dfs2 and dfs3 returned");
+}

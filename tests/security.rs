@@ -208,3 +208,128 @@ async fn escaping_names_are_refused_and_odd_honest_names_work() {
         assert_eq!(std::fs::read(&out).unwrap(), data, "{good}");
     }
 }
+
+/// A TLS connection to server `i` that says Hello and logs in as alice, or
+/// `None` if the server closes it anywhere on the way.
+async fn try_session(cluster: &Cluster, i: usize) -> Option<crate::util::RawConn> {
+    let addr = cluster.addr(i);
+    let config = ringdfs::tls::client_config_for_user(&cluster.ca()).unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let stream = ringdfs::tls::connect(&config, &addr.to_string(), stream)
+        .await
+        .ok()?;
+    let mut conn = ringdfs::protocol::Connection::new(stream, addr.to_string());
+    let hello = Request::Hello {
+        version: ringdfs::protocol::PROTOCOL_VERSION,
+    };
+    conn.call(&hello).await.ok()?;
+    let login = Request::Login {
+        user: "alice".into(),
+        password: "wonderland".into(),
+    };
+    match conn.call(&login).await.ok()? {
+        Response::LoggedIn { .. } => Some(conn),
+        _ => None,
+    }
+}
+
+/// Whether a session still answers a request.
+async fn answers(conn: &mut crate::util::RawConn) -> bool {
+    matches!(conn.call(&Request::List).await, Ok(Response::Files { .. }))
+}
+
+/// `max_connections`: once that many are open, one more is closed on
+/// arrival, while the open ones keep working; when one of them closes, a
+/// new connection is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_are_closed_on_arrival_and_the_others_keep_working() {
+    let limits = ringdfs::config::Limits {
+        max_connections: 3,
+        ..ringdfs::config::Limits::default()
+    };
+    let cluster = Cluster::start_with(1, limits, None).await;
+    let mut open = Vec::new();
+    for n in 1..=3 {
+        let conn = try_session(&cluster, 1).await;
+        open.push(conn.unwrap_or_else(|| panic!("connection {n} of 3 was refused")));
+    }
+    for attempt in 1..=3 {
+        assert!(
+            try_session(&cluster, 1).await.is_none(),
+            "extra connection {attempt} was served beyond max_connections = 3"
+        );
+    }
+    for (n, conn) in open.iter_mut().enumerate() {
+        assert!(
+            answers(conn).await,
+            "open connection {} stopped working",
+            n + 1
+        );
+    }
+    drop(open.pop());
+    let started = std::time::Instant::now();
+    let mut again = loop {
+        if let Some(conn) = try_session(&cluster, 1).await {
+            break conn;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "after 10 s a closed connection's place is still taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(answers(&mut again).await);
+    for conn in &mut open {
+        assert!(answers(conn).await);
+    }
+    assert!(
+        try_session(&cluster, 1).await.is_none(),
+        "a fourth connection was served"
+    );
+}
+
+/// `idle_ms`: a logged-in connection silent for longer than that is closed
+/// (within a generous 20 s of a 2 s limit), while one that keeps sending
+/// requests more often than that stays open for several times the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_session_is_closed_after_idle_ms_and_a_talking_one_is_not() {
+    use std::time::{Duration, Instant};
+    let idle = Duration::from_millis(2000);
+    let limits = ringdfs::config::Limits {
+        idle_ms: idle.as_millis() as u64,
+        ..ringdfs::config::Limits::default()
+    };
+    let cluster = Cluster::start_with(1, limits, None).await;
+    let mut silent = raw_login(&cluster, 1, "alice").await;
+    let mut talker = raw_login(&cluster, 1, "alice").await;
+    let since = Instant::now();
+    let silence = async {
+        let closed = tokio::time::timeout(Duration::from_secs(20), silent.recv::<Response>()).await;
+        (closed, since.elapsed())
+    };
+    let talk = async {
+        // A request every eighth of the limit, for two and a half limits.
+        let mut requests = 0;
+        while since.elapsed() < idle * 5 / 2 {
+            tokio::time::sleep(idle / 8).await;
+            let reply = talker.call(&Request::List).await;
+            assert!(
+                matches!(reply, Ok(Response::Files { .. })),
+                "the talking session failed after {:?}: {reply:?}",
+                since.elapsed()
+            );
+            requests += 1;
+        }
+        requests
+    };
+    let ((closed, after), requests) = tokio::join!(silence, talk);
+    match closed {
+        Err(_) => panic!("the silent session was still open after 20 s"),
+        Ok(Ok(None)) | Ok(Err(_)) => {}
+        Ok(Ok(Some(frame))) => panic!("the silent session was sent {frame:?}"),
+    }
+    assert!(after >= idle / 2, "closed after only {after:?}");
+    assert!(requests >= 15, "{requests}");
+    assert!(answers(&mut talker).await, "the talking session was closed");
+    eprintln!("silent session closed after {after:?}; the other sent {requests} requests");
+}

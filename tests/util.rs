@@ -528,3 +528,56 @@ impl ProcCluster {
             .status()
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helper B (issue 10): clusters with tuned server configurations, and server
+// configuration files for `dfs-server` subcommands.
+
+impl Cluster {
+    /// Starts `n` servers like [`Cluster::start`], each configuration first
+    /// passed through `tune` (e.g. a long heal interval).
+    pub async fn start_tuned(n: usize, tune: impl Fn(&mut ServerConfig)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        write_users(dir.path(), None);
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let ring: Vec<Member> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Member {
+                name: format!("dfs{}", i + 1),
+                addr: l.local_addr().unwrap().to_string(),
+                id: Some(Id::evenly_spaced(i as u32, n as u32).to_string()),
+            })
+            .collect();
+        let configs: Vec<ServerConfig> = ring
+            .iter()
+            .map(|m| {
+                let mut c = server_config(dir.path(), &m.name, &m.addr, Limits::default());
+                c.ring = ring.clone();
+                tune(&mut c);
+                c
+            })
+            .collect();
+        Cluster::launch(dir, configs, listeners)
+    }
+
+    /// Server `i`'s configuration.
+    pub fn config(&self, i: usize) -> &ServerConfig {
+        &self.configs[i - 1]
+    }
+
+    /// Writes server `i`'s configuration where `dfs-server dfsN` looks for
+    /// it, `servers/dfsN.toml` under the cluster's folder (run the binary
+    /// there), and returns the file's path.
+    pub fn write_server_config(&self, i: usize) -> PathBuf {
+        let config = &self.configs[i - 1];
+        let dir = self.dir.path().join("servers");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.toml", config.name));
+        std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+        path
+    }
+}

@@ -574,25 +574,9 @@ impl Client {
             placement,
             order: Arc::clone(&order),
         };
-        // Every chunk needs a holder that answers before any byte is sent: a
-        // PUT that cannot complete sends nothing (nothing to abort either).
-        let reached = join_all((1..=n).map(|c| self.reach_holders(&upload, c))).await;
-        if let Some(c) = reached.iter().position(|(live, _)| live.is_empty()) {
-            let failures = reached[c].1.clone();
-            for (live, _) in reached {
-                for (i, conn) in live {
-                    self.release(i, conn);
-                }
-            }
-            staged.disarm();
-            return Err(upload.unavailable(c as u32 + 1, &failures));
-        }
         let uploaded = async {
             let chunks =
-                try_join_all((1..=n).zip(reached).map(|(c, (live, failures))| {
-                    self.put_chunk(&upload, c, live, failures, progress)
-                }))
-                .await?;
+                try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
             let md5 = md5_task
                 .await
                 .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
@@ -657,47 +641,20 @@ impl Client {
         })
     }
 
-    /// Connections to chunk `chunk`'s holders (both, normally), and why any
-    /// could not be reached.
-    async fn reach_holders(
+    /// Streams chunk `chunk` of the upload to every holder that answers (both,
+    /// normally); a holder that fails midway is dropped and the others go on.
+    /// Returns the checksum and the holders (member indices) that stored it.
+    async fn put_chunk(
         &self,
         plan: &UploadPlan<'_>,
         chunk: u32,
-    ) -> (Vec<(usize, Conn)>, Vec<String>) {
+        progress: &dyn Progress,
+    ) -> Result<(Checksum, Vec<usize>)> {
         let [a, b] = plan.placement.holders(chunk);
         let mut holders = vec![plan.order[a as usize - 1]];
         if b != a {
             holders.push(plan.order[b as usize - 1]);
         }
-        let opened = join_all(
-            holders
-                .iter()
-                .map(|&i| async move { (i, self.conn(i).await) }),
-        )
-        .await;
-        let mut live = Vec::new();
-        let mut failures = Vec::new();
-        for (i, attempt) in opened {
-            match attempt {
-                Ok(conn) => live.push((i, conn)),
-                Err(e) => failures.push(e.to_string()),
-            }
-        }
-        (live, failures)
-    }
-
-    /// Streams chunk `chunk` of the upload to its holders reached (`live`,
-    /// `failures` saying why the others were not); a holder that fails
-    /// midway is dropped and the others go on. Returns the checksum and the
-    /// holders (member indices) that stored it.
-    async fn put_chunk(
-        &self,
-        plan: &UploadPlan<'_>,
-        chunk: u32,
-        mut live: Vec<(usize, Conn)>,
-        mut failures: Vec<String>,
-        progress: &dyn Progress,
-    ) -> Result<(Checksum, Vec<usize>)> {
         let (start, end) = chunk_range(plan.size, plan.n, chunk);
         let len = end - start;
         let header = Request::PutChunk {
@@ -707,9 +664,26 @@ impl Client {
             chunks: plan.n,
             size: plan.size,
         };
-        let sent = join_all(live.iter_mut().map(|(_, c)| c.send(&header))).await;
-        live = drop_failed(self, live, sent, &mut failures);
-        let unavailable = |failures: &[String]| plan.unavailable(chunk, failures);
+        let mut failures = Vec::new();
+        let header = &header;
+        let opened = join_all(holders.iter().map(|&i| async move {
+            let mut conn = self.conn(i).await?;
+            conn.send(&header).await?;
+            Ok::<_, Error>((i, conn))
+        }))
+        .await;
+        let mut live: Vec<(usize, Conn)> = Vec::new();
+        for attempt in opened {
+            match attempt {
+                Ok(pair) => live.push(pair),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let unavailable = |failures: &[String]| Error::ChunkUnavailable {
+            name: plan.name.to_string(),
+            chunk,
+            reason: failures.join("; "),
+        };
         if live.is_empty() {
             return Err(unavailable(&failures));
         }
@@ -1380,17 +1354,6 @@ struct UploadPlan<'a> {
     placement: Placement,
     /// The ring the placement is over.
     order: Arc<Vec<usize>>,
-}
-
-impl UploadPlan<'_> {
-    /// Chunk `chunk` could not be stored anywhere, for `failures`.
-    fn unavailable(&self, chunk: u32, failures: &[String]) -> Error {
-        Error::ChunkUnavailable {
-            name: self.name.to_string(),
-            chunk,
-            reason: failures.join("; "),
-        }
-    }
 }
 
 /// Merges servers' listings: per name, the newest version wins; copies are

@@ -309,7 +309,10 @@ impl Client {
     /// Asks the ring (any member that answers, else the configured servers)
     /// who its members are now: servers join and leave.
     pub async fn refresh_ring(&self) -> Result<()> {
-        let order = self.order();
+        // Members known to be down are asked last: one that hangs would
+        // cost a whole timeout before the next is asked.
+        let mut order = self.order().to_vec();
+        order.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
         let mut first_error = None;
         for &i in order.iter() {
             match self.call(i, &Request::Ring).await {
@@ -867,7 +870,11 @@ impl Client {
             }
         }
         for &i in &holders {
-            match self.fetch_chunk(i, manifest, chunk, path, progress).await {
+            let fetched = self.fetch_chunk(i, manifest, chunk, path, progress).await;
+            // A holder that timed out or hung up mid-chunk is down: later
+            // reads ask its partner first, and the ring is asked elsewhere.
+            self.note(i, &fetched);
+            match fetched {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     debug!(server = %self.server_name(i), file = %manifest.name, chunk, error = %e, "chunk fetch failed");

@@ -6,6 +6,7 @@ mod crash;
 mod files;
 mod hardening;
 mod healing;
+mod memory;
 mod peers;
 mod repl;
 mod ring;

@@ -191,12 +191,37 @@ impl Cluster {
         }
     }
 
-    /// Starts server `i` again, on the same address and data folder.
+    /// Starts server `i` again, on the same address and data folder. The
+    /// address was free while the server ran; once released, another test's
+    /// socket may hold it for a moment, so binding is retried for a while.
     pub async fn restart(&mut self, i: usize) {
         assert!(self.servers[i - 1].is_none(), "dfs{i} is running");
         let config = &self.configs[i - 1];
-        let listener = TcpListener::bind(&config.listen).await.unwrap();
+        let listener = bind_again(&config.listen, &config.name).await;
         self.servers[i - 1] = Some(RunningServer::start(config, listener).unwrap());
+    }
+}
+
+/// How long a restarted server waits for its old address to be free again.
+const REBIND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Binds `addr` again for server `name`, retrying while it is in use (another
+/// socket took the released port); panics, saying so, after [`REBIND_WAIT`].
+async fn bind_again(addr: &str, name: &str) -> TcpListener {
+    let start = std::time::Instant::now();
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                assert!(
+                    start.elapsed() < REBIND_WAIT,
+                    "{name}: {addr} is still in use after {REBIND_WAIT:?} (another socket \
+                     took the port while the server was stopped)"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{name}: binding {addr}: {e}"),
+        }
     }
 }
 
@@ -390,15 +415,43 @@ pub fn chunk_file(data_dir: &Path, owner: &str, name: &str, chunk: u32) -> Optio
 
 /// A cluster of real `dfs-server` processes, for faults only a process has:
 /// SIGKILL at any moment, SIGSTOP. Ports are picked free (bind to port 0,
-/// note it, release it) because every server's config lists the whole ring.
+/// note it, release it) because every server's config lists the whole ring;
+/// a port another socket takes in between is detected (the child says so in
+/// its log and exits) and handled: at first start by starting over on new
+/// ports, at a restart by waiting for the port to be free again.
 pub struct ProcCluster {
     pub dir: TempDir,
     addrs: Vec<String>,
     children: Vec<Option<std::process::Child>>,
 }
 
+/// Why a `dfs-server` child did not come up.
+enum StartFailure {
+    /// Its address was in use: another socket took the port.
+    PortTaken(String),
+}
+
 impl ProcCluster {
     pub async fn start(n: usize) -> ProcCluster {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match ProcCluster::try_start(n).await {
+                Ok(cluster) => return cluster,
+                Err(StartFailure::PortTaken(why)) if attempt < ATTEMPTS => {
+                    eprintln!("ProcCluster: {why}; starting again on new ports");
+                    attempt += 1;
+                }
+                Err(StartFailure::PortTaken(why)) => {
+                    panic!("ProcCluster: {why}, {ATTEMPTS} times in a row")
+                }
+            }
+        }
+    }
+
+    /// One attempt at starting `n` servers on freshly picked ports, in a
+    /// fresh folder. Dropping a failed attempt kills what it started.
+    async fn try_start(n: usize) -> Result<ProcCluster, StartFailure> {
         let dir = tempfile::tempdir().unwrap();
         write_users(dir.path(), None);
         let mut addrs = Vec::new();
@@ -432,9 +485,9 @@ impl ProcCluster {
             children: (0..n).map(|_| None).collect(),
         };
         for i in 1..=n {
-            cluster.restart(i).await;
+            cluster.spawn(i).await?;
         }
-        cluster
+        Ok(cluster)
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -459,14 +512,38 @@ impl ProcCluster {
         self.children[i - 1].as_ref().expect("running").id()
     }
 
-    /// Starts server `i` (again) and waits until it accepts connections.
+    /// Starts server `i` again (after [`ProcCluster::kill`]) and waits until
+    /// it listens. Its port was free while it ran; if another socket holds it
+    /// now, this waits for it to be released (up to [`REBIND_WAIT`]).
     pub async fn restart(&mut self, i: usize) {
+        let start = std::time::Instant::now();
+        loop {
+            match self.spawn(i).await {
+                Ok(()) => return,
+                Err(StartFailure::PortTaken(why)) => {
+                    assert!(
+                        start.elapsed() < REBIND_WAIT,
+                        "{why}, still after {REBIND_WAIT:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Starts server `i` and waits until its log says it listens. A child
+    /// that exits instead is a `PortTaken` failure if its log says the
+    /// address is in use, and a panic showing its log otherwise.
+    async fn spawn(&mut self, i: usize) -> Result<(), StartFailure> {
         assert!(self.children[i - 1].is_none(), "dfs{i} is running");
+        let log_path = self.dir.path().join(format!("dfs{i}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("dfs{i}.log")))
+            .open(&log_path)
             .unwrap();
+        // Only what this start writes counts: the log is kept across restarts.
+        let from = log.metadata().unwrap().len() as usize;
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
             .arg("--config")
             .arg(self.dir.path().join(format!("dfs{i}.toml")))
@@ -476,10 +553,39 @@ impl ProcCluster {
             .spawn()
             .unwrap();
         self.children[i - 1] = Some(child);
-        let addr = self.addrs[i - 1].clone();
+        let addr = &self.addrs[i - 1];
+        let new_lines = || {
+            let all = std::fs::read(&log_path).unwrap_or_default();
+            String::from_utf8_lossy(all.get(from..).unwrap_or_default()).into_owned()
+        };
         let start = std::time::Instant::now();
-        while TcpStream::connect(&addr).await.is_err() {
-            assert!(start.elapsed().as_secs() < 20, "dfs{i} did not start");
+        loop {
+            // The server logs "listening" once its listener is bound: then
+            // the port is its own, not another process's.
+            if new_lines().contains("listening") {
+                return Ok(());
+            }
+            let exited = self.children[i - 1]
+                .as_mut()
+                .expect("just spawned")
+                .try_wait()
+                .unwrap();
+            if let Some(status) = exited {
+                self.children[i - 1] = None;
+                let said = new_lines();
+                if said.contains("Address already in use") {
+                    return Err(StartFailure::PortTaken(format!(
+                        "dfs{i} could not listen on {addr}: the port is taken ({})",
+                        said.trim()
+                    )));
+                }
+                panic!("dfs{i} exited at start ({status}); its log:\n{said}");
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "dfs{i} did not start listening within 20 s; its log:\n{}",
+                new_lines()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }

@@ -74,9 +74,10 @@ fn leave(mut p: PtySession) {
 
 /// README, Commands: a person logs in (after one wrong password) and types
 /// every command of the table, aliases too: `put`, `get`, `list`, `ls`,
-/// `where`, `verify` (all files and one), `status`, `help`, `delete`, `rm`,
-/// then `exit`; each answers as documented, mistakes get one line, and
-/// `exit` ends the session with status 0.
+/// `where`, `verify` (all files, one, and one with a damaged copy),
+/// `status`, `help`, `delete`, `rm`, then `exit`; each answers as
+/// documented, mistakes get one line, and `exit` ends the session with
+/// status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_runs_every_command_and_leaves() {
     let cluster = Cluster::start(4).await;
@@ -87,6 +88,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
     let (other, _) = random_file(work.path(), "other.bin", 3000);
     let back = work.path().join("back.txt");
     let home_path = home.path().to_path_buf();
+    let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
 
     tokio::task::spawn_blocking(move || {
         let mut p = spawn_dfs(&config, &home_path);
@@ -129,6 +131,20 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.exp_string(PROMPT).unwrap();
         p.send_line("VERIFY 'my notes.txt'").unwrap();
         p.exp_string("1 of 1 file healthy").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        // A copy damaged on disk: VERIFY at the prompt calls the file corrupt
+        // and names the copy (it is repaired in the background).
+        let second = Placement::of("alice", "other.bin", 4).holders(2)[1] as usize;
+        let copy = crate::util::chunk_file(&data_dirs[second - 1], "alice", "other.bin", 2)
+            .expect("the second holder's copy of chunk 2");
+        let mut bytes = std::fs::read(&copy).unwrap();
+        bytes[0] ^= 0x40;
+        std::fs::write(&copy, bytes).unwrap();
+        p.send_line("verify other.bin").unwrap();
+        p.exp_regex(r"other\.bin\s+corrupt").unwrap();
+        p.exp_string(&format!("chunk 2 on dfs{second}: corrupt"))
+            .unwrap();
+        p.exp_string("0 of 1 file healthy").unwrap();
         p.exp_string(PROMPT).unwrap();
 
         p.send_line("status").unwrap();

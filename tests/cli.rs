@@ -1,38 +1,18 @@
 //! The `dfs` binary as a script uses it: one-shot commands, piped commands,
 //! exit status, one-line errors.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use crate::util::{random_file, Cluster};
+use crate::util::{dfs_as_alice, random_file, run_with_stdin, Cluster};
 
 /// `dfs` with `args`, fed `stdin`, as alice. Its HOME and XDG_STATE_HOME are
-/// folders beside `config` (the test's own), never the user's running the tests.
+/// in a folder beside `config` (the test's own), never the user's running the tests.
 fn dfs(config: &Path, password: &str, args: &[&str], stdin: &str) -> Output {
-    let beside = config.parent().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
-        .arg("--config")
-        .arg(config)
-        .args(["--user", "alice"])
-        .args(args)
-        .env("DFS_PASSWORD", password)
-        .env("HOME", beside.join("home"))
-        .env("XDG_STATE_HOME", beside.join("state"))
-        .env_remove("DFS_USER")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let home = config.parent().unwrap().join("home");
+    let mut command = dfs_as_alice(config, &home, password);
+    command.args(args);
+    run_with_stdin(command, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -1378,31 +1378,15 @@ async fn passwords_appear_in_no_log_line_history_file_or_data() {
     .unwrap();
     let (file, _) = random_file(work.path(), "doc", 5000);
     let dfs = |password: &str, args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--user", "alice"])
+        let mut command = crate::util::dfs_as_alice(&config_path, home.path(), password);
+        command
             .args(args)
-            .env("DFS_PASSWORD", password)
             .env("RUST_LOG", "trace")
-            .env("HOME", home.path())
             .env("XDG_STATE_HOME", state.path())
             .env("XDG_DATA_HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path())
-            .current_dir(work.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            .current_dir(work.path());
+        let out = crate::util::run_with_stdin(command, stdin);
         let mut text = out.stdout;
         text.extend_from_slice(&out.stderr);
         (out.status.success(), text)

@@ -723,30 +723,9 @@ async fn heal_checks_each_fetched_copy_against_the_manifest_not_the_sender() {
 /// `dfs --config CONFIG --user alice ARGS...` with `stdin` piped in, HOME and
 /// the state folder inside `home`: exit code, stdout, stderr.
 fn dfs(config: &Path, home: &Path, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
-        .arg("--config")
-        .arg(config)
-        .args(["--user", "alice"])
-        .args(args)
-        .env("DFS_PASSWORD", "wonderland")
-        .env("HOME", home)
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut command = crate::util::dfs_as_alice(config, home, "wonderland");
+    command.args(args);
+    let out = crate::util::run_with_stdin(command, stdin);
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }

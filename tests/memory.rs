@@ -3,7 +3,7 @@
 //! from `/proc`.
 
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 
 use crate::util::Cluster;
 
@@ -35,15 +35,8 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 fn dfs_peak_rss(config: &Path, home: &Path, args: &[String]) -> (ExitStatus, String, u64) {
     let out = home.join("out.txt");
     let err = home.join("err.txt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
-        .arg("--config")
-        .arg(config)
-        .args(["--user", "alice"])
+    let mut child = crate::util::dfs_as_alice(config, home, "wonderland")
         .args(args)
-        .env("DFS_PASSWORD", "wonderland")
-        .env("HOME", home)
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())

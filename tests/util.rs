@@ -687,3 +687,43 @@ impl Cluster {
         path
     }
 }
+
+// ---------------------------------------------------------------------------
+// The `dfs` binary, run by the tests as a script would run it.
+
+/// `dfs --config CONFIG --user alice` with `password` in `DFS_PASSWORD`, its
+/// HOME at `home` and its state folder (history) at `home/state`: never the
+/// folders of whoever runs the tests. Callers add arguments and streams.
+pub fn dfs_as_alice(config: &Path, home: &Path, password: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dfs"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(["--user", "alice"])
+        .env("DFS_PASSWORD", password)
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("NO_COLOR", "1")
+        .env_remove("DFS_USER")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `command` with `stdin` piped in, and waits for its output.
+pub fn run_with_stdin(mut command: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -36,6 +36,20 @@ impl Cluster {
     /// Starts `n` servers with the given limits and password hash parameters
     /// (cheap ones when `None`: tests log in often; the format is the real one).
     pub async fn start_with(n: usize, limits: Limits, params: Option<argon2::Params>) -> Cluster {
+        Cluster::start_configured(n, params, |c| c.limits = limits.clone()).await
+    }
+
+    /// Starts `n` servers like [`Cluster::start`], each configuration first
+    /// passed through `tune` (e.g. a long heal interval).
+    pub async fn start_tuned(n: usize, tune: impl Fn(&mut ServerConfig)) -> Cluster {
+        Cluster::start_configured(n, None, tune).await
+    }
+
+    async fn start_configured(
+        n: usize,
+        params: Option<argon2::Params>,
+        tune: impl Fn(&mut ServerConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         write_users(dir.path(), params);
 
@@ -56,8 +70,9 @@ impl Cluster {
         let configs: Vec<ServerConfig> = ring
             .iter()
             .map(|m| {
-                let mut c = server_config(dir.path(), &m.name, &m.addr, limits.clone());
+                let mut c = server_config(dir.path(), &m.name, &m.addr, Limits::default());
                 c.ring = ring.clone();
+                tune(&mut c);
                 c
             })
             .collect();
@@ -636,40 +651,9 @@ impl ProcCluster {
 }
 
 // ---------------------------------------------------------------------------
-// Helper B (issue 10): clusters with tuned server configurations, and server
-// configuration files for `dfs-server` subcommands.
+// Server configurations, for `dfs-server` subcommands.
 
 impl Cluster {
-    /// Starts `n` servers like [`Cluster::start`], each configuration first
-    /// passed through `tune` (e.g. a long heal interval).
-    pub async fn start_tuned(n: usize, tune: impl Fn(&mut ServerConfig)) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        write_users(dir.path(), None);
-        let mut listeners = Vec::new();
-        for _ in 0..n {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-        }
-        let ring: Vec<Member> = listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Member {
-                name: format!("dfs{}", i + 1),
-                addr: l.local_addr().unwrap().to_string(),
-                id: Some(Id::evenly_spaced(i as u32, n as u32).to_string()),
-            })
-            .collect();
-        let configs: Vec<ServerConfig> = ring
-            .iter()
-            .map(|m| {
-                let mut c = server_config(dir.path(), &m.name, &m.addr, Limits::default());
-                c.ring = ring.clone();
-                tune(&mut c);
-                c
-            })
-            .collect();
-        Cluster::launch(dir, configs, listeners)
-    }
-
     /// Server `i`'s configuration.
     pub fn config(&self, i: usize) -> &ServerConfig {
         &self.configs[i - 1]

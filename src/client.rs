@@ -76,12 +76,21 @@ struct Slot {
     up: AtomicBool,
 }
 
+impl Slot {
+    /// Puts a connection that finished its request back in the pool.
+    fn release(&self, conn: Conn) {
+        let mut pool = self.pool.lock().expect("pool lock");
+        if pool.len() < POOL_SIZE {
+            pool.push(conn);
+        }
+    }
+}
+
 /// A logged-in user's handle on the ring.
 pub struct Client {
-    user: String,
-    password: String,
-    timeout: Duration,
-    tls: Tls,
+    /// Who is logged in and how to connect; shared with work that outlives
+    /// a call (see [`StagedPut`]).
+    login: Arc<Login>,
     /// Every server ever seen, never removed, so an index stays valid.
     slots: RwLock<Vec<Arc<Slot>>>,
     /// The ring now: ring position - 1 → index into `slots`.
@@ -217,10 +226,12 @@ impl Client {
         let tls = tls::client_config_for_user(&config.ca)?;
         let (ring, _down) = discover(&config.servers, &tls, timeout).await?;
         let client = Client {
-            user: user.to_string(),
-            password: password.to_string(),
-            timeout,
-            tls,
+            login: Arc::new(Login {
+                user: user.to_string(),
+                password: password.to_string(),
+                tls,
+                timeout,
+            }),
             slots: RwLock::new(Vec::new()),
             order: RwLock::new(Arc::new(Vec::new())),
             refreshed: Mutex::new(Instant::now()),
@@ -246,7 +257,7 @@ impl Client {
     }
 
     pub fn user(&self) -> &str {
-        &self.user
+        &self.login.user
     }
 
     /// The ring's members in ring order.
@@ -328,7 +339,7 @@ impl Client {
                 }
             }
         }
-        match discover(&self.seeds, &self.tls, self.timeout).await {
+        match discover(&self.seeds, &self.login.tls, self.login.timeout).await {
             Ok((members, down)) => {
                 self.adopt(members, &down);
                 Ok(())
@@ -383,25 +394,11 @@ impl Client {
     }
 
     async fn open_conn(&self, i: usize) -> Result<Conn> {
-        self.login_copy().open(&self.slot(i)).await
-    }
-
-    /// What it takes to open connections, for work that outlives a call.
-    fn login_copy(&self) -> Login {
-        Login {
-            user: self.user.clone(),
-            password: self.password.clone(),
-            tls: Arc::clone(&self.tls),
-            timeout: self.timeout,
-        }
+        self.login.open(&self.slot(i)).await
     }
 
     fn release(&self, i: usize, conn: Conn) {
-        let slot = self.slot(i);
-        let mut pool = slot.pool.lock().expect("pool lock");
-        if pool.len() < POOL_SIZE {
-            pool.push(conn);
-        }
+        self.slot(i).release(conn);
     }
 
     /// One request and its reply on a connection to member `i`.
@@ -491,7 +488,7 @@ impl Client {
                 })
             }
         };
-        let placement = Placement::of(&self.user, name, order.len() as u32);
+        let placement = Placement::of(&self.login.user, name, order.len() as u32);
         let chunks = (1..=manifest.chunks)
             .map(|c| {
                 let [a, b] = placement.holders(c);
@@ -560,14 +557,14 @@ impl Client {
         // Until the commit is sent, a failure or a cancel drops what the
         // servers stored of this version (see `StagedPut`).
         let staged = StagedPut {
-            login: Some(self.login_copy()),
+            login: Some(Arc::clone(&self.login)),
             slots: order.iter().map(|&i| self.slot(i)).collect(),
             name: remote.to_string(),
             version,
         };
         progress.start(size);
         let n = order.len() as u32;
-        let placement = Placement::of(&self.user, remote, n);
+        let placement = Placement::of(&self.login.user, remote, n);
         let upload = UploadPlan {
             local,
             name: remote,
@@ -692,7 +689,7 @@ impl Client {
         }
 
         let hasher = ChunkId {
-            owner: &self.user,
+            owner: &self.login.user,
             name: plan.name,
             version: plan.version,
             chunk,
@@ -823,7 +820,7 @@ impl Client {
             .map_err(local_error)?;
         tmp.as_file().set_len(manifest.size).map_err(local_error)?;
         progress.start(manifest.size);
-        let placement = Placement::of(&self.user, remote, source.order.len() as u32);
+        let placement = Placement::of(&self.login.user, remote, source.order.len() as u32);
         try_join_all(
             (1..=manifest.chunks)
                 .map(|c| self.get_chunk(manifest, placement, c, tmp.path(), progress, source)),
@@ -914,7 +911,7 @@ impl Client {
         let mut received = 0u64;
         let result = async {
             let hasher = ChunkId {
-                owner: &self.user,
+                owner: &self.login.user,
                 name: &manifest.name,
                 version: manifest.version,
                 chunk,
@@ -1039,7 +1036,7 @@ impl Client {
     async fn verify_file(&self, location: &Location) -> VerifyReport {
         let m = &location.manifest;
         let order = self.order();
-        let placement = Placement::of(&self.user, &m.name, order.len() as u32);
+        let placement = Placement::of(&self.login.user, &m.name, order.len() as u32);
         let copies: Vec<(u32, usize)> = (1..=m.chunks)
             .flat_map(|c| {
                 let [a, b] = placement.holders(c);
@@ -1115,8 +1112,7 @@ impl Client {
     }
 }
 
-/// What opening an authenticated connection to a server takes; a copy of
-/// it outlives the `Client` call that made it (see [`StagedPut`]).
+/// What opening an authenticated connection to a server takes.
 struct Login {
     user: String,
     password: String,
@@ -1169,7 +1165,7 @@ impl Login {
 /// must stay. Best effort: a server that cannot be reached keeps them.
 struct StagedPut {
     /// `None` once disarmed or aborted.
-    login: Option<Login>,
+    login: Option<Arc<Login>>,
     /// Every ring member of the PUT (those that got nothing drop nothing).
     slots: Vec<Arc<Slot>>,
     name: String,
@@ -1205,17 +1201,14 @@ impl Drop for StagedPut {
 }
 
 /// Asks every server in `slots` to drop the uncommitted `version` of `name`.
-async fn abort_upload(login: Login, slots: Vec<Arc<Slot>>, name: String, version: Version) {
+async fn abort_upload(login: Arc<Login>, slots: Vec<Arc<Slot>>, name: String, version: Version) {
     let request = Request::Abort { name, version };
     let (login, request) = (&login, &request);
     join_all(slots.iter().map(|slot| async move {
         let result = async {
             let mut conn = login.open(slot).await?;
             conn.call(request).await?;
-            let mut pool = slot.pool.lock().expect("pool lock");
-            if pool.len() < POOL_SIZE {
-                pool.push(conn);
-            }
+            slot.release(conn);
             Ok::<_, Error>(())
         }
         .await;

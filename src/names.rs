@@ -135,12 +135,27 @@ mod tests {
         })
     }
 
+    /// `name` is one ordinary path component, and the folder the store files
+    /// it under lies inside its owner's.
+    fn one_safe_component(name: &str) -> proptest::test_runner::TestCaseResult {
+        use std::path::{Component, Path};
+        let parts: Vec<_> = Path::new(name).components().collect();
+        prop_assert_eq!(parts.len(), 1, "{:?}", name);
+        prop_assert!(matches!(parts[0], Component::Normal(_)));
+        let root = Path::new("/srv/data/dfs1");
+        let dir = crate::store::file_dir(root, "alice", name);
+        prop_assert!(dir.starts_with(root.join("users").join("alice")));
+        prop_assert_eq!(dir.components().count(), root.components().count() + 3);
+        Ok(())
+    }
+
     /// Names valid by construction: between two non-space characters, any
     /// printable ones and the tricky-but-valid (dots, `..` inside a name,
     /// separator look-alikes, `%2f`, `~`, Windows device names, emoji).
     fn valid_name() -> impl Strategy<Value = String> {
         let edge = "[\\PC&&[^/\\\\\\s]]";
-        let middle = "([\\PC&&[^/\\\\]]|\\.\\.|\u{2215}|\u{ff0f}|%2[fF]|~|:|NUL|CON| ){0,60}";
+        let middle =
+            "([\\PC&&[^/\\\\]]|\\.\\.|\u{2215}|\u{ff0f}|\u{29f5}|%2[fF]|~|:|NUL|CON| ){0,60}";
         let one = edge.prop_map(|c: String| c);
         let longer = (edge, middle, edge).prop_map(|(a, m, b)| {
             let mut name = format!("{a}{m}{b}");
@@ -160,15 +175,13 @@ mod tests {
     }
 
     /// Every valid-by-construction name is accepted, and is exactly one
-    /// ordinary path component (never `..`, a root, or two components).
+    /// ordinary path component (never `..`, a root, or two components) that
+    /// stays inside its owner's folder.
     #[test]
     fn valid_names_are_accepted_and_are_one_safe_path_component() {
         let result = seeded_runner("valid names", 2000).run(&valid_name(), |name| {
             prop_assert!(validate_name(&name).is_ok(), "{:?} was refused", name);
-            let parts: Vec<_> = std::path::Path::new(&name).components().collect();
-            prop_assert_eq!(parts.len(), 1, "{:?}", name);
-            prop_assert!(matches!(parts[0], std::path::Component::Normal(_)));
-            Ok(())
+            one_safe_component(&name)
         });
         if let Err(e) = result {
             panic!("{e}");
@@ -190,10 +203,7 @@ mod tests {
                 return Ok(());
             }
             accepted.set(accepted.get() + 1);
-            let parts: Vec<_> = std::path::Path::new(&name).components().collect();
-            prop_assert_eq!(parts.len(), 1, "{:?}", name);
-            prop_assert!(matches!(parts[0], std::path::Component::Normal(_)));
-            Ok(())
+            one_safe_component(&name)
         });
         if let Err(e) = result {
             panic!("{e}");

@@ -1614,13 +1614,14 @@ fn the_certs_command_creates_an_authority_once_and_the_clients_trust() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. The fuzz targets' properties, as proptests that run with every test run.
+// 7. The frame fuzz target's properties, as proptests that run with every
+// test run (the names target's are `ringdfs::names` unit tests).
 
 mod properties {
     use super::*;
     use proptest::prelude::*;
     use proptest::sample::Index;
-    use proptest::test_runner::{RngSeed, TestCaseError, TestCaseResult, TestRunner};
+    use proptest::test_runner::{RngSeed, TestCaseError, TestRunner};
     use ringdfs::protocol::Frame;
     use std::cell::Cell;
 
@@ -1846,135 +1847,5 @@ mod properties {
         assert!(decoded >= cases / 50, "only {decoded} bodies decoded");
         assert!(refused >= cases / 50, "only {refused} bodies refused");
         assert!(data >= cases / 50, "only {data} data frames");
-    }
-
-    /// Names built to be valid, tricky ones included: dots (`...`, `a..b`,
-    /// `.hidden`), look-alikes of separators (`∕`, `／`, `⧵`), `%2e%2e%2f`,
-    /// `~`, `C:`, spaces inside, format characters, up to 255 bytes.
-    fn valid_name() -> impl Strategy<Value = String> {
-        let tricky = [
-            ".",
-            "..",
-            "...",
-            ".hidden",
-            "a..b",
-            "~",
-            "%2e%2e%2f",
-            "..%2f",
-            "C:",
-            "\u{2215}",
-            "\u{ff0f}",
-            "\u{29f5}",
-            "\u{fe68}",
-            "\u{202e}",
-            "\u{200b}",
-            " ",
-            "nul",
-            "CON",
-            "*?<>|",
-            "$HOME",
-            "\u{e9}t\u{e9}",
-            "\u{6587}\u{4ef6}",
-            "\u{1f4c4}",
-        ];
-        let piece = prop_oneof![
-            3 => "[\\PC&&[^/\\\\]]{1,12}",
-            2 => prop::sample::select(tricky.to_vec()).prop_map(str::to_string),
-        ];
-        proptest::collection::vec(piece, 1..40).prop_map(|pieces| {
-            let mut name: String = pieces.concat();
-            while name.len() > ringdfs::names::MAX_NAME_LEN {
-                name.pop();
-            }
-            let mut name = name.trim().to_string();
-            if name.is_empty() || name == "." || name == ".." {
-                name.push('x');
-            }
-            name
-        })
-    }
-
-    /// Checks that `name` lands inside its owner's folder on a server.
-    fn stays_inside(name: &str) -> TestCaseResult {
-        prop_assert!(!name.contains(['/', '\\', '\0']));
-        prop_assert!(name != "." && name != "..");
-        let root = Path::new("/srv/data/dfs1");
-        let dir = ringdfs::store::file_dir(root, "alice", name);
-        prop_assert!(dir.starts_with(root.join("users").join("alice")));
-        prop_assert_eq!(dir.components().count(), root.components().count() + 3);
-        Ok(())
-    }
-
-    /// Every name built valid is accepted and stays inside its owner's folder.
-    #[test]
-    fn valid_names_are_accepted_and_stay_inside_their_owners_folder() {
-        let result = seeded_runner("valid names", 1000).run(&valid_name(), |name| {
-            prop_assert!(
-                ringdfs::names::validate_name(&name).is_ok(),
-                "{:?} was refused",
-                name
-            );
-            stays_inside(&name)
-        });
-        if let Err(e) = result {
-            panic!("{e}");
-        }
-    }
-
-    /// Hostile names (separators, dots and NUL among any characters): what
-    /// is accepted stays inside its owner's folder. Some must be accepted and
-    /// some refused, or the property checked nothing.
-    #[test]
-    fn an_accepted_hostile_name_stays_inside_its_owners_folder() {
-        let cases = 2000;
-        let (accepted, refused) = (Cell::new(0u32), Cell::new(0u32));
-        let hostile = "(\\PC|[/\\\\.\\x00]){0,60}";
-        let result = seeded_runner("hostile names", cases).run(&hostile, |name| {
-            if ringdfs::names::validate_name(&name).is_ok() {
-                accepted.set(accepted.get() + 1);
-                stays_inside(&name)
-            } else {
-                refused.set(refused.get() + 1);
-                Ok(())
-            }
-        });
-        if let Err(e) = result {
-            panic!("{e}");
-        }
-        let (accepted, refused) = (accepted.get(), refused.get());
-        eprintln!("{cases} hostile names: {accepted} accepted, {refused} refused");
-        assert!(
-            accepted >= 10 && refused >= 10,
-            "{accepted} accepted, {refused} refused"
-        );
-    }
-
-    /// A valid name made into an escape: `..` or `.`, a separator or NUL
-    /// anywhere in it, an absolute path, a parent-folder prefix.
-    fn escape() -> impl Strategy<Value = String> {
-        (valid_name(), any::<Index>(), 0..7u8).prop_map(|(name, at, how)| {
-            let mut i = at.index(name.len() + 1);
-            while !name.is_char_boundary(i) {
-                i -= 1;
-            }
-            let (head, tail) = name.split_at(i);
-            match how {
-                0 => "..".to_string(),
-                1 => ".".to_string(),
-                2 => format!("{head}/{tail}"),
-                3 => format!("{head}\\{tail}"),
-                4 => format!("{head}\0{tail}"),
-                5 => format!("/{name}"),
-                _ => format!("../{name}"),
-            }
-        })
-    }
-
-    proptest! {
-        /// Names with `..`, `/`, `\`, NUL, or an absolute path are refused.
-        #[test]
-        fn escaping_names_are_refused(name in escape()) {
-            prop_assert!(ringdfs::names::validate_name(&name).is_err(), "{:?} was accepted", name);
-        }
     }
 }

@@ -10,8 +10,8 @@ use ringdfs::protocol::{Frame, Request, Response, Version};
 use ringdfs::Error;
 
 use crate::util::{
-    captured_logs, chunk_file, chunks_on_disk, random_file, raw_login, tree, wait_until, Cluster,
-    RawConn,
+    captured_logs, chunk_file, chunk_files, chunks_on_disk, random_file, raw_login, tree,
+    version_in_file_name, wait_until, Cluster, RawConn,
 };
 
 /// The two holders (1-based server numbers) of `chunk` of alice's `name`.
@@ -405,26 +405,6 @@ async fn raw_chunk(
     Ok(bytes)
 }
 
-/// The versions (as in chunk file names, `gen-writer`) and chunk numbers of
-/// the chunk files of alice's `name` on a server's disk, sorted.
-fn chunk_files(data_dir: &Path, name: &str) -> Vec<(String, u32)> {
-    let dir = ringdfs::store::file_dir(data_dir, "alice", name);
-    let mut out: Vec<(String, u32)> = tree(&dir)
-        .iter()
-        .filter_map(|p| {
-            let (version, chunk) = p.to_str()?.rsplit_once('.')?;
-            Some((version.to_string(), chunk.parse().ok()?))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// How a version is spelled in chunk file names.
-fn file_version(v: Version) -> String {
-    format!("{:016x}-{:016x}", v.gen, v.writer)
-}
-
 /// A file overwritten while one of its holders was down: from the moment
 /// that server is back, no read through it yields the older version (its
 /// manifest only moves forward, a chunk asked of it is the new bytes or
@@ -439,7 +419,7 @@ async fn a_server_back_from_an_outage_adopts_the_overwrite_and_never_serves_the_
     let (path, old) = random_file(work.path(), "v1", 400_000);
     client.put(&path, name, &no_progress).await.unwrap();
     let v1 = client.stat(name).await.unwrap();
-    assert_eq!(chunk_files(&cluster.data_dir(3), name).len(), 2);
+    assert_eq!(chunk_files(&cluster.data_dir(3), "alice", name).len(), 2);
 
     cluster.stop(3).await;
     let (path, new) = random_file(work.path(), "v2", 300_001);
@@ -518,10 +498,10 @@ async fn a_server_back_from_an_outage_adopts_the_overwrite_and_never_serves_the_
     // the new version's chunks; the old version is gone for any reader.
     let want: Vec<(String, u32)> = mine
         .iter()
-        .map(|&c| (file_version(v2.version), c))
+        .map(|&c| (version_in_file_name(v2.version), c))
         .collect();
     wait_until(10, "dfs3 holds only the new version's chunks", || async {
-        chunk_files(&cluster.data_dir(3), name) == want
+        chunk_files(&cluster.data_dir(3), "alice", name) == want
     })
     .await;
     for &c in &mine {
@@ -565,6 +545,19 @@ async fn more_heal_rounds(client: &Client, i: usize, more: u64) {
     .await;
 }
 
+/// Waits until `healer` has fetched chunk `chunk` of alice's `name` from
+/// `source`: it holds a copy, or it logged that the copy failed.
+async fn heal_fetched(cluster: &Cluster, name: &str, chunk: u32, source: usize, healer: usize) {
+    let failed = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
+    wait_until(20, "the healer fetched the source's copy", || async {
+        chunk_file(&cluster.data_dir(healer), "alice", name, chunk).is_some()
+            || captured_logs()
+                .lines()
+                .any(|l| l.contains("chunk copy failed") && l.contains(&failed))
+    })
+    .await;
+}
+
 /// The surviving copy of a chunk goes bad while the other holder has lost
 /// its own: heal fetches it, finds it bad, and stores nothing. The bad copy
 /// is set aside, the chunk is reported lost (never healthy), and GET fails
@@ -587,15 +580,8 @@ async fn heal_does_not_copy_a_source_copy_that_fails_its_checksum() {
 
     // The healer's round notices its copy is gone and asks the source, whose
     // read of its copy fails: the only reader of that copy is that fetch.
-    let failed = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
     let healer_copy = || chunk_file(&cluster.data_dir(healer), "alice", name, chunk);
-    wait_until(20, "the healer fetched from the bad source", || async {
-        healer_copy().is_some()
-            || captured_logs()
-                .lines()
-                .any(|l| l.contains("chunk copy failed") && l.contains(&failed))
-    })
-    .await;
+    heal_fetched(&cluster, name, chunk, source, healer).await;
     assert_eq!(
         healer_copy(),
         None,
@@ -695,15 +681,8 @@ async fn heal_checks_each_fetched_copy_against_the_manifest_not_the_sender() {
     }
     cluster.restart(source).await;
 
-    let refused = format!("server=dfs{healer} file={name} chunk={chunk} from=dfs{source}");
     let healer_copy = || chunk_file(&cluster.data_dir(healer), "alice", name, chunk);
-    wait_until(20, "the healer fetched the source's copy", || async {
-        healer_copy().is_some()
-            || captured_logs()
-                .lines()
-                .any(|l| l.contains("chunk copy failed") && l.contains(&refused))
-    })
-    .await;
+    heal_fetched(&cluster, name, chunk, source, healer).await;
     more_heal_rounds(&client, healer, 2).await;
     // The source was the only place to fetch from: any copy would be its bytes.
     if let Some(copy) = healer_copy() {

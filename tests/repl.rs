@@ -12,7 +12,7 @@ use ringdfs::client::no_progress;
 use ringdfs::placement::Placement;
 use ringdfs::protocol::Version;
 
-use crate::util::{random_file, tree, Cluster, ProcCluster};
+use crate::util::{chunk_files, random_file, tree, version_in_file_name, Cluster, ProcCluster};
 
 const PROMPT: &str = "alice@ringdfs [4/4]> ";
 
@@ -62,6 +62,15 @@ fn login(p: &mut PtySession) {
     assert!(!shown.contains("wonderland"), "the password was echoed");
 }
 
+/// Types `line`, expects each of `answers` in order, then the prompt.
+fn type_and_expect(p: &mut PtySession, line: &str, answers: &[&str]) {
+    p.send_line(line).unwrap();
+    for answer in answers {
+        p.exp_string(answer).unwrap();
+    }
+    p.exp_string(PROMPT).unwrap();
+}
+
 fn leave(mut p: PtySession) {
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
@@ -98,15 +107,16 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             .unwrap();
         login(&mut p);
 
-        p.send_line(&format!("PUT {} \"my notes.txt\"", local.display()))
-            .unwrap();
-        p.exp_string("stored my notes.txt: 4.9 KiB in 4 chunks, 8 copies")
-            .unwrap();
-        p.exp_string(PROMPT).unwrap();
-        p.send_line(&format!("put {}", other.display())).unwrap();
-        p.exp_string("stored other.bin: 2.9 KiB in 4 chunks, 8 copies")
-            .unwrap();
-        p.exp_string(PROMPT).unwrap();
+        type_and_expect(
+            &mut p,
+            &format!("PUT {} \"my notes.txt\"", local.display()),
+            &["stored my notes.txt: 4.9 KiB in 4 chunks, 8 copies"],
+        );
+        type_and_expect(
+            &mut p,
+            &format!("put {}", other.display()),
+            &["stored other.bin: 2.9 KiB in 4 chunks, 8 copies"],
+        );
 
         for list in ["list", "ls"] {
             p.send_line(list).unwrap();
@@ -129,9 +139,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.exp_regex(r"other\.bin\s+healthy").unwrap();
         p.exp_string("2 of 2 files healthy").unwrap();
         p.exp_string(PROMPT).unwrap();
-        p.send_line("VERIFY 'my notes.txt'").unwrap();
-        p.exp_string("1 of 1 file healthy").unwrap();
-        p.exp_string(PROMPT).unwrap();
+        type_and_expect(&mut p, "VERIFY 'my notes.txt'", &["1 of 1 file healthy"]);
         // A copy damaged on disk: VERIFY at the prompt calls the file corrupt
         // and names the copy (it is repaired in the background).
         let second = Placement::of("alice", "other.bin", 4).holders(2)[1] as usize;
@@ -152,52 +160,46 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             .unwrap();
         p.exp_string(PROMPT).unwrap();
 
-        p.send_line(&format!("get 'my notes.txt' {}", back.display()))
-            .unwrap();
-        p.exp_string("fetched 4.9 KiB and verified every chunk")
-            .unwrap();
-        p.exp_string(PROMPT).unwrap();
+        type_and_expect(
+            &mut p,
+            &format!("get 'my notes.txt' {}", back.display()),
+            &["fetched 4.9 KiB and verified every chunk"],
+        );
 
         // HELP names every command with its arguments.
-        p.send_line("help").unwrap();
-        for usage in [
-            "put LOCAL [REMOTE]",
-            "get REMOTE [LOCAL]",
-            "list",
-            "delete REMOTE",
-            "where REMOTE",
-            "verify [REMOTE]",
-            "status",
+        type_and_expect(
+            &mut p,
             "help",
-            "exit",
-            "aliases: ls = list, rm = delete, quit = exit",
-        ] {
-            p.exp_string(usage).unwrap();
-        }
-        p.exp_string(PROMPT).unwrap();
+            &[
+                "put LOCAL [REMOTE]",
+                "get REMOTE [LOCAL]",
+                "list",
+                "delete REMOTE",
+                "where REMOTE",
+                "verify [REMOTE]",
+                "status",
+                "help",
+                "exit",
+                "aliases: ls = list, rm = delete, quit = exit",
+            ],
+        );
 
         // Mistakes get one line each, and the prompt comes back.
-        p.send_line("frobnicate").unwrap();
-        p.exp_string("error: unknown command \"frobnicate\"; type HELP for the list")
-            .unwrap();
-        p.send_line("put").unwrap();
-        p.exp_string("error: usage: PUT LOCAL [REMOTE]").unwrap();
-        p.send_line("get nosuch.txt").unwrap();
-        p.exp_string("error: no such file: nosuch.txt").unwrap();
-        p.exp_string(PROMPT).unwrap();
+        for (line, error) in [
+            (
+                "frobnicate",
+                "error: unknown command \"frobnicate\"; type HELP for the list",
+            ),
+            ("put", "error: usage: PUT LOCAL [REMOTE]"),
+            ("get nosuch.txt", "error: no such file: nosuch.txt"),
+        ] {
+            type_and_expect(&mut p, line, &[error]);
+        }
 
-        p.send_line("rm 'my notes.txt'").unwrap();
-        p.exp_string("deleted my notes.txt").unwrap();
-        p.exp_string(PROMPT).unwrap();
-        p.send_line("delete other.bin").unwrap();
-        p.exp_string("deleted other.bin").unwrap();
-        p.exp_string(PROMPT).unwrap();
-        p.send_line("ls").unwrap();
-        p.exp_string("no files").unwrap();
-        p.exp_string(PROMPT).unwrap();
-        p.send_line("get other.bin").unwrap();
-        p.exp_string("error: no such file: other.bin").unwrap();
-        p.exp_string(PROMPT).unwrap();
+        type_and_expect(&mut p, "rm 'my notes.txt'", &["deleted my notes.txt"]);
+        type_and_expect(&mut p, "delete other.bin", &["deleted other.bin"]);
+        type_and_expect(&mut p, "ls", &["no files"]);
+        type_and_expect(&mut p, "get other.bin", &["error: no such file: other.bin"]);
 
         p.send_line("exit").unwrap();
         p.exp_eof().unwrap();
@@ -309,28 +311,15 @@ async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
 /// The prompt, whatever the ring's health shows.
 const ANY_PROMPT: &str = r"alice@ringdfs \[[^\]]*\]> ";
 
-/// Chunk files under `owner`'s `name` on a server that are not of version
-/// `keep` (all of them when `keep` is `None`), by file name.
-fn chunk_files_besides(
-    data_dir: &Path,
-    owner: &str,
-    name: &str,
-    keep: Option<Version>,
-) -> Vec<String> {
-    let keep = keep.map(|v| format!("{:016x}-{:016x}.", v.gen, v.writer));
-    let dir = ringdfs::store::file_dir(data_dir, owner, name);
-    let mut found: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|f| f != "manifest")
-                .filter(|f| keep.as_ref().is_none_or(|k| !f.starts_with(k.as_str())))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
+/// The chunk files (`<version>.<chunk>`) of alice's `name` on a server,
+/// but for those of version `keep`.
+fn chunk_files_besides(data_dir: &Path, name: &str, keep: Option<Version>) -> Vec<String> {
+    let keep = keep.map(version_in_file_name);
+    chunk_files(data_dir, "alice", name)
+        .into_iter()
+        .filter(|(version, _)| Some(version) != keep.as_ref())
+        .map(|(version, chunk)| format!("{version}.{chunk}"))
+        .collect()
 }
 
 /// Waits (up to `secs`) until no server among `data_dirs` holds a chunk file
@@ -340,7 +329,7 @@ fn wait_for_no_leftovers(data_dirs: &[PathBuf], name: &str, keep: Option<Version
     let leftovers = || {
         let mut left = Vec::new();
         for (i, dir) in data_dirs.iter().enumerate() {
-            for f in chunk_files_besides(dir, "alice", name, keep) {
+            for f in chunk_files_besides(dir, name, keep) {
                 left.push(format!("dfs{}: {name} {f}", i + 1));
             }
             for f in tree(&dir.join("tmp")) {
@@ -471,7 +460,7 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
             let start = std::time::Instant::now();
             let landed = || {
                 stored_first.iter().all(|&(server, chunk)| {
-                    chunk_files_besides(&data_dirs[server - 1], "alice", "kept.bin", Some(old))
+                    chunk_files_besides(&data_dirs[server - 1], "kept.bin", Some(old))
                         .iter()
                         .any(|f| f.ends_with(&format!(".{chunk}")))
                 })

@@ -9,7 +9,7 @@ use rand::RngCore;
 use ringdfs::auth::hash_password;
 use ringdfs::client::Client;
 use ringdfs::config::{ClientConfig, Limits, ServerConfig};
-use ringdfs::protocol::{Connection, Member, Request, Response, PROTOCOL_VERSION};
+use ringdfs::protocol::{Connection, Member, Request, Response, Version, PROTOCOL_VERSION};
 use ringdfs::ring::Id;
 use ringdfs::server::RunningServer;
 use ringdfs::tls::{self, ClientStream};
@@ -347,21 +347,37 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Chunk numbers of `owner`'s file `name` stored on disk under `data_dir`
-/// (chunk files are named `<version>.<chunk>`).
-pub fn chunks_on_disk(data_dir: &Path, owner: &str, name: &str) -> Vec<u32> {
+/// How a version is spelled in chunk file names (`<version>.<chunk>`).
+pub fn version_in_file_name(v: Version) -> String {
+    format!("{:016x}-{:016x}", v.gen, v.writer)
+}
+
+/// The chunk files of `owner`'s `name` on disk under `data_dir`: the version
+/// as its file name spells it, and the chunk number; sorted.
+pub fn chunk_files(data_dir: &Path, owner: &str, name: &str) -> Vec<(String, u32)> {
     let dir = ringdfs::store::file_dir(data_dir, owner, name);
-    let mut chunks: Vec<u32> = std::fs::read_dir(&dir)
+    let mut files: Vec<(String, u32)> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
                 .flatten()
                 .filter_map(|e| {
                     let name = e.file_name().into_string().ok()?;
-                    name.rsplit_once('.')?.1.parse().ok()
+                    let (version, chunk) = name.rsplit_once('.')?;
+                    Some((version.to_string(), chunk.parse().ok()?))
                 })
                 .collect()
         })
         .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Chunk numbers of `owner`'s file `name` stored on disk under `data_dir`.
+pub fn chunks_on_disk(data_dir: &Path, owner: &str, name: &str) -> Vec<u32> {
+    let mut chunks: Vec<u32> = chunk_files(data_dir, owner, name)
+        .into_iter()
+        .map(|(_, chunk)| chunk)
+        .collect();
     chunks.sort_unstable();
     chunks
 }

@@ -231,7 +231,7 @@ fn reader(
 /// Files a writer stored: name, bytes, and the chunk count PUT gave each.
 type Written = Arc<std::sync::Mutex<Vec<(String, Vec<u8>, u32)>>>;
 
-/// PUTs new files (`w0000`, `w0001`, ...) one after another until `stop`;
+/// PUTs new files (`w0000`, `w0001`, ...) one after another, 50 ms apart, until `stop`;
 /// records each stored file and counts failures.
 fn writer(
     client: Arc<Client>,
@@ -263,6 +263,10 @@ fn writer(
                 }
             }
             i += 1;
+            // A steady stream of writes, not a flood: on 2 busy cores a
+            // flood can outrun a leaving server's hand-over (which waits for
+            // every chunk it holds, new ones included).
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
 }

@@ -30,18 +30,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::protocol::{Connection, Member, Request, Response};
+use crate::protocol::{Member, Request, Response};
 use crate::ring::{in_half_open, Id, Lookup, Node, RingState, View, ViewEntry};
-use crate::server::Server;
-use crate::tls::ClientStream;
-
-type Conn = Connection<ClientStream<TcpStream>>;
+use crate::peer::{Link, PeerConn as Conn};
 
 /// Longest lookup path followed before giving up (a ring in flux may loop).
 const MAX_HOPS: usize = 32;
@@ -67,12 +63,14 @@ pub struct Chord {
     pub(crate) stabilize: Duration,
     pub(crate) timeout: Duration,
     conns: tokio::sync::Mutex<HashMap<String, Conn>>,
+    /// Woken when the members change: the healer moves data to match.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Chord {
     /// The ring state of the server `config` describes: its view is the saved
     /// one (if any), the `[[ring]]` seeds, and itself as an active member.
-    pub fn open(config: &ServerConfig) -> Result<Chord> {
+    pub fn open(config: &ServerConfig, wake: Arc<tokio::sync::Notify>) -> Result<Chord> {
         let me = config.node()?;
         let view_path = config.data_dir.join("ring.json");
         let mut view = load_view(&view_path)?;
@@ -113,6 +111,7 @@ impl Chord {
             stabilize: config.stabilize(),
             timeout: config.failure_timeout(),
             conns: tokio::sync::Mutex::new(HashMap::new()),
+            wake,
         })
     }
 
@@ -173,8 +172,8 @@ impl Chord {
     }
 
     /// `node` says it may be our predecessor.
-    pub fn notified(&self, server: &Server, node: Node, view: &View) {
-        self.merge(server, view);
+    pub fn notified(&self, node: Node, view: &View) {
+        self.merge(view);
         let mut state = self.state.lock().expect("ring lock");
         if state.notified(node.clone()) {
             debug!(server = %self.me.name, predecessor = %node.name, "new predecessor");
@@ -185,7 +184,7 @@ impl Chord {
 
     /// Merges a view from another server; saves it and wakes the healer if
     /// the members changed.
-    pub fn merge(&self, server: &Server, other: &View) {
+    pub fn merge(&self, other: &View) {
         self.settled.store(true, Ordering::Relaxed);
         let (changed, members) = {
             let mut view = self.view.lock().expect("view lock");
@@ -202,7 +201,7 @@ impl Chord {
             }
             if members_changed {
                 info!(server = %self.me.name, members, "the ring's members changed");
-                server.heal_now.notify_one();
+                self.wake.notify_one();
             }
         }
     }
@@ -226,16 +225,12 @@ impl Chord {
 
     /// One ring message to `node`, on a cached peer connection, within the
     /// failure timeout.
-    async fn call(&self, server: &Server, node: &Member, request: &Request) -> Result<Response> {
-        let key = server.key.as_ref().ok_or(Error::NotLoggedIn)?;
+    async fn call(&self, link: &Link, node: &Member, request: &Request) -> Result<Response> {
         let cached = self.conns.lock().await.remove(&node.addr);
         let attempt = async {
             let mut conn = match cached {
                 Some(c) => c,
-                None => {
-                    crate::peer::connect(&self.me.name, key, &server.peer_tls, node, self.timeout)
-                        .await?
-                }
+                None => link.connect(node, self.timeout).await?,
             };
             let reply = conn.call(request).await?;
             Ok::<_, Error>((conn, reply))
@@ -253,20 +248,20 @@ impl Chord {
         }
     }
 
-    async fn call_node(&self, server: &Server, node: &Node, request: &Request) -> Result<Response> {
-        self.call(server, &member_of(node), request).await
+    async fn call_node(&self, link: &Link, node: &Node, request: &Request) -> Result<Response> {
+        self.call(link, &member_of(node), request).await
     }
 
     /// `find_successor(id)`, iteratively from here (or from `start`).
     pub async fn find_successor(
         &self,
-        server: &Server,
+        link: &Link,
         id: Id,
         start: Option<Member>,
     ) -> Result<Node> {
         let mut step = match start {
             None => self.lookup_step(id),
-            Some(contact) => self.ask_lookup(server, &contact, id).await?,
+            Some(contact) => self.ask_lookup(link, &contact, id).await?,
         };
         for _ in 0..MAX_HOPS {
             match step {
@@ -279,7 +274,7 @@ impl Chord {
                         }
                     }
                 }
-                Lookup::Ask(node) => match self.ask_lookup(server, &member_of(&node), id).await {
+                Lookup::Ask(node) => match self.ask_lookup(link, &member_of(&node), id).await {
                     Ok(next) => step = next,
                     Err(e) => {
                         self.state.lock().expect("ring lock").failed(node.id);
@@ -293,9 +288,9 @@ impl Chord {
         )))
     }
 
-    async fn ask_lookup(&self, server: &Server, node: &Member, id: Id) -> Result<Lookup> {
+    async fn ask_lookup(&self, link: &Link, node: &Member, id: Id) -> Result<Lookup> {
         match self
-            .call(server, node, &Request::FindSuccessor { id })
+            .call(link, node, &Request::FindSuccessor { id })
             .await?
         {
             Response::Lookup(step) => Ok(step),
@@ -305,7 +300,7 @@ impl Chord {
 
     /// Stabilize: find a live successor, learn its predecessor and list,
     /// notify it.
-    async fn stabilize_once(&self, server: &Server) {
+    async fn stabilize_once(&self, link: &Link) {
         for _ in 0..=self.successors().len() {
             let succ = self.successor();
             if succ.id == self.me.id {
@@ -313,14 +308,14 @@ impl Chord {
             }
             let answer = async {
                 let pred = match self
-                    .call_node(server, &succ, &Request::GetPredecessor)
+                    .call_node(link, &succ, &Request::GetPredecessor)
                     .await?
                 {
                     Response::Predecessor(p) => p,
                     other => return Err(Error::Protocol(format!("{other:?}"))),
                 };
                 match self
-                    .call_node(server, &succ, &Request::GetSuccessorList)
+                    .call_node(link, &succ, &Request::GetSuccessorList)
                     .await?
                 {
                     Response::Successors { nodes, view } => Ok((pred, nodes, view)),
@@ -331,7 +326,7 @@ impl Chord {
             match answer {
                 Ok((pred, list, view)) => {
                     self.up(&succ.name);
-                    self.merge(server, &view);
+                    self.merge(&view);
                     let changed = self.state.lock().expect("ring lock").stabilized(pred, list);
                     let succ = self.successor();
                     if changed {
@@ -341,7 +336,7 @@ impl Chord {
                         node: self.me.clone(),
                         view: self.view(),
                     };
-                    if let Err(e) = self.call_node(server, &succ, &notify).await {
+                    if let Err(e) = self.call_node(link, &succ, &notify).await {
                         debug!(server = %self.me.name, peer = %succ.name, error = %e, "notify failed");
                     }
                     return;
@@ -355,12 +350,12 @@ impl Chord {
         }
     }
 
-    async fn check_predecessor(&self, server: &Server) {
+    async fn check_predecessor(&self, link: &Link) {
         let Some(pred) = self.predecessor() else {
             return;
         };
         match self
-            .call_node(server, &pred, &Request::GetPredecessor)
+            .call_node(link, &pred, &Request::GetPredecessor)
             .await
         {
             Ok(_) => self.up(&pred.name),
@@ -372,14 +367,14 @@ impl Chord {
         }
     }
 
-    async fn fix_fingers(&self, server: &Server) {
+    async fn fix_fingers(&self, link: &Link) {
         for _ in 0..FINGERS_PER_ROUND {
             let (i, target) = self.state.lock().expect("ring lock").next_finger();
             let succ = self.successor();
             let found = if in_half_open(target, self.me.id, succ.id) {
                 Ok(succ)
             } else {
-                self.find_successor(server, target, None).await
+                self.find_successor(link, target, None).await
             };
             match found {
                 Ok(node) => self.state.lock().expect("ring lock").set_finger(i, node),
@@ -391,7 +386,7 @@ impl Chord {
     }
 
     /// Asks a contact where we belong; adopts a closer successor.
-    async fn rejoin(&self, server: &Server, round: u64) {
+    async fn rejoin(&self, link: &Link, round: u64) {
         let succ = self.successor();
         let mut contacts: Vec<Member> = self
             .contacts
@@ -415,7 +410,7 @@ impl Chord {
         }
         let contact = contacts[round as usize % contacts.len()].clone();
         match self
-            .find_successor(server, self.me.id, Some(contact.clone()))
+            .find_successor(link, self.me.id, Some(contact.clone()))
             .await
         {
             Ok(node) => {
@@ -428,9 +423,9 @@ impl Chord {
                     info!(server = %self.me.name, successor = %node.name, via = %contact.name, "joined the ring");
                     // Learn the members at once rather than at the next walk.
                     let exchange = Request::ExchangeView { view: self.view() };
-                    if let Ok(Response::View(view)) = self.call_node(server, &node, &exchange).await
+                    if let Ok(Response::View(view)) = self.call_node(link, &node, &exchange).await
                     {
-                        self.merge(server, &view);
+                        self.merge(&view);
                     }
                 }
             }
@@ -441,7 +436,7 @@ impl Chord {
     }
 
     /// Walks the ring by successor lists; members not reached are down.
-    async fn walk(&self, server: &Server) {
+    async fn walk(&self, link: &Link) {
         let mut live: Vec<Node> = vec![self.me.clone()];
         let mut frontier = self.successors();
         let mut complete = false;
@@ -459,11 +454,11 @@ impl Chord {
                 break;
             };
             match self
-                .call_node(server, &last, &Request::GetSuccessorList)
+                .call_node(link, &last, &Request::GetSuccessorList)
                 .await
             {
                 Ok(Response::Successors { nodes, view }) => {
-                    self.merge(server, &view);
+                    self.merge(&view);
                     if nodes.iter().any(|n| n.id == self.me.id) {
                         // Back round to us: everyone on the way is live.
                         for node in nodes.iter().take_while(|n| n.id != self.me.id) {
@@ -509,7 +504,7 @@ impl Chord {
         let pings = futures_util::future::join_all(
             unreached
                 .iter()
-                .map(|m| self.call_node(server, m, &Request::GetPredecessor)),
+                .map(|m| self.call_node(link, m, &Request::GetPredecessor)),
         )
         .await;
         for (m, ping) in unreached.iter().zip(pings) {
@@ -526,7 +521,7 @@ impl Chord {
     }
 
     /// Marks this server as leaving in its view and tells every node.
-    pub async fn announce_leave(&self, server: &Server) {
+    pub async fn announce_leave(&self, link: &Link) {
         self.leaving.store(true, Ordering::Relaxed);
         let view = {
             let mut view = self.view.lock().expect("view lock");
@@ -542,27 +537,26 @@ impl Chord {
         }
         for node in self.nodes().iter().filter(|n| n.id != self.me.id) {
             let exchange = Request::ExchangeView { view: view.clone() };
-            if let Ok(Response::View(v)) = self.call_node(server, node, &exchange).await {
-                self.merge(server, &v);
+            if let Ok(Response::View(v)) = self.call_node(link, node, &exchange).await {
+                self.merge(&v);
             }
         }
-        server.heal_now.notify_one();
+        self.wake.notify_one();
     }
 }
 
 /// Runs the ring rounds until `shutdown`.
-pub(crate) async fn chord_loop(server: Arc<Server>, shutdown: CancellationToken) {
-    let chord = &server.chord;
+pub(crate) async fn chord_loop(chord: Arc<Chord>, link: Arc<Link>, shutdown: CancellationToken) {
     let mut round: u64 = 0;
     loop {
         let work = async {
-            chord.stabilize_once(&server).await;
-            chord.check_predecessor(&server).await;
-            chord.fix_fingers(&server).await;
+            chord.stabilize_once(&link).await;
+            chord.check_predecessor(&link).await;
+            chord.fix_fingers(&link).await;
             if chord.state.lock().expect("ring lock").alone() || round.is_multiple_of(4) {
-                chord.rejoin(&server, round / 4).await;
+                chord.rejoin(&link, round / 4).await;
             }
-            chord.walk(&server).await;
+            chord.walk(&link).await;
         };
         tokio::select! {
             () = shutdown.cancelled() => return,

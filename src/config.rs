@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// The ring's first members, with their ids (see above).
     #[serde(default)]
     pub ring: Vec<Member>,
+    /// The metadata store: which chunks live in the database, its cache,
+    /// the scrub's pace, how long tombstones are kept (see `store::Tuning`).
+    #[serde(default)]
+    pub store: crate::store::Tuning,
 }
 
 fn default_stabilize_ms() -> u64 {

@@ -138,3 +138,23 @@ impl WireError {
         }
     }
 }
+
+/// The metadata database's failures are the server's own: the caller can do
+/// nothing but report them.
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Internal(format!("metadata store: {e}"))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);

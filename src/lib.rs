@@ -53,6 +53,7 @@ pub mod ring;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod transfer;
 
 pub use error::{Error, Result};
 

@@ -84,6 +84,29 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// A connection from this server to a peer.
+pub type PeerConn = Connection<ClientStream<TcpStream>>;
+
+/// How a server reaches its peers: its name, the cluster key and its TLS
+/// client configuration (its own certificate). Handed to the ring and the
+/// healer, so neither needs the server.
+pub struct Link {
+    pub name: String,
+    key: ClusterKey,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Link {
+    pub fn new(name: String, key: ClusterKey, tls: Arc<rustls::ClientConfig>) -> Link {
+        Link { name, key, tls }
+    }
+
+    /// A logged-in connection to `member`.
+    pub async fn connect(&self, member: &Member, timeout: Duration) -> Result<PeerConn> {
+        connect(&self.name, &self.key, &self.tls, member, timeout).await
+    }
+}
+
 /// A connection to peer `member` over mutual TLS (`tls` carries this
 /// server's certificate), logged in as server `me`.
 pub async fn connect(

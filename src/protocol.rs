@@ -211,15 +211,14 @@ pub struct Hint {
     pub server: String,
 }
 
-/// One file in a server's inventory: what a peer compares when healing.
+/// One file of a digest bucket: what a peer compares when the bucket's
+/// digests differ (see `store::digest`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InventoryEntry {
+pub struct SyncEntry {
     pub owner: String,
     pub name: String,
     pub version: Version,
     pub deleted: bool,
-    /// Chunks of `version` held.
-    pub held: Vec<u32>,
 }
 
 /// What a server says about itself.
@@ -235,7 +234,8 @@ pub struct ServerStatus {
     pub down: Vec<String>,
     /// Handing its data over before it leaves the ring.
     pub leaving: bool,
-    /// Chunk files and their bytes, all users together.
+    /// Chunk copies and their bytes, all users together (of every version
+    /// stored: current, replaced moments ago, or not yet committed).
     pub chunks: u64,
     pub bytes: u64,
     /// Files (live manifests) of all users.
@@ -257,6 +257,12 @@ pub struct HealStatus {
     /// Seconds from start (or from the last time copies went missing) until
     /// nothing was missing; `None` while something still is.
     pub healed_in_secs: Option<f64>,
+    /// Bytes of digests and entries received from peers to compare files,
+    /// since start: an idle round adds the same whatever the files stored.
+    pub sync_bytes: u64,
+    /// Chunk copies the background scrub has re-read, and the bad ones it found.
+    pub scrubbed: u64,
+    pub scrub_bad: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,10 +321,8 @@ pub enum Request {
         name: String,
         proof: [u8; 32],
     },
-    /// Server to server: every file after `after` (owner, name), a page at a time.
-    Inventory {
-        after: Option<(String, String)>,
-    },
+    /// Server to server: the root digest of its files, and its view's digest.
+    SyncRoot,
     PeerStat {
         owner: String,
         name: String,
@@ -360,6 +364,15 @@ pub enum Request {
         name: String,
         version: Version,
     },
+    /// Server to server: the 256 group digests (`group` None) or the 256
+    /// bucket digests of one group.
+    SyncDigests {
+        group: Option<u8>,
+    },
+    /// Server to server: every file of one digest bucket.
+    SyncEntries {
+        bucket: u16,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -400,10 +413,11 @@ pub enum Response {
     ChunkDone {
         checksum: Checksum,
     },
-    /// One page of an inventory; `more` says another page follows.
-    Inventory {
-        files: Vec<InventoryEntry>,
-        more: bool,
+    /// The digest of the sender's live files (see `store::digest`).
+    SyncRoot {
+        root: [u8; 16],
+        /// Chunks the sender lacks (see `store::Stats::missing`).
+        missing: u64,
         /// The sender's membership digest (`View::digest`): servers move
         /// copies away only while they all agree on the ring.
         view: u64,
@@ -416,6 +430,8 @@ pub enum Response {
     },
     View(View),
     Error(WireError),
+    Digests(Vec<[u8; 16]>),
+    Entries(Vec<SyncEntry>),
 }
 
 /// What arrives on a connection: a control message or a block of data.

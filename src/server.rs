@@ -22,9 +22,8 @@
 //! blocks from a blocking reader, so the async threads only move bytes. A copy
 //! that fails its checksum is quarantined and the healer is woken to replace it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -39,12 +38,14 @@ use crate::chord::{member_of, Chord};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
 use crate::names::validate_name;
-use crate::peer::ClusterKey;
+use crate::heal::Healer;
+use crate::peer::{ClusterKey, Link};
 use crate::protocol::{
-    Checksum, Connection, Frame, HealStatus, Manifest, Member, Request, Response, ServerStatus,
-    Token, Version, PROTOCOL_VERSION,
+    Connection, Frame, Manifest, Member, Request, Response, ServerStatus, Token, Version,
+    PROTOCOL_VERSION,
 };
-use crate::store::{ChunkSpec, ChunkWriter, Store};
+use crate::store::{ChunkSpec, Store};
+use crate::transfer::{finish, pump_into, PIPELINE_DEPTH};
 use crate::tls::{self, TlsAcceptor};
 use crate::unix_now;
 
@@ -60,14 +61,12 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Entries per `Files` or `Inventory` page: far below the frame limit even
 /// with 255-byte names.
 pub(crate) const LIST_PAGE: usize = 1000;
-/// Blocks buffered between the socket and the disk, per transfer.
-const PIPELINE_DEPTH: usize = 2;
 
 /// One chunk server's shared state.
 pub struct Server {
     pub(crate) name: String,
     /// The ring: Chord state and the membership view (see `chord`).
-    pub(crate) chord: Chord,
+    pub(crate) chord: Arc<Chord>,
     /// Cancelled when the server has left the ring (`Leave`): `run` stops.
     pub(crate) left: CancellationToken,
     pub(crate) store: Arc<Store>,
@@ -76,31 +75,14 @@ pub struct Server {
     throttle: Throttle,
     logins: Semaphore,
     tls: TlsAcceptor,
-    /// How this server connects to its peers: mutual TLS, its own certificate.
-    pub(crate) peer_tls: Arc<rustls::ClientConfig>,
     limits: Limits,
-    pub(crate) key: Option<ClusterKey>,
-    pub(crate) heal_interval: Duration,
-    /// Wakes the healer early (a bad copy was found, a peer asked).
-    pub(crate) heal_now: Notify,
-    pub(crate) heal: Mutex<HealState>,
-    /// Hinted handoff: server → files a writer could not give it copies of.
-    /// The healer nudges that server (`HealNow`) once it is back, until it
-    /// has caught up. In memory only: the periodic heal rounds are what make
-    /// repair certain; hints make it prompt.
-    pub(crate) hints: Mutex<BTreeMap<String, BTreeSet<(String, String)>>>,
-}
-
-/// The healer's bookkeeping, shown in STATUS.
-#[derive(Debug)]
-pub(crate) struct HealState {
-    pub rounds: u64,
-    pub copied: u64,
-    pub missing: u64,
-    /// Since when something has been missing (the start counts: a server that
-    /// comes back may have missed writes); `None` while healthy.
-    pub unhealthy_since: Option<Instant>,
-    pub healed_in: Option<Duration>,
+    /// The cluster key, this server's peer certificate: how it proves itself
+    /// to peers and checks theirs. Without a cluster key a server neither
+    /// heals nor answers peers.
+    key: Option<ClusterKey>,
+    link: Option<Arc<Link>>,
+    /// Keeps this server's share of every file complete (see `heal`).
+    pub(crate) healer: Arc<Healer>,
 }
 
 /// Who is on the other end of a connection.
@@ -115,7 +97,7 @@ impl Server {
     pub fn open(config: &ServerConfig) -> Result<Server> {
         config.validate()?;
         let tls = tls::server_config(&config.tls_dir, &config.name)?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(&config.data_dir, config.store.clone())?;
         let users = UserTable::load(&config.users)?;
         let limits = config.limits.clone();
         let ms = Duration::from_millis;
@@ -123,11 +105,29 @@ impl Server {
             Some(path) => Some(ClusterKey::load_or_create(path)?),
             None => None,
         };
+        let link = match &key {
+            Some(key) => Some(Arc::new(Link::new(
+                config.name.clone(),
+                key.clone(),
+                tls::client_config_for_server(&config.tls_dir, &config.name)?,
+            ))),
+            None => None,
+        };
+        let wake = Arc::new(Notify::new());
+        let chord = Arc::new(Chord::open(config, Arc::clone(&wake))?);
+        let healer = Arc::new(Healer::new(
+            config.name.clone(),
+            Arc::clone(&store),
+            Arc::clone(&chord),
+            link.clone(),
+            config.heal_interval(),
+            wake,
+        ));
         Ok(Server {
             name: config.name.clone(),
-            chord: Chord::open(config)?,
+            chord,
             left: CancellationToken::new(),
-            store: Arc::new(store),
+            store,
             users,
             sessions: Sessions::new(SESSION_TTL),
             throttle: Throttle::new(Backoff {
@@ -138,19 +138,10 @@ impl Server {
             }),
             logins: Semaphore::new(MAX_LOGINS),
             tls: TlsAcceptor::from(tls),
-            peer_tls: tls::client_config_for_server(&config.tls_dir, &config.name)?,
             limits,
             key,
-            heal_interval: config.heal_interval(),
-            heal_now: Notify::new(),
-            hints: Mutex::new(BTreeMap::new()),
-            heal: Mutex::new(HealState {
-                rounds: 0,
-                copied: 0,
-                missing: 0,
-                unhealthy_since: Some(Instant::now()),
-                healed_in: None,
-            }),
+            link,
+            healer,
         })
     }
 
@@ -165,14 +156,15 @@ impl Server {
     /// its copies as that happens).
     async fn leave(&self) -> Result<()> {
         info!(server = %self.name, "leaving the ring: handing the data over");
-        self.chord.announce_leave(self).await;
+        let link = self.link.as_ref().ok_or(Error::NotLoggedIn)?;
+        self.chord.announce_leave(link).await;
         loop {
-            match crate::heal::handed_over(self).await {
+            match crate::heal::handed_over(&self.healer).await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => debug!(server = %self.name, error = %e, "hand-over check"),
             }
-            self.heal_now.notify_one();
+            self.healer.wake();
             tokio::time::sleep(self.chord.stabilize.max(Duration::from_millis(200))).await;
         }
         info!(server = %self.name, "handed the data over; leaving");
@@ -233,8 +225,7 @@ impl Server {
     }
 
     fn status(&self) -> ServerStatus {
-        let stats = self.store.stats();
-        let heal = self.heal.lock().expect("heal lock");
+        let stats = self.store.stats().unwrap_or_default();
         ServerStatus {
             name: self.name.clone(),
             ring: self.ring(),
@@ -246,53 +237,32 @@ impl Server {
             chunks: stats.chunks,
             bytes: stats.bytes,
             files: stats.files,
-            heal: HealStatus {
-                hints: self
-                    .hints
-                    .lock()
-                    .expect("hints lock")
-                    .values()
-                    .map(|files| files.len() as u64)
-                    .sum(),
-                rounds: heal.rounds,
-                copied: heal.copied,
-                missing: heal.missing,
-                healed_in_secs: heal
-                    .unhealthy_since
-                    .is_none()
-                    .then(|| heal.healed_in.map(|d| d.as_secs_f64()))
-                    .flatten(),
-            },
+            heal: self.healer.status(),
         }
     }
 
-    fn add_hints(&self, owner: &str, name: &str, missing: &[crate::protocol::Hint]) {
-        let mut hints = self.hints.lock().expect("hints lock");
-        for hint in missing.iter().filter(|h| h.server != self.name) {
-            hints
-                .entry(hint.server.clone())
-                .or_default()
-                .insert((owner.to_string(), name.to_string()));
+    /// Files a writer could not give other servers copies of: the healer
+    /// nudges those servers until they have caught up.
+    async fn add_hints(&self, owner: &str, name: &str, missing: &[crate::protocol::Hint]) {
+        let targets: std::collections::BTreeSet<String> = missing
+            .iter()
+            .filter(|h| h.server != self.name)
+            .map(|h| h.server.clone())
+            .collect();
+        if targets.is_empty() {
+            return;
         }
-    }
-
-    /// A copy of a chunk is bad or gone: set it aside and wake the healer.
-    async fn lost_copy(&self, owner: &str, name: &str, version: Version, chunk: u32, why: &Error) {
-        warn!(server = %self.name, owner, file = name, chunk, error = %why, "bad copy: quarantined, healing");
         let store = Arc::clone(&self.store);
         let (owner, name) = (owner.to_string(), name.to_string());
-        let moved =
-            tokio::task::spawn_blocking(move || store.quarantine(&owner, &name, version, chunk))
-                .await;
-        if let Ok(Err(e)) = moved {
-            warn!(server = %self.name, error = %e, "cannot quarantine");
+        let added = tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .try_for_each(|server| store.add_hints(server, &owner, &name))
+        })
+        .await;
+        if let Ok(Err(e)) = added {
+            warn!(server = %self.name, error = %e, "cannot record hints");
         }
-        self.heal
-            .lock()
-            .expect("heal lock")
-            .unhealthy_since
-            .get_or_insert_with(Instant::now);
-        self.heal_now.notify_one();
     }
 }
 
@@ -319,13 +289,12 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
             }
         });
     }
-    if server.key.is_some() {
-        tracker.spawn(crate::heal::heal_loop(
-            Arc::clone(&server),
-            shutdown.clone(),
-        ));
+    if let Some(link) = &server.link {
+        tracker.spawn(Arc::clone(&server.healer).run(shutdown.clone()));
+        tracker.spawn(Arc::clone(&server.healer).scrub(shutdown.clone()));
         tracker.spawn(crate::chord::chord_loop(
-            Arc::clone(&server),
+            Arc::clone(&server.chord),
+            Arc::clone(link),
             shutdown.clone(),
         ));
     }
@@ -593,17 +562,14 @@ where
     let store = &server.store;
     match request {
         Request::Status => Ok(Some(Response::Status(server.status()))),
-        Request::List => {
-            let files = store.list(&owner);
-            send_pages(conn, files, |files, more| Response::Files { files, more }).await
-        }
+        Request::List => send_list(server, conn, owner).await,
         Request::Stat { name } => {
             validate_name(&name).map_err(soft)?;
-            let (manifest, held) = store.file(&owner, &name);
+            let (manifest, held) = store.file(&owner, &name).map_err(soft)?;
             Ok(Some(Response::File { manifest, held }))
         }
         Request::Commit { manifest, missing } => {
-            server.add_hints(&owner, &manifest.name, &missing);
+            server.add_hints(&owner, &manifest.name, &missing).await;
             commit(server, owner, manifest).await.map_err(soft)?;
             Ok(Some(Response::Ok))
         }
@@ -687,22 +653,30 @@ where
 {
     debug!(server = %server.name, peer, ?request, "peer request");
     match request {
-        Request::Inventory { after } => {
-            let mut files = server.store.inventory();
-            if let Some(after) = after {
-                files.retain(|f| (&f.owner, &f.name) > (&after.0, &after.1));
-            }
-            files.truncate(LIST_PAGE + 1);
-            let more = files.len() > LIST_PAGE;
-            files.truncate(LIST_PAGE);
-            Ok(Some(Response::Inventory {
-                files,
-                more,
+        Request::SyncRoot => {
+            let (root, stats) = blocking(server, |s| Ok((s.root_digest()?, s.stats()?)))
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::SyncRoot {
+                root,
+                missing: stats.missing,
                 view: server.chord.digest(),
             }))
         }
+        Request::SyncDigests { group } => {
+            let digests = blocking(server, move |s| s.digests(group))
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::Digests(digests)))
+        }
+        Request::SyncEntries { bucket } => {
+            let entries = blocking(server, move |s| s.bucket_entries(bucket))
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::Entries(entries)))
+        }
         Request::PeerStat { owner, name } => {
-            let (manifest, held) = server.store.file(&owner, &name);
+            let (manifest, held) = server.store.file(&owner, &name).map_err(soft)?;
             Ok(Some(Response::File { manifest, held }))
         }
         Request::PeerGetChunk {
@@ -712,7 +686,7 @@ where
             chunk,
         } => send_chunk(server, conn, &owner, &name, version, chunk).await,
         Request::HealNow => {
-            server.heal_now.notify_one();
+            server.healer.wake();
             Ok(Some(Response::Ok))
         }
         Request::FindSuccessor { id } => Ok(Some(Response::Lookup(server.chord.lookup_step(id)))),
@@ -722,11 +696,11 @@ where
             view: server.chord.view(),
         })),
         Request::Notify { node, view } => {
-            server.chord.notified(server, node, &view);
+            server.chord.notified(node, &view);
             Ok(Some(Response::Ok))
         }
         Request::ExchangeView { view } => {
-            server.chord.merge(server, &view);
+            server.chord.merge(&view);
             Ok(Some(Response::View(server.chord.view())))
         }
         Request::Leave if peer == server.name => {
@@ -745,26 +719,38 @@ where
     }
 }
 
-/// Sends `items` as pages: all but the last sent here, the last returned as
-/// the reply.
-async fn send_pages<S, T: Clone>(
-    conn: &mut Connection<S>,
-    items: Vec<T>,
-    page: impl Fn(Vec<T>, bool) -> Response,
-) -> Handled
+/// Sends the owner's files a page at a time, each read from the store as it
+/// goes: all but the last page sent here, the last returned as the reply.
+async fn send_list<S>(server: &Server, conn: &mut Connection<S>, owner: String) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut chunks = items.chunks(LIST_PAGE).peekable();
-    while let Some(slice) = chunks.next() {
-        if chunks.peek().is_none() {
-            return Ok(Some(page(slice.to_vec(), false)));
+    let owner = Arc::new(owner);
+    let mut after: Option<String> = None;
+    loop {
+        let (o, a) = (Arc::clone(&owner), after.clone());
+        let (files, more) = blocking(server, move |s| s.list_page(&o, a.as_deref(), LIST_PAGE))
+            .await
+            .map_err(soft)?;
+        if !more {
+            return Ok(Some(Response::Files { files, more }));
         }
-        conn.send(&page(slice.to_vec(), true))
+        after = files.last().map(|f| f.name.clone());
+        conn.send(&Response::Files { files, more })
             .await
             .map_err(|e| (e, Next::Close))?;
     }
-    Ok(Some(page(Vec::new(), false)))
+}
+
+/// Runs store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    server: &Server,
+    f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let store = Arc::clone(&server.store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Error::Internal(format!("store task: {e}")))?
 }
 
 async fn commit(server: &Server, owner: String, manifest: Manifest) -> Result<()> {
@@ -791,61 +777,6 @@ where
     finish(writer, claimed).await
 }
 
-/// Streams data blocks from `conn` into `writer` until the message that ends
-/// them, which `end` turns into the sender's checksum (or an error). The
-/// blocking side writes and hashes; the socket side only moves blocks.
-pub(crate) async fn pump_into<S, M>(
-    conn: &mut Connection<S>,
-    mut writer: ChunkWriter,
-    end: impl Fn(M) -> Result<Checksum>,
-) -> Result<(ChunkWriter, Checksum)>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-    M: serde::de::DeserializeOwned,
-{
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
-    let disk = tokio::task::spawn_blocking(move || {
-        while let Some(block) = rx.blocking_recv() {
-            writer.write(&block)?;
-        }
-        Ok::<_, Error>(writer)
-    });
-    let outcome = loop {
-        match conn.recv::<M>().await {
-            Ok(Some(Frame::Data(block))) => {
-                if tx.send(block).await.is_err() {
-                    break Err(None); // the writer failed; its error is below
-                }
-            }
-            Ok(Some(Frame::Msg(m))) => break end(m).map_err(Some),
-            Ok(None) => {
-                break Err(Some(Error::Protocol(
-                    "connection closed inside a transfer".into(),
-                )))
-            }
-            Err(e) => break Err(Some(e)),
-        }
-    };
-    drop(tx);
-    let writer = disk
-        .await
-        .map_err(|e| Error::Internal(format!("chunk writer: {e}")))?;
-    match outcome {
-        Ok(checksum) => Ok((writer?, checksum)),
-        Err(Some(e)) => Err(e),
-        Err(None) => Err(writer
-            .err()
-            .unwrap_or(Error::Internal("chunk writer stopped".into()))),
-    }
-}
-
-/// Checks and stores a fully received chunk, off the async threads.
-pub(crate) async fn finish(writer: ChunkWriter, claimed: Checksum) -> Result<()> {
-    tokio::task::spawn_blocking(move || writer.finish(claimed))
-        .await
-        .map_err(|e| Error::Internal(format!("chunk writer: {e}")))?
-}
-
 /// Streams one stored chunk: `Chunk{len}`, data blocks, `ChunkDone`. The reader
 /// verifies the checksum as it goes; a mismatch ends the stream with an error
 /// and puts the copy in quarantine.
@@ -869,7 +800,7 @@ where
         Ok(r) => r,
         Err(e) => {
             if is_lost(server, owner, name, version, chunk, &e) {
-                server.lost_copy(owner, name, version, chunk, &e).await;
+                server.healer.lost(owner, name, version, chunk, &e).await;
             }
             return Err(soft(e));
         }
@@ -895,7 +826,7 @@ where
         match item {
             Ok(block) => conn.send_data(block).await.map_err(|e| (e, Next::Close))?,
             Err(e) => {
-                server.lost_copy(owner, name, version, chunk, &e).await;
+                server.healer.lost(owner, name, version, chunk, &e).await;
                 return Err((e, Next::Close));
             }
         }
@@ -922,7 +853,7 @@ async fn verify_chunk(
     .map_err(|e| Error::Internal(format!("verify task: {e}")))?;
     if let Err(e) = &checked {
         if is_lost(server, owner, name, version, chunk, e) {
-            server.lost_copy(owner, name, version, chunk, e).await;
+            server.healer.lost(owner, name, version, chunk, e).await;
         }
     }
     checked
@@ -940,10 +871,15 @@ fn is_lost(
 ) -> bool {
     match error {
         Error::Corrupt { .. } => true,
-        Error::NotFound { .. } => {
-            let (manifest, held) = server.store.file(owner, name);
-            manifest.is_some_and(|m| m.version == version) && held.contains(&chunk)
-        }
+        Error::NotFound { .. } => server
+            .store
+            .holds(&crate::store::CopyId {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                version,
+                chunk,
+            })
+            .unwrap_or(false),
         _ => false,
     }
 }

@@ -272,7 +272,7 @@ fn check_own_copies(cluster: &ProcCluster, files: &[Acked], uncommitted: &[(usiz
                 on_disk, table,
                 "dfs{server} acknowledged {name} but holds these chunks of it"
             );
-            match store.file("alice", name) {
+            match store.file("alice", name).unwrap() {
                 (Some(manifest), held) => {
                     assert_eq!(
                         manifest.version, file.receipt.version,
@@ -301,7 +301,7 @@ fn check_own_copies(cluster: &ProcCluster, files: &[Acked], uncommitted: &[(usiz
                 }
             }
         }
-        let (checked, bad) = store.scrub();
+        let (checked, bad) = store.scrub().unwrap();
         assert!(bad.is_empty(), "dfs{server}: bad copies {bad:?}");
         assert!(
             checked >= expected,
@@ -389,7 +389,7 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
             let store = Store::inspect(&cluster.data_dir(server)).unwrap();
             acknowledged.iter().all(|file| {
                 let table = Placement::of("alice", &file.name, 4).chunks_held(server as u32, 4);
-                store.file("alice", &file.name).1 == table
+                store.file("alice", &file.name).unwrap().1 == table
                     && chunks_on_disk(&cluster.data_dir(server), "alice", &file.name) == table
             })
         });

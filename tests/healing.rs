@@ -647,11 +647,12 @@ async fn heal_checks_each_fetched_copy_against_the_manifest_not_the_sender() {
     std::fs::remove_file(chunk_file(&cluster.data_dir(healer), "alice", name, chunk).unwrap())
         .unwrap();
     // The source's disk is rewritten: other bytes for the chunk, with a
-    // trailer and a manifest that vouch for them.
+    // trailer and a manifest that vouch for them (a new database, which
+    // takes the chunk files in as not yet committed).
     let data = cluster.data_dir(source);
-    std::fs::remove_file(ringdfs::store::file_dir(&data, "alice", name).join("manifest")).unwrap();
+    std::fs::remove_file(data.join("meta.redb")).unwrap();
     {
-        let store = std::sync::Arc::new(Store::open(&data).unwrap());
+        let store = Store::open(&data, crate::util::test_tuning()).unwrap();
         let mut manifest = client.stat(name).await.unwrap();
         let spec = ChunkSpec {
             owner: "alice".into(),

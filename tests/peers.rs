@@ -97,7 +97,9 @@ fn peer_requests(version: Version) -> Vec<Request> {
         stamp: u64::MAX,
     });
     vec![
-        Request::Inventory { after: None },
+        Request::SyncRoot,
+        Request::SyncDigests { group: None },
+        Request::SyncEntries { bucket: 0 },
         Request::PeerStat {
             owner: "alice".into(),
             name: "probe.bin".into(),
@@ -280,7 +282,7 @@ async fn peer_logins_need_the_cluster_key_and_the_servers_own_certificate() {
             Err(e) => panic!("{what}: refused, but not as a failed login: {e}"),
             Ok(reply) => panic!("{what}: the peer login was accepted ({reply:?})"),
         }
-        for request in [Request::Inventory { after: None }, Request::Leave] {
+        for request in [Request::SyncRoot, Request::Leave] {
             let err = conn.call(&request).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::NotLoggedIn, "{what}: {request:?}");
         }
@@ -295,19 +297,14 @@ async fn peer_logins_need_the_cluster_key_and_the_servers_own_certificate() {
         conn.call(&login).await.unwrap_err(),
         Error::Unauthorized
     ));
-    let err = conn
-        .call(&Request::Inventory { after: None })
-        .await
-        .unwrap_err();
+    let err = conn.call(&Request::SyncRoot).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotLoggedIn);
 
     // The real thing works; and even a real peer cannot make dfs1 leave.
     let mut peer = peer_login(&cluster, 1, "dfs2").await;
     assert!(matches!(
-        peer.call(&Request::Inventory { after: None })
-            .await
-            .unwrap(),
-        Response::Inventory { .. }
+        peer.call(&Request::SyncRoot).await.unwrap(),
+        Response::SyncRoot { .. }
     ));
     let err = peer.call(&Request::Leave).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadRequest, "{err}");

@@ -271,6 +271,20 @@ pub fn server_config(dir: &Path, name: &str, addr: &str, limits: Limits) -> Serv
         failure_timeout_ms: 1000,
         successors: 4,
         ring: Vec::new(),
+        store: test_tuning(),
+    }
+}
+
+/// The tests' store tuning: chunks above 16 KiB (files above 64 KB) are
+/// files, so tests can damage them on disk; smaller ones are in the
+/// database. The scrub runs fast and tombstones go as soon as every server
+/// has them, so tests see both within seconds.
+pub fn test_tuning() -> ringdfs::store::Tuning {
+    ringdfs::store::Tuning {
+        inline_max: 16 << 10,
+        scrub_bytes_per_sec: 256 << 20,
+        tombstone_grace_secs: 0,
+        ..Default::default()
     }
 }
 
@@ -352,27 +366,22 @@ pub fn version_in_file_name(v: Version) -> String {
     format!("{:016x}-{:016x}", v.gen, v.writer)
 }
 
-/// The chunk files of `owner`'s `name` on disk under `data_dir`: the version
-/// as its file name spells it, and the chunk number; sorted.
+/// The chunk copies of `owner`'s `name` a server's store holds (in its
+/// database or as files): the version as a chunk file's name spells it, and
+/// the chunk number; sorted. Read from the store itself, beside the server.
 pub fn chunk_files(data_dir: &Path, owner: &str, name: &str) -> Vec<(String, u32)> {
-    let dir = ringdfs::store::file_dir(data_dir, owner, name);
-    let mut files: Vec<(String, u32)> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    let (version, chunk) = name.rsplit_once('.')?;
-                    Some((version.to_string(), chunk.parse().ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let store = ringdfs::store::Store::inspect(data_dir).unwrap();
+    let mut files: Vec<(String, u32)> = store
+        .stored(owner, name)
+        .unwrap()
+        .into_iter()
+        .map(|(version, chunk)| (version_in_file_name(version), chunk))
+        .collect();
     files.sort();
     files
 }
 
-/// Chunk numbers of `owner`'s file `name` stored on disk under `data_dir`.
+/// Chunk numbers of `owner`'s file `name` a server stores (any version).
 pub fn chunks_on_disk(data_dir: &Path, owner: &str, name: &str) -> Vec<u32> {
     let mut chunks: Vec<u32> = chunk_files(data_dir, owner, name)
         .into_iter()
@@ -434,7 +443,8 @@ where
     }
 }
 
-/// The file holding chunk `chunk` of `owner`'s `name` on a server (any version).
+/// The file holding chunk `chunk` of `owner`'s `name` on a server (any
+/// version); `None` for a chunk kept in the database (16 KiB or less).
 pub fn chunk_file(data_dir: &Path, owner: &str, name: &str, chunk: u32) -> Option<PathBuf> {
     let dir = ringdfs::store::file_dir(data_dir, owner, name);
     std::fs::read_dir(dir)

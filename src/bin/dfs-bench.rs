@@ -734,6 +734,7 @@ impl Cluster {
                 failure_timeout_ms: 2000,
                 successors: 4,
                 ring: ring.clone(),
+                store: Default::default(),
             };
             ringdfs::tls::ensure_certs(&config.tls_dir, &[config.identity()])?;
             let path = dir.join(format!("{}.toml", member.name));

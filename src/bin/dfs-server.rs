@@ -164,9 +164,12 @@ fn config_path(config: Option<PathBuf>, name: Option<String>) -> Result<PathBuf>
 fn verify(path: &std::path::Path) -> Result<()> {
     let config = ServerConfig::load(path)?;
     let store = ringdfs::store::Store::inspect(&config.data_dir)?;
-    let (checked, bad) = store.scrub();
-    for (owner, name, chunk, error) in &bad {
-        println!("BAD  {owner}/{name} chunk {chunk}: {error}");
+    let (checked, bad) = store.scrub()?;
+    for (copy, error) in &bad {
+        println!(
+            "BAD  {}/{} chunk {}: {error}",
+            copy.owner, copy.name, copy.chunk
+        );
     }
     println!(
         "{}: checked {checked} chunk copies, {} bad",

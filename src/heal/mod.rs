@@ -1,0 +1,752 @@
+//! Self-healing: every server keeps its own share of every file complete,
+//! at a cost that does not grow with the files stored.
+//!
+//! A heal round runs when the server starts, every `heal_interval`, and at
+//! once when a copy goes bad, a peer asks (`HealNow`) or the members change.
+//! In a round the server
+//!
+//! 1. tells its store where it sits in the ring (the store then knows, file
+//!    by file, which chunks it lacks and which it holds beyond its share:
+//!    its `missing` and `surplus` tables, kept up to date by every commit,
+//!    copy and quarantine; only a ring change rescans), and drops versions
+//!    replaced more than two rounds ago;
+//! 2. asks every other server for the root digest of its files (16 bytes,
+//!    see `store::digest`); with a peer whose root differs it compares group
+//!    digests, then bucket digests, then the entries of the buckets that
+//!    differ, and commits every manifest the peer has newer ([`plan::adopt`]).
+//!    An idle round exchanges one small message per peer, at 1 000 files as
+//!    at 1 000 000;
+//! 3. nudges servers that writers could not reach (hints) until they match;
+//! 4. fetches each chunk its store lists as missing, from the chunk's other
+//!    holders first, checking it against the manifest's checksum, several at
+//!    once;
+//! 5. drops copies it holds beyond its share once every holder has them, all
+//!    members answer and agree on the ring ([`plan::may_drop_copy`]);
+//! 6. drops tombstones older than the grace period in buckets whose digest
+//!    every member shares ([`plan::drop_tombstones`]).
+//!
+//! Only pulls: each server mends itself. Beside the rounds, a scrub re-reads
+//! every stored copy at a bounded rate and quarantines a bad one, so damage
+//! that no read happens to touch is found and repaired too.
+//!
+//! Rebalancing after a join or a leave is nothing more: the table is the one
+//! over the current members, steps 4 and 5 move each chunk to its new
+//! holders, and a server that is leaving holds nothing under the new table.
+
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::chord::{member_of, Chord};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::peer::{Link, PeerConn};
+use crate::placement::Placement;
+use crate::protocol::{HealStatus, Manifest, Member, Request, Response, SyncEntry, Version};
+use crate::store::digest::{bucket_of, differing, group_of, Digest};
+use crate::store::{ChunkReader, ChunkSpec, CopyId, Layout, Store};
+use crate::transfer::{finish, pump_into};
+use plan::Held;
+
+/// Chunks fetched at once.
+const FETCH_LANES: usize = 8;
+/// Missing chunks, surplus copies or tombstones looked at per round.
+const PER_ROUND: usize = 20_000;
+/// The scrub counts a chunk as at least this many bytes against its rate.
+const SCRUB_MIN_COST: u64 = 64 << 10;
+
+/// The healer's bookkeeping, shown in STATUS.
+#[derive(Debug)]
+struct HealState {
+    rounds: u64,
+    copied: u64,
+    /// Since when something has been missing (the start counts: a server that
+    /// comes back may have missed writes); `None` while healthy.
+    unhealthy_since: Option<Instant>,
+    healed_in: Option<Duration>,
+}
+
+/// A server's healer: its rounds, its scrub, and what they report.
+pub struct Healer {
+    name: String,
+    store: Arc<Store>,
+    chord: Arc<Chord>,
+    link: Option<Arc<Link>>,
+    interval: Duration,
+    wake: Arc<Notify>,
+    state: Mutex<HealState>,
+    sync_bytes: AtomicU64,
+    scrubbed: AtomicU64,
+    scrub_bad: AtomicU64,
+}
+
+/// One peer as a round sees it.
+struct Peer {
+    member: Member,
+    /// A member of the ring (not a server that is leaving).
+    active: bool,
+    conn: Option<PeerConn>,
+    /// Its root digest, chunks it lacks, and membership digest, if it answered.
+    root: Option<(Digest, u64, u64)>,
+}
+
+/// What one round did.
+#[derive(Debug, Default)]
+struct Report {
+    manifests: u64,
+    copied: u64,
+    missing: u64,
+    dropped: u64,
+    tombstones_dropped: u64,
+}
+
+impl Healer {
+    pub fn new(
+        name: String,
+        store: Arc<Store>,
+        chord: Arc<Chord>,
+        link: Option<Arc<Link>>,
+        interval: Duration,
+        wake: Arc<Notify>,
+    ) -> Healer {
+        Healer {
+            name,
+            store,
+            chord,
+            link,
+            interval,
+            wake,
+            state: Mutex::new(HealState {
+                rounds: 0,
+                copied: 0,
+                unhealthy_since: Some(Instant::now()),
+                healed_in: None,
+            }),
+            sync_bytes: AtomicU64::new(0),
+            scrubbed: AtomicU64::new(0),
+            scrub_bad: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs a round soon.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn status(&self) -> HealStatus {
+        let state = self.state.lock().expect("heal lock");
+        let stats = self.store.stats().unwrap_or_default();
+        HealStatus {
+            rounds: state.rounds,
+            copied: state.copied,
+            missing: stats.missing,
+            hints: self
+                .store
+                .hinted()
+                .map(|h| h.values().sum())
+                .unwrap_or_default(),
+            healed_in_secs: state
+                .unhealthy_since
+                .is_none()
+                .then(|| state.healed_in.map(|d| d.as_secs_f64()))
+                .flatten(),
+            sync_bytes: self.sync_bytes.load(Ordering::Relaxed),
+            scrubbed: self.scrubbed.load(Ordering::Relaxed),
+            scrub_bad: self.scrub_bad.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A copy of a chunk is bad or gone: set it aside and heal.
+    pub async fn lost(&self, owner: &str, name: &str, version: Version, chunk: u32, why: &Error) {
+        warn!(server = %self.name, owner, file = name, chunk, error = %why, "bad copy: quarantined, healing");
+        let store = Arc::clone(&self.store);
+        let (o, n) = (owner.to_string(), name.to_string());
+        let moved = tokio::task::spawn_blocking(move || store.quarantine(&o, &n, version, chunk)).await;
+        if let Ok(Err(e)) = moved {
+            warn!(server = %self.name, error = %e, "cannot quarantine");
+        }
+        self.state
+            .lock()
+            .expect("heal lock")
+            .unhealthy_since
+            .get_or_insert_with(Instant::now);
+        self.wake();
+    }
+
+    /// The layout of the ring from this server: members, and its position.
+    fn layout(&self) -> (Vec<Member>, Layout) {
+        let ring: Vec<Member> = self.chord.members().iter().map(member_of).collect();
+        let pos = ring
+            .iter()
+            .position(|m| m.name == self.name)
+            .map(|i| i as u32 + 1);
+        let n = ring.len() as u32;
+        (ring, Layout { n, pos })
+    }
+
+    /// Runs heal rounds until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let started = Instant::now();
+            if !self.chord.settled() {
+                // Members unknown yet (nobody answered): a table over a guessed
+                // ring would fetch the wrong chunks.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(self.chord.stabilize) => {}
+                }
+                continue;
+            }
+            match self.round().await {
+                Ok(report) => self.record(&report, started),
+                Err(e) => warn!(server = %self.name, error = %e, "heal round failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    fn record(&self, report: &Report, started: Instant) {
+        let mut state = self.state.lock().expect("heal lock");
+        state.rounds += 1;
+        state.copied += report.copied;
+        if report.missing > 0 || report.copied > 0 {
+            state.unhealthy_since.get_or_insert(started);
+        }
+        if report.missing == 0 {
+            if let Some(since) = state.unhealthy_since.take() {
+                let took = since.elapsed();
+                state.healed_in = Some(took);
+                if report.copied > 0 || report.manifests > 0 {
+                    info!(server = %self.name, copied = report.copied, secs = took.as_secs_f64(), "healed");
+                }
+            }
+        }
+        if report.copied + report.dropped > 0 {
+            info!(server = %self.name, copied = report.copied, dropped = report.dropped, "heal round moved copies");
+        }
+        if report.manifests + report.tombstones_dropped > 0 {
+            debug!(server = %self.name, ?report, "heal round");
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task: {e}")))?
+    }
+
+    /// Connects to every other server and asks for its root digest.
+    async fn peers(&self, ring: &[Member]) -> Vec<Peer> {
+        let mut peers = Vec::new();
+        for node in self.chord.nodes() {
+            if node.name == self.name {
+                continue;
+            }
+            let member = member_of(&node);
+            let active = ring.iter().any(|m| m.name == node.name);
+            let (conn, root) = match self.ask_root(&member).await {
+                Ok((conn, root)) => (Some(conn), Some(root)),
+                Err(e) => {
+                    debug!(server = %self.name, peer = %member.name, error = %e, "peer unreachable");
+                    (None, None)
+                }
+            };
+            peers.push(Peer {
+                member,
+                active,
+                conn,
+                root,
+            });
+        }
+        peers
+    }
+
+    async fn connect(&self, member: &Member) -> Result<PeerConn> {
+        let link = self.link.as_ref().ok_or(Error::NotLoggedIn)?;
+        link.connect(member, self.interval.max(Duration::from_secs(3)))
+            .await
+    }
+
+    async fn ask_root(&self, member: &Member) -> Result<(PeerConn, (Digest, u64, u64))> {
+        let mut conn = self.connect(member).await?;
+        match self.call(&mut conn, &Request::SyncRoot).await? {
+            Response::SyncRoot {
+                root,
+                missing,
+                view,
+            } => Ok((conn, (root, missing, view))),
+            other => Err(Error::Protocol(format!("{}: {other:?}", member.name))),
+        }
+    }
+
+    /// A sync request; its reply's size counts toward `sync_bytes`.
+    async fn call(&self, conn: &mut PeerConn, request: &Request) -> Result<Response> {
+        let reply = conn.call(request).await?;
+        let size = codec::encode(&reply).map_or(0, |b| b.len() as u64);
+        self.sync_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(reply)
+    }
+
+    async fn digests(&self, conn: &mut PeerConn, group: Option<u8>) -> Result<Vec<Digest>> {
+        match self.call(conn, &Request::SyncDigests { group }).await? {
+            Response::Digests(d) => Ok(d),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    async fn round(&self) -> Result<Report> {
+        let mut report = Report::default();
+        let grace = self.interval * 2;
+        let (ring, layout) = self.layout();
+        self.blocking(move |s| {
+            s.set_layout(layout)?;
+            s.expire_retired(grace)
+        })
+        .await?;
+        let mut peers = self.peers(&ring).await;
+        let my_view = self.chord.digest();
+        let all_reachable = peers.iter().filter(|p| p.active).all(|p| p.root.is_some());
+        let agreed = all_reachable
+            && layout.n > 0
+            && peers
+                .iter()
+                .filter(|p| p.active)
+                .all(|p| p.root.is_some_and(|(_, _, view)| view == my_view));
+
+        for peer in &mut peers {
+            report.manifests += self.sync_with(peer).await.unwrap_or_else(|e| {
+                debug!(server = %self.name, peer = %peer.member.name, error = %e, "sync failed");
+                peer.conn = None;
+                0
+            });
+        }
+        self.nudge_hinted(&mut peers).await?;
+        let (copied, missing) = self.fetch_missing(&ring, layout, &peers).await?;
+        report.copied = copied;
+        report.missing = missing;
+        if agreed {
+            report.dropped = self.drop_surplus(&ring, layout, &mut peers).await?;
+        }
+        if all_reachable {
+            report.tombstones_dropped = self.drop_tombstones(&mut peers).await?;
+        }
+        Ok(report)
+    }
+
+    /// Compares digests with one peer and commits every manifest it has
+    /// newer. Returns how many.
+    async fn sync_with(&self, peer: &mut Peer) -> Result<u64> {
+        let (Some(conn), Some((root, _, _))) = (peer.conn.as_mut(), peer.root) else {
+            return Ok(0);
+        };
+        let mine = self.blocking(|s| s.root_digest()).await?;
+        if mine == root {
+            return Ok(0);
+        }
+        let my_groups = self.blocking(|s| s.digests(None)).await?;
+        let their_groups = self.digests(conn, None).await?;
+        let mut adopted = Vec::new();
+        for group in differing(&my_groups, &their_groups) {
+            let group = group as u8;
+            let my_buckets = self.blocking(move |s| s.digests(Some(group))).await?;
+            let their_buckets = self.digests(conn, Some(group)).await?;
+            for i in differing(&my_buckets, &their_buckets) {
+                let bucket = (u16::from(group) << 8) | i as u16;
+                let theirs = match self.call(conn, &Request::SyncEntries { bucket }).await? {
+                    Response::Entries(entries) => entries,
+                    other => return Err(Error::Protocol(format!("{other:?}"))),
+                };
+                let mine = self.blocking(move |s| s.bucket_entries(bucket)).await?;
+                adopted.extend(plan::adopt(&mine, &theirs));
+            }
+        }
+        let mut manifests = Vec::new();
+        for entry in adopted {
+            if let Some(m) = fetch_manifest(conn, &entry).await? {
+                manifests.push((entry.owner, m));
+            }
+        }
+        let count = manifests.len() as u64;
+        if count > 0 {
+            self.blocking(move |s| s.commit_many(manifests)).await?;
+        }
+        Ok(count)
+    }
+
+    /// Hinted handoff: forget the hints of a server that has caught up,
+    /// nudge one that has not.
+    async fn nudge_hinted(&self, peers: &mut [Peer]) -> Result<()> {
+        let hinted = self.blocking(|s| s.hinted()).await?;
+        if hinted.is_empty() {
+            return Ok(());
+        }
+        let (mine, missing) = self
+            .blocking(|s| Ok((s.root_digest()?, s.stats()?.missing)))
+            .await?;
+        for target in hinted.keys() {
+            let Some(peer) = peers.iter_mut().find(|p| &p.member.name == target) else {
+                continue;
+            };
+            let theirs = peer.root.map(|(root, lacking, _)| (root, lacking));
+            match plan::nudge(mine, theirs) {
+                plan::Nudge::Forget if missing == 0 => {
+                    let t = target.clone();
+                    self.blocking(move |s| s.clear_hints(&t)).await?;
+                }
+                plan::Nudge::Wait => {}
+                _ => {
+                    if let Some(conn) = peer.conn.as_mut() {
+                        let _ = conn.call(&Request::HealNow).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the chunks the store lists as missing, several at once.
+    /// Returns (copied, still missing).
+    async fn fetch_missing(
+        &self,
+        ring: &[Member],
+        layout: Layout,
+        peers: &[Peer],
+    ) -> Result<(u64, u64)> {
+        let wanted = self.blocking(|s| s.missing(None, PER_ROUND)).await?;
+        if wanted.is_empty() {
+            return Ok((0, 0));
+        }
+        let reachable: Vec<Member> = peers
+            .iter()
+            .filter(|p| p.root.is_some())
+            .map(|p| p.member.clone())
+            .collect();
+        let names: Vec<String> = reachable.iter().map(|m| m.name.clone()).collect();
+        let queue = Arc::new(Mutex::new(wanted));
+        let lanes = (0..FETCH_LANES).map(|_| {
+            let queue = Arc::clone(&queue);
+            let (reachable, names) = (&reachable, &names);
+            async move {
+                let mut conns: BTreeMap<String, PeerConn> = BTreeMap::new();
+                let (mut copied, mut missing) = (0u64, 0u64);
+                loop {
+                    let Some((owner, name, chunk)) = queue.lock().expect("queue").pop() else {
+                        return (copied, missing);
+                    };
+                    let (o, n) = (owner.clone(), name.clone());
+                    let manifest = match self.blocking(move |s| s.manifest(&o, &n)).await {
+                        Ok(Some(m)) if !m.deleted => m,
+                        _ => continue,
+                    };
+                    let holders: Vec<String> = Placement::of(&owner, &name, layout.n)
+                        .holders(chunk)
+                        .iter()
+                        .map(|&pos| ring[pos as usize - 1].name.clone())
+                        .collect();
+                    let mut done = false;
+                    for source in plan::sources(&self.name, &holders, names) {
+                        let Some(member) = reachable.iter().find(|m| m.name == source) else {
+                            continue;
+                        };
+                        if !conns.contains_key(&source) {
+                            match self.connect(member).await {
+                                Ok(c) => {
+                                    conns.insert(source.clone(), c);
+                                }
+                                Err(_) => continue,
+                            }
+                        }
+                        let conn = conns.get_mut(&source).expect("just connected");
+                        match self.fetch_chunk(conn, &owner, &manifest, chunk).await {
+                            Ok(()) => {
+                                debug!(server = %self.name, owner = %owner, file = %name, chunk, from = %source, "copied a missing chunk");
+                                done = true;
+                                break;
+                            }
+                            Err(e) => {
+                                debug!(server = %self.name, file = %name, chunk, from = %source, error = %e, "chunk copy failed");
+                                conns.remove(&source);
+                            }
+                        }
+                    }
+                    if done {
+                        copied += 1;
+                    } else {
+                        missing += 1;
+                    }
+                }
+            }
+        });
+        let results = futures_util::future::join_all(lanes).await;
+        Ok(results
+            .into_iter()
+            .fold((0, 0), |(c, m), (c2, m2)| (c + c2, m + m2)))
+    }
+
+    /// Copies one chunk from a peer into the store, accepting it only if it
+    /// matches the manifest's checksum.
+    async fn fetch_chunk(
+        &self,
+        conn: &mut PeerConn,
+        owner: &str,
+        manifest: &Manifest,
+        chunk: u32,
+    ) -> Result<()> {
+        let request = Request::PeerGetChunk {
+            owner: owner.to_string(),
+            name: manifest.name.clone(),
+            version: manifest.version,
+            chunk,
+        };
+        let spec = ChunkSpec {
+            owner: owner.to_string(),
+            name: manifest.name.clone(),
+            version: manifest.version,
+            chunk,
+            chunks: manifest.chunks,
+            size: manifest.size,
+        };
+        match conn.call(&request).await? {
+            Response::Chunk { len } if len == spec.chunk_len() => {}
+            other => return Err(Error::Protocol(format!("{other:?}"))),
+        }
+        let expected = *manifest
+            .checksums
+            .get(chunk as usize - 1)
+            .ok_or_else(|| Error::Internal("manifest lacks a checksum".into()))?;
+        let writer = self.store.begin_chunk(spec)?;
+        let (writer, _) = pump_into(conn, writer, |m: Response| match m {
+            Response::ChunkDone { checksum } => Ok(checksum),
+            Response::Error(e) => Err(e.into_error("peer")),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        })
+        .await?;
+        // Checked against the manifest, not the sender's word.
+        finish(writer, expected).await
+    }
+
+    /// Drops copies the table no longer gives this server, once their
+    /// holders have them. Returns how many went.
+    async fn drop_surplus(&self, ring: &[Member], layout: Layout, peers: &mut [Peer]) -> Result<u64> {
+        let surplus = self.blocking(|s| s.surplus(None, PER_ROUND)).await?;
+        let mut dropped = 0;
+        for (owner, name, chunk) in surplus {
+            let (o, n) = (owner.clone(), name.clone());
+            let Some(manifest) = self.blocking(move |s| s.manifest(&o, &n)).await? else {
+                continue;
+            };
+            let mut holders = Vec::new();
+            for pos in Placement::of(&owner, &name, layout.n).holders(chunk) {
+                let holder = ring[pos as usize - 1].name.clone();
+                let held = match peers.iter_mut().find(|p| p.member.name == holder) {
+                    Some(peer) => match peer.conn.as_mut() {
+                        Some(conn) => holds(conn, &owner, &name, manifest.version, chunk).await,
+                        None => Held::Unknown,
+                    },
+                    None => Held::Unknown,
+                };
+                holders.push((holder, held));
+            }
+            if plan::may_drop_copy(&self.name, &holders, true, true) {
+                let v = manifest.version;
+                let went = self
+                    .blocking(move |s| s.drop_chunk(&owner, &name, v, chunk))
+                    .await?;
+                dropped += u64::from(went);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Drops old tombstones whose buckets every member shares.
+    async fn drop_tombstones(&self, peers: &mut [Peer]) -> Result<u64> {
+        let grace = self.store.tuning().tombstone_grace_secs;
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .saturating_sub(grace.saturating_mul(1_000_000_000));
+        let old = self.blocking(move |s| s.old_tombstones(before, PER_ROUND)).await?;
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let tombstones: Vec<(u16, (String, String, Version))> = old
+            .into_iter()
+            .map(|(o, n, v)| (bucket_of(&o, &n), (o, n, v)))
+            .collect();
+        let groups: BTreeSet<u8> = tombstones.iter().map(|(b, _)| group_of(*b)).collect();
+        let bucket_digests = |digests: Vec<(u8, Vec<Digest>)>| -> BTreeMap<u16, Digest> {
+            digests
+                .into_iter()
+                .flat_map(|(g, list)| {
+                    list.into_iter()
+                        .enumerate()
+                        .map(move |(i, d)| ((u16::from(g) << 8) | i as u16, d))
+                })
+                .collect()
+        };
+        let mut mine = Vec::new();
+        for &g in &groups {
+            mine.push((g, self.blocking(move |s| s.digests(Some(g))).await?));
+        }
+        let mine = bucket_digests(mine);
+        let mut theirs = Vec::new();
+        for peer in peers.iter_mut().filter(|p| p.active) {
+            let mut got = Some(Vec::new());
+            for &g in &groups {
+                let answer = match peer.conn.as_mut() {
+                    Some(conn) => self.digests(conn, Some(g)).await.ok(),
+                    None => None,
+                };
+                match (answer, got.as_mut()) {
+                    (Some(d), Some(list)) => list.push((g, d)),
+                    _ => got = None,
+                }
+            }
+            theirs.push(got.map(bucket_digests));
+        }
+        let droppable = plan::drop_tombstones(&tombstones, &mine, &theirs);
+        let count = droppable.len() as u64;
+        if count > 0 {
+            self.blocking(move |s| {
+                for (o, n, v) in droppable {
+                    s.drop_tombstone(&o, &n, v)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(count)
+    }
+
+    /// Re-reads every stored copy at the configured rate, forever: a bad
+    /// one is quarantined and healed.
+    pub async fn scrub(self: Arc<Self>, shutdown: CancellationToken) {
+        let rate = self.store.tuning().scrub_bytes_per_sec.max(1);
+        let mut after: Option<CopyId> = None;
+        loop {
+            let from = after.clone();
+            let page = match self.blocking(move |s| s.copies(from.as_ref(), 64)).await {
+                Ok(page) => page,
+                Err(e) => {
+                    warn!(server = %self.name, error = %e, "scrub");
+                    Vec::new()
+                }
+            };
+            let Some(last) = page.last().cloned() else {
+                // A pass is done: rest a round before the next.
+                after = None;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(self.interval) => {}
+                }
+                continue;
+            };
+            for id in page {
+                let check = id.clone();
+                let read = self
+                    .blocking(move |s| {
+                        match s
+                            .open_chunk(&check.owner, &check.name, check.version, check.chunk)
+                            .and_then(ChunkReader::check)
+                        {
+                            Ok(len) => Ok(Ok(len)),
+                            // Replaced or deleted since it was listed: not a loss.
+                            Err(Error::NotFound { .. }) if !s.holds(&check)? => Ok(Ok(0)),
+                            Err(e) => Ok(Err(e)),
+                        }
+                    })
+                    .await;
+                let cost = match read {
+                    Ok(Ok(len)) => {
+                        self.scrubbed.fetch_add(1, Ordering::Relaxed);
+                        len
+                    }
+                    Ok(Err(e)) => {
+                        self.scrubbed.fetch_add(1, Ordering::Relaxed);
+                        self.scrub_bad.fetch_add(1, Ordering::Relaxed);
+                        self.lost(&id.owner, &id.name, id.version, id.chunk, &e).await;
+                        0
+                    }
+                    Err(e) => {
+                        warn!(server = %self.name, error = %e, "scrub");
+                        0
+                    }
+                };
+                let pause = Duration::from_secs_f64(cost.max(SCRUB_MIN_COST) as f64 / rate as f64);
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            after = Some(last);
+        }
+    }
+}
+
+/// Whether every chunk this server holds is on its holders under the
+/// current table (the members, this server not among them), and every
+/// member agrees on the ring: a leaving server may go.
+pub(crate) async fn handed_over(healer: &Healer) -> Result<bool> {
+    let (ring, layout) = healer.layout();
+    if ring.is_empty() || layout.pos.is_some() {
+        return Ok(false);
+    }
+    let current = healer.blocking(|s| s.layout()).await?;
+    if current != Some(layout) {
+        return Ok(false); // the store does not know it is leaving yet
+    }
+    let peers = healer.peers(&ring).await;
+    let digest = healer.chord.digest();
+    let agreed = peers
+        .iter()
+        .filter(|p| p.active)
+        .all(|p| p.root.is_some_and(|(_, _, view)| view == digest));
+    let nothing_left = healer.blocking(|s| Ok(s.surplus(None, 1)?.is_empty())).await?;
+    Ok(agreed && nothing_left)
+}
+
+/// Asks a peer whether it holds `chunk` of `version` of a file.
+async fn holds(conn: &mut PeerConn, owner: &str, name: &str, version: Version, chunk: u32) -> Held {
+    let request = Request::PeerStat {
+        owner: owner.to_string(),
+        name: name.to_string(),
+    };
+    match conn.call(&request).await {
+        Ok(Response::File {
+            manifest: Some(m),
+            held,
+        }) if m.version == version && held.contains(&chunk) => Held::Yes,
+        Ok(Response::File { .. }) => Held::No,
+        _ => Held::Unknown,
+    }
+}
+
+/// A peer's manifest of a file, if still the version it listed.
+async fn fetch_manifest(conn: &mut PeerConn, entry: &SyncEntry) -> Result<Option<Manifest>> {
+    let request = Request::PeerStat {
+        owner: entry.owner.clone(),
+        name: entry.name.clone(),
+    };
+    match conn.call(&request).await? {
+        Response::File {
+            manifest: Some(m), ..
+        } if m.version >= entry.version => Ok(Some(m)),
+        Response::File { .. } => Ok(None), // changed meanwhile; next round
+        other => Err(Error::Protocol(format!("no manifest: {other:?}"))),
+    }
+}

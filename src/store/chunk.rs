@@ -1,0 +1,442 @@
+//! One chunk's bytes: written, checked, stored, read back and checked again.
+//!
+//! A chunk of at most `inline_max` bytes lives in the metadata database (the
+//! `blobs` table, next to its row in `chunks`): packed, no file, no inode, and
+//! made durable by the same commit as its row. A larger chunk is a file of its
+//! own, streamed to `tmp/`, synced and renamed into place:
+//!
+//! ```text
+//! users/<owner>/<file-id>/<gen:016x>-<writer:016x>.<chunk>
+//! +-------------------+-------------------------------+---------------------+------------+
+//! | data (len bytes)  | trailer: bincode ChunkTrailer | trailer_len: u32 LE | "RDFSCHK1" |
+//! +-------------------+-------------------------------+---------------------+------------+
+//! ```
+//!
+//! `file-id` is the hex of the first 16 bytes of BLAKE3(`owner/name`): a name a
+//! user sent never becomes a path. The trailer says whose chunk it is and
+//! carries its checksum, so a chunk file describes itself and a truncated one
+//! has no valid trailer. Either way, every read hashes the bytes again and
+//! compares them with the checksum stored when the chunk arrived.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::names::{validate_name, validate_user};
+use crate::placement::chunk_range;
+use crate::protocol::{checksum_of, Checksum, ChunkId, Version, MAX_BLOCK};
+
+const CHUNK_MAGIC: &[u8; 8] = b"RDFSCHK1";
+const MAX_TRAILER: u32 = 4096;
+/// Largest number of chunks a file may be cut into (the largest ring).
+pub const MAX_CHUNKS: u32 = 1024;
+
+/// What a chunk file says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkTrailer {
+    pub owner: String,
+    pub name: String,
+    pub version: Version,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub size: u64,
+    pub len: u64,
+    pub checksum: Checksum,
+}
+
+/// What a PUT of one chunk declares up front.
+#[derive(Debug, Clone)]
+pub struct ChunkSpec {
+    pub owner: String,
+    pub name: String,
+    pub version: Version,
+    pub chunk: u32,
+    pub chunks: u32,
+    pub size: u64,
+}
+
+impl ChunkSpec {
+    /// Checks that the chunk fits the file it claims to belong to.
+    pub fn validate(&self) -> Result<()> {
+        validate_user(&self.owner)?;
+        validate_name(&self.name)?;
+        if !(1..=MAX_CHUNKS).contains(&self.chunks) {
+            return Err(Error::BadRequest(format!(
+                "a file has 1 to {MAX_CHUNKS} chunks, not {}",
+                self.chunks
+            )));
+        }
+        if !(1..=self.chunks).contains(&self.chunk) {
+            return Err(Error::BadRequest(format!(
+                "chunk {} of a file of {} chunks",
+                self.chunk, self.chunks
+            )));
+        }
+        Ok(())
+    }
+
+    /// The chunk's length in bytes.
+    pub fn chunk_len(&self) -> u64 {
+        let (start, end) = chunk_range(self.size, self.chunks, self.chunk);
+        end - start
+    }
+
+    pub(crate) fn id(&self) -> ChunkId<'_> {
+        ChunkId {
+            owner: &self.owner,
+            name: &self.name,
+            version: self.version,
+            chunk: self.chunk,
+            len: self.chunk_len(),
+        }
+    }
+}
+
+/// Where a chunk being written goes until it is finished.
+enum Sink {
+    /// A small chunk: gathered in memory, stored in the database.
+    Memory(Vec<u8>),
+    /// A large one: a temp file, removed if the writer is dropped unfinished.
+    File { file: File, tmp: RemoveOnDrop },
+}
+
+/// A chunk being written: bytes go to memory or a temp file, and into the
+/// checksum. Dropped without `finish`, it leaves nothing.
+pub struct ChunkWriter {
+    store: Arc<Store>,
+    sink: Sink,
+    hasher: blake3::Hasher,
+    written: u64,
+    spec: ChunkSpec,
+}
+
+impl ChunkWriter {
+    pub(super) fn new(store: Arc<Store>, spec: ChunkSpec) -> Result<ChunkWriter> {
+        spec.validate()?;
+        let len = spec.chunk_len();
+        let sink = if len <= store.tuning.inline_max {
+            Sink::Memory(Vec::with_capacity(len as usize))
+        } else {
+            let tmp = store.tmp_path()?;
+            let file = File::create(&tmp).map_err(|e| Error::io("creating a chunk file", e))?;
+            Sink::File {
+                file,
+                tmp: RemoveOnDrop(Some(tmp)),
+            }
+        };
+        Ok(ChunkWriter {
+            hasher: spec.id().hasher(),
+            store,
+            sink,
+            written: 0,
+            spec,
+        })
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let len = self.spec.chunk_len();
+        if self.written + data.len() as u64 > len {
+            return Err(Error::BadRequest(format!(
+                "chunk {} is {len} bytes; more was sent",
+                self.spec.chunk
+            )));
+        }
+        self.hasher.update(data);
+        match &mut self.sink {
+            Sink::Memory(buf) => buf.extend_from_slice(data),
+            Sink::File { file, .. } => file
+                .write_all(data)
+                .map_err(|e| Error::io("writing a chunk", e))?,
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks length and checksum, then stores the chunk durably (a file:
+    /// trailer, sync, rename, folder sync; in the database: one commit,
+    /// shared with whatever else is committing). Only then is it stored.
+    pub fn finish(self, claimed: Checksum) -> Result<()> {
+        let spec = &self.spec;
+        if self.written != spec.chunk_len() {
+            return Err(Error::BadRequest(format!(
+                "chunk {} is {} bytes; {} were sent",
+                spec.chunk,
+                spec.chunk_len(),
+                self.written
+            )));
+        }
+        let checksum = checksum_of(&self.hasher);
+        if checksum != claimed {
+            return Err(Error::Corrupt {
+                chunk: spec.chunk,
+                reason: "received bytes do not match the sender's checksum".into(),
+            });
+        }
+        let inline = match self.sink {
+            Sink::Memory(data) => Some(data),
+            Sink::File { mut file, tmp } => {
+                let trailer = ChunkTrailer {
+                    owner: spec.owner.clone(),
+                    name: spec.name.clone(),
+                    version: spec.version,
+                    chunk: spec.chunk,
+                    chunks: spec.chunks,
+                    size: spec.size,
+                    len: spec.chunk_len(),
+                    checksum,
+                };
+                let mut tail = codec::encode(&trailer)?;
+                tail.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+                tail.extend_from_slice(CHUNK_MAGIC);
+                file.write_all(&tail)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io("syncing a chunk", e))?;
+                let dest = self
+                    .store
+                    .chunk_path(&spec.owner, &spec.name, spec.version, spec.chunk);
+                let parent = dest.parent().expect("a chunk path has a folder");
+                fs::create_dir_all(parent).map_err(|e| Error::io("creating a file folder", e))?;
+                let from = tmp.0.as_deref().expect("armed until renamed");
+                fs::rename(from, &dest)
+                    .map_err(|e| Error::io(format!("renaming into {}", dest.display()), e))?;
+                tmp.disarm();
+                if let Err(e) = sync_dir(parent) {
+                    remove_file_logged(&dest);
+                    return Err(e);
+                }
+                None
+            }
+        };
+        self.store.record_chunk(&self.spec, checksum, inline)
+    }
+}
+
+/// Where a stored chunk's bytes are read from.
+enum Source {
+    File { file: File, path: PathBuf },
+    Memory(Bytes),
+}
+
+/// A stored chunk being read. Yields the data in blocks and checks the
+/// checksum when the last block has been read.
+pub struct ChunkReader {
+    source: Source,
+    remaining: u64,
+    hasher: blake3::Hasher,
+    len: u64,
+    chunk: u32,
+    checksum: Checksum,
+}
+
+impl ChunkReader {
+    /// A reader of a chunk file, after checking its trailer names `id` and
+    /// carries `expected` (the checksum recorded when it was stored).
+    pub(super) fn file(path: PathBuf, id: ChunkId<'_>, expected: Checksum) -> Result<ChunkReader> {
+        let chunk = id.chunk;
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    name: format!("{} (chunk {chunk})", id.name),
+                })
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        let trailer = read_trailer(&mut file).map_err(|reason| Error::Corrupt { chunk, reason })?;
+        let got = (
+            trailer.owner.as_str(),
+            trailer.name.as_str(),
+            trailer.version,
+            trailer.chunk,
+        );
+        if got != (id.owner, id.name, id.version, chunk) || trailer.checksum != expected {
+            return Err(Error::Corrupt {
+                chunk,
+                reason: "chunk trailer does not match the chunk's record".into(),
+            });
+        }
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("seeking a chunk file", e))?;
+        let id = ChunkId {
+            len: trailer.len,
+            ..id
+        };
+        Ok(ChunkReader {
+            source: Source::File { file, path },
+            remaining: trailer.len,
+            hasher: id.hasher(),
+            len: trailer.len,
+            chunk,
+            checksum: expected,
+        })
+    }
+
+    /// A reader of a chunk stored in the database.
+    pub(super) fn memory(data: Bytes, id: ChunkId<'_>, expected: Checksum) -> ChunkReader {
+        let len = data.len() as u64;
+        let id = ChunkId { len, ..id };
+        ChunkReader {
+            source: Source::Memory(data),
+            remaining: len,
+            hasher: id.hasher(),
+            len,
+            chunk: id.chunk,
+            checksum: expected,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn checksum(&self) -> Checksum {
+        self.checksum
+    }
+
+    /// The next block of data; `Ok(None)` after the last one, once the checksum
+    /// has verified. A mismatch is `Error::Corrupt`.
+    pub fn next_block(&mut self) -> Result<Option<Bytes>> {
+        let chunk = self.chunk;
+        if self.remaining == 0 {
+            return if checksum_of(&self.hasher) == self.checksum {
+                Ok(None)
+            } else {
+                let place = match &self.source {
+                    Source::File { path, .. } => path.display().to_string(),
+                    Source::Memory(_) => "the database".into(),
+                };
+                Err(Error::Corrupt {
+                    chunk,
+                    reason: format!("checksum mismatch in {place}"),
+                })
+            };
+        }
+        let want = self.remaining.min(MAX_BLOCK as u64) as usize;
+        let block = match &mut self.source {
+            Source::Memory(data) => data.split_to(want),
+            Source::File { file, path } => {
+                let mut buf = BytesMut::zeroed(want);
+                file.read_exact(&mut buf).map_err(|e| Error::Corrupt {
+                    chunk,
+                    reason: format!("reading {}: {e}", path.display()),
+                })?;
+                buf.freeze()
+            }
+        };
+        self.hasher.update(&block);
+        self.remaining -= want as u64;
+        Ok(Some(block))
+    }
+
+    /// Reads to the end, checking the checksum.
+    pub fn check(mut self) -> Result<u64> {
+        while self.next_block()?.is_some() {}
+        Ok(self.len)
+    }
+}
+
+/// Reads and checks a chunk file's trailer.
+pub(super) fn read_trailer(file: &mut File) -> std::result::Result<ChunkTrailer, String> {
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    if file_len < 12 {
+        return Err("chunk file too short".into());
+    }
+    let mut end = [0u8; 12];
+    file.seek(SeekFrom::Start(file_len - 12))
+        .and_then(|_| file.read_exact(&mut end))
+        .map_err(|e| e.to_string())?;
+    if &end[4..] != CHUNK_MAGIC {
+        return Err("chunk file has no trailer (truncated?)".into());
+    }
+    let trailer_len = u32::from_le_bytes(end[..4].try_into().expect("4 bytes"));
+    if trailer_len > MAX_TRAILER || u64::from(trailer_len) + 12 > file_len {
+        return Err("chunk trailer length is out of range".into());
+    }
+    let mut body = vec![0u8; trailer_len as usize];
+    file.seek(SeekFrom::Start(file_len - 12 - u64::from(trailer_len)))
+        .and_then(|_| file.read_exact(&mut body))
+        .map_err(|e| e.to_string())?;
+    let trailer: ChunkTrailer = codec::decode(&body).map_err(|e| e.to_string())?;
+    if trailer.len + u64::from(trailer_len) + 12 != file_len {
+        return Err("chunk file length does not match its trailer".into());
+    }
+    Ok(trailer)
+}
+
+/// `<gen:016x>-<writer:016x>.<chunk>` → (version, chunk).
+pub(super) fn parse_chunk_file_name(name: &std::ffi::OsStr) -> Option<(Version, u32)> {
+    let name = name.to_str()?;
+    let (version, chunk) = name.split_once('.')?;
+    let (gen, writer) = version.split_once('-')?;
+    if gen.len() != 16 || writer.len() != 16 {
+        return None;
+    }
+    let version = Version {
+        gen: u64::from_str_radix(gen, 16).ok()?,
+        writer: u64::from_str_radix(writer, 16).ok()?,
+    };
+    Some((version, chunk.parse().ok()?))
+}
+
+/// The folder holding `owner`'s file `name`'s chunk files in the store under `root`.
+pub fn file_dir(root: &Path, owner: &str, name: &str) -> PathBuf {
+    let mut id = blake3::Hasher::new();
+    id.update(owner.as_bytes());
+    id.update(b"/");
+    id.update(name.as_bytes());
+    let id = crate::hex(&id.finalize().as_bytes()[..16]);
+    root.join("users").join(owner).join(id)
+}
+
+/// Syncs a folder, so the renames into it survive a crash.
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}
+
+pub(super) fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("listing {}", dir.display()), e)),
+    }
+}
+
+pub(super) fn remove_file_logged(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove file");
+        }
+    }
+}
+
+/// Removes a temp file unless disarmed.
+pub(super) struct RemoveOnDrop(pub(super) Option<PathBuf>);
+
+impl RemoveOnDrop {
+    pub(super) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            remove_file_logged(&path);
+        }
+    }
+}

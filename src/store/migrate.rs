@@ -1,0 +1,207 @@
+//! The upgrade from the first release's layout, where each file was a folder
+//! holding a `manifest` file and its chunk files, and the index was rebuilt
+//! by scanning every folder at start.
+//!
+//! On the first start of a new release over such a folder (the database has
+//! no `format` yet), every legacy manifest and every chunk file's trailer is
+//! read into the database, in batches; the chunk files stay where they are
+//! (the new layout keeps large chunks at the same paths). Only then is the
+//! format recorded, and only after that are the legacy manifest files
+//! removed. Each batch is idempotent (a manifest is committed only if newer,
+//! a chunk recorded only if new), so a crash anywhere in between loses
+//! nothing: the next start runs the migration again from the beginning.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use redb::ReadableTable;
+
+use super::chunk::{parse_chunk_file_name, read_dir, read_trailer, remove_file_logged};
+use super::{now_ms, ChunkRow, ChunkSpec, Store};
+use crate::codec;
+use crate::error::Result;
+use crate::names::{validate_name, validate_user};
+use crate::protocol::Manifest;
+
+const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
+/// Files per transaction.
+const BATCH: usize = 500;
+
+#[derive(Deserialize)]
+struct StoredManifest {
+    owner: String,
+    manifest: Manifest,
+}
+
+/// One legacy file folder, read.
+struct Legacy {
+    owner: String,
+    manifest: Option<Manifest>,
+    copies: Vec<(ChunkSpec, ChunkRow)>,
+}
+
+/// Reads every legacy folder into the database.
+pub(super) fn run(store: &Arc<Store>) -> Result<()> {
+    let users = store.root.join("users");
+    let mut batch = Vec::new();
+    let (mut files, mut copies) = (0u64, 0u64);
+    for owner_dir in read_dir(&users)? {
+        let owner = owner_dir.file_name().to_string_lossy().into_owned();
+        if validate_user(&owner).is_err() {
+            continue;
+        }
+        for file_dir in read_dir(&owner_dir.path())? {
+            let Some(legacy) = read_folder(&owner, &file_dir.path()) else {
+                continue;
+            };
+            files += u64::from(legacy.manifest.is_some());
+            copies += legacy.copies.len() as u64;
+            batch.push(legacy);
+            if batch.len() == BATCH {
+                flush(store, std::mem::take(&mut batch))?;
+            }
+        }
+    }
+    flush(store, batch)?;
+    if files + copies > 0 {
+        tracing::info!(root = %store.root.display(), files, copies, "migrated the data folder to the metadata database");
+    }
+    Ok(())
+}
+
+fn flush(store: &Store, batch: Vec<Legacy>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    store.write(move |t| {
+        for legacy in &batch {
+            for (spec, row) in &legacy.copies {
+                let key = (
+                    spec.owner.as_str(),
+                    spec.name.as_str(),
+                    spec.version.gen,
+                    spec.version.writer,
+                    spec.chunk,
+                );
+                if t.chunks.get(key)?.is_none() {
+                    t.insert_copy(spec, row, None)?;
+                }
+            }
+            if let Some(m) = &legacy.manifest {
+                t.commit(&legacy.owner, m, now_ms())?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Reads one file folder: its manifest (if any) and the chunk files worth
+/// keeping (of the current version, or newer ones not yet committed). Older
+/// versions' chunk files, which nothing would read again, are removed.
+fn read_folder(owner: &str, dir: &Path) -> Option<Legacy> {
+    let manifest = match read_manifest(&dir.join("manifest")) {
+        Ok(Some(m)) if m.owner == owner => Some(m.manifest),
+        Ok(_) => None,
+        Err(why) => {
+            tracing::warn!(dir = %dir.display(), error = %why, "unreadable legacy manifest; its file is healed from the other servers");
+            None
+        }
+    };
+    let mut copies = Vec::new();
+    for entry in read_dir(dir).ok()? {
+        let Some((version, chunk)) = parse_chunk_file_name(&entry.file_name()) else {
+            continue;
+        };
+        let path = entry.path();
+        if manifest.as_ref().is_some_and(|m| {
+            version < m.version || (m.deleted && version == m.version)
+        }) {
+            remove_file_logged(&path);
+            continue;
+        }
+        let trailer = File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut f| read_trailer(&mut f));
+        let trailer = match trailer {
+            Ok(t) if t.owner == owner && t.version == version && t.chunk == chunk => t,
+            Ok(_) | Err(_) => {
+                // Left in place and not recorded: the copy is missing to the
+                // new store, and healing fetches a good one.
+                tracing::warn!(path = %path.display(), "chunk file with a bad trailer; not migrated");
+                continue;
+            }
+        };
+        if validate_name(&trailer.name).is_err() {
+            continue;
+        }
+        let row = ChunkRow {
+            len: trailer.len,
+            checksum: trailer.checksum,
+            inline: false,
+        };
+        let spec = ChunkSpec {
+            owner: owner.to_string(),
+            name: trailer.name,
+            version,
+            chunk,
+            chunks: trailer.chunks,
+            size: trailer.size,
+        };
+        copies.push((spec, row));
+    }
+    if manifest.is_none() && copies.is_empty() {
+        return None;
+    }
+    Some(Legacy {
+        owner: owner.to_string(),
+        manifest,
+        copies,
+    })
+}
+
+fn read_manifest(path: &Path) -> std::result::Result<Option<StoredManifest>, String> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if bytes.len() < 40 || &bytes[..8] != MANIFEST_MAGIC {
+        return Err("not a manifest".into());
+    }
+    let (sum, body) = bytes[8..].split_at(32);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err("manifest checksum mismatch".into());
+    }
+    codec::decode(body).map(Some).map_err(|e| e.to_string())
+}
+
+/// Removes the legacy manifest files once the migration is recorded, and
+/// the folders left empty.
+pub(super) fn tidy(root: &Path) {
+    for owner_dir in read_dir(&root.join("users")).unwrap_or_default() {
+        for file_dir in read_dir(&owner_dir.path()).unwrap_or_default() {
+            let dir = file_dir.path();
+            remove_file_logged(&dir.join("manifest"));
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// Writes a folder in the legacy layout, for the migration's tests.
+#[cfg(test)]
+pub(super) fn write_legacy_manifest(dir: &Path, owner: &str, manifest: &Manifest) {
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        owner: &'a str,
+        manifest: &'a Manifest,
+    }
+    let body = codec::encode(&Stored { owner, manifest }).unwrap();
+    let mut bytes = MANIFEST_MAGIC.to_vec();
+    bytes.extend_from_slice(blake3::hash(&body).as_bytes());
+    bytes.extend_from_slice(&body);
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("manifest"), bytes).unwrap();
+}

@@ -1,0 +1,1451 @@
+//! One server's storage: the metadata database and the chunks.
+//!
+//! # Layout
+//!
+//! ```text
+//! <data_dir>/
+//!   meta.redb                              the metadata database (tables below)
+//!   tmp/                                   large chunks being written; emptied at start
+//!   quarantine/                            copies that failed their checks
+//!   users/<owner>/<file-id>/<gen>-<writer>.<chunk>   large chunks (see `chunk`)
+//! ```
+//!
+//! # Tables (redb: ordered keys, one writer, many readers, crash-safe commits)
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `files` | (owner, name) | the file's current `Manifest` (or tombstone), bincode |
+//! | `chunks` | (owner, name, gen, writer, chunk) | `ChunkRow`: length, checksum, where the bytes are |
+//! | `blobs` | same as `chunks` | the bytes of a small chunk (≤ `inline_max`) |
+//! | `missing` | (owner, name, chunk) | chunks the placement gives this server that it lacks |
+//! | `surplus` | (owner, name, chunk) | chunks it holds that the placement no longer gives it |
+//! | `bucket_index` | (bucket, owner, name) | every file, by digest bucket (see `digest`) |
+//! | `digests` | 0 = root, 1 + group, 65 536 + bucket | XOR digest of the live files there |
+//! | `retired` | (owner, name) | a replaced version kept for reads under way: (gen, writer, when) |
+//! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
+//! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
+//! | `meta` | name | `format`, `layout` (ring size and position), `counts` |
+//!
+//! Keys are ordered, so one user's files list by a range scan, page by page;
+//! nothing is held whole in memory and nothing is scanned at start. Whatever
+//! the healer needs is kept up to date by the operation that changes it: a
+//! commit, a stored chunk, a quarantine, a ring change (`set_layout`) update
+//! `missing`, `surplus` and the digests in the same transaction.
+//!
+//! # Durability and group commit
+//!
+//! Every change is one redb write transaction, committed durably before the
+//! caller hears "done". One thread owns the writing: it takes every change
+//! queued while the previous commit was syncing and commits them together,
+//! so concurrent small PUTs share one sync. A large chunk's file is synced
+//! and renamed into place before its row is written; a small chunk's bytes
+//! go into the same transaction as its row.
+
+mod chunk;
+pub mod digest;
+mod migrate;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    Table, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
+use chunk::remove_file_logged;
+use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::names::{validate_name, validate_user};
+use crate::placement::Placement;
+use crate::protocol::{Checksum, ChunkId, FileEntry, Manifest, SyncEntry, Version};
+
+type FileKey = (&'static str, &'static str);
+type ChunkKey = (&'static str, &'static str, u64, u64, u32);
+type WantKey = (&'static str, &'static str, u32);
+
+const FILES: TableDefinition<FileKey, &[u8]> = TableDefinition::new("files");
+const CHUNKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunks");
+const BLOBS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("blobs");
+const MISSING: TableDefinition<WantKey, ()> = TableDefinition::new("missing");
+const SURPLUS: TableDefinition<WantKey, ()> = TableDefinition::new("surplus");
+const BUCKETS: TableDefinition<(u16, &str, &str), ()> = TableDefinition::new("bucket_index");
+const DIGESTS: TableDefinition<u32, Digest> = TableDefinition::new("digests");
+const RETIRED: TableDefinition<FileKey, (u64, u64, u64)> = TableDefinition::new("retired");
+const TOMBSTONES: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("tombstones");
+const HINTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("hints");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The database file under the data folder.
+const DB_FILE: &str = "meta.redb";
+/// The current layout of the data folder; a folder without it is migrated.
+const FORMAT: &[u8] = b"2";
+/// Changes committed together at most.
+const MAX_BATCH: usize = 512;
+const ROOT_KEY: u32 = 0;
+
+fn group_key(group: u8) -> u32 {
+    1 + u32::from(group)
+}
+
+fn bucket_key(bucket: u16) -> u32 {
+    0x1_0000 + u32::from(bucket)
+}
+
+/// How a server tunes its store (`[store]` in its configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tuning {
+    /// Chunks of at most this many bytes are kept in the database, not in a
+    /// file of their own.
+    pub inline_max: u64,
+    /// Memory the database may use to cache pages.
+    pub cache_mib: u64,
+    /// The background scrub re-reads at most this many bytes a second (a
+    /// chunk counts as at least 64 KiB, so small ones do not flood it).
+    pub scrub_bytes_per_sec: u64,
+    /// A tombstone is kept at least this long, so a commit of an older
+    /// version still on its way cannot bring the file back.
+    pub tombstone_grace_secs: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            inline_max: 64 << 10,
+            cache_mib: 16,
+            scrub_bytes_per_sec: 4 << 20,
+            tombstone_grace_secs: 3600,
+        }
+    }
+}
+
+/// A stored chunk's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChunkRow {
+    len: u64,
+    checksum: Checksum,
+    /// In `blobs` (else a file).
+    inline: bool,
+}
+
+/// Totals kept as things change, for STATUS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Live files (tombstones not counted).
+    pub files: u64,
+    /// Chunk copies stored, of any version (committed, retired or not yet committed).
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Chunks the placement gives this server that it lacks.
+    pub missing: u64,
+    /// Tombstones kept.
+    pub tombstones: u64,
+}
+
+/// The ring as placement sees it from this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Members.
+    pub n: u32,
+    /// This server's position (1-based), if it is a member.
+    pub pos: Option<u32>,
+}
+
+impl Layout {
+    /// The chunks of `owner`'s `name` (of `chunks`) this server should hold.
+    pub fn wanted(&self, owner: &str, name: &str, chunks: u32) -> Vec<u32> {
+        match self.pos {
+            Some(pos) if self.n > 0 => Placement::of(owner, name, self.n).chunks_held(pos, chunks),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A chunk copy: whose, which version, which chunk.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CopyId {
+    pub owner: String,
+    pub name: String,
+    pub version: Version,
+    pub chunk: u32,
+}
+
+enum Db {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn read(&self) -> Result<ReadTransaction> {
+        Ok(match self {
+            Db::Write(db) => db.begin_read()?,
+            Db::Read(db) => db.begin_read()?,
+        })
+    }
+}
+
+/// One change, run by the writer thread inside a shared transaction.
+trait Job: Send {
+    fn run(&mut self, t: &mut Tables<'_>) -> Result<()>;
+    /// Called once the transaction has committed (or failed).
+    fn finish(self: Box<Self>, committed: std::result::Result<(), String>);
+}
+
+struct Op<T, F> {
+    op: Option<F>,
+    out: Option<T>,
+    reply: mpsc::SyncSender<Result<T>>,
+}
+
+impl<T: Send, F: FnOnce(&mut Tables<'_>) -> Result<T> + Send> Job for Op<T, F> {
+    fn run(&mut self, t: &mut Tables<'_>) -> Result<()> {
+        let op = self.op.take().expect("a job runs once");
+        self.out = Some(op(t)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: std::result::Result<(), String>) {
+        let result = match (committed, self.out) {
+            (Ok(()), Some(out)) => Ok(out),
+            (Err(e), _) => Err(Error::Internal(e)),
+            (Ok(()), None) => Err(Error::Internal("a change was not applied".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Every table, open in one write transaction, and the totals.
+struct Tables<'t> {
+    files: Table<'t, FileKey, &'static [u8]>,
+    chunks: Table<'t, ChunkKey, &'static [u8]>,
+    blobs: Table<'t, ChunkKey, &'static [u8]>,
+    missing: Table<'t, WantKey, ()>,
+    surplus: Table<'t, WantKey, ()>,
+    buckets: Table<'t, (u16, &'static str, &'static str), ()>,
+    digests: Table<'t, u32, Digest>,
+    retired: Table<'t, FileKey, (u64, u64, u64)>,
+    tombstones: Table<'t, (u64, &'static str, &'static str), u64>,
+    hints: Table<'t, (&'static str, &'static str, &'static str), ()>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+    counts: Stats,
+    layout: Option<Layout>,
+    /// Chunk files to remove once the transaction has committed.
+    trash: Vec<PathBuf>,
+    root: &'t Path,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction, root: &'t Path) -> Result<Tables<'t>> {
+        let meta = txn.open_table(META)?;
+        let counts = read_meta(&meta, "counts")?.unwrap_or_default();
+        let layout = read_meta(&meta, "layout")?;
+        Ok(Tables {
+            files: txn.open_table(FILES)?,
+            chunks: txn.open_table(CHUNKS)?,
+            blobs: txn.open_table(BLOBS)?,
+            missing: txn.open_table(MISSING)?,
+            surplus: txn.open_table(SURPLUS)?,
+            buckets: txn.open_table(BUCKETS)?,
+            digests: txn.open_table(DIGESTS)?,
+            retired: txn.open_table(RETIRED)?,
+            tombstones: txn.open_table(TOMBSTONES)?,
+            hints: txn.open_table(HINTS)?,
+            meta,
+            counts,
+            layout,
+            trash: Vec::new(),
+            root,
+        })
+    }
+
+    fn save(&mut self) -> Result<()> {
+        let counts = codec::encode(&self.counts)?;
+        self.meta.insert("counts", counts.as_slice())?;
+        Ok(())
+    }
+
+    fn current(&self, owner: &str, name: &str) -> Result<Option<Manifest>> {
+        match self.files.get((owner, name))? {
+            Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the file's entry (`old` → `new`, either may be absent),
+    /// keeping the bucket index, the digests and the tombstone index in step.
+    fn set_entry(
+        &mut self,
+        owner: &str,
+        name: &str,
+        old: Option<&Manifest>,
+        new: Option<&Manifest>,
+    ) -> Result<()> {
+        let bucket = bucket_of(owner, name);
+        let mut change = [0u8; 16];
+        for m in [old, new].into_iter().flatten() {
+            if !m.deleted {
+                xor_into(&mut change, &entry_digest(owner, name, m.version));
+            }
+        }
+        if change != [0u8; 16] {
+            for key in [ROOT_KEY, group_key(group_of(bucket)), bucket_key(bucket)] {
+                let mut d = self.digests.get(key)?.map(|g| g.value()).unwrap_or([0; 16]);
+                xor_into(&mut d, &change);
+                self.digests.insert(key, d)?;
+            }
+        }
+        if let Some(m) = old {
+            if m.deleted {
+                self.tombstones.remove((m.version.gen, owner, name))?;
+                self.counts.tombstones -= 1;
+            } else {
+                self.counts.files -= 1;
+            }
+        }
+        match new {
+            Some(m) => {
+                self.files.insert((owner, name), codec::encode(m)?.as_slice())?;
+                self.buckets.insert((bucket, owner, name), ())?;
+                if m.deleted {
+                    self.tombstones
+                        .insert((m.version.gen, owner, name), m.version.writer)?;
+                    self.counts.tombstones += 1;
+                } else {
+                    self.counts.files += 1;
+                }
+            }
+            None => {
+                self.files.remove((owner, name))?;
+                self.buckets.remove((bucket, owner, name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored chunk of the file: (version, chunk, record).
+    fn copies(&self, owner: &str, name: &str) -> Result<Vec<(Version, u32, ChunkRow)>> {
+        let range = self
+            .chunks
+            .range((owner, name, 0, 0, 0)..=(owner, name, u64::MAX, u64::MAX, u32::MAX))?;
+        let mut out = Vec::new();
+        for item in range {
+            let (key, value) = item?;
+            let (_, _, gen, writer, chunk) = key.value();
+            out.push((Version { gen, writer }, chunk, codec::decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn held(&self, owner: &str, name: &str, version: Version) -> Result<Vec<u32>> {
+        held_in(&self.chunks, owner, name, version)
+    }
+
+    fn insert_copy(&mut self, spec: &ChunkSpec, row: &ChunkRow, data: Option<&[u8]>) -> Result<()> {
+        let key = (
+            spec.owner.as_str(),
+            spec.name.as_str(),
+            spec.version.gen,
+            spec.version.writer,
+            spec.chunk,
+        );
+        let old = self.chunks.insert(key, codec::encode(row)?.as_slice())?;
+        if let Some(old) = old {
+            let old: ChunkRow = codec::decode(old.value())?;
+            self.counts.chunks -= 1;
+            self.counts.bytes -= old.len;
+        }
+        match data {
+            Some(data) => {
+                self.blobs.insert(key, data)?;
+            }
+            None => {
+                self.blobs.remove(key)?;
+            }
+        }
+        self.counts.chunks += 1;
+        self.counts.bytes += row.len;
+        Ok(())
+    }
+
+    /// Forgets a stored copy; its file (if any) goes after the commit unless
+    /// `keep_file`. Returns whether there was one.
+    fn remove_copy(
+        &mut self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+        keep_file: bool,
+    ) -> Result<bool> {
+        let key = (owner, name, version.gen, version.writer, chunk);
+        let Some(row) = self.chunks.remove(key)? else {
+            return Ok(false);
+        };
+        let row: ChunkRow = codec::decode(row.value())?;
+        self.counts.chunks -= 1;
+        self.counts.bytes -= row.len;
+        if row.inline {
+            self.blobs.remove(key)?;
+        } else if !keep_file {
+            self.trash
+                .push(chunk_path(self.root, owner, name, version, chunk));
+        }
+        Ok(true)
+    }
+
+    /// Recomputes what this server lacks and holds beyond its share of one
+    /// file (`manifest` its current entry).
+    fn refresh_wants(&mut self, owner: &str, name: &str, manifest: Option<&Manifest>) -> Result<()> {
+        let keys = |t: &Table<'t, WantKey, ()>| -> Result<Vec<u32>> {
+            let mut out = Vec::new();
+            for item in t.range((owner, name, 0)..=(owner, name, u32::MAX))? {
+                out.push(item?.0.value().2);
+            }
+            Ok(out)
+        };
+        for chunk in keys(&self.missing)? {
+            self.missing.remove((owner, name, chunk))?;
+            self.counts.missing -= 1;
+        }
+        for chunk in keys(&self.surplus)? {
+            self.surplus.remove((owner, name, chunk))?;
+        }
+        let (Some(m), Some(layout)) = (manifest, self.layout) else {
+            return Ok(());
+        };
+        if m.deleted {
+            return Ok(());
+        }
+        let wanted = layout.wanted(owner, name, m.chunks);
+        let held = self.held(owner, name, m.version)?;
+        for &chunk in wanted.iter().filter(|c| !held.contains(c)) {
+            self.missing.insert((owner, name, chunk), ())?;
+            self.counts.missing += 1;
+        }
+        for &chunk in held.iter().filter(|c| !wanted.contains(c)) {
+            self.surplus.insert((owner, name, chunk), ())?;
+        }
+        Ok(())
+    }
+
+    /// Makes `manifest` current if it is newer; drops what it outdates.
+    fn commit(&mut self, owner: &str, manifest: &Manifest, now_ms: u64) -> Result<bool> {
+        let name = manifest.name.as_str();
+        let current = self.current(owner, name)?;
+        if current
+            .as_ref()
+            .is_some_and(|c| c.version >= manifest.version)
+        {
+            return Ok(false);
+        }
+        self.set_entry(owner, name, current.as_ref(), Some(manifest))?;
+        // An overwrite keeps the version it replaces for a grace period, so
+        // reads already under way finish; a delete takes everything at once.
+        let keep = match &current {
+            Some(c) if !manifest.deleted && !c.deleted => Some(c.version),
+            _ => None,
+        };
+        match keep {
+            Some(v) => {
+                self.retired.insert((owner, name), (v.gen, v.writer, now_ms))?;
+            }
+            None => {
+                self.retired.remove((owner, name))?;
+            }
+        }
+        for (version, chunk, _) in self.copies(owner, name)? {
+            if version < manifest.version && Some(version) != keep {
+                self.remove_copy(owner, name, version, chunk, false)?;
+            }
+        }
+        self.refresh_wants(owner, name, Some(manifest))?;
+        Ok(true)
+    }
+}
+
+fn held_in(
+    chunks: &impl ReadableTable<ChunkKey, &'static [u8]>,
+    owner: &str,
+    name: &str,
+    v: Version,
+) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for item in chunks.range((owner, name, v.gen, v.writer, 0)..=(owner, name, v.gen, v.writer, u32::MAX))? {
+        out.push(item?.0.value().4);
+    }
+    Ok(out)
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match meta.get(key)? {
+        Some(bytes) => Ok(Some(codec::decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// A manifest a store may commit: a valid owner and name, and as many
+/// checksums as chunks.
+fn check_manifest(owner: &str, manifest: &Manifest) -> Result<()> {
+    validate_user(owner)?;
+    validate_name(&manifest.name)?;
+    if !manifest.deleted
+        && (manifest.chunks == 0
+            || manifest.chunks > MAX_CHUNKS
+            || manifest.checksums.len() != manifest.chunks as usize)
+    {
+        return Err(Error::BadRequest(
+            "manifest's chunk count and checksums disagree".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn chunk_path(root: &Path, owner: &str, name: &str, version: Version, chunk: u32) -> PathBuf {
+    file_dir(root, owner, name).join(format!(
+        "{:016x}-{:016x}.{chunk}",
+        version.gen, version.writer
+    ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stores open in this process, so `inspect` finds a running server's.
+static OPEN: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
+
+/// How many aborted versions [`Store`] remembers.
+const ABORTED_KEPT: usize = 256;
+
+pub struct Store {
+    root: PathBuf,
+    db: Arc<Db>,
+    tuning: Tuning,
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Versions whose writers gave up before committing them (see
+    /// [`Store::abort`]), newest last, so a chunk of one that lands after
+    /// the abort goes too.
+    aborted: Arc<Mutex<VecDeque<(String, String, Version)>>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The writer finishes what is queued, then closes the database.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`: clears unfinished
+    /// writes, and migrates a folder written by an earlier release.
+    pub fn open(root: &Path, tuning: Tuning) -> Result<Arc<Store>> {
+        let tmp = root.join("tmp");
+        for dir in [root, &tmp, &root.join("users")] {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        // Anything under tmp/ is a write that never finished.
+        for entry in chunk::read_dir(&tmp)? {
+            let _ = fs::remove_file(entry.path());
+        }
+        let db = redb::Builder::new()
+            .set_cache_size((tuning.cache_mib as usize) << 20)
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .create(root.join(DB_FILE))?;
+        let format_known = {
+            let txn = db.begin_write()?;
+            let known = {
+                let t = Tables::open(&txn, root)?;
+                let known = t.meta.get("format")?.is_some();
+                drop(t);
+                known
+            };
+            txn.commit()?;
+            known
+        };
+        let db = Arc::new(Db::Write(db));
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let writer = {
+            let (db, root) = (Arc::clone(&db), root.to_path_buf());
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || write_loop(&db, &root, &queue))
+                .map_err(|e| Error::io("starting the store's writer", e))?
+        };
+        let store = Arc::new(Store {
+            root: root.to_path_buf(),
+            db,
+            tuning,
+            jobs: Some(jobs),
+            writer: Some(writer),
+            aborted: Arc::default(),
+        });
+        if !format_known {
+            migrate::run(&store)?;
+            store.write(|t| {
+                t.meta.insert("format", FORMAT)?;
+                Ok(())
+            })?;
+            migrate::tidy(&store.root);
+        }
+        let mut open = OPEN.lock().expect("open stores");
+        open.retain(|(_, s)| s.strong_count() > 0);
+        open.push((root.to_path_buf(), Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// A store to look at beside a running server: the running server's own
+    /// if it is in this process, else the database opened read-only.
+    pub fn inspect(root: &Path) -> Result<Arc<Store>> {
+        {
+            let open = OPEN.lock().expect("open stores");
+            if let Some(store) = open
+                .iter()
+                .filter(|(path, _)| path == root)
+                .find_map(|(_, s)| s.upgrade())
+            {
+                return Ok(store);
+            }
+        }
+        let path = root.join(DB_FILE);
+        if !path.is_file() {
+            return Err(Error::Config(format!(
+                "{} holds no ringdfs store (or one its server has not opened since the upgrade)",
+                root.display()
+            )));
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .open_read_only(&path)?;
+        Ok(Arc::new(Store {
+            root: root.to_path_buf(),
+            db: Arc::new(Db::Read(db)),
+            tuning: Tuning::default(),
+            jobs: None,
+            writer: None,
+            aborted: Arc::default(),
+        }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    /// Runs `op` in the next shared transaction and returns its result once
+    /// that has committed durably.
+    fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<T> + Send + 'static,
+    {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| Error::Internal("this store is open read-only".into()))?;
+        let (reply, result) = mpsc::sync_channel(1);
+        let job = Box::new(Op {
+            op: Some(op),
+            out: None,
+            reply,
+        });
+        jobs.send(job)
+            .map_err(|_| Error::Internal("the store's writer has stopped".into()))?;
+        result
+            .recv()
+            .map_err(|_| Error::Internal("the store's writer has stopped".into()))?
+    }
+
+    fn read(&self) -> Result<ReadTransaction> {
+        self.db.read()
+    }
+
+    pub(crate) fn chunk_path(&self, owner: &str, name: &str, version: Version, chunk: u32) -> PathBuf {
+        chunk_path(&self.root, owner, name, version, chunk)
+    }
+
+    /// A fresh temp file name under `tmp/` (recreated if someone removed it).
+    fn tmp_path(&self) -> Result<PathBuf> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        Ok(dir.join(format!("{}.part", crate::hex(&rand::random::<[u8; 16]>()))))
+    }
+
+    /// Starts writing a chunk. The chunk is stored only by [`ChunkWriter::finish`].
+    pub fn begin_chunk(self: &Arc<Self>, spec: ChunkSpec) -> Result<ChunkWriter> {
+        ChunkWriter::new(Arc::clone(self), spec)
+    }
+
+    /// Records a chunk whose bytes have been checked (and, for a file,
+    /// synced into place). A chunk of a version already outdated here, or
+    /// given up by its writer, can never be read: it goes at once.
+    fn record_chunk(&self, spec: &ChunkSpec, checksum: Checksum, data: Option<Vec<u8>>) -> Result<()> {
+        let spec = spec.clone();
+        let aborted = Arc::clone(&self.aborted);
+        let row = ChunkRow {
+            len: spec.chunk_len(),
+            checksum,
+            inline: data.is_some(),
+        };
+        let trash = self.write(move |t| {
+            let current = t.current(&spec.owner, &spec.name)?;
+            let given_up = aborted
+                .lock()
+                .expect("aborted lock")
+                .iter()
+                .any(|(o, n, v)| *o == spec.owner && *n == spec.name && *v == spec.version);
+            if given_up || current.as_ref().is_some_and(|m| m.version > spec.version) {
+                if !row.inline {
+                    t.trash.push(chunk_path(
+                        t.root,
+                        &spec.owner,
+                        &spec.name,
+                        spec.version,
+                        spec.chunk,
+                    ));
+                }
+                return Ok(());
+            }
+            t.insert_copy(&spec, &row, data.as_deref())?;
+            if current.as_ref().is_some_and(|m| m.version == spec.version) {
+                t.refresh_wants(&spec.owner, &spec.name, current.as_ref())?;
+            }
+            Ok(())
+        });
+        trash
+    }
+
+    /// Opens a stored chunk of `version` for reading, after checking its
+    /// record against the manifest (when `version` is the current one). A
+    /// version this server has no manifest for yet is still served if its
+    /// chunk is stored: a writer that stopped halfway through committing
+    /// leaves servers with the chunks but not the manifest, and the reader
+    /// checks every byte against the manifest it got elsewhere.
+    pub fn open_chunk(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<ChunkReader> {
+        validate_name(name)?;
+        let not_found = || Error::NotFound {
+            name: format!("{name} (chunk {chunk})"),
+        };
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let current: Option<Manifest> = match files.get((owner, name))? {
+            Some(b) => Some(codec::decode(b.value())?),
+            None => None,
+        };
+        let expected = match &current {
+            // Deleted, or replaced by a newer version (and past its grace
+            // period): the chunk is gone.
+            Some(m) if m.deleted => return Err(not_found()),
+            Some(m) if m.version > version => {
+                let retired = txn.open_table(RETIRED)?;
+                let kept = retired
+                    .get((owner, name))?
+                    .is_some_and(|r| {
+                        let (gen, writer, _) = r.value();
+                        Version { gen, writer } == version
+                    });
+                if !kept {
+                    return Err(not_found());
+                }
+                None
+            }
+            Some(m) if m.version == version => Some(
+                chunk
+                    .checked_sub(1)
+                    .and_then(|i| m.checksums.get(i as usize))
+                    .copied()
+                    .ok_or_else(not_found)?,
+            ),
+            _ => None,
+        };
+        let key = (owner, name, version.gen, version.writer, chunk);
+        let chunks = txn.open_table(CHUNKS)?;
+        let Some(row) = chunks.get(key)? else {
+            return Err(not_found());
+        };
+        let row: ChunkRow = codec::decode(row.value())?;
+        if expected.is_some_and(|sum| sum != row.checksum) {
+            return Err(Error::Corrupt {
+                chunk,
+                reason: "the stored checksum does not match the manifest".into(),
+            });
+        }
+        let id = ChunkId {
+            owner,
+            name,
+            version,
+            chunk,
+            len: row.len,
+        };
+        if row.inline {
+            let blobs = txn.open_table(BLOBS)?;
+            let data = match blobs.get(key)? {
+                Some(d) => Bytes::copy_from_slice(d.value()),
+                None => {
+                    return Err(Error::Corrupt {
+                        chunk,
+                        reason: "the chunk's bytes are missing from the database".into(),
+                    })
+                }
+            };
+            if data.len() as u64 != row.len {
+                return Err(Error::Corrupt {
+                    chunk,
+                    reason: "the chunk's length does not match its record".into(),
+                });
+            }
+            Ok(ChunkReader::memory(data, id, row.checksum))
+        } else {
+            ChunkReader::file(self.chunk_path(owner, name, version, chunk), id, row.checksum)
+        }
+    }
+
+    /// Makes `manifest` the file's current version if it is newer than what is
+    /// there, then drops older versions' chunks. Returns whether it was applied.
+    /// A tombstone (`deleted`) is committed the same way.
+    pub fn commit(&self, owner: &str, manifest: Manifest) -> Result<bool> {
+        check_manifest(owner, &manifest)?;
+        let owner = owner.to_string();
+        self.write(move |t| t.commit(&owner, &manifest, now_ms()))
+    }
+
+    /// Commits several manifests (of any owners) in one transaction, each as
+    /// [`Store::commit`] would. Returns how many were applied.
+    pub fn commit_many(&self, manifests: Vec<(String, Manifest)>) -> Result<usize> {
+        for (owner, m) in &manifests {
+            check_manifest(owner, m)?;
+        }
+        self.write(move |t| {
+            let mut applied = 0;
+            for (owner, m) in &manifests {
+                applied += usize::from(t.commit(owner, m, now_ms())?);
+            }
+            Ok(applied)
+        })
+    }
+
+    /// Drops what a writer stored of `version` of `owner`'s `name` before it
+    /// gave up without committing (its PUT failed or was cancelled). Never
+    /// touches a committed version: when the current manifest is `version`
+    /// or newer, this does nothing. A chunk of `version` still being
+    /// finished is dropped as it lands. Returns how many copies went.
+    pub fn abort(&self, owner: &str, name: &str, version: Version) -> Result<usize> {
+        validate_user(owner)?;
+        validate_name(name)?;
+        if self.manifest(owner, name)?.is_some_and(|m| m.version >= version) {
+            return Ok(0);
+        }
+        {
+            let mut aborted = self.aborted.lock().expect("aborted lock");
+            if aborted.len() >= ABORTED_KEPT {
+                aborted.pop_front();
+            }
+            aborted.push_back((owner.to_string(), name.to_string(), version));
+        }
+        let (owner, name) = (owner.to_string(), name.to_string());
+        self.write(move |t| {
+            if t.current(&owner, &name)?.is_some_and(|m| m.version >= version) {
+                return Ok(0);
+            }
+            let mut dropped = 0;
+            for (v, chunk, _) in t.copies(&owner, &name)? {
+                if v == version && t.remove_copy(&owner, &name, v, chunk, false)? {
+                    dropped += 1;
+                }
+            }
+            Ok(dropped)
+        })
+    }
+
+    /// Removes the chunks of versions replaced more than `grace` ago.
+    /// Returns how many files had one.
+    pub fn expire_retired(&self, grace: Duration) -> Result<usize> {
+        let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
+        let expired: Vec<(String, String, Version)> = {
+            let txn = self.read()?;
+            let retired = txn.open_table(RETIRED)?;
+            let mut out = Vec::new();
+            for item in retired.iter()? {
+                let (key, value) = item?;
+                let (owner, name) = key.value();
+                let (gen, writer, at) = value.value();
+                if at <= cutoff {
+                    out.push((owner.to_string(), name.to_string(), Version { gen, writer }));
+                }
+            }
+            out
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |t| {
+            let mut count = 0;
+            for (owner, name, version) in &expired {
+                let still = t.retired.get((owner.as_str(), name.as_str()))?.is_some_and(|r| {
+                    let (gen, writer, _) = r.value();
+                    Version { gen, writer } == *version
+                });
+                if !still {
+                    continue;
+                }
+                t.retired.remove((owner.as_str(), name.as_str()))?;
+                for (v, chunk, _) in t.copies(owner, name)? {
+                    if v == *version {
+                        t.remove_copy(owner, name, v, chunk, false)?;
+                    }
+                }
+                count += 1;
+            }
+            Ok(count)
+        })
+    }
+
+    /// Sets a copy that failed its checks aside in `quarantine/` and forgets
+    /// it, so healing fetches a good one. Returns where it went.
+    pub fn quarantine(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<Option<PathBuf>> {
+        let row = {
+            let txn = self.read()?;
+            let chunks = txn.open_table(CHUNKS)?;
+            let key = (owner, name, version.gen, version.writer, chunk);
+            let row: Option<ChunkRow> = match chunks.get(key)? {
+                Some(r) => Some(codec::decode(r.value())?),
+                None => None,
+            };
+            match row {
+                Some(row) if row.inline => {
+                    let blobs = txn.open_table(BLOBS)?;
+                    let data = blobs.get(key)?.map(|d| d.value().to_vec());
+                    Some((row, data))
+                }
+                Some(row) => Some((row, None)),
+                None => None,
+            }
+        };
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(|e| Error::io("creating quarantine/", e))?;
+        let dest = dir.join(format!(
+            "{}-{owner}-{}-{:016x}-{:016x}.{chunk}",
+            crate::unix_now(),
+            file_dir(Path::new(""), owner, name)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            version.gen,
+            version.writer
+        ));
+        let moved = match &row {
+            Some((r, data)) if r.inline => {
+                let bytes = data.as_deref().unwrap_or_default();
+                File::create(&dest)
+                    .and_then(|mut f| f.write_all(bytes))
+                    .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+                Some(dest)
+            }
+            _ => {
+                let path = self.chunk_path(owner, name, version, chunk);
+                match fs::rename(&path, &dest) {
+                    Ok(()) => Some(dest),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(Error::io(format!("quarantining {}", path.display()), e)),
+                }
+            }
+        };
+        let (owner, name) = (owner.to_string(), name.to_string());
+        self.write(move |t| {
+            t.remove_copy(&owner, &name, version, chunk, true)?;
+            let current = t.current(&owner, &name)?;
+            t.refresh_wants(&owner, &name, current.as_ref())
+        })?;
+        Ok(moved)
+    }
+
+    /// Removes this server's copy of a chunk it should no longer hold (the
+    /// ring changed and the chunk's holders have it). Returns whether a copy
+    /// went. A reader that has the file open finishes reading it.
+    pub fn drop_chunk(&self, owner: &str, name: &str, version: Version, chunk: u32) -> Result<bool> {
+        let (owner, name) = (owner.to_string(), name.to_string());
+        self.write(move |t| {
+            let current = t.current(&owner, &name)?;
+            if !current.as_ref().is_some_and(|m| m.version == version) {
+                return Ok(false);
+            }
+            let dropped = t.remove_copy(&owner, &name, version, chunk, false)?;
+            t.refresh_wants(&owner, &name, current.as_ref())?;
+            Ok(dropped)
+        })
+    }
+
+    /// Forgets a tombstone once no member can still hold an older version
+    /// (see `heal`), if it is still the file's entry at `version`.
+    pub fn drop_tombstone(&self, owner: &str, name: &str, version: Version) -> Result<bool> {
+        let (o, n) = (owner.to_string(), name.to_string());
+        let dropped = self.write(move |t| {
+            let current = t.current(&o, &n)?;
+            match &current {
+                Some(m) if m.deleted && m.version == version => {}
+                _ => return Ok(false),
+            }
+            t.set_entry(&o, &n, current.as_ref(), None)?;
+            t.retired.remove((o.as_str(), n.as_str()))?;
+            Ok(true)
+        })?;
+        if dropped {
+            // The chunk files' folder, if the file had large chunks.
+            let _ = fs::remove_dir(file_dir(&self.root, owner, name));
+        }
+        Ok(dropped)
+    }
+
+    /// Tells the store where this server sits in the ring, so it knows which
+    /// chunks it should hold. A change recomputes `missing` and `surplus`
+    /// for every file (a join or leave is rare; nothing else scans).
+    pub fn set_layout(&self, layout: Layout) -> Result<bool> {
+        self.write(move |t| {
+            if t.layout == Some(layout) {
+                return Ok(false);
+            }
+            t.layout = Some(layout);
+            t.meta
+                .insert("layout", codec::encode(&layout)?.as_slice())?;
+            t.missing.retain(|_, ()| false)?;
+            t.surplus.retain(|_, ()| false)?;
+            t.counts.missing = 0;
+            let mut files = Vec::new();
+            for item in t.files.iter()? {
+                let (key, value) = item?;
+                let (owner, name) = key.value();
+                let m: Manifest = codec::decode(value.value())?;
+                if !m.deleted {
+                    files.push((owner.to_string(), name.to_string(), m));
+                }
+            }
+            for (owner, name, m) in files {
+                t.refresh_wants(&owner, &name, Some(&m))?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// The layout last set.
+    pub fn layout(&self) -> Result<Option<Layout>> {
+        let txn = self.read()?;
+        read_meta(&txn.open_table(META)?, "layout")
+    }
+
+    /// The file's current manifest (possibly a tombstone), if this server has one.
+    pub fn manifest(&self, owner: &str, name: &str) -> Result<Option<Manifest>> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        match files.get((owner, name))? {
+            Some(b) => Ok(Some(codec::decode(b.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The file's current manifest and the chunks of that version held here.
+    pub fn file(&self, owner: &str, name: &str) -> Result<(Option<Manifest>, Vec<u32>)> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let Some(bytes) = files.get((owner, name))? else {
+            return Ok((None, Vec::new()));
+        };
+        let m: Manifest = codec::decode(bytes.value())?;
+        let held = held_in(&txn.open_table(CHUNKS)?, owner, name, m.version)?;
+        Ok((Some(m), held))
+    }
+
+    /// Up to `limit` of the owner's files after `after`, by name, tombstones
+    /// included (so a client merging several servers' lists can tell
+    /// "deleted" from "not here"); and whether more follow.
+    pub fn list_page(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FileEntry>, bool)> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let range = match after {
+            Some(after) => files.range((owner, after)..)?,
+            None => files.range((owner, "")..)?,
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (key, value) = item?;
+            let (o, name) = key.value();
+            if o != owner {
+                break;
+            }
+            if after == Some(name) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let m: Manifest = codec::decode(value.value())?;
+            out.push(FileEntry {
+                held: held_in(&chunks, owner, name, m.version)?,
+                name: m.name,
+                version: m.version,
+                size: m.size,
+                chunks: m.chunks,
+                stored_at: m.stored_at,
+                deleted: m.deleted,
+            });
+        }
+        Ok((out, false))
+    }
+
+    /// All the owner's files (see [`Store::list_page`]).
+    pub fn list(&self, owner: &str) -> Result<Vec<FileEntry>> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map(|e: &FileEntry| e.name.clone());
+            let (page, more) = self.list_page(owner, after.as_deref(), 1000)?;
+            all.extend(page);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let txn = self.read()?;
+        Ok(read_meta(&txn.open_table(META)?, "counts")?.unwrap_or_default())
+    }
+
+    /// The digest of everything: equal on two servers with the same live files.
+    pub fn root_digest(&self) -> Result<Digest> {
+        self.digest(ROOT_KEY)
+    }
+
+    fn digest(&self, key: u32) -> Result<Digest> {
+        let txn = self.read()?;
+        let digests = txn.open_table(DIGESTS)?;
+        Ok(digests.get(key)?.map(|d| d.value()).unwrap_or([0; 16]))
+    }
+
+    /// The 256 group digests (`group` None), or the 256 bucket digests of one group.
+    pub fn digests(&self, group: Option<u8>) -> Result<Vec<Digest>> {
+        let txn = self.read()?;
+        let digests = txn.open_table(DIGESTS)?;
+        let first = match group {
+            None => group_key(0),
+            Some(g) => bucket_key(u16::from(g) << 8),
+        };
+        let mut out = vec![[0u8; 16]; FANOUT];
+        for item in digests.range(first..first + FANOUT as u32)? {
+            let (key, value) = item?;
+            out[(key.value() - first) as usize] = value.value();
+        }
+        Ok(out)
+    }
+
+    /// Every file in one bucket, tombstones included.
+    pub fn bucket_entries(&self, bucket: u16) -> Result<Vec<SyncEntry>> {
+        let txn = self.read()?;
+        let index = txn.open_table(BUCKETS)?;
+        let files = txn.open_table(FILES)?;
+        let mut out = Vec::new();
+        for item in index.range((bucket, "", "")..)? {
+            let (key, ()) = (item?.0, ());
+            let (b, owner, name) = key.value();
+            if b != bucket {
+                break;
+            }
+            let Some(bytes) = files.get((owner, name))? else {
+                continue;
+            };
+            let m: Manifest = codec::decode(bytes.value())?;
+            out.push(SyncEntry {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                version: m.version,
+                deleted: m.deleted,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` chunks this server lacks, after `after`.
+    pub fn missing(&self, after: Option<&CopyKey>, limit: usize) -> Result<Vec<CopyKey>> {
+        self.wants(MISSING, after, limit)
+    }
+
+    /// Up to `limit` chunks this server holds beyond its share, after `after`.
+    pub fn surplus(&self, after: Option<&CopyKey>, limit: usize) -> Result<Vec<CopyKey>> {
+        self.wants(SURPLUS, after, limit)
+    }
+
+    fn wants(
+        &self,
+        table: TableDefinition<WantKey, ()>,
+        after: Option<&CopyKey>,
+        limit: usize,
+    ) -> Result<Vec<CopyKey>> {
+        let txn = self.read()?;
+        let t = txn.open_table(table)?;
+        let range = match after {
+            Some(a) => t.range((a.0.as_str(), a.1.as_str(), a.2)..)?,
+            None => t.range::<(&str, &str, u32)>(..)?,
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (key, _) = item?;
+            let (owner, name, chunk) = key.value();
+            let key = (owner.to_string(), name.to_string(), chunk);
+            if Some(&key) == after {
+                continue;
+            }
+            out.push(key);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` tombstones older than `gen` (a version's clock, in ns).
+    pub fn old_tombstones(&self, gen: u64, limit: usize) -> Result<Vec<(String, String, Version)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(TOMBSTONES)?;
+        let mut out = Vec::new();
+        for item in t.range((0u64, "", "")..)?.take(limit) {
+            let (key, writer) = item?;
+            let (g, owner, name) = key.value();
+            if g >= gen {
+                break;
+            }
+            out.push((
+                owner.to_string(),
+                name.to_string(),
+                Version {
+                    gen: g,
+                    writer: writer.value(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Notes files `server` was not given copies of (hinted handoff).
+    pub fn add_hints(&self, server: &str, owner: &str, name: &str) -> Result<()> {
+        let (s, o, n) = (server.to_string(), owner.to_string(), name.to_string());
+        self.write(move |t| {
+            t.hints.insert((s.as_str(), o.as_str(), n.as_str()), ())?;
+            Ok(())
+        })
+    }
+
+    /// Servers with hints, and how many files each.
+    pub fn hinted(&self) -> Result<BTreeMap<String, u64>> {
+        let txn = self.read()?;
+        let t = txn.open_table(HINTS)?;
+        let mut out = BTreeMap::new();
+        for item in t.iter()? {
+            let (key, _) = item?;
+            let (server, _, _) = key.value();
+            *out.entry(server.to_string()).or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
+    /// Forgets the hints for `server` (it has caught up).
+    pub fn clear_hints(&self, server: &str) -> Result<()> {
+        let s = server.to_string();
+        self.write(move |t| {
+            t.hints.retain(|(server, _, _), ()| server != s)?;
+            Ok(())
+        })
+    }
+
+    /// Up to `limit` stored copies after `after`, in key order, for the scrub.
+    pub fn copies(&self, after: Option<&CopyId>, limit: usize) -> Result<Vec<CopyId>> {
+        let txn = self.read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let range = match after {
+            Some(a) => chunks.range(
+                (
+                    a.owner.as_str(),
+                    a.name.as_str(),
+                    a.version.gen,
+                    a.version.writer,
+                    a.chunk,
+                )..,
+            )?,
+            None => chunks.range::<ChunkKey>(..)?,
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (key, _) = item?;
+            let (owner, name, gen, writer, chunk) = key.value();
+            let id = CopyId {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                version: Version { gen, writer },
+                chunk,
+            };
+            if Some(&id) == after {
+                continue;
+            }
+            out.push(id);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads every chunk the store holds and checks it against its record
+    /// and manifest. Returns how many were read, and the copies that failed,
+    /// with why.
+    pub fn scrub(&self) -> Result<(u64, Vec<(CopyId, Error)>)> {
+        let mut checked = 0;
+        let mut bad = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.copies(after.as_ref(), 1000)?;
+            let Some(last) = page.last().cloned() else {
+                return Ok((checked, bad));
+            };
+            for id in page {
+                checked += 1;
+                let read = self
+                    .open_chunk(&id.owner, &id.name, id.version, id.chunk)
+                    .and_then(ChunkReader::check);
+                match read {
+                    Ok(_) => {}
+                    // Replaced or deleted since it was listed.
+                    Err(Error::NotFound { .. }) if !self.holds(&id)? => checked -= 1,
+                    Err(e) => bad.push((id, e)),
+                }
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Every copy of the file this store holds, of any version: (version, chunk).
+    pub fn stored(&self, owner: &str, name: &str) -> Result<Vec<(Version, u32)>> {
+        let txn = self.read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut out = Vec::new();
+        for item in chunks.range((owner, name, 0, 0, 0)..=(owner, name, u64::MAX, u64::MAX, u32::MAX))? {
+            let (key, _) = item?;
+            let (_, _, gen, writer, chunk) = key.value();
+            out.push((Version { gen, writer }, chunk));
+        }
+        Ok(out)
+    }
+
+    /// Whether the store still records this copy.
+    pub fn holds(&self, id: &CopyId) -> Result<bool> {
+        let txn = self.read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        Ok(chunks
+            .get((
+                id.owner.as_str(),
+                id.name.as_str(),
+                id.version.gen,
+                id.version.writer,
+                id.chunk,
+            ))?
+            .is_some())
+    }
+
+    /// Bytes and files of the store on disk, and the database's share.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join(DB_FILE)
+    }
+}
+
+/// A chunk named by file and number: (owner, name, chunk).
+pub type CopyKey = (String, String, u32);
+
+/// The writer thread: commits queued changes in batches until the store closes.
+fn write_loop(db: &Db, root: &Path, queue: &mpsc::Receiver<Box<dyn Job>>) {
+    let Db::Write(db) = db else { return };
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (outcome, trash) = run_batch(db, root, &mut batch);
+        if outcome.is_ok() {
+            for path in trash {
+                remove_file_logged(&path);
+            }
+        } else if let Err(e) = &outcome {
+            tracing::error!(error = %e, "metadata commit failed");
+        }
+        for job in batch {
+            job.finish(outcome.clone());
+        }
+    }
+}
+
+fn run_batch(
+    db: &Database,
+    root: &Path,
+    batch: &mut [Box<dyn Job>],
+) -> (std::result::Result<(), String>, Vec<PathBuf>) {
+    let mut attempt = || -> Result<Vec<PathBuf>> {
+        let txn = db.begin_write()?;
+        let trash = {
+            let mut t = Tables::open(&txn, root)?;
+            for job in batch.iter_mut() {
+                job.run(&mut t)?;
+            }
+            t.save()?;
+            std::mem::take(&mut t.trash)
+        };
+        txn.commit()?;
+        Ok(trash)
+    };
+    match attempt() {
+        Ok(trash) => (Ok(()), trash),
+        Err(e) => (Err(e.to_string()), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

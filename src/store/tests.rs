@@ -1,0 +1,452 @@
+use super::*;
+use crate::placement::chunk_range;
+use crate::protocol::checksum_of;
+
+fn spec(name: &str, version: Version, chunk: u32, size: u64) -> ChunkSpec {
+    ChunkSpec {
+        owner: "alice".into(),
+        name: name.into(),
+        version,
+        chunk,
+        chunks: 4,
+        size,
+    }
+}
+
+/// Small chunks in the database, or (with `inline_max` 0) every chunk a file.
+fn open(dir: &Path, inline: bool) -> Arc<Store> {
+    let tuning = Tuning {
+        inline_max: if inline { 64 << 10 } else { 0 },
+        ..Tuning::default()
+    };
+    Store::open(dir, tuning).unwrap()
+}
+
+/// Stores `data`'s `chunk` of `version` (not committed).
+fn stage(store: &Arc<Store>, name: &str, data: &[u8], version: Version, chunk: u32) -> Checksum {
+    let (w, sum) = staged(store, name, data, version, chunk);
+    w.finish(sum).unwrap();
+    sum
+}
+
+/// Stores all four chunks of `data` and commits them.
+fn put(store: &Arc<Store>, name: &str, data: &[u8], version: Version) -> Manifest {
+    let checksums = (1..=4)
+        .map(|chunk| stage(store, name, data, version, chunk))
+        .collect();
+    let manifest = Manifest {
+        name: name.into(),
+        version,
+        size: data.len() as u64,
+        chunks: 4,
+        checksums,
+        stored_at: 0,
+        md5: [0; 16],
+        deleted: false,
+    };
+    assert!(store.commit("alice", manifest.clone()).unwrap());
+    manifest
+}
+
+fn tombstone(name: &str, version: Version) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version,
+        size: 0,
+        chunks: 0,
+        checksums: Vec::new(),
+        stored_at: 0,
+        md5: [0; 16],
+        deleted: true,
+    }
+}
+
+fn read_all(store: &Store, name: &str, version: Version, chunk: u32) -> Result<Vec<u8>> {
+    let mut r = store.open_chunk("alice", name, version, chunk)?;
+    let mut out = Vec::new();
+    while let Some(b) = r.next_block()? {
+        out.extend_from_slice(&b);
+    }
+    Ok(out)
+}
+
+/// A chunk of `data`'s `chunk`, written but not finished, and its checksum.
+fn staged(
+    store: &Arc<Store>,
+    name: &str,
+    data: &[u8],
+    v: Version,
+    chunk: u32,
+) -> (ChunkWriter, Checksum) {
+    let s = spec(name, v, chunk, data.len() as u64);
+    let (start, end) = chunk_range(data.len() as u64, 4, chunk);
+    let bytes = &data[start as usize..end as usize];
+    let mut h = s.id().hasher();
+    h.update(bytes);
+    let mut w = store.begin_chunk(s).unwrap();
+    w.write(bytes).unwrap();
+    (w, checksum_of(&h))
+}
+
+fn v(gen: u64) -> Version {
+    Version { gen, writer: 0 }
+}
+
+/// Stored copies of `version` of `name`.
+fn held(store: &Store, name: &str, version: Version) -> Vec<u32> {
+    let txn = store.read().unwrap();
+    held_in(&txn.open_table(CHUNKS).unwrap(), "alice", name, version).unwrap()
+}
+
+#[test]
+fn store_commit_read_and_reopen_both_ways() {
+    for inline in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), inline);
+        put(&store, "f.bin", b"hello world", v(1));
+        assert_eq!(read_all(&store, "f.bin", v(1), 1).unwrap(), b"hel");
+        assert_eq!(store.list("alice").unwrap()[0].held, vec![1, 2, 3, 4]);
+        assert!(store.list("bob").unwrap().is_empty());
+        let files_on_disk = chunk::read_dir(&file_dir(dir.path(), "alice", "f.bin"))
+            .unwrap()
+            .len();
+        assert_eq!(files_on_disk, if inline { 0 } else { 4 });
+
+        drop(store);
+        let store = open(dir.path(), inline);
+        assert_eq!(read_all(&store, "f.bin", v(1), 4).unwrap(), b"ld");
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.files, stats.chunks, stats.bytes), (1, 4, 11));
+    }
+}
+
+#[test]
+fn a_newer_version_replaces_and_an_older_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    put(&store, "f", b"first version", v(1));
+    let m2 = put(&store, "f", b"second", v(2));
+    assert_eq!(read_all(&store, "f", v(2), 1).unwrap(), b"se");
+    // The replaced version stays readable for reads under way...
+    assert_eq!(read_all(&store, "f", v(1), 1).unwrap(), b"firs");
+    // ...until its grace period is over.
+    assert_eq!(store.expire_retired(Duration::ZERO).unwrap(), 1);
+    assert!(read_all(&store, "f", v(1), 1).is_err());
+    let mut stale = m2.clone();
+    stale.version = v(1);
+    assert!(!store.commit("alice", stale).unwrap());
+    // Only v2's four chunk files remain.
+    let files = fs::read_dir(file_dir(dir.path(), "alice", "f"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 4);
+    assert_eq!(store.stats().unwrap().chunks, 4);
+}
+
+#[test]
+fn corruption_and_truncation_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    put(&store, "f", &[42u8; 4000], v(5));
+    let path = store.chunk_path("alice", "f", v(5), 2);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        read_all(&store, "f", v(5), 2),
+        Err(Error::Corrupt { .. })
+    ));
+
+    let path = store.chunk_path("alice", "f", v(5), 3);
+    let len = fs::metadata(&path).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    assert!(matches!(
+        read_all(&store, "f", v(5), 3),
+        Err(Error::Corrupt { .. })
+    ));
+    let (checked, bad) = store.scrub().unwrap();
+    assert_eq!(checked, 4);
+    let bad: Vec<u32> = bad.iter().map(|(id, _)| id.chunk).collect();
+    assert_eq!(bad, [2, 3]);
+}
+
+#[test]
+fn a_corrupted_chunk_in_the_database_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    // Bytes unlikely to appear anywhere else in the database file.
+    let mut data = vec![0u8; 4000];
+    blake3::Hasher::new()
+        .update(b"corrupted in the database")
+        .finalize_xof()
+        .fill(&mut data);
+    put(&store, "f", &data, v(5));
+    drop(store);
+    let db = dir.path().join(DB_FILE);
+    let mut bytes = fs::read(&db).unwrap();
+    let (start, end) = chunk_range(4000, 4, 2);
+    let needle = &data[start as usize..end as usize];
+    // Copy-on-write leaves older copies of a page behind: damage them all.
+    let places: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!places.is_empty(), "chunk 2's bytes are in the database");
+    for at in places {
+        bytes[at + 100] ^= 1;
+    }
+    fs::write(&db, bytes).unwrap();
+    let store = open(dir.path(), true);
+    assert!(matches!(
+        read_all(&store, "f", v(5), 2),
+        Err(Error::Corrupt { .. })
+    ));
+    assert_eq!(read_all(&store, "f", v(5), 1).unwrap(), &data[..1000]);
+    // Quarantined, it is missing (once the store knows the ring).
+    store.set_layout(Layout { n: 1, pos: Some(1) }).unwrap();
+    assert_eq!(store.stats().unwrap().missing, 0);
+    store.quarantine("alice", "f", v(5), 2).unwrap().unwrap();
+    assert_eq!(store.missing(None, 10).unwrap(), [("alice".into(), "f".into(), 2)]);
+    assert_eq!(store.stats().unwrap().missing, 1);
+}
+
+#[test]
+fn an_abandoned_write_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    let mut w = store.begin_chunk(spec("f", v(1), 1, 100)).unwrap();
+    w.write(&[1; 10]).unwrap();
+    assert!(w.write(&[1; 100]).is_err(), "more than the chunk's length");
+    drop(w);
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+
+    let w = store.begin_chunk(spec("f", v(1), 1, 100)).unwrap();
+    assert!(w.finish(Checksum([0; 32])).is_err(), "short chunk");
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(store.stats().unwrap().chunks, 0);
+}
+
+#[test]
+fn an_aborted_upload_leaves_no_chunk_and_a_committed_version_is_never_dropped() {
+    for inline in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), inline);
+        let data = b"the first version";
+        put(&store, "f", data, v(1));
+        // v2: two chunks stored, one still being received, then abandoned.
+        for chunk in [1, 2] {
+            stage(&store, "f", b"second", v(2), chunk);
+        }
+        let (late, late_sum) = staged(&store, "f", b"second", v(2), 3);
+        assert_eq!(held(&store, "f", v(2)), [1, 2]);
+        assert_eq!(store.abort("alice", "f", v(2)).unwrap(), 2);
+        assert!(held(&store, "f", v(2)).is_empty());
+        // The chunk that lands after the abort goes as it lands.
+        late.finish(late_sum).unwrap();
+        assert!(held(&store, "f", v(2)).is_empty());
+        // The committed version is untouched, and an abort of it does nothing.
+        assert_eq!(store.abort("alice", "f", v(1)).unwrap(), 0);
+        assert_eq!(held(&store, "f", v(1)), [1, 2, 3, 4]);
+        assert_eq!(read_all(&store, "f", v(1), 1).unwrap(), b"the f");
+        // Nor does an abort of an older version once a newer one is committed.
+        put(&store, "f", b"third", v(3));
+        assert_eq!(store.abort("alice", "f", v(3)).unwrap(), 0);
+        assert_eq!(held(&store, "f", v(3)), [1, 2, 3, 4]);
+        // A name never committed: its staged chunks go too.
+        stage(&store, "new", b"never committed", v(2), 4);
+        assert_eq!(store.abort("alice", "new", v(2)).unwrap(), 1);
+        assert!(held(&store, "new", v(2)).is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let on_disk = chunk::read_dir(&file_dir(dir.path(), "alice", "f"))
+            .unwrap()
+            .len();
+        // v3, and v1 retired for reads under way.
+        assert_eq!(on_disk, if inline { 0 } else { 8 });
+    }
+}
+
+#[test]
+fn digests_depend_on_the_live_files_only_and_not_on_the_order_they_came() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (one, two) = (open(a.path(), true), open(b.path(), true));
+    assert_eq!(one.root_digest().unwrap(), [0; 16]);
+    put(&one, "x", b"x1", v(1));
+    put(&one, "y", b"y1", v(2));
+    put(&one, "x", b"x2", v(3));
+    put(&two, "y", b"y1", v(2));
+    put(&two, "x", b"x2", v(3));
+    assert_eq!(one.root_digest().unwrap(), two.root_digest().unwrap());
+    assert_eq!(one.digests(None).unwrap(), two.digests(None).unwrap());
+    // A tombstone on one side and nothing on the other: the same.
+    two.commit("alice", tombstone("z", v(9))).unwrap();
+    assert_eq!(one.root_digest().unwrap(), two.root_digest().unwrap());
+    // A live file against its tombstone: different, in exactly one bucket.
+    two.commit("alice", tombstone("y", v(10))).unwrap();
+    assert_ne!(one.root_digest().unwrap(), two.root_digest().unwrap());
+    let groups = digest::differing(&one.digests(None).unwrap(), &two.digests(None).unwrap());
+    let bucket = bucket_of("alice", "y");
+    assert_eq!(groups, [usize::from(group_of(bucket))]);
+    let buckets = digest::differing(
+        &one.digests(Some(group_of(bucket))).unwrap(),
+        &two.digests(Some(group_of(bucket))).unwrap(),
+    );
+    assert_eq!(buckets, [usize::from(bucket & 0xff)]);
+    let entries = two.bucket_entries(bucket).unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e.name == "y" && e.deleted && e.version == v(10)));
+    // Dropping the tombstone changes no digest.
+    let before = two.root_digest().unwrap();
+    assert!(two.drop_tombstone("alice", "y", v(10)).unwrap());
+    assert_eq!(two.root_digest().unwrap(), before);
+    assert_eq!(two.manifest("alice", "y").unwrap(), None);
+}
+
+#[test]
+fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    // Position 1 of 4: the table gives it two of the four chunks.
+    let layout = Layout { n: 4, pos: Some(1) };
+    store.set_layout(layout).unwrap();
+    let wanted = layout.wanted("alice", "f", 4);
+    assert_eq!(wanted.len(), 2);
+    let data = b"0123456789abcdef";
+    // Chunks arrive before the commit for one, after it for the other.
+    stage(&store, "f", data, v(1), wanted[0]);
+    let checksums = (1..=4)
+        .map(|c| {
+            let (w, sum) = staged(&store, "f", data, v(1), c);
+            drop(w);
+            sum
+        })
+        .collect();
+    let manifest = Manifest {
+        name: "f".into(),
+        version: v(1),
+        size: data.len() as u64,
+        chunks: 4,
+        checksums,
+        stored_at: 0,
+        md5: [0; 16],
+        deleted: false,
+    };
+    store.commit("alice", manifest).unwrap();
+    assert_eq!(
+        store.missing(None, 10).unwrap(),
+        [("alice".into(), "f".into(), wanted[1])]
+    );
+    stage(&store, "f", data, v(1), wanted[1]);
+    assert!(store.missing(None, 10).unwrap().is_empty());
+    assert!(store.surplus(None, 10).unwrap().is_empty());
+    // The ring grows: whatever the new table no longer gives it is surplus,
+    // and what it newly gives is missing.
+    let grown = Layout { n: 5, pos: Some(1) };
+    assert!(store.set_layout(grown).unwrap());
+    assert!(!store.set_layout(grown).unwrap(), "no change, no rescan");
+    let now = grown.wanted("alice", "f", 4);
+    let surplus: Vec<u32> = store.surplus(None, 10).unwrap().iter().map(|k| k.2).collect();
+    let missing: Vec<u32> = store.missing(None, 10).unwrap().iter().map(|k| k.2).collect();
+    assert_eq!(surplus, wanted.iter().copied().filter(|c| !now.contains(c)).collect::<Vec<_>>());
+    assert_eq!(missing, now.iter().copied().filter(|c| !wanted.contains(c)).collect::<Vec<_>>());
+    assert_eq!(store.stats().unwrap().missing, missing.len() as u64);
+    // A delete: nothing is missing or surplus any more.
+    store.commit("alice", tombstone("f", v(2))).unwrap();
+    assert!(store.missing(None, 10).unwrap().is_empty());
+    assert!(store.surplus(None, 10).unwrap().is_empty());
+    assert_eq!(store.stats().unwrap(), Stats { tombstones: 1, ..Stats::default() });
+}
+
+#[test]
+fn listing_pages_through_one_users_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    for i in 0..25 {
+        put(&store, &format!("f{i:02}"), b"data", v(i + 1));
+    }
+    store.commit("alice", tombstone("f03", v(100))).unwrap();
+    let (page, more) = store.list_page("alice", None, 10).unwrap();
+    assert!(more);
+    assert_eq!(page.first().unwrap().name, "f00");
+    let (page, more) = store.list_page("alice", Some("f09"), 10).unwrap();
+    assert!(more);
+    assert_eq!(page.first().unwrap().name, "f10");
+    let (page, more) = store.list_page("alice", Some("f19"), 10).unwrap();
+    assert!(!more);
+    assert_eq!(page.len(), 5);
+    let all = store.list("alice").unwrap();
+    assert_eq!(all.len(), 25);
+    assert!(all.iter().find(|e| e.name == "f03").unwrap().deleted);
+    assert!(store.list("al").unwrap().is_empty());
+    assert!(store.list("alicf").unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_commits_share_transactions_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    put(&store, &format!("t{t}-{i}"), b"small file", v(1));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(store);
+    let store = open(dir.path(), true);
+    assert_eq!(store.list("alice").unwrap().len(), 160);
+    assert_eq!(store.stats().unwrap().chunks, 640);
+}
+
+#[test]
+fn a_legacy_folder_is_migrated_and_a_rerun_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Write with file chunks, then turn the folder into the legacy layout:
+    // a manifest file per folder and no database.
+    let manifest = {
+        let store = open(dir.path(), false);
+        let m = put(&store, "old.bin", b"written by the first release", v(7));
+        stage(&store, "old.bin", b"staged", v(8), 2);
+        m
+    };
+    let folder = file_dir(dir.path(), "alice", "old.bin");
+    migrate::write_legacy_manifest(&folder, "alice", &manifest);
+    fs::write(folder.join(format!("{:016x}-{:016x}.1", 1, 0)), b"an older version").unwrap();
+    fs::remove_file(dir.path().join(DB_FILE)).unwrap();
+
+    let store = open(dir.path(), true);
+    assert_eq!(store.manifest("alice", "old.bin").unwrap(), Some(manifest.clone()));
+    assert_eq!(read_all(&store, "old.bin", v(7), 1).unwrap(), b"written");
+    assert_eq!(held(&store, "old.bin", v(8)), [2]);
+    assert!(!folder.join("manifest").exists(), "legacy manifest removed");
+    assert!(!folder.join(format!("{:016x}-{:016x}.1", 1, 0)).exists());
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.files, stats.chunks), (1, 5));
+
+    // A crash after the import but before the format was recorded: the
+    // next start imports again and counts nothing twice.
+    drop(store);
+    migrate::write_legacy_manifest(&folder, "alice", &manifest);
+    {
+        let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove("format").unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path(), true);
+    assert_eq!(store.stats().unwrap(), stats);
+    assert_eq!(read_all(&store, "old.bin", v(7), 4).unwrap(), b"release");
+}

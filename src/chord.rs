@@ -35,9 +35,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::peer::{Link, PeerConn as Conn};
 use crate::protocol::{Member, Request, Response};
 use crate::ring::{in_half_open, Id, Lookup, Node, RingState, View, ViewEntry};
-use crate::peer::{Link, PeerConn as Conn};
 
 /// Longest lookup path followed before giving up (a ring in flux may loop).
 const MAX_HOPS: usize = 32;
@@ -253,12 +253,7 @@ impl Chord {
     }
 
     /// `find_successor(id)`, iteratively from here (or from `start`).
-    pub async fn find_successor(
-        &self,
-        link: &Link,
-        id: Id,
-        start: Option<Member>,
-    ) -> Result<Node> {
+    pub async fn find_successor(&self, link: &Link, id: Id, start: Option<Member>) -> Result<Node> {
         let mut step = match start {
             None => self.lookup_step(id),
             Some(contact) => self.ask_lookup(link, &contact, id).await?,
@@ -354,10 +349,7 @@ impl Chord {
         let Some(pred) = self.predecessor() else {
             return;
         };
-        match self
-            .call_node(link, &pred, &Request::GetPredecessor)
-            .await
-        {
+        match self.call_node(link, &pred, &Request::GetPredecessor).await {
             Ok(_) => self.up(&pred.name),
             Err(e) => {
                 debug!(server = %self.me.name, peer = %pred.name, error = %e, "predecessor did not answer");
@@ -423,8 +415,7 @@ impl Chord {
                     info!(server = %self.me.name, successor = %node.name, via = %contact.name, "joined the ring");
                     // Learn the members at once rather than at the next walk.
                     let exchange = Request::ExchangeView { view: self.view() };
-                    if let Ok(Response::View(view)) = self.call_node(link, &node, &exchange).await
-                    {
+                    if let Ok(Response::View(view)) = self.call_node(link, &node, &exchange).await {
                         self.merge(&view);
                     }
                 }

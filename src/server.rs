@@ -37,16 +37,16 @@ use crate::auth::{Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
 use crate::chord::{member_of, Chord};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
-use crate::names::validate_name;
 use crate::heal::Healer;
+use crate::names::validate_name;
 use crate::peer::{ClusterKey, Link};
 use crate::protocol::{
     Connection, Frame, Manifest, Member, Request, Response, ServerStatus, Token, Version,
     PROTOCOL_VERSION,
 };
 use crate::store::{ChunkSpec, Store};
-use crate::transfer::{finish, pump_into, PIPELINE_DEPTH};
 use crate::tls::{self, TlsAcceptor};
+use crate::transfer::{finish, pump_into, PIPELINE_DEPTH};
 use crate::unix_now;
 
 /// Most password verifications running at once: each takes 19 MiB and tens

@@ -66,4 +66,3 @@ pub(crate) async fn finish(writer: ChunkWriter, claimed: Checksum) -> Result<()>
         .await
         .map_err(|e| Error::Internal(format!("chunk writer: {e}")))?
 }
-

@@ -94,7 +94,8 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let (local, data) = random_file(work.path(), "notes.txt", 5000);
-    let (other, _) = random_file(work.path(), "other.bin", 3000);
+    // Big enough that its chunks are files (see util::test_tuning).
+    let (other, _) = random_file(work.path(), "other.bin", 100_000);
     let back = work.path().join("back.txt");
     let home_path = home.path().to_path_buf();
     let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
@@ -115,7 +116,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         type_and_expect(
             &mut p,
             &format!("put {}", other.display()),
-            &["stored other.bin: 2.9 KiB in 4 chunks, 8 copies"],
+            &["stored other.bin: 97.7 KiB in 4 chunks, 8 copies"],
         );
 
         for list in ["list", "ls"] {
@@ -124,7 +125,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
                 .unwrap();
             p.exp_regex(r"my notes\.txt\s+4\.9 KiB\s+4\s+\S+ \S+\s+ok")
                 .unwrap();
-            p.exp_regex(r"other\.bin\s+2\.9 KiB\s+4\s+\S+ \S+\s+ok")
+            p.exp_regex(r"other\.bin\s+97\.7 KiB\s+4\s+\S+ \S+\s+ok")
                 .unwrap();
             p.exp_string(PROMPT).unwrap();
         }

@@ -21,6 +21,24 @@
 //! 6. login time (all four servers, real argon2id parameters) and LIST time
 //!    with 10 000 files stored.
 //!
+//! `dfs-bench --files N` runs instead the benchmark of many small files
+//! (issue 11), on the same four servers: N files of 4 KiB random data (named
+//! `f0000000`…, taken in turn from 256 local source files) stored by 8 client
+//! sessions at once (PUT/s); min(N, 1000) of them stored again by one session,
+//! one after another (PUT/s, one client); as many random ones read by 8
+//! sessions at once (GET/s); LIST of all N (median of 3). Then, once the
+//! servers have settled (5 s and three heal rounds with no client request),
+//! per server: CPU time over `--idle-secs` (default 30; utime + stime from
+//! `/proc/PID/stat`, reported per 30 s and as a share of a core), `VmRSS`,
+//! and its data folder's allocated bytes (`st_blocks` × 512) and inodes, with
+//! all servers' bytes over the bytes of the files stored. Then dfs2 is
+//! SIGKILLed and restarted, timed from the spawn until it answers STATUS to an
+//! existing session (a new connection and login included); last, dfs3 is
+//! SIGKILLed, 1000 new files are stored, and dfs3 is restarted and timed from
+//! the spawn until its STATUS shows a heal round of its own finished with
+//! nothing missing and as many files as every other server (polled every
+//! 100 ms). Only this runs with `--files`, not the large-file pairs.
+//!
 //! The servers are this executable re-run as `dfs-bench --serve CONFIG`: the
 //! same library server as `dfs-server`, but always built together with the
 //! bench (`cargo run --bin dfs-bench` builds only this binary, so a
@@ -43,10 +61,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use futures_util::StreamExt;
 use rand::RngCore;
-use ringdfs::client::{no_progress, Client};
+use ringdfs::client::{no_progress, Client, ServerReport};
 use ringdfs::config::{ClientConfig, ServerConfig};
 use ringdfs::placement::{chunk_range, Placement};
-use ringdfs::protocol::Member;
+use ringdfs::protocol::{Member, ServerStatus};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
@@ -60,7 +78,10 @@ const LIST_USER: (&str, &str) = ("bob", "builder");
 const FILL_CONCURRENCY: usize = 32;
 
 #[derive(Parser)]
-#[command(name = "dfs-bench", about = "The ringdfs benchmark (SPEC §9, issue 7)")]
+#[command(
+    name = "dfs-bench",
+    about = "The ringdfs benchmark (SPEC §9; issues 7 and 11)"
+)]
 struct Args {
     /// A small smoke run (16 MiB, 2 pairs, few files): proves the bench works, judges nothing.
     #[arg(long)]
@@ -81,6 +102,14 @@ struct Args {
     /// `--pairs` times, no ceilings, and print the process ids to attach to.
     #[arg(long, value_name = "OP", value_parser = ["put", "get"])]
     profile: Option<String>,
+    /// Instead of the large-file run: store this many 4 KiB files with 8
+    /// concurrent clients, then measure the cluster holding them (idle CPU,
+    /// RSS, disk, restart, LIST, catch-up; issue 11).
+    #[arg(long, value_name = "N", conflicts_with_all = ["quick", "size", "pairs", "profile"])]
+    files: Option<usize>,
+    /// With --files: how long the servers are watched while idle.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "files")]
+    idle_secs: u64,
     /// Internal: run one chunk server from this configuration file.
     #[arg(long, hide = true, value_name = "CONFIG")]
     serve: Option<PathBuf>,
@@ -137,6 +166,10 @@ fn real_main() -> Result<()> {
         return serve(config);
     }
     let plan = Plan::from(&args)?;
+    let files = args
+        .files
+        .map(|n| FilesPlan::new(n, args.idle_secs))
+        .transpose()?;
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
         .prefix("dfs-bench-")
@@ -145,16 +178,27 @@ fn real_main() -> Result<()> {
     if let Some(op) = &args.profile {
         return profile(&plan, tmp.path(), op == "put");
     }
-    let report = bench(&plan, tmp.path())?;
-    print_table(&report);
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).context("encoding the JSON report")?;
-        fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+    if let Some(files) = files {
+        let report = files_bench(&files, tmp.path())?;
+        print_files_table(&report);
+        write_json(args.json.as_deref(), &report)?;
+    } else {
+        let report = bench(&plan, tmp.path())?;
+        print_table(&report);
+        write_json(args.json.as_deref(), &report)?;
     }
     // On a disk mounted with `discard` each unlink waits for the device, so
     // this can take a while.
     eprintln!("removing {}", tmp.path().display());
+    Ok(())
+}
+
+/// `--json PATH`: every figure of `report`, written to `path`.
+fn write_json(path: Option<&Path>, report: &impl Serialize) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(report).context("encoding the JSON report")?;
+    fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -452,6 +496,710 @@ async fn fill(client: &Client, local: &Path, count: usize) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
+// Many small files (`--files N`, issue 11)
+
+/// Size of every file the `--files` run stores.
+const SMALL_FILE: u64 = 4096;
+/// Clients storing (and reading) at once, each its own login session.
+const FILES_CLIENTS: usize = 8;
+/// Distinct local files to store from, used in turn: a million stored files
+/// need not be a million local files.
+const FILES_SOURCES: usize = 256;
+/// At most this many PUTs in the one-client run and GETs in the read run.
+const TIMED_OPS: usize = 1000;
+/// LIST runs; the figure is their median.
+const FILES_LISTS: usize = 3;
+/// Writes the catching-up server misses while it is down.
+const MISSED_WRITES: usize = 1000;
+/// The server killed and restarted to time restart-to-serving (`dfs2`).
+const RESTARTED: usize = 1;
+/// The server that misses `MISSED_WRITES` writes (`dfs3`).
+const CATCHING_UP: usize = 2;
+/// Before the idle measurement: at least this long without clients…
+const SETTLE: Duration = Duration::from_secs(5);
+/// …and until every server has finished this many heal rounds since the last
+/// client request. Today's servers drop replaced versions in the first round
+/// after they are two heal intervals old; three rounds cover that.
+const SETTLE_ROUNDS: u64 = 3;
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+const READY_LIMIT: Duration = Duration::from_secs(120);
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(600);
+const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+
+/// The sizes of one `--files` run.
+struct FilesPlan {
+    files: usize,
+    /// PUTs of the one-client run and GETs of the read run: `min(files, 1000)`.
+    timed: usize,
+    idle: Duration,
+}
+
+impl FilesPlan {
+    fn new(files: usize, idle_secs: u64) -> Result<FilesPlan> {
+        if files == 0 || idle_secs == 0 {
+            bail!("--files and --idle-secs must be at least 1");
+        }
+        Ok(FilesPlan {
+            files,
+            timed: files.min(TIMED_OPS),
+            idle: Duration::from_secs(idle_secs),
+        })
+    }
+}
+
+/// The `--files` run: the cluster holding many small files.
+fn files_bench(plan: &FilesPlan, dir: &Path) -> Result<FilesReport> {
+    let started = Instant::now();
+    let say = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+    let n = plan.files;
+
+    say("writing users.toml (argon2id, default parameters) and source files");
+    write_users(&dir.join("users.toml"))?;
+    let sources = Arc::new(write_sources(&dir.join("small"), n.min(FILES_SOURCES))?);
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch)?;
+
+    say("starting four servers");
+    let mut cluster = Cluster::start(dir)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    say(&format!("logging in {FILES_CLIENTS} clients"));
+    let clients = login_clients(&runtime, &cluster.client_config(dir), FILES_CLIENTS)?;
+    let one = &clients[0];
+
+    say(&format!(
+        "storing {n} files of 4 KiB, {FILES_CLIENTS} clients at once"
+    ));
+    let t = Instant::now();
+    runtime.block_on(put_files(&clients, &sources, "f", 0..n))?;
+    let put_per_s = per_s(n, t.elapsed());
+    say(&format!("{put_per_s:.0} PUT/s"));
+
+    say(&format!(
+        "one client: storing {} of them again, one after another",
+        plan.timed
+    ));
+    let t = Instant::now();
+    runtime.block_on(put_files(&clients[..1], &sources, "f", 0..plan.timed))?;
+    let one_client_put_per_s = per_s(plan.timed, t.elapsed());
+    say(&format!("{one_client_put_per_s:.0} PUT/s"));
+
+    say(&format!(
+        "GET of {} random files, {FILES_CLIENTS} clients at once",
+        plan.timed
+    ));
+    let names: Vec<String> = rand::seq::index::sample(&mut rand::thread_rng(), n, plan.timed)
+        .into_iter()
+        .map(|i| file_name("f", i))
+        .collect();
+    let t = Instant::now();
+    runtime.block_on(get_files(&clients, names, &scratch))?;
+    let get_per_s = per_s(plan.timed, t.elapsed());
+    say(&format!("{get_per_s:.0} GET/s"));
+
+    say(&format!("LIST of {n} files, {FILES_LISTS} times"));
+    let list_ms = median(&time_lists(&runtime, one, n)?);
+
+    say("waiting for the servers to settle (no clients; heal rounds)");
+    settle_servers(&runtime, one)?;
+    say(&format!("idle for {} s", plan.idle.as_secs()));
+    let idle = idle_cpu(&cluster, plan.idle)?;
+    let pids = running_pids(&cluster)?;
+    let mut servers = Vec::new();
+    for (i, (pid, cpu_s)) in pids.iter().zip(&idle.cpu_s).enumerate() {
+        let disk = disk_use(&cluster.data_dirs[i])?;
+        servers.push(ServerFigures {
+            name: cluster.names[i].clone(),
+            idle_cpu_s_per_30s: cpu_s * 30.0 / idle.secs,
+            idle_cpu_percent: cpu_s / idle.secs * 100.0,
+            rss_mib: proc_status_kib(&pid.to_string(), "VmRSS")? as f64 / 1024.0,
+            disk_bytes: disk.bytes,
+            inodes: disk.inodes,
+        });
+    }
+
+    let restarted = cluster.names[RESTARTED].clone();
+    say(&format!(
+        "killing {restarted}, restarting it, waiting until it serves"
+    ));
+    let ready = restart_to_ready(&mut cluster, &runtime, one, RESTARTED)?;
+    say(&format!(
+        "{restarted} served after {:.2} s",
+        ready.as_secs_f64()
+    ));
+
+    let catching_up = cluster.names[CATCHING_UP].clone();
+    say(&format!(
+        "killing {catching_up}, storing {MISSED_WRITES} new files, restarting it"
+    ));
+    let catch_up = catch_up(&mut cluster, &runtime, &clients, &sources, CATCHING_UP)?;
+    say(&format!(
+        "{catching_up} complete {:.1} s after its restart",
+        catch_up.took.as_secs_f64()
+    ));
+
+    drop(clients);
+    drop(runtime);
+    drop(cluster);
+    say("done");
+    Ok(FilesReport::new(
+        plan,
+        [put_per_s, one_client_put_per_s, get_per_s],
+        list_ms,
+        idle.secs,
+        servers,
+        (restarted, ready),
+        (catching_up, catch_up),
+    ))
+}
+
+/// `count` local files of 4 KiB random data in `dir`.
+fn write_sources(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir)?;
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("s{i:03}"));
+            write_random_file(&path, SMALL_FILE)?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// `count` sessions of `USER`, logged in one after another.
+fn login_clients(
+    runtime: &Runtime,
+    config: &ClientConfig,
+    count: usize,
+) -> Result<Vec<Arc<Client>>> {
+    (0..count)
+        .map(|_| {
+            let client = runtime
+                .block_on(Client::login(config, USER.0, USER.1))
+                .context("logging in")?;
+            Ok(Arc::new(client))
+        })
+        .collect()
+}
+
+/// The stored name of file `i` of a series (names cannot hold `/` yet).
+fn file_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:07}")
+}
+
+/// Stores files `indices` of the series `prefix`, the clients at once, each
+/// its share (every `clients.len()`-th index) one after another. File `i`
+/// comes from source `i mod sources`, so consecutive files differ.
+async fn put_files(
+    clients: &[Arc<Client>],
+    sources: &Arc<Vec<PathBuf>>,
+    prefix: &'static str,
+    indices: std::ops::Range<usize>,
+) -> Result<()> {
+    let tasks = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let (client, sources) = (Arc::clone(client), Arc::clone(sources));
+            let share = indices.clone().skip(c).step_by(clients.len());
+            tokio::spawn(async move {
+                for i in share {
+                    let name = file_name(prefix, i);
+                    client
+                        .put(&sources[i % sources.len()], &name, &no_progress)
+                        .await
+                        .with_context(|| format!("PUT of {name}"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    join_tasks(tasks).await
+}
+
+/// Reads `names`, the clients at once, each its share one after another,
+/// into one local file per client (replaced each time).
+async fn get_files(clients: &[Arc<Client>], names: Vec<String>, out: &Path) -> Result<()> {
+    let names = Arc::new(names);
+    let tasks = clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let (client, names) = (Arc::clone(client), Arc::clone(&names));
+            let local = out.join(format!("get-{c}"));
+            let step = clients.len();
+            tokio::spawn(async move {
+                for name in names.iter().skip(c).step_by(step) {
+                    let got = client
+                        .get(name, &local, &no_progress)
+                        .await
+                        .with_context(|| format!("GET of {name}"))?;
+                    if got.size != SMALL_FILE {
+                        bail!("GET of {name}: {} bytes, {SMALL_FILE} stored", got.size);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    join_tasks(tasks).await
+}
+
+async fn join_tasks(tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
+    for task in tasks {
+        task.await.context("a client task panicked")??;
+    }
+    Ok(())
+}
+
+/// Milliseconds of each of `FILES_LISTS` LISTs, each checked to show `files` files.
+fn time_lists(runtime: &Runtime, client: &Client, files: usize) -> Result<Vec<f64>> {
+    (0..FILES_LISTS)
+        .map(|_| {
+            let t = Instant::now();
+            let listed = runtime.block_on(client.list()).context("LIST")?;
+            let took = ms(t.elapsed());
+            if listed.len() != files {
+                bail!("LIST returned {} files, {files} were stored", listed.len());
+            }
+            Ok(took)
+        })
+        .collect()
+}
+
+/// Waits, with no client requests but STATUS, until the servers should be
+/// done with the writes: `SETTLE`, and `SETTLE_ROUNDS` heal rounds finished
+/// on every server since the call. A server that reports no progress in its
+/// rounds within `SETTLE_LIMIT` only costs a warning.
+fn settle_servers(runtime: &Runtime, client: &Client) -> Result<()> {
+    let t = Instant::now();
+    let rounds = || -> Result<Vec<u64>> {
+        runtime
+            .block_on(client.status())
+            .into_iter()
+            .map(|r| match r.state {
+                Ok(s) => Ok(s.heal.rounds),
+                Err(e) => Err(anyhow!("STATUS of {}: {e}", r.member.name)),
+            })
+            .collect()
+    };
+    let first = rounds()?;
+    thread::sleep(SETTLE);
+    loop {
+        let now = rounds()?;
+        if now.len() == first.len() && now.iter().zip(&first).all(|(n, f)| *n >= f + SETTLE_ROUNDS)
+        {
+            return Ok(());
+        }
+        if t.elapsed() > SETTLE_LIMIT {
+            eprintln!(
+                "warning: heal rounds went from {first:?} to {now:?} in {} s; measuring anyway",
+                SETTLE_LIMIT.as_secs()
+            );
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The process ids of all four servers, which must all be running.
+fn running_pids(cluster: &Cluster) -> Result<Vec<u32>> {
+    cluster
+        .pids()
+        .into_iter()
+        .zip(&cluster.names)
+        .map(|(pid, name)| pid.with_context(|| format!("{name} is not running")))
+        .collect()
+}
+
+/// CPU time each server used while nobody used the cluster.
+struct Idle {
+    /// CPU-seconds (user + system, all threads), by server index.
+    cpu_s: Vec<f64>,
+    /// The wall-clock seconds they were taken over.
+    secs: f64,
+}
+
+fn idle_cpu(cluster: &Cluster, period: Duration) -> Result<Idle> {
+    let pids = running_pids(cluster)?;
+    let ticks = || -> Result<Vec<u64>> { pids.iter().map(|&p| cpu_ticks(p)).collect() };
+    let before = ticks()?;
+    let t = Instant::now();
+    thread::sleep(period);
+    let after = ticks()?;
+    let secs = t.elapsed().as_secs_f64();
+    let hz = clock_ticks_per_s();
+    Ok(Idle {
+        cpu_s: after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b) as f64 / hz)
+            .collect(),
+        secs,
+    })
+}
+
+/// utime + stime of process `pid` (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces; after
+    // it come field 3 (state) onwards, utime and stime being fields 14 and 15.
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no command name in {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {n} in {path}"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// What a folder takes on disk.
+#[derive(Debug, Default, Clone, Copy)]
+struct DiskUse {
+    /// Allocated bytes, `st_blocks` × 512 (as `du` counts).
+    bytes: u64,
+    /// Files, folders and other entries, the folder itself included.
+    inodes: u64,
+}
+
+/// Walks `dir`; a file linked twice counts once. Entries that vanish during
+/// the walk are skipped.
+fn disk_use(dir: &Path) -> Result<DiskUse> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = DiskUse::default();
+    let mut linked = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    while let Some(path) = stack.pop() {
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e).with_context(|| format!("stat of {}", path.display())),
+        };
+        if !meta.is_dir() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total.bytes += meta.blocks() * 512;
+        total.inodes += 1;
+        if meta.is_dir() {
+            let entries = match fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            for entry in entries {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// SIGKILLs server `i`, starts it again, and times from the spawn until it
+/// answers a STATUS request of `client`'s session. Its first answer needs a
+/// new connection (TCP, TLS) and a new login there (one argon2id check): the
+/// restarted server has forgotten the session.
+fn restart_to_ready(
+    cluster: &mut Cluster,
+    runtime: &Runtime,
+    client: &Client,
+    i: usize,
+) -> Result<Duration> {
+    cluster.kill(i)?;
+    let name = cluster.names[i].clone();
+    let t = Instant::now();
+    cluster.restart(i)?;
+    loop {
+        let reports = runtime.block_on(client.status());
+        if reports
+            .iter()
+            .any(|r| r.member.name == name && r.state.is_ok())
+        {
+            return Ok(t.elapsed());
+        }
+        cluster.check_running(i)?;
+        if t.elapsed() > READY_LIMIT {
+            bail!(
+                "{name} did not answer within {} s of its restart",
+                READY_LIMIT.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How a server that missed writes caught up.
+struct CatchUp {
+    /// From its spawn until STATUS first showed it complete.
+    took: Duration,
+    /// Its own account (`heal.healed_in_secs`): from its start until a heal
+    /// round found nothing missing.
+    healed_in_secs: Option<f64>,
+}
+
+/// SIGKILLs server `i`, stores `MISSED_WRITES` new files (degraded writes),
+/// starts it again and polls STATUS every `CATCH_UP_POLL` until it is complete.
+fn catch_up(
+    cluster: &mut Cluster,
+    runtime: &Runtime,
+    clients: &[Arc<Client>],
+    sources: &Arc<Vec<PathBuf>>,
+    i: usize,
+) -> Result<CatchUp> {
+    cluster.kill(i)?;
+    runtime
+        .block_on(put_files(clients, sources, "c", 0..MISSED_WRITES))
+        .context("storing while a server is down")?;
+    let name = cluster.names[i].clone();
+    let t = Instant::now();
+    cluster.restart(i)?;
+    loop {
+        let reports = runtime.block_on(clients[0].status());
+        if let Some(status) = caught_up(&reports, &name) {
+            return Ok(CatchUp {
+                took: t.elapsed(),
+                healed_in_secs: status.heal.healed_in_secs,
+            });
+        }
+        cluster.check_running(i)?;
+        if t.elapsed() > CATCH_UP_LIMIT {
+            let states: Vec<String> = reports
+                .iter()
+                .map(|r| match &r.state {
+                    Ok(s) => format!(
+                        "{}: {} files, {} chunks missing, {} heal rounds",
+                        s.name, s.files, s.heal.missing, s.heal.rounds
+                    ),
+                    Err(e) => format!("{}: {e}", r.member.name),
+                })
+                .collect();
+            bail!(
+                "{name} was not complete {} s after its restart ({})",
+                CATCH_UP_LIMIT.as_secs(),
+                states.join("; ")
+            );
+        }
+        thread::sleep(CATCH_UP_POLL);
+    }
+}
+
+/// `name`'s STATUS if it shows the server complete: a heal round of its own
+/// has finished with no chunk missing, and it has as many files as every
+/// other server (each holds the manifest of every file). `None` while not,
+/// or while any server cannot be asked.
+fn caught_up<'a>(reports: &'a [ServerReport], name: &str) -> Option<&'a ServerStatus> {
+    let states: Vec<&ServerStatus> = reports
+        .iter()
+        .map(|r| r.state.as_ref().ok())
+        .collect::<Option<_>>()?;
+    let me = states.iter().find(|s| s.name == name)?;
+    let complete =
+        me.heal.rounds > 0 && me.heal.missing == 0 && states.iter().all(|s| s.files == me.files);
+    complete.then_some(*me)
+}
+
+/// One server's figures, taken after the idle period.
+#[derive(Serialize)]
+struct ServerFigures {
+    name: String,
+    /// CPU-seconds (user + system) over the idle period, scaled to 30 s.
+    idle_cpu_s_per_30s: f64,
+    /// The same as a share of one core.
+    idle_cpu_percent: f64,
+    /// `VmRSS` after the idle period.
+    rss_mib: f64,
+    /// Allocated bytes under its data folder.
+    disk_bytes: u64,
+    /// Files and folders under its data folder, itself included.
+    inodes: u64,
+}
+
+#[derive(Serialize)]
+struct FilesReport {
+    tls: bool,
+    files: usize,
+    file_bytes: u64,
+    clients: usize,
+    /// All `files` stored by `clients` sessions at once.
+    put_per_s: f64,
+    /// `timed` files stored again by one session, one after another.
+    one_client_puts: usize,
+    one_client_put_per_s: f64,
+    /// `timed` random files read by `clients` sessions at once.
+    gets: usize,
+    get_per_s: f64,
+    /// The median of `FILES_LISTS` LISTs of all `files`.
+    list_ms: f64,
+    idle_secs: f64,
+    servers: Vec<ServerFigures>,
+    /// All servers' disk bytes over the bytes of the files stored (one copy).
+    disk_ratio: f64,
+    restarted: String,
+    restart_to_ready_s: f64,
+    missed_writes: usize,
+    catching_up: String,
+    catch_up_s: f64,
+    catch_up_healed_in_s: Option<f64>,
+    table: Vec<Row>,
+}
+
+impl FilesReport {
+    fn new(
+        plan: &FilesPlan,
+        [put_per_s, one_client_put_per_s, get_per_s]: [f64; 3],
+        list_ms: f64,
+        idle_secs: f64,
+        servers: Vec<ServerFigures>,
+        (restarted, ready): (String, Duration),
+        (catching_up, catch_up): (String, CatchUp),
+    ) -> FilesReport {
+        let disk: u64 = servers.iter().map(|s| s.disk_bytes).sum();
+        let mut report = FilesReport {
+            tls: true,
+            files: plan.files,
+            file_bytes: SMALL_FILE,
+            clients: FILES_CLIENTS,
+            put_per_s,
+            one_client_puts: plan.timed,
+            one_client_put_per_s,
+            gets: plan.timed,
+            get_per_s,
+            list_ms,
+            idle_secs,
+            disk_ratio: disk as f64 / (plan.files as u64 * SMALL_FILE) as f64,
+            servers,
+            restarted,
+            restart_to_ready_s: ready.as_secs_f64(),
+            missed_writes: MISSED_WRITES,
+            catching_up,
+            catch_up_s: catch_up.took.as_secs_f64(),
+            catch_up_healed_in_s: catch_up.healed_in_secs,
+            table: Vec::new(),
+        };
+        report.table = report.rows();
+        report
+    }
+
+    /// Targets: issue 11's, which are for 1 000 000 files stored.
+    fn rows(&self) -> Vec<Row> {
+        let (n, m) = (self.files, self.gets);
+        let rate = |r: f64| format!("{r:.0} files/s");
+        let mut rows = vec![
+            Row::new(
+                format!("PUT {n} files of 4 KiB, {} clients at once", self.clients),
+                rate(self.put_per_s),
+                "≥ 1000/s",
+                Some(self.put_per_s >= 1000.0),
+            ),
+            Row::new(
+                format!("PUT {} files of 4 KiB, one client", self.one_client_puts),
+                rate(self.one_client_put_per_s),
+                "≥ 300/s",
+                Some(self.one_client_put_per_s >= 300.0),
+            ),
+            Row::new(
+                format!("GET {m} random files, {} clients at once", self.clients),
+                rate(self.get_per_s),
+                "≥ 2000/s",
+                Some(self.get_per_s >= 2000.0),
+            ),
+            Row::new(
+                format!("LIST of {n} files"),
+                format!("{:.0} ms", self.list_ms),
+                "",
+                None,
+            ),
+        ];
+        for s in &self.servers {
+            rows.push(Row::new(
+                format!("idle CPU, {}, per 30 s", s.name),
+                format!(
+                    "{:.2} CPU-s ({:.2} % of a core)",
+                    s.idle_cpu_s_per_30s, s.idle_cpu_percent
+                ),
+                "≤ 0.3 CPU-s",
+                Some(s.idle_cpu_s_per_30s <= 0.3),
+            ));
+        }
+        for s in &self.servers {
+            rows.push(Row::new(
+                format!("RSS, {}, after idle", s.name),
+                format!("{:.1} MiB", s.rss_mib),
+                "≤ 64 MiB",
+                Some(s.rss_mib <= 64.0),
+            ));
+        }
+        for s in &self.servers {
+            rows.push(Row::new(
+                format!("disk, {}", s.name),
+                format!(
+                    "{:.1} MiB, {} inodes",
+                    s.disk_bytes as f64 / (1 << 20) as f64,
+                    s.inodes
+                ),
+                "",
+                None,
+            ));
+        }
+        rows.push(Row::new(
+            "disk, all servers / bytes of the files".into(),
+            format!("{:.2}×", self.disk_ratio),
+            "≤ 2.5×",
+            Some(self.disk_ratio <= 2.5),
+        ));
+        rows.push(Row::new(
+            format!("restart to serving, {}", self.restarted),
+            format!("{:.2} s", self.restart_to_ready_s),
+            "≤ 2 s",
+            Some(self.restart_to_ready_s <= 2.0),
+        ));
+        rows.push(Row::new(
+            format!(
+                "catch-up, {} after {} missed writes",
+                self.catching_up, self.missed_writes
+            ),
+            format!("{:.1} s", self.catch_up_s),
+            "≤ 10 s",
+            Some(self.catch_up_s <= 10.0),
+        ));
+        rows
+    }
+}
+
+fn print_files_table(report: &FilesReport) {
+    println!();
+    println!(
+        "ringdfs files benchmark: {} files of 4 KiB stored, TLS on; the targets (issue 11) are for 1 000 000 files",
+        report.files
+    );
+    print_rows(&report.table);
+    println!(
+        "(idle: {:.0} s measured; catch-up by the server's own account: {})",
+        report.idle_secs,
+        report
+            .catch_up_healed_in_s
+            .map_or("none".into(), |s| format!("{s:.1} s")),
+    );
+}
+
+fn per_s(count: usize, took: Duration) -> f64 {
+    count as f64 / took.as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------
 // Pairs
 
 #[derive(Debug, Clone, Serialize)]
@@ -687,6 +1435,12 @@ struct Cluster {
     children: Vec<Option<Child>>,
     addrs: Vec<String>,
     data_dirs: Vec<PathBuf>,
+    /// `dfs1`…, by index.
+    names: Vec<String>,
+    /// This executable, run as `--serve CONFIG` for each server.
+    exe: PathBuf,
+    /// Holds each server's `NAME.toml` and `NAME.log`.
+    dir: PathBuf,
 }
 
 impl Cluster {
@@ -714,11 +1468,14 @@ impl Cluster {
             .collect::<Result<Vec<_>>>()?;
         drop(listeners);
         let mut cluster = Cluster {
-            children: Vec::new(),
+            children: ring.iter().map(|_| None).collect(),
             addrs: ring.iter().map(|m| m.addr.clone()).collect(),
             data_dirs: Vec::new(),
+            names: ring.iter().map(|m| m.name.clone()).collect(),
+            exe,
+            dir: dir.to_path_buf(),
         };
-        for member in &ring {
+        for (i, member) in ring.iter().enumerate() {
             let config = ServerConfig {
                 name: member.name.clone(),
                 listen: member.addr.clone(),
@@ -737,41 +1494,77 @@ impl Cluster {
                 store: Default::default(),
             };
             ringdfs::tls::ensure_certs(&config.tls_dir, &[config.identity()])?;
-            let path = dir.join(format!("{}.toml", member.name));
-            fs::write(&path, toml::to_string(&config)?)?;
-            let log = File::create(dir.join(format!("{}.log", member.name)))?;
-            let child = Command::new(&exe)
-                .arg("--serve")
-                .arg(&path)
-                // The child exits when this pipe closes, i.e. when the bench
-                // dies, even by a signal that skips `Drop`.
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", member.name))?;
-            cluster.children.push(Some(child));
+            fs::write(cluster.config_path(i), toml::to_string(&config)?)?;
             cluster.data_dirs.push(config.data_dir);
+            cluster.spawn(i)?;
         }
-        for (i, member) in ring.iter().enumerate() {
-            cluster.wait_ready(i, &member.addr, &dir.join(format!("{}.log", member.name)))?;
+        for i in 0..ring.len() {
+            cluster.wait_ready(i)?;
         }
         Ok(cluster)
     }
 
-    fn wait_ready(&mut self, i: usize, addr: &str, log: &Path) -> Result<()> {
+    fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.toml", self.names[i]))
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("{}.log", self.names[i]))
+    }
+
+    /// Starts server `i` from its configuration file.
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        // Appended to: a restarted server's log follows its earlier life's.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let child = Command::new(&self.exe)
+            .arg("--serve")
+            .arg(self.config_path(i))
+            // The child exits when this pipe closes, i.e. when the bench
+            // dies, even by a signal that skips `Drop`.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.names[i]))?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    /// Starts server `i` again after [`Cluster::kill`]: the same
+    /// configuration, port and data folder.
+    fn restart(&mut self, i: usize) -> Result<()> {
+        if self.children[i].is_some() {
+            bail!("{} is still running", self.names[i]);
+        }
+        self.spawn(i)
+    }
+
+    /// Fails, with its log, if server `i` has exited.
+    fn check_running(&mut self, i: usize) -> Result<()> {
+        let child = self.children[i].as_mut().context("server not running")?;
+        if let Some(status) = child.try_wait()? {
+            let log = fs::read_to_string(self.log_path(i)).unwrap_or_default();
+            bail!("{} exited ({status}): {}", self.names[i], log.trim());
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, i: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = self.addrs[i].clone();
         loop {
-            if TcpStream::connect(addr).is_ok() {
+            if TcpStream::connect(&addr).is_ok() {
                 return Ok(());
             }
-            let child = self.children[i].as_mut().context("server not running")?;
-            if let Some(status) = child.try_wait()? {
-                let log = fs::read_to_string(log).unwrap_or_default();
-                bail!("dfs{} exited ({status}): {}", i + 1, log.trim());
-            }
+            self.check_running(i)?;
             if Instant::now() > deadline {
-                bail!("dfs{} did not start listening on {addr} within 20 s", i + 1);
+                bail!(
+                    "{} did not start listening on {addr} within 20 s",
+                    self.names[i]
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -854,12 +1647,17 @@ impl Peaks {
 }
 
 fn vm_hwm_kib(pid: &str) -> Result<u64> {
+    proc_status_kib(pid, "VmHWM")
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`…).
+fn proc_status_kib(pid: &str, field: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))
 }
 
 // ---------------------------------------------------------------------------
@@ -880,6 +1678,17 @@ struct Row {
     target: String,
     /// `None`: no target.
     met: Option<bool>,
+}
+
+impl Row {
+    fn new(figure: String, value: String, target: &str, met: Option<bool>) -> Row {
+        Row {
+            figure,
+            value,
+            target: target.to_string(),
+            met,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -978,12 +1787,7 @@ impl Report {
         let size = format!("{} MiB", self.file_bytes >> 20);
         let mut rows = Vec::new();
         let mut row = |figure: String, value: String, target: &str, met: Option<bool>| {
-            rows.push(Row {
-                figure,
-                value,
-                target: target.to_string(),
-                met,
-            })
+            rows.push(Row::new(figure, value, target, met))
         };
         let c = &self.ceilings;
         row(
@@ -1085,20 +1889,25 @@ fn print_table(report: &Report) {
         report.file_bytes >> 20,
         report.pairs
     );
-    let w0 = report
-        .table
+    print_rows(&report.table);
+    if !report.rss_reset_per_transfer {
+        println!("(peak RSS could not be reset per transfer: the figures are lifetime peaks)");
+    }
+}
+
+/// The table's rows, in aligned columns.
+fn print_rows(table: &[Row]) {
+    let w0 = table
         .iter()
         .map(|r| r.figure.chars().count())
         .max()
         .unwrap_or(0);
-    let w1 = report
-        .table
+    let w1 = table
         .iter()
         .map(|r| r.value.chars().count())
         .max()
         .unwrap_or(0);
-    let w2 = report
-        .table
+    let w2 = table
         .iter()
         .map(|r| r.target.chars().count())
         .max()
@@ -1108,16 +1917,13 @@ fn print_table(report: &Report) {
         "{:w0$}  {:w1$}  {:w2$}  result",
         "figure", "value", "target"
     );
-    for r in &report.table {
+    for r in table {
         let met = match r.met {
             None => "",
             Some(true) => "met",
             Some(false) => "NOT MET",
         };
         println!("{:w0$}  {:w1$}  {:w2$}  {met}", r.figure, r.value, r.target);
-    }
-    if !report.rss_reset_per_transfer {
-        println!("(peak RSS could not be reset per transfer: the figures are lifetime peaks)");
     }
 }
 

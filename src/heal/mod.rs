@@ -168,7 +168,8 @@ impl Healer {
         warn!(server = %self.name, owner, file = name, chunk, error = %why, "bad copy: quarantined, healing");
         let store = Arc::clone(&self.store);
         let (o, n) = (owner.to_string(), name.to_string());
-        let moved = tokio::task::spawn_blocking(move || store.quarantine(&o, &n, version, chunk)).await;
+        let moved =
+            tokio::task::spawn_blocking(move || store.quarantine(&o, &n, version, chunk)).await;
         if let Ok(Err(e)) = moved {
             warn!(server = %self.name, error = %e, "cannot quarantine");
         }
@@ -474,12 +475,12 @@ impl Healer {
                         let conn = conns.get_mut(&source).expect("just connected");
                         match self.fetch_chunk(conn, &owner, &manifest, chunk).await {
                             Ok(()) => {
-                                debug!(server = %self.name, owner = %owner, file = %name, chunk, from = %source, "copied a missing chunk");
+                                info!(server = %self.name, owner = %owner, file = %name, chunk, from = %source, "copied a missing chunk");
                                 done = true;
                                 break;
                             }
                             Err(e) => {
-                                debug!(server = %self.name, file = %name, chunk, from = %source, error = %e, "chunk copy failed");
+                                warn!(server = %self.name, file = %name, chunk, from = %source, error = %e, "chunk copy failed");
                                 conns.remove(&source);
                             }
                         }
@@ -542,7 +543,12 @@ impl Healer {
 
     /// Drops copies the table no longer gives this server, once their
     /// holders have them. Returns how many went.
-    async fn drop_surplus(&self, ring: &[Member], layout: Layout, peers: &mut [Peer]) -> Result<u64> {
+    async fn drop_surplus(
+        &self,
+        ring: &[Member],
+        layout: Layout,
+        peers: &mut [Peer],
+    ) -> Result<u64> {
         let surplus = self.blocking(|s| s.surplus(None, PER_ROUND)).await?;
         let mut dropped = 0;
         for (owner, name, chunk) in surplus {
@@ -580,7 +586,9 @@ impl Healer {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             .saturating_sub(grace.saturating_mul(1_000_000_000));
-        let old = self.blocking(move |s| s.old_tombstones(before, PER_ROUND)).await?;
+        let old = self
+            .blocking(move |s| s.old_tombstones(before, PER_ROUND))
+            .await?;
         if old.is_empty() {
             return Ok(0);
         }
@@ -679,7 +687,8 @@ impl Healer {
                     Ok(Err(e)) => {
                         self.scrubbed.fetch_add(1, Ordering::Relaxed);
                         self.scrub_bad.fetch_add(1, Ordering::Relaxed);
-                        self.lost(&id.owner, &id.name, id.version, id.chunk, &e).await;
+                        self.lost(&id.owner, &id.name, id.version, id.chunk, &e)
+                            .await;
                         0
                     }
                     Err(e) => {
@@ -716,7 +725,9 @@ pub(crate) async fn handed_over(healer: &Healer) -> Result<bool> {
         .iter()
         .filter(|p| p.active)
         .all(|p| p.root.is_some_and(|(_, _, view)| view == digest));
-    let nothing_left = healer.blocking(|s| Ok(s.surplus(None, 1)?.is_empty())).await?;
+    let nothing_left = healer
+        .blocking(|s| Ok(s.surplus(None, 1)?.is_empty()))
+        .await?;
     Ok(agreed && nothing_left)
 }
 

@@ -62,7 +62,12 @@ pub enum Held {
 /// once every one of the chunk's holders under the table (this server not
 /// among them) has it, every member answers, and all agree on the ring. A
 /// copy goes only when `k` others exist.
-pub fn may_drop_copy(me: &str, holders: &[(String, Held)], all_reachable: bool, agreed: bool) -> bool {
+pub fn may_drop_copy(
+    me: &str,
+    holders: &[(String, Held)],
+    all_reachable: bool,
+    agreed: bool,
+) -> bool {
     all_reachable
         && agreed
         && !holders.is_empty()
@@ -132,15 +137,15 @@ mod tests {
     fn adopt_takes_what_is_newer_elsewhere() {
         // (mine, theirs, adopted?)
         let table = [
-            (None, Some(e("f", 1, false)), true),         // a file we never saw
+            (None, Some(e("f", 1, false)), true), // a file we never saw
             (Some(e("f", 1, false)), Some(e("f", 2, false)), true), // newer version wins
             (Some(e("f", 2, false)), Some(e("f", 1, false)), false), // older never overwrites
             (Some(e("f", 2, false)), Some(e("f", 2, false)), false), // same
-            (Some(e("f", 1, false)), Some(e("f", 2, true)), true),  // tombstone wins over older
+            (Some(e("f", 1, false)), Some(e("f", 2, true)), true), // tombstone wins over older
             (Some(e("f", 3, false)), Some(e("f", 2, true)), false), // newer write beats old delete
             (Some(e("f", 2, true)), Some(e("f", 1, false)), false), // deleted stays deleted
             (None, Some(e("f", 2, true)), false), // nothing here to delete
-            (Some(e("f", 1, true)), Some(e("f", 2, true)), true),   // newer tombstone
+            (Some(e("f", 1, true)), Some(e("f", 2, true)), true), // newer tombstone
         ];
         for (i, (mine, theirs, adopted)) in table.into_iter().enumerate() {
             let mine: Vec<_> = mine.into_iter().collect();
@@ -168,13 +173,17 @@ mod tests {
             (h(&[("b", Yes), ("c", Unknown)]), true, true, false), // a holder did not answer
             (h(&[("b", Yes), ("c", Yes)]), false, true, false), // a member is unreachable
             (h(&[("b", Yes), ("c", Yes)]), true, false, false), // views differ
-            (h(&[("a", Yes), ("c", Yes)]), true, true, false),  // still its own holder
-            (h(&[]), true, true, false),                       // no holder known
+            (h(&[("a", Yes), ("c", Yes)]), true, true, false), // still its own holder
+            (h(&[]), true, true, false),                      // no holder known
             (h(&[("b", Yes), ("c", Yes), ("d", Yes)]), true, true, true), // k = 3
             (h(&[("b", Yes), ("c", Yes), ("d", No)]), true, true, false),
         ];
         for (i, (holders, reachable, agreed, expected)) in table.into_iter().enumerate() {
-            assert_eq!(may_drop_copy("a", &holders, reachable, agreed), expected, "row {i}");
+            assert_eq!(
+                may_drop_copy("a", &holders, reachable, agreed),
+                expected,
+                "row {i}"
+            );
         }
     }
 

@@ -86,7 +86,11 @@ mod tests {
 
     #[test]
     fn xor_of_the_same_files_in_any_order_is_the_same() {
-        let files = [("alice", "a", v(1)), ("alice", "b", v(2)), ("bob", "a", v(3))];
+        let files = [
+            ("alice", "a", v(1)),
+            ("alice", "b", v(2)),
+            ("bob", "a", v(3)),
+        ];
         let mut forward = [0u8; 16];
         for (o, n, ver) in files {
             xor_into(&mut forward, &entry_digest(o, n, ver));
@@ -100,7 +104,11 @@ mod tests {
         xor_into(&mut forward, &entry_digest("alice", "b", v(2)));
         xor_into(&mut forward, &entry_digest("alice", "b", v(9)));
         let mut rebuilt = [0u8; 16];
-        for (o, n, ver) in [("alice", "a", v(1)), ("alice", "b", v(9)), ("bob", "a", v(3))] {
+        for (o, n, ver) in [
+            ("alice", "a", v(1)),
+            ("alice", "b", v(9)),
+            ("bob", "a", v(3)),
+        ] {
             xor_into(&mut rebuilt, &entry_digest(o, n, ver));
         }
         assert_eq!(forward, rebuilt);
@@ -109,10 +117,7 @@ mod tests {
 
     #[test]
     fn owner_and_name_boundaries_matter() {
-        assert_ne!(
-            entry_digest("ab", "c", v(1)),
-            entry_digest("a", "bc", v(1))
-        );
+        assert_ne!(entry_digest("ab", "c", v(1)), entry_digest("a", "bc", v(1)));
         assert_ne!(bucket_of("ab", "c"), bucket_of("a", "bc"));
     }
 

@@ -116,9 +116,10 @@ fn read_folder(owner: &str, dir: &Path) -> Option<Legacy> {
             continue;
         };
         let path = entry.path();
-        if manifest.as_ref().is_some_and(|m| {
-            version < m.version || (m.deleted && version == m.version)
-        }) {
+        if manifest
+            .as_ref()
+            .is_some_and(|m| version < m.version || (m.deleted && version == m.version))
+        {
             remove_file_logged(&path);
             continue;
         }

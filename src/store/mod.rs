@@ -54,13 +54,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redb::{
-    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    Table, TableDefinition, WriteTransaction,
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
-pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
 use chunk::remove_file_logged;
+pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
 
 use crate::codec;
@@ -314,7 +314,8 @@ impl<'t> Tables<'t> {
         }
         match new {
             Some(m) => {
-                self.files.insert((owner, name), codec::encode(m)?.as_slice())?;
+                self.files
+                    .insert((owner, name), codec::encode(m)?.as_slice())?;
                 self.buckets.insert((bucket, owner, name), ())?;
                 if m.deleted {
                     self.tombstones
@@ -341,7 +342,11 @@ impl<'t> Tables<'t> {
         for item in range {
             let (key, value) = item?;
             let (_, _, gen, writer, chunk) = key.value();
-            out.push((Version { gen, writer }, chunk, codec::decode(value.value())?));
+            out.push((
+                Version { gen, writer },
+                chunk,
+                codec::decode(value.value())?,
+            ));
         }
         Ok(out)
     }
@@ -405,7 +410,12 @@ impl<'t> Tables<'t> {
 
     /// Recomputes what this server lacks and holds beyond its share of one
     /// file (`manifest` its current entry).
-    fn refresh_wants(&mut self, owner: &str, name: &str, manifest: Option<&Manifest>) -> Result<()> {
+    fn refresh_wants(
+        &mut self,
+        owner: &str,
+        name: &str,
+        manifest: Option<&Manifest>,
+    ) -> Result<()> {
         let keys = |t: &Table<'t, WantKey, ()>| -> Result<Vec<u32>> {
             let mut out = Vec::new();
             for item in t.range((owner, name, 0)..=(owner, name, u32::MAX))? {
@@ -457,7 +467,8 @@ impl<'t> Tables<'t> {
         };
         match keep {
             Some(v) => {
-                self.retired.insert((owner, name), (v.gen, v.writer, now_ms))?;
+                self.retired
+                    .insert((owner, name), (v.gen, v.writer, now_ms))?;
             }
             None => {
                 self.retired.remove((owner, name))?;
@@ -480,7 +491,9 @@ fn held_in(
     v: Version,
 ) -> Result<Vec<u32>> {
     let mut out = Vec::new();
-    for item in chunks.range((owner, name, v.gen, v.writer, 0)..=(owner, name, v.gen, v.writer, u32::MAX))? {
+    for item in chunks
+        .range((owner, name, v.gen, v.writer, 0)..=(owner, name, v.gen, v.writer, u32::MAX))?
+    {
         out.push(item?.0.value().4);
     }
     Ok(out)
@@ -633,13 +646,21 @@ impl Store {
                 root.display()
             )));
         }
-        let db = redb::Builder::new()
+        let mut builder = redb::Builder::new();
+        builder
             .set_cache_size(16 << 20)
-            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
-            .open_read_only(&path)?;
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+        let db = match builder.open_read_only(&path) {
+            Ok(db) => Db::Read(db),
+            // Left by a server that was killed, and not running (a running
+            // one would have recovered it): recover it as that server's
+            // next start would, then only read.
+            Err(redb::DatabaseError::RepairAborted) => Db::Write(builder.open(&path)?),
+            Err(e) => return Err(e.into()),
+        };
         Ok(Arc::new(Store {
             root: root.to_path_buf(),
-            db: Arc::new(Db::Read(db)),
+            db: Arc::new(db),
             tuning: Tuning::default(),
             jobs: None,
             writer: None,
@@ -683,7 +704,13 @@ impl Store {
         self.db.read()
     }
 
-    pub(crate) fn chunk_path(&self, owner: &str, name: &str, version: Version, chunk: u32) -> PathBuf {
+    pub(crate) fn chunk_path(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> PathBuf {
         chunk_path(&self.root, owner, name, version, chunk)
     }
 
@@ -703,7 +730,12 @@ impl Store {
     /// Records a chunk whose bytes have been checked (and, for a file,
     /// synced into place). A chunk of a version already outdated here, or
     /// given up by its writer, can never be read: it goes at once.
-    fn record_chunk(&self, spec: &ChunkSpec, checksum: Checksum, data: Option<Vec<u8>>) -> Result<()> {
+    fn record_chunk(
+        &self,
+        spec: &ChunkSpec,
+        checksum: Checksum,
+        data: Option<Vec<u8>>,
+    ) -> Result<()> {
         let spec = spec.clone();
         let aborted = Arc::clone(&self.aborted);
         let row = ChunkRow {
@@ -768,12 +800,10 @@ impl Store {
             Some(m) if m.deleted => return Err(not_found()),
             Some(m) if m.version > version => {
                 let retired = txn.open_table(RETIRED)?;
-                let kept = retired
-                    .get((owner, name))?
-                    .is_some_and(|r| {
-                        let (gen, writer, _) = r.value();
-                        Version { gen, writer } == version
-                    });
+                let kept = retired.get((owner, name))?.is_some_and(|r| {
+                    let (gen, writer, _) = r.value();
+                    Version { gen, writer } == version
+                });
                 if !kept {
                     return Err(not_found());
                 }
@@ -826,7 +856,11 @@ impl Store {
             }
             Ok(ChunkReader::memory(data, id, row.checksum))
         } else {
-            ChunkReader::file(self.chunk_path(owner, name, version, chunk), id, row.checksum)
+            ChunkReader::file(
+                self.chunk_path(owner, name, version, chunk),
+                id,
+                row.checksum,
+            )
         }
     }
 
@@ -862,7 +896,10 @@ impl Store {
     pub fn abort(&self, owner: &str, name: &str, version: Version) -> Result<usize> {
         validate_user(owner)?;
         validate_name(name)?;
-        if self.manifest(owner, name)?.is_some_and(|m| m.version >= version) {
+        if self
+            .manifest(owner, name)?
+            .is_some_and(|m| m.version >= version)
+        {
             return Ok(0);
         }
         {
@@ -874,7 +911,9 @@ impl Store {
         }
         let (owner, name) = (owner.to_string(), name.to_string());
         self.write(move |t| {
-            if t.current(&owner, &name)?.is_some_and(|m| m.version >= version) {
+            if t.current(&owner, &name)?
+                .is_some_and(|m| m.version >= version)
+            {
                 return Ok(0);
             }
             let mut dropped = 0;
@@ -911,10 +950,13 @@ impl Store {
         self.write(move |t| {
             let mut count = 0;
             for (owner, name, version) in &expired {
-                let still = t.retired.get((owner.as_str(), name.as_str()))?.is_some_and(|r| {
-                    let (gen, writer, _) = r.value();
-                    Version { gen, writer } == *version
-                });
+                let still = t
+                    .retired
+                    .get((owner.as_str(), name.as_str()))?
+                    .is_some_and(|r| {
+                        let (gen, writer, _) = r.value();
+                        Version { gen, writer } == *version
+                    });
                 if !still {
                     continue;
                 }
@@ -998,11 +1040,17 @@ impl Store {
     /// Removes this server's copy of a chunk it should no longer hold (the
     /// ring changed and the chunk's holders have it). Returns whether a copy
     /// went. A reader that has the file open finishes reading it.
-    pub fn drop_chunk(&self, owner: &str, name: &str, version: Version, chunk: u32) -> Result<bool> {
+    pub fn drop_chunk(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<bool> {
         let (owner, name) = (owner.to_string(), name.to_string());
         self.write(move |t| {
             let current = t.current(&owner, &name)?;
-            if !current.as_ref().is_some_and(|m| m.version == version) {
+            if current.as_ref().is_none_or(|m| m.version != version) {
                 return Ok(false);
             }
             let dropped = t.remove_copy(&owner, &name, version, chunk, false)?;
@@ -1366,7 +1414,9 @@ impl Store {
         let txn = self.read()?;
         let chunks = txn.open_table(CHUNKS)?;
         let mut out = Vec::new();
-        for item in chunks.range((owner, name, 0, 0, 0)..=(owner, name, u64::MAX, u64::MAX, u32::MAX))? {
+        for item in
+            chunks.range((owner, name, 0, 0, 0)..=(owner, name, u64::MAX, u64::MAX, u32::MAX))?
+        {
             let (key, _) = item?;
             let (_, _, gen, writer, chunk) = key.value();
             out.push((Version { gen, writer }, chunk));

@@ -213,7 +213,10 @@ fn a_corrupted_chunk_in_the_database_is_detected() {
     store.set_layout(Layout { n: 1, pos: Some(1) }).unwrap();
     assert_eq!(store.stats().unwrap().missing, 0);
     store.quarantine("alice", "f", v(5), 2).unwrap().unwrap();
-    assert_eq!(store.missing(None, 10).unwrap(), [("alice".into(), "f".into(), 2)]);
+    assert_eq!(
+        store.missing(None, 10).unwrap(),
+        [("alice".into(), "f".into(), 2)]
+    );
     assert_eq!(store.stats().unwrap().missing, 1);
 }
 
@@ -352,16 +355,45 @@ fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
     assert!(store.set_layout(grown).unwrap());
     assert!(!store.set_layout(grown).unwrap(), "no change, no rescan");
     let now = grown.wanted("alice", "f", 4);
-    let surplus: Vec<u32> = store.surplus(None, 10).unwrap().iter().map(|k| k.2).collect();
-    let missing: Vec<u32> = store.missing(None, 10).unwrap().iter().map(|k| k.2).collect();
-    assert_eq!(surplus, wanted.iter().copied().filter(|c| !now.contains(c)).collect::<Vec<_>>());
-    assert_eq!(missing, now.iter().copied().filter(|c| !wanted.contains(c)).collect::<Vec<_>>());
+    let surplus: Vec<u32> = store
+        .surplus(None, 10)
+        .unwrap()
+        .iter()
+        .map(|k| k.2)
+        .collect();
+    let missing: Vec<u32> = store
+        .missing(None, 10)
+        .unwrap()
+        .iter()
+        .map(|k| k.2)
+        .collect();
+    assert_eq!(
+        surplus,
+        wanted
+            .iter()
+            .copied()
+            .filter(|c| !now.contains(c))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        missing,
+        now.iter()
+            .copied()
+            .filter(|c| !wanted.contains(c))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(store.stats().unwrap().missing, missing.len() as u64);
     // A delete: nothing is missing or surplus any more.
     store.commit("alice", tombstone("f", v(2))).unwrap();
     assert!(store.missing(None, 10).unwrap().is_empty());
     assert!(store.surplus(None, 10).unwrap().is_empty());
-    assert_eq!(store.stats().unwrap(), Stats { tombstones: 1, ..Stats::default() });
+    assert_eq!(
+        store.stats().unwrap(),
+        Stats {
+            tombstones: 1,
+            ..Stats::default()
+        }
+    );
 }
 
 #[test]
@@ -424,11 +456,18 @@ fn a_legacy_folder_is_migrated_and_a_rerun_changes_nothing() {
     };
     let folder = file_dir(dir.path(), "alice", "old.bin");
     migrate::write_legacy_manifest(&folder, "alice", &manifest);
-    fs::write(folder.join(format!("{:016x}-{:016x}.1", 1, 0)), b"an older version").unwrap();
+    fs::write(
+        folder.join(format!("{:016x}-{:016x}.1", 1, 0)),
+        b"an older version",
+    )
+    .unwrap();
     fs::remove_file(dir.path().join(DB_FILE)).unwrap();
 
     let store = open(dir.path(), true);
-    assert_eq!(store.manifest("alice", "old.bin").unwrap(), Some(manifest.clone()));
+    assert_eq!(
+        store.manifest("alice", "old.bin").unwrap(),
+        Some(manifest.clone())
+    );
     assert_eq!(read_all(&store, "old.bin", v(7), 1).unwrap(), b"written");
     assert_eq!(held(&store, "old.bin", v(8)), [2]);
     assert!(!folder.join("manifest").exists(), "legacy manifest removed");

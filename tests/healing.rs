@@ -913,3 +913,39 @@ async fn dfs_server_verify_checks_every_copy_read_only_and_fails_on_a_bad_one() 
         "the check created a store"
     );
 }
+
+/// The scrub finds damage no read touches: the copy GET does not read first
+/// goes bad and is repaired in the background, so when the other copy goes
+/// bad later, the file still reads back (without the scrub, both copies of
+/// the chunk would then be bad). Small chunks in the database are scrubbed
+/// too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_repairs_a_copy_no_read_touches_before_the_other_goes_bad() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "src", 300_000);
+    client.put(&path, "quiet.bin", &no_progress).await.unwrap();
+    let chunk = 2;
+    let [first, second] = holders("quiet.bin", chunk);
+    let copy = chunk_file(&cluster.data_dir(second), "alice", "quiet.bin", chunk).unwrap();
+    let good = std::fs::read(&copy).unwrap();
+    flip_a_byte(&copy);
+    let scrub_bad = || async {
+        let status = client.status().await;
+        status[second - 1].state.as_ref().unwrap().heal.scrub_bad
+    };
+    wait_until(
+        20,
+        "the scrub found the bad copy and it was repaired",
+        || async {
+            scrub_bad().await >= 1 && std::fs::read(&copy).is_ok_and(|bytes| bytes == good)
+        },
+    )
+    .await;
+    // Now the copy every GET reads first goes bad too.
+    flip_a_byte(&chunk_file(&cluster.data_dir(first), "alice", "quiet.bin", chunk).unwrap());
+    let out = work.path().join("out");
+    client.get("quiet.bin", &out, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == data);
+}

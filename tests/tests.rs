@@ -11,4 +11,5 @@ mod peers;
 mod repl;
 mod ring;
 mod security;
+mod sync;
 mod util;

@@ -85,6 +85,9 @@ pub struct Healer {
     sync_bytes: AtomicU64,
     scrubbed: AtomicU64,
     scrub_bad: AtomicU64,
+    /// Connections to peers kept between rounds, so an idle round costs no
+    /// TLS handshakes.
+    conns: tokio::sync::Mutex<BTreeMap<String, PeerConn>>,
 }
 
 /// One peer as a round sees it.
@@ -132,6 +135,7 @@ impl Healer {
             sync_bytes: AtomicU64::new(0),
             scrubbed: AtomicU64::new(0),
             scrub_bad: AtomicU64::new(0),
+            conns: tokio::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -251,7 +255,8 @@ impl Healer {
             .map_err(|e| Error::Internal(format!("store task: {e}")))?
     }
 
-    /// Connects to every other server and asks for its root digest.
+    /// Asks every other server for its root digest, on the connection kept
+    /// from the last round if it still works, else a new one.
     async fn peers(&self, ring: &[Member]) -> Vec<Peer> {
         let mut peers = Vec::new();
         for node in self.chord.nodes() {
@@ -260,7 +265,15 @@ impl Healer {
             }
             let member = member_of(&node);
             let active = ring.iter().any(|m| m.name == node.name);
-            let (conn, root) = match self.ask_root(&member).await {
+            let cached = self.conns.lock().await.remove(&member.name);
+            let asked = match cached {
+                Some(conn) => match self.ask_root(&member, conn).await {
+                    Ok(answer) => Ok(answer),
+                    Err(_) => self.ask_root_anew(&member).await,
+                },
+                None => self.ask_root_anew(&member).await,
+            };
+            let (conn, root) = match asked {
                 Ok((conn, root)) => (Some(conn), Some(root)),
                 Err(e) => {
                     debug!(server = %self.name, peer = %member.name, error = %e, "peer unreachable");
@@ -283,8 +296,17 @@ impl Healer {
             .await
     }
 
-    async fn ask_root(&self, member: &Member) -> Result<(PeerConn, (Digest, u64, u64))> {
-        let mut conn = self.connect(member).await?;
+    async fn ask_root_anew(&self, member: &Member) -> Result<(PeerConn, (Digest, u64, u64))> {
+        let conn = self.connect(member).await?;
+        self.ask_root(member, conn).await
+    }
+
+    async fn ask_root(
+        &self,
+        member: &Member,
+        mut conn: PeerConn,
+    ) -> Result<(PeerConn, (Digest, u64, u64))> {
+        conn.set_timeout(Some(self.interval.max(Duration::from_secs(3))));
         match self.call(&mut conn, &Request::SyncRoot).await? {
             Response::SyncRoot {
                 root,
@@ -345,6 +367,12 @@ impl Healer {
         }
         if all_reachable {
             report.tombstones_dropped = self.drop_tombstones(&mut peers).await?;
+        }
+        let mut conns = self.conns.lock().await;
+        for peer in peers {
+            if let Some(conn) = peer.conn {
+                conns.insert(peer.member.name, conn);
+            }
         }
         Ok(report)
     }
@@ -642,69 +670,85 @@ impl Healer {
     }
 
     /// Re-reads every stored copy at the configured rate, forever: a bad
-    /// one is quarantined and healed.
+    /// one is quarantined and healed. Once a second it checks a batch worth
+    /// a second of the rate, in key order, in one blocking task.
     pub async fn scrub(self: Arc<Self>, shutdown: CancellationToken) {
         let rate = self.store.tuning().scrub_bytes_per_sec.max(1);
         let mut after: Option<CopyId> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let from = after.clone();
-            let page = match self.blocking(move |s| s.copies(from.as_ref(), 64)).await {
-                Ok(page) => page,
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let from = after.take();
+            let batch = self
+                .blocking(move |s| scrub_batch(s, from, rate))
+                .await;
+            let (next, checked, bad) = match batch {
+                Ok(result) => result,
                 Err(e) => {
                     warn!(server = %self.name, error = %e, "scrub");
-                    Vec::new()
+                    continue;
                 }
             };
-            let Some(last) = page.last().cloned() else {
+            self.scrubbed.fetch_add(checked, Ordering::Relaxed);
+            self.scrub_bad.fetch_add(bad.len() as u64, Ordering::Relaxed);
+            for (id, e) in bad {
+                self.lost(&id.owner, &id.name, id.version, id.chunk, &e).await;
+            }
+            match next {
+                Some(id) => after = Some(id),
                 // A pass is done: rest a round before the next.
-                after = None;
-                tokio::select! {
+                None => tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(self.interval) => {}
-                }
-                continue;
-            };
-            for id in page {
-                let check = id.clone();
-                let read = self
-                    .blocking(move |s| {
-                        match s
-                            .open_chunk(&check.owner, &check.name, check.version, check.chunk)
-                            .and_then(ChunkReader::check)
-                        {
-                            Ok(len) => Ok(Ok(len)),
-                            // Replaced or deleted since it was listed: not a loss.
-                            Err(Error::NotFound { .. }) if !s.holds(&check)? => Ok(Ok(0)),
-                            Err(e) => Ok(Err(e)),
-                        }
-                    })
-                    .await;
-                let cost = match read {
-                    Ok(Ok(len)) => {
-                        self.scrubbed.fetch_add(1, Ordering::Relaxed);
-                        len
-                    }
-                    Ok(Err(e)) => {
-                        self.scrubbed.fetch_add(1, Ordering::Relaxed);
-                        self.scrub_bad.fetch_add(1, Ordering::Relaxed);
-                        self.lost(&id.owner, &id.name, id.version, id.chunk, &e)
-                            .await;
-                        0
-                    }
-                    Err(e) => {
-                        warn!(server = %self.name, error = %e, "scrub");
-                        0
-                    }
-                };
-                let pause = Duration::from_secs_f64(cost.max(SCRUB_MIN_COST) as f64 / rate as f64);
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
+                },
             }
-            after = Some(last);
         }
     }
+}
+
+/// Checks copies after `after` until `budget` bytes are spent (a chunk
+/// counts as at least [`SCRUB_MIN_COST`]). Returns where to go on from
+/// (`None` at the end of the store), how many were checked, and the bad ones.
+fn scrub_batch(
+    store: &Store,
+    mut after: Option<CopyId>,
+    budget: u64,
+) -> Result<(Option<CopyId>, u64, Vec<(CopyId, Error)>)> {
+    let (mut spent, mut checked, mut bad) = (0u64, 0u64, Vec::new());
+    while spent < budget {
+        let page = store.copies(after.as_ref(), 64)?;
+        let Some(last) = page.last().cloned() else {
+            return Ok((None, checked, bad));
+        };
+        for id in page {
+            if spent >= budget {
+                return Ok((after, checked, bad));
+            }
+            let read = store
+                .open_chunk(&id.owner, &id.name, id.version, id.chunk)
+                .and_then(ChunkReader::check);
+            match read {
+                Ok(len) => {
+                    checked += 1;
+                    spent += len.max(SCRUB_MIN_COST);
+                }
+                // Replaced or deleted since it was listed: not a loss.
+                Err(Error::NotFound { .. }) if !store.holds(&id)? => {}
+                Err(e) => {
+                    checked += 1;
+                    spent += SCRUB_MIN_COST;
+                    bad.push((id.clone(), e));
+                }
+            }
+            after = Some(id);
+        }
+        after = Some(last);
+    }
+    Ok((after, checked, bad))
 }
 
 /// Whether every chunk this server holds is on its holders under the

@@ -20,12 +20,12 @@
 //!    directly, and are down if they do not answer within the timeout.
 //!
 //! Views travel with `GetSuccessorList` replies and `Notify`, and are merged
-//! by [`View::merge`]; a changed view is saved (`ring.json` in the data
-//! folder, so a restarted server knows the members at once) and wakes the
+//! by [`View::merge`]; a changed view is saved (in the store's database,
+//! so a restarted server knows the members at once) and wakes the
 //! healer, which moves data to match the new placement table.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::peer::{Link, PeerConn as Conn};
 use crate::protocol::{Member, Request, Response};
 use crate::ring::{in_half_open, Id, Lookup, Node, RingState, View, ViewEntry};
+use crate::store::Store;
 
 /// Longest lookup path followed before giving up (a ring in flux may loop).
 const MAX_HOPS: usize = 32;
@@ -51,7 +52,8 @@ pub struct Chord {
     me: Node,
     state: Mutex<RingState>,
     view: Mutex<View>,
-    view_path: PathBuf,
+    /// Where the view is saved.
+    store: Arc<Store>,
     /// Addresses to ask for our place: `join` and the seeds.
     contacts: Vec<String>,
     /// Members the last walk or a failed message found unreachable.
@@ -70,10 +72,13 @@ pub struct Chord {
 impl Chord {
     /// The ring state of the server `config` describes: its view is the saved
     /// one (if any), the `[[ring]]` seeds, and itself as an active member.
-    pub fn open(config: &ServerConfig, wake: Arc<tokio::sync::Notify>) -> Result<Chord> {
+    pub fn open(
+        config: &ServerConfig,
+        store: Arc<Store>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Result<Chord> {
         let me = config.node()?;
-        let view_path = config.data_dir.join("ring.json");
-        let mut view = load_view(&view_path)?;
+        let mut view = load_view(&store, &config.data_dir.join(LEGACY_VIEW))?;
         for seed in config.seeds()? {
             view.apply(ViewEntry {
                 node: seed,
@@ -103,7 +108,7 @@ impl Chord {
             state: Mutex::new(RingState::new(me.clone(), config.successors)),
             me,
             view: Mutex::new(view),
-            view_path,
+            store,
             contacts,
             down: Mutex::new(BTreeSet::new()),
             settled: AtomicBool::new(alone),
@@ -196,7 +201,7 @@ impl Chord {
             )
         };
         if let Some((members_changed, view)) = changed {
-            if let Err(e) = save_view(&self.view_path, &view) {
+            if let Err(e) = save_view(&self.store, &view) {
                 warn!(server = %self.me.name, error = %e, "cannot save the ring view");
             }
             if members_changed {
@@ -523,7 +528,7 @@ impl Chord {
             });
             view.clone()
         };
-        if let Err(e) = save_view(&self.view_path, &view) {
+        if let Err(e) = save_view(&self.store, &view) {
             warn!(server = %self.me.name, error = %e, "cannot save the ring view");
         }
         for node in self.nodes().iter().filter(|n| n.id != self.me.id) {
@@ -576,28 +581,29 @@ fn now_ns() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64)
 }
 
-fn load_view(path: &Path) -> Result<View> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(View::default()),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+/// Where the first release kept the view, beside the data (read once, at
+/// the first start after the upgrade).
+const LEGACY_VIEW: &str = "ring.json";
+
+/// The saved view: from the store, else the first release's `ring.json`.
+fn load_view(store: &Store, legacy: &Path) -> Result<View> {
+    let (text, source) = match store.ring_view()? {
+        Some(bytes) => (
+            String::from_utf8(bytes).map_err(|e| Error::Internal(format!("ring view: {e}")))?,
+            "the store's ring view".to_string(),
+        ),
+        None => match std::fs::read_to_string(legacy) {
+            Ok(text) => (text, legacy.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(View::default()),
+            Err(e) => return Err(Error::io(format!("reading {}", legacy.display()), e)),
+        },
+    };
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{source}: {e}")))
 }
 
-/// Writes the view atomically (temp file, sync, rename).
-fn save_view(path: &Path, view: &View) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |e| Error::io(format!("writing {}", path.display()), e);
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let text = serde_json::to_string_pretty(view)
-        .map_err(|e| Error::Internal(format!("ring view: {e}")))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ring-")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+/// Saves the view in the store (JSON: a person can read it with any redb tool).
+fn save_view(store: &Store, view: &View) -> Result<()> {
+    let text =
+        serde_json::to_string(view).map_err(|e| Error::Internal(format!("ring view: {e}")))?;
+    store.save_ring_view(text.into_bytes())
 }

@@ -114,7 +114,7 @@ impl Server {
             None => None,
         };
         let wake = Arc::new(Notify::new());
-        let chord = Arc::new(Chord::open(config, Arc::clone(&wake))?);
+        let chord = Arc::new(Chord::open(config, Arc::clone(&store), Arc::clone(&wake))?);
         let healer = Arc::new(Healer::new(
             config.name.clone(),
             Arc::clone(&store),
@@ -747,10 +747,7 @@ async fn blocking<T: Send + 'static>(
     server: &Server,
     f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let store = Arc::clone(&server.store);
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| Error::Internal(format!("store task: {e}")))?
+    server.store.off_thread(f).await
 }
 
 async fn commit(server: &Server, owner: String, manifest: Manifest) -> Result<()> {

@@ -409,13 +409,7 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
         .collect();
     check_own_copies(&cluster, &healed, &[]);
     let fresh = cluster.login("alice").await;
-    let listed: Vec<String> = fresh
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let listed = crate::util::names(&fresh).await;
     assert_eq!(listed.len(), schedule.len(), "{listed:?}");
     for file in &acknowledged {
         assert!(

@@ -155,13 +155,7 @@ async fn delete_removes_every_chunk_from_every_disk() {
         assert!(entry.is_none_or(|m| m.deleted), "dfs{server}");
         assert!(tree(&data.join("tmp")).is_empty());
     }
-    let names: Vec<_> = client
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names = crate::util::names(&client).await;
     assert_eq!(names, ["kept.bin"]);
     let err = client
         .get("gone.bin", &work.path().join("x"), &no_progress)

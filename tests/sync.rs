@@ -188,13 +188,7 @@ async fn an_idle_round_costs_the_same_at_10_000_files_and_3_differences_converge
         fresh.get(name, &out, &no_progress).await.unwrap();
         assert!(std::fs::read(&out).unwrap() == *data, "{name}");
     }
-    let names: Vec<String> = fresh
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names = crate::util::names(&fresh).await;
     assert_eq!(
         names.len(),
         10_000,

@@ -288,6 +288,17 @@ pub fn test_tuning() -> ringdfs::store::Tuning {
     }
 }
 
+/// The names a client's LIST shows, in its order.
+pub async fn names(client: &Client) -> Vec<String> {
+    client
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect()
+}
+
 /// A file of `len` random bytes in `dir`.
 pub fn random_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     let mut data = vec![0u8; len];

@@ -249,10 +249,7 @@ impl Healer {
         &self,
         f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Error::Internal(format!("store task: {e}")))?
+        self.store.off_thread(f).await
     }
 
     /// Asks every other server for its root digest, on the connection kept
@@ -683,9 +680,7 @@ impl Healer {
                 _ = tick.tick() => {}
             }
             let from = after.take();
-            let batch = self
-                .blocking(move |s| scrub_batch(s, from, rate))
-                .await;
+            let batch = self.blocking(move |s| scrub_batch(s, from, rate)).await;
             let (next, checked, bad) = match batch {
                 Ok(result) => result,
                 Err(e) => {
@@ -694,9 +689,11 @@ impl Healer {
                 }
             };
             self.scrubbed.fetch_add(checked, Ordering::Relaxed);
-            self.scrub_bad.fetch_add(bad.len() as u64, Ordering::Relaxed);
+            self.scrub_bad
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
             for (id, e) in bad {
-                self.lost(&id.owner, &id.name, id.version, id.chunk, &e).await;
+                self.lost(&id.owner, &id.name, id.version, id.chunk, &e)
+                    .await;
             }
             match next {
                 Some(id) => after = Some(id),

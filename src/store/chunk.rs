@@ -88,6 +88,17 @@ impl ChunkSpec {
         end - start
     }
 
+    /// The chunk's key in the store's `chunks` and `blobs` tables.
+    pub(super) fn key(&self) -> (&str, &str, u64, u64, u32) {
+        (
+            &self.owner,
+            &self.name,
+            self.version.gen,
+            self.version.writer,
+            self.chunk,
+        )
+    }
+
     pub(crate) fn id(&self) -> ChunkId<'_> {
         ChunkId {
             owner: &self.owner,

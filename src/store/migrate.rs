@@ -79,14 +79,7 @@ fn flush(store: &Store, batch: Vec<Legacy>) -> Result<()> {
     store.write(move |t| {
         for legacy in &batch {
             for (spec, row) in &legacy.copies {
-                let key = (
-                    spec.owner.as_str(),
-                    spec.name.as_str(),
-                    spec.version.gen,
-                    spec.version.writer,
-                    spec.chunk,
-                );
-                if t.chunks.get(key)?.is_none() {
+                if t.chunks.get(spec.key())?.is_none() {
                     t.insert_copy(spec, row, None)?;
                 }
             }

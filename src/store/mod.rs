@@ -180,6 +180,18 @@ pub struct CopyId {
     pub chunk: u32,
 }
 
+impl CopyId {
+    fn key(&self) -> (&str, &str, u64, u64, u32) {
+        (
+            &self.owner,
+            &self.name,
+            self.version.gen,
+            self.version.writer,
+            self.chunk,
+        )
+    }
+}
+
 enum Db {
     Write(Database),
     Read(ReadOnlyDatabase),
@@ -356,13 +368,7 @@ impl<'t> Tables<'t> {
     }
 
     fn insert_copy(&mut self, spec: &ChunkSpec, row: &ChunkRow, data: Option<&[u8]>) -> Result<()> {
-        let key = (
-            spec.owner.as_str(),
-            spec.name.as_str(),
-            spec.version.gen,
-            spec.version.writer,
-            spec.chunk,
-        );
+        let key = spec.key();
         let old = self.chunks.insert(key, codec::encode(row)?.as_slice())?;
         if let Some(old) = old {
             let old: ChunkRow = codec::decode(old.value())?;
@@ -670,6 +676,17 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Runs store work on the blocking pool, off the async threads.
+    pub async fn off_thread<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task: {e}")))?
     }
 
     pub fn tuning(&self) -> &Tuning {
@@ -1110,6 +1127,21 @@ impl Store {
         })
     }
 
+    /// The ring view this server saved (see `chord`), as it was saved.
+    pub fn ring_view(&self) -> Result<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get("view")?.map(|v| v.value().to_vec()))
+    }
+
+    /// Saves the ring view, durably.
+    pub fn save_ring_view(&self, view: Vec<u8>) -> Result<()> {
+        self.write(move |t| {
+            t.meta.insert("view", view.as_slice())?;
+            Ok(())
+        })
+    }
+
     /// The layout last set.
     pub fn layout(&self) -> Result<Option<Layout>> {
         let txn = self.read()?;
@@ -1349,15 +1381,7 @@ impl Store {
         let txn = self.read()?;
         let chunks = txn.open_table(CHUNKS)?;
         let range = match after {
-            Some(a) => chunks.range(
-                (
-                    a.owner.as_str(),
-                    a.name.as_str(),
-                    a.version.gen,
-                    a.version.writer,
-                    a.chunk,
-                )..,
-            )?,
+            Some(a) => chunks.range(a.key()..)?,
             None => chunks.range::<ChunkKey>(..)?,
         };
         let mut out = Vec::new();
@@ -1428,15 +1452,7 @@ impl Store {
     pub fn holds(&self, id: &CopyId) -> Result<bool> {
         let txn = self.read()?;
         let chunks = txn.open_table(CHUNKS)?;
-        Ok(chunks
-            .get((
-                id.owner.as_str(),
-                id.name.as_str(),
-                id.version.gen,
-                id.version.writer,
-                id.chunk,
-            ))?
-            .is_some())
+        Ok(chunks.get(id.key())?.is_some())
     }
 
     /// Bytes and files of the store on disk, and the database's share.

@@ -34,7 +34,13 @@ fn put(store: &Arc<Store>, name: &str, data: &[u8], version: Version) -> Manifes
     let checksums = (1..=4)
         .map(|chunk| stage(store, name, data, version, chunk))
         .collect();
-    let manifest = Manifest {
+    let manifest = four_chunks(name, version, data, checksums);
+    assert!(store.commit("alice", manifest.clone()).unwrap());
+    manifest
+}
+
+fn four_chunks(name: &str, version: Version, data: &[u8], checksums: Vec<Checksum>) -> Manifest {
+    Manifest {
         name: name.into(),
         version,
         size: data.len() as u64,
@@ -43,9 +49,7 @@ fn put(store: &Arc<Store>, name: &str, data: &[u8], version: Version) -> Manifes
         stored_at: 0,
         md5: [0; 16],
         deleted: false,
-    };
-    assert!(store.commit("alice", manifest.clone()).unwrap());
-    manifest
+    }
 }
 
 fn tombstone(name: &str, version: Version) -> Manifest {
@@ -331,16 +335,7 @@ fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
             sum
         })
         .collect();
-    let manifest = Manifest {
-        name: "f".into(),
-        version: v(1),
-        size: data.len() as u64,
-        chunks: 4,
-        checksums,
-        stored_at: 0,
-        md5: [0; 16],
-        deleted: false,
-    };
+    let manifest = four_chunks("f", v(1), data, checksums);
     store.commit("alice", manifest).unwrap();
     assert_eq!(
         store.missing(None, 10).unwrap(),

@@ -9,7 +9,9 @@
 //! format recorded, and only after that are the legacy manifest files
 //! removed. Each batch is idempotent (a manifest is committed only if newer,
 //! a chunk recorded only if new), so a crash anywhere in between loses
-//! nothing: the next start runs the migration again from the beginning.
+//! nothing: the next start runs the migration again from the beginning. The
+//! removal is marked pending in the same commit as the format, and cleared
+//! once done, so a crash part way through it is finished by the next start.
 
 use std::fs::{self, File};
 use std::path::Path;

@@ -24,7 +24,7 @@
 //! | `retired` | (owner, name) | a replaced version kept for reads under way: (gen, writer, when) |
 //! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
 //! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
-//! | `meta` | name | `format`, `layout` (ring size and position), `counts` |
+//! | `meta` | name | `format`, `layout` (ring size and position), `counts`, `tidy` (legacy manifests left to remove) |
 //!
 //! Keys are ordered, so one user's files list by a range scan, page by page;
 //! nothing is held whole in memory and nothing is scanned at start. Whatever
@@ -90,6 +90,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
 const FORMAT: &[u8] = b"2";
+/// In `meta` while a migrated folder's legacy manifests may remain.
+const TIDY: &str = "tidy";
 /// Changes committed together at most.
 const MAX_BATCH: usize = 512;
 const ROOT_KEY: u32 = 0;
@@ -624,9 +626,20 @@ impl Store {
             migrate::run(&store)?;
             store.write(|t| {
                 t.meta.insert("format", FORMAT)?;
+                // Recorded with the format: until the legacy manifests are
+                // all removed, every start removes them (a crash may stop
+                // that half-way, and nothing else would ever remove the rest).
+                t.meta.insert(TIDY, &b""[..])?;
                 Ok(())
             })?;
+        }
+        let tidy_pending = store.read()?.open_table(META)?.get(TIDY)?.is_some();
+        if tidy_pending {
             migrate::tidy(&store.root);
+            store.write(|t| {
+                t.meta.remove(TIDY)?;
+                Ok(())
+            })?;
         }
         let mut open = OPEN.lock().expect("open stores");
         open.retain(|(_, s)| s.strong_count() > 0);

@@ -484,3 +484,40 @@ fn a_legacy_folder_is_migrated_and_a_rerun_changes_nothing() {
     assert_eq!(store.stats().unwrap(), stats);
     assert_eq!(read_all(&store, "old.bin", v(7), 4).unwrap(), b"release");
 }
+
+#[test]
+fn legacy_manifests_left_by_a_crash_while_removing_them_go_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = {
+        let store = open(dir.path(), false);
+        put(&store, "old.bin", b"written by the first release", v(7))
+    };
+    let folder = file_dir(dir.path(), "alice", "old.bin");
+    migrate::write_legacy_manifest(&folder, "alice", &manifest);
+    fs::remove_file(dir.path().join(DB_FILE)).unwrap();
+    let stats = {
+        let store = open(dir.path(), true);
+        assert!(!folder.join("manifest").exists(), "legacy manifest removed");
+        store.stats().unwrap()
+    };
+
+    // A crash after the format was recorded, part way through removing the
+    // legacy manifests: one is left, and the removal is still pending.
+    migrate::write_legacy_manifest(&folder, "alice", &manifest);
+    {
+        let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(TIDY, &b""[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = open(dir.path(), true);
+    assert!(!folder.join("manifest").exists(), "legacy manifest removed");
+    assert_eq!(store.stats().unwrap(), stats);
+    assert_eq!(read_all(&store, "old.bin", v(7), 1).unwrap(), b"written");
+    let txn = store.read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert!(meta.get(TIDY).unwrap().is_none(), "the removal is done");
+}

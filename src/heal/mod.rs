@@ -681,7 +681,7 @@ impl Healer {
             }
             let from = after.take();
             let batch = self.blocking(move |s| scrub_batch(s, from, rate)).await;
-            let (next, checked, bad) = match batch {
+            let ScrubBatch { next, checked, bad } = match batch {
                 Ok(result) => result,
                 Err(e) => {
                     warn!(server = %self.name, error = %e, "scrub");
@@ -707,23 +707,34 @@ impl Healer {
     }
 }
 
+/// What one batch of the scrub did.
+struct ScrubBatch {
+    /// Where the next batch goes on from; `None` at the end of the store.
+    next: Option<CopyId>,
+    checked: u64,
+    bad: Vec<(CopyId, Error)>,
+}
+
 /// Checks copies after `after` until `budget` bytes are spent (a chunk
-/// counts as at least [`SCRUB_MIN_COST`]). Returns where to go on from
-/// (`None` at the end of the store), how many were checked, and the bad ones.
-fn scrub_batch(
-    store: &Store,
-    mut after: Option<CopyId>,
-    budget: u64,
-) -> Result<(Option<CopyId>, u64, Vec<(CopyId, Error)>)> {
+/// counts as at least [`SCRUB_MIN_COST`]).
+fn scrub_batch(store: &Store, mut after: Option<CopyId>, budget: u64) -> Result<ScrubBatch> {
     let (mut spent, mut checked, mut bad) = (0u64, 0u64, Vec::new());
     while spent < budget {
         let page = store.copies(after.as_ref(), 64)?;
         let Some(last) = page.last().cloned() else {
-            return Ok((None, checked, bad));
+            return Ok(ScrubBatch {
+                next: None,
+                checked,
+                bad,
+            });
         };
         for id in page {
             if spent >= budget {
-                return Ok((after, checked, bad));
+                return Ok(ScrubBatch {
+                    next: after,
+                    checked,
+                    bad,
+                });
             }
             let read = store
                 .open_chunk(&id.owner, &id.name, id.version, id.chunk)
@@ -745,7 +756,11 @@ fn scrub_batch(
         }
         after = Some(last);
     }
-    Ok((after, checked, bad))
+    Ok(ScrubBatch {
+        next: after,
+        checked,
+        bad,
+    })
 }
 
 /// Whether every chunk this server holds is on its holders under the

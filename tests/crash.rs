@@ -6,43 +6,23 @@
 //! operations and faults (the timing of a real cluster still varies).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use ringdfs::client::{no_progress, Client, PutReceipt};
-use ringdfs::placement::{chunk_range, Placement};
-use ringdfs::protocol::{checksum_of, Checksum, ChunkId};
+use ringdfs::placement::Placement;
+use ringdfs::protocol::Checksum;
 use ringdfs::store::Store;
 use ringdfs::Error;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
 
-use crate::util::{chunks_on_disk, ProcCluster, USERS};
-
-/// The seed of a randomized test: `CHAOS_SEED` if set, else a fresh one.
-fn seed(test: &str) -> u64 {
-    let seed = match std::env::var("CHAOS_SEED") {
-        Ok(s) => s.parse().expect("CHAOS_SEED must be a u64"),
-        Err(_) => rand::random(),
-    };
-    eprintln!("{test}: seed {seed} (CHAOS_SEED={seed} repeats it)");
-    seed
-}
-
-/// A file of `len` bytes from `rng` in `dir`.
-fn seeded_file(rng: &mut StdRng, dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
-    let mut data = vec![0u8; len];
-    rng.fill_bytes(&mut data);
-    let path = dir.join(name);
-    std::fs::write(&path, &data).unwrap();
-    (path, data)
-}
+use crate::util::{chunk_checksums, chunks_on_disk, seed, seeded_file, ProcCluster, USERS};
 
 /// Sends `signal` to `pid` at once, from inside a progress callback.
 fn signal_now(pid: u32, signal: libc::c_int) {
@@ -212,25 +192,6 @@ struct Acked {
     checksums: Vec<Checksum>,
 }
 
-/// Chunk checksums of `data` stored by alice as `name` at `receipt`'s version.
-fn checksums(data: &[u8], name: &str, receipt: &PutReceipt) -> Vec<Checksum> {
-    (1..=receipt.chunks)
-        .map(|chunk| {
-            let (start, end) = chunk_range(data.len() as u64, receipt.chunks, chunk);
-            let mut hasher = ChunkId {
-                owner: "alice",
-                name,
-                version: receipt.version,
-                chunk,
-                len: end - start,
-            }
-            .hasher();
-            hasher.update(&data[start as usize..end as usize]);
-            checksum_of(&hasher)
-        })
-        .collect()
-}
-
 /// Reads a stored chunk through `store` (checking its trailer and checksum)
 /// and returns the checksum it carries.
 fn read_chunk(store: &Store, name: &str, file: &Acked, chunk: u32) -> Checksum {
@@ -364,7 +325,7 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
         if receipt.copies < receipt.wanted {
             cut_short += 1;
         }
-        let checksums = checksums(&data, &name, &receipt);
+        let checksums = chunk_checksums("alice", &name, receipt.version, receipt.chunks, &data);
         acknowledged.push(Acked {
             name: name.clone(),
             receipt,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod durability;
 mod files;
 mod hardening;
 mod healing;

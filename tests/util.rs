@@ -477,6 +477,19 @@ pub struct ProcCluster {
     children: Vec<Option<std::process::Child>>,
 }
 
+/// A start of a server, made by [`ProcCluster::launch`]: where its log lines begin.
+pub struct Launched {
+    from: usize,
+    at: std::time::Instant,
+}
+
+impl Launched {
+    /// Time since the server was started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.at.elapsed()
+    }
+}
+
 /// Why a `dfs-server` child did not come up.
 enum StartFailure {
     /// Its address was in use: another socket took the port.
@@ -485,10 +498,16 @@ enum StartFailure {
 
 impl ProcCluster {
     pub async fn start(n: usize) -> ProcCluster {
+        ProcCluster::start_tuned(n, None).await
+    }
+
+    /// Starts `n` servers like [`ProcCluster::start`], with `store` as their
+    /// `[store]` tuning (the default tuning when `None`).
+    pub async fn start_tuned(n: usize, store: Option<&ringdfs::store::Tuning>) -> ProcCluster {
         const ATTEMPTS: usize = 3;
         let mut attempt = 1;
         loop {
-            match ProcCluster::try_start(n).await {
+            match ProcCluster::try_start(n, store).await {
                 Ok(cluster) => return cluster,
                 Err(StartFailure::PortTaken(why)) if attempt < ATTEMPTS => {
                     eprintln!("ProcCluster: {why}; starting again on new ports");
@@ -503,7 +522,24 @@ impl ProcCluster {
 
     /// One attempt at starting `n` servers on freshly picked ports, in a
     /// fresh folder. Dropping a failed attempt kills what it started.
-    async fn try_start(n: usize) -> Result<ProcCluster, StartFailure> {
+    async fn try_start(
+        n: usize,
+        store: Option<&ringdfs::store::Tuning>,
+    ) -> Result<ProcCluster, StartFailure> {
+        let mut cluster = ProcCluster::configure(n, store);
+        for i in 1..=n {
+            cluster.spawn(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// A cluster of `n` servers on freshly picked ports, in a fresh folder,
+    /// configured (users, one configuration file each) but not started: a
+    /// test may fill their data folders first, then start them with
+    /// [`ProcCluster::launch`] or [`ProcCluster::restart`]. A port another
+    /// socket takes before a server starts is not retried here (see
+    /// [`ProcCluster::start`]).
+    pub fn configure(n: usize, store: Option<&ringdfs::store::Tuning>) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
         write_users(dir.path(), None);
         let mut addrs = Vec::new();
@@ -522,24 +558,24 @@ impl ProcCluster {
                 )
             })
             .collect();
+        let store = match store {
+            Some(tuning) => format!("[store]\n{}\n", toml::to_string(tuning).unwrap()),
+            None => String::new(),
+        };
         for (i, addr) in addrs.iter().enumerate() {
             let config = format!(
                 "name = \"dfs{n}\"\nlisten = \"{addr}\"\ndata_dir = \"data/dfs{n}\"\n\
                  users = \"users.toml\"\ncluster_key = \"cluster.key\"\nheal_interval_secs = 1\n\
-                 tls_dir = \"tls\"\n\n{ring}",
+                 tls_dir = \"tls\"\n\n{store}{ring}",
                 n = i + 1
             );
             std::fs::write(dir.path().join(format!("dfs{}.toml", i + 1)), config).unwrap();
         }
-        let mut cluster = ProcCluster {
+        ProcCluster {
             dir,
             addrs,
             children: (0..n).map(|_| None).collect(),
-        };
-        for i in 1..=n {
-            cluster.spawn(i).await?;
         }
-        Ok(cluster)
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -587,12 +623,18 @@ impl ProcCluster {
     /// that exits instead is a `PortTaken` failure if its log says the
     /// address is in use, and a panic showing its log otherwise.
     async fn spawn(&mut self, i: usize) -> Result<(), StartFailure> {
+        let launched = self.launch(i);
+        self.listening(i, &launched).await
+    }
+
+    /// Starts server `i` and returns at once, without waiting for it to
+    /// listen (it may still be opening, or migrating, its data folder).
+    pub fn launch(&mut self, i: usize) -> Launched {
         assert!(self.children[i - 1].is_none(), "dfs{i} is running");
-        let log_path = self.dir.path().join(format!("dfs{i}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
+            .open(self.log_path(i))
             .unwrap();
         // Only what this start writes counts: the log is kept across restarts.
         let from = log.metadata().unwrap().len() as usize;
@@ -605,16 +647,37 @@ impl ProcCluster {
             .spawn()
             .unwrap();
         self.children[i - 1] = Some(child);
-        let addr = &self.addrs[i - 1];
-        let new_lines = || {
-            let all = std::fs::read(&log_path).unwrap_or_default();
-            String::from_utf8_lossy(all.get(from..).unwrap_or_default()).into_owned()
+        Launched {
+            from,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// What server `i` has logged since `launched`.
+    pub fn said_since(&self, i: usize, launched: &Launched) -> String {
+        let all = std::fs::read(self.log_path(i)).unwrap_or_default();
+        String::from_utf8_lossy(all.get(launched.from..).unwrap_or_default()).into_owned()
+    }
+
+    /// Whether server `i`, started, has exited (it is then reaped).
+    pub fn exited(&mut self, i: usize) -> bool {
+        let Some(child) = self.children[i - 1].as_mut() else {
+            return true;
         };
-        let start = std::time::Instant::now();
+        if child.try_wait().unwrap().is_some() {
+            self.children[i - 1] = None;
+            return true;
+        }
+        false
+    }
+
+    /// Waits until server `i`, started as `launched`, logs that it listens.
+    async fn listening(&mut self, i: usize, launched: &Launched) -> Result<(), StartFailure> {
+        let addr = &self.addrs[i - 1];
         loop {
             // The server logs "listening" once its listener is bound: then
             // the port is its own, not another process's.
-            if new_lines().contains("listening") {
+            if self.said_since(i, launched).contains("listening") {
                 return Ok(());
             }
             let exited = self.children[i - 1]
@@ -624,7 +687,7 @@ impl ProcCluster {
                 .unwrap();
             if let Some(status) = exited {
                 self.children[i - 1] = None;
-                let said = new_lines();
+                let said = self.said_since(i, launched);
                 if said.contains("Address already in use") {
                     return Err(StartFailure::PortTaken(format!(
                         "dfs{i} could not listen on {addr}: the port is taken ({})",
@@ -634,12 +697,25 @@ impl ProcCluster {
                 panic!("dfs{i} exited at start ({status}); its log:\n{said}");
             }
             assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
+                launched.at.elapsed() < std::time::Duration::from_secs(20),
                 "dfs{i} did not start listening within 20 s; its log:\n{}",
-                new_lines()
+                self.said_since(i, launched)
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until server `i`, started as `launched`, listens; if its port
+    /// was taken meanwhile, starts it again as [`ProcCluster::restart`] does.
+    pub async fn wait_listening(&mut self, i: usize, launched: &Launched) {
+        if let Err(StartFailure::PortTaken(why)) = self.listening(i, launched).await {
+            eprintln!("{why}; starting it again");
+            self.restart(i).await;
+        }
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("dfs{i}.log"))
     }
 
     /// SIGKILL: the process dies wherever it is.
@@ -661,7 +737,7 @@ impl ProcCluster {
     }
 
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("dfs{i}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 }
 
@@ -747,4 +823,59 @@ pub fn run_with_stdin(mut command: std::process::Command, stdin: &str) -> std::p
         .write_all(stdin.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Seeded randomness, for the tests that inject faults (crash.rs,
+// durability.rs): a failing run is repeated with `CHAOS_SEED`.
+
+/// The seed of a randomized test: `CHAOS_SEED` if set, else a fresh one.
+/// Printed first, so a failing run can be repeated.
+pub fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("CHAOS_SEED") {
+        Ok(s) => s.parse().expect("CHAOS_SEED must be a u64"),
+        Err(_) => rand::random(),
+    };
+    eprintln!("{test}: seed {seed} (CHAOS_SEED={seed} repeats it)");
+    seed
+}
+
+/// A file of `len` bytes from `rng` in `dir`.
+pub fn seeded_file(
+    rng: &mut rand::rngs::StdRng,
+    dir: &Path,
+    name: &str,
+    len: usize,
+) -> (PathBuf, Vec<u8>) {
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+/// The checksums of `data` stored by `owner` as `name` at `version`, cut
+/// into `chunks` chunks (index 0 = chunk 1), as a writing client computes them.
+pub fn chunk_checksums(
+    owner: &str,
+    name: &str,
+    version: Version,
+    chunks: u32,
+    data: &[u8],
+) -> Vec<ringdfs::protocol::Checksum> {
+    (1..=chunks)
+        .map(|chunk| {
+            let (start, end) = ringdfs::placement::chunk_range(data.len() as u64, chunks, chunk);
+            let mut hasher = ringdfs::protocol::ChunkId {
+                owner,
+                name,
+                version,
+                chunk,
+                len: end - start,
+            }
+            .hasher();
+            hasher.update(&data[start as usize..end as usize]);
+            ringdfs::protocol::checksum_of(&hasher)
+        })
+        .collect()
 }

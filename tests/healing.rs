@@ -30,7 +30,8 @@ async fn fully_healthy(client: &Client, name: &str) -> bool {
 /// named in the log, and after healing both copies verify and are identical.
 async fn damage_and_heal(name: &str, which: usize, damage: fn(&Path)) {
     captured_logs();
-    let cluster = Cluster::start(4).await;
+    // The reads below must be what finds the damage: no background scrub.
+    let cluster = Cluster::start_tuned(4, |c| c.store.scrub_bytes_per_sec = 0).await;
     let client = cluster.login("alice").await;
     let work = tempfile::tempdir().unwrap();
     let (path, data) = random_file(work.path(), "src", 400_000);
@@ -718,7 +719,8 @@ fn health_in_table(table: &str, name: &str) -> Option<String> {
 /// no good copy left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_as_a_command_exits_1_exactly_when_something_is_corrupt_or_lost() {
-    let mut cluster = Cluster::start(4).await;
+    // VERIFY must be what finds the damage: no background scrub racing it.
+    let mut cluster = Cluster::start_tuned(4, |c| c.store.scrub_bytes_per_sec = 0).await;
     let client = cluster.login("alice").await;
     let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();

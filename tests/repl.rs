@@ -89,7 +89,9 @@ fn leave(mut p: PtySession) {
 /// status 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_logs_in_runs_every_command_and_leaves() {
-    let cluster = Cluster::start(4).await;
+    // VERIFY itself must find the copy damaged below: the background scrub
+    // would otherwise race it and set the copy aside first.
+    let cluster = Cluster::start_tuned(4, |c| c.store.scrub_bytes_per_sec = 0).await;
     let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();

@@ -670,7 +670,10 @@ impl Healer {
     /// one is quarantined and healed. Once a second it checks a batch worth
     /// a second of the rate, in key order, in one blocking task.
     pub async fn scrub(self: Arc<Self>, shutdown: CancellationToken) {
-        let rate = self.store.tuning().scrub_bytes_per_sec.max(1);
+        let rate = self.store.tuning().scrub_bytes_per_sec;
+        if rate == 0 {
+            return; // turned off
+        }
         let mut after: Option<CopyId> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -114,7 +114,8 @@ pub struct Tuning {
     /// Memory the database may use to cache pages.
     pub cache_mib: u64,
     /// The background scrub re-reads at most this many bytes a second (a
-    /// chunk counts as at least 64 KiB, so small ones do not flood it).
+    /// chunk counts as at least 64 KiB, so small ones do not flood it); 0
+    /// turns it off.
     pub scrub_bytes_per_sec: u64,
     /// A tombstone is kept at least this long, so a commit of an older
     /// version still on its way cannot bring the file back.

@@ -1470,11 +1470,6 @@ impl Store {
         let chunks = txn.open_table(CHUNKS)?;
         Ok(chunks.get(id.key())?.is_some())
     }
-
-    /// Bytes and files of the store on disk, and the database's share.
-    pub fn db_path(&self) -> PathBuf {
-        self.root.join(DB_FILE)
-    }
 }
 
 /// A chunk named by file and number: (owner, name, chunk).

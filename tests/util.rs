@@ -276,12 +276,14 @@ pub fn server_config(dir: &Path, name: &str, addr: &str, limits: Limits) -> Serv
 }
 
 /// The tests' store tuning: chunks above 16 KiB (files above 64 KB) are
-/// files, so tests can damage them on disk; smaller ones are in the
-/// database. The scrub runs fast and tombstones go as soon as every server
-/// has them, so tests see both within seconds.
+/// files, so tests can damage them on disk; smaller ones are packed into
+/// volumes, small ones so that they fill, seal and get compacted. The scrub
+/// runs fast and tombstones go as soon as every server has them, so tests
+/// see both within seconds.
 pub fn test_tuning() -> ringdfs::store::Tuning {
     ringdfs::store::Tuning {
         inline_max: 16 << 10,
+        volume_max: 256 << 10,
         scrub_bytes_per_sec: 256 << 20,
         tombstone_grace_secs: 0,
         ..Default::default()

@@ -335,7 +335,8 @@ impl Healer {
         let (ring, layout) = self.layout();
         self.blocking(move |s| {
             s.set_layout(layout)?;
-            s.expire_retired(grace)
+            s.expire_retired(grace)?;
+            s.compact_volumes()
         })
         .await?;
         let mut peers = self.peers(&ring).await;

@@ -1,9 +1,9 @@
 //! One chunk's bytes: written, checked, stored, read back and checked again.
 //!
-//! A chunk of at most `inline_max` bytes lives in the metadata database (the
-//! `blobs` table, next to its row in `chunks`): packed, no file, no inode, and
-//! made durable by the same commit as its row. A larger chunk is a file of its
-//! own, streamed to `tmp/`, synced and renamed into place:
+//! A chunk of at most `inline_max` bytes is gathered in memory and packed into
+//! a volume file (see `volume`) by the commit that records its row: no file of
+//! its own, no inode. A larger chunk is a file of its own, streamed to `tmp/`,
+//! synced and renamed into place:
 //!
 //! ```text
 //! users/<owner>/<file-id>/<gen:016x>-<writer:016x>.<chunk>
@@ -88,7 +88,7 @@ impl ChunkSpec {
         end - start
     }
 
-    /// The chunk's key in the store's `chunks` and `blobs` tables.
+    /// The chunk's key in the store's `chunk_rows` table.
     pub(super) fn key(&self) -> (&str, &str, u64, u64, u32) {
         (
             &self.owner,
@@ -112,7 +112,7 @@ impl ChunkSpec {
 
 /// Where a chunk being written goes until it is finished.
 enum Sink {
-    /// A small chunk: gathered in memory, stored in the database.
+    /// A small chunk: gathered in memory, packed into a volume.
     Memory(Vec<u8>),
     /// A large one: a temp file, removed if the writer is dropped unfinished.
     File { file: File, tmp: RemoveOnDrop },
@@ -171,8 +171,9 @@ impl ChunkWriter {
     }
 
     /// Checks length and checksum, then stores the chunk durably (a file:
-    /// trailer, sync, rename, folder sync; in the database: one commit,
-    /// shared with whatever else is committing). Only then is it stored.
+    /// trailer, sync, rename, folder sync; packed: appended to a volume by
+    /// one commit, shared with whatever else is committing). Only then is it
+    /// stored.
     pub fn finish(self, claimed: Checksum) -> Result<()> {
         let spec = &self.spec;
         if self.written != spec.chunk_len() {
@@ -289,7 +290,7 @@ impl ChunkReader {
         })
     }
 
-    /// A reader of a chunk stored in the database.
+    /// A reader of a packed chunk's bytes.
     pub(super) fn memory(data: Bytes, id: ChunkId<'_>, expected: Checksum) -> ChunkReader {
         let len = data.len() as u64;
         let id = ChunkId { len, ..id };
@@ -323,24 +324,34 @@ impl ChunkReader {
             return if checksum_of(&self.hasher) == self.checksum {
                 Ok(None)
             } else {
-                let place = match &self.source {
-                    Source::File { path, .. } => path.display().to_string(),
-                    Source::Memory(_) => "the database".into(),
-                };
+                // The path is for the server's log; a reply names the chunk only.
+                if let Source::File { path, .. } = &self.source {
+                    tracing::warn!(path = %path.display(), chunk, "checksum mismatch");
+                }
                 Err(Error::Corrupt {
                     chunk,
-                    reason: format!("checksum mismatch in {place}"),
+                    reason: "checksum mismatch".into(),
                 })
             };
         }
         let want = self.remaining.min(MAX_BLOCK as u64) as usize;
+        let at = self.len - self.remaining;
         let block = match &mut self.source {
             Source::Memory(data) => data.split_to(want),
             Source::File { file, path } => {
                 let mut buf = BytesMut::zeroed(want);
-                file.read_exact(&mut buf).map_err(|e| Error::Corrupt {
-                    chunk,
-                    reason: format!("reading {}: {e}", path.display()),
+                // Once more after a failed read, so one transient I/O error
+                // does not make a good copy look bad.
+                let read = file.read_exact(&mut buf).or_else(|_| {
+                    file.seek(SeekFrom::Start(at))
+                        .and_then(|_| file.read_exact(&mut buf))
+                });
+                read.map_err(|e| {
+                    tracing::warn!(path = %path.display(), chunk, error = %e, "cannot read a chunk file");
+                    Error::Corrupt {
+                        chunk,
+                        reason: format!("reading it failed: {e}"),
+                    }
                 })?;
                 buf.freeze()
             }

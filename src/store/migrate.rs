@@ -19,14 +19,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableDefinition};
 
 use super::chunk::{parse_chunk_file_name, read_dir, read_trailer, remove_file_logged};
-use super::{now_ms, ChunkRow, ChunkSpec, Store};
+use super::{now_ms, ChunkKey, ChunkRow, ChunkSpec, Store, FORMAT};
 use crate::codec;
 use crate::error::Result;
 use crate::names::{validate_name, validate_user};
-use crate::protocol::Manifest;
+use crate::protocol::{Checksum, Manifest};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
 /// Files per transaction.
@@ -42,7 +42,7 @@ struct StoredManifest {
 struct Legacy {
     owner: String,
     manifest: Option<Manifest>,
-    copies: Vec<(ChunkSpec, ChunkRow)>,
+    copies: Vec<(ChunkSpec, Checksum)>,
 }
 
 /// Reads every legacy folder into the database.
@@ -80,9 +80,9 @@ fn flush(store: &Store, batch: Vec<Legacy>) -> Result<()> {
     }
     store.write(move |t| {
         for legacy in &batch {
-            for (spec, row) in &legacy.copies {
+            for (spec, checksum) in &legacy.copies {
                 if t.chunks.get(spec.key())?.is_none() {
-                    t.insert_copy(spec, row, None)?;
+                    t.insert_copy(spec, *checksum, None)?;
                 }
             }
             if let Some(m) = &legacy.manifest {
@@ -133,11 +133,7 @@ fn read_folder(owner: &str, dir: &Path) -> Option<Legacy> {
         if validate_name(&trailer.name).is_err() {
             continue;
         }
-        let row = ChunkRow {
-            len: trailer.len,
-            checksum: trailer.checksum,
-            inline: false,
-        };
+        let checksum = trailer.checksum;
         let spec = ChunkSpec {
             owner: owner.to_string(),
             name: trailer.name,
@@ -146,7 +142,11 @@ fn read_folder(owner: &str, dir: &Path) -> Option<Legacy> {
             chunks: trailer.chunks,
             size: trailer.size,
         };
-        copies.push((spec, row));
+        if spec.validate().is_err() || spec.chunk_len() != trailer.len {
+            tracing::warn!(path = %path.display(), "chunk file that does not fit its file; not migrated");
+            continue;
+        }
+        copies.push((spec, checksum));
     }
     if manifest.is_none() && copies.is_empty() {
         return None;
@@ -200,4 +200,79 @@ pub(super) fn write_legacy_manifest(dir: &Path, owner: &str, manifest: &Manifest
     bytes.extend_from_slice(&body);
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("manifest"), bytes).unwrap();
+}
+
+// The upgrade from format 2, where small chunks were kept in the database.
+
+/// Format 2's chunk rows and small chunks' bytes.
+const V2_ROWS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunks");
+const V2_BLOBS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("blobs");
+
+#[derive(Deserialize)]
+struct V2Row {
+    len: u64,
+    checksum: Checksum,
+    inline: bool,
+}
+
+type OwnedKey = (String, String, u64, u64, u32);
+
+/// Moves format 2's chunk rows into the current table, and the small chunks'
+/// bytes from the database into volumes, a batch per commit; the last commit
+/// drops the old tables and records the format. A crash in between leaves
+/// the rest for the next start (bytes appended by a batch that did not
+/// commit are dead space in the volume).
+pub(super) fn from_v2(store: &Store) -> Result<()> {
+    let mut moved = 0u64;
+    loop {
+        let done = store.write(|t| {
+            let mut rows = t.txn.open_table(V2_ROWS)?;
+            let mut blobs = t.txn.open_table(V2_BLOBS)?;
+            let mut batch: Vec<(OwnedKey, V2Row)> = Vec::new();
+            for item in rows.iter()?.take(BATCH) {
+                let (key, value) = item?;
+                let (o, n, gen, writer, chunk) = key.value();
+                let row: V2Row = codec::decode(value.value())?;
+                batch.push(((o.to_string(), n.to_string(), gen, writer, chunk), row));
+            }
+            if batch.is_empty() {
+                drop((rows, blobs));
+                t.txn.delete_table(V2_ROWS)?;
+                t.txn.delete_table(V2_BLOBS)?;
+                t.meta.insert("format", FORMAT)?;
+                return Ok(None);
+            }
+            for ((o, n, gen, writer, chunk), row) in &batch {
+                let key = (o.as_str(), n.as_str(), *gen, *writer, *chunk);
+                rows.remove(key)?;
+                let at = if row.inline {
+                    let Some(data) = blobs.remove(key)?.map(|d| d.value().to_vec()) else {
+                        // Counted but gone: forgotten, so healing fetches it.
+                        t.counts.chunks -= 1;
+                        t.counts.bytes -= row.len;
+                        continue;
+                    };
+                    Some(t.appender.append(&data)?)
+                } else {
+                    None
+                };
+                let new = ChunkRow {
+                    len: row.len,
+                    checksum: row.checksum,
+                    at,
+                };
+                t.chunks.insert(key, codec::encode(&new)?.as_slice())?;
+                if let Some((vol, _)) = at {
+                    t.add_live(vol, row.len, true)?;
+                }
+            }
+            Ok(Some(batch.len() as u64))
+        })?;
+        match done {
+            Some(n) => moved += n,
+            None => break,
+        }
+    }
+    tracing::info!(root = %store.root.display(), chunks = moved, "moved the small chunks into volume files (store format 3)");
+    Ok(())
 }

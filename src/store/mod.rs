@@ -5,6 +5,7 @@
 //! ```text
 //! <data_dir>/
 //!   meta.redb                              the metadata database (tables below)
+//!   volumes/<id:08x>.vol                   small chunks, packed (see `volume`)
 //!   tmp/                                   large chunks being written; emptied at start
 //!   quarantine/                            copies that failed their checks
 //!   users/<owner>/<file-id>/<gen>-<writer>.<chunk>   large chunks (see `chunk`)
@@ -15,8 +16,8 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `files` | (owner, name) | the file's current `Manifest` (or tombstone), bincode |
-//! | `chunks` | (owner, name, gen, writer, chunk) | `ChunkRow`: length, checksum, where the bytes are |
-//! | `blobs` | same as `chunks` | the bytes of a small chunk (≤ `inline_max`) |
+//! | `chunk_rows` | (owner, name, gen, writer, chunk) | `ChunkRow`: length, checksum, and for a small chunk (≤ `inline_max`) its volume and offset |
+//! | `volumes` | volume | its live bytes (the rest is dead space, see `compact_volumes`) |
 //! | `missing` | (owner, name, chunk) | chunks the placement gives this server that it lacks |
 //! | `surplus` | (owner, name, chunk) | chunks it holds that the placement no longer gives it |
 //! | `bucket_index` | (bucket, owner, name) | every file, by digest bucket (see `digest`) |
@@ -40,11 +41,13 @@
 //! queued while the previous commit was syncing and commits them together,
 //! so concurrent small PUTs share one sync. A large chunk's file is synced
 //! and renamed into place before its row is written; a small chunk's bytes
-//! go into the same transaction as its row.
+//! are appended to the active volume by the same batch, and the volume is
+//! synced just before the batch commits.
 
 mod chunk;
 pub mod digest;
 mod migrate;
+mod volume;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
@@ -63,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use chunk::remove_file_logged;
 pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
+use volume::{Appender, Volumes};
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -75,8 +79,8 @@ type ChunkKey = (&'static str, &'static str, u64, u64, u32);
 type WantKey = (&'static str, &'static str, u32);
 
 const FILES: TableDefinition<FileKey, &[u8]> = TableDefinition::new("files");
-const CHUNKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunks");
-const BLOBS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("blobs");
+const CHUNKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunk_rows");
+const VOLUMES: TableDefinition<u32, u64> = TableDefinition::new("volumes");
 const MISSING: TableDefinition<WantKey, ()> = TableDefinition::new("missing");
 const SURPLUS: TableDefinition<WantKey, ()> = TableDefinition::new("surplus");
 const BUCKETS: TableDefinition<(u16, &str, &str), ()> = TableDefinition::new("bucket_index");
@@ -89,7 +93,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The database file under the data folder.
 const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
-const FORMAT: &[u8] = b"2";
+const FORMAT: &[u8] = b"3";
 /// In `meta` while a migrated folder's legacy manifests may remain.
 const TIDY: &str = "tidy";
 /// Changes committed together at most.
@@ -108,9 +112,11 @@ fn bucket_key(bucket: u16) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tuning {
-    /// Chunks of at most this many bytes are kept in the database, not in a
-    /// file of their own.
+    /// Chunks of at most this many bytes are packed into volume files, not
+    /// kept in a file of their own.
     pub inline_max: u64,
+    /// A volume file is sealed, and the next one started, at this size.
+    pub volume_max: u64,
     /// Memory the database may use to cache pages.
     pub cache_mib: u64,
     /// The background scrub re-reads at most this many bytes a second (a
@@ -126,6 +132,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             inline_max: 64 << 10,
+            volume_max: 64 << 20,
             cache_mib: 16,
             scrub_bytes_per_sec: 4 << 20,
             tombstone_grace_secs: 3600,
@@ -138,8 +145,8 @@ impl Default for Tuning {
 struct ChunkRow {
     len: u64,
     checksum: Checksum,
-    /// In `blobs` (else a file).
-    inline: bool,
+    /// Packed: (volume, offset). Else a file of its own.
+    at: Option<(u32, u64)>,
 }
 
 /// Totals kept as things change, for STATUS.
@@ -244,7 +251,8 @@ impl<T: Send, F: FnOnce(&mut Tables<'_>) -> Result<T> + Send> Job for Op<T, F> {
 struct Tables<'t> {
     files: Table<'t, FileKey, &'static [u8]>,
     chunks: Table<'t, ChunkKey, &'static [u8]>,
-    blobs: Table<'t, ChunkKey, &'static [u8]>,
+    /// Live bytes per volume.
+    volumes: Table<'t, u32, u64>,
     missing: Table<'t, WantKey, ()>,
     surplus: Table<'t, WantKey, ()>,
     buckets: Table<'t, (u16, &'static str, &'static str), ()>,
@@ -257,18 +265,28 @@ struct Tables<'t> {
     layout: Option<Layout>,
     /// Chunk files to remove once the transaction has committed.
     trash: Vec<PathBuf>,
+    /// Volumes emptied by this transaction, to remove once it has committed.
+    emptied: Vec<u32>,
     root: &'t Path,
+    appender: &'t mut Appender,
+    vols: &'t Volumes,
+    txn: &'t WriteTransaction,
 }
 
 impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction, root: &'t Path) -> Result<Tables<'t>> {
+    fn open(
+        txn: &'t WriteTransaction,
+        root: &'t Path,
+        appender: &'t mut Appender,
+        vols: &'t Volumes,
+    ) -> Result<Tables<'t>> {
         let meta = txn.open_table(META)?;
         let counts = read_meta(&meta, "counts")?.unwrap_or_default();
         let layout = read_meta(&meta, "layout")?;
         Ok(Tables {
             files: txn.open_table(FILES)?,
             chunks: txn.open_table(CHUNKS)?,
-            blobs: txn.open_table(BLOBS)?,
+            volumes: txn.open_table(VOLUMES)?,
             missing: txn.open_table(MISSING)?,
             surplus: txn.open_table(SURPLUS)?,
             buckets: txn.open_table(BUCKETS)?,
@@ -280,7 +298,11 @@ impl<'t> Tables<'t> {
             counts,
             layout,
             trash: Vec::new(),
+            emptied: Vec::new(),
             root,
+            appender,
+            vols,
+            txn,
         })
     }
 
@@ -371,24 +393,62 @@ impl<'t> Tables<'t> {
         held_in(&self.chunks, owner, name, version)
     }
 
-    fn insert_copy(&mut self, spec: &ChunkSpec, row: &ChunkRow, data: Option<&[u8]>) -> Result<()> {
-        let key = spec.key();
-        let old = self.chunks.insert(key, codec::encode(row)?.as_slice())?;
+    /// Records a copy: `data` (a small chunk's bytes) is appended to the
+    /// active volume first; without it the copy is a file already in place.
+    fn insert_copy(
+        &mut self,
+        spec: &ChunkSpec,
+        checksum: Checksum,
+        data: Option<&[u8]>,
+    ) -> Result<()> {
+        let at = match data {
+            Some(data) => Some(self.appender.append(data)?),
+            None => None,
+        };
+        let row = ChunkRow {
+            len: spec.chunk_len(),
+            checksum,
+            at,
+        };
+        self.put_row(spec.key(), &row)
+    }
+
+    /// Writes a copy's row, replacing (and unaccounting) any earlier one.
+    fn put_row(&mut self, key: (&str, &str, u64, u64, u32), row: &ChunkRow) -> Result<()> {
+        let old: Option<ChunkRow> = match self.chunks.insert(key, codec::encode(row)?.as_slice())? {
+            Some(old) => Some(codec::decode(old.value())?),
+            None => None,
+        };
         if let Some(old) = old {
-            let old: ChunkRow = codec::decode(old.value())?;
-            self.counts.chunks -= 1;
-            self.counts.bytes -= old.len;
-        }
-        match data {
-            Some(data) => {
-                self.blobs.insert(key, data)?;
-            }
-            None => {
-                self.blobs.remove(key)?;
-            }
+            self.unaccount(&old)?;
         }
         self.counts.chunks += 1;
         self.counts.bytes += row.len;
+        if let Some((vol, _)) = row.at {
+            self.add_live(vol, row.len, true)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `len` to (or takes it from) a volume's live bytes.
+    fn add_live(&mut self, vol: u32, len: u64, add: bool) -> Result<()> {
+        let live = self.volumes.get(vol)?.map_or(0, |l| l.value());
+        let live = if add {
+            live + len
+        } else {
+            live.saturating_sub(len)
+        };
+        self.volumes.insert(vol, live)?;
+        Ok(())
+    }
+
+    /// Takes a copy that is no longer recorded out of the totals.
+    fn unaccount(&mut self, row: &ChunkRow) -> Result<()> {
+        self.counts.chunks -= 1;
+        self.counts.bytes -= row.len;
+        if let Some((vol, _)) = row.at {
+            self.add_live(vol, row.len, false)?;
+        }
         Ok(())
     }
 
@@ -403,19 +463,40 @@ impl<'t> Tables<'t> {
         keep_file: bool,
     ) -> Result<bool> {
         let key = (owner, name, version.gen, version.writer, chunk);
-        let Some(row) = self.chunks.remove(key)? else {
-            return Ok(false);
+        let row: ChunkRow = match self.chunks.remove(key)? {
+            Some(row) => codec::decode(row.value())?,
+            None => return Ok(false),
         };
-        let row: ChunkRow = codec::decode(row.value())?;
-        self.counts.chunks -= 1;
-        self.counts.bytes -= row.len;
-        if row.inline {
-            self.blobs.remove(key)?;
-        } else if !keep_file {
+        self.unaccount(&row)?;
+        if row.at.is_none() && !keep_file {
             self.trash
                 .push(chunk_path(self.root, owner, name, version, chunk));
         }
         Ok(true)
+    }
+
+    /// Moves a packed chunk from `vol` at `offset` to the active volume, if
+    /// its row still points there.
+    fn move_packed(&mut self, id: &CopyId, vol: u32, offset: u64) -> Result<()> {
+        let row: ChunkRow = match self.chunks.get(id.key())? {
+            Some(row) => codec::decode(row.value())?,
+            None => return Ok(()),
+        };
+        if row.at != Some((vol, offset)) {
+            return Ok(());
+        }
+        let data = self
+            .vols
+            .read(vol, offset, row.len)
+            .map_err(|e| Error::io(format!("reading volume {vol:08x}"), e))?
+            .ok_or_else(|| Error::Internal(format!("volume {vol:08x} is missing")))?;
+        // Damaged bytes move as they are: the scrub or a read finds them.
+        let at = self.appender.append(&data)?;
+        let moved = ChunkRow {
+            at: Some(at),
+            ..row
+        };
+        self.put_row(id.key(), &moved)
     }
 
     /// Recomputes what this server lacks and holds beyond its share of one
@@ -494,6 +575,22 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// Creates every table a store uses, so readers find them all.
+fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(FILES)?;
+    txn.open_table(CHUNKS)?;
+    txn.open_table(VOLUMES)?;
+    txn.open_table(MISSING)?;
+    txn.open_table(SURPLUS)?;
+    txn.open_table(BUCKETS)?;
+    txn.open_table(DIGESTS)?;
+    txn.open_table(RETIRED)?;
+    txn.open_table(TOMBSTONES)?;
+    txn.open_table(HINTS)?;
+    txn.open_table(META)?;
+    Ok(())
+}
+
 fn held_in(
     chunks: &impl ReadableTable<ChunkKey, &'static [u8]>,
     owner: &str,
@@ -552,12 +649,16 @@ fn now_ms() -> u64 {
 /// Stores open in this process, so `inspect` finds a running server's.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
 
+/// Chunks moved per transaction when compacting a volume (at most 16 MiB).
+const COMPACT_BATCH: usize = 256;
+
 /// How many aborted versions [`Store`] remembers.
 const ABORTED_KEPT: usize = 256;
 
 pub struct Store {
     root: PathBuf,
     db: Arc<Db>,
+    volumes: Arc<Volumes>,
     tuning: Tuning,
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -594,36 +695,50 @@ impl Store {
             .set_cache_size((tuning.cache_mib as usize) << 20)
             .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
             .create(root.join(DB_FILE))?;
-        let format_known = {
+        let format: Option<Vec<u8>> = {
             let mut txn = db.begin_write()?;
             txn.set_quick_repair(true);
-            let known = {
-                let t = Tables::open(&txn, root)?;
-                let known = t.meta.get("format")?.is_some();
-                drop(t);
-                known
-            };
+            create_tables(&txn)?;
+            let format = txn
+                .open_table(META)?
+                .get("format")?
+                .map(|f| f.value().to_vec());
             txn.commit()?;
-            known
+            format
         };
         let db = Arc::new(Db::Write(db));
+        let volumes = Arc::new(Volumes::new(root));
+        let appender = Appender::open(Arc::clone(&volumes), tuning.volume_max)?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let writer = {
-            let (db, root) = (Arc::clone(&db), root.to_path_buf());
+            let (db, root, vols) = (Arc::clone(&db), root.to_path_buf(), Arc::clone(&volumes));
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || write_loop(&db, &root, &queue))
+                .spawn(move || write_loop(&db, &root, appender, &vols, &queue))
                 .map_err(|e| Error::io("starting the store's writer", e))?
         };
         let store = Arc::new(Store {
             root: root.to_path_buf(),
             db,
+            volumes,
             tuning,
             jobs: Some(jobs),
             writer: Some(writer),
             aborted: Arc::default(),
         });
-        if !format_known {
+        match format.as_deref() {
+            None => {}
+            Some(FORMAT) => {}
+            Some(b"2") => migrate::from_v2(&store)?,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "{} was written by a newer release (store format {})",
+                    root.display(),
+                    String::from_utf8_lossy(other)
+                )))
+            }
+        }
+        if format.is_none() {
             migrate::run(&store)?;
             store.write(|t| {
                 t.meta.insert("format", FORMAT)?;
@@ -683,6 +798,7 @@ impl Store {
         Ok(Arc::new(Store {
             root: root.to_path_buf(),
             db: Arc::new(db),
+            volumes: Arc::new(Volumes::new(root)),
             tuning: Tuning::default(),
             jobs: None,
             writer: None,
@@ -771,12 +887,8 @@ impl Store {
     ) -> Result<()> {
         let spec = spec.clone();
         let aborted = Arc::clone(&self.aborted);
-        let row = ChunkRow {
-            len: spec.chunk_len(),
-            checksum,
-            inline: data.is_some(),
-        };
-        let trash = self.write(move |t| {
+        let packed = data.is_some();
+        self.write(move |t| {
             let current = t.current(&spec.owner, &spec.name)?;
             let given_up = aborted
                 .lock()
@@ -784,7 +896,7 @@ impl Store {
                 .iter()
                 .any(|(o, n, v)| *o == spec.owner && *n == spec.name && *v == spec.version);
             if given_up || current.as_ref().is_some_and(|m| m.version > spec.version) {
-                if !row.inline {
+                if !packed {
                     t.trash.push(chunk_path(
                         t.root,
                         &spec.owner,
@@ -795,13 +907,12 @@ impl Store {
                 }
                 return Ok(());
             }
-            t.insert_copy(&spec, &row, data.as_deref())?;
+            t.insert_copy(&spec, checksum, data.as_deref())?;
             if current.as_ref().is_some_and(|m| m.version == spec.version) {
                 t.refresh_wants(&spec.owner, &spec.name, current.as_ref())?;
             }
             Ok(())
-        });
-        trash
+        })
     }
 
     /// Opens a stored chunk of `version` for reading, after checking its
@@ -818,6 +929,27 @@ impl Store {
         chunk: u32,
     ) -> Result<ChunkReader> {
         validate_name(name)?;
+        // A packed chunk whose volume was compacted away after the snapshot
+        // was taken is found at its new place by a fresh one.
+        for _ in 0..3 {
+            if let Some(reader) = self.open_chunk_once(owner, name, version, chunk)? {
+                return Ok(reader);
+            }
+        }
+        Err(Error::Corrupt {
+            chunk,
+            reason: "the chunk's volume is missing".into(),
+        })
+    }
+
+    /// [`Store::open_chunk`] in one snapshot; `None` if the chunk's volume is gone.
+    fn open_chunk_once(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+    ) -> Result<Option<ChunkReader>> {
         let not_found = || Error::NotFound {
             name: format!("{name} (chunk {chunk})"),
         };
@@ -870,30 +1002,30 @@ impl Store {
             chunk,
             len: row.len,
         };
-        if row.inline {
-            let blobs = txn.open_table(BLOBS)?;
-            let data = match blobs.get(key)? {
-                Some(d) => Bytes::copy_from_slice(d.value()),
-                None => {
-                    return Err(Error::Corrupt {
-                        chunk,
-                        reason: "the chunk's bytes are missing from the database".into(),
-                    })
-                }
-            };
-            if data.len() as u64 != row.len {
-                return Err(Error::Corrupt {
-                    chunk,
-                    reason: "the chunk's length does not match its record".into(),
-                });
-            }
-            Ok(ChunkReader::memory(data, id, row.checksum))
-        } else {
-            ChunkReader::file(
+        match row.at {
+            Some((vol, offset)) => Ok(self
+                .read_packed(vol, offset, row.len, chunk)?
+                .map(|data| ChunkReader::memory(data, id, row.checksum))),
+            None => ChunkReader::file(
                 self.chunk_path(owner, name, version, chunk),
                 id,
                 row.checksum,
             )
+            .map(Some),
+        }
+    }
+
+    /// A packed chunk's bytes (`None` if its volume is gone). A failed read
+    /// is tried once more before the copy is called bad, so one transient
+    /// I/O error does not quarantine a good copy.
+    fn read_packed(&self, vol: u32, offset: u64, len: u64, chunk: u32) -> Result<Option<Bytes>> {
+        let first = self.volumes.read(vol, offset, len);
+        match first.or_else(|_| self.volumes.read(vol, offset, len)) {
+            Ok(data) => Ok(data),
+            Err(e) => Err(Error::Corrupt {
+                chunk,
+                reason: format!("reading its volume: {e}"),
+            }),
         }
     }
 
@@ -1014,21 +1146,12 @@ impl Store {
         version: Version,
         chunk: u32,
     ) -> Result<Option<PathBuf>> {
-        let row = {
+        let row: Option<ChunkRow> = {
             let txn = self.read()?;
             let chunks = txn.open_table(CHUNKS)?;
             let key = (owner, name, version.gen, version.writer, chunk);
-            let row: Option<ChunkRow> = match chunks.get(key)? {
+            match chunks.get(key)? {
                 Some(r) => Some(codec::decode(r.value())?),
-                None => None,
-            };
-            match row {
-                Some(row) if row.inline => {
-                    let blobs = txn.open_table(BLOBS)?;
-                    let data = blobs.get(key)?.map(|d| d.value().to_vec());
-                    Some((row, data))
-                }
-                Some(row) => Some((row, None)),
                 None => None,
             }
         };
@@ -1044,12 +1167,18 @@ impl Store {
             version.gen,
             version.writer
         ));
-        let moved = match &row {
-            Some((r, data)) if r.inline => {
-                let bytes = data.as_deref().unwrap_or_default();
+        let moved = match row.as_ref().and_then(|r| r.at.map(|at| (at, r.len))) {
+            Some(((vol, offset), len)) => {
+                // What is left of it, for whoever looks into the damage.
+                let bytes = self
+                    .volumes
+                    .read(vol, offset, len)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
                 File::create(&dest)
-                    .and_then(|mut f| f.write_all(bytes))
-                    .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+                    .and_then(|mut f| f.write_all(&bytes))
+                    .map_err(|e| Error::io("writing into quarantine/", e))?;
                 Some(dest)
             }
             _ => {
@@ -1090,6 +1219,68 @@ impl Store {
             t.refresh_wants(&owner, &name, current.as_ref())?;
             Ok(dropped)
         })
+    }
+
+    /// Rewrites the live chunks of every sealed volume that is at least half
+    /// dead into the active one, then removes it. Cheap when there is nothing
+    /// to do (it reads the volumes' sizes and live bytes); otherwise one scan
+    /// of the chunk rows finds what to move. Returns how many volumes went.
+    pub fn compact_volumes(&self) -> Result<usize> {
+        // Read before the snapshot: every batch that appended to a volume
+        // below this one has committed (see `write_loop`), so the snapshot
+        // sees every row that points into one.
+        let active = self.volumes.active();
+        let txn = self.read()?;
+        let live_of = txn.open_table(VOLUMES)?;
+        let mut doomed = Vec::new();
+        for (vol, size) in self.volumes.list()? {
+            let live = live_of.get(vol)?.map_or(0, |l| l.value());
+            if vol < active && live.saturating_mul(2) <= size {
+                doomed.push(vol);
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut moves: BTreeMap<u32, Vec<(CopyId, u64)>> = BTreeMap::new();
+        for item in txn.open_table(CHUNKS)?.iter()? {
+            let (key, value) = item?;
+            let row: ChunkRow = codec::decode(value.value())?;
+            let Some((vol, offset)) = row.at.filter(|(v, _)| doomed.contains(v)) else {
+                continue;
+            };
+            let (owner, name, gen, writer, chunk) = key.value();
+            let id = CopyId {
+                owner: owner.to_string(),
+                name: name.to_string(),
+                version: Version { gen, writer },
+                chunk,
+            };
+            moves.entry(vol).or_default().push((id, offset));
+        }
+        drop((live_of, txn));
+        for &vol in &doomed {
+            let todo = moves.remove(&vol).unwrap_or_default();
+            let count = todo.len();
+            for piece in todo.chunks(COMPACT_BATCH) {
+                let piece = piece.to_vec();
+                self.write(move |t| {
+                    for (id, offset) in &piece {
+                        t.move_packed(id, vol, *offset)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            // Nothing is appended to a sealed volume, so once its chunks have
+            // moved nothing points into it.
+            self.write(move |t| {
+                t.volumes.remove(vol)?;
+                t.emptied.push(vol);
+                Ok(())
+            })?;
+            tracing::info!(root = %self.root.display(), volume = vol, chunks = count, "compacted a volume");
+        }
+        Ok(doomed.len())
     }
 
     /// Forgets a tombstone once no member can still hold an older version
@@ -1476,7 +1667,13 @@ impl Store {
 pub type CopyKey = (String, String, u32);
 
 /// The writer thread: commits queued changes in batches until the store closes.
-fn write_loop(db: &Db, root: &Path, queue: &mpsc::Receiver<Box<dyn Job>>) {
+fn write_loop(
+    db: &Db,
+    root: &Path,
+    mut appender: Appender,
+    vols: &Volumes,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+) {
     let Db::Write(db) = db else { return };
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -1486,45 +1683,57 @@ fn write_loop(db: &Db, root: &Path, queue: &mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let (outcome, trash) = run_batch(db, root, &mut batch);
-        if outcome.is_ok() {
-            for path in trash {
-                remove_file_logged(&path);
+        let (outcome, (trash, emptied)) = run_batch(db, root, &mut appender, vols, &mut batch);
+        match &outcome {
+            Ok(()) => {
+                for path in trash {
+                    remove_file_logged(&path);
+                }
+                for vol in emptied {
+                    vols.remove(vol);
+                }
             }
-        } else if let Err(e) = &outcome {
-            tracing::error!(error = %e, "metadata commit failed");
+            Err(e) => tracing::error!(error = %e, "metadata commit failed"),
         }
+        appender.publish();
         for job in batch {
             job.finish(outcome.clone());
         }
     }
 }
 
+/// What to remove once a batch has committed: chunk files, emptied volumes.
+type Leftovers = (Vec<PathBuf>, Vec<u32>);
+
 fn run_batch(
     db: &Database,
     root: &Path,
+    appender: &mut Appender,
+    vols: &Volumes,
     batch: &mut [Box<dyn Job>],
-) -> (std::result::Result<(), String>, Vec<PathBuf>) {
-    let mut attempt = || -> Result<Vec<PathBuf>> {
+) -> (std::result::Result<(), String>, Leftovers) {
+    let mut attempt = || -> Result<Leftovers> {
         let mut txn = db.begin_write()?;
         // Each commit saves the allocator state, so a server killed at any
         // moment reopens at once instead of walking the whole database to
         // rebuild it (a full repair takes seconds per hundred thousand files).
         txn.set_quick_repair(true);
-        let trash = {
-            let mut t = Tables::open(&txn, root)?;
+        let leftovers = {
+            let mut t = Tables::open(&txn, root, appender, vols)?;
             for job in batch.iter_mut() {
                 job.run(&mut t)?;
             }
             t.save()?;
-            std::mem::take(&mut t.trash)
+            (std::mem::take(&mut t.trash), std::mem::take(&mut t.emptied))
         };
+        // The bytes the new rows point at are durable before the rows are.
+        appender.sync()?;
         txn.commit()?;
-        Ok(trash)
+        Ok(leftovers)
     };
     match attempt() {
-        Ok(trash) => (Ok(()), trash),
-        Err(e) => (Err(e.to_string()), Vec::new()),
+        Ok(leftovers) => (Ok(()), leftovers),
+        Err(e) => (Err(e.to_string()), Default::default()),
     }
 }
 

@@ -13,7 +13,7 @@ fn spec(name: &str, version: Version, chunk: u32, size: u64) -> ChunkSpec {
     }
 }
 
-/// Small chunks in the database, or (with `inline_max` 0) every chunk a file.
+/// Small chunks packed into volumes, or (with `inline_max` 0) every chunk a file.
 fn open(dir: &Path, inline: bool) -> Arc<Store> {
     let tuning = Tuning {
         inline_max: if inline { 64 << 10 } else { 0 },
@@ -180,33 +180,27 @@ fn corruption_and_truncation_are_detected() {
 }
 
 #[test]
-fn a_corrupted_chunk_in_the_database_is_detected() {
+fn a_corrupted_packed_chunk_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), true);
-    // Bytes unlikely to appear anywhere else in the database file.
+    // Bytes unlikely to appear anywhere else in the volume.
     let mut data = vec![0u8; 4000];
     blake3::Hasher::new()
-        .update(b"corrupted in the database")
+        .update(b"corrupted in a volume")
         .finalize_xof()
         .fill(&mut data);
     put(&store, "f", &data, v(5));
     drop(store);
-    let db = dir.path().join(DB_FILE);
-    let mut bytes = fs::read(&db).unwrap();
+    let volume = dir.path().join("volumes").join("00000001.vol");
+    let mut bytes = fs::read(&volume).unwrap();
     let (start, end) = chunk_range(4000, 4, 2);
     let needle = &data[start as usize..end as usize];
-    // Copy-on-write leaves older copies of a page behind: damage them all.
-    let places: Vec<usize> = bytes
+    let at = bytes
         .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(at, _)| at)
-        .collect();
-    assert!(!places.is_empty(), "chunk 2's bytes are in the database");
-    for at in places {
-        bytes[at + 100] ^= 1;
-    }
-    fs::write(&db, bytes).unwrap();
+        .position(|w| w == needle)
+        .expect("chunk 2's bytes are in the volume");
+    bytes[at + 100] ^= 1;
+    fs::write(&volume, bytes).unwrap();
     let store = open(dir.path(), true);
     assert!(matches!(
         read_all(&store, "f", v(5), 2),
@@ -520,4 +514,189 @@ fn legacy_manifests_left_by_a_crash_while_removing_them_go_at_the_next_start() {
     let txn = store.read().unwrap();
     let meta = txn.open_table(META).unwrap();
     assert!(meta.get(TIDY).unwrap().is_none(), "the removal is done");
+}
+
+/// Tuning with small chunks packed into volumes of `volume_max` bytes.
+fn open_volumes(dir: &Path, volume_max: u64) -> Arc<Store> {
+    let tuning = Tuning {
+        volume_max,
+        ..Tuning::default()
+    };
+    Store::open(dir, tuning).unwrap()
+}
+
+fn volume_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = fs::read_dir(dir.join("volumes"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn data_of(i: usize) -> Vec<u8> {
+    let mut data = vec![0u8; 4000];
+    blake3::Hasher::new()
+        .update(&i.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut data);
+    data
+}
+
+fn read_file(store: &Store, name: &str, version: Version) -> Vec<u8> {
+    (1..=4)
+        .flat_map(|c| read_all(store, name, version, c).unwrap())
+        .collect()
+}
+
+#[test]
+fn small_chunks_fill_volumes_and_compaction_reclaims_what_deletes_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 KiB volumes: two files' chunks each.
+    let store = open_volumes(dir.path(), 8 << 10);
+    for i in 0..20 {
+        put(&store, &format!("f{i:02}"), &data_of(i), v(10));
+    }
+    let before = volume_files(dir.path());
+    assert_eq!(before.len(), 10, "{before:?}");
+    assert!(before.iter().all(|(_, len)| *len <= 8 << 10));
+    assert_eq!(
+        fs::read_dir(dir.path().join("users")).unwrap().count(),
+        0,
+        "no chunk files"
+    );
+    // Delete three files in every four: most volumes become mostly dead.
+    for i in (0..20).filter(|i| i % 4 != 0) {
+        assert!(store
+            .commit("alice", tombstone(&format!("f{i:02}"), v(11)))
+            .unwrap());
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.files, stats.chunks), (5, 20));
+    let removed = store.compact_volumes().unwrap();
+    let after = volume_files(dir.path());
+    let bytes = |v: &[(String, u64)]| v.iter().map(|(_, len)| len).sum::<u64>();
+    assert!(removed >= 5, "{removed} volumes compacted: {after:?}");
+    // The live chunks, moved, and the volume that was active (never compacted).
+    let active = before.last().unwrap().1;
+    assert_eq!(bytes(&after), active + 5 * 4000, "{after:?}");
+    assert_eq!(
+        store.stats().unwrap(),
+        stats,
+        "compaction changes no totals"
+    );
+    // The volume that was active is sealed now, and all dead: it goes next,
+    // then there is nothing more to do.
+    assert_eq!(store.compact_volumes().unwrap(), 1);
+    assert_eq!(bytes(&volume_files(dir.path())), 5 * 4000);
+    assert_eq!(store.compact_volumes().unwrap(), 0);
+    // Every survivor reads back, before and after a reopen.
+    for i in (0..20).step_by(4) {
+        assert_eq!(read_file(&store, &format!("f{i:02}"), v(10)), data_of(i));
+    }
+    drop(store);
+    let store = open_volumes(dir.path(), 8 << 10);
+    for i in (0..20).step_by(4) {
+        assert_eq!(read_file(&store, &format!("f{i:02}"), v(10)), data_of(i));
+    }
+    assert_eq!(store.compact_volumes().unwrap(), 0);
+}
+
+#[test]
+fn bytes_a_crash_left_after_the_last_commit_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    put(&store, "a", &data_of(1), v(1));
+    drop(store);
+    // An append whose commit never happened: torn garbage at the end.
+    let volume = dir.path().join("volumes").join("00000001.vol");
+    let mut f = fs::OpenOptions::new().append(true).open(&volume).unwrap();
+    f.write_all(&[0xAB; 777]).unwrap();
+    drop(f);
+    let store = open(dir.path(), true);
+    put(&store, "b", &data_of(2), v(1));
+    assert_eq!(read_file(&store, "a", v(1)), data_of(1));
+    assert_eq!(read_file(&store, "b", v(1)), data_of(2));
+    assert_eq!(fs::metadata(&volume).unwrap().len(), 2 * 4000 + 777);
+}
+
+/// Turns a format-3 store into the format-2 layout (rows in `chunks`, small
+/// chunks' bytes in `blobs`, no volumes), as the previous release wrote it.
+fn downgrade_to_v2(dir: &Path) {
+    const V2_ROWS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunks");
+    const V2_BLOBS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("blobs");
+    #[derive(Serialize)]
+    struct V2Row {
+        len: u64,
+        checksum: Checksum,
+        inline: bool,
+    }
+    let volumes = Volumes::new(dir);
+    let db = Database::create(dir.join(DB_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let rows = txn.open_table(CHUNKS).unwrap();
+        let mut old_rows = txn.open_table(V2_ROWS).unwrap();
+        let mut blobs = txn.open_table(V2_BLOBS).unwrap();
+        for item in rows.iter().unwrap() {
+            let (key, value) = item.unwrap();
+            let row: ChunkRow = codec::decode(value.value()).unwrap();
+            let old = V2Row {
+                len: row.len,
+                checksum: row.checksum,
+                inline: row.at.is_some(),
+            };
+            old_rows
+                .insert(key.value(), codec::encode(&old).unwrap().as_slice())
+                .unwrap();
+            if let Some((vol, offset)) = row.at {
+                let data = volumes.read(vol, offset, row.len).unwrap().unwrap();
+                blobs.insert(key.value(), &data[..]).unwrap();
+            }
+        }
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert("format", &b"2"[..]).unwrap();
+    }
+    txn.delete_table(CHUNKS).unwrap();
+    txn.delete_table(VOLUMES).unwrap();
+    txn.commit().unwrap();
+    fs::remove_dir_all(dir.join("volumes")).unwrap();
+}
+
+#[test]
+fn a_format_2_store_moves_its_small_chunks_into_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    let big = vec![7u8; 300 << 10]; // 75 KiB chunks: files
+    put(&store, "big", &big, v(1));
+    for i in 0..600 {
+        put(&store, &format!("f{i:03}"), &data_of(i), v(1));
+    }
+    let stats = store.stats().unwrap();
+    drop(store);
+    downgrade_to_v2(dir.path());
+    let store = open(dir.path(), true);
+    assert_eq!(store.stats().unwrap(), stats);
+    assert_eq!(
+        volume_files(dir.path()),
+        [("00000001.vol".into(), 600 * 4000)]
+    );
+    for i in [0, 299, 599] {
+        assert_eq!(read_file(&store, &format!("f{i:03}"), v(1)), data_of(i));
+    }
+    assert_eq!(read_file(&store, "big", v(1)), big);
+    let txn = store.read().unwrap();
+    const V2_BLOBS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("blobs");
+    assert!(matches!(
+        txn.open_table(V2_BLOBS),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
 }

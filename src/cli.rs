@@ -590,10 +590,14 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
                     s.successor.clone().unwrap_or_else(|| "-".into()),
                     s.predecessor.clone().unwrap_or_else(|| "-".into()),
                     format!(
-                        "{}, {}, {}",
+                        "{}, {}, {}{}",
                         plural(s.files, "file"),
                         plural(s.chunks, "chunk"),
-                        human_size(s.bytes)
+                        human_size(s.bytes),
+                        match s.uploads_pending {
+                            0 => String::new(),
+                            n => format!(" ({} pending)", plural(n, "upload")),
+                        }
                     ),
                     heal_text(&s.heal),
                 ),

@@ -240,6 +240,9 @@ pub struct ServerStatus {
     pub bytes: u64,
     /// Files (live manifests) of all users.
     pub files: u64,
+    /// Uploads with chunks here and no commit yet: under way, or abandoned
+    /// and removed after `[store] upload_grace_secs`.
+    pub uploads_pending: u64,
     pub heal: HealStatus,
 }
 

@@ -237,6 +237,7 @@ impl Server {
             chunks: stats.chunks,
             bytes: stats.bytes,
             files: stats.files,
+            uploads_pending: self.store.uploads_pending().unwrap_or_default(),
             heal: self.healer.status(),
         }
     }

@@ -13,4 +13,5 @@ mod repl;
 mod ring;
 mod security;
 mod sync;
+mod uploads;
 mod util;

@@ -336,6 +336,8 @@ impl Healer {
         self.blocking(move |s| {
             s.set_layout(layout)?;
             s.expire_retired(grace)?;
+            let uploads = Duration::from_secs(s.tuning().upload_grace_secs);
+            s.collect_staged(uploads)?;
             s.compact_volumes()
         })
         .await?;

@@ -135,6 +135,7 @@ impl ChunkWriter {
         let sink = if len <= store.tuning.inline_max {
             Sink::Memory(Vec::with_capacity(len as usize))
         } else {
+            store.note_upload(&spec)?;
             let tmp = store.tmp_path()?;
             let file = File::create(&tmp).map_err(|e| Error::io("creating a chunk file", e))?;
             Sink::File {

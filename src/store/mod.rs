@@ -25,6 +25,7 @@
 //! | `retired` | (owner, name) | a replaced version kept for reads under way: (gen, writer, when) |
 //! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
 //! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
+//! | `staged` | (owner, name, gen, writer) | an upload not committed yet: when its last chunk arrived (see `collect_staged`) |
 //! | `meta` | name | `format`, `layout` (ring size and position), `counts`, `tidy` (legacy manifests left to remove) |
 //!
 //! Keys are ordered, so one user's files list by a range scan, page by page;
@@ -58,8 +59,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redb::{
-    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, Table,
-    TableDefinition, WriteTransaction,
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,8 @@ use crate::protocol::{Checksum, ChunkId, FileEntry, Manifest, SyncEntry, Version
 type FileKey = (&'static str, &'static str);
 type ChunkKey = (&'static str, &'static str, u64, u64, u32);
 type WantKey = (&'static str, &'static str, u32);
+/// (owner, name, gen, writer): a version with chunks here and no commit yet.
+type StagedKey = (&'static str, &'static str, u64, u64);
 
 const FILES: TableDefinition<FileKey, &[u8]> = TableDefinition::new("files");
 const CHUNKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunk_rows");
@@ -88,6 +91,7 @@ const DIGESTS: TableDefinition<u32, Digest> = TableDefinition::new("digests");
 const RETIRED: TableDefinition<FileKey, (u64, u64, u64)> = TableDefinition::new("retired");
 const TOMBSTONES: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("tombstones");
 const HINTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("hints");
+const STAGED: TableDefinition<StagedKey, u64> = TableDefinition::new("staged");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The database file under the data folder.
@@ -126,6 +130,9 @@ pub struct Tuning {
     /// A tombstone is kept at least this long, so a commit of an older
     /// version still on its way cannot bring the file back.
     pub tombstone_grace_secs: u64,
+    /// Chunks of an upload never committed (cancelled, or its client died)
+    /// are removed once none of them has arrived for this long.
+    pub upload_grace_secs: u64,
 }
 
 impl Default for Tuning {
@@ -136,6 +143,7 @@ impl Default for Tuning {
             cache_mib: 16,
             scrub_bytes_per_sec: 4 << 20,
             tombstone_grace_secs: 3600,
+            upload_grace_secs: 3600,
         }
     }
 }
@@ -260,6 +268,7 @@ struct Tables<'t> {
     retired: Table<'t, FileKey, (u64, u64, u64)>,
     tombstones: Table<'t, (u64, &'static str, &'static str), u64>,
     hints: Table<'t, (&'static str, &'static str, &'static str), ()>,
+    staged: Table<'t, StagedKey, u64>,
     meta: Table<'t, &'static str, &'static [u8]>,
     counts: Stats,
     layout: Option<Layout>,
@@ -294,6 +303,7 @@ impl<'t> Tables<'t> {
             retired: txn.open_table(RETIRED)?,
             tombstones: txn.open_table(TOMBSTONES)?,
             hints: txn.open_table(HINTS)?,
+            staged: txn.open_table(STAGED)?,
             meta,
             counts,
             layout,
@@ -499,6 +509,30 @@ impl<'t> Tables<'t> {
         self.put_row(id.key(), &moved)
     }
 
+    /// Notes that an upload of `version` is under way (or refreshes when).
+    fn stage(&mut self, owner: &str, name: &str, version: Version) -> Result<()> {
+        self.staged
+            .insert((owner, name, version.gen, version.writer), now_ms())?;
+        Ok(())
+    }
+
+    /// Forgets the uploads of the file up to `version` (committed or outdated).
+    fn unstage(&mut self, owner: &str, name: &str, version: Version) -> Result<()> {
+        let mut done = Vec::new();
+        for item in self
+            .staged
+            .range((owner, name, 0, 0)..=(owner, name, version.gen, version.writer))?
+        {
+            let (key, _) = item?;
+            let (_, _, gen, writer) = key.value();
+            done.push((gen, writer));
+        }
+        for (gen, writer) in done {
+            self.staged.remove((owner, name, gen, writer))?;
+        }
+        Ok(())
+    }
+
     /// Recomputes what this server lacks and holds beyond its share of one
     /// file (`manifest` its current entry).
     fn refresh_wants(
@@ -550,6 +584,7 @@ impl<'t> Tables<'t> {
             return Ok(false);
         }
         self.set_entry(owner, name, current.as_ref(), Some(manifest))?;
+        self.unstage(owner, name, manifest.version)?;
         // An overwrite keeps the version it replaces for a grace period, so
         // reads already under way finish; a delete takes everything at once.
         let keep = match &current {
@@ -587,6 +622,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RETIRED)?;
     txn.open_table(TOMBSTONES)?;
     txn.open_table(HINTS)?;
+    txn.open_table(STAGED)?;
     txn.open_table(META)?;
     Ok(())
 }
@@ -648,6 +684,9 @@ fn now_ms() -> u64 {
 
 /// Stores open in this process, so `inspect` finds a running server's.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
+
+/// Abandoned uploads removed per transaction.
+const COLLECT_BATCH: usize = 1000;
 
 /// Chunks moved per transaction when compacting a volume (at most 16 MiB).
 const COMPACT_BATCH: usize = 256;
@@ -910,9 +949,91 @@ impl Store {
             t.insert_copy(&spec, checksum, data.as_deref())?;
             if current.as_ref().is_some_and(|m| m.version == spec.version) {
                 t.refresh_wants(&spec.owner, &spec.name, current.as_ref())?;
+            } else {
+                t.stage(&spec.owner, &spec.name, spec.version)?;
             }
             Ok(())
         })
+    }
+
+    /// Notes, durably, that a chunk file of `spec`'s version is about to be
+    /// put in place: should the commit of its row never happen (the server
+    /// killed in between) or the upload never be committed, the collection
+    /// of the upload finds the file. Nothing to note for the current version.
+    fn note_upload(&self, spec: &ChunkSpec) -> Result<()> {
+        let (owner, name, version) = (spec.owner.clone(), spec.name.clone(), spec.version);
+        self.write(move |t| {
+            if t.current(&owner, &name)?
+                .is_none_or(|m| m.version != version)
+            {
+                t.stage(&owner, &name, version)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the chunks of uploads that were never committed, once none of
+    /// their chunks has arrived for `grace`: a PUT cancelled, or whose
+    /// client died, leaves nothing behind. Chunk files of such a version that
+    /// have no row (the server was killed between putting one in place and
+    /// recording it) go too. Returns how many uploads went.
+    pub fn collect_staged(&self, grace: Duration) -> Result<usize> {
+        let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
+        let expired: Vec<(String, String, Version)> = {
+            let txn = self.read()?;
+            let staged = txn.open_table(STAGED)?;
+            let mut out = Vec::new();
+            for item in staged.iter()? {
+                let (key, at) = item?;
+                if at.value() <= cutoff {
+                    let (owner, name, gen, writer) = key.value();
+                    out.push((owner.to_string(), name.to_string(), Version { gen, writer }));
+                }
+                if out.len() == COLLECT_BATCH {
+                    break;
+                }
+            }
+            out
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |t| {
+            let mut collected = 0;
+            for (owner, name, version) in &expired {
+                let key = (owner.as_str(), name.as_str(), version.gen, version.writer);
+                // A chunk that arrived since the scan keeps the upload.
+                if t.staged.get(key)?.is_none_or(|at| at.value() > cutoff) {
+                    continue;
+                }
+                t.staged.remove(key)?;
+                if t.current(owner, name)?
+                    .is_some_and(|m| m.version >= *version)
+                {
+                    continue; // committed, or outdated: the commit took care of it
+                }
+                for (v, chunk, _) in t.copies(owner, name)? {
+                    if v == *version {
+                        t.remove_copy(owner, name, v, chunk, false)?;
+                    }
+                }
+                for entry in chunk::read_dir(&file_dir(t.root, owner, name))? {
+                    if chunk::parse_chunk_file_name(&entry.file_name())
+                        .is_some_and(|(v, _)| v == *version)
+                    {
+                        t.trash.push(entry.path());
+                    }
+                }
+                collected += 1;
+            }
+            Ok(collected)
+        })
+    }
+
+    /// Uploads under way or abandoned (not committed) whose chunks are here.
+    pub fn uploads_pending(&self) -> Result<u64> {
+        let txn = self.read()?;
+        Ok(txn.open_table(STAGED)?.len()?)
     }
 
     /// Opens a stored chunk of `version` for reading, after checking its
@@ -1087,6 +1208,8 @@ impl Store {
                     dropped += 1;
                 }
             }
+            t.staged
+                .remove((owner.as_str(), name.as_str(), version.gen, version.writer))?;
             Ok(dropped)
         })
     }

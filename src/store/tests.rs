@@ -700,3 +700,26 @@ fn a_format_2_store_moves_its_small_chunks_into_volumes() {
     let meta = txn.open_table(META).unwrap();
     assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
 }
+
+#[test]
+fn an_upload_never_committed_goes_after_the_grace_with_its_unrecorded_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    let data = data_of(3);
+    put(&store, "kept", &data, v(1));
+    stage(&store, "f", &data, v(5), 1);
+    // A chunk file of the same upload put in place by a server killed
+    // before it recorded it.
+    let unrecorded = chunk_path(dir.path(), "alice", "f", v(5), 2);
+    fs::write(&unrecorded, b"whatever").unwrap();
+    assert_eq!(store.uploads_pending().unwrap(), 1);
+    assert_eq!(store.collect_staged(Duration::from_secs(3600)).unwrap(), 0);
+    assert_eq!(store.stored("alice", "f").unwrap().len(), 1);
+
+    assert_eq!(store.collect_staged(Duration::ZERO).unwrap(), 1);
+    assert!(store.stored("alice", "f").unwrap().is_empty());
+    assert!(!unrecorded.exists());
+    assert_eq!(store.uploads_pending().unwrap(), 0);
+    assert_eq!(read_file(&store, "kept", v(1)), data);
+    assert_eq!(store.stats().unwrap().chunks, 4);
+}

@@ -13,7 +13,11 @@
 //! connection gets small frames (`PRE_LOGIN_FRAME`) and a short deadline
 //! (`Limits::handshake_ms`) for the TLS handshake, `Hello` and the login
 //! together; after, the idle and per-frame timeouts of [`Limits`] apply. A
-//! task polls `users.toml` and applies changes without a restart.
+//! larger frame before login is read, dropped and answered (a `Login` with
+//! the login refusal). Connections are limited in all and per address, the
+//! address's limit checked first so one host cannot take every place. A
+//! task polls `users.toml` and applies changes without a restart; a user
+//! removed, or whose password changed, loses its connections too.
 //! Alongside the listener runs the healer (`heal`), which keeps this server's
 //! share of every file complete.
 //!

@@ -16,10 +16,13 @@
 //!   when it changes, so `dfs-server user add|passwd|del` needs no restart.
 //! * [`Throttle`] slows repeated failures down, per account and per address:
 //!   after a few failures each further one locks the key out for twice as long
-//!   as the last, up to a cap. A locked-out login is not checked at all.
+//!   as the last, up to a cap. A locked-out login is not checked at all. An
+//!   attempt counts from its start, so guesses sent at once on many
+//!   connections are checked no further than the allowance.
 //! * [`Sessions`] holds the 256-bit tokens a login returns. They are looked up
 //!   by their BLAKE3 digest, whose comparison is constant-time, so neither the
-//!   lookup's timing nor a memory dump gives a token away.
+//!   lookup's timing nor a memory dump gives a token away. Ending a user's
+//!   sessions also ends the connections logged in as that user.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -286,8 +289,7 @@ impl Backoff {
 }
 
 /// What failures are counted against: an account name (known or not, so a
-/// lock-out says nothing about who exists), or an address (an IPv6 address by
-/// its /64, which one machine usually has all of).
+/// lock-out says nothing about who exists), or an address (see [`address_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ThrottleKey {
     User(String),
@@ -296,17 +298,23 @@ enum ThrottleKey {
 
 impl ThrottleKey {
     fn addr(ip: IpAddr) -> ThrottleKey {
-        let ip = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                    IpAddr::V6(bits.into())
-                }
-            },
-            v4 => v4,
-        };
-        ThrottleKey::Addr(ip)
+        ThrottleKey::Addr(address_key(ip))
+    }
+}
+
+/// The address a client is counted by, for login failures and connection
+/// limits: an IPv4 address as it is (an IPv4-mapped IPv6 one as IPv4), an
+/// IPv6 address by its /64, which one machine usually has all of.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -315,18 +323,87 @@ struct Failures {
     count: u32,
     last: Instant,
     locked_until: Option<Instant>,
+    /// Attempts being checked now: they count against the allowance from
+    /// the moment they start, as if each were going to fail.
+    in_flight: u32,
+}
+
+impl Failures {
+    fn new(now: Instant) -> Failures {
+        Failures {
+            count: 0,
+            last: now,
+            locked_until: None,
+            in_flight: 0,
+        }
+    }
 }
 
 /// Keys tracked at most; beyond this, keys below the lock-out threshold are
 /// dropped first, so a flood of made-up names cannot exhaust memory.
 const MAX_THROTTLE_KEYS: usize = 100_000;
 
+/// Most login attempts checked at once for one account, or from one
+/// address, however large the allowance.
+pub const MAX_ATTEMPTS_IN_FLIGHT: u32 = 4;
+
 /// Failed logins per account and per address, and the lock-outs they earn.
-/// Pure bookkeeping: the caller passes the time and decides what to do.
+///
+/// An attempt counts from the moment it starts ([`Throttle::begin`]):
+/// attempts under way and failures together never exceed the allowance, so
+/// a burst of guesses sent at once is checked no further than guesses sent
+/// one by one. An attempt beyond what is left of the allowance waits for
+/// those under way: if they fail, the lock-out they earn refuses it
+/// unchecked; if they succeed (the owner's own parallel logins), it goes on.
+/// Refusals during a lock-out are not failures, so a burst cannot lengthen
+/// the lock-out beyond what the failures it had checked earn.
 #[derive(Debug)]
 pub struct Throttle {
     policy: Backoff,
     keys: Mutex<HashMap<ThrottleKey, Failures>>,
+    /// Woken whenever an attempt ends, for the attempts waiting for room.
+    ended: tokio::sync::Notify,
+}
+
+/// Whether an attempt may start now.
+enum Admission {
+    Go,
+    Wait,
+    Locked(Instant),
+}
+
+/// A login attempt under way, from [`Throttle::begin`]. Say how it ended
+/// with [`Attempt::succeeded`] or [`Attempt::failed`]; one dropped unsaid
+/// (its connection went away mid-check) counts as a failure.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    user: String,
+    addr: IpAddr,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    pub fn succeeded(mut self) {
+        self.done = true;
+        self.throttle
+            .ended(&self.user, self.addr, true, Instant::now());
+    }
+
+    pub fn failed(mut self) {
+        self.done = true;
+        self.throttle
+            .ended(&self.user, self.addr, false, Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.throttle
+                .ended(&self.user, self.addr, false, Instant::now());
+        }
+    }
 }
 
 impl Throttle {
@@ -334,11 +411,143 @@ impl Throttle {
         Throttle {
             policy,
             keys: Mutex::new(HashMap::new()),
+            ended: tokio::sync::Notify::new(),
         }
     }
 
     pub fn policy(&self) -> Backoff {
         self.policy
+    }
+
+    /// Starts a login attempt as `user` from `addr`: waits while the
+    /// allowance is taken by attempts under way, then either admits it or,
+    /// during a lock-out, says until when the lock-out lasts.
+    pub async fn begin(
+        &self,
+        user: &str,
+        addr: IpAddr,
+    ) -> std::result::Result<Attempt<'_>, Instant> {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before looking, so an end between the look and the
+            // wait is not missed.
+            ended.as_mut().enable();
+            match self.admit(user, addr, Instant::now()) {
+                Admission::Go => {
+                    return Ok(Attempt {
+                        throttle: self,
+                        user: user.to_string(),
+                        addr,
+                        done: false,
+                    })
+                }
+                Admission::Locked(until) => return Err(until),
+                Admission::Wait => ended.await,
+            }
+        }
+    }
+
+    /// Whether an attempt may start now; if so, counts it as under way.
+    fn admit(&self, user: &str, addr: IpAddr, now: Instant) -> Admission {
+        let mut keys = self.keys.lock().expect("throttle lock");
+        self.make_room(&mut keys, now);
+        let both = [ThrottleKey::User(user.to_string()), ThrottleKey::addr(addr)];
+        let mut locked = None;
+        let mut full = false;
+        for key in &both {
+            let Some(f) = keys.get_mut(key) else { continue };
+            if f.in_flight == 0 && now.duration_since(f.last) >= self.policy.forget {
+                f.count = 0;
+                f.locked_until = None;
+            }
+            if let Some(until) = f.locked_until.filter(|&t| t > now) {
+                locked = locked.max(Some(until));
+            }
+            // What is left of the allowance; once it is used up, one attempt
+            // at a time (each after the lock-out its predecessor earned).
+            let room = self
+                .policy
+                .allowed
+                .saturating_sub(f.count)
+                .clamp(1, MAX_ATTEMPTS_IN_FLIGHT);
+            full |= f.in_flight >= room;
+        }
+        if let Some(until) = locked {
+            return Admission::Locked(until);
+        }
+        if full {
+            return Admission::Wait;
+        }
+        for key in both {
+            if keys.len() >= MAX_THROTTLE_KEYS && !keys.contains_key(&key) {
+                continue;
+            }
+            let f = keys.entry(key).or_insert_with(|| Failures::new(now));
+            f.in_flight += 1;
+        }
+        Admission::Go
+    }
+
+    /// At the key limit, drops the keys that matter least: those with
+    /// nothing under way and no recent lock-out.
+    fn make_room(&self, keys: &mut HashMap<ThrottleKey, Failures>, now: Instant) {
+        if keys.len() >= MAX_THROTTLE_KEYS {
+            let policy = self.policy;
+            keys.retain(|_, f| {
+                f.in_flight > 0
+                    || (now.duration_since(f.last) < policy.forget && f.count >= policy.allowed)
+            });
+        }
+    }
+
+    /// An attempt under way has ended.
+    fn ended(&self, user: &str, addr: IpAddr, ok: bool, now: Instant) {
+        {
+            let mut keys = self.keys.lock().expect("throttle lock");
+            let user_key = ThrottleKey::User(user.to_string());
+            for key in [user_key.clone(), ThrottleKey::addr(addr)] {
+                if let Some(f) = keys.get_mut(&key) {
+                    f.in_flight = f.in_flight.saturating_sub(1);
+                }
+            }
+            if ok {
+                // A success clears the account's failures (not the address's:
+                // logging in to one's own account must not reset a guessing budget).
+                if let Some(f) = keys.get_mut(&user_key) {
+                    f.count = 0;
+                    f.locked_until = None;
+                    if f.in_flight == 0 {
+                        keys.remove(&user_key);
+                    }
+                }
+            } else {
+                self.count_failure(&mut keys, user, addr, now);
+            }
+        }
+        self.ended.notify_waiters();
+    }
+
+    fn count_failure(
+        &self,
+        keys: &mut HashMap<ThrottleKey, Failures>,
+        user: &str,
+        addr: IpAddr,
+        now: Instant,
+    ) {
+        self.make_room(keys, now);
+        for key in [ThrottleKey::User(user.to_string()), ThrottleKey::addr(addr)] {
+            if keys.len() >= MAX_THROTTLE_KEYS && !keys.contains_key(&key) {
+                continue;
+            }
+            let entry = keys.entry(key).or_insert_with(|| Failures::new(now));
+            if now.duration_since(entry.last) >= self.policy.forget {
+                entry.count = 0;
+            }
+            entry.count = entry.count.saturating_add(1);
+            entry.last = now;
+            entry.locked_until = self.policy.delay(entry.count).map(|d| now + d);
+        }
     }
 
     /// Until when a login as `user` from `addr` is locked out, if it is.
@@ -351,38 +560,24 @@ impl Throttle {
             .max()
     }
 
-    /// Counts a failed login as `user` from `addr`.
+    /// Counts a failed login as `user` from `addr` (one not begun with
+    /// [`Throttle::begin`]).
     pub fn failed(&self, user: &str, addr: IpAddr, now: Instant) {
         let mut keys = self.keys.lock().expect("throttle lock");
-        if keys.len() >= MAX_THROTTLE_KEYS {
-            let policy = self.policy;
-            keys.retain(|_, f| {
-                now.duration_since(f.last) < policy.forget && f.count >= policy.allowed
-            });
-        }
-        for key in [ThrottleKey::User(user.to_string()), ThrottleKey::addr(addr)] {
-            if keys.len() >= MAX_THROTTLE_KEYS && !keys.contains_key(&key) {
-                continue;
-            }
-            let entry = keys.entry(key).or_insert(Failures {
-                count: 0,
-                last: now,
-                locked_until: None,
-            });
-            if now.duration_since(entry.last) >= self.policy.forget {
-                entry.count = 0;
-            }
-            entry.count = entry.count.saturating_add(1);
-            entry.last = now;
-            entry.locked_until = self.policy.delay(entry.count).map(|d| now + d);
-        }
+        self.count_failure(&mut keys, user, addr, now);
     }
 
-    /// A successful login clears the account's failures (not the address's:
-    /// logging in to one's own account must not reset a guessing budget).
+    /// A successful login clears the account's failures (not the address's).
     pub fn succeeded(&self, user: &str) {
         let mut keys = self.keys.lock().expect("throttle lock");
-        keys.remove(&ThrottleKey::User(user.to_string()));
+        let key = ThrottleKey::User(user.to_string());
+        if let Some(f) = keys.get_mut(&key) {
+            f.count = 0;
+            f.locked_until = None;
+            if f.in_flight == 0 {
+                keys.remove(&key);
+            }
+        }
     }
 }
 
@@ -390,11 +585,21 @@ impl Throttle {
 /// the oldest, so logins cannot pile up sessions without bound.
 const MAX_SESSIONS_PER_USER: usize = 256;
 
-/// Open sessions, by the BLAKE3 digest of their token.
+/// Open sessions, by the BLAKE3 digest of their token, and each user's
+/// *epoch*: a count of the times that user's sessions were ended. A
+/// connection notes the epoch it logged in at, and is refused once that
+/// has moved on (the password changed, or the user was removed).
 #[derive(Debug)]
 pub struct Sessions {
     ttl: Duration,
-    open: Mutex<HashMap<blake3::Hash, Session>>,
+    open: Mutex<SessionTable>,
+}
+
+#[derive(Debug, Default)]
+struct SessionTable {
+    by_token: HashMap<blake3::Hash, Session>,
+    /// Users whose sessions were ended, and how many times: absent is 0.
+    epochs: HashMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -407,15 +612,34 @@ impl Sessions {
     pub fn new(ttl: Duration) -> Sessions {
         Sessions {
             ttl,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(SessionTable::default()),
         }
+    }
+
+    /// `user`'s epoch now: note it before checking a password, and open the
+    /// session with [`Sessions::open_at`].
+    pub fn epoch(&self, user: &str) -> u64 {
+        let table = self.open.lock().expect("sessions lock");
+        table.epochs.get(user).copied().unwrap_or(0)
     }
 
     /// Opens a session for `user`; the token is the only way back to it.
     pub fn open(&self, user: &str) -> Token {
+        let epoch = self.epoch(user);
+        self.open_at(user, epoch).expect("the epoch just read")
+    }
+
+    /// Opens a session for `user` whose password was checked at `epoch`;
+    /// `None` if the user's sessions were ended since (the check used a
+    /// password that may no longer be the user's).
+    pub fn open_at(&self, user: &str, epoch: u64) -> Option<Token> {
         let token = Token(rand::random());
         let now = Instant::now();
-        let mut open = self.open.lock().expect("sessions lock");
+        let mut table = self.open.lock().expect("sessions lock");
+        if table.epochs.get(user).copied().unwrap_or(0) != epoch {
+            return None;
+        }
+        let open = &mut table.by_token;
         open.retain(|_, s| s.expires > now);
         let mine: Vec<_> = open
             .iter()
@@ -434,25 +658,34 @@ impl Sessions {
                 expires: now + self.ttl,
             },
         );
-        token
+        Some(token)
     }
 
-    /// The user of a live session. `blake3::Hash` compares in constant time.
-    pub fn resume(&self, token: &Token) -> Option<String> {
+    /// The user of a live session, and that user's epoch now.
+    /// `blake3::Hash` compares in constant time.
+    pub fn resume(&self, token: &Token) -> Option<(String, u64)> {
         let digest = blake3::hash(&token.0);
-        let open = self.open.lock().expect("sessions lock");
-        open.get(&digest)
+        let table = self.open.lock().expect("sessions lock");
+        let user = table
+            .by_token
+            .get(&digest)
             .filter(|s| s.expires > Instant::now())
-            .map(|s| s.user.clone())
+            .map(|s| s.user.clone())?;
+        let epoch = table.epochs.get(&user).copied().unwrap_or(0);
+        Some((user, epoch))
     }
 
-    /// Ends every session of these users (removed, or their password changed).
+    /// Ends every session of these users (removed, or their password
+    /// changed): their tokens, and the connections logged in before now.
     pub fn end_for(&self, users: &[String]) {
         if users.is_empty() {
             return;
         }
-        let mut open = self.open.lock().expect("sessions lock");
-        open.retain(|_, s| !users.contains(&s.user));
+        let mut table = self.open.lock().expect("sessions lock");
+        table.by_token.retain(|_, s| !users.contains(&s.user));
+        for user in users {
+            *table.epochs.entry(user.clone()).or_default() += 1;
+        }
     }
 }
 
@@ -563,11 +796,91 @@ mod tests {
         assert!(throttle.locked_until("u3", x, t0).is_some());
     }
 
+    fn two_allowed() -> Throttle {
+        Throttle::new(Backoff {
+            allowed: 2,
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(60),
+            forget: Duration::from_secs(600),
+        })
+    }
+
+    #[tokio::test]
+    async fn attempts_count_from_their_start_and_extra_ones_wait_for_the_outcome() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let throttle = two_allowed();
+        let first = throttle.begin("alice", a).await.unwrap();
+        let second = throttle.begin("alice", a).await.unwrap();
+        // A third waits while the two under way could use up the allowance...
+        let third = throttle.begin("alice", a);
+        tokio::pin!(third);
+        assert!(futures_util::poll!(third.as_mut()).is_pending());
+        first.failed();
+        assert!(futures_util::poll!(third.as_mut()).is_pending());
+        // ...and is refused, unchecked, by the lock-out their failures earn.
+        second.failed();
+        assert!(third.await.is_err());
+        // From another address, bob is not held up.
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        throttle.begin("bob", b).await.unwrap().succeeded();
+
+        // When those under way succeed, the waiting attempt goes on.
+        let throttle = two_allowed();
+        let first = throttle.begin("alice", a).await.unwrap();
+        let second = throttle.begin("alice", a).await.unwrap();
+        let third = throttle.begin("alice", a);
+        tokio::pin!(third);
+        assert!(futures_util::poll!(third.as_mut()).is_pending());
+        first.succeeded();
+        let third = third.await.unwrap();
+        second.succeeded();
+        third.succeeded();
+        assert_eq!(throttle.locked_until("alice", a, Instant::now()), None);
+
+        // An attempt dropped mid-check counts as a failure.
+        let throttle = two_allowed();
+        drop(throttle.begin("carol", a).await.unwrap());
+        drop(throttle.begin("carol", a).await.unwrap());
+        assert!(throttle.locked_until("carol", a, Instant::now()).is_some());
+    }
+
+    #[tokio::test]
+    async fn at_most_a_few_attempts_are_under_way_per_key_however_large_the_allowance() {
+        let throttle = Throttle::new(Backoff {
+            allowed: u32::MAX,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            forget: Duration::from_secs(60),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut under_way = Vec::new();
+        for _ in 0..MAX_ATTEMPTS_IN_FLIGHT {
+            under_way.push(throttle.begin("alice", a).await.unwrap());
+        }
+        let next = throttle.begin("alice", a);
+        tokio::pin!(next);
+        assert!(futures_util::poll!(next.as_mut()).is_pending());
+        under_way.pop().unwrap().failed();
+        assert!(next.await.is_ok());
+    }
+
+    #[test]
+    fn ending_sessions_moves_the_epoch_and_stops_a_login_checked_before() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let before = sessions.epoch("bob");
+        sessions.end_for(&["bob".to_string()]);
+        assert_ne!(sessions.epoch("bob"), before);
+        assert!(sessions.open_at("bob", before).is_none());
+        let token = sessions.open_at("bob", sessions.epoch("bob")).unwrap();
+        assert_eq!(sessions.resume(&token).unwrap().1, sessions.epoch("bob"));
+        assert_eq!(sessions.epoch("alice"), 0);
+    }
+
     #[test]
     fn sessions_resume_until_ended() {
         let sessions = Sessions::new(Duration::from_secs(60));
         let token = sessions.open("alice");
-        assert_eq!(sessions.resume(&token).as_deref(), Some("alice"));
+        assert_eq!(sessions.resume(&token), Some(("alice".to_string(), 0)));
         assert_eq!(sessions.resume(&Token([0; 32])), None);
         sessions.end_for(&["alice".to_string()]);
         assert_eq!(sessions.resume(&token), None);

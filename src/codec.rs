@@ -34,6 +34,14 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// Decodes one value from the start of `bytes`, ignoring what follows: for
+/// reading the first fields of a message that was too large to keep whole.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(bytes, config())
+        .map(|(value, _)| value)
+        .map_err(|e| Error::Protocol(format!("cannot decode message: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ use crate::ring::{Id, Node};
 ///
 /// [limits]            # optional; every field has a default (see `Limits`)
 /// max_connections = 1024
+/// max_connections_per_address = 256
 ///
 /// id = "1"           # optional: ring identifier, leading hex digits (else SHA-1 of name)
 /// join = "127.0.0.1:7102"   # optional: any running server, to join its ring
@@ -112,6 +113,10 @@ fn default_tls_dir() -> PathBuf {
 pub struct Limits {
     /// Connections served at once; more are closed on arrival.
     pub max_connections: usize,
+    /// Connections served at once from one address (an IPv6 address by its
+    /// /64); more from there are closed on arrival, so one host cannot take
+    /// every place of `max_connections`.
+    pub max_connections_per_address: usize,
     /// From accepting a connection to a successful login (TLS, `Hello`,
     /// `Login`/`Resume`): a connection that takes longer is closed.
     pub handshake_ms: u64,
@@ -135,6 +140,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_address: 256,
             handshake_ms: 10_000,
             idle_ms: 300_000,
             frame_ms: 60_000,

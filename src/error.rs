@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no such file: {name}")]
+    #[error("no such file: {}", shown(.name))]
     NotFound { name: String },
 
     #[error("login failed: unknown user or wrong password")]
@@ -25,7 +25,7 @@ pub enum Error {
     Unavailable { server: String, reason: String },
 
     /// Both holders of a chunk failed; `chunk` is 1-based as users see it.
-    #[error("chunk {chunk} of {name} is unavailable: {reason}")]
+    #[error("chunk {chunk} of {} is unavailable: {reason}", shown(.name))]
     ChunkUnavailable {
         name: String,
         chunk: u32,
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("chunk {chunk} is corrupt: {reason}")]
     Corrupt { chunk: u32, reason: String },
 
-    #[error("invalid name {name:?}: {reason}")]
+    #[error("invalid name {:?}: {reason}", shown(.name))]
     InvalidName { name: String, reason: &'static str },
 
     #[error("bad request: {0}")]
@@ -89,6 +89,15 @@ impl Error {
     }
 
     pub fn to_wire(&self) -> WireError {
+        let mut message = self.to_string();
+        if message.len() > MAX_WIRE_MESSAGE {
+            let mut end = MAX_WIRE_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
         let kind = match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Unauthorized => ErrorKind::Unauthorized,
@@ -99,10 +108,25 @@ impl Error {
             Error::Remote { error, .. } => error.kind,
             _ => ErrorKind::Internal,
         };
-        WireError {
-            kind,
-            message: self.to_string(),
-        }
+        WireError { kind, message }
+    }
+}
+
+/// Characters of a name from a request that an error message shows; a
+/// longer name is cut, with an ellipsis.
+pub const SHOWN_NAME_CHARS: usize = 64;
+
+/// Bytes of an error message a server sends at most (the rest is cut): an
+/// answer must never grow with the request it answers.
+pub const MAX_WIRE_MESSAGE: usize = 1024;
+
+/// `name` as an error message shows it: whole if short, else its first
+/// [`SHOWN_NAME_CHARS`] characters and an ellipsis. Errors never echo
+/// unbounded input (a request can carry a name of nearly a megabyte).
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(SHOWN_NAME_CHARS) {
+        None => std::borrow::Cow::Borrowed(name),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..end])),
     }
 }
 
@@ -158,3 +182,29 @@ from_redb!(
     redb::CommitError,
     redb::DatabaseError
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_long_names_cut_and_wire_messages_are_bounded() {
+        assert_eq!(shown("report.pdf"), "report.pdf");
+        let exactly = "é".repeat(SHOWN_NAME_CHARS);
+        assert_eq!(shown(&exactly), exactly);
+        let long = "é".repeat(1 << 20);
+        let error = Error::NotFound { name: long.clone() };
+        assert_eq!(
+            error.to_string(),
+            format!("no such file: {}…", "é".repeat(SHOWN_NAME_CHARS))
+        );
+        let invalid = Error::InvalidName {
+            name: long,
+            reason: "too long",
+        };
+        assert!(invalid.to_string().len() < 300);
+        let wordy = Error::BadRequest("x".repeat(1 << 20)).to_wire();
+        assert!(wordy.message.len() <= MAX_WIRE_MESSAGE + '…'.len_utf8());
+        assert!(wordy.message.ends_with('…'));
+    }
+}

@@ -13,8 +13,27 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Longest user name, in bytes.
 pub const MAX_USER_LEN: usize = 32;
 
+/// Unicode's bidirectional controls (the `Bidi_Control` property): invisible,
+/// they reorder what follows, so `report\u{202E}fdp.exe` shows as
+/// `reportexe.pdf`. Refused in names like the other control characters.
+pub const BIDI_CONTROLS: [char; 12] = [
+    '\u{061C}', // ARABIC LETTER MARK
+    '\u{200E}', // LEFT-TO-RIGHT MARK
+    '\u{200F}', // RIGHT-TO-LEFT MARK
+    '\u{202A}', // LEFT-TO-RIGHT EMBEDDING
+    '\u{202B}', // RIGHT-TO-LEFT EMBEDDING
+    '\u{202C}', // POP DIRECTIONAL FORMATTING
+    '\u{202D}', // LEFT-TO-RIGHT OVERRIDE
+    '\u{202E}', // RIGHT-TO-LEFT OVERRIDE
+    '\u{2066}', // LEFT-TO-RIGHT ISOLATE
+    '\u{2067}', // RIGHT-TO-LEFT ISOLATE
+    '\u{2068}', // FIRST STRONG ISOLATE
+    '\u{2069}', // POP DIRECTIONAL ISOLATE
+];
+
 /// Checks a remote file name: 1..=255 bytes, no path separators, no `.`/`..`,
-/// no NUL or other control characters, no leading or trailing white space.
+/// no NUL or other control characters (bidirectional controls included), no
+/// leading or trailing white space.
 pub fn validate_name(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
@@ -37,7 +56,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     if name.contains('\0') {
         return bad("a name cannot contain NUL");
     }
-    if name.chars().any(char::is_control) {
+    if name
+        .chars()
+        .any(|c| c.is_control() || BIDI_CONTROLS.contains(&c))
+    {
         return bad("a name cannot contain control characters");
     }
     if name.trim() != name {
@@ -104,9 +126,25 @@ mod tests {
             "trailing ",
             &"x".repeat(256),
             &"é".repeat(128), // 256 bytes
+            "report\u{202E}fdp.exe",
+            "\u{2066}isolated\u{2069}",
+            "mark\u{200F}",
+            "\u{061C}arabic",
         ] {
             assert!(validate_name(name).is_err(), "{name:?} should be refused");
         }
+    }
+
+    #[test]
+    fn every_bidirectional_control_is_refused_anywhere_in_a_name() {
+        let mut refused = 0;
+        for c in BIDI_CONTROLS {
+            for name in [format!("{c}a"), format!("a{c}b"), format!("a{c}")] {
+                assert!(validate_name(&name).is_err(), "{name:?} should be refused");
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 36);
     }
 
     #[test]

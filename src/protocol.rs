@@ -444,11 +444,34 @@ pub enum Frame<M> {
     Data(Bytes),
 }
 
+/// What a server receives before login, where a frame over its limit but
+/// within [`MAX_FRAME`] is read and dropped rather than fatal (see
+/// [`Connection::set_skip_oversized`]).
+#[derive(Debug)]
+pub enum Received<M> {
+    Frame(Frame<M>),
+    /// A frame of `len` bytes (tag included) over the limit, dropped as it
+    /// arrived: a control message (else a data block), of which `head` holds
+    /// the first bytes (at most [`OVERSIZED_HEAD`]).
+    Oversized {
+        len: usize,
+        message: bool,
+        head: Bytes,
+    },
+}
+
+/// How much of an oversized frame is kept: enough for a message's variant
+/// and a user name.
+pub const OVERSIZED_HEAD: usize = 128;
+/// The head of an oversized frame as the codec keeps it: tag included.
+const OVERSIZED_KEPT: usize = OVERSIZED_HEAD + 1;
+
 /// A frame before its message is decoded.
 #[derive(Debug)]
 enum RawFrame {
     Msg(Bytes),
     Data(Bytes),
+    Oversized { len: usize, head: Bytes },
 }
 
 /// `LengthDelimitedCodec` plus the one-byte tag.
@@ -457,6 +480,21 @@ struct FrameCodec {
     /// Part of a frame has arrived (the inner codec consumes a frame's length
     /// prefix before its body, so the read buffer alone does not say).
     partial: bool,
+    /// The inner codec has consumed a length prefix and waits for its body.
+    in_body: bool,
+    /// The inner codec's limit.
+    max: usize,
+    /// Frames over `max` but at most this long are dropped as they arrive
+    /// (keeping their head) instead of failing; 0: off.
+    skip_up_to: usize,
+    skipping: Option<Skipping>,
+}
+
+/// An oversized frame being dropped.
+struct Skipping {
+    len: usize,
+    remaining: usize,
+    head: BytesMut,
 }
 
 impl Decoder for FrameCodec {
@@ -464,12 +502,43 @@ impl Decoder for FrameCodec {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<RawFrame>> {
+        if !self.in_body && self.skipping.is_none() && self.skip_up_to > 0 && src.len() >= 4 {
+            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            if len > self.max && len <= self.skip_up_to {
+                src.advance(4);
+                self.skipping = Some(Skipping {
+                    len,
+                    remaining: len,
+                    head: BytesMut::new(),
+                });
+            }
+        }
+        if let Some(skip) = &mut self.skipping {
+            let take = src.len().min(skip.remaining);
+            let keep = take.min(OVERSIZED_KEPT.saturating_sub(skip.head.len()));
+            skip.head.extend_from_slice(&src[..keep]);
+            src.advance(take);
+            skip.remaining -= take;
+            if skip.remaining > 0 {
+                self.partial = true;
+                return Ok(None);
+            }
+            let skip = self.skipping.take().expect("skipping");
+            self.partial = false;
+            return Ok(Some(RawFrame::Oversized {
+                len: skip.len,
+                head: skip.head.freeze(),
+            }));
+        }
         let had_input = !src.is_empty();
+        let had_prefix = src.len() >= 4;
         let Some(mut frame) = self.inner.decode(src)? else {
             self.partial |= had_input;
+            self.in_body |= had_prefix;
             return Ok(None);
         };
         self.partial = false;
+        self.in_body = false;
         if frame.is_empty() {
             return Err(invalid_data("empty frame"));
         }
@@ -489,6 +558,9 @@ impl Encoder<RawFrame> for FrameCodec {
         let (tag, body) = match item {
             RawFrame::Msg(b) => (TAG_MSG, b),
             RawFrame::Data(b) => (TAG_DATA, b),
+            RawFrame::Oversized { .. } => {
+                return Err(invalid_data("an oversized frame is not sent"))
+            }
         };
         let len = body.len() + 1;
         if len > MAX_FRAME {
@@ -526,6 +598,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let codec = FrameCodec {
             inner,
             partial: false,
+            in_body: false,
+            max: MAX_FRAME,
+            skip_up_to: 0,
+            skipping: None,
         };
         Connection {
             framed: Framed::with_capacity(stream, codec, 64 * 1024),
@@ -562,10 +638,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sets the largest frame accepted from the peer (never above `MAX_FRAME`);
     /// a longer length prefix closes the connection before anything is buffered.
     pub fn set_max_frame(&mut self, len: usize) {
-        self.framed
-            .codec_mut()
-            .inner
-            .set_max_frame_length(len.min(MAX_FRAME));
+        let codec = self.framed.codec_mut();
+        codec.max = len.min(MAX_FRAME);
+        codec.inner.set_max_frame_length(codec.max);
+    }
+
+    /// From now on, a frame over the limit set by [`Connection::set_max_frame`]
+    /// but at most `up_to` bytes is read and dropped as it arrives, and
+    /// [`Connection::recv_or_oversized`] reports it, so the peer can be
+    /// answered instead of reset. 0 turns this off.
+    pub fn set_skip_oversized(&mut self, up_to: usize) {
+        self.framed.codec_mut().skip_up_to = up_to.min(MAX_FRAME);
     }
 
     pub async fn send<M: Serialize>(&mut self, msg: &M) -> Result<()> {
@@ -611,6 +694,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The next frame, or `None` when the peer closed the connection cleanly.
     pub async fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<Frame<M>>> {
+        match self.recv_or_oversized().await? {
+            None => Ok(None),
+            Some(Received::Frame(frame)) => Ok(Some(frame)),
+            Some(Received::Oversized { len, .. }) => Err(Error::Protocol(format!(
+                "{} sent a frame of {len} bytes, over the limit",
+                self.peer
+            ))),
+        }
+    }
+
+    /// The next frame, or an oversized one dropped (see
+    /// [`Connection::set_skip_oversized`]), or `None` when the peer closed
+    /// the connection cleanly.
+    pub async fn recv_or_oversized<M: DeserializeOwned>(&mut self) -> Result<Option<Received<M>>> {
         let next = match (self.timeout, self.frame_timeout) {
             (None, None) => self.framed.next().await,
             (idle, frame) => self.next_within(idle, frame).await?,
@@ -627,8 +724,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None)
             }
             Some(Err(e)) => Err(Error::io(format!("receiving from {}", self.peer), e)),
-            Some(Ok(RawFrame::Data(b))) => Ok(Some(Frame::Data(b))),
-            Some(Ok(RawFrame::Msg(b))) => Ok(Some(Frame::Msg(codec::decode(&b)?))),
+            Some(Ok(RawFrame::Data(b))) => Ok(Some(Received::Frame(Frame::Data(b)))),
+            Some(Ok(RawFrame::Msg(b))) => Ok(Some(Received::Frame(Frame::Msg(codec::decode(&b)?)))),
+            Some(Ok(RawFrame::Oversized { len, mut head })) => {
+                let message = !head.is_empty() && head.get_u8() == TAG_MSG;
+                Ok(Some(Received::Oversized { len, message, head }))
+            }
         }
     }
 

@@ -13,7 +13,11 @@
 //! connection gets small frames (`PRE_LOGIN_FRAME`) and a short deadline
 //! (`Limits::handshake_ms`) for the TLS handshake, `Hello` and the login
 //! together; after, the idle and per-frame timeouts of [`Limits`] apply. A
-//! task polls `users.toml` and applies changes without a restart.
+//! larger frame before login is read, dropped and answered (a `Login` with
+//! the login refusal). Connections are limited in all and per address, the
+//! address's limit checked first so one host cannot take every place. A
+//! task polls `users.toml` and applies changes without a restart; a user
+//! removed, or whose password changed, loses its connections too.
 //! Alongside the listener runs the healer (`heal`), which keeps this server's
 //! share of every file complete.
 //!
@@ -33,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
+use crate::auth::{address_key, Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
 use crate::chord::{member_of, Chord};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
@@ -41,8 +45,8 @@ use crate::heal::Healer;
 use crate::names::validate_name;
 use crate::peer::{ClusterKey, Link};
 use crate::protocol::{
-    Connection, Frame, Manifest, Member, Request, Response, ServerStatus, Token, Version,
-    PROTOCOL_VERSION,
+    Connection, Frame, Manifest, Member, Received, Request, Response, ServerStatus, Token, Version,
+    MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::store::{ChunkSpec, Store};
 use crate::tls::{self, TlsAcceptor};
@@ -88,7 +92,12 @@ pub struct Server {
 /// Who is on the other end of a connection.
 enum Peer {
     Nobody,
-    User(String),
+    /// A user, logged in when the user's session epoch was `epoch` (see
+    /// `auth::Sessions`): once it moves on, the connection's login is over.
+    User {
+        name: String,
+        epoch: u64,
+    },
     Server(String),
 }
 
@@ -97,6 +106,8 @@ impl Server {
     pub fn open(config: &ServerConfig) -> Result<Server> {
         config.validate()?;
         let tls = tls::server_config(&config.tls_dir, &config.name)?;
+        owner_only_folder(&config.name, &config.data_dir)?;
+        owner_only(&config.name, &config.users, 0o600, "users.toml");
         let store = Store::open(&config.data_dir, config.store.clone())?;
         let users = UserTable::load(&config.users)?;
         let limits = config.limits.clone();
@@ -171,23 +182,26 @@ impl Server {
         Ok(())
     }
 
-    /// Checks a password off the async threads; on success opens a session.
-    /// While the account or the address is locked out after failures, the
-    /// answer waits for the lock to lift and is a refusal, the password unchecked.
-    async fn login(&self, user: String, password: String, addr: IpAddr) -> Result<Token> {
-        let now = Instant::now();
-        if let Some(until) = self.throttle.locked_until(&user, addr, now) {
-            let wait = until.duration_since(now).min(self.throttle.policy().max);
-            info!(server = %self.name, user = %user, %addr, wait_ms = wait.as_millis() as u64, "login refused: backing off");
-            tokio::time::sleep(wait).await;
-            return Err(Error::Unauthorized);
-        }
+    /// Checks a password off the async threads; on success opens a session
+    /// and returns it with the user's session epoch. The attempt counts
+    /// against the back-off from its start (see `auth::Throttle`): beyond
+    /// the allowance it waits for the attempts under way, and during a
+    /// lock-out the answer waits for the lock to lift and is a refusal, the
+    /// password unchecked.
+    async fn login(&self, user: String, password: String, addr: IpAddr) -> Result<(Token, u64)> {
+        let attempt = match self.throttle.begin(&user, addr).await {
+            Ok(attempt) => attempt,
+            Err(until) => return Err(self.backing_off(&user, addr, until).await),
+        };
         if password.len() > MAX_PASSWORD_LEN {
             // Refused before hashing: argon2's cost grows with the input.
-            self.throttle.failed(&user, addr, Instant::now());
+            attempt.failed();
             info!(server = %self.name, user = %user, %addr, "login failed: password too long");
             return Err(Error::Unauthorized);
         }
+        // Read before the table: a change to users.toml from here on ends
+        // the session this check would open.
+        let epoch = self.sessions.epoch(&user);
         let _slot = self.logins.acquire().await.expect("semaphore never closed");
         let users = self.users.current();
         let (ok, user) =
@@ -195,15 +209,46 @@ impl Server {
                 .await
                 .map_err(|e| Error::Internal(format!("login task: {e}")))?;
         if !ok {
-            self.throttle.failed(&user, addr, Instant::now());
+            attempt.failed();
             info!(server = %self.name, user = %user, %addr, "login failed");
             return Err(Error::Unauthorized);
         }
-        self.throttle.succeeded(&user);
-        Ok(self.sessions.open(&user))
+        attempt.succeeded();
+        match self.sessions.open_at(&user, epoch) {
+            Some(token) => Ok((token, epoch)),
+            None => {
+                info!(server = %self.name, user = %user, %addr, "login refused: the user changed during the check");
+                Err(Error::Unauthorized)
+            }
+        }
     }
 
-    fn resume(&self, token: &Token) -> Result<String> {
+    /// A login too large to read (its password is longer than a connection
+    /// may send before login): refused unchecked, and counted as a failure
+    /// like any other attempt.
+    async fn refuse_oversized_login(&self, user: &str, addr: IpAddr) -> Error {
+        match self.throttle.begin(user, addr).await {
+            Ok(attempt) => {
+                attempt.failed();
+                info!(server = %self.name, user = %user, %addr, "login failed: password too long");
+                Error::Unauthorized
+            }
+            Err(until) => self.backing_off(user, addr, until).await,
+        }
+    }
+
+    /// The answer to a login during a lock-out: it waits for the lock to
+    /// lift (at most the longest lock-out), then is the usual refusal.
+    async fn backing_off(&self, user: &str, addr: IpAddr, until: Instant) -> Error {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .min(self.throttle.policy().max);
+        info!(server = %self.name, user = %user, %addr, wait_ms = wait.as_millis() as u64, "login refused: backing off");
+        tokio::time::sleep(wait).await;
+        Error::Unauthorized
+    }
+
+    fn resume(&self, token: &Token) -> Result<(String, u64)> {
         self.sessions.resume(token).ok_or(Error::Unauthorized)
     }
 
@@ -273,6 +318,7 @@ impl Server {
 pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(server.limits.max_connections));
+    let per_address = Arc::new(AddressSlots::new(server.limits.max_connections_per_address));
     if let Ok(addr) = listener.local_addr() {
         info!(server = %server.name, %addr, "listening");
     }
@@ -322,6 +368,17 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
                 }
             },
         };
+        // The address's own limit first, so a flood from one address
+        // never takes the places every other address shares.
+        let address_slot = match AddressSlots::take(&per_address, peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                if refused.is_power_of_two() {
+                    warn!(server = %server.name, %peer, refused, limit = server.limits.max_connections_per_address, "too many connections from one address; closing new ones");
+                }
+                continue;
+            }
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             warn!(server = %server.name, %peer, "too many connections; closing a new one");
             continue;
@@ -330,7 +387,7 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
         let server = Arc::clone(&server);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, address_slot);
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 result = serve_tls(stream, peer, &server) => {
@@ -413,6 +470,10 @@ where
         }
     }
     debug!(server = %server.name, %peer, "hello");
+    // Before login, a frame over the small limit but within the protocol's
+    // is read and dropped, and answered (a 100 KiB password gets the login
+    // refusal, not a reset).
+    conn.set_skip_oversized(MAX_FRAME);
 
     let mut who = Peer::Nobody;
     let auth = Auth {
@@ -428,11 +489,18 @@ where
         } else {
             login_left()
         });
-        let Some(frame) = conn.recv::<Request>().await? else {
-            break;
-        };
-        let Frame::Msg(request) = frame else {
-            return Err(Error::Protocol("data block outside an upload".into()));
+        let request = match conn.recv_or_oversized::<Request>().await? {
+            None => break,
+            Some(Received::Frame(Frame::Msg(request))) => request,
+            Some(Received::Frame(Frame::Data(_))) => {
+                return Err(Error::Protocol("data block outside an upload".into()));
+            }
+            Some(Received::Oversized { len, message, head }) => {
+                let e = oversized(server, auth.addr, len, message, &head).await;
+                debug!(server = %server.name, %peer, len, error = %e, "oversized frame before login");
+                conn.send(&Response::Error(e.to_wire())).await?;
+                continue;
+            }
         };
         let result = handle(server, &mut conn, &mut who, &auth, request).await;
         match (logged_in, !matches!(who, Peer::Nobody)) {
@@ -486,15 +554,16 @@ where
         // Requests that need no login.
         Request::Login { user, password } => {
             *who = Peer::Nobody;
-            let token = server
+            let (token, epoch) = server
                 .login(user.clone(), password.0, auth.addr)
                 .await
                 .map_err(soft)?;
-            *who = Peer::User(user);
+            *who = Peer::User { name: user, epoch };
             Ok(Some(Response::LoggedIn { token }))
         }
         Request::Resume { token } => {
-            *who = Peer::User(server.resume(&token).map_err(soft)?);
+            let (name, epoch) = server.resume(&token).map_err(soft)?;
+            *who = Peer::User { name, epoch };
             Ok(Some(Response::Ok))
         }
         Request::PeerLogin { name, proof } => {
@@ -524,9 +593,10 @@ where
             Err((Error::Protocol("unexpected message".into()), Next::Close))
         }
         request => match who {
-            Peer::User(user) => {
-                if !server.users.current().contains(user) {
-                    // Removed from users.toml since this connection logged in.
+            Peer::User { name: user, epoch } => {
+                if server.sessions.epoch(user) != *epoch || !server.users.current().contains(user) {
+                    // Removed from users.toml, or the password changed,
+                    // since this connection logged in.
                     *who = Peer::Nobody;
                     return Err((Error::NotLoggedIn, Next::Close));
                 }
@@ -880,6 +950,133 @@ fn is_lost(
             .unwrap_or(false),
         _ => false,
     }
+}
+
+/// The answer to a frame over the pre-login limit (read and dropped): a
+/// `Login` is refused as a login (its password is longer than any
+/// password), anything else is a bad request.
+async fn oversized(server: &Server, addr: IpAddr, len: usize, message: bool, head: &[u8]) -> Error {
+    if message && is_login(head) {
+        // The user name is in the head (user names are short); without it
+        // the attempt counts against the address and a name nobody has.
+        let user = crate::codec::decode_prefix::<(u32, String)>(head)
+            .map(|(_, user)| user)
+            .unwrap_or_default();
+        return server.refuse_oversized_login(&user, addr).await;
+    }
+    Error::BadRequest(format!(
+        "a message of {len} bytes before login (at most {PRE_LOGIN_FRAME} until logged in)"
+    ))
+}
+
+/// Whether a message's first bytes are those of a `Login`.
+fn is_login(head: &[u8]) -> bool {
+    let probe = Request::Login {
+        user: String::new(),
+        password: "".into(),
+    };
+    let login = crate::codec::encode(&probe)
+        .and_then(|bytes| crate::codec::decode_prefix::<u32>(&bytes))
+        .ok();
+    login.is_some() && crate::codec::decode_prefix::<u32>(head).ok() == login
+}
+
+/// Connections open per address (by `auth::address_key`), against
+/// `Limits::max_connections_per_address`.
+struct AddressSlots {
+    limit: usize,
+    /// Per address: connections open, and new ones refused since it was last
+    /// below the limit.
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, (usize, u64)>>,
+}
+
+/// One connection's place in its address's count; given back when dropped.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    addr: IpAddr,
+}
+
+impl AddressSlots {
+    fn new(limit: usize) -> AddressSlots {
+        AddressSlots {
+            limit: limit.max(1),
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A place for a new connection from `ip`, or how many have been refused
+    /// (this one included) since the address was last below its limit.
+    fn take(slots: &Arc<AddressSlots>, ip: IpAddr) -> std::result::Result<AddressSlot, u64> {
+        let addr = address_key(ip);
+        let mut open = slots.open.lock().expect("address slots lock");
+        let (count, refused) = open.entry(addr).or_insert((0, 0));
+        if *count >= slots.limit {
+            *refused += 1;
+            return Err(*refused);
+        }
+        *count += 1;
+        *refused = 0;
+        Ok(AddressSlot {
+            slots: Arc::clone(slots),
+            addr,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("address slots lock");
+        if let Some((count, _)) = open.get_mut(&self.addr) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// Creates the server's data folder readable by its owner only, or, if it
+/// exists readable by others, makes it so and says so: it holds every
+/// user's files.
+fn owner_only_folder(server: &str, dir: &std::path::Path) -> Result<()> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        return builder
+            .create(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e));
+    }
+    owner_only(server, dir, 0o700, "the data folder");
+    Ok(())
+}
+
+/// If `path` grants anything beyond `mode` (group or others can read it),
+/// sets it to `mode` and logs a warning; a failure to is logged too.
+fn owner_only(server: &str, path: &std::path::Path, mode: u32, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let old = meta.permissions().mode() & 0o777;
+        if old & !mode == 0 {
+            return;
+        }
+        let path_shown = path.display();
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            Ok(()) => {
+                warn!(server, path = %path_shown, "{what} was mode {old:04o}, open to other users: made it {mode:04o}")
+            }
+            Err(e) => {
+                warn!(server, path = %path_shown, error = %e, "{what} is mode {old:04o}, open to other users, and could not be made {mode:04o}")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (server, path, mode, what);
 }
 
 /// A running server, for `dfs local` and tests: started on its own listener,

@@ -1,6 +1,7 @@
 //! Integration tests, one binary: each test starts its own cluster of real
 //! servers on 127.0.0.1 port 0 with temp folders, so tests run in parallel.
 
+mod attacks;
 mod cli;
 mod crash;
 mod durability;

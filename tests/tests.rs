@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod durability;
+mod faults;
 mod files;
 mod hardening;
 mod healing;

@@ -392,10 +392,10 @@ async fn a_full_disk_is_reported_as_no_space_logged_once_shown_and_healed_once_f
     for (i, l) in (1..=4).zip(&launched) {
         cluster.wait_listening(i, l).await;
     }
-    // Full for chunks: 2 MiB left, room for the metadata database's small
-    // writes but less than a chunk and the server's reserve.
+    // Full: 128 KiB left, less than a chunk (a little room for the metadata
+    // database's small writes).
     let filler = as_seen_by(cluster.pid(full), &disk).join("filler");
-    fill(&filler, 2 << 20);
+    fill(&filler, 128 << 10);
 
     let client = cluster.login("alice").await;
     let work = tempfile::tempdir().unwrap();

@@ -10,8 +10,8 @@ use crossterm::style::{Color, Stylize};
 use serde_json::{json, Value};
 
 use crate::client::{
-    Client, DeleteReceipt, FileInfo, GetReceipt, Health, Location, Progress, PutReceipt,
-    ServerReport, VerifyReport,
+    one_command, Client, DeleteReceipt, FileInfo, GetReceipt, Health, Location, Progress,
+    PutReceipt, ServerReport, VerifyReport,
 };
 use crate::error::{Error, Result};
 
@@ -73,6 +73,42 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("help", "", "this list"),
     ("exit", "", "leave (Ctrl-D does too)"),
 ];
+
+/// Writes `text` and a newline to standard output. When the reader has gone
+/// (`dfs list | head -1`), the process ends quietly, killed by SIGPIPE as
+/// `ls` or `cat` would be; any other failure is reported, and exits 1.
+pub fn print_line(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => die_of_sigpipe(),
+        Err(e) => {
+            eprint_line(&format!("cannot write the output: {e}"));
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Writes `text` and a newline to standard error, if it can: a message
+/// that cannot be shown is no reason to fail (or panic).
+pub fn eprint_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// Ends the process as a closed pipe ends a Unix tool: by SIGPIPE, which
+/// the Rust runtime ignores (so that writes fail instead) until now.
+pub fn die_of_sigpipe() -> ! {
+    // SAFETY: setting a signal's disposition and raising it touch no memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Only if SIGPIPE is blocked: the status a shell shows for it.
+    std::process::exit(128 + libc::SIGPIPE)
+}
 
 /// Parses a binary's arguments with clap, but reports a mistake in one line
 /// (clap's own message spans several) and exits with status 2. `--help` and
@@ -188,9 +224,19 @@ pub enum Outcome {
     Exit,
 }
 
-/// Runs `command`. `download_dir` is where GET puts files when no local path
-/// is given.
+/// Runs `command`, as one command of the client ([`one_command`]: a server
+/// that times out is not waited for twice). `download_dir` is where GET puts
+/// files when no local path is given.
 pub async fn run(
+    client: &Client,
+    command: &Command,
+    download_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    one_command(run_one(client, command, download_dir, progress)).await
+}
+
+async fn run_one(
     client: &Client,
     command: &Command,
     download_dir: &Path,
@@ -254,6 +300,13 @@ pub fn local_target(remote: &str, local: Option<&Path>, download_dir: &Path) -> 
     }
 }
 
+/// Whether logs on standard error get colour: only on a terminal, and never
+/// with `NO_COLOR`.
+pub fn colour_on_stderr() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 /// Whether output gets colour: only on a terminal, and never with `NO_COLOR`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
@@ -305,18 +358,7 @@ impl Outcome {
                 receipt.chunks,
                 receipt.copies,
                 receipt.wanted,
-                style.paint(
-                    &format!(
-                        "degraded until {} {} back",
-                        receipt.missing.join(" and "),
-                        if receipt.missing.len() == 1 {
-                            "is"
-                        } else {
-                            "are"
-                        }
-                    ),
-                    Color::Yellow
-                ),
+                style.paint(&degraded(receipt), Color::Yellow),
                 crate::hex(&receipt.md5),
             ),
             Outcome::Get { receipt, .. } => format!(
@@ -351,6 +393,12 @@ impl Outcome {
                 "copies": receipt.copies,
                 "wanted": receipt.wanted,
                 "degraded": !receipt.missing.is_empty(),
+                "missing": receipt.missing,
+                "refused": receipt
+                    .refused
+                    .iter()
+                    .map(|(server, why)| (server.clone(), Value::from(why.as_str())))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "md5": crate::hex(&receipt.md5),
             }),
             Outcome::Get { name, receipt } => json!({
@@ -416,6 +464,7 @@ impl Outcome {
                             "predecessor": s.predecessor,
                             "sees_down": s.down,
                             "leaving": s.leaving,
+                            "no_space": s.no_space,
                             "files": s.files,
                             "chunks": s.chunks,
                             "bytes": s.bytes,
@@ -441,6 +490,32 @@ impl Outcome {
             Outcome::Help | Outcome::Exit => Value::Null,
         }
     }
+}
+
+/// Why a PUT stored fewer copies than wanted: "degraded until dfs2 is back"
+/// for servers that could not be reached, the server's own reason for one
+/// that answered ("dfs3: no space left").
+fn degraded(receipt: &PutReceipt) -> String {
+    let down: Vec<&str> = receipt
+        .missing
+        .iter()
+        .filter(|s| !receipt.refused.iter().any(|(r, _)| r == *s))
+        .map(String::as_str)
+        .collect();
+    let mut text = String::from("degraded");
+    if !down.is_empty() {
+        let verb = if down.len() == 1 { "is" } else { "are" };
+        text.push_str(&format!(" until {} {verb} back", down.join(" and ")));
+    }
+    if !receipt.refused.is_empty() {
+        let why: Vec<String> = receipt
+            .refused
+            .iter()
+            .map(|(server, reason)| format!("{server}: {reason}"))
+            .collect();
+        text.push_str(&format!(" ({})", why.join("; ")));
+    }
+    text
 }
 
 pub fn help_text() -> String {
@@ -584,6 +659,8 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
                         Cell("leaving".into(), Some(Color::Yellow))
                     } else if marked_down(&r.member.name) {
                         Cell("DOWN (ring)".into(), Some(Color::Red))
+                    } else if s.no_space {
+                        Cell("up, no space left".into(), Some(Color::Yellow))
                     } else {
                         Cell("up".into(), Some(Color::Green))
                     },

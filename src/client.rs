@@ -17,6 +17,12 @@
 //!   Chunks are written at their offsets into a temp file beside the target,
 //!   checked against the manifest's checksums, and renamed into place.
 //!
+//! A server that times out (a hung process: it accepts connections and never
+//! answers) is not waited for again in the same command ([`one_command`]):
+//! each public operation is one command, and so is a one-shot `dfs` run,
+//! login included. Waits that do not depend on each other run at once, so
+//! one hung server, or all of them, costs a command at most one timeout.
+//!
 //! Every connection is TLS 1.3 trusting only the cluster's authority
 //! (`ClientConfig::ca`): a server without a certificate it signed is refused
 //! before a byte of the protocol, let alone the password, is sent.
@@ -30,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::future::{join_all, try_join_all};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -49,6 +56,43 @@ type Tls = Arc<rustls::ClientConfig>;
 
 /// Idle connections kept per server.
 const POOL_SIZE: usize = 8;
+
+tokio::task_local! {
+    /// The servers (by address) that timed out in the command running on
+    /// this task, and why: see [`one_command`].
+    static TIMED_OUT: Mutex<BTreeMap<String, String>>;
+}
+
+/// Runs `work` as one command: a server that times out in it is not asked
+/// again until it ends (it fails at once, for the same reason), so a hung
+/// server costs the command one timeout, not one per step. Every public
+/// operation of [`Client`] is a command of its own unless it runs inside
+/// another (as a one-shot `dfs` runs its login and its command as one).
+pub async fn one_command<F: std::future::Future>(work: F) -> F::Output {
+    if TIMED_OUT.try_with(|_| ()).is_ok() {
+        work.await
+    } else {
+        TIMED_OUT.scope(Mutex::new(BTreeMap::new()), work).await
+    }
+}
+
+/// Why the server at `addr` was given up on earlier in this command.
+fn timed_out_earlier(addr: &str) -> Option<String> {
+    TIMED_OUT
+        .try_with(|m| m.lock().expect("timeouts lock").get(addr).cloned())
+        .ok()
+        .flatten()
+}
+
+/// The server at `addr` timed out: not waited for again in this command.
+fn remember_timeout(addr: &str, reason: &str) {
+    let _ = TIMED_OUT.try_with(|m| {
+        m.lock()
+            .expect("timeouts lock")
+            .entry(addr.to_string())
+            .or_insert_with(|| reason.to_string());
+    });
+}
 
 /// Told how many bytes of a transfer have moved; negative when a failed
 /// attempt's bytes are taken back before a retry.
@@ -115,6 +159,9 @@ pub struct PutReceipt {
     pub wanted: u32,
     /// Servers that could not take their copies.
     pub missing: Vec<String>,
+    /// Those of them that answered but could not store a copy, and why
+    /// ("no space left"); the others could not be reached.
+    pub refused: Vec<(String, String)>,
     pub version: Version,
     /// MD5 of the file, as `md5sum` prints it.
     pub md5: [u8; 16],
@@ -222,6 +269,10 @@ impl Client {
     /// in to every member. Fails with `Unauthorized` if any server refuses the
     /// password, and with `Unavailable` if none can be reached.
     pub async fn login(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
+        one_command(Client::login_command(config, user, password)).await
+    }
+
+    async fn login_command(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
         let timeout = config.timeout();
         let tls = tls::client_config_for_user(&config.ca)?;
         let (ring, _down) = discover(&config.servers, &tls, timeout).await?;
@@ -320,22 +371,40 @@ impl Client {
     /// Asks the ring (any member that answers, else the configured servers)
     /// who its members are now: servers join and leave.
     pub async fn refresh_ring(&self) -> Result<()> {
-        // Members known to be down are asked last: one that hangs would
-        // cost a whole timeout before the next is asked.
+        one_command(self.refresh_ring_command()).await
+    }
+
+    async fn refresh_ring_command(&self) -> Result<()> {
+        // The member likeliest to answer is asked first (members known to
+        // be down last); if it does not, the others are asked at once and
+        // the first answer wins, so hung members cost one timeout at most.
         let mut order = self.order().to_vec();
         order.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
+        let ask = |i: usize| async move {
+            match self.call(i, &Request::Ring).await? {
+                Response::Ring { members, down } if !members.is_empty() => Ok((members, down)),
+                other => Err(unexpected(&self.server_name(i), &other)),
+            }
+        };
         let mut first_error = None;
-        for &i in order.iter() {
-            match self.call(i, &Request::Ring).await {
-                Ok(Response::Ring { members, down }) if !members.is_empty() => {
+        if let Some((&first, rest)) = order.split_first() {
+            match ask(first).await {
+                Ok((members, down)) => {
                     self.adopt(members, &down);
                     return Ok(());
                 }
-                Ok(other) => {
-                    first_error.get_or_insert(unexpected(&self.server_name(i), &other));
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                Err(e) => first_error = Some(e),
+            }
+            let mut asking: FuturesUnordered<_> = rest.iter().map(|&i| ask(i)).collect();
+            while let Some(answer) = asking.next().await {
+                match answer {
+                    Ok((members, down)) => {
+                        self.adopt(members, &down);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }
@@ -371,11 +440,14 @@ impl Client {
 
     /// Pings every member (on pooled connections), refreshing [`Client::health`].
     pub async fn refresh_health(&self) {
-        self.call_all(&Request::Ring).await;
+        one_command(self.call_all(&Request::Ring)).await;
     }
 
     /// Records whether member `i` answered; transport failures mark it down.
     fn note<T>(&self, i: usize, result: &Result<T>) {
+        if let Err(e @ Error::Timeout { .. }) = result {
+            remember_timeout(&self.slot(i).member.addr, &e.to_string());
+        }
         let up = match result {
             Ok(_) => true,
             Err(Error::Unavailable { .. } | Error::Io { .. } | Error::Timeout { .. }) => false,
@@ -468,6 +540,10 @@ impl Client {
 
     /// Which servers hold each chunk of `name`, and whether each copy is there.
     pub async fn locate(&self, name: &str) -> Result<Location> {
+        one_command(self.locate_command(name)).await
+    }
+
+    async fn locate_command(&self, name: &str) -> Result<Location> {
         validate_name(name)?;
         self.maybe_refresh().await;
         let order = self.order();
@@ -515,7 +591,7 @@ impl Client {
     /// The current manifest of a live file.
     pub async fn stat(&self, name: &str) -> Result<Manifest> {
         validate_name(name)?;
-        match self.newest_manifest(name).await? {
+        match one_command(self.newest_manifest(name)).await? {
             Some(m) if !m.deleted => Ok(m),
             _ => Err(Error::NotFound {
                 name: name.to_string(),
@@ -526,6 +602,15 @@ impl Client {
     /// Stores the local file `local` as `remote`, replacing any older version
     /// once every chunk is stored on both its holders.
     pub async fn put(
+        &self,
+        local: &Path,
+        remote: &str,
+        progress: &dyn Progress,
+    ) -> Result<PutReceipt> {
+        one_command(self.put_command(local, remote, progress)).await
+    }
+
+    async fn put_command(
         &self,
         local: &Path,
         remote: &str,
@@ -593,7 +678,11 @@ impl Client {
         };
         // Copies that could not be stored: the hint the servers keep for healing.
         let mut missing = Vec::new();
-        for (c, (_, stored)) in (1..=n).zip(&chunks) {
+        let mut refused: BTreeMap<String, String> = BTreeMap::new();
+        for (c, (_, stored, said_no)) in (1..=n).zip(&chunks) {
+            for (i, reason) in said_no {
+                refused.insert(self.server_name(*i), reason.clone());
+            }
             let [a, b] = placement.holders(c);
             let positions = if a == b { vec![a] } else { vec![a, b] };
             for i in positions.into_iter().map(|pos| order[pos as usize - 1]) {
@@ -605,7 +694,7 @@ impl Client {
                 }
             }
         }
-        let checksums = chunks.iter().map(|(sum, _)| *sum).collect();
+        let checksums = chunks.iter().map(|(sum, _, _)| *sum).collect();
         let manifest = Manifest {
             name: remote.to_string(),
             version,
@@ -636,6 +725,7 @@ impl Client {
             copies: wanted - missing.len() as u32,
             wanted,
             missing: down,
+            refused: refused.into_iter().collect(),
             version,
             md5,
         })
@@ -643,13 +733,14 @@ impl Client {
 
     /// Streams chunk `chunk` of the upload to every holder that answers (both,
     /// normally); a holder that fails midway is dropped and the others go on.
-    /// Returns the checksum and the holders (member indices) that stored it.
+    /// Returns the checksum, the holders (member indices) that stored it,
+    /// and those that answered they could not, with their reasons.
     async fn put_chunk(
         &self,
         plan: &UploadPlan<'_>,
         chunk: u32,
         progress: &dyn Progress,
-    ) -> Result<(Checksum, Vec<usize>)> {
+    ) -> Result<(Checksum, Vec<usize>, Vec<(usize, String)>)> {
         let [a, b] = plan.placement.holders(chunk);
         let mut holders = vec![plan.order[a as usize - 1]];
         if b != a {
@@ -717,13 +808,21 @@ impl Client {
         live = drop_failed(self, live, sent, &mut failures);
         let replies = join_all(live.iter_mut().map(|(_, c)| c.reply())).await;
         let mut stored = Vec::new();
+        let mut refused = Vec::new();
         for ((i, conn), reply) in live.into_iter().zip(replies) {
+            self.note(i, &reply);
             match reply {
                 Ok(Response::Ok) => {
                     self.release(i, conn);
                     stored.push(i);
                 }
                 Ok(other) => failures.push(unexpected(&self.server_name(i), &other).to_string()),
+                // It answered: it is up, and says why it could not (no
+                // space left, say).
+                Err(Error::Remote { server, error }) => {
+                    failures.push(format!("{server}: {}", error.message));
+                    refused.push((i, error.message));
+                }
                 Err(e) => failures.push(e.to_string()),
             }
         }
@@ -733,12 +832,21 @@ impl Client {
         for failure in &failures {
             debug!(file = %plan.name, chunk, error = %failure, "a copy could not be stored");
         }
-        Ok((checksum, stored))
+        Ok((checksum, stored, refused))
     }
 
     /// Fetches `remote` into the local file `local`, which appears only when
     /// every byte has arrived and verified.
     pub async fn get(
+        &self,
+        remote: &str,
+        local: &Path,
+        progress: &dyn Progress,
+    ) -> Result<GetReceipt> {
+        one_command(self.get_command(remote, local, progress)).await
+    }
+
+    async fn get_command(
         &self,
         remote: &str,
         local: &Path,
@@ -812,24 +920,25 @@ impl Client {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        // Errors name the target the user gave, never the temp file.
         let local_error = |e| Error::io(local.display().to_string(), e);
-        let tmp = tempfile::Builder::new()
-            .prefix(".ringdfs-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .map_err(local_error)?;
-        tmp.as_file().set_len(manifest.size).map_err(local_error)?;
+        let tmp = PartFile::create(dir).map_err(local_error)?;
+        tmp.file.set_len(manifest.size).map_err(local_error)?;
         progress.start(manifest.size);
         let placement = Placement::of(&self.login.user, remote, source.order.len() as u32);
+        let part = Part {
+            path: &tmp.path,
+            target: local,
+        };
         try_join_all(
             (1..=manifest.chunks)
-                .map(|c| self.get_chunk(manifest, placement, c, tmp.path(), progress, source)),
+                .map(|c| self.get_chunk(manifest, placement, c, &part, progress, source)),
         )
         .await?;
         // Renamed into place only when every chunk has verified, so the file
         // never appears partial. Like cp or rsync, GET does not force it to
         // disk: the stored copies are what must survive a crash.
-        tmp.persist(local).map_err(|e| local_error(e.error))?;
+        tmp.persist(local).map_err(local_error)?;
         Ok(GetReceipt {
             size: manifest.size,
             path: local.to_path_buf(),
@@ -845,7 +954,7 @@ impl Client {
         manifest: &Manifest,
         placement: Placement,
         chunk: u32,
-        path: &Path,
+        part: &Part<'_>,
         progress: &dyn Progress,
         source: &Source<'_>,
     ) -> Result<()> {
@@ -867,7 +976,12 @@ impl Client {
             }
         }
         for &i in &holders {
-            let fetched = self.fetch_chunk(i, manifest, chunk, path, progress).await;
+            let fetched = match self.fetch_chunk(i, manifest, chunk, part, progress).await {
+                Ok(()) => Ok(()),
+                Err(Fetch::Server(e)) => Err(e),
+                // Every holder would fail the same way (a full disk, say).
+                Err(Fetch::Local(e)) => return Err(e),
+            };
             // A holder that timed out or hung up mid-chunk is down: later
             // reads ask its partner first, and the ring is asked elsewhere.
             self.note(i, &fetched);
@@ -891,9 +1005,9 @@ impl Client {
         i: usize,
         manifest: &Manifest,
         chunk: u32,
-        path: &Path,
+        part: &Part<'_>,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), Fetch> {
         let server = self.server_name(i);
         let server = server.as_str();
         let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
@@ -906,7 +1020,7 @@ impl Client {
         };
         match conn.call(&request).await? {
             Response::Chunk { len: l } if l == len => {}
-            other => return Err(unexpected(server, &other)),
+            other => return Err(unexpected(server, &other).into()),
         }
         let mut received = 0u64;
         let result = async {
@@ -921,12 +1035,14 @@ impl Client {
             // Hashing and writing run on the blocking pool, one writer per
             // chunk: the chunks of a GET then hash on every core, and the
             // async thread only moves blocks (no copy into tokio's file buffer).
-            let (tx, writer) = spawn_chunk_writer(path.to_path_buf(), start, hasher);
+            let (tx, writer) = spawn_chunk_writer(part, start, hasher);
             loop {
                 match conn.recv::<Response>().await? {
                     Some(Frame::Data(block)) => {
                         if received + block.len() as u64 > len {
-                            return Err(Error::Protocol(format!("{server} sent too much data")));
+                            return Err(
+                                Error::Protocol(format!("{server} sent too much data")).into()
+                            );
                         }
                         received += block.len() as u64;
                         progress.add(block.len() as i64);
@@ -935,28 +1051,33 @@ impl Client {
                         }
                     }
                     Some(Frame::Msg(Response::ChunkDone { .. })) => break,
-                    Some(Frame::Msg(Response::Error(e))) => return Err(e.into_error(server)),
-                    Some(Frame::Msg(other)) => return Err(unexpected(server, &other)),
+                    Some(Frame::Msg(Response::Error(e))) => {
+                        return Err(e.into_error(server).into())
+                    }
+                    Some(Frame::Msg(other)) => return Err(unexpected(server, &other).into()),
                     None => {
                         return Err(Error::Unavailable {
                             server: server.to_string(),
                             reason: "connection closed during a transfer".into(),
-                        })
+                        }
+                        .into())
                     }
                 }
             }
             drop(tx);
             let checksum = writer
                 .await
-                .map_err(|e| Error::Internal(format!("chunk writer: {e}")))??;
+                .map_err(|e| Fetch::Local(Error::Internal(format!("chunk writer: {e}"))))?
+                .map_err(Fetch::Local)?;
             if received != len {
-                return Err(Error::Protocol(format!("{server} sent a short chunk")));
+                return Err(Error::Protocol(format!("{server} sent a short chunk")).into());
             }
             if Some(&checksum) != manifest.checksums.get(chunk as usize - 1) {
                 return Err(Error::Corrupt {
                     chunk,
                     reason: format!("{server} sent bytes that do not match the checksum"),
-                });
+                }
+                .into());
             }
             Ok(())
         }
@@ -975,6 +1096,10 @@ impl Client {
 
     /// The user's files, merged from every server that answers.
     pub async fn list(&self) -> Result<Vec<FileInfo>> {
+        one_command(self.list_command()).await
+    }
+
+    async fn list_command(&self) -> Result<Vec<FileInfo>> {
         self.maybe_refresh().await;
         let order = self.order();
         let answers = join_all(order.iter().map(|&i| self.list_on(i))).await;
@@ -984,6 +1109,12 @@ impl Client {
     }
 
     async fn list_on(&self, i: usize) -> Result<Vec<FileEntry>> {
+        let result = self.list_from(i).await;
+        self.note(i, &result);
+        result
+    }
+
+    async fn list_from(&self, i: usize) -> Result<Vec<FileEntry>> {
         let mut conn = self.conn(i).await?;
         conn.send(&Request::List).await?;
         let mut all = Vec::new();
@@ -1005,6 +1136,10 @@ impl Client {
     /// Deletes `remote` everywhere. Servers that are down keep a stale copy
     /// that the tombstone on the others outranks.
     pub async fn delete(&self, remote: &str) -> Result<DeleteReceipt> {
+        one_command(self.delete_command(remote)).await
+    }
+
+    async fn delete_command(&self, remote: &str) -> Result<DeleteReceipt> {
         let current = self.stat(remote).await?;
         let request = Request::Delete {
             name: remote.to_string(),
@@ -1021,6 +1156,10 @@ impl Client {
     /// Has every copy of `name` (or of every file) read and checked by the
     /// server holding it, without moving the data.
     pub async fn verify(&self, name: Option<&str>) -> Result<Vec<VerifyReport>> {
+        one_command(self.verify_command(name)).await
+    }
+
+    async fn verify_command(&self, name: Option<&str>) -> Result<Vec<VerifyReport>> {
         let names = match name {
             Some(n) => vec![n.to_string()],
             None => self.list().await?.into_iter().map(|f| f.name).collect(),
@@ -1094,6 +1233,10 @@ impl Client {
 
     /// Every ring member's own account of itself, or why it could not be asked.
     pub async fn status(&self) -> Vec<ServerReport> {
+        one_command(self.status_command()).await
+    }
+
+    async fn status_command(&self) -> Vec<ServerReport> {
         let _ = self.refresh_ring().await;
         let answers = self.call_all(&Request::Status).await;
         answers
@@ -1125,6 +1268,12 @@ impl Login {
     /// still open, else a new one (resuming the session, or logging in again
     /// if the server has forgotten it, e.g. after a restart).
     async fn open(&self, slot: &Slot) -> Result<Conn> {
+        if let Some(reason) = timed_out_earlier(&slot.member.addr) {
+            return Err(Error::Unavailable {
+                server: slot.member.name.clone(),
+                reason,
+            });
+        }
         loop {
             let pooled = slot.pool.lock().expect("pool lock").pop();
             match pooled {
@@ -1180,7 +1329,8 @@ impl StagedPut {
     /// Tells the servers at once and waits for their answers (a failed PUT).
     async fn abort(mut self) {
         if let Some(login) = self.login.take() {
-            let slots = std::mem::take(&mut self.slots);
+            let mut slots = std::mem::take(&mut self.slots);
+            slots.retain(|slot| timed_out_earlier(&slot.member.addr).is_none());
             abort_upload(login, slots, self.name.clone(), self.version).await;
         }
     }
@@ -1232,6 +1382,9 @@ fn drop_failed(
         .filter_map(|((i, conn), result)| match result {
             Ok(()) => Some((i, conn)),
             Err(e) => {
+                if let Error::Timeout { .. } = e {
+                    remember_timeout(&client.slot(i).member.addr, &e.to_string());
+                }
                 client.note::<()>(
                     i,
                     &Err(Error::Unavailable {
@@ -1337,6 +1490,75 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// A GET's temp file, beside its target (`.ringdfs-<random>.part`):
+/// removed unless renamed into place.
+struct PartFile {
+    path: PathBuf,
+    file: std::fs::File,
+    armed: bool,
+}
+
+impl PartFile {
+    fn create(dir: &Path) -> std::io::Result<PartFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        loop {
+            let name = format!(".ringdfs-{}.part", crate::hex(&rand::random::<[u8; 6]>()));
+            let path = dir.join(name);
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match opened {
+                Ok(file) => {
+                    return Ok(PartFile {
+                        path,
+                        file,
+                        armed: true,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Renames the file to `target`.
+    fn persist(mut self, target: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, target)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Where a GET writes: the part file, and the target it becomes (which
+/// errors name).
+struct Part<'a> {
+    path: &'a Path,
+    target: &'a Path,
+}
+
+/// Why a chunk fetch failed: the server (its other holder may serve it) or
+/// the local file (every holder would fail the same way).
+enum Fetch {
+    Server(Error),
+    Local(Error),
+}
+
+impl From<Error> for Fetch {
+    fn from(e: Error) -> Self {
+        Fetch::Server(e)
+    }
+}
+
 /// Where a GET may find chunks: the ring it reads over (position - 1 → slot)
 /// and what each server said it holds (slot, version, chunks).
 struct Source<'a> {
@@ -1436,10 +1658,11 @@ fn spawn_chunk_reader(
     (rx, reader)
 }
 
-/// A blocking task that writes the blocks sent to it into `path` from offset
-/// `start` on, hashing them; it returns the checksum once the sender is dropped.
+/// A blocking task that writes the blocks sent to it into the part file from
+/// offset `start` on, hashing them; it returns the checksum once the sender
+/// is dropped. Its errors name the part's target.
 fn spawn_chunk_writer(
-    path: PathBuf,
+    part: &Part<'_>,
     start: u64,
     mut hasher: blake3::Hasher,
 ) -> (
@@ -1448,8 +1671,9 @@ fn spawn_chunk_writer(
 ) {
     use std::io::{Seek, Write};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let (path, target) = (part.path.to_path_buf(), part.target.display().to_string());
     let writer = tokio::task::spawn_blocking(move || {
-        let local_error = |e| Error::io(path.display().to_string(), e);
+        let local_error = |e| Error::io(target.clone(), e);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -1466,33 +1690,52 @@ fn spawn_chunk_writer(
 
 /// Asks the configured servers, in order, for the ring: its members in ring
 /// order, and those the answering server sees as down.
-async fn discover(
-    servers: &[String],
+async fn discover<'a>(
+    servers: &'a [String],
     tls: &Tls,
     timeout: Duration,
 ) -> Result<(Vec<Member>, Vec<String>)> {
-    let mut reasons = Vec::new();
-    for addr in servers {
+    // All at once, the first answer winning: hung servers cost one
+    // timeout together, not one each.
+    let ask = |addr: &'a String| async move {
+        if let Some(reason) = timed_out_earlier(addr) {
+            return Err(Error::Unavailable {
+                server: addr.clone(),
+                reason,
+            });
+        }
         let member = Member {
             name: addr.clone(),
             addr: addr.clone(),
             id: None,
         };
-        let answer = async {
-            let mut conn = connect(&member, tls, timeout).await?;
-            match conn.call(&Request::Ring).await? {
-                Response::Ring { members, down } if !members.is_empty() => Ok((members, down)),
-                other => Err(unexpected(addr, &other)),
+        let mut conn = connect(&member, tls, timeout).await?;
+        match conn.call(&Request::Ring).await {
+            Ok(Response::Ring { members, down }) if !members.is_empty() => Ok((members, down)),
+            Ok(other) => Err(unexpected(addr, &other)),
+            Err(e) => {
+                if let Error::Timeout { .. } = e {
+                    remember_timeout(addr, &e.to_string());
+                }
+                Err(e)
             }
-        };
-        match answer.await {
-            Ok(members) => return Ok(members),
-            Err(e) => reasons.push(e.to_string()),
+        }
+    };
+    let mut asking: FuturesUnordered<_> = servers
+        .iter()
+        .enumerate()
+        .map(|(at, addr)| async move { (at, ask(addr).await) })
+        .collect();
+    let mut reasons = vec![None; servers.len()];
+    while let Some((at, answer)) = asking.next().await {
+        match answer {
+            Ok(found) => return Ok(found),
+            Err(e) => reasons[at] = Some(e.to_string()),
         }
     }
     Err(Error::Unavailable {
         server: "every configured server".into(),
-        reason: reasons.join("; "),
+        reason: reasons.into_iter().flatten().collect::<Vec<_>>().join("; "),
     })
 }
 
@@ -1512,16 +1755,22 @@ pub(crate) async fn dial(
         server: member.name.clone(),
         reason,
     };
+    let timed_out = |what: &str| {
+        let reason = format!("{what} within {} s", timeout.as_secs());
+        remember_timeout(&member.addr, &reason);
+        unavailable(reason)
+    };
     let stream = tokio::time::timeout(timeout, TcpStream::connect(&member.addr))
         .await
-        .map_err(|_| unavailable(format!("no answer within {} s", timeout.as_secs())))?
+        .map_err(|_| timed_out("no answer"))?
         .map_err(|e| unavailable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let stream = tokio::time::timeout(timeout, tls::connect(tls, &member.addr, stream))
         .await
-        .map_err(|_| unavailable(format!("no TLS handshake within {} s", timeout.as_secs())))??;
+        .map_err(|_| timed_out("no TLS handshake"))??;
     let mut conn = Connection::new(stream, member.name.clone());
     conn.set_timeout(Some(timeout));
+    conn.set_send_timeout(Some(timeout));
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
     };

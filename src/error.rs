@@ -69,6 +69,11 @@ pub enum Error {
     #[error("server error: {0}")]
     Internal(String),
 
+    /// A server's disk is full (or its quota spent): it is up, but stores
+    /// nothing new until space is freed.
+    #[error("no space left")]
+    NoSpace,
+
     /// The user interrupted the operation (Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -79,6 +84,16 @@ impl Error {
         Error::Io {
             context: context.into(),
             cause: source,
+        }
+    }
+
+    /// Like [`Error::io`], for writes to a server's own storage: a full
+    /// disk (or a spent quota) is [`Error::NoSpace`], which callers act on.
+    pub fn storage(context: impl Into<String>, source: std::io::Error) -> Self {
+        if is_no_space(&source) {
+            Error::NoSpace
+        } else {
+            Error::io(context, source)
         }
     }
 
@@ -105,6 +120,7 @@ impl Error {
             Error::InvalidName { .. } => ErrorKind::InvalidName,
             Error::BadRequest(_) | Error::Protocol(_) => ErrorKind::BadRequest,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::NoSpace => ErrorKind::NoSpace,
             Error::Remote { error, .. } => error.kind,
             _ => ErrorKind::Internal,
         };
@@ -147,6 +163,8 @@ pub enum ErrorKind {
     BadRequest,
     Corrupt,
     Internal,
+    /// The server's disk is full. (Last: bincode numbers the variants.)
+    NoSpace,
 }
 
 impl WireError {
@@ -163,12 +181,60 @@ impl WireError {
     }
 }
 
+/// Whether an I/O error says the disk is full or the quota spent.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// The I/O error a metadata store failure comes from, if any.
+trait StorageIo {
+    fn storage_io(&self) -> Option<&std::io::Error>;
+}
+
+impl StorageIo for redb::StorageError {
+    fn storage_io(&self) -> Option<&std::io::Error> {
+        match self {
+            redb::StorageError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl StorageIo for redb::Error {
+    fn storage_io(&self) -> Option<&std::io::Error> {
+        match self {
+            redb::Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! storage_io_via_storage {
+    ($($t:ident),*) => {$(
+        impl StorageIo for redb::$t {
+            fn storage_io(&self) -> Option<&std::io::Error> {
+                match self {
+                    redb::$t::Storage(e) => e.storage_io(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+storage_io_via_storage!(TableError, TransactionError, CommitError, DatabaseError);
+
 /// The metadata database's failures are the server's own: the caller can do
-/// nothing but report them.
+/// nothing but report them, except a full disk, which is [`Error::NoSpace`].
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
+                if e.storage_io().is_some_and(is_no_space) {
+                    return Error::NoSpace;
+                }
                 Error::Internal(format!("metadata store: {e}"))
             }
         }

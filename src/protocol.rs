@@ -244,6 +244,8 @@ pub struct ServerStatus {
     /// and removed after `[store] upload_grace_secs`.
     pub uploads_pending: u64,
     pub heal: HealStatus,
+    /// Its disk is full: it is up, but refuses new copies until space is freed.
+    pub no_space: bool,
 }
 
 /// How this server's self-healing is doing.
@@ -574,6 +576,23 @@ impl Encoder<RawFrame> for FrameCodec {
     }
 }
 
+/// `sending` (to `peer`) within `limit`, if there is one.
+async fn within<T>(
+    limit: Option<Duration>,
+    peer: &str,
+    sending: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match limit {
+        None => sending.await,
+        Some(limit) => tokio::time::timeout(limit, sending)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("{peer} to take what was sent"),
+                secs: limit.as_secs(),
+            })?,
+    }
+}
+
 fn invalid_data(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
 }
@@ -581,12 +600,14 @@ fn invalid_data(msg: &str) -> std::io::Error {
 /// A framed connection to a peer named `peer` (for error messages). Receives
 /// time out after `timeout` of silence, when set; a frame that has started to
 /// arrive must finish within `frame_timeout`, when set, however slowly its
-/// bytes trickle in.
+/// bytes trickle in. A send fails after `send_timeout`, when set, without the
+/// peer taking what is sent (a hung peer stops reading).
 pub struct Connection<S> {
     framed: Framed<S, FrameCodec>,
     peer: String,
     timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
+    send_timeout: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -608,6 +629,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             peer: peer.into(),
             timeout: None,
             frame_timeout: None,
+            send_timeout: None,
         }
     }
 
@@ -633,6 +655,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sets how long a frame may take to arrive once its first byte has.
     pub fn set_frame_timeout(&mut self, timeout: Option<Duration>) {
         self.frame_timeout = timeout;
+    }
+
+    /// Sets how long a send may wait for the peer to take it.
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
     }
 
     /// Sets the largest frame accepted from the peer (never above `MAX_FRAME`);
@@ -667,29 +694,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 invalid_data("frame too large to send"),
             ));
         }
-        // Whatever the codec holds goes first, so frames stay in order.
-        SinkExt::<RawFrame>::flush(&mut self.framed)
-            .await
-            .map_err(|e| Error::io(format!("sending to {}", self.peer), e))?;
-        let mut header = [0u8; 5];
-        header[..4].copy_from_slice(&(data.len() as u32 + 1).to_be_bytes());
-        header[4] = TAG_DATA;
-        let mut frame = Buf::chain(&header[..], data);
-        let io = self.framed.get_mut();
-        async {
+        let peer = self.peer.clone();
+        let limit = self.send_timeout;
+        let framed = &mut self.framed;
+        let sending = async move {
+            // Whatever the codec holds goes first, so frames stay in order.
+            SinkExt::<RawFrame>::flush(framed).await?;
+            let mut header = [0u8; 5];
+            header[..4].copy_from_slice(&(data.len() as u32 + 1).to_be_bytes());
+            header[4] = TAG_DATA;
+            let mut frame = Buf::chain(&header[..], data);
+            let io = framed.get_mut();
             io.write_all_buf(&mut frame).await?;
             io.flush().await
-        }
+        };
+        within(limit, &peer, async {
+            sending
+                .await
+                .map_err(|e| Error::io(format!("sending to {peer}"), e))
+        })
         .await
-        .map_err(|e| Error::io(format!("sending to {}", self.peer), e))
     }
 
     async fn send_raw(&mut self, frame: RawFrame) -> Result<()> {
-        let peer = &self.peer;
-        self.framed
-            .send(frame)
-            .await
-            .map_err(|e| Error::io(format!("sending to {peer}"), e))
+        let peer = self.peer.clone();
+        let limit = self.send_timeout;
+        let framed = &mut self.framed;
+        within(limit, &peer, async {
+            framed
+                .send(frame)
+                .await
+                .map_err(|e| Error::io(format!("sending to {peer}"), e))
+        })
+        .await
     }
 
     /// The next frame, or `None` when the peer closed the connection cleanly.

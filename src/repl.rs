@@ -101,7 +101,7 @@ impl<'a> Repl<'a> {
             })
         };
         self.refresh_names();
-        println!("type HELP for the commands; Tab completes; Ctrl-D leaves");
+        cli::print_line("type HELP for the commands; Tab completes; Ctrl-D leaves");
         loop {
             let prompt = prompt(self.client.user(), &self.client.health(), self.style);
             match editor.readline(&prompt) {
@@ -150,7 +150,7 @@ impl<'a> Repl<'a> {
         bar.finish();
         match result {
             Ok(outcome) => {
-                println!("{}", outcome.text(self.style));
+                cli::print_line(&outcome.text(self.style));
                 if matches!(
                     outcome,
                     Outcome::Put { .. } | Outcome::Delete { .. } | Outcome::List(_)
@@ -164,7 +164,7 @@ impl<'a> Repl<'a> {
     }
 
     fn error(&self, msg: &str) {
-        eprintln!("{}", self.style.paint(&format!("error: {msg}"), Color::Red));
+        cli::eprint_line(&self.style.paint(&format!("error: {msg}"), Color::Red));
     }
 
     /// Refreshes the cached remote names that completion offers.

@@ -50,7 +50,7 @@ use crate::protocol::{
 };
 use crate::store::{ChunkSpec, Store};
 use crate::tls::{self, TlsAcceptor};
-use crate::transfer::{finish, pump_into, PIPELINE_DEPTH};
+use crate::transfer::{finish, pump_into, skip_rest, PIPELINE_DEPTH};
 use crate::unix_now;
 
 /// Most password verifications running at once: each takes 19 MiB and tens
@@ -284,6 +284,7 @@ impl Server {
             files: stats.files,
             uploads_pending: self.store.uploads_pending().unwrap_or_default(),
             heal: self.healer.status(),
+            no_space: self.healer.space().is_full(),
         }
     }
 
@@ -675,9 +676,9 @@ where
                 size,
             };
             // Any failure here leaves the client mid-stream: reply and close.
-            receive_chunk(server, conn, spec)
-                .await
-                .map_err(|e| (e, Next::Close))?;
+            let stored = receive_chunk(server, conn, spec).await;
+            server.healer.space().saw(&stored);
+            stored.map_err(|e| (e, Next::Close))?;
             Ok(Some(Response::Ok))
         }
         Request::GetChunk {
@@ -836,7 +837,20 @@ async fn receive_chunk<S>(server: &Server, conn: &mut Connection<S>, spec: Chunk
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let writer = server.store.begin_chunk(spec)?;
+    let begun = spec.validate().and_then(|()| {
+        server.healer.space().room_for(spec.chunk_len())?;
+        server.store.begin_chunk(spec)
+    });
+    let writer = match begun {
+        Ok(writer) => writer,
+        Err(e @ Error::BadRequest(_)) => return Err(e),
+        Err(e) => {
+            // The client streams the chunk regardless: take it, so it
+            // reads why (e.g. no space left) rather than a reset.
+            let _ = skip_rest::<S, Request>(conn).await;
+            return Err(e);
+        }
+    };
     let (writer, claimed) = pump_into(conn, writer, |m: Request| match m {
         Request::ChunkDone { checksum } => Ok(checksum),
         _ => Err(Error::Protocol("a message inside an upload".into())),

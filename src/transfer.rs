@@ -35,7 +35,11 @@ where
         match conn.recv::<M>().await {
             Ok(Some(Frame::Data(block))) => {
                 if tx.send(block).await.is_err() {
-                    break Err(None); // the writer failed; its error is below
+                    // The writer failed (its error is below). The sender is
+                    // still streaming: take the rest of the chunk, so it
+                    // reads the reply saying why rather than a reset.
+                    let _ = skip_rest::<S, M>(conn).await;
+                    break Err(None);
                 }
             }
             Ok(Some(Frame::Msg(m))) => break end(m).map_err(Some),
@@ -57,6 +61,27 @@ where
         Err(None) => Err(writer
             .err()
             .unwrap_or(Error::Internal("chunk writer stopped".into()))),
+    }
+}
+
+/// Reads and drops a chunk's remaining data blocks, up to the message that
+/// ends them: a chunk that cannot be stored still ends where its sender
+/// expects, so the sender hears why.
+pub(crate) async fn skip_rest<S, M>(conn: &mut Connection<S>) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    M: serde::de::DeserializeOwned,
+{
+    loop {
+        match conn.recv::<M>().await? {
+            Some(Frame::Data(_)) => {}
+            Some(Frame::Msg(_)) => return Ok(()),
+            None => {
+                return Err(Error::Protocol(
+                    "connection closed inside a transfer".into(),
+                ))
+            }
+        }
     }
 }
 

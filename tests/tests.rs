@@ -5,6 +5,7 @@ mod attacks;
 mod cli;
 mod crash;
 mod durability;
+mod faults;
 mod files;
 mod hardening;
 mod healing;

@@ -632,27 +632,7 @@ impl ProcCluster {
     /// Starts server `i` and returns at once, without waiting for it to
     /// listen (it may still be opening, or migrating, its data folder).
     pub fn launch(&mut self, i: usize) -> Launched {
-        assert!(self.children[i - 1].is_none(), "dfs{i} is running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))
-            .unwrap();
-        // Only what this start writes counts: the log is kept across restarts.
-        let from = log.metadata().unwrap().len() as usize;
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
-            .arg("--config")
-            .arg(self.dir.path().join(format!("dfs{i}.toml")))
-            .env("RUST_LOG", "ringdfs=info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[i - 1] = Some(child);
-        Launched {
-            from,
-            at: std::time::Instant::now(),
-        }
+        self.launch_via(i, &[])
     }
 
     /// What server `i` has logged since `launched`.
@@ -880,4 +860,47 @@ pub fn chunk_checksums(
             ringdfs::protocol::checksum_of(&hasher)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Servers started through another program (issue 12, tests/faults.rs).
+
+impl ProcCluster {
+    /// Starts server `i` like [`ProcCluster::launch`], but as the last
+    /// arguments of `wrapper` (a program and its arguments, e.g. `env -u
+    /// NO_COLOR`, or `unshare` mounting a small disk first), which must end
+    /// by exec'ing them so the child's pid is the server's. An empty
+    /// `wrapper` starts the server directly.
+    pub fn launch_via(&mut self, i: usize, wrapper: &[&str]) -> Launched {
+        assert!(self.children[i - 1].is_none(), "dfs{i} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .unwrap();
+        // Only what this start writes counts: the log is kept across restarts.
+        let from = log.metadata().unwrap().len() as usize;
+        let server = env!("CARGO_BIN_EXE_dfs-server");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(server);
+                c
+            }
+            None => std::process::Command::new(server),
+        };
+        let child = command
+            .arg("--config")
+            .arg(self.dir.path().join(format!("dfs{i}.toml")))
+            .env("RUST_LOG", "ringdfs=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i - 1] = Some(child);
+        Launched {
+            from,
+            at: std::time::Instant::now(),
+        }
+    }
 }

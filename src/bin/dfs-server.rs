@@ -122,6 +122,8 @@ fn real_main() -> Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Colour only on a terminal: a log file gets plain text.
+        .with_ansi(ringdfs::cli::colour_on_stderr())
         .with_writer(std::io::stderr)
         .init();
     let config = ServerConfig::load(&path)?;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ringdfs::cli::{self, Command, Style};
-use ringdfs::client::{no_progress, Client};
+use ringdfs::cli::{self, eprint_line, print_line, Command, Style};
+use ringdfs::client::{no_progress, one_command, Client};
 use ringdfs::config::{default_path, ClientConfig, ServerConfig};
 use ringdfs::repl::{Bar, Repl};
 use ringdfs::server::RunningServer;
@@ -77,7 +77,7 @@ fn main() {
     let code = match real_main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dfs: {e:#}");
+            eprint_line(&format!("dfs: {e:#}"));
             1
         }
     };
@@ -98,7 +98,7 @@ fn real_main() -> Result<i32> {
     if let Some(Sub::Local { servers: dir }) = &args.command {
         let dir = dir.clone().unwrap_or_else(|| default_path("servers"));
         servers = runtime.block_on(start_local(&dir, &config_path))?;
-        println!(
+        print_line(&format!(
             "started {} servers ({}); their logs go to data/dfs-local.log",
             servers.len(),
             servers
@@ -106,12 +106,11 @@ fn real_main() -> Result<i32> {
                 .map(|s| format!("{} on {}", s.name, s.addr))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
     }
 
     let config = ClientConfig::load(&config_path)?;
     let interactive = std::io::stdin().is_terminal();
-    let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
 
     let one_shot = match args.command {
         Some(Sub::Put { local, remote }) => Some(Command::Put { local, remote }),
@@ -126,21 +125,31 @@ fn real_main() -> Result<i32> {
     let code = match one_shot {
         Some(command) => {
             let bar = Bar::new(!args.json && std::io::stderr().is_terminal());
-            let outcome = runtime.block_on(cli::run(&client, &command, &config.download_dir, &bar));
+            // The login and the command are one command: a server that
+            // timed out logging in is not waited for again.
+            let outcome = runtime.block_on(one_command(async {
+                let client = login(&config, args.user.clone(), interactive).await?;
+                let outcome = cli::run(&client, &command, &config.download_dir, &bar).await;
+                anyhow::Ok(outcome?)
+            }));
             bar.finish();
             let outcome = outcome?;
             if args.json {
-                println!("{:#}", outcome.json());
+                print_line(&format!("{:#}", outcome.json()));
             } else {
-                println!("{}", outcome.text(Style::detect()));
+                print_line(&outcome.text(Style::detect()));
             }
             i32::from(outcome.failed())
         }
-        None if interactive => {
-            Repl::new(&runtime, Arc::new(client), &config.download_dir).run()?;
-            0
+        None => {
+            let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
+            if interactive {
+                Repl::new(&runtime, Arc::new(client), &config.download_dir).run()?;
+                0
+            } else {
+                script(&runtime, &client, &config)
+            }
         }
-        None => script(&runtime, &client, &config),
     };
     for server in servers {
         runtime.block_on(server.stop());
@@ -175,7 +184,7 @@ fn install_logging(local_mode: bool) -> Result<()> {
         // STATUS already say so. Only the unexpected reaches `warn`.
         tracing_subscriber::fmt()
             .with_env_filter(filter("warn"))
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(cli::colour_on_stderr())
             .with_writer(std::io::stderr)
             .init();
     }
@@ -235,7 +244,7 @@ async fn login(config: &ClientConfig, user: Option<String>, interactive: bool) -
         match Client::login(config, &user, &password).await {
             Ok(client) => return Ok(client),
             Err(Error::Unauthorized) if attempt < tries => {
-                eprintln!("login failed: unknown user or wrong password");
+                eprint_line("login failed: unknown user or wrong password");
             }
             Err(e) => return Err(e.into()),
         }
@@ -245,8 +254,12 @@ async fn login(config: &ClientConfig, user: Option<String>, interactive: bool) -
 
 fn ask(question: &str) -> Result<String> {
     use std::io::Write;
-    print!("{question}");
-    std::io::stdout().flush().ok();
+    let mut out = std::io::stdout();
+    if let Err(e) = write!(out, "{question}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            cli::die_of_sigpipe();
+        }
+    }
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
@@ -259,7 +272,7 @@ fn script(runtime: &Runtime, client: &Client, config: &ClientConfig) -> i32 {
     let mut failed = false;
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else {
-            eprintln!("error: standard input is not text");
+            eprint_line("error: standard input is not text");
             return 1;
         };
         match execute(runtime, client, config, &line) {
@@ -283,7 +296,7 @@ fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str
         Ok(Some(Command::Exit)) => return Step::Exit,
         Ok(Some(command)) => command,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            eprint_line(&format!("error: {msg}"));
             return Step::Failed;
         }
     };
@@ -294,7 +307,7 @@ fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str
         &no_progress,
     )) {
         Ok(outcome) => {
-            println!("{}", outcome.text(Style::PLAIN));
+            print_line(&outcome.text(Style::PLAIN));
             if outcome.failed() {
                 Step::Failed
             } else {
@@ -302,7 +315,7 @@ fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint_line(&format!("error: {e}"));
             Step::Failed
         }
     }

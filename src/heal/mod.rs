@@ -29,6 +29,12 @@
 //! every stored copy at a bounded rate and quarantines a bad one, so damage
 //! that no read happens to touch is found and repaired too.
 //!
+//! A full disk is not an outage: the server says so once (and once more when
+//! it has room again, see [`DiskSpace`]), refuses new copies with
+//! [`Error::NoSpace`], and the healer backs off, waiting twice as long after
+//! each round that still finds no space (up to [`MAX_FULL_BACKOFF`]), and
+//! trying again at once when space is freed.
+//!
 //! Rebalancing after a join or a leave is nothing more: the table is the one
 //! over the current members, steps 4 and 5 move each chunk to its new
 //! holders, and a server that is leaving holds nothing under the new table.
@@ -36,7 +42,8 @@
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +68,101 @@ const FETCH_LANES: usize = 8;
 const PER_ROUND: usize = 20_000;
 /// The scrub counts a chunk as at least this many bytes against its rate.
 const SCRUB_MIN_COST: u64 = 64 << 10;
+/// The longest the healer waits between rounds while the disk is full.
+pub const MAX_FULL_BACKOFF: Duration = Duration::from_secs(300);
+/// Bytes that must be freed on a full disk before the healer tries again
+/// ahead of its back-off.
+const FREED: u64 = 1 << 20;
+/// Free space kept for the metadata database: a chunk that would leave less
+/// is refused as no space left. (A database write that finds the disk full
+/// fails, and the database then refuses every write until the server
+/// restarts; chunks are what fills a disk.)
+pub const RESERVE: u64 = 4 << 20;
+
+/// Whether this server's disk is full, as its writes find it. The change
+/// is logged once each way: full, then room again.
+pub struct DiskSpace {
+    server: String,
+    dir: PathBuf,
+    /// Free bytes when a write failed for want of space; `None` while there
+    /// is room.
+    full: Mutex<Option<u64>>,
+}
+
+impl DiskSpace {
+    fn new(server: String, dir: &Path) -> DiskSpace {
+        DiskSpace {
+            server,
+            dir: dir.to_path_buf(),
+            full: Mutex::new(None),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.full.lock().expect("space lock").is_some()
+    }
+
+    /// Takes note of a write's outcome: no space marks the disk full, a
+    /// stored chunk shows there is room; other failures say nothing.
+    pub fn saw<T>(&self, result: &Result<T>) {
+        match result {
+            Err(Error::NoSpace) => self.now_full(),
+            Ok(_) => self.has_room(),
+            Err(_) => {}
+        }
+    }
+
+    fn now_full(&self) {
+        let mut full = self.full.lock().expect("space lock");
+        if full.is_none() {
+            *full = Some(free_bytes(&self.dir).unwrap_or(0));
+            warn!(server = %self.server, data = %self.dir.display(), "no space left: new copies are refused until space is freed");
+        }
+    }
+
+    fn has_room(&self) {
+        if self.full.lock().expect("space lock").take().is_some() {
+            info!(server = %self.server, data = %self.dir.display(), "the disk has room again");
+        }
+    }
+
+    /// Whether a chunk of `len` bytes fits and leaves [`RESERVE`] free;
+    /// if not, the disk is full ([`Error::NoSpace`]).
+    pub fn room_for(&self, len: u64) -> Result<()> {
+        match free_bytes(&self.dir) {
+            Some(free) if free < len.saturating_add(RESERVE) => {
+                self.now_full();
+                Err(Error::NoSpace)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether space has been freed since the disk was found full.
+    fn freed(&self) -> bool {
+        let full = *self.full.lock().expect("space lock");
+        match (full, free_bytes(&self.dir)) {
+            (Some(then), Some(now)) => now >= then.max(RESERVE).saturating_add(FREED),
+            _ => false,
+        }
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is a writable
+    // statvfs that the call fills in when it returns 0.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
 
 /// The healer's bookkeeping, shown in STATUS.
 #[derive(Debug)]
@@ -88,6 +190,7 @@ pub struct Healer {
     /// Connections to peers kept between rounds, so an idle round costs no
     /// TLS handshakes.
     conns: tokio::sync::Mutex<BTreeMap<String, PeerConn>>,
+    space: DiskSpace,
 }
 
 /// One peer as a round sees it.
@@ -120,6 +223,7 @@ impl Healer {
         wake: Arc<Notify>,
     ) -> Healer {
         Healer {
+            space: DiskSpace::new(name.clone(), store.root()),
             name,
             store,
             chord,
@@ -137,6 +241,11 @@ impl Healer {
             scrub_bad: AtomicU64::new(0),
             conns: tokio::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Whether the disk is full, as writes find it.
+    pub fn space(&self) -> &DiskSpace {
+        &self.space
     }
 
     /// Runs a round soon.
@@ -198,6 +307,9 @@ impl Healer {
 
     /// Runs heal rounds until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // While the disk is full: when the next round may run, and how long
+        // the wait after it will be if it still finds no space.
+        let mut backoff: Option<(Instant, Duration)> = None;
         loop {
             let started = Instant::now();
             if !self.chord.settled() {
@@ -209,9 +321,31 @@ impl Healer {
                 }
                 continue;
             }
-            match self.round().await {
-                Ok(report) => self.record(&report, started),
-                Err(e) => warn!(server = %self.name, error = %e, "heal round failed"),
+            if self.space.is_full() && self.space.freed() {
+                self.space.has_room();
+            }
+            if !self.space.is_full() {
+                backoff = None;
+            }
+            let waiting = backoff.is_some_and(|(next, _)| Instant::now() < next);
+            if !waiting {
+                match self.round().await {
+                    Ok(report) => {
+                        if report.copied > 0 {
+                            self.space.has_room();
+                        }
+                        self.record(&report, started);
+                    }
+                    // Said once, by `DiskSpace`; the rounds back off below.
+                    Err(Error::NoSpace) => self.space.now_full(),
+                    Err(e) => warn!(server = %self.name, error = %e, "heal round failed"),
+                }
+                if self.space.is_full() {
+                    let wait =
+                        backoff.map_or(self.interval, |(_, w)| (w * 2).min(MAX_FULL_BACKOFF));
+                    debug!(server = %self.name, secs = wait.as_secs_f64(), "disk full: next heal round after a pause");
+                    backoff = Some((Instant::now() + wait, wait));
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -352,11 +486,15 @@ impl Healer {
                 .all(|p| p.root.is_some_and(|(_, _, view)| view == my_view));
 
         for peer in &mut peers {
-            report.manifests += self.sync_with(peer).await.unwrap_or_else(|e| {
-                debug!(server = %self.name, peer = %peer.member.name, error = %e, "sync failed");
-                peer.conn = None;
-                0
-            });
+            report.manifests += match self.sync_with(peer).await {
+                Ok(adopted) => adopted,
+                Err(Error::NoSpace) => return Err(Error::NoSpace),
+                Err(e) => {
+                    debug!(server = %self.name, peer = %peer.member.name, error = %e, "sync failed");
+                    peer.conn = None;
+                    0
+                }
+            };
         }
         self.nudge_hinted(&mut peers).await?;
         let (copied, missing) = self.fetch_missing(&ring, layout, &peers).await?;
@@ -467,13 +605,19 @@ impl Healer {
             .collect();
         let names: Vec<String> = reachable.iter().map(|m| m.name.clone()).collect();
         let queue = Arc::new(Mutex::new(wanted));
+        // Set when a copy finds the disk full: the lanes stop (the rest
+        // would fail the same way) and the round backs off.
+        let no_space = AtomicBool::new(false);
         let lanes = (0..FETCH_LANES).map(|_| {
             let queue = Arc::clone(&queue);
-            let (reachable, names) = (&reachable, &names);
+            let (reachable, names, no_space) = (&reachable, &names, &no_space);
             async move {
                 let mut conns: BTreeMap<String, PeerConn> = BTreeMap::new();
                 let (mut copied, mut missing) = (0u64, 0u64);
                 loop {
+                    if no_space.load(Ordering::Relaxed) {
+                        return (copied, missing);
+                    }
                     let Some((owner, name, chunk)) = queue.lock().expect("queue").pop() else {
                         return (copied, missing);
                     };
@@ -507,6 +651,11 @@ impl Healer {
                                 done = true;
                                 break;
                             }
+                            Err(Error::NoSpace) => {
+                                no_space.store(true, Ordering::Relaxed);
+                                conns.remove(&source);
+                                break;
+                            }
                             Err(e) => {
                                 warn!(server = %self.name, file = %name, chunk, from = %source, error = %e, "chunk copy failed");
                                 conns.remove(&source);
@@ -522,6 +671,9 @@ impl Healer {
             }
         });
         let results = futures_util::future::join_all(lanes).await;
+        if no_space.load(Ordering::Relaxed) {
+            return Err(Error::NoSpace);
+        }
         Ok(results
             .into_iter()
             .fold((0, 0), |(c, m), (c2, m2)| (c + c2, m + m2)))
@@ -550,6 +702,7 @@ impl Healer {
             chunks: manifest.chunks,
             size: manifest.size,
         };
+        self.space.room_for(spec.chunk_len())?;
         match conn.call(&request).await? {
             Response::Chunk { len } if len == spec.chunk_len() => {}
             other => return Err(Error::Protocol(format!("{other:?}"))),

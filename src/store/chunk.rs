@@ -137,7 +137,8 @@ impl ChunkWriter {
         } else {
             store.note_upload(&spec)?;
             let tmp = store.tmp_path()?;
-            let file = File::create(&tmp).map_err(|e| Error::io("creating a chunk file", e))?;
+            let file =
+                File::create(&tmp).map_err(|e| Error::storage("creating a chunk file", e))?;
             Sink::File {
                 file,
                 tmp: RemoveOnDrop(Some(tmp)),
@@ -165,7 +166,7 @@ impl ChunkWriter {
             Sink::Memory(buf) => buf.extend_from_slice(data),
             Sink::File { file, .. } => file
                 .write_all(data)
-                .map_err(|e| Error::io("writing a chunk", e))?,
+                .map_err(|e| Error::storage("writing a chunk", e))?,
         }
         self.written += data.len() as u64;
         Ok(())
@@ -210,15 +211,16 @@ impl ChunkWriter {
                 tail.extend_from_slice(CHUNK_MAGIC);
                 file.write_all(&tail)
                     .and_then(|()| file.sync_data())
-                    .map_err(|e| Error::io("syncing a chunk", e))?;
+                    .map_err(|e| Error::storage("syncing a chunk", e))?;
                 let dest = self
                     .store
                     .chunk_path(&spec.owner, &spec.name, spec.version, spec.chunk);
                 let parent = dest.parent().expect("a chunk path has a folder");
-                fs::create_dir_all(parent).map_err(|e| Error::io("creating a file folder", e))?;
+                fs::create_dir_all(parent)
+                    .map_err(|e| Error::storage("creating a file folder", e))?;
                 let from = tmp.0.as_deref().expect("armed until renamed");
                 fs::rename(from, &dest)
-                    .map_err(|e| Error::io(format!("renaming into {}", dest.display()), e))?;
+                    .map_err(|e| Error::storage(format!("renaming into {}", dest.display()), e))?;
                 tmp.disarm();
                 if let Err(e) = sync_dir(parent) {
                     remove_file_logged(&dest);

@@ -91,7 +91,7 @@ impl Volumes {
     /// Opens volume `id` for reading now (see `open`).
     fn hold(&self, id: u32) -> Result<()> {
         self.handle(id)
-            .map_err(|e| Error::io(format!("opening volume {id:08x}"), e))?;
+            .map_err(|e| Error::storage(format!("opening volume {id:08x}"), e))?;
         Ok(())
     }
 
@@ -172,7 +172,7 @@ impl Appender {
         if let Err(e) = self.file.write_all(data) {
             // Part of it may be there: dead bytes, skipped from now on.
             self.len = self.file.metadata().map_or(self.len, |m| m.len());
-            return Err(Error::io(format!("appending to volume {:08x}", self.id), e));
+            return Err(Error::storage(format!("appending to volume {:08x}", self.id), e));
         }
         self.len += data.len() as u64;
         self.unsynced = true;
@@ -184,7 +184,7 @@ impl Appender {
         if self.unsynced {
             self.file
                 .sync_data()
-                .map_err(|e| Error::io(format!("syncing volume {:08x}", self.id), e))?;
+                .map_err(|e| Error::storage(format!("syncing volume {:08x}", self.id), e))?;
             self.unsynced = false;
         }
         Ok(())
@@ -222,7 +222,7 @@ fn create_or_open(volumes: &Volumes, id: u32) -> Result<(File, u64)> {
         .create(true)
         .append(true)
         .open(&path)
-        .map_err(|e| Error::io(format!("opening volume {id:08x}"), e))?;
+        .map_err(|e| Error::storage(format!("opening volume {id:08x}"), e))?;
     if !existed {
         sync_dir(&volumes.dir)?;
     }

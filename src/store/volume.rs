@@ -172,7 +172,10 @@ impl Appender {
         if let Err(e) = self.file.write_all(data) {
             // Part of it may be there: dead bytes, skipped from now on.
             self.len = self.file.metadata().map_or(self.len, |m| m.len());
-            return Err(Error::storage(format!("appending to volume {:08x}", self.id), e));
+            return Err(Error::storage(
+                format!("appending to volume {:08x}", self.id),
+                e,
+            ));
         }
         self.len += data.len() as u64;
         self.unsynced = true;

@@ -555,6 +555,24 @@ impl FilesPlan {
             idle: Duration::from_secs(idle_secs),
         })
     }
+
+    /// The PUTs of the 8-client run: all N files, or (seeded) 8000 new ones.
+    fn puts(&self) -> usize {
+        if self.direct {
+            self.timed * FILES_CLIENTS
+        } else {
+            self.files
+        }
+    }
+
+    /// Files stored once the PUT runs are done.
+    fn stored(&self) -> usize {
+        if self.direct {
+            self.files + self.puts()
+        } else {
+            self.files
+        }
+    }
 }
 
 /// The `--files` run: the cluster holding many small files.
@@ -587,11 +605,7 @@ fn files_bench(plan: &FilesPlan, dir: &Path) -> Result<FilesReport> {
     let one = &clients[0];
 
     // Seeded: the PUT/s are those of new files into the full store.
-    let (prefix, puts) = if plan.direct {
-        ("g", plan.timed * FILES_CLIENTS)
-    } else {
-        ("f", n)
-    };
+    let (prefix, puts) = (if plan.direct { "g" } else { "f" }, plan.puts());
     say(&format!(
         "storing {puts} files of 4 KiB, {FILES_CLIENTS} clients at once"
     ));
@@ -622,8 +636,8 @@ fn files_bench(plan: &FilesPlan, dir: &Path) -> Result<FilesReport> {
     let get_per_s = per_s(plan.timed, t.elapsed());
     say(&format!("{get_per_s:.0} GET/s"));
 
-    say(&format!("LIST of {n} files, {FILES_LISTS} times"));
-    let list_ms = median(&time_lists(&runtime, one, n)?);
+    say(&format!("LIST of the files stored, {FILES_LISTS} times"));
+    let list_ms = median(&time_lists(&runtime, one, plan.stored())?);
 
     say("waiting for the servers to settle (no clients; heal rounds)");
     settle_servers(&runtime, one)?;
@@ -1056,10 +1070,13 @@ struct ServerFigures {
 #[derive(Serialize)]
 struct FilesReport {
     tls: bool,
+    /// Files stored when the cluster is measured.
     files: usize,
     file_bytes: u64,
     clients: usize,
-    /// All `files` stored by `clients` sessions at once.
+    /// `puts` files stored by `clients` sessions at once (all of them, or
+    /// with `--direct` new ones beside those seeded).
+    puts: usize,
     put_per_s: f64,
     /// `timed` files stored again by one session, one after another.
     one_client_puts: usize,
@@ -1095,9 +1112,10 @@ impl FilesReport {
         let disk: u64 = servers.iter().map(|s| s.disk_bytes).sum();
         let mut report = FilesReport {
             tls: true,
-            files: plan.files,
+            files: plan.stored(),
             file_bytes: SMALL_FILE,
             clients: FILES_CLIENTS,
+            puts: plan.puts(),
             put_per_s,
             one_client_puts: plan.timed,
             one_client_put_per_s,
@@ -1105,7 +1123,7 @@ impl FilesReport {
             get_per_s,
             list_ms,
             idle_secs,
-            disk_ratio: disk as f64 / (plan.files as u64 * SMALL_FILE) as f64,
+            disk_ratio: disk as f64 / (plan.stored() as u64 * SMALL_FILE) as f64,
             servers,
             restarted,
             restart_to_ready_s: ready.as_secs_f64(),
@@ -1125,7 +1143,10 @@ impl FilesReport {
         let rate = |r: f64| format!("{r:.0} files/s");
         let mut rows = vec![
             Row::new(
-                format!("PUT {n} files of 4 KiB, {} clients at once", self.clients),
+                format!(
+                    "PUT {} files of 4 KiB, {} clients at once",
+                    self.puts, self.clients
+                ),
                 rate(self.put_per_s),
                 "≥ 1000/s",
                 Some(self.put_per_s >= 1000.0),

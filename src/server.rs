@@ -843,13 +843,14 @@ where
     });
     let writer = match begun {
         Ok(writer) => writer,
-        Err(e @ Error::BadRequest(_)) => return Err(e),
-        Err(e) => {
+        Err(e @ (Error::NoSpace | Error::Io { .. })) => {
             // The client streams the chunk regardless: take it, so it
             // reads why (e.g. no space left) rather than a reset.
             let _ = skip_rest::<S, Request>(conn).await;
             return Err(e);
         }
+        // A request that is wrong in itself: reply and close at once.
+        Err(e) => return Err(e),
     };
     let (writer, claimed) = pump_into(conn, writer, |m: Request| match m {
         Request::ChunkDone { checksum } => Ok(checksum),

@@ -401,8 +401,9 @@ async fn ctrl_c_cancels_a_large_put_and_leaves_nothing_locally_or_remotely() {
 }
 
 /// Ctrl-C during a PUT that has already stored some chunks on their
-/// servers. One server hangs (SIGSTOP), so the chunks it does not hold are
-/// stored while the others wait for it; Ctrl-C then. The prompt returns, the
+/// servers. One server hangs (SIGSTOP) once the PUT is streaming, so the
+/// chunks it does not hold are stored while the others wait for it (for up
+/// to the client timeout); Ctrl-C then. The prompt returns, the
 /// older version of the name is still the one listed and read, and no
 /// server keeps a chunk of the cancelled version (within 30 s, the hung one
 /// included once it resumes).
@@ -418,7 +419,9 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
         .await
         .unwrap();
     let old = client.stat("kept.bin").await.unwrap().version;
-    let (v2_path, _) = random_file(work.path(), "v2", 40 << 20);
+    // 40 MiB chunks: far more than the hung server can have taken when it
+    // is stopped, as soon as the progress bar shows the PUT under way.
+    let (v2_path, _) = random_file(work.path(), "v2", 160 << 20);
     let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
     // dfs2 will hang: the chunks it does not hold, on their two holders each,
     // are what the PUT stores before it waits (ring positions are dfs1..dfs4).
@@ -431,7 +434,9 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
     assert_eq!(stored_first.len(), 4, "{stored_first:?}");
 
     // The prompt's client waits 10 s for a silent server: the window in
-    // which the other chunks are stored and the hung holder's are not.
+    // which the other chunks are stored and the hung holder's are not. (A
+    // server hung before the PUT began would cost it one timeout at its
+    // first request and then be left out: the PUT would finish degraded.)
     let mut base = cluster.client_config();
     let config = work.path().join("client.toml");
     let servers: Vec<String> = base.servers.iter().map(|s| format!("{s:?}")).collect();
@@ -457,9 +462,11 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
             let mut p = spawn_dfs(&config, &home_path);
             type_login(&mut p, "wonderland");
             p.exp_regex(ANY_PROMPT).unwrap();
-            cluster.signal(hung as usize, "STOP");
             p.send_line(&format!("put {} kept.bin", v2_path.display()))
                 .unwrap();
+            // The bar: the PUT is streaming.
+            p.exp_regex(r"/160(\.\d+)? MiB").unwrap();
+            cluster.signal(hung as usize, "STOP");
             let start = std::time::Instant::now();
             let landed = || {
                 stored_first.iter().all(|&(server, chunk)| {

@@ -35,11 +35,7 @@ where
         match conn.recv::<M>().await {
             Ok(Some(Frame::Data(block))) => {
                 if tx.send(block).await.is_err() {
-                    // The writer failed (its error is below). The sender is
-                    // still streaming: take the rest of the chunk, so it
-                    // reads the reply saying why rather than a reset.
-                    let _ = skip_rest::<S, M>(conn).await;
-                    break Err(None);
+                    break Err(None); // the writer failed; its error is below
                 }
             }
             Ok(Some(Frame::Msg(m))) => break end(m).map_err(Some),
@@ -58,9 +54,18 @@ where
     match outcome {
         Ok(checksum) => Ok((writer?, checksum)),
         Err(Some(e)) => Err(e),
-        Err(None) => Err(writer
-            .err()
-            .unwrap_or(Error::Internal("chunk writer stopped".into()))),
+        Err(None) => {
+            let e = writer
+                .err()
+                .unwrap_or(Error::Internal("chunk writer stopped".into()));
+            if let Error::NoSpace | Error::Io { .. } = e {
+                // Storing failed, the sender is still streaming: take the
+                // rest of the chunk, so it reads the reply saying why (no
+                // space left) rather than a reset.
+                let _ = skip_rest::<S, M>(conn).await;
+            }
+            Err(e)
+        }
     }
 }
 

@@ -104,7 +104,12 @@ impl Error {
     }
 
     pub fn to_wire(&self) -> WireError {
-        let mut message = self.to_string();
+        let mut message = match self {
+            // The context names the server's own files: for its log (see
+            // `server`), not for the client.
+            Error::Io { cause, .. } => format!("storage error: {cause}"),
+            e => e.to_string(),
+        };
         if message.len() > MAX_WIRE_MESSAGE {
             let mut end = MAX_WIRE_MESSAGE;
             while !message.is_char_boundary(end) {
@@ -252,6 +257,25 @@ from_redb!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_reply_never_names_a_server_path() {
+        let cause = std::io::Error::from_raw_os_error(libc::EIO);
+        let e = Error::io(
+            "renaming into /srv/ringdfs/data/dfs1/users/alice/x.1",
+            cause,
+        );
+        let wire = e.to_wire();
+        assert_eq!(wire.kind, ErrorKind::Internal);
+        assert!(!wire.message.contains("/srv"), "{}", wire.message);
+        assert!(
+            wire.message.starts_with("storage error: "),
+            "{}",
+            wire.message
+        );
+        // Locally (the client's own files) the context stays.
+        assert!(e.to_string().contains("/srv/ringdfs"));
+    }
 
     #[test]
     fn errors_show_long_names_cut_and_wire_messages_are_bounded() {

@@ -513,7 +513,12 @@ where
             Ok(None) => continue, // the handler has replied itself
             Ok(Some(reply)) => (reply, Next::Continue),
             Err((e, next)) => {
-                debug!(server = %server.name, %peer, error = %e, "request failed");
+                if e.kind() == crate::error::ErrorKind::Internal {
+                    // The reply says less (no server paths): the log says all.
+                    warn!(server = %server.name, %peer, error = %e, "request failed");
+                } else {
+                    debug!(server = %server.name, %peer, error = %e, "request failed");
+                }
                 (Response::Error(e.to_wire()), next)
             }
         };

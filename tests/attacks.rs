@@ -57,6 +57,26 @@ async fn hello_from(from: &str, addr: SocketAddr, ca: &Path) -> Option<RawConn> 
     }
 }
 
+/// `count` connections from `from`, every one past Hello before any logs
+/// in; then `login(i)` on each, all at once. The answers, in order.
+async fn logins_at_once(
+    from: &str,
+    addr: SocketAddr,
+    ca: &Path,
+    count: usize,
+    login: impl Fn(usize) -> Request,
+) -> Vec<ringdfs::Result<Response>> {
+    let mut conns = Vec::new();
+    for _ in 0..count {
+        conns.push(hello_from(from, addr, ca).await.expect("connected"));
+    }
+    let calls = conns.into_iter().enumerate().map(|(i, mut conn)| {
+        let request = login(i);
+        async move { conn.call(&request).await }
+    });
+    futures_util::future::join_all(calls).await
+}
+
 /// One login attempt on a fresh connection from `from`: `true` when it
 /// succeeds; a refusal must be the one generic answer.
 async fn try_login(from: &str, addr: SocketAddr, ca: &Path, user: &str, password: &str) -> bool {
@@ -130,25 +150,18 @@ async fn a_burst_of_parallel_guesses_is_checked_only_up_to_the_allowance() {
     let cluster = Cluster::start_with(1, guessing_limits(), guessing_params()).await;
     let (addr, ca) = (cluster.addr(1), cluster.ca());
     let attacker = "127.0.12.1";
-    // Every connection is open and has said Hello before any guess is sent.
-    let mut conns = Vec::new();
-    for _ in 0..40 {
-        conns.push(hello_from(attacker, addr, &ca).await.expect("connected"));
-    }
-    let guesses = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut conn)| async move {
-            let login = Request::Login {
-                user: "bob".into(),
-                password: format!("guess{i}").as_str().into(),
-            };
-            match conn.call(&login).await {
-                Err(Error::Unauthorized) => Error::Unauthorized.to_string(),
-                other => panic!("guess {i}: {other:?}"),
-            }
-        });
-    let answers = futures_util::future::join_all(guesses).await;
+    let answers: Vec<String> = logins_at_once(attacker, addr, &ca, 40, |i| Request::Login {
+        user: "bob".into(),
+        password: format!("guess{i}").as_str().into(),
+    })
+    .await
+    .into_iter()
+    .enumerate()
+    .map(|(i, answer)| match answer {
+        Err(Error::Unauthorized) => Error::Unauthorized.to_string(),
+        other => panic!("guess {i}: {other:?}"),
+    })
+    .collect();
     assert_eq!(answers.len(), 40);
     assert!(answers.iter().all(|a| a == REFUSAL), "{answers:?}");
 
@@ -184,22 +197,15 @@ async fn parallel_guesses_at_many_accounts_from_one_address_are_checked_only_up_
     let cluster = Cluster::start_with(1, guessing_limits(), guessing_params()).await;
     let (addr, ca) = (cluster.addr(1), cluster.ca());
     let attacker = "127.0.12.2";
-    let mut conns = Vec::new();
-    for _ in 0..40 {
-        conns.push(hello_from(attacker, addr, &ca).await.expect("connected"));
-    }
-    let guesses = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut conn)| async move {
-            let login = Request::Login {
-                user: format!("sprayed{i}"),
-                password: "password1".into(),
-            };
-            matches!(conn.call(&login).await, Err(Error::Unauthorized))
-        });
-    let refused = futures_util::future::join_all(guesses).await;
-    assert_eq!(refused.iter().filter(|r| **r).count(), 40);
+    let answers = logins_at_once(attacker, addr, &ca, 40, |i| Request::Login {
+        user: format!("sprayed{i}"),
+        password: "password1".into(),
+    })
+    .await;
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Err(Error::Unauthorized)));
+    assert_eq!(refused.count(), 40);
     let checked = log_lines_with(&["login failed", "user=sprayed", &format!("addr={attacker}")]);
     eprintln!("40 parallel guesses at 40 accounts: {checked} checked");
     assert!(
@@ -215,18 +221,14 @@ async fn parallel_guesses_at_many_accounts_from_one_address_are_checked_only_up_
 async fn many_parallel_logins_with_the_right_password_all_succeed() {
     let cluster = Cluster::start_with(1, guessing_limits(), guessing_params()).await;
     let (addr, ca) = (cluster.addr(1), cluster.ca());
-    let mut conns = Vec::new();
-    for _ in 0..20 {
-        conns.push(hello_from("127.0.0.1", addr, &ca).await.expect("connected"));
-    }
-    let logins = conns.into_iter().map(|mut conn| async move {
-        let login = Request::Login {
-            user: "alice".into(),
-            password: "wonderland".into(),
-        };
-        matches!(conn.call(&login).await, Ok(Response::LoggedIn { .. }))
-    });
-    let ok = futures_util::future::join_all(logins).await;
+    let ok: Vec<bool> = logins_at_once("127.0.0.1", addr, &ca, 20, |_| Request::Login {
+        user: "alice".into(),
+        password: "wonderland".into(),
+    })
+    .await
+    .iter()
+    .map(|answer| matches!(answer, Ok(Response::LoggedIn { .. })))
+    .collect();
     assert_eq!(ok.len(), 20);
     assert_eq!(ok.iter().filter(|o| **o).count(), 20, "{ok:?}");
 }

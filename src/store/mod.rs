@@ -225,11 +225,37 @@ impl Db {
     }
 }
 
+/// Why a shared transaction did not commit, as each of its changes hears
+/// it: a full disk stays [`Error::NoSpace`], which callers act on.
+#[derive(Debug, Clone)]
+enum Failed {
+    NoSpace,
+    Other(String),
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NoSpace => Failed::NoSpace,
+            e => Failed::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<Failed> for Error {
+    fn from(f: Failed) -> Self {
+        match f {
+            Failed::NoSpace => Error::NoSpace,
+            Failed::Other(e) => Error::Internal(e),
+        }
+    }
+}
+
 /// One change, run by the writer thread inside a shared transaction.
 trait Job: Send {
     fn run(&mut self, t: &mut Tables<'_>) -> Result<()>;
     /// Called once the transaction has committed (or failed).
-    fn finish(self: Box<Self>, committed: std::result::Result<(), String>);
+    fn finish(self: Box<Self>, committed: std::result::Result<(), Failed>);
 }
 
 struct Op<T, F> {
@@ -245,10 +271,10 @@ impl<T: Send, F: FnOnce(&mut Tables<'_>) -> Result<T> + Send> Job for Op<T, F> {
         Ok(())
     }
 
-    fn finish(self: Box<Self>, committed: std::result::Result<(), String>) {
+    fn finish(self: Box<Self>, committed: std::result::Result<(), Failed>) {
         let result = match (committed, self.out) {
             (Ok(()), Some(out)) => Ok(out),
-            (Err(e), _) => Err(Error::Internal(e)),
+            (Err(e), _) => Err(e.into()),
             (Ok(()), None) => Err(Error::Internal("a change was not applied".into())),
         };
         let _ = self.reply.send(result);
@@ -278,7 +304,6 @@ struct Tables<'t> {
     emptied: Vec<u32>,
     root: &'t Path,
     appender: &'t mut Appender,
-    vols: &'t Volumes,
     txn: &'t WriteTransaction,
 }
 
@@ -287,7 +312,6 @@ impl<'t> Tables<'t> {
         txn: &'t WriteTransaction,
         root: &'t Path,
         appender: &'t mut Appender,
-        vols: &'t Volumes,
     ) -> Result<Tables<'t>> {
         let meta = txn.open_table(META)?;
         let counts = read_meta(&meta, "counts")?.unwrap_or_default();
@@ -311,7 +335,6 @@ impl<'t> Tables<'t> {
             emptied: Vec::new(),
             root,
             appender,
-            vols,
             txn,
         })
     }
@@ -496,7 +519,8 @@ impl<'t> Tables<'t> {
             return Ok(());
         }
         let data = self
-            .vols
+            .appender
+            .volumes()
             .read(vol, offset, row.len)
             .map_err(|e| Error::io(format!("reading volume {vol:08x}"), e))?
             .ok_or_else(|| Error::Internal(format!("volume {vol:08x} is missing")))?;
@@ -750,10 +774,10 @@ impl Store {
         let appender = Appender::open(Arc::clone(&volumes), tuning.volume_max)?;
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let writer = {
-            let (db, root, vols) = (Arc::clone(&db), root.to_path_buf(), Arc::clone(&volumes));
+            let (db, root) = (Arc::clone(&db), root.to_path_buf());
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || write_loop(&db, &root, appender, &vols, &queue))
+                .spawn(move || write_loop(&db, &root, appender, &queue))
                 .map_err(|e| Error::io("starting the store's writer", e))?
         };
         let store = Arc::new(Store {
@@ -766,7 +790,6 @@ impl Store {
             aborted: Arc::default(),
         });
         match format.as_deref() {
-            None => {}
             Some(FORMAT) => {}
             Some(b"2") => migrate::from_v2(&store)?,
             Some(other) => {
@@ -776,17 +799,17 @@ impl Store {
                     String::from_utf8_lossy(other)
                 )))
             }
-        }
-        if format.is_none() {
-            migrate::run(&store)?;
-            store.write(|t| {
-                t.meta.insert("format", FORMAT)?;
-                // Recorded with the format: until the legacy manifests are
-                // all removed, every start removes them (a crash may stop
-                // that half-way, and nothing else would ever remove the rest).
-                t.meta.insert(TIDY, &b""[..])?;
-                Ok(())
-            })?;
+            None => {
+                migrate::run(&store)?;
+                store.write(|t| {
+                    t.meta.insert("format", FORMAT)?;
+                    // Recorded with the format: until the legacy manifests are
+                    // all removed, every start removes them (a crash may stop
+                    // that half-way, and nothing else would ever remove the rest).
+                    t.meta.insert(TIDY, &b""[..])?;
+                    Ok(())
+                })?;
+            }
         }
         let tidy_pending = store.read()?.open_table(META)?.get(TIDY)?.is_some();
         if tidy_pending {
@@ -1790,13 +1813,7 @@ impl Store {
 pub type CopyKey = (String, String, u32);
 
 /// The writer thread: commits queued changes in batches until the store closes.
-fn write_loop(
-    db: &Db,
-    root: &Path,
-    mut appender: Appender,
-    vols: &Volumes,
-    queue: &mpsc::Receiver<Box<dyn Job>>,
-) {
+fn write_loop(db: &Db, root: &Path, mut appender: Appender, queue: &mpsc::Receiver<Box<dyn Job>>) {
     let Db::Write(db) = db else { return };
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -1806,17 +1823,17 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let (outcome, (trash, emptied)) = run_batch(db, root, &mut appender, vols, &mut batch);
+        let (outcome, (trash, emptied)) = run_batch(db, root, &mut appender, &mut batch);
         match &outcome {
             Ok(()) => {
                 for path in trash {
                     remove_file_logged(&path);
                 }
                 for vol in emptied {
-                    vols.remove(vol);
+                    appender.volumes().remove(vol);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "metadata commit failed"),
+            Err(e) => tracing::error!(error = ?e, "metadata commit failed"),
         }
         appender.publish();
         for job in batch {
@@ -1832,9 +1849,8 @@ fn run_batch(
     db: &Database,
     root: &Path,
     appender: &mut Appender,
-    vols: &Volumes,
     batch: &mut [Box<dyn Job>],
-) -> (std::result::Result<(), String>, Leftovers) {
+) -> (std::result::Result<(), Failed>, Leftovers) {
     let mut attempt = || -> Result<Leftovers> {
         let mut txn = db.begin_write()?;
         // Each commit saves the allocator state, so a server killed at any
@@ -1842,7 +1858,7 @@ fn run_batch(
         // rebuild it (a full repair takes seconds per hundred thousand files).
         txn.set_quick_repair(true);
         let leftovers = {
-            let mut t = Tables::open(&txn, root, appender, vols)?;
+            let mut t = Tables::open(&txn, root, appender)?;
             for job in batch.iter_mut() {
                 job.run(&mut t)?;
             }
@@ -1856,7 +1872,7 @@ fn run_batch(
     };
     match attempt() {
         Ok(leftovers) => (Ok(()), leftovers),
-        Err(e) => (Err(e.to_string()), Default::default()),
+        Err(e) => (Err(e.into()), Default::default()),
     }
 }
 

@@ -163,6 +163,11 @@ impl Appender {
         })
     }
 
+    /// The volumes appended to, for reading.
+    pub(super) fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
     /// Appends `data`; returns (volume, offset). Durable only after [`Appender::sync`].
     pub(super) fn append(&mut self, data: &[u8]) -> Result<(u32, u64)> {
         if self.len > 0 && self.len + data.len() as u64 > self.max {

@@ -1,5 +1,6 @@
 //! Faults an unlucky operator meets (issue 12): a hung server, a full disk,
-//! a closed pipe, a log written to a file, a target the client cannot write.
+//! a closed pipe, a log written to a file, a target the client cannot write,
+//! a read that fails once (strace injecting EIO into a running server).
 //!
 //! Hung servers are real `dfs-server` processes under SIGSTOP; a full disk is
 //! a small tmpfs mounted in a private mount namespace over one server's data
@@ -501,4 +502,130 @@ async fn a_get_onto_a_full_local_disk_names_the_target() {
         "{err}"
     );
     assert!(!err.contains("unavailable"), "blamed on the servers: {err}");
+}
+
+// ---------------------------------------------------------------------------
+// A transient read error: one EIO, made by strace's syscall fault injection.
+
+/// Every server's copies (volumes and chunk files) of what `cluster` stores.
+fn stored_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "vol")
+                || path.components().any(|c| c.as_os_str() == "users")
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// strace attached to a server: the first `read` or `pread64` of each of its
+/// threads on one of `paths` fails with EIO (once per thread), as a flaky
+/// disk's would. Dropping it detaches.
+struct Injector {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Injector {
+    /// Attaches to `pid`; `None` (with a line saying why) without strace.
+    fn attach(test: &str, pid: u32, paths: &[PathBuf], out: PathBuf) -> Option<Injector> {
+        let mut command = Command::new("strace");
+        command.args(["-f", "-o"]).arg(&out);
+        command.args(["-e", "trace=read,pread64"]);
+        command.args(["-e", "inject=read,pread64:error=EIO:when=1"]);
+        for path in paths {
+            command.arg("-P").arg(path);
+        }
+        command.args(["-p", &pid.to_string()]);
+        let mut child = match command.stderr(Stdio::piped()).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("{test}: skipped: cannot run strace (apt-get install strace): {e}");
+                return None;
+            }
+        };
+        // strace says "Process N attached with M threads" once it has them all.
+        let mut said = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("attached") {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+            assert!(n > 0, "strace ended: it could not attach to pid {pid}");
+        }
+        // Keep draining what strace says, so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut said, &mut std::io::sink()));
+        Some(Injector { child, out })
+    }
+
+    /// Detaches, and returns how many reads it failed.
+    fn detach(mut self) -> usize {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap();
+        let trace = std::fs::read_to_string(&self.out).unwrap_or_default();
+        trace.lines().filter(|l| l.contains("(INJECTED)")).count()
+    }
+}
+
+/// One failed read of a good copy (EIO from the disk, once) is read again,
+/// not taken for damage: the GET gets the right bytes, and no server sets a
+/// copy aside in quarantine/. Both kinds of copy: chunks packed in volumes
+/// (a 16 KiB file's) and chunk files (a 1 MiB file's, trailer and blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transient_read_error_does_not_quarantine_a_good_copy() {
+    const TEST: &str = "one_transient_read_error";
+    let mut rng = StdRng::seed_from_u64(seed(TEST));
+    let cluster = ProcCluster::start(4).await;
+    let work = tempfile::tempdir().unwrap();
+    let client = cluster.login("alice").await;
+    let mut files = Vec::new();
+    for (name, len) in [("small", 16 << 10), ("large", 1 << 20)] {
+        let (path, data) = seeded_file(&mut rng, work.path(), name, len);
+        client.put(&path, name, &no_progress).await.unwrap();
+        files.push((name, data));
+    }
+
+    let mut injectors = Vec::new();
+    for i in 1..=4 {
+        let paths = stored_files(&cluster.data_dir(i));
+        let out = work.path().join(format!("strace-dfs{i}.txt"));
+        match Injector::attach(TEST, cluster.pid(i), &paths, out) {
+            Some(injector) => injectors.push(injector),
+            None => return,
+        }
+    }
+    for (name, data) in &files {
+        let target = work.path().join(format!("{name}.got"));
+        client.get(name, &target, &no_progress).await.unwrap();
+        assert!(
+            std::fs::read(&target).unwrap() == *data,
+            "{name}: wrong bytes"
+        );
+    }
+    let failed: usize = injectors.into_iter().map(Injector::detach).sum();
+    assert!(failed > 0, "strace failed no read: the test tested nothing");
+    eprintln!("{TEST}: {failed} reads failed with EIO once");
+
+    for i in 1..=4 {
+        let quarantine = cluster.data_dir(i).join("quarantine");
+        let set_aside: Vec<_> = std::fs::read_dir(&quarantine)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            set_aside.is_empty(),
+            "dfs{i} quarantined a good copy after one failed read: {set_aside:?}\n{}",
+            cluster.log(i)
+        );
+    }
 }

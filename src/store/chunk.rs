@@ -19,7 +19,8 @@
 //! compares them with the checksum stored when the chunk arrived.
 
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -255,7 +256,7 @@ impl ChunkReader {
     /// carries `expected` (the checksum recorded when it was stored).
     pub(super) fn file(path: PathBuf, id: ChunkId<'_>, expected: Checksum) -> Result<ChunkReader> {
         let chunk = id.chunk;
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound {
@@ -264,7 +265,7 @@ impl ChunkReader {
             }
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let trailer = read_trailer(&mut file).map_err(|reason| Error::Corrupt { chunk, reason })?;
+        let trailer = read_trailer(&file).map_err(|reason| Error::Corrupt { chunk, reason })?;
         let got = (
             trailer.owner.as_str(),
             trailer.name.as_str(),
@@ -277,8 +278,6 @@ impl ChunkReader {
                 reason: "chunk trailer does not match the chunk's record".into(),
             });
         }
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("seeking a chunk file", e))?;
         let id = ChunkId {
             len: trailer.len,
             ..id
@@ -343,13 +342,7 @@ impl ChunkReader {
             Source::Memory(data) => data.split_to(want),
             Source::File { file, path } => {
                 let mut buf = BytesMut::zeroed(want);
-                // Once more after a failed read, so one transient I/O error
-                // does not make a good copy look bad.
-                let read = file.read_exact(&mut buf).or_else(|_| {
-                    file.seek(SeekFrom::Start(at))
-                        .and_then(|_| file.read_exact(&mut buf))
-                });
-                read.map_err(|e| {
+                read_exact_at(file, &mut buf, at).map_err(|e| {
                     tracing::warn!(path = %path.display(), chunk, error = %e, "cannot read a chunk file");
                     Error::Corrupt {
                         chunk,
@@ -371,16 +364,22 @@ impl ChunkReader {
     }
 }
 
+/// Reads `buf.len()` bytes of `file` at `offset`, and once more if that
+/// fails: a copy whose read fails is quarantined, and one transient I/O
+/// error must not make a good copy look bad.
+pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    file.read_exact_at(buf, offset)
+        .or_else(|_| file.read_exact_at(buf, offset))
+}
+
 /// Reads and checks a chunk file's trailer.
-pub(super) fn read_trailer(file: &mut File) -> std::result::Result<ChunkTrailer, String> {
+pub(super) fn read_trailer(file: &File) -> std::result::Result<ChunkTrailer, String> {
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     if file_len < 12 {
         return Err("chunk file too short".into());
     }
     let mut end = [0u8; 12];
-    file.seek(SeekFrom::Start(file_len - 12))
-        .and_then(|_| file.read_exact(&mut end))
-        .map_err(|e| e.to_string())?;
+    read_exact_at(file, &mut end, file_len - 12).map_err(|e| e.to_string())?;
     if &end[4..] != CHUNK_MAGIC {
         return Err("chunk file has no trailer (truncated?)".into());
     }
@@ -389,8 +388,7 @@ pub(super) fn read_trailer(file: &mut File) -> std::result::Result<ChunkTrailer,
         return Err("chunk trailer length is out of range".into());
     }
     let mut body = vec![0u8; trailer_len as usize];
-    file.seek(SeekFrom::Start(file_len - 12 - u64::from(trailer_len)))
-        .and_then(|_| file.read_exact(&mut body))
+    read_exact_at(file, &mut body, file_len - 12 - u64::from(trailer_len))
         .map_err(|e| e.to_string())?;
     let trailer: ChunkTrailer = codec::decode(&body).map_err(|e| e.to_string())?;
     if trailer.len + u64::from(trailer_len) + 12 != file_len {

@@ -120,7 +120,7 @@ fn read_folder(owner: &str, dir: &Path) -> Option<Legacy> {
         }
         let trailer = File::open(&path)
             .map_err(|e| e.to_string())
-            .and_then(|mut f| read_trailer(&mut f));
+            .and_then(|f| read_trailer(&f));
         let trailer = match trailer {
             Ok(t) if t.owner == owner && t.version == version && t.chunk == chunk => t,
             Ok(_) | Err(_) => {

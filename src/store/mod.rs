@@ -1159,18 +1159,14 @@ impl Store {
         }
     }
 
-    /// A packed chunk's bytes (`None` if its volume is gone). A failed read
-    /// is tried once more before the copy is called bad, so one transient
-    /// I/O error does not quarantine a good copy.
+    /// A packed chunk's bytes (`None` if its volume is gone).
     fn read_packed(&self, vol: u32, offset: u64, len: u64, chunk: u32) -> Result<Option<Bytes>> {
-        let first = self.volumes.read(vol, offset, len);
-        match first.or_else(|_| self.volumes.read(vol, offset, len)) {
-            Ok(data) => Ok(data),
-            Err(e) => Err(Error::Corrupt {
+        self.volumes
+            .read(vol, offset, len)
+            .map_err(|e| Error::Corrupt {
                 chunk,
                 reason: format!("reading its volume: {e}"),
-            }),
-        }
+            })
     }
 
     /// Makes `manifest` the file's current version if it is newer than what is

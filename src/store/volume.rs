@@ -20,14 +20,13 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
-use super::chunk::{read_dir, sync_dir};
+use super::chunk::{read_dir, read_exact_at, sync_dir};
 use crate::error::{Error, Result};
 
 const DIR: &str = "volumes";
@@ -97,13 +96,14 @@ impl Volumes {
 
     /// `len` bytes at `offset` of volume `id`; `Ok(None)` if the volume is
     /// gone (compacted away since the caller read where the chunk was).
-    /// A short read (a truncated volume) is an `UnexpectedEof` error.
+    /// A short read (a truncated volume) is an `UnexpectedEof` error. A failed
+    /// read is tried once more (see [`read_exact_at`]).
     pub(super) fn read(&self, id: u32, offset: u64, len: u64) -> std::io::Result<Option<Bytes>> {
         let Some(file) = self.handle(id)? else {
             return Ok(None);
         };
         let mut buf = BytesMut::zeroed(len as usize);
-        file.read_exact_at(&mut buf, offset)?;
+        read_exact_at(&file, &mut buf, offset)?;
         Ok(Some(buf.freeze()))
     }
 

@@ -50,8 +50,9 @@ use crate::codec;
 use crate::error::{Error, Result, WireError};
 use crate::ring::{Id, Lookup, Node, View};
 
-/// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped on any incompatible change to the messages below (3: digests
+/// for anti-entropy, no-space errors, STATUS uploads and disk state).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists

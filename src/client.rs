@@ -40,7 +40,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::ClientConfig;
+use crate::config::{member_id, ClientConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::validate_name;
 use crate::placement::{chunk_range, Placement};
@@ -48,6 +48,7 @@ use crate::protocol::{
     checksum_of, Checksum, ChunkId, Connection, FileEntry, Frame, Hint, Manifest, Member, Request,
     Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
 };
+use crate::ring::Id;
 use crate::tls::{self, ClientStream};
 use crate::unix_now;
 
@@ -137,12 +138,52 @@ pub struct Client {
     login: Arc<Login>,
     /// Every server ever seen, never removed, so an index stays valid.
     slots: RwLock<Vec<Arc<Slot>>>,
-    /// The ring now: ring position - 1 → index into `slots`.
-    order: RwLock<Arc<Vec<usize>>>,
+    /// The ring now (ring position - 1 → index into `slots`).
+    order: RwLock<Arc<Ring>>,
     /// When the ring was last asked for.
     refreshed: Mutex<Instant>,
     /// The configured servers, should every known member stop answering.
     seeds: Vec<String>,
+}
+
+/// The ring as one operation sees it: ring position - 1 → index into the
+/// client's slots (it derefs to that list), the members' ids, and the copies
+/// `k` of every chunk. An operation takes it once, so a ring change midway
+/// does not mix two placements.
+#[derive(Debug, Default)]
+struct Ring {
+    order: Vec<usize>,
+    ids: Vec<Id>,
+    k: u32,
+}
+
+impl std::ops::Deref for Ring {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        &self.order
+    }
+}
+
+impl Ring {
+    /// The slots holding chunk `chunk` of a `chunks`-chunk file, the one to
+    /// read first first.
+    fn holders(&self, placement: &Placement, chunk: u32, chunks: u32) -> Vec<usize> {
+        self.positions(placement, chunk, chunks)
+            .iter()
+            .map(|&pos| self.order[pos as usize - 1])
+            .collect()
+    }
+
+    /// [`Ring::holders`] as ring positions (1-based).
+    fn positions(&self, placement: &Placement, chunk: u32, chunks: u32) -> Vec<u32> {
+        placement.holders(&self.ids, chunk, chunks, self.k)
+    }
+
+    /// Copies a chunk has when all are stored: `k`, or every member of a
+    /// smaller ring.
+    fn copies(&self) -> u32 {
+        self.k.min(self.order.len() as u32)
+    }
 }
 
 /// How often an operation asks the ring whether it has changed.
@@ -260,6 +301,9 @@ pub struct ServerReport {
     pub member: Member,
     /// 1-based ring position.
     pub position: u32,
+    /// The share of the ring it owns (0..=1): the arc from its
+    /// predecessor's id to its own, where it is the first holder.
+    pub share: f64,
     /// What the server said, or why it could not be asked.
     pub state: std::result::Result<ServerStatus, String>,
 }
@@ -275,7 +319,7 @@ impl Client {
     async fn login_command(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
         let timeout = config.timeout();
         let tls = tls::client_config_for_user(&config.ca)?;
-        let (ring, _down) = discover(&config.servers, &tls, timeout).await?;
+        let (ring, _down, copies) = discover(&config.servers, &tls, timeout).await?;
         let client = Client {
             login: Arc::new(Login {
                 user: user.to_string(),
@@ -284,11 +328,11 @@ impl Client {
                 timeout,
             }),
             slots: RwLock::new(Vec::new()),
-            order: RwLock::new(Arc::new(Vec::new())),
+            order: RwLock::new(Arc::new(Ring::default())),
             refreshed: Mutex::new(Instant::now()),
             seeds: config.servers.clone(),
         };
-        client.adopt(ring, &[]);
+        client.adopt(ring, &[], copies);
         let attempts = join_all((0..client.n() as usize).map(|i| client.conn(i))).await;
         // One refusal is a wrong password; being unreachable is not.
         if attempts
@@ -323,9 +367,9 @@ impl Client {
         self.order().len() as u32
     }
 
-    /// Ring position - 1 → slot index, as the ring is now. An operation takes
-    /// this once, so a ring change midway does not mix two tables.
-    fn order(&self) -> Arc<Vec<usize>> {
+    /// The ring as it is now. An operation takes this once, so a ring change
+    /// midway does not mix two placements.
+    fn order(&self) -> Arc<Ring> {
         Arc::clone(&self.order.read().expect("order lock"))
     }
 
@@ -339,10 +383,15 @@ impl Client {
 
     /// Makes `ring` (members in ring order) the client's ring, keeping the
     /// sessions and connections of servers it already knew. Members in
-    /// `down` are marked down, so reads try their partners first.
-    fn adopt(&self, ring: Vec<Member>, down: &[String]) {
+    /// `down` are marked down, so reads try their partners first. Every
+    /// chunk has `copies` copies.
+    fn adopt(&self, ring: Vec<Member>, down: &[String], copies: u32) {
         let mut slots = self.slots.write().expect("slots lock");
         let mut order = Vec::with_capacity(ring.len());
+        let ids = ring
+            .iter()
+            .map(|m| member_id(m).unwrap_or_else(|_| Id::of_name(&m.name)))
+            .collect();
         for member in ring {
             let known = slots
                 .iter()
@@ -364,7 +413,11 @@ impl Client {
             }
             order.push(i);
         }
-        *self.order.write().expect("order lock") = Arc::new(order);
+        *self.order.write().expect("order lock") = Arc::new(Ring {
+            order,
+            ids,
+            k: copies,
+        });
         *self.refreshed.lock().expect("refresh lock") = Instant::now();
     }
 
@@ -382,15 +435,19 @@ impl Client {
         order.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
         let ask = |i: usize| async move {
             match self.call(i, &Request::Ring).await? {
-                Response::Ring { members, down } if !members.is_empty() => Ok((members, down)),
+                Response::Ring {
+                    members,
+                    down,
+                    copies,
+                } if !members.is_empty() => Ok((members, down, copies)),
                 other => Err(unexpected(&self.server_name(i), &other)),
             }
         };
         let mut first_error = None;
         if let Some((&first, rest)) = order.split_first() {
             match ask(first).await {
-                Ok((members, down)) => {
-                    self.adopt(members, &down);
+                Ok((members, down, copies)) => {
+                    self.adopt(members, &down, copies);
                     return Ok(());
                 }
                 Err(e) => first_error = Some(e),
@@ -398,8 +455,8 @@ impl Client {
             let mut asking: FuturesUnordered<_> = rest.iter().map(|&i| ask(i)).collect();
             while let Some(answer) = asking.next().await {
                 match answer {
-                    Ok((members, down)) => {
-                        self.adopt(members, &down);
+                    Ok((members, down, copies)) => {
+                        self.adopt(members, &down, copies);
                         return Ok(());
                     }
                     Err(e) => {
@@ -409,8 +466,8 @@ impl Client {
             }
         }
         match discover(&self.seeds, &self.login.tls, self.login.timeout).await {
-            Ok((members, down)) => {
-                self.adopt(members, &down);
+            Ok((members, down, copies)) => {
+                self.adopt(members, &down, copies);
                 Ok(())
             }
             Err(e) => Err(first_error.unwrap_or(e)),
@@ -564,12 +621,11 @@ impl Client {
                 })
             }
         };
-        let placement = Placement::of(&self.login.user, name, order.len() as u32);
+        let placement = Placement::of(&self.login.user, name);
         let chunks = (1..=manifest.chunks)
             .map(|c| {
-                let [a, b] = placement.holders(c);
-                let positions = if a == b { vec![a] } else { vec![a, b] };
-                positions
+                order
+                    .positions(&placement, c, manifest.chunks)
                     .into_iter()
                     .map(|pos| {
                         let at = pos as usize - 1;
@@ -649,7 +705,7 @@ impl Client {
         };
         progress.start(size);
         let n = order.len() as u32;
-        let placement = Placement::of(&self.login.user, remote, n);
+        let placement = Placement::of(&self.login.user, remote);
         let upload = UploadPlan {
             local,
             name: remote,
@@ -683,9 +739,7 @@ impl Client {
             for (i, reason) in said_no {
                 refused.insert(self.server_name(*i), reason.clone());
             }
-            let [a, b] = placement.holders(c);
-            let positions = if a == b { vec![a] } else { vec![a, b] };
-            for i in positions.into_iter().map(|pos| order[pos as usize - 1]) {
+            for i in order.holders(&placement, c, n) {
                 if !stored.contains(&i) {
                     missing.push(Hint {
                         chunk: c,
@@ -715,7 +769,7 @@ impl Client {
         staged.disarm();
         let results = self.call_on(&order, &commit).await;
         any_answered(self.acknowledged(results))?;
-        let wanted = n * n.min(2);
+        let wanted = n * order.copies();
         let mut down: Vec<String> = missing.iter().map(|h| h.server.clone()).collect();
         down.sort();
         down.dedup();
@@ -741,11 +795,7 @@ impl Client {
         chunk: u32,
         progress: &dyn Progress,
     ) -> Result<(Checksum, Vec<usize>, Vec<(usize, String)>)> {
-        let [a, b] = plan.placement.holders(chunk);
-        let mut holders = vec![plan.order[a as usize - 1]];
-        if b != a {
-            holders.push(plan.order[b as usize - 1]);
-        }
+        let holders = plan.order.holders(&plan.placement, chunk, plan.n);
         let (start, end) = chunk_range(plan.size, plan.n, chunk);
         let len = end - start;
         let header = Request::PutChunk {
@@ -891,7 +941,7 @@ impl Client {
                 Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
                     let newest = self.newest_manifest(remote).await?;
                     let _ = self.refresh_ring().await;
-                    let moved = *self.order() != *order;
+                    let moved = self.order().order != order.order;
                     if !moved && newest.is_none_or(|m| m.version == manifest.version) {
                         return Err(e);
                     }
@@ -925,7 +975,7 @@ impl Client {
         let tmp = PartFile::create(dir).map_err(local_error)?;
         tmp.file.set_len(manifest.size).map_err(local_error)?;
         progress.start(manifest.size);
-        let placement = Placement::of(&self.login.user, remote, source.order.len() as u32);
+        let placement = Placement::of(&self.login.user, remote);
         let part = Part {
             path: &tmp.path,
             target: local,
@@ -959,17 +1009,10 @@ impl Client {
         source: &Source<'_>,
     ) -> Result<()> {
         let mut failures = Vec::new();
-        let mut holders: Vec<usize> = placement
-            .holders(chunk)
-            .iter()
-            .map(|&pos| source.order[pos as usize - 1])
-            .collect();
-        holders.dedup();
-        // A holder known to be down (or hung) goes last, so it costs no timeout.
-        let up = |i: usize| self.slot(i).up.load(Ordering::Relaxed);
-        if holders.len() == 2 && !up(holders[0]) && up(holders[1]) {
-            holders.swap(0, 1);
-        }
+        let mut holders = source.order.holders(&placement, chunk, manifest.chunks);
+        // Holders known to be down (or hung) go last, so they cost no
+        // timeout; the rest keep the placement's order.
+        holders.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
         for &(i, version, ref held) in source.held {
             if version == Some(manifest.version) && held.contains(&chunk) && !holders.contains(&i) {
                 holders.push(i);
@@ -1105,7 +1148,7 @@ impl Client {
         let answers = join_all(order.iter().map(|&i| self.list_on(i))).await;
         let (lists, _) = any_answered(order.iter().copied().zip(answers))?;
         let lists: Vec<Vec<FileEntry>> = lists.into_iter().map(|(_, files)| files).collect();
-        Ok(merge_lists(&lists, (order.len() as u32).min(2)))
+        Ok(merge_lists(&lists, order.copies()))
     }
 
     async fn list_on(&self, i: usize) -> Result<Vec<FileEntry>> {
@@ -1175,15 +1218,13 @@ impl Client {
     async fn verify_file(&self, location: &Location) -> VerifyReport {
         let m = &location.manifest;
         let order = self.order();
-        let placement = Placement::of(&self.login.user, &m.name, order.len() as u32);
+        let placement = Placement::of(&self.login.user, &m.name);
         let copies: Vec<(u32, usize)> = (1..=m.chunks)
             .flat_map(|c| {
-                let [a, b] = placement.holders(c);
-                let positions = if a == b { vec![a] } else { vec![a, b] };
-                let order = Arc::clone(&order);
-                positions
+                order
+                    .holders(&placement, c, m.chunks)
                     .into_iter()
-                    .map(move |p| (c, order[p as usize - 1]))
+                    .map(move |i| (c, i))
             })
             .collect();
         let checks = join_all(copies.iter().map(|&(chunk, i)| {
@@ -1238,6 +1279,7 @@ impl Client {
 
     async fn status_command(&self) -> Vec<ServerReport> {
         let _ = self.refresh_ring().await;
+        let shares = crate::placement::shares(&self.order().ids);
         let answers = self.call_all(&Request::Status).await;
         answers
             .into_iter()
@@ -1245,6 +1287,7 @@ impl Client {
             .map(|(at, (i, answer))| ServerReport {
                 member: self.slot(i).member.clone(),
                 position: at as u32 + 1,
+                share: shares.get(at).copied().unwrap_or_default(),
                 state: match answer {
                     Ok(Response::Status(s)) => Ok(s),
                     Ok(other) => Err(unexpected(&self.server_name(i), &other).to_string()),
@@ -1562,7 +1605,7 @@ impl From<Error> for Fetch {
 /// Where a GET may find chunks: the ring it reads over (position - 1 → slot)
 /// and what each server said it holds (slot, version, chunks).
 struct Source<'a> {
-    order: &'a [usize],
+    order: &'a Ring,
     held: &'a [(usize, Option<Version>, Vec<u32>)],
 }
 
@@ -1575,7 +1618,7 @@ struct UploadPlan<'a> {
     n: u32,
     placement: Placement,
     /// The ring the placement is over.
-    order: Arc<Vec<usize>>,
+    order: Arc<Ring>,
 }
 
 /// Merges servers' listings: per name, the newest version wins; copies are
@@ -1694,7 +1737,7 @@ async fn discover<'a>(
     servers: &'a [String],
     tls: &Tls,
     timeout: Duration,
-) -> Result<(Vec<Member>, Vec<String>)> {
+) -> Result<(Vec<Member>, Vec<String>, u32)> {
     // All at once, the first answer winning: hung servers cost one
     // timeout together, not one each.
     let ask = |addr: &'a String| async move {
@@ -1711,7 +1754,11 @@ async fn discover<'a>(
         };
         let mut conn = connect(&member, tls, timeout).await?;
         match conn.call(&Request::Ring).await {
-            Ok(Response::Ring { members, down }) if !members.is_empty() => Ok((members, down)),
+            Ok(Response::Ring {
+                members,
+                down,
+                copies,
+            }) if !members.is_empty() => Ok((members, down, copies)),
             Ok(other) => Err(unexpected(addr, &other)),
             Err(e) => {
                 if let Error::Timeout { .. } = e {

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// Address of any server of the ring to join.
     #[serde(default)]
     pub join: Option<String>,
+    /// Copies `k` of every chunk (SPEC §5): a cluster setting, the same on
+    /// every server. Changed (on every server, restarted one by one), the
+    /// servers heal to the new count.
+    #[serde(default = "default_copies")]
+    pub copies: u32,
     /// Chord timing: stabilize, check the predecessor and fix fingers this often.
     #[serde(default = "default_stabilize_ms")]
     pub stabilize_ms: u64,
@@ -190,6 +195,9 @@ impl ServerConfig {
                 self.name
             )));
         }
+        if self.copies == 0 {
+            return Err(Error::Config("copies must be at least 1".into()));
+        }
         self.node()?;
         for member in &self.ring {
             member_id(member)?;
@@ -260,6 +268,10 @@ pub fn member_id(member: &Member) -> Result<Id> {
         Some(hex) => parse_id(&member.name, hex),
         None => Ok(Id::of_name(&member.name)),
     }
+}
+
+fn default_copies() -> u32 {
+    crate::placement::DEFAULT_COPIES
 }
 
 fn parse_id(name: &str, hex: &str) -> Result<Id> {

@@ -151,6 +151,78 @@ pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration)
     }
 }
 
+/// The file in a data folder that keeps the ring id a server chose when it
+/// first joined (see [`settle_id`]).
+pub const ID_FILE: &str = "ring-id";
+
+/// Gives a server that joins without an id (none in its configuration, no
+/// `[[ring]]` entry with one) its place: at its first start, the midpoint of
+/// the largest gap between the members' ids, asked of its `join` address, so
+/// servers started without ids still split the ring evenly. The id is kept
+/// in `data/ring-id` for later starts. A data folder from before this rule
+/// keeps the id it had (SHA-1 of the name). Sets `config.id`.
+pub async fn settle_id(config: &mut crate::config::ServerConfig) -> Result<()> {
+    let own = config
+        .ring
+        .iter()
+        .any(|m| m.name == config.name && m.id.is_some());
+    let Some(join) = config.join.clone().filter(|_| config.id.is_none() && !own) else {
+        return Ok(());
+    };
+    let path = config.data_dir.join(ID_FILE);
+    let id = match std::fs::read_to_string(&path) {
+        Ok(hex) => hex.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = if config.data_dir.join("meta.redb").exists() {
+                crate::ring::Id::of_name(&config.name)
+            } else {
+                choose_id(config, &join).await.map_err(|e| {
+                    Error::Config(format!(
+                        "{}: cannot ask {join} for the ring to choose an id: {e}",
+                        config.name
+                    ))
+                })?
+            };
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
+            let hex = id.to_string();
+            crate::atomic::write_file(
+                &path,
+                hex.as_bytes(),
+                0o600,
+                crate::atomic::Existing::Replace,
+            )?;
+            tracing::info!(server = %config.name, id = %id.short(), "chose a ring id");
+            hex
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    config.id = Some(id);
+    Ok(())
+}
+
+/// The midpoint of the largest gap between the ring's members (this server
+/// left out), as the server at `join` sees them.
+async fn choose_id(config: &crate::config::ServerConfig, join: &str) -> Result<crate::ring::Id> {
+    let tls = crate::tls::client_config_for_server(&config.tls_dir, &config.name)?;
+    let member = Member {
+        name: join.to_string(),
+        addr: join.to_string(),
+        id: None,
+    };
+    let (mut conn, _) = crate::client::dial(&member, &tls, config.failure_timeout()).await?;
+    let members = match conn.call(&Request::Ring).await? {
+        Response::Ring { members, .. } => members,
+        other => return Err(Error::Protocol(format!("{join}: {other:?}"))),
+    };
+    let ids = members
+        .iter()
+        .filter(|m| m.name != config.name)
+        .map(crate::config::member_id)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::placement::midpoint_of_largest_gap(&ids))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -394,11 +394,12 @@ pub enum Response {
         token: Token,
     },
     Ok,
-    /// The members in ring order (by identifier from zero), and those the
-    /// answering server sees as down.
+    /// The members in ring order (by identifier from zero), those the
+    /// answering server sees as down, and the copies `k` of every chunk.
     Ring {
         members: Vec<Member>,
         down: Vec<String>,
+        copies: u32,
     },
     Status(ServerStatus),
     /// One page of a listing; `more` says another page follows.

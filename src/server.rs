@@ -80,6 +80,8 @@ pub struct Server {
     logins: Semaphore,
     tls: TlsAcceptor,
     limits: Limits,
+    /// Copies `k` of every chunk (a cluster setting).
+    pub(crate) copies: u32,
     /// The cluster key, this server's peer certificate: how it proves itself
     /// to peers and checks theirs. Without a cluster key a server neither
     /// heals nor answers peers.
@@ -132,6 +134,7 @@ impl Server {
             Arc::clone(&chord),
             link.clone(),
             config.heal_interval(),
+            config.copies,
             wake,
         ));
         Ok(Server {
@@ -150,6 +153,7 @@ impl Server {
             logins: Semaphore::new(MAX_LOGINS),
             tls: TlsAcceptor::from(tls),
             limits,
+            copies: config.copies,
             key,
             link,
             healer,
@@ -594,6 +598,7 @@ where
         Request::Ring => Ok(Some(Response::Ring {
             members: server.ring(),
             down: server.chord.down(),
+            copies: server.copies,
         })),
         Request::Hello { .. } | Request::ChunkDone { .. } => {
             Err((Error::Protocol("unexpected message".into()), Next::Close))

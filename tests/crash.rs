@@ -14,7 +14,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use ringdfs::client::{no_progress, Client, PutReceipt};
-use ringdfs::placement::Placement;
 use ringdfs::protocol::Checksum;
 use ringdfs::store::Store;
 use ringdfs::Error;
@@ -97,9 +96,9 @@ async fn a_hung_holder_costs_one_timeout_then_the_other_copy() {
     client.put(&path, "big", &no_progress).await.unwrap();
     std::fs::remove_file(&path).unwrap();
     // Ring positions are server numbers: the ids put dfs1..dfs4 in order.
-    let [victim, other] = Placement::of("alice", "big", 4)
-        .holders(1)
-        .map(|p| p as usize);
+    let [victim, other] = crate::util::holders("alice", "big", 1, 4)[..] else {
+        unreachable!("two holders")
+    };
     let pid = cluster.pid(victim);
     // Past this, a GET is not coming back (the client would have to wait
     // without a timeout).
@@ -222,7 +221,7 @@ fn check_own_copies(cluster: &ProcCluster, files: &[Acked], uncommitted: &[(usiz
         let mut expected = 0;
         for file in files {
             let name = file.name.as_str();
-            let table = Placement::of("alice", name, 4).chunks_held(server as u32, 4);
+            let table = crate::util::held("alice", name, server, 4);
             let on_disk = chunks_on_disk(&data_dir, "alice", name);
             if file.receipt.missing.contains(&format!("dfs{server}")) {
                 let strays: Vec<_> = on_disk.iter().filter(|c| !table.contains(c)).collect();
@@ -349,7 +348,7 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
         let done = (1..=4).all(|server| {
             let store = Store::inspect(&cluster.data_dir(server)).unwrap();
             acknowledged.iter().all(|file| {
-                let table = Placement::of("alice", &file.name, 4).chunks_held(server as u32, 4);
+                let table = crate::util::held("alice", &file.name, server, 4);
                 store.file("alice", &file.name).unwrap().1 == table
                     && chunks_on_disk(&cluster.data_dir(server), "alice", &file.name) == table
             })

@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use ringdfs::client::{no_progress, Client, PutReceipt};
 use ringdfs::codec;
-use ringdfs::placement::{chunk_range, Placement};
+use ringdfs::placement::chunk_range;
 use ringdfs::protocol::{Checksum, Manifest, Version};
 use ringdfs::store::{file_dir, ChunkTrailer, Store, Tuning};
 use ringdfs::Error;
@@ -118,8 +118,9 @@ fn check_consistent(server: usize, store: &Store, owners: &[&str]) {
                 continue;
             }
             live += 1;
-            for chunk in
-                layout.map_or_else(Vec::new, |l| l.wanted(owner, &entry.name, entry.chunks))
+            for chunk in layout
+                .as_ref()
+                .map_or_else(Vec::new, |l| l.wanted(owner, &entry.name, entry.chunks))
             {
                 if !entry.held.contains(&chunk) {
                     expected_missing.insert((owner.to_string(), entry.name.clone(), chunk));
@@ -367,8 +368,7 @@ fn check_killed(
         left.files += 1;
         let version = put.receipt.version;
         // It acknowledged these chunks: they are durable, whole and right.
-        let table =
-            Placement::of("alice", name, SERVERS as u32).chunks_held(victim as u32, SERVERS as u32);
+        let table = crate::util::held("alice", name, victim, SERVERS as u32);
         for &chunk in &table {
             let reader = store
                 .open_chunk("alice", name, version, chunk)
@@ -510,8 +510,7 @@ async fn kill_9_during_a_burst_of_small_puts_loses_no_acknowledged_file() {
         let data_dir = cluster.data_dir(server);
         let store = Store::inspect(&data_dir).unwrap();
         for put in &acked {
-            let table = Placement::of("alice", &put.name, SERVERS as u32)
-                .chunks_held(server as u32, SERVERS as u32);
+            let table = crate::util::held("alice", &put.name, server, SERVERS as u32);
             let (manifest, held) = store.file("alice", &put.name).unwrap();
             assert_eq!(
                 manifest.map(|m| m.version),
@@ -649,8 +648,7 @@ fn write_legacy_folder(root: &Path, pos: u32, files: &[LegacyFile]) {
         bytes.extend_from_slice(blake3::hash(&body).as_bytes());
         bytes.extend_from_slice(&body);
         std::fs::write(dir.join("manifest"), bytes).unwrap();
-        let held =
-            Placement::of(file.owner, &m.name, SERVERS as u32).chunks_held(pos, SERVERS as u32);
+        let held = crate::util::held(file.owner, &m.name, pos as usize, SERVERS as u32);
         let versions = (!m.deleted)
             .then_some(m.version)
             .into_iter()
@@ -925,8 +923,7 @@ async fn kill_9_during_migration_loses_nothing_and_migration_resumes() {
                 "dfs{i}: {owner}/{}: holds {manifest:?}, not the legacy manifest",
                 m.name
             );
-            let table =
-                Placement::of(owner, &m.name, SERVERS as u32).chunks_held(i as u32, SERVERS as u32);
+            let table = crate::util::held(owner, &m.name, i, SERVERS as u32);
             assert_eq!(held, table, "dfs{i}: {owner}/{}: chunks held", m.name);
             for &chunk in &table {
                 // Where it was (the new layout keeps large chunks' paths).

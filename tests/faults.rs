@@ -19,7 +19,6 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use ringdfs::cli::{Outcome, Style};
 use ringdfs::client::no_progress;
-use ringdfs::placement::Placement;
 
 use crate::util::{
     dfs_as_alice, seed, seeded_file, wait_until, Cluster, Launched, ProcCluster, USERS,
@@ -76,7 +75,7 @@ async fn one_hung_server_costs_a_one_shot_get_or_put_less_than_two_timeouts() {
     let (path, data) = seeded_file(&mut rng, work.path(), "f", 1 << 20);
     client.put(&path, "f", &no_progress).await.unwrap();
     // Ring positions are server numbers: the ids put dfs1..dfs4 in order.
-    let victim = Placement::of("alice", "f", 4).holders(1)[0] as usize;
+    let victim = crate::util::holders("alice", "f", 1, 4)[0];
     cluster.signal(victim, "STOP");
 
     let target = work.path().join("got");
@@ -129,7 +128,7 @@ async fn a_holder_hung_mid_put_costs_it_less_than_two_timeouts() {
     // 16 MiB chunks: far more than socket buffers hold, so the hung
     // server stops the sending long before its chunks are through.
     let (path, _) = seeded_file(&mut rng, work.path(), "big", 64 << 20);
-    let victim = Placement::of("alice", "big", 4).holders(1)[0] as usize;
+    let victim = crate::util::holders("alice", "big", 1, 4)[0];
     let pid = cluster.pid(victim);
     let stopped = AtomicBool::new(false);
     let stop_on_first_block = |delta: i64| {

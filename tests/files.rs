@@ -2,7 +2,6 @@
 //! restarts, deletion.
 
 use ringdfs::client::no_progress;
-use ringdfs::placement::Placement;
 use ringdfs::Error;
 
 use crate::util::{chunks_on_disk, random_file, tree, Cluster};
@@ -89,9 +88,8 @@ async fn two_neighbours_down_fails_naming_the_chunk_and_leaves_no_file() {
         .await
         .unwrap_err();
 
-    // dfs2 and dfs3 share exactly one chunk: dfs2's second.
-    let lost = Placement::of("alice", "doomed.bin", 4).chunks_of(2).1;
-    assert_eq!(Placement::of("alice", "doomed.bin", 4).chunks_of(3).0, lost);
+    // dfs2 and dfs3 share exactly one chunk.
+    let lost = crate::util::shared_chunk("doomed.bin", 2, 3);
     assert!(matches!(err, Error::ChunkUnavailable { chunk, .. } if chunk == lost));
     let message = err.to_string();
     assert!(
@@ -107,19 +105,19 @@ async fn each_server_holds_exactly_the_chunks_the_table_gives_it() {
     let cluster = Cluster::start(4).await;
     let client = cluster.login("alice").await;
     let work = tempfile::tempdir().unwrap();
+    // Which server is chunk 1's first holder picks the row of SPEC §5's table.
     let mut rows_seen = [false; 4];
     for i in 0..16 {
         let name = format!("placed-{i}.dat");
         let (path, _) = random_file(work.path(), &name, 1000 + i);
         client.put(&path, &name, &no_progress).await.unwrap();
-        let placement = Placement::of("alice", &name, 4);
-        rows_seen[placement.r as usize] = true;
-        for server in 1..=4u32 {
-            let (a, b) = placement.chunks_of(server);
-            let mut want = vec![a, b];
-            want.sort_unstable();
-            let have = chunks_on_disk(&cluster.data_dir(server as usize), "alice", &name);
-            assert_eq!(have, want, "{name} (r = {}) on dfs{server}", placement.r);
+        let row = crate::util::holders("alice", &name, 1, 4)[0] - 1;
+        rows_seen[row] = true;
+        for server in 1..=4 {
+            let want = crate::util::held("alice", &name, server, 4);
+            assert_eq!(want.len(), 2, "two chunks each");
+            let have = chunks_on_disk(&cluster.data_dir(server), "alice", &name);
+            assert_eq!(have, want, "{name} (row {row}) on dfs{server}");
         }
     }
     assert!(rows_seen.iter().all(|&s| s), "16 names cover every row");
@@ -269,7 +267,7 @@ async fn put_with_two_neighbours_down_fails_and_leaves_nothing() {
     for (name, len) in [("new.bin", 300_000), ("kept.bin", 200_000), ("tiny.bin", 3)] {
         let (path, _) = random_file(work.path(), "newer", len);
         let err = client.put(&path, name, &no_progress).await.unwrap_err();
-        let shared = Placement::of("alice", name, 4).chunks_of(2).1;
+        let shared = crate::util::shared_chunk(name, 2, 3);
         assert!(
             matches!(err, Error::ChunkUnavailable { chunk, .. } if chunk == shared),
             "{name}: {err}"
@@ -356,4 +354,46 @@ async fn put_with_two_neighbours_down_fails_and_leaves_nothing() {
         assert!(matches!(err, Error::NotFound { .. }), "{name}: {err}");
     }
     check_nothing_left("after dfs2 and dfs3 returned").await;
+}
+
+/// With `copies = 3` on four servers every chunk has three holders: any two
+/// servers may be down and every file still reads back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_copies_any_two_servers_may_be_down() {
+    let mut cluster = Cluster::start_tuned(4, |c| c.copies = 3).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let name = format!("three-{i}.bin");
+        let (path, data) = random_file(work.path(), &name, 1000 + i * 60_000);
+        let receipt = client.put(&path, &name, &no_progress).await.unwrap();
+        assert_eq!((receipt.copies, receipt.wanted), (12, 12), "{name}");
+        files.push((name, data));
+    }
+    for server in 1..=4 {
+        let on_disk: usize = files
+            .iter()
+            .map(|(name, _)| chunks_on_disk(&cluster.data_dir(server), "alice", name).len())
+            .sum();
+        assert_eq!(
+            on_disk,
+            6 * 3,
+            "dfs{server} holds three of each file's four chunks"
+        );
+    }
+    for (a, b) in [(1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)] {
+        cluster.stop(a).await;
+        cluster.stop(b).await;
+        for (name, data) in &files {
+            let out = work.path().join("out");
+            client
+                .get(name, &out, &no_progress)
+                .await
+                .unwrap_or_else(|e| panic!("{name} with dfs{a} and dfs{b} down: {e}"));
+            assert!(std::fs::read(&out).unwrap() == *data, "{name}: wrong bytes");
+        }
+        cluster.restart(a).await;
+        cluster.restart(b).await;
+    }
 }

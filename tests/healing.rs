@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ringdfs::client::{no_progress, Client, Health};
 use ringdfs::error::ErrorKind;
-use ringdfs::placement::{chunk_range, Placement};
+use ringdfs::placement::chunk_range;
 use ringdfs::protocol::{Frame, Request, Response, Version};
 use ringdfs::Error;
 
@@ -16,9 +16,10 @@ use crate::util::{
 
 /// The two holders (1-based server numbers) of `chunk` of alice's `name`.
 fn holders(name: &str, chunk: u32) -> [usize; 2] {
-    Placement::of("alice", name, 4)
-        .holders(chunk)
-        .map(|p| p as usize)
+    let [a, b] = crate::util::holders("alice", name, chunk, 4)[..] else {
+        unreachable!("two holders")
+    };
+    [a, b]
 }
 
 async fn fully_healthy(client: &Client, name: &str) -> bool {
@@ -140,9 +141,7 @@ async fn a_server_whose_data_folder_is_deleted_heals_itself() {
     }
     wait_until(10, "dfs3 holds its chunks again", || async {
         files.iter().all(|(name, _)| {
-            let (a, b) = Placement::of("alice", name, 4).chunks_of(3);
-            let mut want = vec![a, b];
-            want.sort_unstable();
+            let want = crate::util::held("alice", name, 3, 4);
             chunks_on_disk(&cluster.data_dir(3), "alice", name) == want
         })
     })
@@ -214,9 +213,7 @@ async fn writes_with_a_server_down_are_degraded_then_healed_on_its_return() {
     cluster.restart(3).await;
     let took = wait_until(10, "every chunk has two copies on disk", || async {
         files.iter().all(|(name, _)| {
-            let (a, b) = Placement::of("alice", name, 4).chunks_of(3);
-            let mut want = vec![a, b];
-            want.sort_unstable();
+            let want = crate::util::held("alice", name, 3, 4);
             chunks_on_disk(&cluster.data_dir(3), "alice", name) == want
         })
     })
@@ -422,9 +419,7 @@ async fn a_server_back_from_an_outage_adopts_the_overwrite_and_never_serves_the_
     assert_eq!(receipt.missing, ["dfs3"]);
     let v2 = client.stat(name).await.unwrap();
     assert!(v2.version > v1.version);
-    let (a, b) = Placement::of("alice", name, 4).chunks_of(3);
-    let mut mine = vec![a, b];
-    mine.sort_unstable();
+    let mine = crate::util::held("alice", name, 3, 4);
     let new_chunk = |c: u32| {
         let (start, end) = chunk_range(new.len() as u64, 4, c);
         &new[start as usize..end as usize]
@@ -862,8 +857,8 @@ async fn dfs_server_verify_checks_every_copy_read_only_and_fails_on_a_bad_one() 
     assert_eq!(out, "dfs2: checked 6 chunk copies, 0 bad\n", "{err}");
 
     // A flipped byte in one copy, a truncated other: both named, status 1.
-    let (a, _) = Placement::of("alice", "one.bin", 4).chunks_of(2);
-    let (_, b) = Placement::of("alice", "three.bin", 4).chunks_of(2);
+    let a = crate::util::held("alice", "one.bin", 2, 4)[0];
+    let b = crate::util::held("alice", "three.bin", 2, 4)[1];
     flip_a_byte(&chunk_file(&cluster.data_dir(2), "alice", "one.bin", a).unwrap());
     truncate(&chunk_file(&cluster.data_dir(2), "alice", "three.bin", b).unwrap());
     // The stored files (the server itself may rewrite its ring view meanwhile).

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
 use ringdfs::client::no_progress;
-use ringdfs::placement::Placement;
 use ringdfs::protocol::Version;
 
 use crate::util::{chunk_files, random_file, tree, version_in_file_name, Cluster, ProcCluster};
@@ -145,7 +144,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         type_and_expect(&mut p, "VERIFY 'my notes.txt'", &["1 of 1 file healthy"]);
         // A copy damaged on disk: VERIFY at the prompt calls the file corrupt
         // and names the copy (it is repaired in the background).
-        let second = Placement::of("alice", "other.bin", 4).holders(2)[1] as usize;
+        let second = crate::util::holders("alice", "other.bin", 2, 4)[1];
         let copy = crate::util::chunk_file(&data_dirs[second - 1], "alice", "other.bin", 2)
             .expect("the second holder's copy of chunk 2");
         let mut bytes = std::fs::read(&copy).unwrap();
@@ -425,11 +424,14 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
     let data_dirs: Vec<PathBuf> = (1..=4).map(|i| cluster.data_dir(i)).collect();
     // dfs2 will hang: the chunks it does not hold, on their two holders each,
     // are what the PUT stores before it waits (ring positions are dfs1..dfs4).
-    let hung = 2u32;
-    let placement = Placement::of("alice", "kept.bin", 4);
+    let hung = 2;
     let stored_first: Vec<(usize, u32)> = (1..=4)
-        .filter(|&c| !placement.holders(c).contains(&hung))
-        .flat_map(|c| placement.holders(c).map(|pos| (pos as usize, c)))
+        .filter(|&c| !crate::util::holders("alice", "kept.bin", c, 4).contains(&hung))
+        .flat_map(|c| {
+            crate::util::holders("alice", "kept.bin", c, 4)
+                .into_iter()
+                .map(move |s| (s, c))
+        })
         .collect();
     assert_eq!(stored_first.len(), 4, "{stored_first:?}");
 
@@ -466,7 +468,7 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
                 .unwrap();
             // The bar: the PUT is streaming.
             p.exp_regex(r"/160(\.\d+)? MiB").unwrap();
-            cluster.signal(hung as usize, "STOP");
+            cluster.signal(hung, "STOP");
             let start = std::time::Instant::now();
             let landed = || {
                 stored_first.iter().all(|&(server, chunk)| {
@@ -485,7 +487,7 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
             p.send_control('c').unwrap();
             p.exp_string("error: cancelled").unwrap();
             p.exp_regex(ANY_PROMPT).unwrap();
-            cluster.signal(hung as usize, "CONT");
+            cluster.signal(hung, "CONT");
             p.send_line("ls").unwrap();
             p.exp_regex(r"kept\.bin\s+8\.0 MiB").unwrap();
             p.exp_regex(ANY_PROMPT).unwrap();
@@ -501,7 +503,7 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
     });
     let result = session.await;
     // Whatever happened, the hung server must run again before the cluster stops.
-    cluster.signal(hung as usize, "CONT");
+    cluster.signal(hung, "CONT");
     result.unwrap();
     assert_eq!(client.stat("kept.bin").await.unwrap().version, old);
 }

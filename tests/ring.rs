@@ -3,14 +3,16 @@
 //! when a server joins or leaves. The ring math and the 16..1024-node
 //! simulation are unit tests in `src/ring.rs`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use ringdfs::client::{no_progress, Client};
-use ringdfs::placement::Placement;
-use ringdfs::protocol::ServerStatus;
+use ringdfs::config::member_id;
+use ringdfs::placement::{Placement, DEFAULT_COPIES};
+use ringdfs::protocol::{Member, ServerStatus};
+use ringdfs::ring::Id;
 
 use crate::util::{chunks_on_disk, random_file, wait_until, Cluster, ProcCluster, USERS};
 
@@ -172,23 +174,24 @@ fn copies_on_disk(
 }
 
 /// Whether every file has exactly two copies of each of its `chunks`
-/// chunks, on the holders the table over `ring` (names in ring order) says.
+/// chunks, on the holders the placement over `ring` (members in ring order)
+/// says.
 fn placed_by_table(
     cluster: &Cluster,
     servers: &[(String, usize)],
-    ring: &[String],
+    ring: &[Member],
     files: &[(String, u32)],
 ) -> bool {
-    let n = ring.len() as u32;
+    let ring_ids: Vec<Id> = ring.iter().map(|m| member_id(m).unwrap()).collect();
     files.iter().all(|(name, chunks)| {
-        let placement = Placement::of("alice", name, n);
+        let placement = Placement::of("alice", name);
         let on_disk = copies_on_disk(cluster, servers, name);
         on_disk.len() == *chunks as usize
             && (1..=*chunks).all(|c| {
                 let want: BTreeSet<String> = placement
-                    .holders(c)
+                    .holders(&ring_ids, c, *chunks, DEFAULT_COPIES)
                     .iter()
-                    .map(|&p| ring[p as usize - 1].clone())
+                    .map(|&p| ring[p as usize - 1].name.clone())
                     .collect();
                 on_disk[c as usize - 1] == want
             })
@@ -309,10 +312,15 @@ async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_
     let table: Vec<(String, u32)> = files.iter().map(|(n, _)| (n.clone(), 4)).collect();
     let four: Vec<(String, usize)> = (1..=4).map(|i| (format!("dfs{i}"), i)).collect();
     let four_names: Vec<String> = four.iter().map(|(n, _)| n.clone()).collect();
+    let ring4 = client.ring();
     wait_until(30, "200 files placed on four servers", || async {
-        placed_by_table(&cluster, &four, &four_names, &table)
+        placed_by_table(&cluster, &four, &ring4, &table)
     })
     .await;
+    let before: BTreeMap<&str, Vec<BTreeSet<String>>> = table
+        .iter()
+        .map(|(name, _)| (name.as_str(), copies_on_disk(&cluster, &four, name)))
+        .collect();
     let copied_before = total_copied(&statuses(&client).await);
 
     // GETs and PUTs run throughout the join and the leave, each with its
@@ -336,13 +344,13 @@ async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_
         Arc::clone(&write_failures),
     );
 
-    // dfs5 joins through dfs1; its id (SHA-1 of "dfs5", 24f0…) puts it
-    // between dfs1 and dfs2.
+    // dfs5 joins through dfs1 without an id: it takes the midpoint of the
+    // largest gap (all four are equal: the first, from dfs4 round to dfs1).
     let join_addr = cluster.addr(1).to_string();
     let started = Instant::now();
     let written_before_join = stored(&written);
     let five = cluster.add_server("dfs5", &join_addr).await;
-    let ring5: Vec<String> = ["dfs1", "dfs5", "dfs2", "dfs3", "dfs4"]
+    let names5: Vec<String> = ["dfs1", "dfs2", "dfs3", "dfs4", "dfs5"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -355,9 +363,10 @@ async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_
             .iter()
             .map(|m| m.name.clone())
             .collect::<Vec<_>>()
-            == ring5
+            == names5
     })
     .await;
+    let ring5 = client.ring();
     let took = wait_until(
         120,
         "every chunk on its two holders in the five-server table",
@@ -368,15 +377,32 @@ async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_
     let written_during_join = stored(&written) - written_before_join;
     let copied = total_copied(&statuses(&client).await) - copied_before;
     let copies = 200 * 4 * 2;
+    // Copies moved, counted on disk: each copy on a server that did not
+    // hold it before the join.
+    let moved: usize = table
+        .iter()
+        .map(|(name, _)| {
+            let after = copies_on_disk(&cluster, &all5, name);
+            after
+                .iter()
+                .zip(&before[name.as_str()])
+                .map(|(now, then)| now.difference(then).count())
+                .sum::<usize>()
+        })
+        .sum();
     println!(
-        "join: {copied} of {copies} chunk copies moved ({:.0} %), {} files {} bytes, rebalanced {:.1} s after start ({:.1} s after the placement check began), {written_during_join} files written meanwhile",
-        100.0 * copied as f64 / copies as f64,
+        "join: {moved} of {copies} chunk copies moved on disk ({:.1} %; the healers copied {copied}), {} files {} bytes, rebalanced {:.1} s after start ({:.1} s after the placement check began), {written_during_join} files written meanwhile",
+        100.0 * moved as f64 / copies as f64,
         files.len(),
         bytes,
         rebalance.as_secs_f64(),
         took.as_secs_f64()
     );
     assert!(written_during_join > 0, "no PUT finished during the join");
+    assert!(
+        moved * 4 <= copies,
+        "the join moved {moved} of {copies} copies: more than a quarter"
+    );
 
     // Written at five servers: five chunks, on the five-server table's holders.
     let (path, five_data) = random_file(work.path(), "five", 500_001);
@@ -403,7 +429,7 @@ async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_
     wait_until(
         120,
         "every chunk on its two holders in the four-server table",
-        || async { placed_by_table(&cluster, &four, &four_names, &everything) },
+        || async { placed_by_table(&cluster, &four, &ring4, &everything) },
     )
     .await;
     let written_during_leave = stored(&written) - written_before_leave;
@@ -448,7 +474,7 @@ async fn a_fifth_server_joins_and_leaves_while_reads_and_writes_go_on_and_every_
     wait_until(
         120,
         "every written file on its two holders in the four-server table",
-        || async { placed_by_table(&cluster, &four, &four_names, &written_table) },
+        || async { placed_by_table(&cluster, &four, &ring4, &written_table) },
     )
     .await;
     // ...and every file reads back.

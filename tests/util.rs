@@ -9,6 +9,7 @@ use rand::RngCore;
 use ringdfs::auth::hash_password;
 use ringdfs::client::Client;
 use ringdfs::config::{ClientConfig, Limits, ServerConfig};
+use ringdfs::placement::{even_ring, Placement, DEFAULT_COPIES};
 use ringdfs::protocol::{Connection, Member, Request, Response, Version, PROTOCOL_VERSION};
 use ringdfs::ring::Id;
 use ringdfs::server::RunningServer;
@@ -121,13 +122,15 @@ impl Cluster {
     }
 
     /// Starts one more server, `name`, knowing only `join` (an address of the
-    /// ring); its id is SHA-1 of its name. Returns its number (1-based).
+    /// ring); it takes the midpoint of the ring's largest gap as its id.
+    /// Returns its number (1-based).
     pub async fn add_server(&mut self, name: &str, join: &str) -> usize {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let mut config = server_config(self.dir.path(), name, &addr, Limits::default());
         config.join = Some(join.to_string());
         tls::ensure_certs(&self.dir.path().join("tls"), &[config.identity()]).unwrap();
+        ringdfs::peer::settle_id(&mut config).await.unwrap();
         self.servers
             .push(Some(RunningServer::start(&config, listener).unwrap()));
         self.configs.push(config);
@@ -267,6 +270,7 @@ pub fn server_config(dir: &Path, name: &str, addr: &str, limits: Limits) -> Serv
         limits,
         id: None,
         join: None,
+        copies: ringdfs::placement::DEFAULT_COPIES,
         stabilize_ms: 200,
         failure_timeout_ms: 1000,
         successors: 4,
@@ -903,4 +907,36 @@ impl ProcCluster {
             at: std::time::Instant::now(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Placement on the test clusters' rings (evenly spaced ids, dfs1..dfsN in
+// ring order, so a ring position is a server number), two copies.
+
+/// The servers (1-based numbers) holding chunk `chunk` of `owner`'s `name`,
+/// an `n`-chunk file on `n` servers: the one a GET reads first, first.
+pub fn holders(owner: &str, name: &str, chunk: u32, n: u32) -> Vec<usize> {
+    Placement::of(owner, name)
+        .holders(&even_ring(n), chunk, n, DEFAULT_COPIES)
+        .into_iter()
+        .map(|pos| pos as usize)
+        .collect()
+}
+
+/// The chunks (ascending) server `server` holds of `owner`'s `name`, an
+/// `n`-chunk file on `n` servers.
+pub fn held(owner: &str, name: &str, server: usize, n: u32) -> Vec<u32> {
+    Placement::of(owner, name).chunks_held(&even_ring(n), server as u32, n, DEFAULT_COPIES)
+}
+
+/// The one chunk of alice's 4-chunk `name` that neighbours `a` and `b` (of
+/// four servers) both hold.
+pub fn shared_chunk(name: &str, a: usize, b: usize) -> u32 {
+    let theirs = held("alice", name, b, 4);
+    let both: Vec<u32> = held("alice", name, a, 4)
+        .into_iter()
+        .filter(|c| theirs.contains(c))
+        .collect();
+    assert_eq!(both.len(), 1, "dfs{a} and dfs{b} share one chunk of {name}");
+    both[0]
 }

@@ -63,7 +63,7 @@ use futures_util::StreamExt;
 use rand::RngCore;
 use ringdfs::client::{no_progress, Client, ServerReport};
 use ringdfs::config::{ClientConfig, ServerConfig};
-use ringdfs::placement::{chunk_range, Placement};
+use ringdfs::placement::{chunk_range, even_ring, Placement, DEFAULT_COPIES};
 use ringdfs::protocol::{Member, ServerStatus};
 use serde::Serialize;
 use tokio::runtime::Runtime;
@@ -1455,10 +1455,10 @@ fn stored_chunks(
     size: u64,
 ) -> Result<Vec<(PathBuf, u64, u64)>> {
     let n = SERVERS as u32;
-    let placement = Placement::of(owner, name, n);
+    let (placement, ring) = (Placement::of(owner, name), even_ring(n));
     (1..=n)
         .map(|chunk| {
-            let holder = placement.holders(chunk)[0] as usize - 1;
+            let holder = placement.holders(&ring, chunk, n, DEFAULT_COPIES)[0] as usize - 1;
             let dir = ringdfs::store::file_dir(&cluster.data_dirs[holder], owner, name);
             let suffix = format!(".{chunk}");
             // Chunk files are `<gen:016x>-<writer:016x>.<chunk>`: the newest sorts last.
@@ -1502,10 +1502,11 @@ impl Seed {
         }
         let store = Store::open(data_dir, Default::default())?;
         let layout = Layout {
-            n: SERVERS as u32,
+            ring: even_ring(SERVERS as u32),
             pos: Some(pos),
+            k: DEFAULT_COPIES,
         };
-        store.set_layout(layout)?;
+        store.set_layout(layout.clone())?;
         let stored_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
@@ -1517,7 +1518,7 @@ impl Seed {
         thread::scope(|scope| {
             let workers: Vec<_> = (0..SEED_THREADS)
                 .map(|t| {
-                    let (store, md5s) = (&store, &md5s);
+                    let (store, md5s, layout) = (&store, &md5s, &layout);
                     scope.spawn(move || -> Result<()> {
                         for i in (t..self.files).step_by(SEED_THREADS) {
                             let name = file_name("f", i);
@@ -1527,7 +1528,7 @@ impl Seed {
                                 gen: base + i as u64,
                                 writer: 0x5eed,
                             };
-                            let n = layout.n;
+                            let n = SERVERS as u32;
                             let held = layout.wanted(USER.0, &name, n);
                             let mut checksums = Vec::new();
                             for chunk in 1..=n {
@@ -1641,6 +1642,7 @@ impl Cluster {
                 limits: Default::default(),
                 id: None,
                 join: None,
+                copies: ringdfs::placement::DEFAULT_COPIES,
                 stabilize_ms: 500,
                 failure_timeout_ms: 2000,
                 successors: 4,

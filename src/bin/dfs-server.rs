@@ -126,7 +126,7 @@ fn real_main() -> Result<()> {
         .with_ansi(ringdfs::cli::colour_on_stderr())
         .with_writer(std::io::stderr)
         .init();
-    let config = ServerConfig::load(&path)?;
+    let mut config = ServerConfig::load(&path)?;
     // A server's own certificate is made on first start (with the authority, if
     // there is none yet), so four servers started by hand just work.
     let created = tls::ensure_certs(&config.tls_dir, &[config.identity()])?;
@@ -141,6 +141,7 @@ fn real_main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        ringdfs::peer::settle_id(&mut config).await?;
         let server = Arc::new(Server::open(&config)?);
         tracing::info!(server = %config.name, data = %config.data_dir.display(), "started");
         let shutdown = CancellationToken::new();

@@ -182,6 +182,8 @@ pub struct Healer {
     chord: Arc<Chord>,
     link: Option<Arc<Link>>,
     interval: Duration,
+    /// Copies `k` of every chunk.
+    copies: u32,
     wake: Arc<Notify>,
     state: Mutex<HealState>,
     sync_bytes: AtomicU64,
@@ -220,6 +222,7 @@ impl Healer {
         chord: Arc<Chord>,
         link: Option<Arc<Link>>,
         interval: Duration,
+        copies: u32,
         wake: Arc<Notify>,
     ) -> Healer {
         Healer {
@@ -229,6 +232,7 @@ impl Healer {
             chord,
             link,
             interval,
+            copies,
             wake,
             state: Mutex::new(HealState {
                 rounds: 0,
@@ -296,13 +300,17 @@ impl Healer {
 
     /// The layout of the ring from this server: members, and its position.
     fn layout(&self) -> (Vec<Member>, Layout) {
-        let ring: Vec<Member> = self.chord.members().iter().map(member_of).collect();
-        let pos = ring
+        let nodes = self.chord.members();
+        let pos = nodes
             .iter()
             .position(|m| m.name == self.name)
             .map(|i| i as u32 + 1);
-        let n = ring.len() as u32;
-        (ring, Layout { n, pos })
+        let layout = Layout {
+            ring: nodes.iter().map(|n| n.id).collect(),
+            pos,
+            k: self.copies,
+        };
+        (nodes.iter().map(member_of).collect(), layout)
     }
 
     /// Runs heal rounds until `shutdown`.
@@ -467,8 +475,9 @@ impl Healer {
         let mut report = Report::default();
         let grace = self.interval * 2;
         let (ring, layout) = self.layout();
+        let set = layout.clone();
         self.blocking(move |s| {
-            s.set_layout(layout)?;
+            s.set_layout(set)?;
             s.expire_retired(grace)?;
             let uploads = Duration::from_secs(s.tuning().upload_grace_secs);
             s.collect_staged(uploads)?;
@@ -479,7 +488,7 @@ impl Healer {
         let my_view = self.chord.digest();
         let all_reachable = peers.iter().filter(|p| p.active).all(|p| p.root.is_some());
         let agreed = all_reachable
-            && layout.n > 0
+            && !layout.ring.is_empty()
             && peers
                 .iter()
                 .filter(|p| p.active)
@@ -497,11 +506,11 @@ impl Healer {
             };
         }
         self.nudge_hinted(&mut peers).await?;
-        let (copied, missing) = self.fetch_missing(&ring, layout, &peers).await?;
+        let (copied, missing) = self.fetch_missing(&ring, &layout, &peers).await?;
         report.copied = copied;
         report.missing = missing;
         if agreed {
-            report.dropped = self.drop_surplus(&ring, layout, &mut peers).await?;
+            report.dropped = self.drop_surplus(&ring, &layout, &mut peers).await?;
         }
         if all_reachable {
             report.tombstones_dropped = self.drop_tombstones(&mut peers).await?;
@@ -591,7 +600,7 @@ impl Healer {
     async fn fetch_missing(
         &self,
         ring: &[Member],
-        layout: Layout,
+        layout: &Layout,
         peers: &[Peer],
     ) -> Result<(u64, u64)> {
         let wanted = self.blocking(|s| s.missing(None, PER_ROUND)).await?;
@@ -626,8 +635,8 @@ impl Healer {
                         Ok(Some(m)) if !m.deleted => m,
                         _ => continue,
                     };
-                    let holders: Vec<String> = Placement::of(&owner, &name, layout.n)
-                        .holders(chunk)
+                    let holders: Vec<String> = Placement::of(&owner, &name)
+                        .holders(&layout.ring, chunk, manifest.chunks, layout.k)
                         .iter()
                         .map(|&pos| ring[pos as usize - 1].name.clone())
                         .collect();
@@ -727,7 +736,7 @@ impl Healer {
     async fn drop_surplus(
         &self,
         ring: &[Member],
-        layout: Layout,
+        layout: &Layout,
         peers: &mut [Peer],
     ) -> Result<u64> {
         let surplus = self.blocking(|s| s.surplus(None, PER_ROUND)).await?;
@@ -738,7 +747,8 @@ impl Healer {
                 continue;
             };
             let mut holders = Vec::new();
-            for pos in Placement::of(&owner, &name, layout.n).holders(chunk) {
+            let placement = Placement::of(&owner, &name);
+            for pos in placement.holders(&layout.ring, chunk, manifest.chunks, layout.k) {
                 let holder = ring[pos as usize - 1].name.clone();
                 let held = match peers.iter_mut().find(|p| p.member.name == holder) {
                     Some(peer) => match peer.conn.as_mut() {

@@ -26,7 +26,7 @@
 //! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
 //! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
 //! | `staged` | (owner, name, gen, writer) | an upload not committed yet: when its last chunk arrived (see `collect_staged`) |
-//! | `meta` | name | `format`, `layout` (ring size and position), `counts`, `tidy` (legacy manifests left to remove) |
+//! | `meta` | name | `format`, `placement` (the ring's ids, this server's position, copies `k`), `counts`, `tidy` (legacy manifests left to remove) |
 //!
 //! Keys are ordered, so one user's files list by a range scan, page by page;
 //! nothing is held whole in memory and nothing is scanned at start. Whatever
@@ -74,6 +74,7 @@ use crate::error::{Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::Placement;
 use crate::protocol::{Checksum, ChunkId, FileEntry, Manifest, SyncEntry, Version};
+use crate::ring::Id;
 
 type FileKey = (&'static str, &'static str);
 type ChunkKey = (&'static str, &'static str, u64, u64, u32);
@@ -90,6 +91,10 @@ const BUCKETS: TableDefinition<(u16, &str, &str), ()> = TableDefinition::new("bu
 const DIGESTS: TableDefinition<u32, Digest> = TableDefinition::new("digests");
 const RETIRED: TableDefinition<FileKey, (u64, u64, u64)> = TableDefinition::new("retired");
 const TOMBSTONES: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("tombstones");
+/// The `meta` key of the layout. (Releases before consistent hashing kept
+/// ring size and position under `layout`; it is ignored, so their stores
+/// recompute what each server should hold, and heal to it.)
+const LAYOUT: &str = "placement";
 const HINTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("hints");
 const STAGED: TableDefinition<StagedKey, u64> = TableDefinition::new("staged");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -172,20 +177,22 @@ pub struct Stats {
 }
 
 /// The ring as placement sees it from this server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
-    /// Members.
-    pub n: u32,
+    /// The members' ids, ascending (ring order).
+    pub ring: Vec<Id>,
     /// This server's position (1-based), if it is a member.
     pub pos: Option<u32>,
+    /// Copies of every chunk.
+    pub k: u32,
 }
 
 impl Layout {
     /// The chunks of `owner`'s `name` (of `chunks`) this server should hold.
     pub fn wanted(&self, owner: &str, name: &str, chunks: u32) -> Vec<u32> {
         match self.pos {
-            Some(pos) if self.n > 0 => Placement::of(owner, name, self.n).chunks_held(pos, chunks),
-            _ => Vec::new(),
+            Some(pos) => Placement::of(owner, name).chunks_held(&self.ring, pos, chunks, self.k),
+            None => Vec::new(),
         }
     }
 }
@@ -315,7 +322,7 @@ impl<'t> Tables<'t> {
     ) -> Result<Tables<'t>> {
         let meta = txn.open_table(META)?;
         let counts = read_meta(&meta, "counts")?.unwrap_or_default();
-        let layout = read_meta(&meta, "layout")?;
+        let layout = read_meta(&meta, LAYOUT)?;
         Ok(Tables {
             files: txn.open_table(FILES)?,
             chunks: txn.open_table(CHUNKS)?,
@@ -579,7 +586,7 @@ impl<'t> Tables<'t> {
         for chunk in keys(&self.surplus)? {
             self.surplus.remove((owner, name, chunk))?;
         }
-        let (Some(m), Some(layout)) = (manifest, self.layout) else {
+        let (Some(m), Some(layout)) = (manifest, &self.layout) else {
             return Ok(());
         };
         if m.deleted {
@@ -1451,12 +1458,11 @@ impl Store {
     /// for every file (a join or leave is rare; nothing else scans).
     pub fn set_layout(&self, layout: Layout) -> Result<bool> {
         self.write(move |t| {
-            if t.layout == Some(layout) {
+            if t.layout.as_ref() == Some(&layout) {
                 return Ok(false);
             }
+            t.meta.insert(LAYOUT, codec::encode(&layout)?.as_slice())?;
             t.layout = Some(layout);
-            t.meta
-                .insert("layout", codec::encode(&layout)?.as_slice())?;
             t.missing.retain(|_, ()| false)?;
             t.surplus.retain(|_, ()| false)?;
             t.counts.missing = 0;
@@ -1494,7 +1500,7 @@ impl Store {
     /// The layout last set.
     pub fn layout(&self) -> Result<Option<Layout>> {
         let txn = self.read()?;
-        read_meta(&txn.open_table(META)?, "layout")
+        read_meta(&txn.open_table(META)?, LAYOUT)
     }
 
     /// The file's current manifest (possibly a tombstone), if this server has one.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::placement::chunk_range;
+use crate::placement::{chunk_range, even_ring};
 use crate::protocol::checksum_of;
 
 fn spec(name: &str, version: Version, chunk: u32, size: u64) -> ChunkSpec {
@@ -208,7 +208,13 @@ fn a_corrupted_packed_chunk_is_detected() {
     ));
     assert_eq!(read_all(&store, "f", v(5), 1).unwrap(), &data[..1000]);
     // Quarantined, it is missing (once the store knows the ring).
-    store.set_layout(Layout { n: 1, pos: Some(1) }).unwrap();
+    store
+        .set_layout(Layout {
+            ring: even_ring(1),
+            pos: Some(1),
+            k: 2,
+        })
+        .unwrap();
     assert_eq!(store.stats().unwrap().missing, 0);
     store.quarantine("alice", "f", v(5), 2).unwrap().unwrap();
     assert_eq!(
@@ -315,8 +321,12 @@ fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), true);
     // Position 1 of 4: the table gives it two of the four chunks.
-    let layout = Layout { n: 4, pos: Some(1) };
-    store.set_layout(layout).unwrap();
+    let layout = Layout {
+        ring: even_ring(4),
+        pos: Some(1),
+        k: 2,
+    };
+    store.set_layout(layout.clone()).unwrap();
     let wanted = layout.wanted("alice", "f", 4);
     assert_eq!(wanted.len(), 2);
     let data = b"0123456789abcdef";
@@ -340,10 +350,18 @@ fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
     assert!(store.surplus(None, 10).unwrap().is_empty());
     // The ring grows: whatever the new table no longer gives it is surplus,
     // and what it newly gives is missing.
-    let grown = Layout { n: 5, pos: Some(1) };
-    assert!(store.set_layout(grown).unwrap());
-    assert!(!store.set_layout(grown).unwrap(), "no change, no rescan");
+    let grown = Layout {
+        ring: even_ring(5),
+        pos: Some(1),
+        k: 2,
+    };
+    assert!(store.set_layout(grown.clone()).unwrap());
+    assert!(
+        !store.set_layout(grown.clone()).unwrap(),
+        "no change, no rescan"
+    );
     let now = grown.wanted("alice", "f", 4);
+    assert_ne!(now, wanted, "this join moves some of f's chunks");
     let surplus: Vec<u32> = store
         .surplus(None, 10)
         .unwrap()

@@ -763,11 +763,19 @@ pub fn where_table(location: &Location, style: Style) -> String {
             row
         })
         .collect();
-    let header = if location.chunks.first().is_some_and(|c| c.len() == 1) {
-        vec!["CHUNK", "SIZE", "COPY"]
-    } else {
-        vec!["CHUNK", "SIZE", "FIRST COPY", "SECOND COPY"]
+    const ORDINALS: [&str; 5] = ["FIRST", "SECOND", "THIRD", "FOURTH", "FIFTH"];
+    let copies = location.chunks.first().map_or(0, Vec::len);
+    let names: Vec<String> = match copies {
+        1 => vec!["COPY".into()],
+        k => (0..k)
+            .map(|i| match ORDINALS.get(i) {
+                Some(ordinal) => format!("{ordinal} COPY"),
+                None => format!("COPY {}", i + 1),
+            })
+            .collect(),
     };
+    let mut header = vec!["CHUNK", "SIZE"];
+    header.extend(names.iter().map(String::as_str));
     format!(
         "{}: {}, {} chunks, stored {} UTC\n{}",
         m.name,

@@ -183,8 +183,7 @@ pub async fn settle_id(config: &mut crate::config::ServerConfig) -> Result<()> {
                     ))
                 })?
             };
-            std::fs::create_dir_all(&config.data_dir)
-                .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
+            crate::server::owner_only_folder(&config.name, &config.data_dir)?;
             let hex = id.to_string();
             crate::atomic::write_file(
                 &path,

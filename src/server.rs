@@ -1063,7 +1063,7 @@ impl Drop for AddressSlot {
 /// Creates the server's data folder readable by its owner only, or, if it
 /// exists readable by others, makes it so and says so: it holds every
 /// user's files.
-fn owner_only_folder(server: &str, dir: &std::path::Path) -> Result<()> {
+pub(crate) fn owner_only_folder(server: &str, dir: &std::path::Path) -> Result<()> {
     if !dir.exists() {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);

@@ -631,10 +631,32 @@ fn legacy_chunk_path(root: &Path, file: &LegacyFile, version: Version, chunk: u3
         .join(format!("{}.{chunk}", version_in_file_name(version)))
 }
 
+/// Which chunks (ascending) of `owner`'s 4-chunk `name` server `pos` holds.
+type Rule = fn(&str, &str, usize) -> Vec<u32>;
+
+/// Placement now (consistent hashing on the test clusters' ring).
+fn placed_now(owner: &str, name: &str, pos: usize) -> Vec<u32> {
+    crate::util::held(owner, name, pos, SERVERS as u32)
+}
+
+/// Placement before consistent hashing: `r = MD5(owner/name) mod n`, and
+/// server `pos` held chunks `((pos-1-r) mod n)+1` and `((pos-r) mod n)+1`.
+fn placed_by_old_rule(owner: &str, name: &str, pos: usize) -> Vec<u32> {
+    let n = SERVERS as i64;
+    let r = (ringdfs::placement::key_hash(owner, name) % n as u128) as i64;
+    let i = pos as i64;
+    let mut held = vec![
+        ((i - 1 - r).rem_euclid(n) + 1) as u32,
+        ((i - r).rem_euclid(n) + 1) as u32,
+    ];
+    held.sort_unstable();
+    held
+}
+
 /// Writes server `pos`'s data folder as the first release left it: for
-/// every file a folder with its `manifest` and the chunk files placement
-/// gives `pos` (of the current version, and of the older one if any).
-fn write_legacy_folder(root: &Path, pos: u32, files: &[LegacyFile]) {
+/// every file a folder with its `manifest` and the chunk files `rule` gives
+/// `pos` (of the current version, and of the older one if any).
+fn write_legacy_folder(root: &Path, pos: u32, files: &[LegacyFile], rule: Rule) {
     for file in files {
         let m = &file.manifest;
         let dir = file_dir(root, file.owner, &m.name);
@@ -648,7 +670,7 @@ fn write_legacy_folder(root: &Path, pos: u32, files: &[LegacyFile]) {
         bytes.extend_from_slice(blake3::hash(&body).as_bytes());
         bytes.extend_from_slice(&body);
         std::fs::write(dir.join("manifest"), bytes).unwrap();
-        let held = crate::util::held(file.owner, &m.name, pos as usize, SERVERS as u32);
+        let held = rule(file.owner, &m.name, pos as usize);
         let versions = (!m.deleted)
             .then_some(m.version)
             .into_iter()
@@ -801,7 +823,7 @@ async fn kill_9_during_migration_loses_nothing_and_migration_resumes() {
     std::thread::scope(|s| {
         for pos in 1..=SERVERS {
             let (root, files) = (cluster.data_dir(pos), &files);
-            s.spawn(move || write_legacy_folder(&root, pos as u32, files));
+            s.spawn(move || write_legacy_folder(&root, pos as u32, files, placed_now));
         }
     });
     let live = files.iter().filter(|f| !f.manifest.deleted).count();
@@ -964,4 +986,62 @@ async fn kill_9_during_migration_loses_nothing_and_migration_resumes() {
         .map(|(i, after, _, l)| (*i, *after, l))
         .collect();
     eprintln!("kills: {landed:?}; total {:?}", started.elapsed());
+}
+
+/// A cluster whose data folders were placed by the rule before consistent
+/// hashing (`r = h mod n`, first-release folders) converges to the new
+/// placement by healing: every server ends holding exactly what consistent
+/// hashing gives it, and every file reads back (no copy was dropped before
+/// its new holders had it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_placed_by_the_old_rule_converges_to_consistent_hashing_losing_nothing() {
+    let mut rng = StdRng::seed_from_u64(seed("old_rule_converges"));
+    let mut cluster = ProcCluster::configure(SERVERS, None::<&Tuning>);
+    let files = legacy_files(&mut rng, 200);
+    std::thread::scope(|s| {
+        for pos in 1..=SERVERS {
+            let (root, files) = (cluster.data_dir(pos), &files);
+            s.spawn(move || write_legacy_folder(&root, pos as u32, files, placed_by_old_rule));
+        }
+    });
+    let live: Vec<&LegacyFile> = files.iter().filter(|f| !f.manifest.deleted).collect();
+    let moving = live
+        .iter()
+        .filter(|f| {
+            (1..=SERVERS).any(|pos| {
+                placed_by_old_rule(f.owner, &f.manifest.name, pos)
+                    != placed_now(f.owner, &f.manifest.name, pos)
+            })
+        })
+        .count();
+    eprintln!(
+        "{moving} of {} live files are placed differently now",
+        live.len()
+    );
+    assert!(moving * 2 > live.len(), "the rules differ for most files");
+
+    for i in 1..=SERVERS {
+        cluster.restart(i).await;
+    }
+    let placed = |i: usize| {
+        let store = Store::inspect(&cluster.data_dir(i)).unwrap();
+        live.iter().all(|f| {
+            let name = &f.manifest.name;
+            store.file(f.owner, name).unwrap().1 == placed_now(f.owner, name, i)
+        })
+    };
+    let took = wait_until(
+        120,
+        "every server holds what consistent hashing gives it",
+        || async { (1..=SERVERS).all(placed) },
+    )
+    .await;
+    eprintln!("converged {took:?} after the servers started");
+    no_panics(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let readable: Vec<(&str, &str, &[u8])> = live
+        .iter()
+        .map(|f| (f.owner, f.manifest.name.as_str(), f.data.as_slice()))
+        .collect();
+    read_back(&cluster, &readable, work.path()).await;
 }

@@ -4,7 +4,7 @@
 use ringdfs::client::no_progress;
 use ringdfs::Error;
 
-use crate::util::{chunks_on_disk, random_file, tree, Cluster};
+use crate::util::{chunks_on_disk, random_file, tree, wait_until, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_then_get_is_byte_identical_for_every_size() {
@@ -396,4 +396,52 @@ async fn with_three_copies_any_two_servers_may_be_down() {
         cluster.restart(a).await;
         cluster.restart(b).await;
     }
+}
+
+/// Raising `copies` from 2 to 3 on a running cluster (each server restarted
+/// with the new setting in turn) heals every chunk to three copies, and
+/// every file still reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_copies_heals_every_chunk_to_the_new_count() {
+    let mut cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..8 {
+        let name = format!("grow-{i}.bin");
+        let (path, data) = random_file(work.path(), &name, 500 + i * 40_000);
+        let receipt = client.put(&path, &name, &no_progress).await.unwrap();
+        assert_eq!(receipt.wanted, 8, "{name}: two copies of four chunks");
+        files.push((name, data));
+    }
+    for server in 1..=4 {
+        cluster.stop(server).await;
+        cluster.reconfigure(server, |c| c.copies = 3);
+        cluster.restart(server).await;
+    }
+    let copies = |cluster: &Cluster| -> usize {
+        (1..=4)
+            .map(|server| {
+                files
+                    .iter()
+                    .map(|(name, _)| chunks_on_disk(&cluster.data_dir(server), "alice", name).len())
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    wait_until(60, "three copies of every chunk", || async {
+        copies(&cluster) == files.len() * 4 * 3
+    })
+    .await;
+    for (name, data) in &files {
+        let out = work.path().join("out");
+        client.get(name, &out, &no_progress).await.unwrap();
+        assert!(std::fs::read(&out).unwrap() == *data, "{name}: wrong bytes");
+    }
+    let _ = client.refresh_ring().await;
+    let listed = client.list().await.unwrap();
+    assert!(
+        listed.iter().all(|f| f.wanted == 3 && f.healthy()),
+        "{listed:?}"
+    );
 }

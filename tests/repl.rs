@@ -158,7 +158,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
         p.exp_string(PROMPT).unwrap();
 
         p.send_line("status").unwrap();
-        p.exp_regex(r"4\s+dfs4\s+[0-9a-f]{8}\s+127\.0\.0\.1:\d+\s+up\s+dfs1")
+        p.exp_regex(r"4\s+dfs4\s+[0-9a-f]{8}\s+25\.0 %\s+127\.0\.0\.1:\d+\s+up\s+dfs1")
             .unwrap();
         p.exp_string(PROMPT).unwrap();
 
@@ -644,7 +644,7 @@ async fn dfs_local_starts_four_servers_and_exit_stops_them() {
         p.send_line("status").unwrap();
         for (i, port) in ports.iter().enumerate() {
             p.exp_regex(&format!(
-                r"dfs{}\s+[0-9a-f]{{8}}\s+127\.0\.0\.1:{port}\s+up",
+                r"dfs{}\s+[0-9a-f]{{8}}\s+25\.0 %\s+127\.0\.0\.1:{port}\s+up",
                 i + 1
             ))
             .unwrap();
@@ -696,7 +696,7 @@ async fn the_prompt_shows_which_server_is_down() {
         type_login(&mut p, "wonderland");
         p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
         p.send_line("status").unwrap();
-        p.exp_regex(r"2\s+dfs2\s+[0-9a-f]{8}\s+127\.0\.0\.1:\d+\s+DOWN")
+        p.exp_regex(r"2\s+dfs2\s+[0-9a-f]{8}\s+25\.0 %\s+127\.0\.0\.1:\d+\s+DOWN")
             .unwrap();
         p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
         leave(p);

@@ -209,6 +209,11 @@ impl Cluster {
         }
     }
 
+    /// Changes server `i`'s configuration for its next start.
+    pub fn reconfigure(&mut self, i: usize, change: impl FnOnce(&mut ServerConfig)) {
+        change(&mut self.configs[i - 1]);
+    }
+
     /// Starts server `i` again, on the same address and data folder. The
     /// address was free while the server ran; once released, another test's
     /// socket may hold it for a moment, so binding is retried for a while.

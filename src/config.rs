@@ -43,6 +43,10 @@ use crate::ring::{Id, Node};
 pub struct ServerConfig {
     pub name: String,
     pub listen: String,
+    /// The address other servers and clients dial (`10.0.0.5:7101`), when it
+    /// is not `listen` (which may be `0.0.0.0:7101`).
+    #[serde(default)]
+    pub advertise: Option<String>,
     pub data_dir: PathBuf,
     pub users: PathBuf,
     /// The secret every server of the ring shares, to prove to each other who
@@ -211,11 +215,16 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The address others dial this server at: `advertise`, else `listen`.
+    pub fn addr(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+
     /// Who this server is, for its certificate.
     pub fn identity(&self) -> crate::tls::ServerIdentity {
         crate::tls::ServerIdentity {
             name: self.name.clone(),
-            host: Some(crate::tls::host_of(&self.listen).to_string()),
+            hosts: vec![crate::tls::host_of(self.addr()).to_string()],
         }
     }
 }
@@ -243,7 +252,7 @@ impl ServerConfig {
         Ok(Node {
             id,
             name: self.name.clone(),
-            addr: self.listen.clone(),
+            addr: self.addr().to_string(),
         })
     }
 

@@ -140,7 +140,7 @@ pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration)
     let tls = crate::tls::client_config_for_server(&config.tls_dir, &config.name)?;
     let member = Member {
         name: config.name.clone(),
-        addr: config.listen.clone(),
+        addr: config.addr().to_string(),
         id: None,
     };
     let mut conn = connect(&config.name, &key, &tls, &member, Duration::from_secs(10)).await?;

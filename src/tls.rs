@@ -68,12 +68,14 @@ pub fn key_path(dir: &Path, server: &str) -> PathBuf {
     dir.join(format!("{server}.key"))
 }
 
-/// A server that needs a certificate: its name and the host it listens on.
+/// A server that needs a certificate: its name and the hosts it is dialled at.
 #[derive(Debug, Clone)]
 pub struct ServerIdentity {
     pub name: String,
-    /// The host part of its listen address (`127.0.0.1`, `10.0.0.5`, `dfs1.lan`).
-    pub host: Option<String>,
+    /// Names and addresses others dial it by (`127.0.0.1`, `10.0.0.5`,
+    /// `dfs1.lan`): its listen host, or what the operator gives with
+    /// `dfs-server certs --host`.
+    pub hosts: Vec<String>,
 }
 
 /// What [`ensure_certs`] did.
@@ -86,7 +88,46 @@ pub struct Created {
 /// Creates, in `dir`, the cluster's authority if it is missing and a
 /// certificate for every server in `servers` that has none. Existing files are
 /// kept, so this is safe to run before every start.
+///
+/// A folder with `ca.pem` but no `ca.key` belongs to a server on another
+/// machine than the authority: nothing is created there (a new authority
+/// would cut it off from the others), and a missing certificate is an error
+/// naming the file and how to make it.
 pub fn ensure_certs(dir: &Path, servers: &[ServerIdentity]) -> Result<Created> {
+    if ca_cert_path(dir).exists() && !ca_key_path(dir).exists() {
+        for server in servers {
+            for path in [cert_path(dir, &server.name), key_path(dir, &server.name)] {
+                if !path.exists() {
+                    return Err(Error::Tls(format!(
+                        "{} is missing, and {} has the authority's ca.pem but not its ca.key \
+                         (it is kept on the authority's machine): there, run `dfs-server certs \
+                         --host {}=HOST` and copy the bundle it writes here",
+                        path.display(),
+                        dir.display(),
+                        server.name
+                    )));
+                }
+            }
+        }
+        return Ok(Created::default());
+    }
+    issue_certs(dir, servers, false)
+}
+
+/// (Re)issues the certificate of every server in `servers` with the
+/// authority in `dir`, which must hold `ca.key`: `dfs-server certs --host`
+/// and `--renew`, after a server's names or address changed.
+pub fn renew_certs(dir: &Path, servers: &[ServerIdentity]) -> Result<Created> {
+    if !ca_key_path(dir).exists() {
+        return Err(Error::Tls(format!(
+            "{} is missing: certificates are issued on the authority's machine",
+            ca_key_path(dir).display()
+        )));
+    }
+    issue_certs(dir, servers, true)
+}
+
+fn issue_certs(dir: &Path, servers: &[ServerIdentity], renew: bool) -> Result<Created> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     // Servers started at the same moment (four terminals) must not each make
@@ -123,7 +164,7 @@ pub fn ensure_certs(dir: &Path, servers: &[ServerIdentity]) -> Result<Created> {
     };
     let issuer = Issuer::new(ca_params, ca_key);
     for server in servers {
-        if cert_path(dir, &server.name).exists() && key_path(dir, &server.name).exists() {
+        if !renew && cert_path(dir, &server.name).exists() && key_path(dir, &server.name).exists() {
             continue;
         }
         let key = KeyPair::generate().map_err(tls_error("generating a server key"))?;
@@ -159,7 +200,7 @@ fn server_params(server: &ServerIdentity) -> Result<CertificateParams> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    if let Some(host) = &server.host {
+    for host in &server.hosts {
         let unspecified = host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_unspecified());
@@ -429,7 +470,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ids = [ServerIdentity {
             name: "dfs1".into(),
-            host: Some("127.0.0.1".into()),
+            hosts: vec!["127.0.0.1".into()],
         }];
         let first = ensure_certs(dir.path(), &ids).unwrap();
         assert!(first.authority);
@@ -439,7 +480,7 @@ mod tests {
             ids[0].clone(),
             ServerIdentity {
                 name: "dfs2".into(),
-                host: None,
+                hosts: Vec::new(),
             },
         ];
         let second = ensure_certs(dir.path(), &more).unwrap();
@@ -458,5 +499,42 @@ mod tests {
         server_config(dir.path(), "dfs2").unwrap();
         client_config_for_server(dir.path(), "dfs2").unwrap();
         client_config_for_user(&ca_cert_path(dir.path())).unwrap();
+    }
+
+    #[test]
+    fn a_folder_with_ca_pem_but_no_ca_key_never_gets_an_authority_of_its_own() {
+        let authority = tempfile::tempdir().unwrap();
+        let id = |name: &str, host: &str| ServerIdentity {
+            name: name.into(),
+            hosts: vec![host.into()],
+        };
+        ensure_certs(authority.path(), &[id("dfs2", "10.0.0.2")]).unwrap();
+        // dfs2's machine: what its bundle holds, no ca.key.
+        let machine = tempfile::tempdir().unwrap();
+        for file in ["ca.pem", "dfs2.pem", "dfs2.key"] {
+            std::fs::copy(authority.path().join(file), machine.path().join(file)).unwrap();
+        }
+        let ca = std::fs::read(ca_cert_path(machine.path())).unwrap();
+        let made = ensure_certs(machine.path(), &[id("dfs2", "10.0.0.2")]).unwrap();
+        assert_eq!(made, Created::default());
+        assert_eq!(std::fs::read(ca_cert_path(machine.path())).unwrap(), ca);
+        assert!(!ca_key_path(machine.path()).exists());
+        // A server whose certificate was not copied is told what to do.
+        let err = ensure_certs(machine.path(), &[id("dfs3", "10.0.0.3")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dfs3.pem is missing"), "{err}");
+        assert!(err.contains("certs --host dfs3=HOST"), "{err}");
+        assert!(!ca_key_path(machine.path()).exists());
+        // Only the authority's machine reissues.
+        assert!(renew_certs(machine.path(), &[id("dfs2", "10.0.0.9")]).is_err());
+        let old = std::fs::read(cert_path(authority.path(), "dfs2")).unwrap();
+        let renewed = renew_certs(authority.path(), &[id("dfs2", "10.0.0.9")]).unwrap();
+        assert_eq!(renewed.servers, ["dfs2"]);
+        assert_ne!(
+            std::fs::read(cert_path(authority.path(), "dfs2")).unwrap(),
+            old
+        );
+        server_config(authority.path(), "dfs2").unwrap();
     }
 }

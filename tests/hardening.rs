@@ -365,7 +365,7 @@ async fn tls_a_server_certificate_from_another_authority_is_refused() {
     let rogue_dir = tempfile::tempdir().unwrap();
     let id = ServerIdentity {
         name: "dfs1".into(),
-        host: Some("127.0.0.1".into()),
+        hosts: vec!["127.0.0.1".into()],
     };
     tls::ensure_certs(rogue_dir.path(), &[id]).unwrap();
     let acceptor = tls::TlsAcceptor::from(tls::server_config(rogue_dir.path(), "dfs1").unwrap());
@@ -433,7 +433,7 @@ async fn tls_servers_connect_to_each_other_with_mutual_tls() {
     let other = tempfile::tempdir().unwrap();
     let id = ServerIdentity {
         name: "dfs2".into(),
-        host: None,
+        hosts: Vec::new(),
     };
     tls::ensure_certs(other.path(), &[id]).unwrap();
     std::fs::copy(tls::ca_cert_path(&dir), tls::ca_cert_path(other.path())).unwrap();

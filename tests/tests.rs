@@ -9,6 +9,7 @@ mod faults;
 mod files;
 mod hardening;
 mod healing;
+mod machines;
 mod memory;
 mod peers;
 mod repl;

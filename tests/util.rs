@@ -251,7 +251,7 @@ async fn bind_again(addr: &str, name: &str) -> TcpListener {
 /// `users.toml` in `dir` with cheap hash parameters.
 /// `users.toml` for alice and bob, hashed with `params` (cheap ones when
 /// `None`: tests log in often; the format is the real one).
-fn write_users(dir: &Path, params: Option<argon2::Params>) {
+pub fn write_users(dir: &Path, params: Option<argon2::Params>) {
     let cheap = params.unwrap_or_else(|| argon2::Params::new(256, 1, 1, None).unwrap());
     let mut users = String::from("[users]\n");
     for (user, password) in USERS {
@@ -267,6 +267,7 @@ pub fn server_config(dir: &Path, name: &str, addr: &str, limits: Limits) -> Serv
     ServerConfig {
         name: name.to_string(),
         listen: addr.to_string(),
+        advertise: None,
         data_dir: dir.join("data").join(name),
         users: dir.join("users.toml"),
         cluster_key: Some(dir.join("cluster.key")),

@@ -1634,6 +1634,7 @@ impl Cluster {
             let config = ServerConfig {
                 name: member.name.clone(),
                 listen: member.addr.clone(),
+                advertise: None,
                 data_dir: dir.join("data").join(&member.name),
                 users: dir.join("users.toml"),
                 cluster_key: Some(dir.join("cluster.key")),

@@ -59,7 +59,9 @@ enum Command {
     },
     /// Create the cluster's certificate authority (once) and a certificate
     /// for every server in the servers folder that has none; copy the
-    /// authority's certificate to where the client looks for it.
+    /// authority's certificate to where the client looks for it. With
+    /// `--host` or `--renew`, (re)issue those servers' certificates and
+    /// write a bundle for each to copy to its machine.
     Certs {
         /// Folder of server configurations [default: servers].
         #[arg(long)]
@@ -67,6 +69,19 @@ enum Command {
         /// Client configuration whose `ca` file to write [default: client/config.toml].
         #[arg(long)]
         client: Option<PathBuf>,
+        /// A server on another machine and the names and addresses it is
+        /// dialled at: `dfs2=10.0.0.2,dfs2.lan` (repeatable). Issues its
+        /// certificate and writes its bundle.
+        #[arg(long, value_name = "NAME=HOST[,HOST...]")]
+        host: Vec<String>,
+        /// Reissue this server's certificate (after its address or names
+        /// changed), with the hosts `--host` gives or its configuration's
+        /// address, and write its bundle (repeatable).
+        #[arg(long, value_name = "NAME")]
+        renew: Vec<String>,
+        /// Where the bundles go: one folder per server [default: bundles].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -110,8 +125,18 @@ fn real_main() -> Result<()> {
             println!("{} has left the ring", config.name);
             return Ok(());
         }
-        Some(Command::Certs { servers, client }) => {
+        Some(Command::Certs {
+            servers,
+            client,
+            host,
+            renew,
+            out,
+        }) => {
             let servers = servers.unwrap_or_else(|| default_path("servers"));
+            if !host.is_empty() || !renew.is_empty() {
+                let out = out.unwrap_or_else(|| PathBuf::from("bundles"));
+                return make_bundles(&servers, &host, &renew, &out);
+            }
             let client = client.unwrap_or_else(|| default_path("client/config.toml"));
             return make_certs(&servers, &client);
         }
@@ -207,21 +232,7 @@ async fn wait_for_signal() {
 /// `dfs-server certs`: certificates for every `*.toml` in `servers`, and the
 /// client's copy of the authority.
 fn make_certs(servers: &std::path::Path, client: &std::path::Path) -> Result<()> {
-    let mut configs = Vec::new();
-    let entries =
-        std::fs::read_dir(servers).with_context(|| format!("reading {}", servers.display()))?;
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("reading {}", servers.display()))?
-            .path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            configs.push(ServerConfig::load(&path)?);
-        }
-    }
-    if configs.is_empty() {
-        bail!("no server configuration (*.toml) in {}", servers.display());
-    }
-    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    let configs = server_configs(servers)?;
     let mut dirs: Vec<PathBuf> = configs.iter().map(|c| c.tls_dir.clone()).collect();
     dirs.dedup();
     for dir in &dirs {
@@ -238,7 +249,10 @@ fn make_certs(servers: &std::path::Path, client: &std::path::Path) -> Result<()>
             println!("created the certificate of {name} in {}", dir.display());
         }
         if !created.authority && created.servers.is_empty() {
-            println!("{}: every server already has a certificate", dir.display());
+            println!(
+                "{}: every server already has a certificate (`--renew NAME` reissues one)",
+                dir.display()
+            );
         }
     }
     if dirs.len() > 1 {
@@ -249,6 +263,119 @@ fn make_certs(servers: &std::path::Path, client: &std::path::Path) -> Result<()>
         println!("the client trusts {}", client.ca.display());
     }
     Ok(())
+}
+
+/// `dfs-server certs --host NAME=HOSTS --renew NAME`: on the authority's
+/// machine, (re)issues those servers' certificates and writes for each a
+/// bundle `OUT/NAME/` holding what its machine needs: `ca.pem`, `NAME.pem`,
+/// `NAME.key` and `cluster.key`. `ca.key` never leaves this machine.
+fn make_bundles(
+    servers: &std::path::Path,
+    hosts: &[String],
+    renew: &[String],
+    out: &std::path::Path,
+) -> Result<()> {
+    let configs = server_configs(servers)?;
+    let authority = &configs[0];
+    let mut wanted: Vec<tls::ServerIdentity> = Vec::new();
+    for spec in hosts {
+        let Some((name, list)) = spec.split_once('=') else {
+            bail!("--host takes NAME=HOST[,HOST...], not {spec:?}");
+        };
+        let hosts: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(String::from)
+            .collect();
+        ringdfs::names::validate_user(name).with_context(|| format!("--host {spec}"))?;
+        if hosts.is_empty() {
+            bail!("--host {spec}: no host after '='");
+        }
+        wanted.push(tls::ServerIdentity {
+            name: name.to_string(),
+            hosts,
+        });
+    }
+    for name in renew {
+        if wanted.iter().any(|w| &w.name == name) {
+            continue;
+        }
+        let Some(config) = configs.iter().find(|c| &c.name == name) else {
+            bail!(
+                "no server {name} in {}: give its hosts with --host {name}=HOST",
+                servers.display()
+            );
+        };
+        wanted.push(config.identity());
+    }
+    let dir = &authority.tls_dir;
+    // The authority, if this is its first use.
+    tls::ensure_certs(dir, &[])?;
+    tls::renew_certs(dir, &wanted)?;
+    let key = authority.cluster_key.as_ref().with_context(|| {
+        format!(
+            "{} names no cluster_key to put in the bundles",
+            authority.name
+        )
+    })?;
+    ringdfs::peer::ClusterKey::load_or_create(key)?;
+    for id in &wanted {
+        let bundle = out.join(&id.name);
+        std::fs::create_dir_all(&bundle)
+            .with_context(|| format!("creating {}", bundle.display()))?;
+        let copy = |from: PathBuf, name: String, mode: u32| -> Result<()> {
+            let bytes =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            ringdfs::atomic::write_file(
+                &bundle.join(name),
+                &bytes,
+                mode,
+                ringdfs::atomic::Existing::Replace,
+            )?;
+            Ok(())
+        };
+        copy(tls::ca_cert_path(dir), "ca.pem".into(), 0o644)?;
+        copy(
+            tls::cert_path(dir, &id.name),
+            format!("{}.pem", id.name),
+            0o644,
+        )?;
+        copy(
+            tls::key_path(dir, &id.name),
+            format!("{}.key", id.name),
+            0o600,
+        )?;
+        copy(key.clone(), "cluster.key".into(), 0o600)?;
+        println!(
+            "{}: certificate for {}; its bundle is {}/ (copy ca.pem, {0}.pem and {0}.key into \
+             its tls_dir, cluster.key to its cluster_key)",
+            id.name,
+            id.hosts.join(", "),
+            bundle.display()
+        );
+    }
+    Ok(())
+}
+
+/// Every server configuration (`*.toml`) in `servers`, by name.
+fn server_configs(servers: &std::path::Path) -> Result<Vec<ServerConfig>> {
+    let mut configs = Vec::new();
+    let entries =
+        std::fs::read_dir(servers).with_context(|| format!("reading {}", servers.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", servers.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            configs.push(ServerConfig::load(&path)?);
+        }
+    }
+    if configs.is_empty() {
+        bail!("no server configuration (*.toml) in {}", servers.display());
+    }
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(configs)
 }
 
 fn manage_user(path: &std::path::Path, action: UserAction) -> Result<()> {

@@ -1,0 +1,276 @@
+//! Several machines, by the README (issue 14): servers on 127.0.0.2..127.0.0.5,
+//! each in its own folder holding only what the README says to copy there
+//! (its bundle from `dfs-server certs --host`: `ca.pem`, its own `.pem` and
+//! `.key`, `cluster.key`; and `users.toml`). The authority's `ca.key` stays in
+//! the authority's folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use ringdfs::client::{no_progress, Client};
+use ringdfs::config::ClientConfig;
+use ringdfs::ring::Id;
+
+use crate::util::{random_file, wait_until, write_users, USERS};
+
+/// A free port on `ip`.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server's configuration as it lives on its own machine (paths relative
+/// to the file), in the ring `ring` of (name, address).
+fn config_text(name: &str, listen: &str, ring: &[(String, String)]) -> String {
+    let mut text = format!(
+        "name = \"{name}\"\nlisten = \"{listen}\"\ndata_dir = \"data\"\nusers = \"users.toml\"\n\
+         cluster_key = \"cluster.key\"\ntls_dir = \"tls\"\nheal_interval_secs = 1\n\
+         stabilize_ms = 200\nfailure_timeout_ms = 1000\n\n"
+    );
+    for (i, (member, addr)) in ring.iter().enumerate() {
+        let id = Id::evenly_spaced(i as u32, ring.len() as u32);
+        text.push_str(&format!(
+            "[[ring]]\nname = \"{member}\"\naddr = \"{addr}\"\nid = \"{id}\"\n\n"
+        ));
+    }
+    text
+}
+
+fn dfs_server() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+}
+
+/// `dfs-server certs ARGS` in the authority's folder; panics with its output
+/// if it fails.
+fn certs(authority: &Path, args: &[&str]) {
+    let out = dfs_server()
+        .current_dir(authority)
+        .args(["certs", "--servers", "servers", "--out", "bundles"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dfs-server certs {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sets up machine `dir` for server `name` as the README says: its bundle's
+/// files and `users.toml`, and its configuration.
+fn install(authority: &Path, dir: &Path, name: &str, config: &str) {
+    let bundle = authority.join("bundles").join(name);
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    for file in [
+        "ca.pem".to_string(),
+        format!("{name}.pem"),
+        format!("{name}.key"),
+    ] {
+        std::fs::copy(bundle.join(&file), dir.join("tls").join(&file)).unwrap();
+    }
+    std::fs::copy(bundle.join("cluster.key"), dir.join("cluster.key")).unwrap();
+    std::fs::copy(authority.join("users.toml"), dir.join("users.toml")).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), config).unwrap();
+}
+
+/// The servers, killed when dropped.
+struct Machines {
+    dirs: Vec<PathBuf>,
+    children: Vec<Option<Child>>,
+}
+
+impl Machines {
+    fn start(&mut self, i: usize) {
+        let dir = &self.dirs[i - 1];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
+        let child = dfs_server()
+            .arg("--config")
+            .arg(dir.join(format!("dfs{i}.toml")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i - 1] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dirs[i - 1].join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Machines {
+    fn drop(&mut self) {
+        for i in 1..=self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Every server up in one ring: each names the next as its successor.
+async fn one_ring(client: &Client, names: &[&str]) -> bool {
+    let _ = client.refresh_ring().await;
+    let reports = client.status().await;
+    reports.len() == names.len()
+        && reports.iter().enumerate().all(|(i, r)| {
+            r.state.as_ref().is_ok_and(|s| {
+                s.successor.as_deref() == Some(names[(i + 1) % names.len()]) && s.down.is_empty()
+            })
+        })
+}
+
+async fn login(addrs: &[String], ca: &Path) -> Client {
+    let mut config = ClientConfig::for_servers(addrs.to_vec());
+    config.timeout_secs = 3;
+    config.ca = ca.to_path_buf();
+    Client::login(&config, "alice", USERS[0].1).await.unwrap()
+}
+
+/// Four servers on four loopback addresses, each in its own folder with its
+/// bundle only: the ring forms, PUT/GET/STATUS work, a `kill -9` and restart
+/// heals; no machine but the authority's has `ca.key`, and no server made an
+/// authority of its own. Then dfs4 moves to another address: `certs --renew
+/// dfs4` gives it a certificate for it, and it is reachable there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_machines_by_the_readme_form_one_ring_and_a_renewed_certificate_follows_a_move() {
+    let root = tempfile::tempdir().unwrap();
+    let authority = root.path().join("authority");
+    std::fs::create_dir_all(authority.join("servers")).unwrap();
+    write_users(&authority, None);
+    let names = ["dfs1", "dfs2", "dfs3", "dfs4"];
+    let mut ring: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let ip = format!("127.0.0.{}", i + 2);
+            (names[i].to_string(), format!("{ip}:{}", free_port(&ip)))
+        })
+        .collect();
+    // The authority's machine keeps every server's configuration (its own
+    // paths do not matter here: only its tls_dir and cluster_key are used).
+    let write_authority_configs = |ring: &[(String, String)]| {
+        for (name, addr) in ring {
+            let text = config_text(name, addr, ring)
+                .replace("tls_dir = \"tls\"", "tls_dir = \"../tls\"")
+                .replace(
+                    "cluster_key = \"cluster.key\"",
+                    "cluster_key = \"../cluster.key\"",
+                )
+                .replace("users = \"users.toml\"", "users = \"../users.toml\"");
+            std::fs::write(authority.join("servers").join(format!("{name}.toml")), text).unwrap();
+        }
+    };
+    write_authority_configs(&ring);
+    let hosts: Vec<String> = ring
+        .iter()
+        .map(|(name, addr)| format!("{name}={}", addr.split(':').next().unwrap()))
+        .collect();
+    let mut args = Vec::new();
+    for h in &hosts {
+        args.extend(["--host", h.as_str()]);
+    }
+    certs(&authority, &args);
+
+    let mut machines = Machines {
+        dirs: (1..=4)
+            .map(|i| root.path().join(format!("machine{i}")))
+            .collect(),
+        children: (0..4).map(|_| None).collect(),
+    };
+    for (i, (name, addr)) in ring.iter().enumerate() {
+        install(
+            &authority,
+            &machines.dirs[i],
+            name,
+            &config_text(name, addr, &ring),
+        );
+        machines.start(i + 1);
+    }
+    let ca = authority.join("tls").join("ca.pem");
+    let addrs: Vec<String> = ring.iter().map(|(_, a)| a.clone()).collect();
+    let client = login(&addrs, &ca).await;
+    wait_until(30, "the four servers form one ring", || {
+        one_ring(&client, &names)
+    })
+    .await;
+
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "one.bin", 300_000);
+    let receipt = client.put(&path, "one.bin", &no_progress).await.unwrap();
+    assert_eq!((receipt.copies, receipt.wanted), (8, 8));
+    let out = work.path().join("out");
+    client.get("one.bin", &out, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == data);
+
+    // kill -9 of one; a PUT meanwhile is degraded; its return heals it.
+    machines.kill(3);
+    let (path, two) = random_file(work.path(), "two.bin", 200_000);
+    let receipt = client.put(&path, "two.bin", &no_progress).await.unwrap();
+    assert!(receipt.copies < receipt.wanted, "dfs3 is down: {receipt:?}");
+    machines.start(3);
+    wait_until(30, "two.bin healed after dfs3's return", || async {
+        let _ = client.refresh_ring().await;
+        client
+            .list()
+            .await
+            .is_ok_and(|files| files.iter().all(|f| f.healthy()))
+    })
+    .await;
+    client.get("two.bin", &out, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == two);
+    let authority_ca = std::fs::read(&ca).unwrap();
+    for (i, dir) in machines.dirs.iter().enumerate() {
+        assert!(
+            !dir.join("tls/ca.key").exists(),
+            "machine{} has ca.key",
+            i + 1
+        );
+        assert_eq!(
+            std::fs::read(dir.join("tls/ca.pem")).unwrap(),
+            authority_ca,
+            "dfs{}'s ca.pem was replaced:\n{}",
+            i + 1,
+            machines.log(i + 1)
+        );
+    }
+
+    // dfs4 moves to 127.0.0.6: its certificate does not name that address
+    // until `certs --renew dfs4` reissues it from its new configuration.
+    machines.kill(4);
+    let moved = format!("127.0.0.6:{}", free_port("127.0.0.6"));
+    ring[3].1 = moved.clone();
+    write_authority_configs(&ring);
+    certs(&authority, &["--renew", "dfs4"]);
+    install(
+        &authority,
+        &machines.dirs[3],
+        "dfs4",
+        &config_text("dfs4", &moved, &ring),
+    );
+    machines.start(4);
+    let mut addrs = addrs;
+    addrs[3] = moved.clone();
+    let client = login(&addrs, &ca).await;
+    wait_until(
+        30,
+        "dfs4 reachable at its new address, in the ring",
+        || async {
+            one_ring(&client, &names).await && client.ring().iter().any(|m| m.addr == moved)
+        },
+    )
+    .await;
+    client.get("one.bin", &out, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == data);
+}

@@ -181,8 +181,14 @@ impl Limits {
 }
 
 impl ServerConfig {
+    /// The configuration in `path`, with the environment's `DFS_*` settings
+    /// over it (see [`apply_env`]).
     pub fn load(path: &Path) -> Result<ServerConfig> {
-        let mut config: ServerConfig = load_toml(path)?;
+        let mut table: toml::Table = load_toml(path)?;
+        apply_env(&mut table, std::env::vars())?;
+        let mut config: ServerConfig = table.try_into().map_err(|e: toml::de::Error| {
+            Error::Config(format!("{}: {}", path.display(), e.message()))
+        })?;
         let base = base_dir(path);
         config.data_dir = base.join(&config.data_dir);
         config.users = base.join(&config.users);
@@ -350,6 +356,77 @@ impl ClientConfig {
     }
 }
 
+/// Server settings from the environment, which wins over the file (for
+/// containers and service managers): `DFS_<KEY>` sets a top-level key
+/// (`DFS_LISTEN`, `DFS_ADVERTISE`, `DFS_JOIN`, `DFS_DATA_DIR`, `DFS_COPIES`),
+/// `DFS_<TABLE>__<KEY>` one in a table (`DFS_LIMITS__MAX_CONNECTIONS`,
+/// `DFS_STORE__VOLUME_MAX`). A value is read as TOML (`5`, `true`,
+/// `["a", "b"]`), else taken as a string. Relative paths are relative to
+/// the configuration file's folder, as in the file. Only the settings a
+/// server has are read: `DFS_USER` (the client's) is not one of them.
+pub fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<()> {
+    /// Top-level settings; `true` for those that are strings (an `id` of `4`
+    /// is the string "4", not a number).
+    const KEYS: &[(&str, bool)] = &[
+        ("name", true),
+        ("listen", true),
+        ("advertise", true),
+        ("data_dir", true),
+        ("users", true),
+        ("cluster_key", true),
+        ("tls_dir", true),
+        ("id", true),
+        ("join", true),
+        ("heal_interval_secs", false),
+        ("copies", false),
+        ("stabilize_ms", false),
+        ("failure_timeout_ms", false),
+        ("successors", false),
+    ];
+    const TABLES: &[&str] = &["limits", "store"];
+    for (var, text) in vars {
+        let Some(key) = var.strip_prefix("DFS_") else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        let value = || {
+            format!("v = {text}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(text.clone()))
+        };
+        match key.split_once("__") {
+            None => {
+                if let Some(&(_, string)) = KEYS.iter().find(|(k, _)| *k == key) {
+                    let value = if string {
+                        toml::Value::String(text.clone())
+                    } else {
+                        value()
+                    };
+                    table.insert(key, value);
+                }
+            }
+            Some((outer, inner)) if TABLES.contains(&outer) => {
+                let entry = table
+                    .entry(outer)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry.as_table_mut() {
+                    Some(inner_table) => {
+                        inner_table.insert(inner.to_string(), value());
+                    }
+                    None => return Err(Error::Config(format!("{var}: [{outer}] is not a table"))),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -388,11 +465,14 @@ mod tests {
     use super::*;
 
     /// The shipped configurations put dfs1..dfs4 in ring order (SPEC §5's
-    /// table as printed), and dfs5 joins between dfs1 and dfs2.
+    /// table as printed); dfs5 has no id (it takes the midpoint of the
+    /// largest gap when it first joins, see `peer::settle_id`).
     #[test]
     fn shipped_servers_sort_into_ring_order() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers");
-        let nodes: Vec<Node> = (1..=5)
+        let dfs5 = ServerConfig::load(&dir.join("dfs5.toml")).unwrap();
+        assert!(dfs5.id.is_none() && dfs5.join.is_some());
+        let nodes: Vec<Node> = (1..=4)
             .map(|i| {
                 ServerConfig::load(&dir.join(format!("dfs{i}.toml")))
                     .unwrap()
@@ -403,7 +483,7 @@ mod tests {
         let mut sorted = nodes.clone();
         sorted.sort_by_key(|n| n.id);
         let order: Vec<&str> = sorted.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(order, ["dfs1", "dfs5", "dfs2", "dfs3", "dfs4"]);
+        assert_eq!(order, ["dfs1", "dfs2", "dfs3", "dfs4"]);
         let seeds = ServerConfig::load(&dir.join("dfs3.toml"))
             .unwrap()
             .seeds()
@@ -413,5 +493,37 @@ mod tests {
             nodes[..4],
             "every server agrees on the seeds' ids"
         );
+    }
+
+    /// `DFS_*` settings win over the file; strings stay strings, numbers
+    /// and tables are read as TOML; other variables are ignored.
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let mut table: toml::Table = "name = \"dfs2\"\nlisten = \"127.0.0.1:1\"\ncopies = 2\n"
+            .parse()
+            .unwrap();
+        let vars = [
+            ("DFS_LISTEN", "0.0.0.0:7102"),
+            ("DFS_ADVERTISE", "10.0.0.2:7102"),
+            ("DFS_ID", "4"),
+            ("DFS_COPIES", "3"),
+            ("DFS_LIMITS__MAX_CONNECTIONS", "77"),
+            ("DFS_USER", "alice"),
+            ("HOME", "/root"),
+        ];
+        apply_env(
+            &mut table,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        table.insert("data_dir".into(), "d".into());
+        table.insert("users".into(), "u".into());
+        let config: ServerConfig = table.try_into().unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7102");
+        assert_eq!(config.addr(), "10.0.0.2:7102");
+        assert_eq!(config.id.as_deref(), Some("4"));
+        assert_eq!(config.copies, 3);
+        assert_eq!(config.limits.max_connections, 77);
+        assert_eq!(config.name, "dfs2");
     }
 }

@@ -150,7 +150,7 @@ pub struct Client {
 /// client's slots (it derefs to that list), the members' ids, and the copies
 /// `k` of every chunk. An operation takes it once, so a ring change midway
 /// does not mix two placements.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Ring {
     order: Vec<usize>,
     ids: Vec<Id>,
@@ -941,7 +941,7 @@ impl Client {
                 Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
                     let newest = self.newest_manifest(remote).await?;
                     let _ = self.refresh_ring().await;
-                    let moved = self.order().order != order.order;
+                    let moved = *self.order() != *order;
                     if !moved && newest.is_none_or(|m| m.version == manifest.version) {
                         return Err(e);
                     }

@@ -64,7 +64,9 @@ pub struct ServerConfig {
     #[serde(default)]
     pub limits: Limits,
     /// This server's ring identifier (1 to 40 hex digits, the leading ones);
-    /// default: its `[[ring]]` entry's `id`, else SHA-1 of its name.
+    /// default: its `[[ring]]` entry's `id`; else, for a server that joins,
+    /// the midpoint of the ring's largest gap chosen at its first start
+    /// (`peer::settle_id`); else SHA-1 of its name.
     #[serde(default)]
     pub id: Option<String>,
     /// Address of any server of the ring to join.

@@ -173,7 +173,7 @@ pub async fn settle_id(config: &mut crate::config::ServerConfig) -> Result<()> {
     let id = match std::fs::read_to_string(&path) {
         Ok(hex) => hex.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = if config.data_dir.join("meta.redb").exists() {
+            let id = if config.data_dir.join(crate::store::DB_FILE).exists() {
                 crate::ring::Id::of_name(&config.name)
             } else {
                 choose_id(config, &join).await.map_err(|e| {

@@ -21,7 +21,7 @@ use ringdfs::cli::{Outcome, Style};
 use ringdfs::client::no_progress;
 
 use crate::util::{
-    dfs_as_alice, seed, seeded_file, wait_until, Cluster, Launched, ProcCluster, USERS,
+    dfs_as_alice, seed, seeded_file, tree, wait_until, Cluster, Launched, ProcCluster, USERS,
 };
 
 /// The client timeout of these tests' `dfs` commands.
@@ -508,26 +508,16 @@ async fn a_get_onto_a_full_local_disk_names_the_target() {
 
 /// Every server's copies (volumes and chunk files) of what `cluster` stores.
 fn stored_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.extension().is_some_and(|e| e == "vol")
-                || path.components().any(|c| c.as_os_str() == "users")
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
+    tree(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "vol") || p.starts_with("users"))
+        .map(|p| dir.join(p))
+        .collect()
 }
 
 /// strace attached to a server: the first `read` or `pread64` of each of its
 /// threads on one of `paths` fails with EIO (once per thread), as a flaky
-/// disk's would. Dropping it detaches.
+/// disk's would. [`Injector::detach`] detaches.
 struct Injector {
     child: std::process::Child,
     out: PathBuf,

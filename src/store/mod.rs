@@ -100,7 +100,7 @@ const STAGED: TableDefinition<StagedKey, u64> = TableDefinition::new("staged");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The database file under the data folder.
-const DB_FILE: &str = "meta.redb";
+pub const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
 const FORMAT: &[u8] = b"3";
 /// In `meta` while a migrated folder's legacy manifests may remain.

@@ -1,4 +1,5 @@
-//! Users, passwords and sessions: `users.toml` with argon2id PHC strings, the
+//! Users, passwords and sessions: tables of argon2id PHC strings (a server's
+//! come from the cluster, see `accounts`; `users.toml` seeds them), the
 //! back-off after failed logins, and the session tokens a login opens.
 //!
 //! ```toml
@@ -12,8 +13,6 @@
 //! against a dummy hash made with the same parameters as the real ones, so it
 //! costs the same time as a wrong password and gets the same answer.
 //!
-//! * [`UserTable`] is the table a running server uses: it reloads the file
-//!   when it changes, so `dfs-server user add|passwd|del` needs no restart.
 //! * [`Throttle`] slows repeated failures down, per account and per address:
 //!   after a few failures each further one locks the key out for twice as long
 //!   as the last, up to a cap. A locked-out login is not checked at all. An
@@ -26,8 +25,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
@@ -67,18 +66,16 @@ impl Users {
 
     pub fn parse(text: &str) -> Result<Users> {
         let file: UsersFile = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        Users::from_hashes(file.users.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// A table of these users and their PHC strings, each checked to be an
+    /// argon2id hash. Makes the dummy hash (slow: call it off the async threads).
+    pub fn from_hashes<'a>(hashes: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Users> {
         let mut users = BTreeMap::new();
-        for (name, phc) in file.users {
-            validate_user(&name)?;
-            let hash = PasswordHash::new(&phc)
-                .map_err(|e| Error::Config(format!("user {name}: not a PHC password hash: {e}")))?;
-            if hash.algorithm.as_str() != "argon2id" {
-                return Err(Error::Config(format!(
-                    "user {name}: hash must be argon2id, not {}",
-                    hash.algorithm
-                )));
-            }
-            users.insert(name, hash);
+        for (name, phc) in hashes {
+            validate_user(name)?;
+            users.insert(name.to_string(), parse_phc(name, phc)?);
         }
         let users = Users {
             users,
@@ -184,86 +181,17 @@ impl Users {
     }
 }
 
-/// The user table of a running server: the parsed `users.toml`, replaced
-/// whenever the file changes.
-#[derive(Debug)]
-pub struct UserTable {
-    path: PathBuf,
-    current: RwLock<Arc<Users>>,
-    /// What the file looked like when last read.
-    stamp: Mutex<Option<FileStamp>>,
-}
-
-/// Enough of a file's metadata to notice a rewrite: an atomic save (rename)
-/// changes the inode, an edit in place the size or the modification time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<std::time::SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> Option<FileStamp> {
-        let meta = std::fs::metadata(path).ok()?;
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Some(FileStamp {
-            modified: meta.modified().ok(),
-            len: meta.len(),
-            inode,
-        })
+/// `phc` parsed, if it is an argon2id hash.
+pub fn parse_phc(name: &str, phc: &str) -> Result<PasswordHash> {
+    let hash = PasswordHash::new(phc)
+        .map_err(|e| Error::Config(format!("user {name}: not a PHC password hash: {e}")))?;
+    if hash.algorithm.as_str() != "argon2id" {
+        return Err(Error::Config(format!(
+            "user {name}: hash must be argon2id, not {}",
+            hash.algorithm
+        )));
     }
-}
-
-impl UserTable {
-    pub fn load(path: &Path) -> Result<UserTable> {
-        let stamp = FileStamp::of(path);
-        let users = Users::load(path)?;
-        Ok(UserTable {
-            path: path.to_path_buf(),
-            current: RwLock::new(Arc::new(users)),
-            stamp: Mutex::new(stamp),
-        })
-    }
-
-    /// The table as of now.
-    pub fn current(&self) -> Arc<Users> {
-        Arc::clone(&self.current.read().expect("users lock"))
-    }
-
-    /// Re-reads the file if it changed since it was last read. Returns the
-    /// users whose password changed or who were removed (their sessions should
-    /// end), or `None` when the file is unchanged. A file that does not parse
-    /// is an error and leaves the current table in force. Blocking (it hashes
-    /// the new dummy): call it off the async threads.
-    pub fn reload_if_changed(&self) -> Result<Option<Vec<String>>> {
-        let stamp = FileStamp::of(&self.path);
-        {
-            let mut last = self.stamp.lock().expect("stamp lock");
-            if *last == stamp {
-                return Ok(None);
-            }
-            // Remember it even if parsing fails, so a broken file is reported once.
-            *last = stamp;
-        }
-        let new = Users::load(&self.path)?;
-        let old = self.current();
-        let gone = old
-            .users
-            .iter()
-            .filter(|(name, hash)| {
-                new.users
-                    .get(*name)
-                    .is_none_or(|h| h.to_string() != hash.to_string())
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        *self.current.write().expect("users lock") = Arc::new(new);
-        Ok(Some(gone))
-    }
+    Ok(hash)
 }
 
 /// How failed logins are slowed down.

@@ -143,8 +143,6 @@ pub struct Limits {
     pub login_backoff_max_ms: u64,
     /// Failures older than this are forgotten.
     pub login_forget_ms: u64,
-    /// How often `users.toml` is checked for changes.
-    pub users_poll_ms: u64,
 }
 
 impl Default for Limits {
@@ -159,7 +157,6 @@ impl Default for Limits {
             login_backoff_ms: 1_000,
             login_backoff_max_ms: 300_000,
             login_forget_ms: 900_000,
-            users_poll_ms: 1_000,
         }
     }
 }
@@ -175,10 +172,6 @@ impl Limits {
 
     pub fn frame(&self) -> Duration {
         Duration::from_millis(self.frame_ms.max(1))
-    }
-
-    pub fn users_poll(&self) -> Duration {
-        Duration::from_millis(self.users_poll_ms.max(10))
     }
 }
 

@@ -74,6 +74,11 @@ pub enum Error {
     #[error("no space left")]
     NoSpace,
 
+    /// A request that cannot be done as asked (adding a user who exists);
+    /// the message says why.
+    #[error("{0}")]
+    Refused(String),
+
     /// The user interrupted the operation (Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -123,7 +128,7 @@ impl Error {
             Error::Unauthorized => ErrorKind::Unauthorized,
             Error::NotLoggedIn => ErrorKind::NotLoggedIn,
             Error::InvalidName { .. } => ErrorKind::InvalidName,
-            Error::BadRequest(_) | Error::Protocol(_) => ErrorKind::BadRequest,
+            Error::BadRequest(_) | Error::Protocol(_) | Error::Refused(_) => ErrorKind::BadRequest,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::NoSpace => ErrorKind::NoSpace,
             Error::Remote { error, .. } => error.kind,

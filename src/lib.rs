@@ -10,7 +10,8 @@
 //! | [`protocol`] | frames, messages, and a `Connection` over any async stream |
 //! | [`codec`] | every bincode call, with a decode size limit |
 //! | [`store`] | a server's chunks and manifests on disk, written atomically |
-//! | [`auth`] | `users.toml` and argon2id password checks |
+//! | [`auth`] | argon2id password checks, login back-off, sessions |
+//! | [`accounts`] | users as cluster state: records on every server, last writer wins |
 //! | [`tls`] | the cluster's certificate authority and certificates; TLS 1.3 configurations |
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`chord`] | the ring run over the network: stabilization, failure detection, joins, the membership view |
@@ -34,6 +35,7 @@
 //! against the manifest, and renames the file into place when every chunk has
 //! arrived. A failed holder costs one retry at the other holder.
 
+pub mod accounts;
 pub mod atomic;
 pub mod auth;
 pub mod chord;
@@ -66,6 +68,13 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Seconds since the Unix epoch.

@@ -127,15 +127,24 @@ pub async fn connect(
     }
 }
 
-/// `dfs-server leave`: connects to the running server `config` describes,
-/// as that server (its own certificate and the cluster key), and asks it to
-/// hand its data over and leave the ring. Returns once it has (waiting at
-/// most `wait`).
-pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration) -> Result<()> {
+/// A connection to the running server `config` describes, logged in as
+/// that server itself (its own certificate and the cluster key): how its
+/// administrator's commands (`dfs-server leave`, `dfs-server user`) reach it.
+pub async fn connect_as_self(
+    config: &crate::config::ServerConfig,
+    timeout: Duration,
+) -> Result<PeerConn> {
     let path = config
         .cluster_key
         .as_ref()
         .ok_or_else(|| Error::Config(format!("{}: no cluster_key", config.name)))?;
+    if !path.exists() {
+        return Err(Error::Config(format!(
+            "{}: no cluster key at {}",
+            config.name,
+            path.display()
+        )));
+    }
     let key = ClusterKey::load_or_create(path)?;
     let tls = crate::tls::client_config_for_server(&config.tls_dir, &config.name)?;
     let member = Member {
@@ -143,7 +152,14 @@ pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration)
         addr: config.addr().to_string(),
         id: None,
     };
-    let mut conn = connect(&config.name, &key, &tls, &member, Duration::from_secs(10)).await?;
+    connect(&config.name, &key, &tls, &member, timeout).await
+}
+
+/// `dfs-server leave`: asks the running server `config` describes to hand
+/// its data over and leave the ring. Returns once it has (waiting at most
+/// `wait`).
+pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration) -> Result<()> {
+    let mut conn = connect_as_self(config, Duration::from_secs(10)).await?;
     conn.set_timeout(Some(wait));
     match conn.call(&Request::Leave).await? {
         Response::Ok => Ok(()),

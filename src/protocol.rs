@@ -46,13 +46,15 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 
+use crate::accounts::{UserChange, UserRecord};
 use crate::codec;
 use crate::error::{Error, Result, WireError};
 use crate::ring::{Id, Lookup, Node, View};
 
 /// Bumped on any incompatible change to the messages below (3: digests
-/// for anti-entropy, no-space errors, STATUS uploads and disk state).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
+/// users as cluster state).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -379,6 +381,15 @@ pub enum Request {
     SyncEntries {
         bucket: u16,
     },
+    /// From the server's own administrator (`dfs-server user`, logged in as
+    /// the server itself): add a user, change a password, remove a user,
+    /// on the whole cluster (see `accounts`).
+    ChangeUser(UserChange),
+    /// Server to server (or its administrator): every user record it has.
+    Users,
+    /// Server to server: user records changed on the sender; keep those
+    /// that outrank yours.
+    MergeUsers(Vec<UserRecord>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -428,6 +439,8 @@ pub enum Response {
         /// The sender's membership digest (`View::digest`): servers move
         /// copies away only while they all agree on the ring.
         view: u64,
+        /// The digest of the sender's user records (`Accounts::digest`).
+        users: [u8; 16],
     },
     Lookup(Lookup),
     Predecessor(Option<Node>),
@@ -439,6 +452,8 @@ pub enum Response {
     Error(WireError),
     Digests(Vec<[u8; 16]>),
     Entries(Vec<SyncEntry>),
+    /// User records: the answer to `Users`, or the record `ChangeUser` made.
+    Users(Vec<UserRecord>),
 }
 
 /// What arrives on a connection: a control message or a block of data.

@@ -15,9 +15,9 @@
 //! together; after, the idle and per-frame timeouts of [`Limits`] apply. A
 //! larger frame before login is read, dropped and answered (a `Login` with
 //! the login refusal). Connections are limited in all and per address, the
-//! address's limit checked first so one host cannot take every place. A
-//! task polls `users.toml` and applies changes without a restart; a user
-//! removed, or whose password changed, loses its connections too.
+//! address's limit checked first so one host cannot take every place. The
+//! users are cluster state (see `accounts`); a user removed, or whose
+//! password changed, on any server loses its sessions and connections here.
 //! Alongside the listener runs the healer (`heal`), which keeps this server's
 //! share of every file complete.
 //!
@@ -37,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::auth::{address_key, Backoff, Sessions, Throttle, UserTable, MAX_PASSWORD_LEN};
+use crate::accounts::{Accounts, UserRecord};
+use crate::auth::{address_key, Backoff, Sessions, Throttle, MAX_PASSWORD_LEN};
 use crate::chord::{member_of, Chord};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{Error, Result};
@@ -74,8 +75,8 @@ pub struct Server {
     /// Cancelled when the server has left the ring (`Leave`): `run` stops.
     pub(crate) left: CancellationToken,
     pub(crate) store: Arc<Store>,
-    users: UserTable,
-    sessions: Sessions,
+    /// The users (cluster state, see `accounts`) and their sessions here.
+    pub(crate) accounts: Arc<Accounts>,
     throttle: Throttle,
     logins: Semaphore,
     tls: TlsAcceptor,
@@ -111,7 +112,12 @@ impl Server {
         owner_only_folder(&config.name, &config.data_dir)?;
         owner_only(&config.name, &config.users, 0o600, "users.toml");
         let store = Store::open(&config.data_dir, config.store.clone())?;
-        let users = UserTable::load(&config.users)?;
+        let accounts = Arc::new(Accounts::open(
+            &config.name,
+            Arc::clone(&store),
+            &config.users,
+            Sessions::new(SESSION_TTL),
+        )?);
         let limits = config.limits.clone();
         let ms = Duration::from_millis;
         let key = match &config.cluster_key {
@@ -129,12 +135,11 @@ impl Server {
         let wake = Arc::new(Notify::new());
         let chord = Arc::new(Chord::open(config, Arc::clone(&store), Arc::clone(&wake))?);
         let healer = Arc::new(Healer::new(
-            config.name.clone(),
+            config,
             Arc::clone(&store),
             Arc::clone(&chord),
             link.clone(),
-            config.heal_interval(),
-            config.copies,
+            Arc::clone(&accounts),
             wake,
         ));
         Ok(Server {
@@ -142,8 +147,7 @@ impl Server {
             chord,
             left: CancellationToken::new(),
             store,
-            users,
-            sessions: Sessions::new(SESSION_TTL),
+            accounts,
             throttle: Throttle::new(Backoff {
                 allowed: limits.login_failures_allowed,
                 first: ms(limits.login_backoff_ms),
@@ -203,11 +207,11 @@ impl Server {
             info!(server = %self.name, user = %user, %addr, "login failed: password too long");
             return Err(Error::Unauthorized);
         }
-        // Read before the table: a change to users.toml from here on ends
+        // Read before the table: a change to the user from here on ends
         // the session this check would open.
-        let epoch = self.sessions.epoch(&user);
+        let epoch = self.accounts.sessions.epoch(&user);
         let _slot = self.logins.acquire().await.expect("semaphore never closed");
-        let users = self.users.current();
+        let users = self.accounts.users();
         let (ok, user) =
             tokio::task::spawn_blocking(move || (users.verify(&user, &password), user))
                 .await
@@ -218,7 +222,7 @@ impl Server {
             return Err(Error::Unauthorized);
         }
         attempt.succeeded();
-        match self.sessions.open_at(&user, epoch) {
+        match self.accounts.sessions.open_at(&user, epoch) {
             Some(token) => Ok((token, epoch)),
             None => {
                 info!(server = %self.name, user = %user, %addr, "login refused: the user changed during the check");
@@ -253,24 +257,46 @@ impl Server {
     }
 
     fn resume(&self, token: &Token) -> Result<(String, u64)> {
-        self.sessions.resume(token).ok_or(Error::Unauthorized)
+        self.accounts
+            .sessions
+            .resume(token)
+            .ok_or(Error::Unauthorized)
     }
 
-    /// Applies a changed `users.toml`; called every `users_poll_ms`.
-    async fn reload_users(self: &Arc<Self>) {
-        let server = Arc::clone(self);
-        let reloaded = tokio::task::spawn_blocking(move || server.users.reload_if_changed()).await;
-        match reloaded {
-            Ok(Ok(None)) => {}
-            Ok(Ok(Some(ended))) => {
-                self.sessions.end_for(&ended);
-                info!(server = %self.name, users = self.users.current().names().count(), sessions_ended = ended.len(), "users.toml reloaded");
+    /// An administrator's change to the users: made here, then sent to
+    /// every other member at once (those it misses learn it in their next
+    /// heal round, see `accounts`).
+    async fn change_user(&self, change: crate::accounts::UserChange) -> Result<UserRecord> {
+        let accounts = Arc::clone(&self.accounts);
+        let record = tokio::task::spawn_blocking(move || accounts.change(change))
+            .await
+            .map_err(|e| Error::Internal(format!("user change: {e}")))??;
+        info!(server = %self.name, user = %record.name, removed = record.account.is_none(), "user changed by the administrator");
+        if let Some(link) = &self.link {
+            let mut sends = tokio::task::JoinSet::new();
+            for node in self.chord.nodes() {
+                if node.name == self.name {
+                    continue;
+                }
+                let (link, member) = (Arc::clone(link), member_of(&node));
+                let records = vec![record.clone()];
+                let timeout = self.chord.timeout;
+                sends.spawn(async move {
+                    let sent = async {
+                        let mut conn = link.connect(&member, timeout).await?;
+                        conn.call(&Request::MergeUsers(records)).await
+                    };
+                    let sent = tokio::time::timeout(timeout, sent).await;
+                    (member.name, sent)
+                });
             }
-            Ok(Err(e)) => {
-                warn!(server = %self.name, error = %e, "users.toml changed but cannot be used; keeping the previous users");
+            while let Some(Ok((peer, sent))) = sends.join_next().await {
+                if !matches!(sent, Ok(Ok(Response::Ok))) {
+                    debug!(server = %self.name, peer, "user change not sent; the peer's next heal round takes it");
+                }
             }
-            Err(e) => warn!(server = %self.name, error = %e, "reloading users.toml"),
         }
+        Ok(record)
     }
 
     fn status(&self) -> ServerStatus {
@@ -326,20 +352,6 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: Cancellat
     let per_address = Arc::new(AddressSlots::new(server.limits.max_connections_per_address));
     if let Ok(addr) = listener.local_addr() {
         info!(server = %server.name, %addr, "listening");
-    }
-    {
-        let server = Arc::clone(&server);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let mut every = tokio::time::interval(server.limits.users_poll());
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = every.tick() => server.reload_users().await,
-                }
-            }
-        });
     }
     if let Some(link) = &server.link {
         tracker.spawn(Arc::clone(&server.healer).run(shutdown.clone()));
@@ -605,9 +617,11 @@ where
         }
         request => match who {
             Peer::User { name: user, epoch } => {
-                if server.sessions.epoch(user) != *epoch || !server.users.current().contains(user) {
-                    // Removed from users.toml, or the password changed,
-                    // since this connection logged in.
+                if server.accounts.sessions.epoch(user) != *epoch
+                    || !server.accounts.users().contains(user)
+                {
+                    // Removed, or the password changed, since this
+                    // connection logged in.
                     *who = Peer::Nobody;
                     return Err((Error::NotLoggedIn, Next::Close));
                 }
@@ -743,6 +757,7 @@ where
                 root,
                 missing: stats.missing,
                 view: server.chord.digest(),
+                users: server.accounts.digest(),
             }))
         }
         Request::SyncDigests { group } => {
@@ -784,6 +799,19 @@ where
         Request::ExchangeView { view } => {
             server.chord.merge(&view);
             Ok(Some(Response::View(server.chord.view())))
+        }
+        Request::ChangeUser(change) if peer == server.name => {
+            let record = server.change_user(change).await.map_err(soft)?;
+            Ok(Some(Response::Users(vec![record])))
+        }
+        Request::Users => Ok(Some(Response::Users(server.accounts.records()))),
+        Request::MergeUsers(records) => {
+            let accounts = Arc::clone(&server.accounts);
+            tokio::task::spawn_blocking(move || accounts.merge(records))
+                .await
+                .map_err(|e| soft(Error::Internal(format!("users merge: {e}"))))?
+                .map_err(soft)?;
+            Ok(Some(Response::Ok))
         }
         Request::Leave if peer == server.name => {
             server.leave().await.map_err(soft)?;

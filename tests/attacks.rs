@@ -102,11 +102,11 @@ fn log_lines_with(words: &[&str]) -> usize {
         .count()
 }
 
-/// `dfs-server user ACTION NAME` on `users`, with the password in DFS_PASSWORD.
-fn dfs_server_user(users: &Path, action: &str, name: &str, password: &str) {
+/// `dfs-server user ACTION NAME --config CONFIG`, with the password in DFS_PASSWORD.
+fn dfs_server_user(config: &Path, action: &str, name: &str, password: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
-        .args(["user", action, name, "--users"])
-        .arg(users)
+        .args(["user", action, name, "--config"])
+        .arg(config)
         .env("DFS_PASSWORD", password)
         .output()
         .unwrap();
@@ -236,13 +236,12 @@ async fn many_parallel_logins_with_the_right_password_all_succeed() {
 // ---------------------------------------------------------------------------
 // 2. A changed password ends the sessions that were open.
 
-/// After `dfs-server user passwd bob`, a connection already logged in as
+/// After `dfs-server user passwd bob` through dfs2, a connection already logged in as
 /// bob, on every server, is refused its next request, and his old session
 /// token no longer resumes; the new password works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_password_ends_open_sessions_on_every_server() {
     let limits = Limits {
-        users_poll_ms: 100,
         // The polling below tries the new password before every server has
         // read it: those failures must not lock bob out.
         login_failures_allowed: 10_000,
@@ -269,8 +268,12 @@ async fn a_changed_password_ends_open_sessions_on_every_server() {
     let client = cluster.login("bob").await;
     client.list().await.unwrap();
 
-    let users = cluster.dir.path().join("users.toml");
-    dfs_server_user(&users, "passwd", "bob", "a new builder");
+    dfs_server_user(
+        &cluster.write_server_config(2),
+        "passwd",
+        "bob",
+        "a new builder",
+    );
     let config = cluster.client_config();
     wait_until(15, "every server takes bob's new password", || async {
         Client::login(&config, "bob", "a new builder").await.is_ok()

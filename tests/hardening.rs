@@ -1246,10 +1246,17 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
 // ---------------------------------------------------------------------------
 // 5b. User administration reaches running servers.
 
-fn dfs_server_user(users: &Path, action: &str, name: &str, password: &str) {
+/// `dfs-server user ACTION NAME --config CONFIG` (or `--users FILE` when
+/// `target` ends in `users.toml`), with the password in DFS_PASSWORD.
+fn dfs_server_user(target: &Path, action: &str, name: &str, password: &str) {
+    let flag = if target.ends_with("users.toml") {
+        "--users"
+    } else {
+        "--config"
+    };
     let out = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
-        .args(["user", action, name, "--users"])
-        .arg(users)
+        .args(["user", action, name, flag])
+        .arg(target)
         .env("DFS_PASSWORD", password)
         .output()
         .unwrap();
@@ -1272,39 +1279,47 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn running_servers_pick_up_user_changes_without_restart() {
-    let limits = Limits {
-        users_poll_ms: 100,
-        ..Limits::default()
+/// Whether `user` can log in with `password` on server `i` alone.
+async fn logs_in_on(cluster: &Cluster, i: usize, user: &str, password: &str) -> bool {
+    let mut conn = raw_connection(cluster, i).await;
+    let login = Request::Login {
+        user: user.into(),
+        password: password.into(),
     };
-    let cluster = Cluster::start_with(2, limits, None).await;
-    let users = cluster.dir.path().join("users.toml");
+    matches!(conn.call(&login).await, Ok(Response::LoggedIn { .. }))
+}
+
+/// `dfs-server user` through one running server (dfs1's configuration)
+/// adds, changes and removes users on every server, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_changes_through_one_server_reach_every_running_server() {
+    let cluster = Cluster::start(2).await;
+    let admin = cluster.write_server_config(1);
     let config = cluster.client_config();
     let bob = cluster.login("bob").await;
     bob.list().await.unwrap();
 
-    dfs_server_user(&users, "add", "carol", "correct horse");
-    eventually("carol can log in", || async {
-        Client::login(&config, "carol", "correct horse")
-            .await
-            .is_ok()
-    })
-    .await;
+    dfs_server_user(&admin, "add", "carol", "correct horse");
+    for server in 1..=2 {
+        eventually("carol can log in", || {
+            logs_in_on(&cluster, server, "carol", "correct horse")
+        })
+        .await;
+    }
 
-    dfs_server_user(&users, "passwd", "alice", "new wonderland");
-    eventually("alice's new password works", || async {
-        Client::login(&config, "alice", "new wonderland")
-            .await
-            .is_ok()
-    })
-    .await;
+    dfs_server_user(&admin, "passwd", "alice", "new wonderland");
+    for server in 1..=2 {
+        eventually("alice's new password works", || {
+            logs_in_on(&cluster, server, "alice", "new wonderland")
+        })
+        .await;
+    }
     assert!(matches!(
         Client::login(&config, "alice", "wonderland").await,
         Err(Error::Unauthorized)
     ));
 
-    dfs_server_user(&users, "del", "bob", "");
+    dfs_server_user(&admin, "del", "bob", "");
     // On every server: a client's LIST succeeds if any one server answers,
     // so one server still to notice would keep bob's old client listing.
     for server in 1..=2 {
@@ -1321,6 +1336,45 @@ async fn running_servers_pick_up_user_changes_without_restart() {
     // Bob's client, logged in before, loses its sessions and connections too.
     assert!(bob.list().await.is_err());
 
+    // No password is stored anywhere: not in any server's data folder.
+    for server in 1..=2 {
+        for path in crate::util::tree(&cluster.data_dir(server)) {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let has = |p: &[u8]| bytes.windows(p.len()).any(|w| w == p);
+            assert!(
+                !has(b"correct horse") && !has(b"new wonderland"),
+                "{} holds a password",
+                path.display()
+            );
+        }
+    }
+}
+
+/// With its server stopped, `dfs-server user add` writes into the server's
+/// data folder; once restarted, the server spreads the user to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_while_the_server_is_down_spreads_when_it_starts() {
+    let mut cluster = Cluster::start(2).await;
+    let admin = cluster.write_server_config(1);
+    cluster.stop(1).await;
+    dfs_server_user(&admin, "add", "dave", "correct horse");
+    assert!(!logs_in_on(&cluster, 2, "dave", "correct horse").await);
+    cluster.restart(1).await;
+    for server in 1..=2 {
+        eventually("dave can log in", || {
+            logs_in_on(&cluster, server, "dave", "correct horse")
+        })
+        .await;
+    }
+}
+
+/// `dfs-server user add --users FILE` writes the seed file: hashes only,
+/// readable by its owner only.
+#[test]
+fn the_seed_file_holds_hashes_only_and_is_its_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    dfs_server_user(&users, "add", "carol", "correct horse");
     let text = std::fs::read_to_string(&users).unwrap();
     #[cfg(unix)]
     {
@@ -1328,7 +1382,8 @@ async fn running_servers_pick_up_user_changes_without_restart() {
         let mode = std::fs::metadata(&users).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    assert!(!text.contains("correct horse") && !text.contains("new wonderland"));
+    assert!(text.contains("carol = \"$argon2id$"), "{text}");
+    assert!(!text.contains("correct horse"));
 }
 
 // ---------------------------------------------------------------------------

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 
 use ringdfs::client::{no_progress, Client};
 use ringdfs::config::ClientConfig;
+use ringdfs::protocol::{Request, Response, PROTOCOL_VERSION};
 use ringdfs::ring::Id;
 
-use crate::util::{random_file, wait_until, write_users, USERS};
+use crate::util::{random_file, wait_until, write_users, RawConn, USERS};
 
 /// A free port on `ip`.
 fn free_port(ip: &str) -> u16 {
@@ -273,4 +274,190 @@ async fn four_machines_by_the_readme_form_one_ring_and_a_renewed_certificate_fol
     .await;
     client.get("one.bin", &out, &no_progress).await.unwrap();
     assert!(std::fs::read(&out).unwrap() == data);
+}
+
+// ---------------------------------------------------------------------------
+// Users are cluster state.
+
+/// Four machines as the README sets them up, started, in one ring: the
+/// authority's folder, each server's configuration, the servers, and the
+/// authority's `ca.pem`. Only machine 1 has `users.toml` (the seed).
+struct Four {
+    _root: tempfile::TempDir,
+    ring: Vec<(String, String)>,
+    machines: Machines,
+    ca: PathBuf,
+}
+
+impl Four {
+    async fn start() -> Four {
+        let root = tempfile::tempdir().unwrap();
+        let authority = root.path().join("authority");
+        std::fs::create_dir_all(authority.join("servers")).unwrap();
+        write_users(&authority, None);
+        let ring: Vec<(String, String)> = (0..4)
+            .map(|i| {
+                let ip = format!("127.0.0.{}", i + 2);
+                (format!("dfs{}", i + 1), format!("{ip}:{}", free_port(&ip)))
+            })
+            .collect();
+        for (name, addr) in &ring {
+            let text = config_text(name, addr, &ring).replace("\"tls\"", "\"../tls\"");
+            std::fs::write(authority.join("servers").join(format!("{name}.toml")), text).unwrap();
+        }
+        let hosts: Vec<String> = ring
+            .iter()
+            .map(|(name, addr)| format!("{name}={}", addr.split(':').next().unwrap()))
+            .collect();
+        let mut args = Vec::new();
+        for h in &hosts {
+            args.extend(["--host", h.as_str()]);
+        }
+        certs(&authority, &args);
+        let mut machines = Machines {
+            dirs: (1..=4)
+                .map(|i| root.path().join(format!("machine{i}")))
+                .collect(),
+            children: (0..4).map(|_| None).collect(),
+        };
+        for (i, (name, addr)) in ring.iter().enumerate() {
+            let dir = &machines.dirs[i];
+            install(&authority, dir, name, &config_text(name, addr, &ring));
+            if i > 0 {
+                std::fs::remove_file(dir.join("users.toml")).unwrap();
+            }
+            machines.start(i + 1);
+        }
+        Four {
+            ca: authority.join("tls").join("ca.pem"),
+            _root: root,
+            ring,
+            machines,
+        }
+    }
+
+    fn addr(&self, i: usize) -> std::net::SocketAddr {
+        self.ring[i - 1].1.parse().unwrap()
+    }
+
+    /// A connection to server `i` alone, logged in as `user`, or `None` if
+    /// the login is refused.
+    async fn session(&self, i: usize, user: &str, password: &str) -> Option<RawConn> {
+        let addr = self.addr(i);
+        let config = ringdfs::tls::client_config_for_user(&self.ca).unwrap();
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let stream = ringdfs::tls::connect(&config, &addr.to_string(), stream)
+            .await
+            .ok()?;
+        let mut conn = RawConn::new(stream, addr.to_string());
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        conn.call(&hello).await.ok()?;
+        let login = Request::Login {
+            user: user.into(),
+            password: password.into(),
+        };
+        match conn.call(&login).await {
+            Ok(Response::LoggedIn { .. }) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// `dfs-server user ACTION NAME` run on machine `i` against its own
+    /// server, with the password in DFS_PASSWORD.
+    fn user(&self, i: usize, action: &str, name: &str, password: &str) {
+        let dir = &self.machines.dirs[i - 1];
+        let out = dfs_server()
+            .current_dir(dir)
+            .args(["user", action, name, "--config"])
+            .arg(format!("dfs{i}.toml"))
+            .env("DFS_PASSWORD", password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dfs-server user {action} {name} on machine {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Users are the cluster's, not a file's: machines 2..4 have no
+/// `users.toml` and learn the seed's users from the ring; a user added on
+/// dfs1's machine logs in through dfs3 within 5 s; `passwd` on dfs2 ends
+/// alice's sessions on every server; dfs4, down during that change, learns
+/// it when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_added_or_changed_on_one_machine_reach_every_server() {
+    let mut four = Four::start().await;
+    let alice = USERS[0].1;
+    for i in 1..=4 {
+        wait_until(
+            30,
+            &format!("dfs{i} knows alice (from the seed on dfs1)"),
+            || async { four.session(i, "alice", alice).await.is_some() },
+        )
+        .await;
+    }
+
+    four.user(1, "add", "carol", "correct horse");
+    wait_until(
+        5,
+        "carol, added on dfs1's machine, logs in through dfs3",
+        || async { four.session(3, "carol", "correct horse").await.is_some() },
+    )
+    .await;
+
+    let list = dfs_server()
+        .current_dir(&four.machines.dirs[2])
+        .args(["user", "list", "--config", "dfs3.toml"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("carol ") && l.ends_with(" on dfs1")),
+        "user list on machine 3:\n{list}"
+    );
+
+    four.machines.kill(4);
+    let mut open = Vec::new();
+    for i in 1..=3 {
+        let mut conn = four.session(i, "alice", alice).await.unwrap();
+        assert!(matches!(
+            conn.call(&Request::List).await,
+            Ok(Response::Files { .. })
+        ));
+        open.push(conn);
+    }
+    four.user(2, "passwd", "alice", "a new wonderland");
+    for (i, conn) in open.iter_mut().enumerate() {
+        let i = i + 1;
+        // The change reached every running server before the command
+        // returned: no waiting.
+        let after = conn.call(&Request::List).await;
+        assert!(
+            !matches!(after, Ok(Response::Files { .. })),
+            "alice's session on dfs{i} from before passwd still lists"
+        );
+        assert!(
+            four.session(i, "alice", alice).await.is_none(),
+            "dfs{i} takes the old password"
+        );
+        assert!(
+            four.session(i, "alice", "a new wonderland").await.is_some(),
+            "dfs{i}"
+        );
+    }
+
+    four.machines.start(4);
+    wait_until(
+        30,
+        "dfs4, down during passwd, learns it on its return",
+        || async { four.session(4, "alice", "a new wonderland").await.is_some() },
+    )
+    .await;
+    assert!(four.session(4, "alice", alice).await.is_none());
+    assert!(four.session(4, "carol", "correct horse").await.is_some());
 }

@@ -1,7 +1,7 @@
 //! `dfs-server`: one ringdfs chunk server, and user administration.
 //!
 //! `dfs-server dfs1` serves from `servers/dfs1.toml`; `--config FILE` from any
-//! file. `dfs-server user add|passwd|del NAME` edits `users.toml`;
+//! file. `dfs-server user add|passwd|del|list` manages the cluster's users;
 //! `dfs-server certs` creates the cluster's certificates; `dfs-server leave
 //! dfs5` makes a running server hand its data over and leave the ring.
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use ringdfs::accounts::{self, UserChange};
 use ringdfs::auth::Users;
 use ringdfs::config::{default_path, ClientConfig, ServerConfig};
 use ringdfs::server::{run, Server};
@@ -49,12 +50,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Add users, change passwords, remove users (in users.toml).
+    /// Add users, change passwords, remove users, list them: on the whole
+    /// cluster, through one server (the first in servers/ that answers).
     User {
         #[command(subcommand)]
         action: UserAction,
-        /// The users file to edit.
-        #[arg(long, global = true)]
+        /// Through this server: reads servers/NAME.toml.
+        #[arg(long, global = true, value_name = "NAME")]
+        server: Option<String>,
+        /// Through the server this configuration file describes.
+        #[arg(long, global = true, conflicts_with = "server")]
+        config: Option<PathBuf>,
+        /// Edit this seed file instead: the users a new cluster starts with.
+        #[arg(long, global = true, conflicts_with_all = ["server", "config"])]
         users: Option<PathBuf>,
     },
     /// Create the cluster's certificate authority (once) and a certificate
@@ -93,6 +101,8 @@ enum UserAction {
     Passwd { name: String },
     /// Remove a user.
     Del { name: String },
+    /// List the users.
+    List,
 }
 
 fn main() {
@@ -106,9 +116,24 @@ fn main() {
 fn real_main() -> Result<()> {
     let args = ringdfs::cli::parse_args::<Args>();
     match args.command {
-        Some(Command::User { action, users }) => {
-            let path = users.unwrap_or_else(|| default_path("users.toml"));
-            return manage_user(&path, action);
+        Some(Command::User {
+            action,
+            server,
+            config,
+            users,
+        }) => {
+            if let Some(path) = users {
+                return manage_seed(&path, action);
+            }
+            let configs = match (config, server) {
+                (Some(path), _) => vec![ServerConfig::load(&path)?],
+                (None, Some(name)) => vec![ServerConfig::load(&default_path(&format!(
+                    "servers/{name}.toml"
+                )))?],
+                (None, None) => server_configs(&default_path("servers"))?,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            return runtime.block_on(manage_users(&configs, action));
         }
         Some(Command::Verify { name, config }) => return verify(&config_path(config, name)?),
         Some(Command::Leave { name, config }) => {
@@ -378,7 +403,130 @@ fn server_configs(servers: &std::path::Path) -> Result<Vec<ServerConfig>> {
     Ok(configs)
 }
 
-fn manage_user(path: &std::path::Path, action: UserAction) -> Result<()> {
+/// How long `dfs-server user` waits for a server to answer.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `dfs-server user` on the cluster: through the first of `configs` whose
+/// server answers (it sends the change on to the others). When none is
+/// running, the change goes into the data folder of each that has stored
+/// something (they spread it when they start); when none has, into the
+/// seed file, `users.toml`.
+async fn manage_users(configs: &[ServerConfig], action: UserAction) -> Result<()> {
+    let change = match &action {
+        UserAction::Add { name } => {
+            ringdfs::names::validate_user(name)?;
+            UserChange::Add {
+                name: name.clone(),
+                phc: hash_new_password(name)?,
+            }
+        }
+        UserAction::Passwd { name } => UserChange::Passwd {
+            name: name.clone(),
+            phc: hash_new_password(name)?,
+        },
+        UserAction::Del { name } => UserChange::Del { name: name.clone() },
+        UserAction::List => return list_users(configs).await,
+    };
+    let mut unanswered = Vec::new();
+    for config in configs {
+        match accounts::change_on_server(config, change.clone(), ADMIN_TIMEOUT).await {
+            Ok(record) => {
+                println!(
+                    "{} on {}; every server has it within seconds",
+                    done(&change),
+                    config.name
+                );
+                debug_assert_eq!(record.name, change.name());
+                return Ok(());
+            }
+            // The server answered: its refusal is the answer.
+            Err(e @ ringdfs::Error::Remote { .. }) => return Err(e.into()),
+            Err(e) => unanswered.push(format!("{}: {e}", config.name)),
+        }
+    }
+    let stored: Vec<&ServerConfig> = configs.iter().filter(|c| has_store(c)).collect();
+    if stored.is_empty() {
+        let seed = &configs[0].users;
+        manage_seed(seed, action)?;
+        println!(
+            "(no server has started yet: {} seeds the cluster)",
+            seed.display()
+        );
+        return Ok(());
+    }
+    let mut made = Vec::new();
+    for config in stored {
+        let (config, change) = (config.clone(), change.clone());
+        let name = config.name.clone();
+        tokio::task::spawn_blocking(move || accounts::change_offline(&config, change))
+            .await?
+            .with_context(|| {
+                format!(
+                    "no server answered ({}), and {name}'s data folder",
+                    unanswered.join("; ")
+                )
+            })?;
+        made.push(name);
+    }
+    println!(
+        "{} in the data folders of {} (no server is running; the others learn it from them)",
+        done(&change),
+        made.join(", ")
+    );
+    Ok(())
+}
+
+/// What a change did, for its report.
+fn done(change: &UserChange) -> String {
+    match change {
+        UserChange::Add { name, .. } => format!("added {name}"),
+        UserChange::Passwd { name, .. } => format!("changed the password of {name}"),
+        UserChange::Del { name } => format!("removed {name}"),
+    }
+}
+
+fn has_store(config: &ServerConfig) -> bool {
+    config.data_dir.join(ringdfs::store::DB_FILE).exists()
+}
+
+/// `dfs-server user list`: the users a running server knows (or, with none
+/// running, a data folder, or the seed).
+async fn list_users(configs: &[ServerConfig]) -> Result<()> {
+    let mut records = None;
+    for config in configs {
+        if let Ok(r) = accounts::records_on_server(config, ADMIN_TIMEOUT).await {
+            records = Some(r);
+            break;
+        }
+    }
+    if records.is_none() {
+        if let Some(config) = configs.iter().find(|c| has_store(c)).cloned() {
+            records = Some(
+                tokio::task::spawn_blocking(move || accounts::records_offline(&config)).await??,
+            );
+        }
+    }
+    let Some(records) = records else {
+        return manage_seed(&configs[0].users, UserAction::List);
+    };
+    for r in records.iter().filter(|r| r.account.is_some()) {
+        let when = if r.changed.millis == 0 {
+            "from the seed (users.toml)".to_string()
+        } else {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.changed.millis);
+            format!(
+                "changed {} on {}",
+                humantime::format_rfc3339_seconds(t),
+                r.changed.server
+            )
+        };
+        println!("{:<24} {when}", r.name);
+    }
+    Ok(())
+}
+
+/// `dfs-server user ... --users FILE`: edits the seed file.
+fn manage_seed(path: &std::path::Path, action: UserAction) -> Result<()> {
     let mut users = if path.exists() {
         Users::load(path)?
     } else {
@@ -400,17 +548,29 @@ fn manage_user(path: &std::path::Path, action: UserAction) -> Result<()> {
             }
             users.set(&name, &new_password(&name)?)?;
             users.save(path)?;
-            println!("changed the password of {name}");
+            println!("changed the password of {name} in {}", path.display());
         }
         UserAction::Del { name } => {
             if !users.remove(&name) {
                 bail!("no user {name} in {}", path.display());
             }
             users.save(path)?;
-            println!("removed {name}");
+            println!("removed {name} from {}", path.display());
+        }
+        UserAction::List => {
+            for name in users.names() {
+                println!("{name}");
+            }
         }
     }
     Ok(())
+}
+
+/// The new password, hashed (argon2id) here: no server ever sees it.
+fn hash_new_password(name: &str) -> Result<String> {
+    let password = new_password(name)?;
+    let hash = ringdfs::auth::hash_password(&password, &argon2::Params::default())?;
+    Ok(hash.to_string())
 }
 
 /// The new password: from DFS_PASSWORD, or asked for twice without echo.

@@ -16,6 +16,8 @@
 //!    differ, and commits every manifest the peer has newer ([`plan::adopt`]).
 //!    An idle round exchanges one small message per peer, at 1 000 files as
 //!    at 1 000 000;
+//!    The same message carries a digest of its user records; a peer whose
+//!    digest differs is asked for them all (see `accounts`);
 //! 3. nudges servers that writers could not reach (hints) until they match;
 //! 4. fetches each chunk its store lists as missing, from the chunk's other
 //!    holders first, checking it against the manifest's checksum, several at
@@ -51,8 +53,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::accounts::Accounts;
 use crate::chord::{member_of, Chord};
 use crate::codec;
+use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::peer::{Link, PeerConn};
 use crate::placement::Placement;
@@ -181,6 +185,8 @@ pub struct Healer {
     store: Arc<Store>,
     chord: Arc<Chord>,
     link: Option<Arc<Link>>,
+    /// The users, kept the same on every server (see `accounts`).
+    accounts: Arc<Accounts>,
     interval: Duration,
     /// Copies `k` of every chunk.
     copies: u32,
@@ -201,8 +207,21 @@ struct Peer {
     /// A member of the ring (not a server that is leaving).
     active: bool,
     conn: Option<PeerConn>,
-    /// Its root digest, chunks it lacks, and membership digest, if it answered.
-    root: Option<(Digest, u64, u64)>,
+    /// What it said of itself, if it answered.
+    root: Option<Root>,
+}
+
+/// A peer's answer to `SyncRoot`.
+#[derive(Debug, Clone, Copy)]
+struct Root {
+    /// The digest of its files.
+    files: Digest,
+    /// Chunks it lacks.
+    missing: u64,
+    /// Its membership digest.
+    view: u64,
+    /// The digest of its user records.
+    users: [u8; 16],
 }
 
 /// What one round did.
@@ -217,22 +236,22 @@ struct Report {
 
 impl Healer {
     pub fn new(
-        name: String,
+        config: &ServerConfig,
         store: Arc<Store>,
         chord: Arc<Chord>,
         link: Option<Arc<Link>>,
-        interval: Duration,
-        copies: u32,
+        accounts: Arc<Accounts>,
         wake: Arc<Notify>,
     ) -> Healer {
         Healer {
-            space: DiskSpace::new(name.clone(), store.root()),
-            name,
+            space: DiskSpace::new(config.name.clone(), store.root()),
+            name: config.name.clone(),
             store,
             chord,
             link,
-            interval,
-            copies,
+            accounts,
+            interval: config.heal_interval(),
+            copies: config.copies,
             wake,
             state: Mutex::new(HealState {
                 rounds: 0,
@@ -435,23 +454,28 @@ impl Healer {
             .await
     }
 
-    async fn ask_root_anew(&self, member: &Member) -> Result<(PeerConn, (Digest, u64, u64))> {
+    async fn ask_root_anew(&self, member: &Member) -> Result<(PeerConn, Root)> {
         let conn = self.connect(member).await?;
         self.ask_root(member, conn).await
     }
 
-    async fn ask_root(
-        &self,
-        member: &Member,
-        mut conn: PeerConn,
-    ) -> Result<(PeerConn, (Digest, u64, u64))> {
+    async fn ask_root(&self, member: &Member, mut conn: PeerConn) -> Result<(PeerConn, Root)> {
         conn.set_timeout(Some(self.interval.max(Duration::from_secs(3))));
         match self.call(&mut conn, &Request::SyncRoot).await? {
             Response::SyncRoot {
                 root,
                 missing,
                 view,
-            } => Ok((conn, (root, missing, view))),
+                users,
+            } => Ok((
+                conn,
+                Root {
+                    files: root,
+                    missing,
+                    view,
+                    users,
+                },
+            )),
             other => Err(Error::Protocol(format!("{}: {other:?}", member.name))),
         }
     }
@@ -492,9 +516,13 @@ impl Healer {
             && peers
                 .iter()
                 .filter(|p| p.active)
-                .all(|p| p.root.is_some_and(|(_, _, view)| view == my_view));
+                .all(|p| p.root.is_some_and(|r| r.view == my_view));
 
         for peer in &mut peers {
+            if let Err(e) = self.sync_users(peer).await {
+                debug!(server = %self.name, peer = %peer.member.name, error = %e, "users sync failed");
+                peer.conn = None;
+            }
             report.manifests += match self.sync_with(peer).await {
                 Ok(adopted) => adopted,
                 Err(Error::NoSpace) => return Err(Error::NoSpace),
@@ -524,14 +552,34 @@ impl Healer {
         Ok(report)
     }
 
+    /// Takes a peer's user records when their digest differs from ours
+    /// (each side pulls, so a change on either reaches the other).
+    async fn sync_users(&self, peer: &mut Peer) -> Result<()> {
+        let (Some(conn), Some(root)) = (peer.conn.as_mut(), peer.root) else {
+            return Ok(());
+        };
+        if root.users == self.accounts.digest() {
+            return Ok(());
+        }
+        let records = match self.call(conn, &Request::Users).await? {
+            Response::Users(records) => records,
+            other => return Err(Error::Protocol(format!("{other:?}"))),
+        };
+        let accounts = Arc::clone(&self.accounts);
+        tokio::task::spawn_blocking(move || accounts.merge(records))
+            .await
+            .map_err(|e| Error::Internal(format!("users merge: {e}")))??;
+        Ok(())
+    }
+
     /// Compares digests with one peer and commits every manifest it has
     /// newer. Returns how many.
     async fn sync_with(&self, peer: &mut Peer) -> Result<u64> {
-        let (Some(conn), Some((root, _, _))) = (peer.conn.as_mut(), peer.root) else {
+        let (Some(conn), Some(root)) = (peer.conn.as_mut(), peer.root) else {
             return Ok(0);
         };
         let mine = self.blocking(|s| s.root_digest()).await?;
-        if mine == root {
+        if mine == root.files {
             return Ok(0);
         }
         let my_groups = self.blocking(|s| s.digests(None)).await?;
@@ -578,7 +626,7 @@ impl Healer {
             let Some(peer) = peers.iter_mut().find(|p| &p.member.name == target) else {
                 continue;
             };
-            let theirs = peer.root.map(|(root, lacking, _)| (root, lacking));
+            let theirs = peer.root.map(|r| (r.files, r.missing));
             match plan::nudge(mine, theirs) {
                 plan::Nudge::Forget if missing == 0 => {
                     let t = target.clone();
@@ -949,7 +997,7 @@ pub(crate) async fn handed_over(healer: &Healer) -> Result<bool> {
     let agreed = peers
         .iter()
         .filter(|p| p.active)
-        .all(|p| p.root.is_some_and(|(_, _, view)| view == digest));
+        .all(|p| p.root.is_some_and(|r| r.view == digest));
     let nothing_left = healer
         .blocking(|s| Ok(s.surplus(None, 1)?.is_empty()))
         .await?;

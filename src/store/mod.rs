@@ -26,6 +26,7 @@
 //! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
 //! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
 //! | `staged` | (owner, name, gen, writer) | an upload not committed yet: when its last chunk arrived (see `collect_staged`) |
+//! | `state` | `user/NAME` | cluster state every server keeps whole: a user's record, JSON (see `accounts`) |
 //! | `meta` | name | `format`, `placement` (the ring's ids, this server's position, copies `k`), `counts`, `tidy` (legacy manifests left to remove) |
 //!
 //! Keys are ordered, so one user's files list by a range scan, page by page;
@@ -98,6 +99,7 @@ const LAYOUT: &str = "placement";
 const HINTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("hints");
 const STAGED: TableDefinition<StagedKey, u64> = TableDefinition::new("staged");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 /// The database file under the data folder.
 pub const DB_FILE: &str = "meta.redb";
@@ -655,6 +657,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(HINTS)?;
     txn.open_table(STAGED)?;
     txn.open_table(META)?;
+    txn.open_table(STATE)?;
     Ok(())
 }
 
@@ -1493,6 +1496,32 @@ impl Store {
     pub fn save_ring_view(&self, view: Vec<u8>) -> Result<()> {
         self.write(move |t| {
             t.meta.insert("view", view.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The cluster state's rows whose keys start with `prefix`.
+    pub fn state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.read()?;
+        let table = txn.open_table(STATE)?;
+        let mut rows = Vec::new();
+        for item in table.range(prefix..)? {
+            let (key, value) = item?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            rows.push((key.value().to_string(), value.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// Stores cluster state rows, durably, in one transaction.
+    pub fn put_state(&self, rows: Vec<(String, Vec<u8>)>) -> Result<()> {
+        self.write(move |t| {
+            let mut table = t.txn.open_table(STATE)?;
+            for (key, value) in &rows {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
             Ok(())
         })
     }

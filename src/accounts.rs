@@ -1,0 +1,381 @@
+//! Users as cluster state: every server keeps every user's record, and a
+//! change made on any one server reaches all of them.
+//!
+//! A record is a user's account (the argon2id password hash) or a tombstone
+//! (the user was removed), stamped with when and where it changed. Records
+//! merge by last writer wins: the higher [`Stamp`] (milliseconds, then the
+//! server's name, then the hash) is kept, on every server alike, so servers
+//! that have seen the same records agree whatever order they saw them in. A
+//! change is stamped later than the record it replaces even if the clock of
+//! the server making it is behind.
+//!
+//! How a change spreads: the server it is made on stores it and sends it to
+//! every other member at once (`MergeUsers`); each heal round compares a
+//! digest of all records with every peer (in `SyncRoot`) and pulls them
+//! all (`Users`) from a peer whose digest differs, so a server that was down
+//! catches up within a round of its return. A user's sessions end on every
+//! server whose record of the user's password changes.
+//!
+//! `users.toml` is the seed: at start, a user it names that the cluster has
+//! no record of (not even a tombstone) is added, stamped at time zero so any
+//! real change outranks it. After that, users are managed with
+//! `dfs-server user`, through any one server.
+//!
+//! Records live in the store's `state` table under `user/NAME`, as JSON, so
+//! fields added later (S3 keys, quotas) read old records with defaults.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{parse_phc, Sessions, Users};
+use crate::error::{Error, Result};
+use crate::names::validate_user;
+use crate::protocol::{Request, Response};
+use crate::store::Store;
+
+/// When and where a record changed. Ordered by time, then server name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Milliseconds since the Unix epoch; 0 for a record from `users.toml`.
+    pub millis: u64,
+    pub server: String,
+}
+
+/// A user's account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Account {
+    /// The argon2id password hash, as a PHC string.
+    pub phc: String,
+}
+
+/// One user as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    /// `None`: the user was removed (a tombstone, so the removal spreads and
+    /// outranks older records).
+    pub account: Option<Account>,
+    pub changed: Stamp,
+}
+
+impl UserRecord {
+    /// True when this record outranks `other` (of the same user).
+    pub fn outranks(&self, other: &UserRecord) -> bool {
+        (&self.changed, &self.account) > (&other.changed, &other.account)
+    }
+}
+
+/// A change an administrator asks for. The password is hashed before it is
+/// sent: no server ever sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserChange {
+    Add { name: String, phc: String },
+    Passwd { name: String, phc: String },
+    Del { name: String },
+}
+
+impl UserChange {
+    pub fn name(&self) -> &str {
+        match self {
+            UserChange::Add { name, .. }
+            | UserChange::Passwd { name, .. }
+            | UserChange::Del { name } => name,
+        }
+    }
+}
+
+/// The prefix of user records' keys in the store's `state` table.
+const PREFIX: &str = "user/";
+
+/// A server's users: the records, the table logins check, and the sessions
+/// logins opened.
+pub struct Accounts {
+    server: String,
+    store: Arc<Store>,
+    state: RwLock<State>,
+    pub sessions: Sessions,
+}
+
+struct State {
+    records: BTreeMap<String, UserRecord>,
+    users: Arc<Users>,
+    digest: [u8; 16],
+}
+
+impl State {
+    fn new(records: BTreeMap<String, UserRecord>) -> Result<State> {
+        let users = Users::from_hashes(
+            records
+                .values()
+                .filter_map(|r| Some((r.name.as_str(), r.account.as_ref()?.phc.as_str()))),
+        )?;
+        let mut h = blake3::Hasher::new();
+        for r in records.values() {
+            h.update(&crate::codec::encode(r)?);
+        }
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        Ok(State {
+            records,
+            users: Arc::new(users),
+            digest,
+        })
+    }
+}
+
+impl Accounts {
+    /// Loads the records from `store` and adds the users of the seed file
+    /// (if there is one) that it has no record of. Blocking (hashes the dummy).
+    pub fn open(
+        server: &str,
+        store: Arc<Store>,
+        seed: &Path,
+        sessions: Sessions,
+    ) -> Result<Accounts> {
+        let records = load(&store)?;
+        let accounts = Accounts {
+            server: server.to_string(),
+            store,
+            state: RwLock::new(State::new(records)?),
+            sessions,
+        };
+        if seed.exists() {
+            let seeded = Users::load(seed)?;
+            let new: Vec<UserRecord> = seeded
+                .hashes()
+                .filter(|(name, _)| !accounts.knows(name))
+                .map(|(name, phc)| UserRecord {
+                    name: name.to_string(),
+                    account: Some(Account { phc }),
+                    changed: Stamp {
+                        millis: 0,
+                        server: server.to_string(),
+                    },
+                })
+                .collect();
+            if !new.is_empty() {
+                tracing::info!(server, users = new.len(), seed = %seed.display(), "added the seed's users");
+                accounts.merge(new)?;
+            }
+        }
+        Ok(accounts)
+    }
+
+    fn knows(&self, name: &str) -> bool {
+        self.state
+            .read()
+            .expect("accounts lock")
+            .records
+            .contains_key(name)
+    }
+
+    /// The table logins are checked against.
+    pub fn users(&self) -> Arc<Users> {
+        Arc::clone(&self.state.read().expect("accounts lock").users)
+    }
+
+    /// A digest of every record, tombstones included: equal on two servers
+    /// when they know the same.
+    pub fn digest(&self) -> [u8; 16] {
+        self.state.read().expect("accounts lock").digest
+    }
+
+    /// Every record, in name order.
+    pub fn records(&self) -> Vec<UserRecord> {
+        let state = self.state.read().expect("accounts lock");
+        state.records.values().cloned().collect()
+    }
+
+    /// Makes an administrator's change here, stamped now (and later than
+    /// the record it replaces). Refuses to add a user who exists, or to
+    /// change one who does not. Blocking.
+    pub fn change(&self, change: UserChange) -> Result<UserRecord> {
+        let name = change.name().to_string();
+        validate_user(&name)?;
+        let current = self.live(&name);
+        let account = match change {
+            UserChange::Add { phc, .. } => {
+                if current.is_some() {
+                    return Err(Error::Refused(format!(
+                        "user {name} exists; use `user passwd {name}` to change the password"
+                    )));
+                }
+                Some(Account { phc })
+            }
+            UserChange::Passwd { phc, .. } => {
+                current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                Some(Account { phc })
+            }
+            UserChange::Del { .. } => {
+                current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                None
+            }
+        };
+        if let Some(account) = &account {
+            parse_phc(&name, &account.phc)?;
+        }
+        let after = self
+            .state
+            .read()
+            .expect("accounts lock")
+            .records
+            .get(&name)
+            .map_or(0, |r| r.changed.millis + 1);
+        let record = UserRecord {
+            name,
+            account,
+            changed: Stamp {
+                millis: crate::unix_millis().max(after),
+                server: self.server.clone(),
+            },
+        };
+        self.merge(vec![record.clone()])?;
+        Ok(record)
+    }
+
+    fn live(&self, name: &str) -> Option<Account> {
+        let state = self.state.read().expect("accounts lock");
+        state.records.get(name)?.account.clone()
+    }
+
+    /// Keeps each record that outranks the one held for its user, durably;
+    /// ends the sessions of users whose password changed or who were
+    /// removed. Returns how many records were kept. Blocking.
+    pub fn merge(&self, records: Vec<UserRecord>) -> Result<usize> {
+        // One merge at a time, so two cannot each keep a record the other
+        // then overwrites in the store.
+        let mut state = self.state.write().expect("accounts lock");
+        let mut winners = BTreeMap::new();
+        for record in records {
+            let phc = record.account.as_ref().map(|a| a.phc.as_str());
+            if let Err(e) = validate_user(&record.name)
+                .and_then(|()| phc.map_or(Ok(()), |p| parse_phc(&record.name, p).map(drop)))
+            {
+                tracing::warn!(server = %self.server, error = %e, "a user record that cannot be used: ignored");
+                continue;
+            }
+            let held = winners
+                .get(&record.name)
+                .or_else(|| state.records.get(&record.name));
+            if held.is_none_or(|h| record.outranks(h)) {
+                winners.insert(record.name.clone(), record);
+            }
+        }
+        if winners.is_empty() {
+            return Ok(0);
+        }
+        let mut records = state.records.clone();
+        let mut ended = Vec::new();
+        let mut rows = Vec::new();
+        for (name, record) in winners {
+            let before = records.get(&name).and_then(|r| r.account.as_ref());
+            if before.is_some() && before != record.account.as_ref() {
+                ended.push(name.clone());
+            }
+            rows.push((
+                format!("{PREFIX}{name}"),
+                serde_json::to_vec(&record)
+                    .map_err(|e| Error::Internal(format!("user {name}: {e}")))?,
+            ));
+            records.insert(name, record);
+        }
+        let next = State::new(records)?;
+        self.store.put_state(rows)?;
+        let kept = next.records.len();
+        *state = next;
+        drop(state);
+        self.sessions.end_for(&ended);
+        tracing::info!(server = %self.server, users = kept, sessions_ended = ended.len(), "users changed");
+        Ok(kept)
+    }
+}
+
+/// The records kept in `store`.
+fn load(store: &Store) -> Result<BTreeMap<String, UserRecord>> {
+    let mut records = BTreeMap::new();
+    for (key, value) in store.state(PREFIX)? {
+        let record: UserRecord = serde_json::from_slice(&value)
+            .map_err(|e| Error::Internal(format!("state {key}: {e}")))?;
+        records.insert(record.name.clone(), record);
+    }
+    Ok(records)
+}
+
+/// Makes `change` through the running server `config` describes, which
+/// sends it on to every other member.
+pub async fn change_on_server(
+    config: &crate::config::ServerConfig,
+    change: UserChange,
+    timeout: std::time::Duration,
+) -> Result<UserRecord> {
+    let mut conn = crate::peer::connect_as_self(config, timeout).await?;
+    match conn.call(&Request::ChangeUser(change)).await? {
+        Response::Users(mut records) if records.len() == 1 => Ok(records.remove(0)),
+        other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
+    }
+}
+
+/// Every user record of the running server `config` describes.
+pub async fn records_on_server(
+    config: &crate::config::ServerConfig,
+    timeout: std::time::Duration,
+) -> Result<Vec<UserRecord>> {
+    let mut conn = crate::peer::connect_as_self(config, timeout).await?;
+    match conn.call(&Request::Users).await? {
+        Response::Users(records) => Ok(records),
+        other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
+    }
+}
+
+/// Makes `change` directly in the data folder of a server that is not
+/// running (the store refuses to open beside a running server).
+pub fn change_offline(
+    config: &crate::config::ServerConfig,
+    change: UserChange,
+) -> Result<UserRecord> {
+    let store = Store::open(&config.data_dir, config.store.clone())?;
+    let accounts = Accounts::open(
+        &config.name,
+        store,
+        &config.users,
+        Sessions::new(std::time::Duration::ZERO),
+    )?;
+    accounts.change(change)
+}
+
+/// The records in the data folder of a server that is not running.
+pub fn records_offline(config: &crate::config::ServerConfig) -> Result<Vec<UserRecord>> {
+    let store = Store::open(&config.data_dir, config.store.clone())?;
+    Ok(load(&store)?.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, phc: Option<&str>, millis: u64, server: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            account: phc.map(|p| Account { phc: p.into() }),
+            changed: Stamp {
+                millis,
+                server: server.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_later_stamp_wins_then_the_server_then_the_hash() {
+        let old = record("alice", Some("a"), 1, "dfs1");
+        let new = record("alice", None, 2, "dfs1");
+        assert!(new.outranks(&old) && !old.outranks(&new));
+        let other = record("alice", Some("a"), 2, "dfs2");
+        assert!(other.outranks(&new));
+        let same_time = record("alice", Some("b"), 2, "dfs2");
+        assert!(same_time.outranks(&other) && !other.outranks(&same_time));
+        assert!(!other.outranks(&other.clone()));
+    }
+}

@@ -10,7 +10,7 @@ use crossterm::style::{Color, Stylize};
 use serde_json::{json, Value};
 
 use crate::client::{
-    one_command, Client, DeleteReceipt, FileInfo, GetReceipt, Health, Location, Progress,
+    one_command, Client, DeleteReceipt, DirItem, GetReceipt, Health, Location, Progress,
     PutReceipt, ServerReport, VerifyReport,
 };
 use crate::error::{Error, Result};
@@ -26,7 +26,12 @@ pub enum Command {
         remote: String,
         local: Option<PathBuf>,
     },
-    List,
+    /// A folder's files and sub-folders (`""`: the top), or with
+    /// `recursive` every file under it.
+    List {
+        folder: String,
+        recursive: bool,
+    },
     Delete {
         remote: String,
     },
@@ -53,7 +58,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "REMOTE [LOCAL]",
         "fetch a file (to LOCAL, default the download folder)",
     ),
-    ("list", "", "your files: size, chunks, when stored, health"),
+    (
+        "list",
+        "[FOLDER] [-R]",
+        "a folder's files and folders (-R: every file under it): size, chunks, when stored, health",
+    ),
     ("delete", "REMOTE", "remove a file and all its chunks"),
     (
         "where",
@@ -177,8 +186,7 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             local: Some(local.into()),
         },
         ("get" | "download", _) => return Err(usage("get")),
-        ("list" | "ls", []) => Command::List,
-        ("list" | "ls", _) => return Err(usage("list")),
+        ("list" | "ls", args) => parse_list(args).ok_or_else(|| usage("list"))??,
         ("delete" | "rm" | "del", [remote]) => Command::Delete {
             remote: remote.clone(),
         },
@@ -201,6 +209,37 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
     Ok(Some(command))
 }
 
+/// `list [FOLDER] [-R]` (`-l`, the long form, is what it shows anyway).
+/// `Some(Err)` for an option it does not know.
+fn parse_list(args: &[String]) -> Option<std::result::Result<Command, String>> {
+    let mut recursive = false;
+    let mut folder = None;
+    for arg in args {
+        match arg.as_str() {
+            "-R" | "-r" | "--recursive" => recursive = true,
+            "-l" => {}
+            option if option.starts_with('-') && option.len() > 1 => {
+                return Some(Err(format!("LIST: unknown option {option}")));
+            }
+            path => {
+                if folder.replace(folder_path(path)).is_some() {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(Ok(Command::List {
+        folder: folder.unwrap_or_default(),
+        recursive,
+    }))
+}
+
+/// A folder as typed (`docs`, `docs/`, `/docs`, `/`) as the protocol names
+/// it: no leading or trailing `/`, `""` for the top.
+pub fn folder_path(typed: &str) -> String {
+    typed.trim_matches('/').to_string()
+}
+
 /// What a command produced, before it is rendered.
 #[derive(Debug)]
 pub enum Outcome {
@@ -212,7 +251,11 @@ pub enum Outcome {
         name: String,
         receipt: GetReceipt,
     },
-    List(Vec<FileInfo>),
+    /// The entries of `folder`, shown relative to it.
+    List {
+        folder: String,
+        items: Vec<DirItem>,
+    },
     Delete {
         name: String,
         receipt: DeleteReceipt,
@@ -263,7 +306,30 @@ async fn run_one(
                 receipt,
             }
         }
-        Command::List => Outcome::List(client.list().await?),
+        Command::List { folder, recursive } => {
+            crate::names::validate_folder(folder)?;
+            let items = if *recursive {
+                let inside = format!("{folder}/");
+                client
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|f| folder.is_empty() || f.name.starts_with(&inside))
+                    .map(DirItem::File)
+                    .collect()
+            } else {
+                client.list_dir(folder).await?
+            };
+            if items.is_empty() && !folder.is_empty() {
+                return Err(Error::NotFound {
+                    name: format!("{folder}/"),
+                });
+            }
+            Outcome::List {
+                folder: folder.clone(),
+                items,
+            }
+        }
         Command::Delete { remote } => Outcome::Delete {
             name: remote.clone(),
             receipt: client.delete(remote).await?,
@@ -293,10 +359,12 @@ fn default_remote_name(local: &Path) -> Result<String> {
 /// Where GET writes: `local` if given (inside it, if it is a folder), else the
 /// download folder.
 pub fn local_target(remote: &str, local: Option<&Path>, download_dir: &Path) -> PathBuf {
+    // A file in a folder lands under its own name, not its path.
+    let file = remote.rsplit('/').next().unwrap_or(remote);
     match local {
-        Some(path) if path.is_dir() => path.join(remote),
+        Some(path) if path.is_dir() => path.join(file),
         Some(path) => path.to_path_buf(),
-        None => download_dir.join(remote),
+        None => download_dir.join(file),
     }
 }
 
@@ -367,7 +435,7 @@ impl Outcome {
                 crate::hex(&receipt.md5),
                 receipt.path.display(),
             ),
-            Outcome::List(files) => list_table(files, style),
+            Outcome::List { folder, items } => list_table(folder, items, style),
             Outcome::Delete { name, receipt } if receipt.missed.is_empty() => {
                 format!("deleted {name}")
             }
@@ -407,10 +475,16 @@ impl Outcome {
                 "path": receipt.path,
                 "md5": crate::hex(&receipt.md5),
             }),
-            Outcome::List(files) => Value::Array(
-                files
+            Outcome::List { items, .. } => Value::Array(
+                items
                     .iter()
-                    .map(|f| {
+                    .map(|item| {
+                        let f = match item {
+                            DirItem::File(f) => f,
+                            DirItem::Folder(path) => {
+                                return json!({ "name": format!("{path}/"), "folder": true })
+                            }
+                        };
                         json!({
                             "name": f.name,
                             "size": f.size,
@@ -571,13 +645,21 @@ impl From<String> for Cell {
 }
 
 /// LIST as an aligned table.
-pub fn list_table(files: &[FileInfo], style: Style) -> String {
-    if files.is_empty() {
+pub fn list_table(folder: &str, items: &[DirItem], style: Style) -> String {
+    if items.is_empty() {
         return "no files".into();
     }
-    let rows: Vec<Vec<Cell>> = files
+    let rows: Vec<Vec<Cell>> = items
         .iter()
-        .map(|f| {
+        .map(|item| {
+            let f = match item {
+                DirItem::File(f) => f,
+                DirItem::Folder(path) => {
+                    let name = format!("{}/", relative(folder, path));
+                    let dash = || Cell::from("-".to_string());
+                    return vec![name.into(), dash(), dash(), dash(), String::new().into()];
+                }
+            };
             let health = if f.healthy() {
                 Cell("ok".into(), Some(Color::Green))
             } else {
@@ -588,7 +670,7 @@ pub fn list_table(files: &[FileInfo], style: Style) -> String {
                 )
             };
             vec![
-                f.name.clone().into(),
+                relative(folder, &f.name).to_string().into(),
                 human_size(f.size).into(),
                 f.chunks.to_string().into(),
                 time_of(f.stored_at).into(),
@@ -601,6 +683,17 @@ pub fn list_table(files: &[FileInfo], style: Style) -> String {
         rows,
         style,
     )
+}
+
+/// `path` as seen from inside `folder` (`""`: the top).
+fn relative<'a>(folder: &str, path: &'a str) -> &'a str {
+    if folder.is_empty() {
+        path
+    } else {
+        path.strip_prefix(folder)
+            .and_then(|p| p.strip_prefix('/'))
+            .unwrap_or(path)
+    }
 }
 
 /// VERIFY as a table, one line per file, problems spelled out.
@@ -849,8 +942,20 @@ mod tests {
                     local: Some("./y".into()),
                 },
             ),
-            ("ls", Command::List),
-            ("LIST", Command::List),
+            (
+                "ls",
+                Command::List {
+                    folder: String::new(),
+                    recursive: false,
+                },
+            ),
+            (
+                "LIST docs/ -R",
+                Command::List {
+                    folder: "docs".into(),
+                    recursive: true,
+                },
+            ),
             ("rm x", Command::Delete { remote: "x".into() }),
             ("status", Command::Status),
             ("quit", Command::Exit),
@@ -868,7 +973,8 @@ mod tests {
             ("put", "usage: PUT LOCAL [REMOTE]"),
             ("get a b c", "usage: GET REMOTE [LOCAL]"),
             ("delete", "usage: DELETE REMOTE"),
-            ("ls -l", "LIST takes no arguments"),
+            ("ls a b", "usage: LIST [FOLDER] [-R]"),
+            ("ls -x", "LIST: unknown option -x"),
             (
                 "frobnicate",
                 "unknown command \"frobnicate\"; type HELP for the list",

@@ -45,8 +45,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::validate_name;
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, Connection, FileEntry, Frame, Hint, Manifest, Member, Request,
-    Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
+    checksum_of, Checksum, ChunkId, Connection, DirEntry, FileEntry, Frame, Hint, Manifest, Member,
+    Request, Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
 };
 use crate::ring::Id;
 use crate::tls::{self, ClientStream};
@@ -253,6 +253,24 @@ pub struct FileInfo {
     pub copies: Vec<u32>,
     /// Copies each chunk should have.
     pub wanted: u32,
+}
+
+/// One entry of a folder as a client shows it.
+#[derive(Debug, Clone)]
+pub enum DirItem {
+    File(FileInfo),
+    /// A sub-folder's whole path (no trailing `/`).
+    Folder(String),
+}
+
+impl DirItem {
+    /// The entry's whole path.
+    pub fn path(&self) -> &str {
+        match self {
+            DirItem::File(f) => &f.name,
+            DirItem::Folder(path) => path,
+        }
+    }
 }
 
 impl FileInfo {
@@ -1176,6 +1194,62 @@ impl Client {
         Ok(all)
     }
 
+    /// The files and sub-folders of `folder` (`""`: the top), one level deep,
+    /// in name order: the servers' answers merged page by page.
+    pub async fn list_dir(&self, folder: &str) -> Result<Vec<DirItem>> {
+        crate::names::validate_folder(folder)?;
+        one_command(async {
+            let (mut all, mut after) = (Vec::new(), None);
+            loop {
+                let (page, next) = self.list_dir_page(folder, after.as_deref()).await?;
+                all.extend(page);
+                match next {
+                    Some(cursor) => after = Some(cursor),
+                    None => return Ok(all),
+                }
+            }
+        })
+        .await
+    }
+
+    /// One page of `folder` after the cursor `after`, merged from every
+    /// server that answers, and the cursor of the next page (`None`: that
+    /// was the last). A page ends where the shortest server page that has
+    /// more ends, so no server's entry before it is missed.
+    pub async fn list_dir_page(
+        &self,
+        folder: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<DirItem>, Option<String>)> {
+        self.maybe_refresh().await;
+        let order = self.order();
+        let request = Request::ListDir {
+            folder: folder.to_string(),
+            after: after.map(str::to_string),
+        };
+        let answers = join_all(order.iter().map(|&i| {
+            let request = &request;
+            async move {
+                let result = async {
+                    let mut conn = self.conn(i).await?;
+                    let reply = conn.call(request).await?;
+                    self.release(i, conn);
+                    match reply {
+                        Response::Dir { entries, more } => Ok((entries, more)),
+                        other => Err(unexpected(&self.server_name(i), &other)),
+                    }
+                }
+                .await;
+                self.note(i, &result);
+                result
+            }
+        }))
+        .await;
+        let (pages, _) = any_answered(order.iter().copied().zip(answers))?;
+        let pages: Vec<(Vec<DirEntry>, bool)> = pages.into_iter().map(|(_, p)| p).collect();
+        Ok(merge_dir_pages(&pages, order.copies()))
+    }
+
     /// Deletes `remote` everywhere. Servers that are down keep a stale copy
     /// that the tombstone on the others outranks.
     pub async fn delete(&self, remote: &str) -> Result<DeleteReceipt> {
@@ -1657,6 +1731,48 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
             })
         })
         .collect()
+}
+
+/// Merges one page of a folder from several servers (`(entries, more)`
+/// each): entries up to the smallest last cursor among the pages that have
+/// more (past it, a server's next page may hold entries this one lacks),
+/// files by [`merge_lists`], folders once each. Returns them in order and
+/// the next page's cursor, `None` when no server has more.
+pub fn merge_dir_pages(
+    pages: &[(Vec<DirEntry>, bool)],
+    wanted: u32,
+) -> (Vec<DirItem>, Option<String>) {
+    let bound = pages
+        .iter()
+        .filter(|(_, more)| *more)
+        .filter_map(|(entries, _)| entries.last().map(DirEntry::cursor))
+        .min();
+    let within = |e: &&DirEntry| bound.as_ref().is_none_or(|b| e.cursor() <= *b);
+    let files: Vec<Vec<FileEntry>> = pages
+        .iter()
+        .map(|(entries, _)| {
+            entries
+                .iter()
+                .filter(within)
+                .filter_map(|e| match e {
+                    DirEntry::File(f) => Some(f.clone()),
+                    DirEntry::Folder(_) => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut items: BTreeMap<String, DirItem> = merge_lists(&files, wanted)
+        .into_iter()
+        .map(|f| (f.name.clone(), DirItem::File(f)))
+        .collect();
+    for (entries, _) in pages {
+        for entry in entries.iter().filter(within) {
+            if let DirEntry::Folder(path) = entry {
+                items.insert(entry.cursor(), DirItem::Folder(path.clone()));
+            }
+        }
+    }
+    (items.into_values().collect(), bound)
 }
 
 /// Blocks in flight between the socket and a chunk's reader or writer.

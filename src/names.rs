@@ -1,15 +1,20 @@
 //! Which remote file names and user names are acceptable.
 //!
-//! A remote name is never used as a path on a server (files live under a digest
-//! of owner and name, see `store`), so these rules are about being unambiguous
-//! and printable, and about refusing names that look like an escape attempt
-//! even though they could not succeed. Client and server run the same check;
-//! the server's is the one that counts.
+//! A remote name is a path: segments separated by `/` (`docs/2026/plan.txt`),
+//! the last one the file's, the others its folders'. A name is never used as
+//! a path on a server (files live under a digest of owner and name, see
+//! `store`), so these rules are about being unambiguous and printable, and
+//! about refusing names that look like an escape attempt even though they
+//! could not succeed: no empty, `.` or `..` segment (so no leading, trailing
+//! or doubled `/`), no `\`, no control characters. Client and server run
+//! the same check; the server's is the one that counts.
 
 use crate::error::{Error, Result};
 
-/// Longest remote name, in bytes of UTF-8.
+/// Longest segment of a remote name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
+/// Longest remote name (a whole path), in bytes of UTF-8.
+pub const MAX_PATH_LEN: usize = 1024;
 /// Longest user name, in bytes.
 pub const MAX_USER_LEN: usize = 32;
 
@@ -31,10 +36,51 @@ pub const BIDI_CONTROLS: [char; 12] = [
     '\u{2069}', // POP DIRECTIONAL ISOLATE
 ];
 
-/// Checks a remote file name: 1..=255 bytes, no path separators, no `.`/`..`,
-/// no NUL or other control characters (bidirectional controls included), no
-/// leading or trailing white space.
+/// Checks a remote file name: a path of 1..=1024 bytes whose segments
+/// (split at `/`) each pass [`validate_segment`].
 pub fn validate_name(name: &str) -> Result<()> {
+    if name.len() > MAX_PATH_LEN {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "a name is at most 1024 bytes",
+        });
+    }
+    if name.starts_with('/') {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "a name cannot start with `/`",
+        });
+    }
+    if name.ends_with('/') {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "a file name cannot end with `/`",
+        });
+    }
+    name.split('/').try_for_each(|segment| {
+        validate_segment(segment).map_err(|e| match e {
+            Error::InvalidName { reason, .. } => Error::InvalidName {
+                name: name.to_string(),
+                reason,
+            },
+            e => e,
+        })
+    })
+}
+
+/// Checks a folder's path: like a file's name, or `""` for the top.
+pub fn validate_folder(folder: &str) -> Result<()> {
+    if folder.is_empty() {
+        Ok(())
+    } else {
+        validate_name(folder)
+    }
+}
+
+/// Checks one segment of a name: 1..=255 bytes, no `/` or `\`, not `.` or
+/// `..`, no NUL or other control characters (bidirectional controls
+/// included), no leading or trailing white space.
+pub fn validate_segment(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
             name: name.to_string(),
@@ -42,16 +88,16 @@ pub fn validate_name(name: &str) -> Result<()> {
         })
     };
     if name.is_empty() {
-        return bad("a name cannot be empty");
+        return bad("a name cannot be empty, nor have an empty segment (`//`)");
     }
     if name.len() > MAX_NAME_LEN {
-        return bad("a name is at most 255 bytes");
+        return bad("a name's segment is at most 255 bytes");
     }
     if name == "." || name == ".." {
-        return bad("`.` and `..` are not file names");
+        return bad("`.` and `..` are not names");
     }
     if name.contains(['/', '\\']) {
-        return bad("a name cannot contain `/` or `\\`");
+        return bad("a name cannot contain `\\`");
     }
     if name.contains('\0') {
         return bad("a name cannot contain NUL");
@@ -63,7 +109,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         return bad("a name cannot contain control characters");
     }
     if name.trim() != name {
-        return bad("a name cannot start or end with white space");
+        return bad("a name's segments cannot start or end with white space");
     }
     Ok(())
 }
@@ -103,6 +149,10 @@ mod tests {
             "...",
             "a..b",
             &"x".repeat(255),
+            "a/b",
+            "docs/2026/plan .txt",
+            ".config/app/settings",
+            &["y".repeat(255).as_str(); 4].join("/"),
         ] {
             assert!(validate_name(name).is_ok(), "{name:?} should be accepted");
         }
@@ -116,8 +166,14 @@ mod tests {
             "..",
             "../etc/passwd",
             "/etc/passwd",
-            "a/b",
             "a\\b",
+            "a//b",
+            "a/",
+            "a/./b",
+            "a/../b",
+            "a/ b",
+            "a /b",
+            &["y".repeat(255).as_str(); 5].join("/"),
             "..\\x",
             "nul\0byte",
             "tab\there",
@@ -173,13 +229,14 @@ mod tests {
         })
     }
 
-    /// `name` is one ordinary path component, and the folder the store files
-    /// it under lies inside its owner's.
+    /// `name`'s segments are ordinary path components, one each (never a
+    /// root, `.` or `..`), and the folder the store files it under lies
+    /// inside its owner's.
     fn one_safe_component(name: &str) -> proptest::test_runner::TestCaseResult {
         use std::path::{Component, Path};
         let parts: Vec<_> = Path::new(name).components().collect();
-        prop_assert_eq!(parts.len(), 1, "{:?}", name);
-        prop_assert!(matches!(parts[0], Component::Normal(_)));
+        prop_assert_eq!(parts.len(), name.split('/').count(), "{:?}", name);
+        prop_assert!(parts.iter().all(|p| matches!(p, Component::Normal(_))));
         let root = Path::new("/srv/data/dfs1");
         let dir = crate::store::file_dir(root, "alice", name);
         prop_assert!(dir.starts_with(root.join("users").join("alice")));
@@ -212,9 +269,9 @@ mod tests {
         })
     }
 
-    /// Every valid-by-construction name is accepted, and is exactly one
-    /// ordinary path component (never `..`, a root, or two components) that
-    /// stays inside its owner's folder.
+    /// Every valid-by-construction name is accepted, and is ordinary path
+    /// components only (never `..` or a root) that stay inside its owner's
+    /// folder.
     #[test]
     fn valid_names_are_accepted_and_are_one_safe_path_component() {
         let result = seeded_runner("valid names", 2000).run(&valid_name(), |name| {
@@ -227,7 +284,7 @@ mod tests {
     }
 
     /// Names of printable characters mixed with separators, dots and NUL:
-    /// whatever is accepted is one ordinary path component. Both outcomes
+    /// whatever is accepted is ordinary path components only. Both outcomes
     /// must be common, or the property checked nothing.
     #[test]
     fn an_accepted_name_is_one_safe_path_component() {
@@ -255,9 +312,9 @@ mod tests {
     }
 
     proptest! {
-        /// A valid name with a separator, NUL or control character put
-        /// anywhere in it, made absolute, prefixed with `../`, or with white
-        /// space at an end, is refused; so are `.` and `..` themselves.
+        /// A valid name with an empty segment (`//`), a `\\`, NUL or control
+        /// character put anywhere in it, made absolute, prefixed with `../`,
+        /// or with white space at an end, is refused; so are `.` and `..`.
         #[test]
         fn names_made_into_escapes_are_refused(
             name in valid_name(),
@@ -270,7 +327,7 @@ mod tests {
             }
             let (head, tail) = name.split_at(i);
             let bad = match how {
-                0 => format!("{head}/{tail}"),
+                0 => format!("{head}//{tail}"),
                 1 => format!("{head}\\{tail}"),
                 2 => format!("{head}\0{tail}"),
                 3 => format!("{head}\n{tail}"),

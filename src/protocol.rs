@@ -207,6 +207,28 @@ pub struct FileEntry {
     pub held: Vec<u32>,
 }
 
+/// One entry of a folder's listing (`ListDir`): a file (its whole name, and
+/// a tombstone too, so a client merging several servers' answers sees a
+/// delete) or a sub-folder (its whole path, without a trailing `/`) that
+/// holds at least one live file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirEntry {
+    File(FileEntry),
+    Folder(String),
+}
+
+impl DirEntry {
+    /// Where the entry sorts, and the cursor that resumes a listing after
+    /// it: a file's name, a folder's path with a `/`, so that resuming
+    /// skips everything inside it.
+    pub fn cursor(&self) -> String {
+        match self {
+            DirEntry::File(f) => f.name.clone(),
+            DirEntry::Folder(path) => format!("{path}/"),
+        }
+    }
+}
+
 /// A copy a writer could not store: chunk `chunk` on server `server`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hint {
@@ -390,6 +412,12 @@ pub enum Request {
     /// Server to server: user records changed on the sender; keep those
     /// that outrank yours.
     MergeUsers(Vec<UserRecord>),
+    /// One page of one folder (`""`: the top), one level deep, in name
+    /// order, starting after the cursor `after` (see `DirEntry::cursor`).
+    ListDir {
+        folder: String,
+        after: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -454,6 +482,11 @@ pub enum Response {
     Entries(Vec<SyncEntry>),
     /// User records: the answer to `Users`, or the record `ChangeUser` made.
     Users(Vec<UserRecord>),
+    /// One page of a folder; `more` says there is more after its last entry.
+    Dir {
+        entries: Vec<DirEntry>,
+        more: bool,
+    },
 }
 
 /// What arrives on a connection: a control message or a block of data.

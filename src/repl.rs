@@ -153,7 +153,7 @@ impl<'a> Repl<'a> {
                 cli::print_line(&outcome.text(self.style));
                 if matches!(
                     outcome,
-                    Outcome::Put { .. } | Outcome::Delete { .. } | Outcome::List(_)
+                    Outcome::Put { .. } | Outcome::Delete { .. } | Outcome::List { .. }
                 ) {
                     self.refresh_names();
                 }

@@ -659,12 +659,25 @@ where
     match request {
         Request::Status => Ok(Some(Response::Status(server.status()))),
         Request::List => send_list(server, conn, owner).await,
+        Request::ListDir { folder, after } => {
+            crate::names::validate_folder(&folder).map_err(soft)?;
+            let (entries, more) = blocking(server, move |s| {
+                s.list_dir(&owner, &folder, after.as_deref(), LIST_PAGE)
+            })
+            .await
+            .map_err(soft)?;
+            Ok(Some(Response::Dir { entries, more }))
+        }
         Request::Stat { name } => {
             validate_name(&name).map_err(soft)?;
             let (manifest, held) = store.file(&owner, &name).map_err(soft)?;
             Ok(Some(Response::File { manifest, held }))
         }
         Request::Commit { manifest, missing } => {
+            let (o, name) = (owner.clone(), manifest.name.clone());
+            blocking(server, move |s| s.check_path_free(&o, &name))
+                .await
+                .map_err(soft)?;
             server.add_hints(&owner, &manifest.name, &missing).await;
             commit(server, owner, manifest).await.map_err(soft)?;
             Ok(Some(Response::Ok))
@@ -876,14 +889,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let begun = spec.validate().and_then(|()| {
+        server.store.check_path_free(&spec.owner, &spec.name)?;
         server.healer.space().room_for(spec.chunk_len())?;
         server.store.begin_chunk(spec)
     });
     let writer = match begun {
         Ok(writer) => writer,
-        Err(e @ (Error::NoSpace | Error::Io { .. })) => {
+        Err(e @ (Error::NoSpace | Error::Io { .. } | Error::Refused(_))) => {
             // The client streams the chunk regardless: take it, so it
-            // reads why (e.g. no space left) rather than a reset.
+            // reads why (e.g. no space left, or a folder has that name)
+            // rather than a reset.
             let _ = skip_rest::<S, Request>(conn).await;
             return Err(e);
         }

@@ -975,8 +975,16 @@ async fn alice_cannot_reach_bobs_files_by_name_path_or_disk_id() {
 
     for server in 1..=4 {
         let mut alice = raw_login(&cluster, server, "alice").await;
-        // By name and by on-disk id: these are names in alice's own space.
-        for name in ["plans.txt", disk_id.as_str()] {
+        // By name, by on-disk id, by bob's folder or the store's: these
+        // are names (paths) in alice's own space.
+        let own = [
+            "plans.txt".to_string(),
+            disk_id.clone(),
+            "bob/plans.txt".to_string(),
+            format!("users/bob/{disk_id}"),
+        ];
+        for name in &own {
+            let name = name.as_str();
             let stat = Request::Stat { name: name.into() };
             assert!(matches!(
                 alice.call(&stat).await.unwrap(),
@@ -998,7 +1006,6 @@ async fn alice_cannot_reach_bobs_files_by_name_path_or_disk_id() {
         let paths = [
             "../bob/plans.txt".to_string(),
             format!("../bob/{disk_id}"),
-            format!("users/bob/{disk_id}"),
             format!("../../users/bob/{disk_id}/manifest"),
             "..".to_string(),
         ];

@@ -7,6 +7,7 @@ mod crash;
 mod durability;
 mod faults;
 mod files;
+mod folders;
 mod hardening;
 mod healing;
 mod machines;

@@ -51,9 +51,18 @@ enum Sub {
         remote: String,
         local: Option<PathBuf>,
     },
-    /// List your files.
+    /// List a folder's files and sub-folders (the top by default).
     #[command(alias = "ls")]
-    List,
+    List {
+        /// The folder, e.g. `docs` or `docs/2026`.
+        folder: Option<String>,
+        /// Every file under the folder, at any depth.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// The long form (what LIST shows anyway).
+        #[arg(short = 'l', hide = true)]
+        long: bool,
+    },
     /// Delete a file from every server.
     #[command(alias = "rm")]
     Delete { remote: String },
@@ -115,7 +124,12 @@ fn real_main() -> Result<i32> {
     let one_shot = match args.command {
         Some(Sub::Put { local, remote }) => Some(Command::Put { local, remote }),
         Some(Sub::Get { remote, local }) => Some(Command::Get { remote, local }),
-        Some(Sub::List) => Some(Command::List),
+        Some(Sub::List {
+            folder, recursive, ..
+        }) => Some(Command::List {
+            folder: folder.as_deref().map(cli::folder_path).unwrap_or_default(),
+            recursive,
+        }),
         Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
         Some(Sub::Where { remote }) => Some(Command::Where { remote }),
         Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),

@@ -74,7 +74,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::Placement;
-use crate::protocol::{Checksum, ChunkId, FileEntry, Manifest, SyncEntry, Version};
+use crate::protocol::{Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version};
 use crate::ring::Id;
 
 type FileKey = (&'static str, &'static str);
@@ -659,6 +659,33 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(META)?;
     txn.open_table(STATE)?;
     Ok(())
+}
+
+/// The smallest name after every name inside folder `path` (`path/...`):
+/// `/` is followed by `0` in byte order.
+fn past(path: &str) -> String {
+    format!("{path}0")
+}
+
+/// Whether folder `path` holds a live file (not only tombstones).
+fn live_within(
+    files: &impl ReadableTable<FileKey, &'static [u8]>,
+    owner: &str,
+    path: &str,
+) -> Result<bool> {
+    let inside = format!("{path}/");
+    for item in files.range((owner, inside.as_str())..)? {
+        let (key, value) = item?;
+        let (o, name) = key.value();
+        if o != owner || !name.starts_with(&inside) {
+            break;
+        }
+        let m: Manifest = codec::decode(value.value())?;
+        if !m.deleted {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn held_in(
@@ -1598,6 +1625,108 @@ impl Store {
     }
 
     /// All the owner's files (see [`Store::list_page`]).
+    /// One page of `folder` (`""`: the top) of `owner`'s files, one level
+    /// deep: its files (tombstones too) and its sub-folders that hold a live
+    /// file, in name order, after the cursor `after` (see
+    /// `DirEntry::cursor`); `true` if more follow. A range scan: each
+    /// sub-folder costs one seek past its contents, however many it holds.
+    pub fn list_dir(
+        &self,
+        owner: &str,
+        folder: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<DirEntry>, bool)> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        // Where to start, and a name to skip if the scan meets it.
+        let (mut start, mut skip) = match after {
+            Some(a) => match a.strip_suffix('/') {
+                Some(path) => (past(path), None),
+                None => (a.to_string(), Some(a.to_string())),
+            },
+            None => (prefix.clone(), None),
+        };
+        let mut out = Vec::new();
+        'scan: loop {
+            for item in files.range((owner, start.as_str())..)? {
+                let (key, value) = item?;
+                let (o, name) = key.value();
+                if o != owner || !name.starts_with(&prefix) {
+                    break 'scan;
+                }
+                if skip.as_deref() == Some(name) {
+                    continue;
+                }
+                let m: Manifest = codec::decode(value.value())?;
+                if let Some(i) = name[prefix.len()..].find('/') {
+                    // A sub-folder: listed if it holds a live file, then
+                    // the scan goes on past everything inside it.
+                    let sub = name[..prefix.len() + i].to_string();
+                    (start, skip) = (past(&sub), None);
+                    if !m.deleted || live_within(&files, owner, &sub)? {
+                        if out.len() == limit {
+                            return Ok((out, true));
+                        }
+                        out.push(DirEntry::Folder(sub));
+                    }
+                    continue 'scan;
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(DirEntry::File(FileEntry {
+                    held: held_in(&chunks, owner, name, m.version)?,
+                    name: m.name,
+                    version: m.version,
+                    size: m.size,
+                    chunks: m.chunks,
+                    stored_at: m.stored_at,
+                    deleted: m.deleted,
+                }));
+            }
+            break;
+        }
+        Ok((out, false))
+    }
+
+    /// Refuses a file `name` where a folder of that path has live files
+    /// (`docs` beside `docs/plan.txt`), or under a path one of whose folders
+    /// is a live file (`plan.txt/x`): one name is a file or a folder, never
+    /// both.
+    pub fn check_path_free(&self, owner: &str, name: &str) -> Result<()> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let live = |path: &str| -> Result<bool> {
+            Ok(match files.get((owner, path))? {
+                Some(v) => !codec::decode::<Manifest>(v.value())?.deleted,
+                None => false,
+            })
+        };
+        for (i, _) in name.match_indices('/') {
+            if live(&name[..i])? {
+                return Err(Error::Refused(format!(
+                    "{}: {} is a file, not a folder",
+                    crate::error::shown(name),
+                    crate::error::shown(&name[..i])
+                )));
+            }
+        }
+        if live_within(&files, owner, name)? {
+            return Err(Error::Refused(format!(
+                "{} is a folder",
+                crate::error::shown(name)
+            )));
+        }
+        Ok(())
+    }
+
     pub fn list(&self, owner: &str) -> Result<Vec<FileEntry>> {
         let mut all = Vec::new();
         loop {

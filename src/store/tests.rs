@@ -427,6 +427,57 @@ fn listing_pages_through_one_users_files_only() {
     assert!(store.list("alicf").unwrap().is_empty());
 }
 
+/// Every entry of `folder`, page by page (`limit` per page), as the
+/// listing's cursors (`name` for a file, `path/` for a folder).
+fn list_dir_all(store: &Store, owner: &str, folder: &str, limit: usize) -> Vec<String> {
+    let (mut out, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let (page, more) = store
+            .list_dir(owner, folder, after.as_deref(), limit)
+            .unwrap();
+        assert!(page.len() <= limit);
+        out.extend(page.iter().map(DirEntry::cursor));
+        after = page.last().map(DirEntry::cursor);
+        if !more {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn a_folder_lists_its_files_and_sub_folders_one_level_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), true);
+    let names = [
+        "a", "a b", "b/1", "b/2/x", "b/2/y", "b/3", "b c", "b0", "c/gone", "d/e/f/g",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        put(&store, name, b"data", v(i as u64 + 1));
+    }
+    store.commit("alice", tombstone("c/gone", v(100))).unwrap();
+    store.commit("bob", tombstone("z", v(1))).unwrap();
+    let top = ["a", "a b", "b c", "b/", "b0", "c/gone", "d/"];
+    // "c/gone" is a tombstone in a folder of tombstones: the folder is not
+    // listed, and neither is its tombstone (it is inside it).
+    let top: Vec<&str> = top.into_iter().filter(|n| *n != "c/gone").collect();
+    for limit in [1, 2, 3, 100] {
+        assert_eq!(
+            list_dir_all(&store, "alice", "", limit),
+            top,
+            "limit {limit}"
+        );
+        assert_eq!(
+            list_dir_all(&store, "alice", "b", limit),
+            ["b/1", "b/2/", "b/3"],
+            "limit {limit}"
+        );
+    }
+    assert_eq!(list_dir_all(&store, "alice", "b/2", 1), ["b/2/x", "b/2/y"]);
+    assert_eq!(list_dir_all(&store, "alice", "d/e", 10), ["d/e/f/"]);
+    assert!(list_dir_all(&store, "alice", "nothing", 10).is_empty());
+    assert!(list_dir_all(&store, "al", "", 10).is_empty());
+}
+
 #[test]
 fn concurrent_commits_share_transactions_and_all_land() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,11 @@ pub enum Command {
     Delete {
         remote: String,
     },
+    /// `mkdir` (`make`) or `rmdir` of a folder.
+    Folder {
+        path: String,
+        make: bool,
+    },
     Where {
         remote: String,
     },
@@ -64,6 +69,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "a folder's files and folders (-R: every file under it): size, chunks, when stored, health",
     ),
     ("delete", "REMOTE", "remove a file and all its chunks"),
+    ("mkdir", "FOLDER", "make an empty folder"),
+    ("rmdir", "FOLDER", "remove an empty folder"),
     (
         "where",
         "REMOTE",
@@ -191,6 +198,11 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             remote: remote.clone(),
         },
         ("delete" | "rm" | "del", _) => return Err(usage("delete")),
+        ("mkdir" | "rmdir", [path]) => Command::Folder {
+            path: folder_path(path),
+            make: verb == "mkdir",
+        },
+        ("mkdir" | "rmdir", _) => return Err(usage(&verb)),
         ("where", [remote]) => Command::Where {
             remote: remote.clone(),
         },
@@ -234,6 +246,16 @@ fn parse_list(args: &[String]) -> Option<std::result::Result<Command, String>> {
     }))
 }
 
+/// Whether `path` is a folder (an empty one lists nothing, like a missing
+/// one): its parent lists it.
+async fn is_folder(client: &Client, path: &str) -> Result<bool> {
+    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+    let listing = client.list_dir(parent).await?;
+    Ok(listing
+        .iter()
+        .any(|item| matches!(item, DirItem::Folder(p) if p == path)))
+}
+
 /// A folder as typed (`docs`, `docs/`, `/docs`, `/`) as the protocol names
 /// it: no leading or trailing `/`, `""` for the top.
 pub fn folder_path(typed: &str) -> String {
@@ -259,6 +281,10 @@ pub enum Outcome {
     Delete {
         name: String,
         receipt: DeleteReceipt,
+    },
+    Folder {
+        path: String,
+        made: bool,
     },
     Where(Location),
     Verify(Vec<VerifyReport>),
@@ -320,7 +346,7 @@ async fn run_one(
             } else {
                 client.list_dir(folder).await?
             };
-            if items.is_empty() && !folder.is_empty() {
+            if items.is_empty() && !folder.is_empty() && !is_folder(client, folder).await? {
                 return Err(Error::NotFound {
                     name: format!("{folder}/"),
                 });
@@ -334,6 +360,13 @@ async fn run_one(
             name: remote.clone(),
             receipt: client.delete(remote).await?,
         },
+        Command::Folder { path, make } => {
+            client.folder(path, *make).await?;
+            Outcome::Folder {
+                path: path.clone(),
+                made: *make,
+            }
+        }
         Command::Where { remote } => Outcome::Where(client.locate(remote).await?),
         Command::Verify { remote } => Outcome::Verify(client.verify(remote.as_deref()).await?),
         Command::Status => Outcome::Status(client.status().await),
@@ -436,6 +469,8 @@ impl Outcome {
                 receipt.path.display(),
             ),
             Outcome::List { folder, items } => list_table(folder, items, style),
+            Outcome::Folder { path, made: true } => format!("made folder {path}/"),
+            Outcome::Folder { path, made: false } => format!("removed folder {path}/"),
             Outcome::Delete { name, receipt } if receipt.missed.is_empty() => {
                 format!("deleted {name}")
             }
@@ -496,6 +531,7 @@ impl Outcome {
                     })
                     .collect(),
             ),
+            Outcome::Folder { path, made } => json!({ "folder": path, "made": made }),
             Outcome::Delete { name, receipt } => json!({
                 "name": name,
                 "applied": receipt.applied,

@@ -1250,6 +1250,23 @@ impl Client {
         Ok(merge_dir_pages(&pages, order.copies()))
     }
 
+    /// `mkdir` (`make`) or `rmdir` of `path`, on every server: done if one
+    /// did it; else the first refusal (it exists, it is not empty...).
+    pub async fn folder(&self, path: &str, make: bool) -> Result<()> {
+        crate::names::validate_name(path)?;
+        let path = path.to_string();
+        let request = if make {
+            Request::MakeFolder { path }
+        } else {
+            Request::RemoveFolder { path }
+        };
+        one_command(async {
+            let results = self.call_all(&request).await;
+            any_answered(self.acknowledged(results)).map(drop)
+        })
+        .await
+    }
+
     /// Deletes `remote` everywhere. Servers that are down keep a stale copy
     /// that the tombstone on the others outranks.
     pub async fn delete(&self, remote: &str) -> Result<DeleteReceipt> {
@@ -1709,7 +1726,8 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
         .into_values()
         .filter_map(|entries| {
             let best = *entries.iter().max_by_key(|e| e.version)?;
-            if best.deleted {
+            // A tombstone, or a folder's mark (`mkdir`): not a file.
+            if best.deleted || best.name.ends_with('/') {
                 return None;
             }
             let mut copies = vec![0u32; best.chunks as usize];

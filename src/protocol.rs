@@ -418,6 +418,14 @@ pub enum Request {
         folder: String,
         after: Option<String>,
     },
+    /// `mkdir`: an empty folder (sent to every server).
+    MakeFolder {
+        path: String,
+    },
+    /// `rmdir`: removes an empty folder made with `mkdir`.
+    RemoveFolder {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -659,6 +659,18 @@ where
     match request {
         Request::Status => Ok(Some(Response::Status(server.status()))),
         Request::List => send_list(server, conn, owner).await,
+        Request::MakeFolder { path } => {
+            blocking(server, move |s| s.make_folder(&owner, &path))
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::Ok))
+        }
+        Request::RemoveFolder { path } => {
+            blocking(server, move |s| s.remove_folder(&owner, &path))
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::Ok))
+        }
         Request::ListDir { folder, after } => {
             crate::names::validate_folder(&folder).map_err(soft)?;
             let (entries, more) = blocking(server, move |s| {

@@ -107,3 +107,59 @@ async fn a_path_is_a_file_or_a_folder_never_both() {
     client.get("report", &out, &no_progress).await.unwrap();
     assert!(std::fs::read(&out).unwrap() == bytes);
 }
+
+/// `mkdir` makes an empty folder that lists (and stays, empty) until
+/// `rmdir`; `rmdir` refuses a folder with files, `mkdir` a path that is a
+/// file or a folder already; a file cannot take a made folder's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mkdir_and_rmdir_make_and_remove_empty_folders_only() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(work.path(), "f", 3000);
+    client.put(&path, "report", &no_progress).await.unwrap();
+
+    client.folder("empty", true).await.unwrap();
+    client.folder("deep/er/still", true).await.unwrap();
+    assert_eq!(ls(&client, "").await, ["deep/", "empty/", "report"]);
+    assert!(ls(&client, "empty").await.is_empty());
+    assert_eq!(ls(&client, "deep/er").await, ["deep/er/still/"]);
+    // Names are files or folders, never both.
+    for (path_, why) in [
+        ("empty", "empty exists"),
+        ("report", "report is a file"),
+        ("report/sub", "report is a file, not a folder"),
+    ] {
+        let e = client.folder(path_, true).await.unwrap_err().to_string();
+        assert!(e.contains(why), "mkdir {path_}: {e}");
+    }
+    let e = client.put(&path, "empty", &no_progress).await.unwrap_err();
+    assert!(e.to_string().contains("empty is a folder"), "{e}");
+
+    client
+        .put(&path, "empty/now-full", &no_progress)
+        .await
+        .unwrap();
+    let e = client.folder("empty", false).await.unwrap_err().to_string();
+    assert!(e.contains("empty is not empty"), "{e}");
+    client.delete("empty/now-full").await.unwrap();
+    client.folder("empty", false).await.unwrap();
+    client.folder("deep/er/still", false).await.unwrap();
+    assert_eq!(ls(&client, "").await, ["report"]);
+    let e = client.folder("empty", false).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Remote { .. } | Error::NotFound { .. }),
+        "{e}"
+    );
+    // A made folder is not a file: LIST -R and the flat list never show it.
+    assert_eq!(
+        client
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["report"]
+    );
+}

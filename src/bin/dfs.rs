@@ -66,6 +66,10 @@ enum Sub {
     /// Delete a file from every server.
     #[command(alias = "rm")]
     Delete { remote: String },
+    /// Make an empty folder.
+    Mkdir { folder: String },
+    /// Remove an empty folder.
+    Rmdir { folder: String },
     /// Show which servers hold each chunk of a file.
     Where { remote: String },
     /// Check every copy of a file (or of all your files); exit status 1 if
@@ -132,6 +136,14 @@ fn real_main() -> Result<i32> {
         }),
         Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
         Some(Sub::Where { remote }) => Some(Command::Where { remote }),
+        Some(Sub::Mkdir { folder }) => Some(Command::Folder {
+            path: cli::folder_path(&folder),
+            make: true,
+        }),
+        Some(Sub::Rmdir { folder }) => Some(Command::Folder {
+            path: cli::folder_path(&folder),
+            make: false,
+        }),
         Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),
         Some(Sub::Status) => Some(Command::Status),
         Some(Sub::Local { .. }) | None => None,

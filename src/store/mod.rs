@@ -71,7 +71,7 @@ use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
 use volume::{Appender, Volumes};
 
 use crate::codec;
-use crate::error::{Error, Result};
+use crate::error::{shown, Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::Placement;
 use crate::protocol::{Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version};
@@ -661,17 +661,55 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Refuses `name` if one of the folders on its path is a live file.
+fn check_no_file_above(
+    files: &impl ReadableTable<FileKey, &'static [u8]>,
+    owner: &str,
+    name: &str,
+) -> Result<()> {
+    for (i, _) in name.match_indices('/') {
+        let above = &name[..i];
+        if let Some(v) = files.get((owner, above))? {
+            if !codec::decode::<Manifest>(v.value())?.deleted {
+                return Err(Error::Refused(format!(
+                    "{}: {} is a file, not a folder",
+                    shown(name),
+                    shown(above)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The manifest that marks folder `path` as made with `mkdir` (or, as a
+/// tombstone, removed), newer than `after`.
+fn folder_mark(path: &str, after: Option<Version>, deleted: bool) -> Manifest {
+    Manifest {
+        name: format!("{path}/"),
+        version: Version::next(after),
+        size: 0,
+        chunks: 0,
+        checksums: Vec::new(),
+        stored_at: crate::unix_now(),
+        md5: [0; 16],
+        deleted,
+    }
+}
+
 /// The smallest name after every name inside folder `path` (`path/...`):
 /// `/` is followed by `0` in byte order.
 fn past(path: &str) -> String {
     format!("{path}0")
 }
 
-/// Whether folder `path` holds a live file (not only tombstones).
+/// Whether folder `path` holds a live file (not only tombstones), or
+/// with `mark`, is a folder made with `mkdir` or holds one.
 fn live_within(
     files: &impl ReadableTable<FileKey, &'static [u8]>,
     owner: &str,
     path: &str,
+    mark: bool,
 ) -> Result<bool> {
     let inside = format!("{path}/");
     for item in files.range((owner, inside.as_str())..)? {
@@ -679,6 +717,9 @@ fn live_within(
         let (o, name) = key.value();
         if o != owner || !name.starts_with(&inside) {
             break;
+        }
+        if !mark && name == inside {
+            continue;
         }
         let m: Manifest = codec::decode(value.value())?;
         if !m.deleted {
@@ -717,6 +758,14 @@ fn read_meta<T: serde::de::DeserializeOwned>(
 /// checksums as chunks.
 fn check_manifest(owner: &str, manifest: &Manifest) -> Result<()> {
     validate_user(owner)?;
+    if let Some(folder) = manifest.name.strip_suffix('/') {
+        // A folder made with `mkdir`: no data.
+        validate_name(folder)?;
+        if manifest.chunks != 0 || manifest.size != 0 {
+            return Err(Error::BadRequest("a folder holds no data".into()));
+        }
+        return Ok(());
+    }
     validate_name(&manifest.name)?;
     if !manifest.deleted
         && (manifest.chunks == 0
@@ -1661,7 +1710,8 @@ impl Store {
                 if o != owner || !name.starts_with(&prefix) {
                     break 'scan;
                 }
-                if skip.as_deref() == Some(name) {
+                if skip.as_deref() == Some(name) || name.len() == prefix.len() {
+                    // The cursor's entry, or this folder's own mark (`mkdir`).
                     continue;
                 }
                 let m: Manifest = codec::decode(value.value())?;
@@ -1670,7 +1720,7 @@ impl Store {
                     // the scan goes on past everything inside it.
                     let sub = name[..prefix.len() + i].to_string();
                     (start, skip) = (past(&sub), None);
-                    if !m.deleted || live_within(&files, owner, &sub)? {
+                    if !m.deleted || live_within(&files, owner, &sub, true)? {
                         if out.len() == limit {
                             return Ok((out, true));
                         }
@@ -1696,6 +1746,47 @@ impl Store {
         Ok((out, false))
     }
 
+    /// `mkdir`: makes folder `path` of `owner`'s, empty, as a mark (a
+    /// manifest named `path/`, no data) that listings show as a folder and
+    /// that syncs like a file. Refused where a file or a folder is.
+    pub fn make_folder(&self, owner: &str, path: &str) -> Result<()> {
+        validate_name(path)?;
+        check_manifest(owner, &folder_mark(path, None, false))?;
+        let (owner, path) = (owner.to_string(), path.to_string());
+        self.write(move |t| {
+            if live_within(&t.files, &owner, &path, true)? {
+                return Err(Error::Refused(format!("{} exists", shown(&path))));
+            }
+            if t.current(&owner, &path)?.is_some_and(|m| !m.deleted) {
+                return Err(Error::Refused(format!("{} is a file", shown(&path))));
+            }
+            check_no_file_above(&t.files, &owner, &path)?;
+            let mark = format!("{path}/");
+            let current = t.current(&owner, &mark)?.map(|m| m.version);
+            t.commit(&owner, &folder_mark(&path, current, false), now_ms())?;
+            Ok(())
+        })
+    }
+
+    /// `rmdir`: removes empty folder `path` (its mark, as a tombstone).
+    pub fn remove_folder(&self, owner: &str, path: &str) -> Result<()> {
+        validate_name(path)?;
+        let (owner, path) = (owner.to_string(), path.to_string());
+        self.write(move |t| {
+            if live_within(&t.files, &owner, &path, false)? {
+                return Err(Error::Refused(format!("{} is not empty", shown(&path))));
+            }
+            let mark = format!("{path}/");
+            match t.current(&owner, &mark)? {
+                Some(m) if !m.deleted => {
+                    t.commit(&owner, &folder_mark(&path, Some(m.version), true), now_ms())?;
+                    Ok(())
+                }
+                _ => Err(Error::NotFound { name: mark }),
+            }
+        })
+    }
+
     /// Refuses a file `name` where a folder of that path has live files
     /// (`docs` beside `docs/plan.txt`), or under a path one of whose folders
     /// is a live file (`plan.txt/x`): one name is a file or a folder, never
@@ -1703,26 +1794,9 @@ impl Store {
     pub fn check_path_free(&self, owner: &str, name: &str) -> Result<()> {
         let txn = self.read()?;
         let files = txn.open_table(FILES)?;
-        let live = |path: &str| -> Result<bool> {
-            Ok(match files.get((owner, path))? {
-                Some(v) => !codec::decode::<Manifest>(v.value())?.deleted,
-                None => false,
-            })
-        };
-        for (i, _) in name.match_indices('/') {
-            if live(&name[..i])? {
-                return Err(Error::Refused(format!(
-                    "{}: {} is a file, not a folder",
-                    crate::error::shown(name),
-                    crate::error::shown(&name[..i])
-                )));
-            }
-        }
-        if live_within(&files, owner, name)? {
-            return Err(Error::Refused(format!(
-                "{} is a folder",
-                crate::error::shown(name)
-            )));
+        check_no_file_above(&files, owner, name)?;
+        if live_within(&files, owner, name, true)? {
+            return Err(Error::Refused(format!("{} is a folder", shown(name))));
         }
         Ok(())
     }

@@ -396,6 +396,16 @@ impl Chord {
     /// Stabilize: find a live successor, learn its predecessor and list,
     /// notify it.
     async fn stabilize_once(&self, link: &Link) {
+        // Alone, yet notified by a predecessor: as in Chord, a lone node's
+        // predecessor is its successor. (Otherwise a ring whose others all
+        // point at this server keeps it its own successor: every contact it
+        // asks for its place answers "you".)
+        if let Some(pred) = self.predecessor() {
+            let mut state = self.state.lock().expect("ring lock");
+            if state.alone() && state.offer_successor(pred.clone()) {
+                debug!(server = %self.me.name, successor = %pred.name, "adopted our predecessor as successor");
+            }
+        }
         for _ in 0..=self.successors().len() {
             let succ = self.successor();
             if succ.id == self.me.id {

@@ -526,16 +526,20 @@ impl Client {
 
     /// Pings every member (on pooled connections), refreshing
     /// [`Client::health`] and [`Client::standing`] from their accounts of
-    /// the ring.
+    /// the ring (`Ring`: cheap, but without successors).
     pub async fn refresh_health(&self) {
-        one_command(self.ring_standings(&self.order())).await;
+        one_command(self.ring_standings(&self.order(), &Request::Ring)).await;
     }
 
-    /// Asks the members `order` (slots) for their accounts of the ring and
-    /// records each one's [`Standing`]; returns them, `None` for those that
-    /// did not answer.
-    async fn ring_standings(&self, order: &[usize]) -> Vec<(usize, Option<Standing>)> {
-        let answers = self.call_on(order, &Request::Ring).await;
+    /// Asks the members `order` (slots) for their accounts of the ring
+    /// (`request` is `Ring` or `Status`) and records each one's
+    /// [`Standing`]; returns them, `None` for those that did not answer.
+    async fn ring_standings(
+        &self,
+        order: &[usize],
+        request: &Request,
+    ) -> Vec<(usize, Option<Standing>)> {
+        let answers = self.call_on(order, request).await;
         let views: Vec<Option<OwnView>> = answers
             .iter()
             .map(|(i, answer)| match answer {
@@ -545,6 +549,7 @@ impl Client {
                     down: down.clone(),
                     successor: None,
                 }),
+                Ok(Response::Status(s)) => Some(own_view(s)),
                 _ => None,
             })
             .collect();
@@ -863,12 +868,14 @@ impl Client {
 
     /// Those of `holders` (slots that took copies) that are not in one ring
     /// with the others. Asked only when the ring the operation used says a
-    /// holder is down (it answered us all the same): then every member
-    /// that answers is asked for its account of the ring.
+    /// holder is down (it answered us all the same), or it was outside the
+    /// ring when last asked: then every live member is asked for its
+    /// account of the ring (`Status`, which names its successor).
     async fn apart_holders(&self, order: &Ring, holders: &[usize]) -> Vec<(String, Standing)> {
-        let suspect = holders
-            .iter()
-            .any(|&i| order.down.contains(&self.server_name(i)));
+        let suspect = holders.iter().any(|&i| {
+            order.down.contains(&self.server_name(i))
+                || standing_of(self.slot(i).standing.load(Ordering::Relaxed)) != Standing::InRing
+        });
         if !suspect {
             return Vec::new();
         }
@@ -878,7 +885,7 @@ impl Client {
             .copied()
             .filter(|&i| self.slot(i).up.load(Ordering::Relaxed))
             .collect();
-        self.ring_standings(&asked)
+        self.ring_standings(&asked, &Request::Status)
             .await
             .into_iter()
             .filter(|(i, _)| holders.contains(i))
@@ -1399,15 +1406,7 @@ impl Client {
             .collect();
         let views: Vec<Option<OwnView>> = states
             .iter()
-            .map(|(_, state)| {
-                let s = state.as_ref().ok()?;
-                Some(OwnView {
-                    name: s.name.clone(),
-                    members: s.ring.iter().map(|m| m.name.clone()).collect(),
-                    down: s.down.clone(),
-                    successor: s.successor.clone(),
-                })
-            })
+            .map(|(_, state)| state.as_ref().ok().map(own_view))
             .collect();
         let judged = self.record_standings(&order, &views);
         states
@@ -1951,6 +1950,16 @@ pub(crate) async fn dial(
     match conn.call(&hello).await? {
         Response::Hello { challenge, .. } => Ok((conn, challenge)),
         other => Err(unexpected(&member.name, &other)),
+    }
+}
+
+/// A server's account of the ring, from its STATUS.
+fn own_view(s: &ServerStatus) -> OwnView {
+    OwnView {
+        name: s.name.clone(),
+        members: s.ring.iter().map(|m| m.name.clone()).collect(),
+        down: s.down.clone(),
+        successor: s.successor.clone(),
     }
 }
 

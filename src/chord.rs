@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
-use crate::peer::{Link, PeerConn as Conn};
+use crate::peer::{Link, PeerConn as Conn, Refusals, Trouble};
 use crate::protocol::{Member, Request, Response};
 use crate::ring::{in_half_open, Id, Lookup, Node, RingState, View, ViewEntry};
 use crate::store::Store;
@@ -65,6 +65,11 @@ pub struct Chord {
     pub(crate) stabilize: Duration,
     pub(crate) timeout: Duration,
     conns: tokio::sync::Mutex<HashMap<String, Conn>>,
+    /// Why peers (by address) could not be reached, as last logged: each
+    /// cause is logged once, and its end once (see [`Chord::call`]).
+    trouble: Mutex<HashMap<String, Trouble>>,
+    /// What this server has logged about peers and clients it refused.
+    refusals: Refusals,
     /// Woken when the members change: the healer moves data to match.
     wake: Arc<tokio::sync::Notify>,
 }
@@ -116,6 +121,8 @@ impl Chord {
             stabilize: config.stabilize(),
             timeout: config.failure_timeout(),
             conns: tokio::sync::Mutex::new(HashMap::new()),
+            trouble: Mutex::new(HashMap::new()),
+            refusals: Refusals::default(),
             wake,
         })
     }
@@ -229,9 +236,34 @@ impl Chord {
     }
 
     /// One ring message to `node`, on a cached peer connection, within the
-    /// failure timeout.
+    /// failure timeout. A node that answers is not down; why one that does
+    /// not could not be reached is logged when it changes (see
+    /// [`Chord::reached`]).
     async fn call(&self, link: &Link, node: &Member, request: &Request) -> Result<Response> {
         let cached = self.conns.lock().await.remove(&node.addr);
+        let fresh = cached.is_none();
+        let result = self.attempt(link, node, request, cached).await;
+        match &result {
+            Ok(_) => {
+                self.reached(node, None);
+                if node.id.is_some() {
+                    self.up(&node.name);
+                }
+            }
+            // A cached connection the peer has closed says nothing yet.
+            Err(e) if fresh => self.reached(node, Some(Trouble::of(e))),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        link: &Link,
+        node: &Member,
+        request: &Request,
+        cached: Option<Conn>,
+    ) -> Result<Response> {
         let attempt = async {
             let mut conn = match cached {
                 Some(c) => c,
@@ -250,6 +282,69 @@ impl Chord {
                 what: node.name.clone(),
                 secs: self.timeout.as_secs(),
             }),
+        }
+    }
+
+    /// Logs, once per change, why `node` cannot be reached (`trouble`), or
+    /// that it can again: one line per peer and cause, not one per attempt.
+    fn reached(&self, node: &Member, trouble: Option<Trouble>) {
+        let mut known = self.trouble.lock().expect("trouble lock");
+        let before = match &trouble {
+            Some(t) => match known.insert(node.addr.clone(), t.clone()) {
+                Some(old) if old.same_cause(t) => return,
+                old => old,
+            },
+            None => match known.remove(&node.addr) {
+                Some(old) => Some(old),
+                None => return,
+            },
+        };
+        drop(known);
+        let name = self.name_at(node);
+        match trouble {
+            Some(t) => {
+                let why = t.describe(&name, crate::tls::host_of(&node.addr));
+                warn!(server = %self.me.name, peer = %name, "cannot reach {name}: {why}");
+            }
+            None if before.is_some() => {
+                info!(server = %self.me.name, peer = %name, "reaches {name} again");
+            }
+            None => {}
+        }
+    }
+
+    /// A peer's name: a contact is known by its address until the view
+    /// names the node there.
+    fn name_at(&self, node: &Member) -> String {
+        if node.id.is_some() || node.name != node.addr {
+            return node.name.clone();
+        }
+        self.nodes()
+            .into_iter()
+            .find(|n| n.addr == node.addr)
+            .map_or_else(|| node.name.clone(), |n| n.name)
+    }
+
+    /// Logs a peer login this server refused: once per peer and cause.
+    pub(crate) fn peer_login_refused(&self, peer: &str, addr: std::net::IpAddr, why: &str) {
+        let peer = crate::error::shown(peer);
+        if self.refusals.first(&format!("login {peer}"), why) {
+            warn!(server = %self.me.name, %peer, %addr, "refused a peer login from {peer} ({addr}): {why}");
+        }
+    }
+
+    /// A peer login this server accepted: a later refusal is news again.
+    pub(crate) fn peer_login_accepted(&self, peer: &str) {
+        self.refusals.accepted(&format!("login {peer}"));
+    }
+
+    /// Logs a TLS handshake this server's listener failed: once per address
+    /// and cause (a server with another authority's certificates tries
+    /// every half second).
+    pub(crate) fn handshake_failed(&self, addr: std::net::IpAddr, error: &std::io::Error) {
+        let why = error.to_string();
+        if self.refusals.first(&format!("tls {addr}"), &why) {
+            warn!(server = %self.me.name, %addr, "TLS handshake with {addr} failed: {why} (a server or client with another authority's certificates? tls/ca.pem must be the cluster's)");
         }
     }
 
@@ -301,6 +396,16 @@ impl Chord {
     /// Stabilize: find a live successor, learn its predecessor and list,
     /// notify it.
     async fn stabilize_once(&self, link: &Link) {
+        // Alone, yet notified by a predecessor: as in Chord, a lone node's
+        // predecessor is its successor. (Otherwise a ring whose others all
+        // point at this server keeps it its own successor: every contact it
+        // asks for its place answers "you".)
+        if let Some(pred) = self.predecessor() {
+            let mut state = self.state.lock().expect("ring lock");
+            if state.alone() && state.offer_successor(pred.clone()) {
+                debug!(server = %self.me.name, successor = %pred.name, "adopted our predecessor as successor");
+            }
+        }
         for _ in 0..=self.successors().len() {
             let succ = self.successor();
             if succ.id == self.me.id {
@@ -426,7 +531,18 @@ impl Chord {
                 }
             }
             Err(e) => {
-                debug!(server = %self.me.name, via = %contact.name, error = %e, "cannot ask for our place")
+                debug!(server = %self.me.name, via = %contact.name, error = %e, "cannot ask for our place");
+                // A member that does not answer is down, so a server that
+                // cannot reach any says so (STATUS shows it alone).
+                let unreached = self
+                    .trouble
+                    .lock()
+                    .expect("trouble lock")
+                    .contains_key(&contact.addr);
+                let name = self.name_at(&contact);
+                if unreached && self.nodes().iter().any(|n| n.name == name) {
+                    self.mark_down(&name);
+                }
             }
         }
     }

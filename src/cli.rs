@@ -14,6 +14,7 @@ use crate::client::{
     PutReceipt, ServerReport, VerifyReport,
 };
 use crate::error::{Error, Result};
+use crate::standing::Standing;
 
 /// One thing a user asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,19 +448,21 @@ impl Outcome {
     pub fn text(&self, style: Style) -> String {
         match self {
             Outcome::Put { name, receipt } if receipt.missing.is_empty() => format!(
-                "stored {name}: {} in {} chunks, {} copies; {}  {name}",
+                "stored {name}: {} in {} chunks, {} copies{}; {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
+                apart(receipt, style),
                 crate::hex(&receipt.md5),
             ),
             Outcome::Put { name, receipt } => format!(
-                "stored {name}: {} in {} chunks, {} of {} copies, {}; {}  {name}",
+                "stored {name}: {} in {} chunks, {} of {} copies, {}{}; {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
                 receipt.wanted,
                 style.paint(&degraded(receipt), Color::Yellow),
+                apart(receipt, style),
                 crate::hex(&receipt.md5),
             ),
             Outcome::Get { receipt, .. } => format!(
@@ -497,6 +500,12 @@ impl Outcome {
                 "wanted": receipt.wanted,
                 "degraded": !receipt.missing.is_empty(),
                 "missing": receipt.missing,
+                "one_ring": receipt.apart.is_empty(),
+                "not_in_ring": receipt
+                    .apart
+                    .iter()
+                    .map(|(server, standing)| (server.clone(), Value::from(standing.as_str())))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "refused": receipt
                     .refused
                     .iter()
@@ -571,6 +580,8 @@ impl Outcome {
                             "id": s.id,
                             "share": r.share,
                             "up": true,
+                            "in_ring": r.standing == Some(Standing::InRing),
+                            "standing": r.standing.map_or("down", Standing::as_str),
                             "successor": s.successor,
                             "predecessor": s.predecessor,
                             "sees_down": s.down,
@@ -593,6 +604,8 @@ impl Outcome {
                             "addr": r.member.addr,
                             "id": r.member.id,
                             "up": false,
+                            "in_ring": false,
+                            "standing": "down",
                             "error": e,
                         }),
                     })
@@ -601,6 +614,21 @@ impl Outcome {
             Outcome::Help | Outcome::Exit => Value::Null,
         }
     }
+}
+
+/// ", not all in one ring (dfs2 alone)" for a PUT that gave copies to
+/// servers cut off from the others; nothing for one that did not.
+fn apart(receipt: &PutReceipt, style: Style) -> String {
+    if receipt.apart.is_empty() {
+        return String::new();
+    }
+    let who: Vec<String> = receipt
+        .apart
+        .iter()
+        .map(|(server, standing)| format!("{server} {}", standing.as_str()))
+        .collect();
+    let text = format!("not all in one ring ({})", who.join(", "));
+    format!(", {}", style.paint(&text, Color::Yellow))
 }
 
 /// Why a PUT stored fewer copies than wanted: "degraded until dfs2 is back"
@@ -764,16 +792,11 @@ pub fn verify_table(reports: &[VerifyReport], style: Style) -> String {
 }
 
 /// STATUS as an aligned table: each member in ring order with its ring id,
-/// whether it is up as the ring sees it (down if the client cannot reach it
-/// or any server's ring state has marked it down), and its successor and
-/// predecessor as its own Chord state has them.
+/// its state (DOWN if the client cannot reach it; `alone` or `apart` if it
+/// answers but is not in one ring with the others, see [`Standing`]), and
+/// its successor and predecessor as its own Chord state has them. A line
+/// under the table says what to check for servers outside the ring.
 pub fn status_table(reports: &[ServerReport], style: Style) -> String {
-    let marked_down = |name: &str| {
-        reports
-            .iter()
-            .filter_map(|r| r.state.as_ref().ok())
-            .any(|s| s.down.iter().any(|d| d == name))
-    };
     let rows = reports
         .iter()
         .map(|r| {
@@ -787,8 +810,8 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
                 Ok(s) => (
                     if s.leaving {
                         Cell("leaving".into(), Some(Color::Yellow))
-                    } else if marked_down(&r.member.name) {
-                        Cell("DOWN (ring)".into(), Some(Color::Red))
+                    } else if let Some(out @ (Standing::Alone | Standing::Apart)) = r.standing {
+                        Cell(out.as_str().into(), Some(Color::Red))
                     } else if s.no_space {
                         Cell("up, no space left".into(), Some(Color::Yellow))
                     } else {
@@ -830,7 +853,7 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
             ]
         })
         .collect();
-    table(
+    let text = table(
         &[
             "#",
             "SERVER",
@@ -845,6 +868,29 @@ pub fn status_table(reports: &[ServerReport], style: Style) -> String {
         ],
         rows,
         style,
+    );
+    let outside: Vec<&str> = reports
+        .iter()
+        .filter(|r| matches!(r.standing, Some(Standing::Alone | Standing::Apart)))
+        .map(|r| r.member.name.as_str())
+        .collect();
+    if outside.is_empty() {
+        return text;
+    }
+    let (who, verb) = match outside.as_slice() {
+        [one] => (one.to_string(), "answers"),
+        many => (many.join(", "), "answer"),
+    };
+    format!(
+        "{text}\n{}",
+        style.paint(
+            &format!(
+                "{who} {verb} but {} not in one ring with the others: the server's log says \
+                 why (its tls/ca.pem and certificate, its cluster.key, or an address it cannot reach)",
+                if outside.len() == 1 { "is" } else { "are" }
+            ),
+            Color::Red
+        )
     )
 }
 

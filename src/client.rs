@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,7 @@ use crate::protocol::{
     Request, Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
 };
 use crate::ring::Id;
+use crate::standing::{standings, OwnView, Standing};
 use crate::tls::{self, ClientStream};
 use crate::unix_now;
 
@@ -119,6 +120,9 @@ struct Slot {
     pool: Mutex<Vec<Conn>>,
     /// Whether the last attempt to reach it worked.
     up: AtomicBool,
+    /// Its [`Standing`] when the servers were last asked (see
+    /// [`Client::standing`]), as [`standing_code`] spells it.
+    standing: AtomicU8,
 }
 
 impl Slot {
@@ -155,6 +159,8 @@ struct Ring {
     order: Vec<usize>,
     ids: Vec<Id>,
     k: u32,
+    /// The members the server that told us the ring sees as down.
+    down: Vec<String>,
 }
 
 impl std::ops::Deref for Ring {
@@ -200,6 +206,10 @@ pub struct PutReceipt {
     pub wanted: u32,
     /// Servers that could not take their copies.
     pub missing: Vec<String>,
+    /// Servers that took copies but are not in one ring with the others
+    /// (see [`Standing`]): nobody heals or counts their copies until they
+    /// rejoin.
+    pub apart: Vec<(String, Standing)>,
     /// Those of them that answered but could not store a copy, and why
     /// ("no space left"); the others could not be reached.
     pub refused: Vec<(String, String)>,
@@ -324,6 +334,8 @@ pub struct ServerReport {
     pub share: f64,
     /// What the server said, or why it could not be asked.
     pub state: std::result::Result<ServerStatus, String>,
+    /// Whether it is in one ring with the others (`None`: it did not answer).
+    pub standing: Option<Standing>,
 }
 
 impl Client {
@@ -337,7 +349,7 @@ impl Client {
     async fn login_command(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
         let timeout = config.timeout();
         let tls = tls::client_config_for_user(&config.ca)?;
-        let (ring, _down, copies) = discover(&config.servers, &tls, timeout).await?;
+        let (ring, down, copies) = discover(&config.servers, &tls, timeout).await?;
         let client = Client {
             login: Arc::new(Login {
                 user: user.to_string(),
@@ -350,7 +362,7 @@ impl Client {
             refreshed: Mutex::new(Instant::now()),
             seeds: config.servers.clone(),
         };
-        client.adopt(ring, &[], copies);
+        client.adopt(ring, &down, copies);
         let attempts = join_all((0..client.n() as usize).map(|i| client.conn(i))).await;
         // One refusal is a wrong password; being unreachable is not.
         if attempts
@@ -422,6 +434,7 @@ impl Client {
                         token: Mutex::new(None),
                         pool: Mutex::new(Vec::new()),
                         up: AtomicBool::new(false),
+                        standing: AtomicU8::new(standing_code(Standing::InRing)),
                     }));
                     slots.len() - 1
                 }
@@ -435,6 +448,7 @@ impl Client {
             order,
             ids,
             k: copies,
+            down: down.to_vec(),
         });
         *self.refreshed.lock().expect("refresh lock") = Instant::now();
     }
@@ -513,9 +527,69 @@ impl Client {
             .collect()
     }
 
-    /// Pings every member (on pooled connections), refreshing [`Client::health`].
+    /// Each member's name and, if it answered when last asked, whether it
+    /// is in one ring with the others (`None`: it did not answer).
+    pub fn standing(&self) -> Vec<(String, Option<Standing>)> {
+        self.order()
+            .iter()
+            .map(|&i| {
+                let s = self.slot(i);
+                let standing =
+                    s.up.load(Ordering::Relaxed)
+                        .then(|| standing_of(s.standing.load(Ordering::Relaxed)));
+                (s.member.name.clone(), standing)
+            })
+            .collect()
+    }
+
+    /// Pings every member (on pooled connections), refreshing
+    /// [`Client::health`] and [`Client::standing`] from their accounts of
+    /// the ring (`Ring`: cheap, but without successors).
     pub async fn refresh_health(&self) {
-        one_command(self.call_all(&Request::Ring)).await;
+        one_command(self.ring_standings(&self.order(), &Request::Ring)).await;
+    }
+
+    /// Asks the members `order` (slots) for their accounts of the ring
+    /// (`request` is `Ring` or `Status`) and records each one's
+    /// [`Standing`]; returns them, `None` for those that did not answer.
+    async fn ring_standings(
+        &self,
+        order: &[usize],
+        request: &Request,
+    ) -> Vec<(usize, Option<Standing>)> {
+        let answers = self.call_on(order, request).await;
+        let views: Vec<Option<OwnView>> = answers
+            .iter()
+            .map(|(i, answer)| match answer {
+                Ok(Response::Ring { members, down, .. }) => Some(OwnView {
+                    name: self.server_name(*i),
+                    members: members.iter().map(|m| m.name.clone()).collect(),
+                    down: down.clone(),
+                    successor: None,
+                }),
+                Ok(Response::Status(s)) => Some(own_view(s)),
+                _ => None,
+            })
+            .collect();
+        self.record_standings(order, &views)
+    }
+
+    /// Judges the accounts `views` of the members `order` (slots), and
+    /// remembers each answering one's standing.
+    fn record_standings(
+        &self,
+        order: &[usize],
+        views: &[Option<OwnView>],
+    ) -> Vec<(usize, Option<Standing>)> {
+        let judged = standings(views);
+        for (&i, standing) in order.iter().zip(&judged) {
+            if let Some(standing) = standing {
+                self.slot(i)
+                    .standing
+                    .store(standing_code(*standing), Ordering::Relaxed);
+            }
+        }
+        order.iter().copied().zip(judged).collect()
     }
 
     /// Records whether member `i` answered; transport failures mark it down.
@@ -791,16 +865,53 @@ impl Client {
         let mut down: Vec<String> = missing.iter().map(|h| h.server.clone()).collect();
         down.sort();
         down.dedup();
+        let holders: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|i| chunks.iter().any(|(_, stored, _)| stored.contains(i)))
+            .collect();
+        let apart = self.apart_holders(&order, &holders).await;
         Ok(PutReceipt {
             size,
             chunks: n,
             copies: wanted - missing.len() as u32,
             wanted,
             missing: down,
+            apart,
             refused: refused.into_iter().collect(),
             version,
             md5,
         })
+    }
+
+    /// Those of `holders` (slots that took copies) that are not in one ring
+    /// with the others. Asked only when the ring the operation used says a
+    /// holder is down (it answered us all the same), or it was outside the
+    /// ring when last asked: then every live member is asked for its
+    /// account of the ring (`Status`, which names its successor).
+    async fn apart_holders(&self, order: &Ring, holders: &[usize]) -> Vec<(String, Standing)> {
+        let suspect = holders.iter().any(|&i| {
+            order.down.contains(&self.server_name(i))
+                || standing_of(self.slot(i).standing.load(Ordering::Relaxed)) != Standing::InRing
+        });
+        if !suspect {
+            return Vec::new();
+        }
+        // Members that just failed (a hung one) are not asked again.
+        let asked: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| self.slot(i).up.load(Ordering::Relaxed))
+            .collect();
+        self.ring_standings(&asked, &Request::Status)
+            .await
+            .into_iter()
+            .filter(|(i, _)| holders.contains(i))
+            .filter_map(|(i, standing)| match standing {
+                Some(s) if s != Standing::InRing => Some((self.server_name(i), s)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Streams chunk `chunk` of the upload to every holder that answers (both,
@@ -1370,20 +1481,35 @@ impl Client {
 
     async fn status_command(&self) -> Vec<ServerReport> {
         let _ = self.refresh_ring().await;
-        let shares = crate::placement::shares(&self.order().ids);
-        let answers = self.call_all(&Request::Status).await;
-        answers
+        let order = self.order();
+        let shares = crate::placement::shares(&order.ids);
+        let answers = self.call_on(&order, &Request::Status).await;
+        let states: Vec<(usize, std::result::Result<ServerStatus, String>)> = answers
             .into_iter()
-            .enumerate()
-            .map(|(at, (i, answer))| ServerReport {
-                member: self.slot(i).member.clone(),
-                position: at as u32 + 1,
-                share: shares.get(at).copied().unwrap_or_default(),
-                state: match answer {
+            .map(|(i, answer)| {
+                let state = match answer {
                     Ok(Response::Status(s)) => Ok(s),
                     Ok(other) => Err(unexpected(&self.server_name(i), &other).to_string()),
                     Err(e) => Err(e.to_string()),
-                },
+                };
+                (i, state)
+            })
+            .collect();
+        let views: Vec<Option<OwnView>> = states
+            .iter()
+            .map(|(_, state)| state.as_ref().ok().map(own_view))
+            .collect();
+        let judged = self.record_standings(&order, &views);
+        states
+            .into_iter()
+            .zip(judged)
+            .enumerate()
+            .map(|(at, ((i, state), (_, standing)))| ServerReport {
+                member: self.slot(i).member.clone(),
+                position: at as u32 + 1,
+                share: shares.get(at).copied().unwrap_or_default(),
+                state,
+                standing,
             })
             .collect()
     }
@@ -1958,6 +2084,33 @@ pub(crate) async fn dial(
     match conn.call(&hello).await? {
         Response::Hello { challenge, .. } => Ok((conn, challenge)),
         other => Err(unexpected(&member.name, &other)),
+    }
+}
+
+/// A server's account of the ring, from its STATUS.
+fn own_view(s: &ServerStatus) -> OwnView {
+    OwnView {
+        name: s.name.clone(),
+        members: s.ring.iter().map(|m| m.name.clone()).collect(),
+        down: s.down.clone(),
+        successor: s.successor.clone(),
+    }
+}
+
+/// A [`Standing`] as a slot keeps it.
+fn standing_code(standing: Standing) -> u8 {
+    match standing {
+        Standing::InRing => 0,
+        Standing::Alone => 1,
+        Standing::Apart => 2,
+    }
+}
+
+fn standing_of(code: u8) -> Standing {
+    match code {
+        1 => Standing::Alone,
+        2 => Standing::Apart,
+        _ => Standing::InRing,
     }
 }
 

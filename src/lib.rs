@@ -53,6 +53,7 @@ pub mod protocol;
 pub mod repl;
 pub mod ring;
 pub mod server;
+pub mod standing;
 pub mod store;
 pub mod tls;
 pub mod transfer;

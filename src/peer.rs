@@ -123,7 +123,140 @@ pub async fn connect(
     };
     match conn.call(&login).await? {
         Response::Ok => Ok(conn),
+        // A refused login is `Unauthorized`: the cluster keys differ.
+        Response::Error(e) => Err(e.into_error(&member.name)),
         other => Err(Error::Protocol(format!("{}: {other:?}", member.name))),
+    }
+}
+
+/// Why a server cannot talk to a peer, as its log says it: the three
+/// causes an operator can act on, told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trouble {
+    /// The peer's certificate is not signed by our authority (`ca.pem`).
+    TheirCertificate,
+    /// The peer's certificate does not name the host we dial it at.
+    CertificateName,
+    /// The peer refused our certificate in the TLS handshake.
+    OurCertificate,
+    /// The peer refused our `PeerLogin`: the cluster keys differ.
+    ClusterKey,
+    /// No answer, or not one we understand; why.
+    Unreachable(String),
+}
+
+impl Trouble {
+    /// Classifies a failed attempt to reach a peer (see [`connect`]).
+    pub fn of(error: &Error) -> Trouble {
+        match error {
+            Error::Unauthorized => Trouble::ClusterKey,
+            // The handshake as the dialler sees it (see `tls::connect`).
+            Error::Unavailable { reason, .. } if reason.contains("TLS handshake failed") => {
+                if reason.contains("not valid for name") {
+                    Trouble::CertificateName
+                } else if reason.contains("invalid peer certificate") {
+                    Trouble::TheirCertificate
+                } else if reason.contains("received fatal alert") {
+                    Trouble::OurCertificate
+                } else {
+                    Trouble::Unreachable(reason.clone())
+                }
+            }
+            Error::Unavailable { reason, .. } => Trouble::Unreachable(reason.clone()),
+            // In TLS 1.3 the server checks the client's certificate after the
+            // client has finished: its refusal is an alert on the first read.
+            Error::Io { cause, .. } if refused_by_alert(cause) => Trouble::OurCertificate,
+            Error::Io { cause, .. } => Trouble::Unreachable(cause.to_string()),
+            e => Trouble::Unreachable(e.to_string()),
+        }
+    }
+
+    /// Same cause (whatever the words of an unreachable one).
+    pub fn same_cause(&self, other: &Trouble) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    /// The cause in plain words, with the file to check: `peer` is the
+    /// peer's name, `host` the host it was dialled at.
+    pub fn describe(&self, peer: &str, host: &str) -> String {
+        match self {
+            Trouble::TheirCertificate => format!(
+                "bad certificate: {peer}'s is not signed by our authority (tls/ca.pem must be \
+                 the cluster's ca.pem on every server, and each server's certificate issued by it)"
+            ),
+            Trouble::CertificateName => format!(
+                "bad certificate: {peer}'s does not name {host} (reissue it on the authority's \
+                 machine: dfs-server certs --renew {peer})"
+            ),
+            Trouble::OurCertificate => format!(
+                "bad certificate: {peer} refuses ours (is tls/ca.pem the cluster's authority, \
+                 and our certificate issued by it?)"
+            ),
+            Trouble::ClusterKey => format!(
+                "wrong cluster key: {peer} refuses our login (cluster.key must be the same \
+                 file on every server)"
+            ),
+            Trouble::Unreachable(why) => format!("unreachable: {why}"),
+        }
+    }
+}
+
+/// Whether an I/O error is a TLS alert saying the other end refused our
+/// certificate.
+fn refused_by_alert(cause: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let Some(rustls::Error::AlertReceived(alert)) = cause
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    matches!(
+        alert,
+        A::BadCertificate
+            | A::UnknownCA
+            | A::DecryptError
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateRequired
+            | A::AccessDenied
+    )
+}
+
+/// How long a server stays quiet about the same refusal (see [`Refusals`]).
+const REFUSAL_REMINDER: Duration = Duration::from_secs(600);
+
+/// What a server has said about those it refused (a peer login, a TLS
+/// handshake), so that it says it once per cause (and again every ten
+/// minutes while it lasts), not at every attempt, several a second.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    said: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl Refusals {
+    /// Whether to log that `who` was refused because `why`: yes the first
+    /// time, when the cause changes, and every ten minutes.
+    pub fn first(&self, who: &str, why: &str) -> bool {
+        let mut said = self.said.lock().expect("refusals lock");
+        if said.len() > 1024 {
+            said.clear(); // a scan from many addresses: forget, keep bounded
+        }
+        let now = std::time::Instant::now();
+        match said.get_mut(who) {
+            Some((cause, at)) if cause == why && now.duration_since(*at) < REFUSAL_REMINDER => {
+                false
+            }
+            _ => {
+                said.insert(who.to_string(), (why.to_string(), now));
+                true
+            }
+        }
+    }
+
+    /// `who` got in: a later refusal is news again.
+    pub fn accepted(&self, who: &str) {
+        self.said.lock().expect("refusals lock").remove(who);
     }
 }
 
@@ -266,6 +399,127 @@ mod tests {
         assert!(!a.verify(&challenge, "dfs2", &proof));
         assert!(!a.verify(&[8; 32], "dfs1", &proof));
         assert!(!b.verify(&challenge, "dfs1", &proof));
+    }
+
+    /// Dials `addr` as server `me` of the TLS folder `ours`, where a
+    /// listener with `theirs`'s certificate for `them` accepts one
+    /// connection; returns what the dialler makes of the failure.
+    async fn trouble_dialling(
+        ours: &Path,
+        me: &str,
+        theirs: &Path,
+        them: &str,
+        ip: &str,
+    ) -> Trouble {
+        let acceptor =
+            crate::tls::TlsAcceptor::from(crate::tls::server_config(theirs, them).unwrap());
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            // A refused handshake ends here, after rustls sent its alert.
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                let mut buf = [0u8; 64];
+                let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+            }
+        });
+        let tls = crate::tls::client_config_for_server(ours, me).unwrap();
+        let member = Member {
+            name: them.into(),
+            addr: addr.to_string(),
+            id: None,
+        };
+        let error = crate::client::dial(&member, &tls, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("the dial should fail");
+        server.abort();
+        Trouble::of(&error)
+    }
+
+    fn identity(name: &str, host: &str) -> crate::tls::ServerIdentity {
+        crate::tls::ServerIdentity {
+            name: name.into(),
+            hosts: vec![host.into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_dials_say_which_certificate_is_wrong() {
+        let ring = tempfile::tempdir().unwrap();
+        let foreign = tempfile::tempdir().unwrap();
+        crate::tls::ensure_certs(ring.path(), &[identity("dfs1", "127.0.0.1")]).unwrap();
+        crate::tls::ensure_certs(foreign.path(), &[identity("dfs2", "127.0.0.1")]).unwrap();
+        // dfs2 with another authority entirely: it cannot trust dfs1.
+        let t = trouble_dialling(foreign.path(), "dfs2", ring.path(), "dfs1", "127.0.0.1").await;
+        assert_eq!(t, Trouble::TheirCertificate);
+        // dfs2 with the ring's ca.pem but a certificate from another
+        // authority: dfs1 refuses it.
+        let mixed = tempfile::tempdir().unwrap();
+        std::fs::copy(ring.path().join("ca.pem"), mixed.path().join("ca.pem")).unwrap();
+        for file in ["dfs2.pem", "dfs2.key"] {
+            std::fs::copy(foreign.path().join(file), mixed.path().join(file)).unwrap();
+        }
+        let t = trouble_dialling(mixed.path(), "dfs2", ring.path(), "dfs1", "127.0.0.1").await;
+        assert_eq!(t, Trouble::OurCertificate);
+        // dfs1 dialled at an address its certificate does not name.
+        crate::tls::ensure_certs(ring.path(), &[identity("dfs3", "127.0.0.1")]).unwrap();
+        let t = trouble_dialling(ring.path(), "dfs3", ring.path(), "dfs1", "127.0.0.2").await;
+        assert_eq!(t, Trouble::CertificateName);
+        assert!(t
+            .describe("dfs1", "127.0.0.2")
+            .contains("certs --renew dfs1"));
+    }
+
+    #[tokio::test]
+    async fn failed_dials_and_refused_logins_say_why_in_plain_words() {
+        assert_eq!(Trouble::of(&Error::Unauthorized), Trouble::ClusterKey);
+        let says = Trouble::ClusterKey.describe("dfs1", "10.0.0.1");
+        assert!(
+            says.starts_with("wrong cluster key: dfs1") && says.contains("cluster.key"),
+            "{says}"
+        );
+        let says = Trouble::TheirCertificate.describe("dfs1", "10.0.0.1");
+        assert!(
+            says.starts_with("bad certificate") && says.contains("tls/ca.pem"),
+            "{says}"
+        );
+        // Nothing listens on a port just freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::ensure_certs(dir.path(), &[identity("dfs1", "127.0.0.1")]).unwrap();
+        let tls = crate::tls::client_config_for_server(dir.path(), "dfs1").unwrap();
+        let member = Member {
+            name: "dfs2".into(),
+            addr: format!("127.0.0.1:{port}"),
+            id: None,
+        };
+        let e = crate::client::dial(&member, &tls, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        let t = Trouble::of(&e);
+        assert!(matches!(t, Trouble::Unreachable(_)), "{t:?}");
+        assert!(t.describe("dfs2", "127.0.0.1").starts_with("unreachable: "));
+        // Two failures with other words but one cause are one cause.
+        assert!(Trouble::Unreachable("refused".into())
+            .same_cause(&Trouble::Unreachable("timed out".into())));
+        assert!(!Trouble::ClusterKey.same_cause(&Trouble::OurCertificate));
+    }
+
+    #[test]
+    fn a_refusal_is_said_once_per_cause() {
+        let said = Refusals::default();
+        assert!(said.first("login dfs2", "wrong cluster key"));
+        assert!(!said.first("login dfs2", "wrong cluster key"));
+        assert!(said.first("login dfs3", "wrong cluster key"));
+        assert!(said.first("login dfs2", "no certificate"));
+        said.accepted("login dfs2");
+        assert!(said.first("login dfs2", "no certificate"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::runtime::Runtime;
 use crate::cli::{self, Command, Outcome, Style, COMMANDS};
 use crate::client::{Client, Progress};
 use crate::error::{Error, Result};
+use crate::standing::Standing;
 
 /// Transfers smaller than this get no progress bar.
 const BAR_THRESHOLD: u64 = 1 << 20;
@@ -103,7 +104,7 @@ impl<'a> Repl<'a> {
         self.refresh_names();
         cli::print_line("type HELP for the commands; Tab completes; Ctrl-D leaves");
         loop {
-            let prompt = prompt(self.client.user(), &self.client.health(), self.style);
+            let prompt = prompt(self.client.user(), &self.client.standing(), self.style);
             match editor.readline(&prompt) {
                 Ok(line) => {
                     if !line.trim().is_empty() {
@@ -176,22 +177,38 @@ impl<'a> Repl<'a> {
     }
 }
 
-/// `alice@ringdfs [4/4]> `, or `alice@ringdfs [3/4 dfs2 down]> `: the plain
-/// text and the coloured one.
-pub fn prompt(user: &str, health: &[(String, bool)], style: Style) -> (String, String) {
-    let up = health.iter().filter(|(_, up)| *up).count();
-    let down: Vec<&str> = health
+/// `alice@ringdfs [4/4]> `, `alice@ringdfs [3/4 dfs2 down]> `, or
+/// `alice@ringdfs [3/4 dfs2 alone]> ` for a server that answers but is not
+/// in one ring with the others (see [`Standing`]): the plain text and the
+/// coloured one. `health` is each member's standing, `None` if it is down.
+pub fn prompt(user: &str, health: &[(String, Option<Standing>)], style: Style) -> (String, String) {
+    let healthy = health
         .iter()
-        .filter(|(_, up)| !*up)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    let ring = if down.is_empty() {
-        format!("[{up}/{}]", health.len())
+        .filter(|(_, s)| *s == Some(Standing::InRing))
+        .count();
+    let named = |state: Option<Standing>| -> Vec<&str> {
+        health
+            .iter()
+            .filter(|(_, s)| *s == state)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    };
+    let problems: Vec<String> = [
+        (named(None), "down"),
+        (named(Some(Standing::Alone)), "alone"),
+        (named(Some(Standing::Apart)), "apart"),
+    ]
+    .into_iter()
+    .filter(|(names, _)| !names.is_empty())
+    .map(|(names, word)| format!("{} {word}", names.join(" ")))
+    .collect();
+    let ring = if problems.is_empty() {
+        format!("[{healthy}/{}]", health.len())
     } else {
-        format!("[{up}/{} {} down]", health.len(), down.join(" "))
+        format!("[{healthy}/{} {}]", health.len(), problems.join(", "))
     };
     let plain = format!("{user}@ringdfs {ring}> ");
-    let color = if down.is_empty() {
+    let color = if problems.is_empty() {
         Color::Green
     } else {
         Color::Yellow
@@ -541,7 +558,12 @@ mod tests {
         let health = |downs: &[&str]| {
             ["dfs1", "dfs2", "dfs3", "dfs4"]
                 .iter()
-                .map(|n| (n.to_string(), !downs.contains(n)))
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        (!downs.contains(n)).then_some(Standing::InRing),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(
@@ -551,6 +573,36 @@ mod tests {
         assert_eq!(
             prompt("alice", &health(&["dfs2"]), Style::PLAIN).0,
             "alice@ringdfs [3/4 dfs2 down]> "
+        );
+    }
+
+    #[test]
+    fn the_prompt_names_servers_outside_the_ring_as_not_healthy() {
+        let health = |states: [Option<Standing>; 4]| {
+            ["dfs1", "dfs2", "dfs3", "dfs4"]
+                .iter()
+                .zip(states)
+                .map(|(n, s)| (n.to_string(), s))
+                .collect::<Vec<_>>()
+        };
+        let ok = Some(Standing::InRing);
+        assert_eq!(
+            prompt(
+                "alice",
+                &health([ok, Some(Standing::Alone), ok, ok]),
+                Style::PLAIN
+            )
+            .0,
+            "alice@ringdfs [3/4 dfs2 alone]> "
+        );
+        assert_eq!(
+            prompt(
+                "alice",
+                &health([ok, Some(Standing::Apart), None, Some(Standing::Apart)]),
+                Style::PLAIN
+            )
+            .0,
+            "alice@ringdfs [1/4 dfs3 down, dfs2 dfs4 apart]> "
         );
     }
 }

@@ -431,13 +431,19 @@ enum Next {
 async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, server: &Server) -> Result<()> {
     let accepted = Instant::now();
     let deadline = server.limits.handshake();
-    let stream = tokio::time::timeout(deadline, server.tls.accept(stream))
+    let stream = match tokio::time::timeout(deadline, server.tls.accept(stream))
         .await
         .map_err(|_| Error::Timeout {
             what: format!("{peer}'s TLS handshake"),
             secs: deadline.as_secs(),
-        })?
-        .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+        })? {
+        Ok(stream) => stream,
+        Err(e) => {
+            // Logged once per address and cause, not at every attempt.
+            server.chord.handshake_failed(peer.ip(), &e);
+            return Ok(());
+        }
+    };
     // A server presents a certificate the cluster's authority signed; which
     // server it is gets checked against the name its PeerLogin claims (a
     // joining server is not a member yet).
@@ -601,9 +607,15 @@ where
                 .is_some_and(|key| key.verify(&auth.challenge, &name, &proof));
             if !(certified && valid) {
                 *who = Peer::Nobody;
-                warn!(server = %server.name, peer = %name, "peer login refused");
+                let why = match (auth.certified.is_some(), certified) {
+                    (false, _) => "it presented no certificate".to_string(),
+                    (true, false) => format!("its certificate does not name {name}"),
+                    (true, true) => "wrong cluster key (its cluster.key differs from ours)".into(),
+                };
+                server.chord.peer_login_refused(&name, auth.addr, &why);
                 return Err(soft(Error::Unauthorized));
             }
+            server.chord.peer_login_accepted(&name);
             *who = Peer::Server(name);
             Ok(Some(Response::Ok))
         }

@@ -6,13 +6,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
+use ringdfs::cli::{Outcome, Style};
 use ringdfs::client::{no_progress, Client};
 use ringdfs::config::ClientConfig;
 use ringdfs::protocol::{Request, Response, PROTOCOL_VERSION};
 use ringdfs::ring::Id;
 
-use crate::util::{random_file, wait_until, write_users, RawConn, USERS};
+use crate::util::{chunk_files, random_file, wait_until, write_users, RawConn, USERS};
 
 /// A free port on `ip`.
 fn free_port(ip: &str) -> u16 {
@@ -460,4 +462,378 @@ async fn users_added_or_changed_on_one_machine_reach_every_server() {
     .await;
     assert!(four.session(4, "alice", alice).await.is_none());
     assert!(four.session(4, "carol", "correct horse").await.is_some());
+}
+
+// ---------------------------------------------------------------------------
+// Honest status (issue 14): a server that cannot join the ring says why in
+// its log, STATUS shows it outside the ring, the other three go on, and it
+// deletes nothing.
+
+/// Four servers on 127.0.0.2..5, each in its own folder with its bundle,
+/// started and in one ring; alice logged in. `root` keeps the folders.
+struct Site {
+    authority: PathBuf,
+    ring: Vec<(String, String)>,
+    machines: Machines,
+    client: Client,
+}
+
+const NAMES: [&str; 4] = ["dfs1", "dfs2", "dfs3", "dfs4"];
+
+async fn four_machines(root: &Path) -> Site {
+    let authority = root.join("authority");
+    std::fs::create_dir_all(authority.join("servers")).unwrap();
+    write_users(&authority, None);
+    let ring: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let ip = format!("127.0.0.{}", i + 2);
+            (NAMES[i].to_string(), format!("{ip}:{}", free_port(&ip)))
+        })
+        .collect();
+    let mut args = Vec::new();
+    for (name, addr) in &ring {
+        std::fs::write(
+            authority.join("servers").join(format!("{name}.toml")),
+            config_text(name, addr, &ring)
+                .replace("tls_dir = \"tls\"", "tls_dir = \"../tls\"")
+                .replace(
+                    "cluster_key = \"cluster.key\"",
+                    "cluster_key = \"../cluster.key\"",
+                )
+                .replace("users = \"users.toml\"", "users = \"../users.toml\""),
+        )
+        .unwrap();
+        args.push("--host".to_string());
+        args.push(format!("{name}={}", addr.split(':').next().unwrap()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    certs(&authority, &args);
+    let mut machines = Machines {
+        dirs: (1..=4).map(|i| root.join(format!("machine{i}"))).collect(),
+        children: (0..4).map(|_| None).collect(),
+    };
+    for (i, (name, addr)) in ring.iter().enumerate() {
+        install(
+            &authority,
+            &machines.dirs[i],
+            name,
+            &config_text(name, addr, &ring),
+        );
+        machines.start(i + 1);
+    }
+    let addrs: Vec<String> = ring.iter().map(|(_, a)| a.clone()).collect();
+    let mut config = ClientConfig::for_servers(addrs);
+    config.timeout_secs = 3;
+    config.ca = authority.join("tls").join("ca.pem");
+    let client = Mutex::new(None);
+    wait_until(30, "a server answers alice", || async {
+        let answer = Client::login(&config, "alice", USERS[0].1).await.ok();
+        *client.lock().unwrap() = answer;
+        client.lock().unwrap().is_some()
+    })
+    .await;
+    let client = client.into_inner().unwrap().unwrap();
+    wait_until(30, "the four servers form one ring", || {
+        one_ring(&client, &NAMES)
+    })
+    .await;
+    Site {
+        authority,
+        ring,
+        machines,
+        client,
+    }
+}
+
+/// Stores three files of four chunks (so every server holds copies) and
+/// waits until every copy is in place; returns their contents by name.
+async fn store_files(client: &Client, work: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        let (path, data) = random_file(work, name, 300_000);
+        let receipt = client.put(&path, name, &no_progress).await.unwrap();
+        assert_eq!((receipt.copies, receipt.wanted), (8, 8), "{name}");
+        files.push((name.to_string(), data));
+    }
+    files
+}
+
+/// The chunk copies machine `i`'s store holds of each file (it must be stopped).
+fn held(site: &Site, i: usize, files: &[(String, Vec<u8>)]) -> Vec<(String, Vec<(String, u32)>)> {
+    let data = site.machines.dirs[i - 1].join("data");
+    files
+        .iter()
+        .map(|(name, _)| (name.clone(), chunk_files(&data, "alice", name)))
+        .collect()
+}
+
+/// Lines of machine `i`'s log, after its first `from` bytes, that contain
+/// every one of `words`.
+fn log_lines(site: &Site, i: usize, from: usize, words: &[&str]) -> Vec<String> {
+    let log = site.machines.log(i);
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// STATUS as the `dfs` binary prints it (plain) and as `--json` gives it;
+/// printed when it differs from the last one `seen`.
+async fn status(client: &Client, seen: &Mutex<String>) -> (String, serde_json::Value) {
+    let _ = client.refresh_ring().await;
+    let outcome = Outcome::Status(client.status().await);
+    let table = outcome.text(Style::PLAIN);
+    let mut last = seen.lock().unwrap();
+    if *last != table {
+        println!("{table}\n");
+        last.clone_from(&table);
+    }
+    (table, outcome.json())
+}
+
+/// Server `name`'s entry in the `--json` STATUS.
+fn standing<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["server"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+}
+
+/// STATUS's line for server `name`.
+fn row<'a>(table: &'a str, name: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no line for {name} in:\n{table}"))
+}
+
+/// The three healthy servers, seen from the `--json` STATUS: each in the ring.
+fn others_in_ring(json: &serde_json::Value, outcast: &str) -> bool {
+    let servers = json.as_array().unwrap();
+    let others: Vec<_> = servers.iter().filter(|s| s["server"] != outcast).collect();
+    others.len() == 3 && others.iter().all(|s| s["in_ring"] == true)
+}
+
+/// Waits until dfs1, dfs3 and dfs4 have each finished `rounds` more heal rounds.
+async fn heal_rounds(client: &Client, rounds: u64) {
+    let rounds_now = || async {
+        client
+            .status()
+            .await
+            .iter()
+            .filter(|r| r.member.name != "dfs2")
+            .map(|r| r.state.as_ref().map_or(0, |s| s.heal.rounds))
+            .collect::<Vec<u64>>()
+    };
+    let start = rounds_now().await;
+    assert_eq!(start.len(), 3, "{start:?}");
+    wait_until(
+        60,
+        "three more heal rounds on the healthy servers",
+        || async {
+            let now = rounds_now().await;
+            now.len() == 3 && now.iter().zip(&start).all(|(n, s)| *n >= s + rounds)
+        },
+    )
+    .await;
+}
+
+/// The healthy three store and serve a new file, and the old ones still read back.
+async fn others_keep_working(
+    client: &Client,
+    work: &Path,
+    files: &[(String, Vec<u8>)],
+) -> ringdfs::client::PutReceipt {
+    let (path, data) = random_file(work, "d.bin", 300_000);
+    let receipt = client.put(&path, "d.bin", &no_progress).await.unwrap();
+    let out = work.join("out");
+    for (name, bytes) in files.iter().chain([&("d.bin".to_string(), data)]) {
+        client.get(name, &out, &no_progress).await.unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == *bytes,
+            "{name} read back wrong"
+        );
+    }
+    receipt
+}
+
+/// A server restarted with another ring's `cluster.key`: its log says, in
+/// one line per peer, that the cluster keys differ; STATUS (and `--json`)
+/// shows it alone, outside the ring; a PUT that gives it copies says they
+/// are not all in one ring; the other three store and serve; and none of
+/// the copies it held is deleted. With the ring's key back, it rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_the_wrong_cluster_key_says_so_stays_out_of_the_ring_and_keeps_its_data() {
+    let root = tempfile::tempdir().unwrap();
+    let mut site = four_machines(root.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let files = store_files(&site.client, work.path()).await;
+
+    site.machines.kill(2);
+    let before = held(&site, 2, &files);
+    let copies: usize = before.iter().map(|(_, h)| h.len()).sum();
+    assert!(
+        copies >= 3,
+        "dfs2 should hold copies of each file: {before:?}"
+    );
+    let key_file = site.machines.dirs[1].join("cluster.key");
+    let ring_key = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, format!("{}\n", "7".repeat(64))).unwrap();
+    let from: Vec<usize> = (1..=4).map(|i| site.machines.log(i).len()).collect();
+    site.machines.start(2);
+
+    wait_until(30, "dfs2's log says its cluster key is wrong", || async {
+        !log_lines(&site, 2, from[1], &["cannot reach", "wrong cluster key"]).is_empty()
+    })
+    .await;
+    let seen = Mutex::new(String::new());
+    wait_until(
+        30,
+        "STATUS shows dfs2 alone and the others in the ring",
+        || async {
+            let (table, json) = status(&site.client, &seen).await;
+            row(&table, "dfs2").contains("alone")
+                && standing(&json, "dfs2")["in_ring"] == false
+                && others_in_ring(&json, "dfs2")
+        },
+    )
+    .await;
+
+    let receipt = others_keep_working(&site.client, work.path(), &files).await;
+    let text = Outcome::Put {
+        name: "d.bin".into(),
+        receipt,
+    }
+    .text(Style::PLAIN);
+    assert!(
+        text.contains("not all in one ring") && text.contains("dfs2"),
+        "a PUT with copies on dfs2 should say so: {text}"
+    );
+    println!("{text}");
+    heal_rounds(&site.client, 3).await;
+
+    // One line per peer, not one per attempt (several a second).
+    for peer in ["dfs1", "dfs3", "dfs4"] {
+        let lines = log_lines(&site, 2, from[1], &["cannot reach", peer]);
+        assert!(
+            lines.len() <= 1,
+            "dfs2 repeats itself about {peer}: {lines:#?}"
+        );
+    }
+    let seen = log_lines(
+        &site,
+        1,
+        from[0],
+        &["cannot reach", "dfs2", "wrong cluster key"],
+    );
+    assert_eq!(
+        seen.len(),
+        1,
+        "dfs1 names dfs2 and the reason once: {seen:#?}"
+    );
+    println!("dfs2: {:#?}", log_lines(&site, 2, from[1], &["WARN"]));
+    println!("dfs1: {seen:#?}");
+
+    site.machines.kill(2);
+    assert_eq!(held(&site, 2, &files), before, "dfs2 lost copies");
+    std::fs::write(&key_file, ring_key).unwrap();
+    site.machines.start(2);
+    wait_until(30, "dfs2 back in one ring with its key", || {
+        one_ring(&site.client, &NAMES)
+    })
+    .await;
+}
+
+/// A server given another authority's `ca.pem` (and a certificate from it,
+/// so it starts): its log says the certificates do not match, once per
+/// peer, and so do its peers'; STATUS shows it not in the ring; the other
+/// three store and serve; and none of the copies it held is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_foreign_authority_says_so_stays_out_of_the_ring_and_keeps_its_data() {
+    let root = tempfile::tempdir().unwrap();
+    let mut site = four_machines(root.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let files = store_files(&site.client, work.path()).await;
+
+    site.machines.kill(2);
+    let before = held(&site, 2, &files);
+    let copies: usize = before.iter().map(|(_, h)| h.len()).sum();
+    assert!(
+        copies >= 3,
+        "dfs2 should hold copies of each file: {before:?}"
+    );
+    // Another authority, as a second `dfs-server certs` elsewhere would make.
+    let foreign = root.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("servers")).unwrap();
+    std::fs::copy(
+        site.authority.join("servers/dfs2.toml"),
+        foreign.join("servers/dfs2.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        site.authority.join("cluster.key"),
+        foreign.join("cluster.key"),
+    )
+    .unwrap();
+    let host = format!("dfs2={}", site.ring[1].1.split(':').next().unwrap());
+    certs(&foreign, &["--host", &host]);
+    for file in ["ca.pem", "dfs2.pem", "dfs2.key"] {
+        std::fs::copy(
+            foreign.join("bundles/dfs2").join(file),
+            site.machines.dirs[1].join("tls").join(file),
+        )
+        .unwrap();
+    }
+    let from: Vec<usize> = (1..=4).map(|i| site.machines.log(i).len()).collect();
+    site.machines.start(2);
+
+    wait_until(
+        30,
+        "dfs2's log says the certificates do not match",
+        || async { !log_lines(&site, 2, from[1], &["cannot reach", "bad certificate"]).is_empty() },
+    )
+    .await;
+    wait_until(30, "dfs1's log names dfs2's certificate", || async {
+        !log_lines(
+            &site,
+            1,
+            from[0],
+            &["cannot reach", "dfs2", "bad certificate"],
+        )
+        .is_empty()
+    })
+    .await;
+    let seen = Mutex::new(String::new());
+    wait_until(
+        30,
+        "STATUS shows dfs2 outside the ring, the others in it",
+        || async {
+            let (table, json) = status(&site.client, &seen).await;
+            !row(&table, "dfs2").contains(" up")
+                && standing(&json, "dfs2")["in_ring"] == false
+                && others_in_ring(&json, "dfs2")
+        },
+    )
+    .await;
+
+    let receipt = others_keep_working(&site.client, work.path(), &files).await;
+    assert!(
+        receipt.copies < receipt.wanted,
+        "dfs2 took copies: {receipt:?}"
+    );
+    heal_rounds(&site.client, 3).await;
+    for peer in ["dfs1", "dfs3", "dfs4"] {
+        let lines = log_lines(&site, 2, from[1], &["cannot reach", peer]);
+        assert!(
+            lines.len() <= 1,
+            "dfs2 repeats itself about {peer}: {lines:#?}"
+        );
+    }
+    println!("dfs2: {:#?}", log_lines(&site, 2, from[1], &["WARN"]));
+    println!("dfs1: {:#?}", log_lines(&site, 1, from[0], &["WARN"]));
+    site.machines.kill(2);
+    assert_eq!(held(&site, 2, &files), before, "dfs2 lost copies");
 }

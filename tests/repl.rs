@@ -688,6 +688,18 @@ async fn dfs_local_starts_four_servers_and_exit_stops_them() {
 async fn the_prompt_shows_which_server_is_down() {
     let mut cluster = Cluster::start(4).await;
     cluster.stop(2).await;
+    // The other three first close their ring (until then, STATUS and the
+    // prompt rightly show a server that is its own successor as alone).
+    let client = cluster.login("alice").await;
+    crate::util::wait_until(30, "dfs1, dfs3 and dfs4 in one ring", || async {
+        let reports = client.status().await;
+        let in_ring = reports
+            .iter()
+            .filter(|r| r.standing == Some(ringdfs::standing::Standing::InRing))
+            .count();
+        in_ring == 3
+    })
+    .await;
     let config = cluster.write_client_config();
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_path_buf();

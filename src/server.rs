@@ -609,7 +609,12 @@ where
                 *who = Peer::Nobody;
                 let why = match (auth.certified.is_some(), certified) {
                     (false, _) => "it presented no certificate".to_string(),
-                    (true, false) => format!("its certificate does not name {name}"),
+                    (true, false) => {
+                        format!(
+                            "its certificate does not name {}",
+                            crate::error::shown(&name)
+                        )
+                    }
                     (true, true) => "wrong cluster key (its cluster.key differs from ours)".into(),
                 };
                 server.chord.peer_login_refused(&name, auth.addr, &why);

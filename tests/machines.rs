@@ -136,11 +136,22 @@ async fn one_ring(client: &Client, names: &[&str]) -> bool {
         })
 }
 
+/// alice's client, once a server answers (the processes were just
+/// started: they may not listen yet).
 async fn login(addrs: &[String], ca: &Path) -> Client {
     let mut config = ClientConfig::for_servers(addrs.to_vec());
     config.timeout_secs = 3;
     config.ca = ca.to_path_buf();
-    Client::login(&config, "alice", USERS[0].1).await.unwrap()
+    let start = std::time::Instant::now();
+    loop {
+        match Client::login(&config, "alice", USERS[0].1).await {
+            Ok(client) => return client,
+            Err(_) if start.elapsed() < std::time::Duration::from_secs(30) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("alice cannot log in after 30 s: {e}"),
+        }
+    }
 }
 
 /// Four servers on four loopback addresses, each in its own folder with its

@@ -283,12 +283,13 @@ impl Accounts {
             records.insert(name, record);
         }
         let next = State::new(records)?;
+        let kept = rows.len();
         self.store.put_state(rows)?;
-        let kept = next.records.len();
+        let records = next.records.len();
         *state = next;
         drop(state);
         self.sessions.end_for(&ended);
-        tracing::info!(server = %self.server, users = kept, sessions_ended = ended.len(), "users changed");
+        tracing::info!(server = %self.server, kept, records, sessions_ended = ended.len(), "user records merged");
         Ok(kept)
     }
 }

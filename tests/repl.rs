@@ -697,7 +697,15 @@ async fn the_prompt_shows_which_server_is_down() {
             .iter()
             .filter(|r| r.standing == Some(ringdfs::standing::Standing::InRing))
             .count();
-        in_ring == 3
+        // dfs1 has also found dfs2 gone and linked to dfs3: until then it
+        // may be its own successor for a moment (alone).
+        let relinked = reports.iter().any(|r| {
+            r.member.name == "dfs1"
+                && r.state
+                    .as_ref()
+                    .is_ok_and(|s| s.successor.as_deref() == Some("dfs3"))
+        });
+        in_ring == 3 && relinked
     })
     .await;
     let config = cluster.write_client_config();

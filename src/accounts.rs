@@ -128,27 +128,21 @@ impl State {
 
 impl Accounts {
     /// Loads the records from `store` and adds the users of the seed file
-    /// (if there is one) that it has no record of. Blocking (hashes the dummy).
+    /// (if there is one) that it has no record of. Blocking (hashes the
+    /// dummy once).
     pub fn open(
         server: &str,
         store: Arc<Store>,
         seed: &Path,
         sessions: Sessions,
     ) -> Result<Accounts> {
-        let records = load(&store)?;
-        let accounts = Accounts {
-            server: server.to_string(),
-            store,
-            state: RwLock::new(State::new(records)?),
-            sessions,
-        };
+        let mut records = load(&store)?;
         if seed.exists() {
-            let seeded = Users::load(seed)?;
-            let new: Vec<UserRecord> = seeded
-                .hashes()
-                .filter(|(name, _)| !accounts.knows(name))
+            let new: Vec<UserRecord> = crate::auth::read_hashes(seed)?
+                .into_iter()
+                .filter(|(name, _)| !records.contains_key(name))
                 .map(|(name, phc)| UserRecord {
-                    name: name.to_string(),
+                    name,
                     account: Some(Account { phc }),
                     changed: Stamp {
                         millis: 0,
@@ -158,18 +152,16 @@ impl Accounts {
                 .collect();
             if !new.is_empty() {
                 tracing::info!(server, users = new.len(), seed = %seed.display(), "added the seed's users");
-                accounts.merge(new)?;
+                store.put_state(new.iter().map(row).collect::<Result<_>>()?)?;
+                records.extend(new.into_iter().map(|r| (r.name.clone(), r)));
             }
         }
-        Ok(accounts)
-    }
-
-    fn knows(&self, name: &str) -> bool {
-        self.state
-            .read()
-            .expect("accounts lock")
-            .records
-            .contains_key(name)
+        Ok(Accounts {
+            server: server.to_string(),
+            store,
+            state: RwLock::new(State::new(records)?),
+            sessions,
+        })
     }
 
     /// The table logins are checked against.
@@ -271,15 +263,12 @@ impl Accounts {
         let mut ended = Vec::new();
         let mut rows = Vec::new();
         for (name, record) in winners {
-            let before = records.get(&name).and_then(|r| r.account.as_ref());
-            if before.is_some() && before != record.account.as_ref() {
+            // A removal or a new password ends the user's sessions.
+            let before = records.get(&name).and_then(password);
+            if before.is_some() && before != password(&record) {
                 ended.push(name.clone());
             }
-            rows.push((
-                format!("{PREFIX}{name}"),
-                serde_json::to_vec(&record)
-                    .map_err(|e| Error::Internal(format!("user {name}: {e}")))?,
-            ));
+            rows.push(row(&record)?);
             records.insert(name, record);
         }
         let next = State::new(records)?;
@@ -292,6 +281,18 @@ impl Accounts {
         tracing::info!(server = %self.server, kept, records, sessions_ended = ended.len(), "user records merged");
         Ok(kept)
     }
+}
+
+/// A record's password hash (`None`: removed).
+fn password(record: &UserRecord) -> Option<&str> {
+    record.account.as_ref().map(|a| a.phc.as_str())
+}
+
+/// A record as the store keeps it: its key and JSON.
+fn row(record: &UserRecord) -> Result<(String, Vec<u8>)> {
+    let json = serde_json::to_vec(record)
+        .map_err(|e| Error::Internal(format!("user {}: {e}", record.name)))?;
+    Ok((format!("{PREFIX}{}", record.name), json))
 }
 
 /// The records kept in `store`.

@@ -59,9 +59,8 @@ pub struct Users {
 
 impl Users {
     pub fn load(path: &Path) -> Result<Users> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        Users::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let hashes = read_hashes(path)?;
+        Users::from_hashes(hashes.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     pub fn parse(text: &str) -> Result<Users> {
@@ -179,6 +178,22 @@ impl Users {
                 .expect("hashing a fixed-length password cannot fail")
         })
     }
+}
+
+/// The users of a `users.toml` and their PHC strings, each checked (a
+/// valid name, an argon2id hash), without building a table.
+pub fn read_hashes(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let in_file = |e: Error| Error::Config(format!("{}: {e}", path.display()));
+    let file: UsersFile =
+        toml::from_str(&text).map_err(|e| in_file(Error::Config(e.to_string())))?;
+    for (name, phc) in &file.users {
+        validate_user(name)
+            .and_then(|()| parse_phc(name, phc).map(drop))
+            .map_err(in_file)?;
+    }
+    Ok(file.users.into_iter().collect())
 }
 
 /// `phc` parsed, if it is an argon2id hash.

@@ -133,6 +133,10 @@ async fn mkdir_and_rmdir_make_and_remove_empty_folders_only() {
         let e = client.folder(path_, true).await.unwrap_err().to_string();
         assert!(e.contains(why), "mkdir {path_}: {e}");
     }
+    for bad in ["a//b", "/", "a/..", "x/"] {
+        let e = client.folder(bad, true).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidName { .. }), "mkdir {bad}: {e}");
+    }
     let e = client.put(&path, "empty", &no_progress).await.unwrap_err();
     assert!(e.to_string().contains("empty is a folder"), "{e}");
 

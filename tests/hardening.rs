@@ -1256,6 +1256,13 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
 /// `dfs-server user ACTION NAME --config CONFIG` (or `--users FILE` when
 /// `target` ends in `users.toml`), with the password in DFS_PASSWORD.
 fn dfs_server_user(target: &Path, action: &str, name: &str, password: &str) {
+    let (ok, stderr) = run_dfs_server_user(target, action, name, password);
+    assert!(ok, "{stderr}");
+}
+
+/// Runs `dfs-server user ACTION NAME` as [`dfs_server_user`] does: whether
+/// it succeeded, and its standard error.
+fn run_dfs_server_user(target: &Path, action: &str, name: &str, password: &str) -> (bool, String) {
     let flag = if target.ends_with("users.toml") {
         "--users"
     } else {
@@ -1267,11 +1274,10 @@ fn dfs_server_user(target: &Path, action: &str, name: &str, password: &str) {
         .env("DFS_PASSWORD", password)
         .output()
         .unwrap();
-    assert!(
+    (
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -1342,6 +1348,20 @@ async fn user_changes_through_one_server_reach_every_running_server() {
     }
     // Bob's client, logged in before, loses its sessions and connections too.
     assert!(bob.list().await.is_err());
+
+    // Changes that cannot be made: one line each, nothing changed.
+    for (action, name, why) in [
+        ("add", "carol", "user carol exists; use `user passwd carol`"),
+        ("passwd", "nobody", "no user nobody"),
+        ("del", "bob", "no user bob"),
+        ("add", "Not-A-Name", "invalid name"),
+    ] {
+        let (ok, stderr) = run_dfs_server_user(&admin, action, name, "x");
+        assert!(!ok, "user {action} {name} succeeded");
+        assert!(stderr.contains(why), "user {action} {name}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+    assert!(logs_in_on(&cluster, 1, "carol", "correct horse").await);
 
     // No password is stored anywhere: not in any server's data folder.
     for server in 1..=2 {

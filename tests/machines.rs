@@ -154,6 +154,131 @@ async fn login(addrs: &[String], ca: &Path) -> Client {
     }
 }
 
+/// The authority's machine keeps every server's configuration (its own
+/// paths do not matter: only its tls_dir and cluster_key are used).
+fn write_authority_configs(authority: &Path, ring: &[(String, String)]) {
+    for (name, addr) in ring {
+        let text = config_text(name, addr, ring)
+            .replace("tls_dir = \"tls\"", "tls_dir = \"../tls\"")
+            .replace(
+                "cluster_key = \"cluster.key\"",
+                "cluster_key = \"../cluster.key\"",
+            )
+            .replace("users = \"users.toml\"", "users = \"../users.toml\"");
+        std::fs::write(authority.join("servers").join(format!("{name}.toml")), text).unwrap();
+    }
+}
+
+/// Four servers on 127.0.0.2..5, each in its own folder with its bundle,
+/// started and in one ring; alice logged in. `root` keeps the folders.
+struct Site {
+    authority: PathBuf,
+    ring: Vec<(String, String)>,
+    machines: Machines,
+    client: Client,
+}
+
+const NAMES: [&str; 4] = ["dfs1", "dfs2", "dfs3", "dfs4"];
+
+/// Sets four machines up as the README says and starts them. With
+/// `seed_everywhere`, each gets `users.toml`; without, only machine 1 (the
+/// others learn the users from the ring).
+async fn four_machines(root: &Path, seed_everywhere: bool) -> Site {
+    let authority = root.join("authority");
+    std::fs::create_dir_all(authority.join("servers")).unwrap();
+    write_users(&authority, None);
+    let ring: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let ip = format!("127.0.0.{}", i + 2);
+            (NAMES[i].to_string(), format!("{ip}:{}", free_port(&ip)))
+        })
+        .collect();
+    write_authority_configs(&authority, &ring);
+    let mut args = Vec::new();
+    for (name, addr) in &ring {
+        args.push("--host".to_string());
+        args.push(format!("{name}={}", addr.split(':').next().unwrap()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    certs(&authority, &args);
+    let mut machines = Machines {
+        dirs: (1..=4).map(|i| root.join(format!("machine{i}"))).collect(),
+        children: (0..4).map(|_| None).collect(),
+    };
+    for (i, (name, addr)) in ring.iter().enumerate() {
+        let dir = &machines.dirs[i];
+        install(&authority, dir, name, &config_text(name, addr, &ring));
+        if i > 0 && !seed_everywhere {
+            std::fs::remove_file(dir.join("users.toml")).unwrap();
+        }
+        machines.start(i + 1);
+    }
+    let addrs: Vec<String> = ring.iter().map(|(_, a)| a.clone()).collect();
+    let client = login(&addrs, &authority.join("tls").join("ca.pem")).await;
+    wait_until(30, "the four servers form one ring", || {
+        one_ring(&client, &NAMES)
+    })
+    .await;
+    Site {
+        authority,
+        ring,
+        machines,
+        client,
+    }
+}
+
+impl Site {
+    fn ca(&self) -> PathBuf {
+        self.authority.join("tls").join("ca.pem")
+    }
+
+    fn addr(&self, i: usize) -> std::net::SocketAddr {
+        self.ring[i - 1].1.parse().unwrap()
+    }
+
+    /// A connection to server `i` alone, logged in as `user`, or `None` if
+    /// the login is refused.
+    async fn session(&self, i: usize, user: &str, password: &str) -> Option<RawConn> {
+        let addr = self.addr(i);
+        let config = ringdfs::tls::client_config_for_user(&self.ca()).unwrap();
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let stream = ringdfs::tls::connect(&config, &addr.to_string(), stream)
+            .await
+            .ok()?;
+        let mut conn = RawConn::new(stream, addr.to_string());
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        conn.call(&hello).await.ok()?;
+        let login = Request::Login {
+            user: user.into(),
+            password: password.into(),
+        };
+        match conn.call(&login).await {
+            Ok(Response::LoggedIn { .. }) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// `dfs-server user ACTION NAME` run on machine `i` against its own
+    /// server, with the password in DFS_PASSWORD.
+    fn user(&self, i: usize, action: &str, name: &str, password: &str) {
+        let dir = &self.machines.dirs[i - 1];
+        let out = dfs_server()
+            .current_dir(dir)
+            .args(["user", action, name, "--config"])
+            .arg(format!("dfs{i}.toml"))
+            .env("DFS_PASSWORD", password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dfs-server user {action} {name} on machine {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Four servers on four loopback addresses, each in its own folder with its
 /// bundle only: the ring forms, PUT/GET/STATUS work, a `kill -9` and restart
 /// heals; no machine but the authority's has `ca.key`, and no server made an
@@ -162,64 +287,14 @@ async fn login(addrs: &[String], ca: &Path) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_machines_by_the_readme_form_one_ring_and_a_renewed_certificate_follows_a_move() {
     let root = tempfile::tempdir().unwrap();
-    let authority = root.path().join("authority");
-    std::fs::create_dir_all(authority.join("servers")).unwrap();
-    write_users(&authority, None);
-    let names = ["dfs1", "dfs2", "dfs3", "dfs4"];
-    let mut ring: Vec<(String, String)> = (0..4)
-        .map(|i| {
-            let ip = format!("127.0.0.{}", i + 2);
-            (names[i].to_string(), format!("{ip}:{}", free_port(&ip)))
-        })
-        .collect();
-    // The authority's machine keeps every server's configuration (its own
-    // paths do not matter here: only its tls_dir and cluster_key are used).
-    let write_authority_configs = |ring: &[(String, String)]| {
-        for (name, addr) in ring {
-            let text = config_text(name, addr, ring)
-                .replace("tls_dir = \"tls\"", "tls_dir = \"../tls\"")
-                .replace(
-                    "cluster_key = \"cluster.key\"",
-                    "cluster_key = \"../cluster.key\"",
-                )
-                .replace("users = \"users.toml\"", "users = \"../users.toml\"");
-            std::fs::write(authority.join("servers").join(format!("{name}.toml")), text).unwrap();
-        }
-    };
-    write_authority_configs(&ring);
-    let hosts: Vec<String> = ring
-        .iter()
-        .map(|(name, addr)| format!("{name}={}", addr.split(':').next().unwrap()))
-        .collect();
-    let mut args = Vec::new();
-    for h in &hosts {
-        args.extend(["--host", h.as_str()]);
-    }
-    certs(&authority, &args);
-
-    let mut machines = Machines {
-        dirs: (1..=4)
-            .map(|i| root.path().join(format!("machine{i}")))
-            .collect(),
-        children: (0..4).map(|_| None).collect(),
-    };
-    for (i, (name, addr)) in ring.iter().enumerate() {
-        install(
-            &authority,
-            &machines.dirs[i],
-            name,
-            &config_text(name, addr, &ring),
-        );
-        machines.start(i + 1);
-    }
+    let Site {
+        authority,
+        mut ring,
+        mut machines,
+        client,
+    } = four_machines(root.path(), true).await;
     let ca = authority.join("tls").join("ca.pem");
-    let addrs: Vec<String> = ring.iter().map(|(_, a)| a.clone()).collect();
-    let client = login(&addrs, &ca).await;
-    wait_until(30, "the four servers form one ring", || {
-        one_ring(&client, &names)
-    })
-    .await;
-
+    let mut addrs: Vec<String> = ring.iter().map(|(_, a)| a.clone()).collect();
     let work = tempfile::tempdir().unwrap();
     let (path, data) = random_file(work.path(), "one.bin", 300_000);
     let receipt = client.put(&path, "one.bin", &no_progress).await.unwrap();
@@ -265,7 +340,7 @@ async fn four_machines_by_the_readme_form_one_ring_and_a_renewed_certificate_fol
     machines.kill(4);
     let moved = format!("127.0.0.6:{}", free_port("127.0.0.6"));
     ring[3].1 = moved.clone();
-    write_authority_configs(&ring);
+    write_authority_configs(&authority, &ring);
     certs(&authority, &["--renew", "dfs4"]);
     install(
         &authority,
@@ -274,14 +349,13 @@ async fn four_machines_by_the_readme_form_one_ring_and_a_renewed_certificate_fol
         &config_text("dfs4", &moved, &ring),
     );
     machines.start(4);
-    let mut addrs = addrs;
     addrs[3] = moved.clone();
     let client = login(&addrs, &ca).await;
     wait_until(
         30,
         "dfs4 reachable at its new address, in the ring",
         || async {
-            one_ring(&client, &names).await && client.ring().iter().any(|m| m.addr == moved)
+            one_ring(&client, &NAMES).await && client.ring().iter().any(|m| m.addr == moved)
         },
     )
     .await;
@@ -292,110 +366,6 @@ async fn four_machines_by_the_readme_form_one_ring_and_a_renewed_certificate_fol
 // ---------------------------------------------------------------------------
 // Users are cluster state.
 
-/// Four machines as the README sets them up, started, in one ring: the
-/// authority's folder, each server's configuration, the servers, and the
-/// authority's `ca.pem`. Only machine 1 has `users.toml` (the seed).
-struct Four {
-    _root: tempfile::TempDir,
-    ring: Vec<(String, String)>,
-    machines: Machines,
-    ca: PathBuf,
-}
-
-impl Four {
-    async fn start() -> Four {
-        let root = tempfile::tempdir().unwrap();
-        let authority = root.path().join("authority");
-        std::fs::create_dir_all(authority.join("servers")).unwrap();
-        write_users(&authority, None);
-        let ring: Vec<(String, String)> = (0..4)
-            .map(|i| {
-                let ip = format!("127.0.0.{}", i + 2);
-                (format!("dfs{}", i + 1), format!("{ip}:{}", free_port(&ip)))
-            })
-            .collect();
-        for (name, addr) in &ring {
-            let text = config_text(name, addr, &ring).replace("\"tls\"", "\"../tls\"");
-            std::fs::write(authority.join("servers").join(format!("{name}.toml")), text).unwrap();
-        }
-        let hosts: Vec<String> = ring
-            .iter()
-            .map(|(name, addr)| format!("{name}={}", addr.split(':').next().unwrap()))
-            .collect();
-        let mut args = Vec::new();
-        for h in &hosts {
-            args.extend(["--host", h.as_str()]);
-        }
-        certs(&authority, &args);
-        let mut machines = Machines {
-            dirs: (1..=4)
-                .map(|i| root.path().join(format!("machine{i}")))
-                .collect(),
-            children: (0..4).map(|_| None).collect(),
-        };
-        for (i, (name, addr)) in ring.iter().enumerate() {
-            let dir = &machines.dirs[i];
-            install(&authority, dir, name, &config_text(name, addr, &ring));
-            if i > 0 {
-                std::fs::remove_file(dir.join("users.toml")).unwrap();
-            }
-            machines.start(i + 1);
-        }
-        Four {
-            ca: authority.join("tls").join("ca.pem"),
-            _root: root,
-            ring,
-            machines,
-        }
-    }
-
-    fn addr(&self, i: usize) -> std::net::SocketAddr {
-        self.ring[i - 1].1.parse().unwrap()
-    }
-
-    /// A connection to server `i` alone, logged in as `user`, or `None` if
-    /// the login is refused.
-    async fn session(&self, i: usize, user: &str, password: &str) -> Option<RawConn> {
-        let addr = self.addr(i);
-        let config = ringdfs::tls::client_config_for_user(&self.ca).unwrap();
-        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let stream = ringdfs::tls::connect(&config, &addr.to_string(), stream)
-            .await
-            .ok()?;
-        let mut conn = RawConn::new(stream, addr.to_string());
-        let hello = Request::Hello {
-            version: PROTOCOL_VERSION,
-        };
-        conn.call(&hello).await.ok()?;
-        let login = Request::Login {
-            user: user.into(),
-            password: password.into(),
-        };
-        match conn.call(&login).await {
-            Ok(Response::LoggedIn { .. }) => Some(conn),
-            _ => None,
-        }
-    }
-
-    /// `dfs-server user ACTION NAME` run on machine `i` against its own
-    /// server, with the password in DFS_PASSWORD.
-    fn user(&self, i: usize, action: &str, name: &str, password: &str) {
-        let dir = &self.machines.dirs[i - 1];
-        let out = dfs_server()
-            .current_dir(dir)
-            .args(["user", action, name, "--config"])
-            .arg(format!("dfs{i}.toml"))
-            .env("DFS_PASSWORD", password)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dfs-server user {action} {name} on machine {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// Users are the cluster's, not a file's: machines 2..4 have no
 /// `users.toml` and learn the seed's users from the ring; a user added on
 /// dfs1's machine logs in through dfs3 within 5 s; `passwd` on dfs2 ends
@@ -403,27 +373,28 @@ impl Four {
 /// it when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_added_or_changed_on_one_machine_reach_every_server() {
-    let mut four = Four::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut site = four_machines(root.path(), false).await;
     let alice = USERS[0].1;
     for i in 1..=4 {
         wait_until(
             30,
             &format!("dfs{i} knows alice (from the seed on dfs1)"),
-            || async { four.session(i, "alice", alice).await.is_some() },
+            || async { site.session(i, "alice", alice).await.is_some() },
         )
         .await;
     }
 
-    four.user(1, "add", "carol", "correct horse");
+    site.user(1, "add", "carol", "correct horse");
     wait_until(
         5,
         "carol, added on dfs1's machine, logs in through dfs3",
-        || async { four.session(3, "carol", "correct horse").await.is_some() },
+        || async { site.session(3, "carol", "correct horse").await.is_some() },
     )
     .await;
 
     let list = dfs_server()
-        .current_dir(&four.machines.dirs[2])
+        .current_dir(&site.machines.dirs[2])
         .args(["user", "list", "--config", "dfs3.toml"])
         .output()
         .unwrap();
@@ -434,17 +405,17 @@ async fn users_added_or_changed_on_one_machine_reach_every_server() {
         "user list on machine 3:\n{list}"
     );
 
-    four.machines.kill(4);
+    site.machines.kill(4);
     let mut open = Vec::new();
     for i in 1..=3 {
-        let mut conn = four.session(i, "alice", alice).await.unwrap();
+        let mut conn = site.session(i, "alice", alice).await.unwrap();
         assert!(matches!(
             conn.call(&Request::List).await,
             Ok(Response::Files { .. })
         ));
         open.push(conn);
     }
-    four.user(2, "passwd", "alice", "a new wonderland");
+    site.user(2, "passwd", "alice", "a new wonderland");
     for (i, conn) in open.iter_mut().enumerate() {
         let i = i + 1;
         // The change reached every running server before the command
@@ -455,106 +426,30 @@ async fn users_added_or_changed_on_one_machine_reach_every_server() {
             "alice's session on dfs{i} from before passwd still lists"
         );
         assert!(
-            four.session(i, "alice", alice).await.is_none(),
+            site.session(i, "alice", alice).await.is_none(),
             "dfs{i} takes the old password"
         );
         assert!(
-            four.session(i, "alice", "a new wonderland").await.is_some(),
+            site.session(i, "alice", "a new wonderland").await.is_some(),
             "dfs{i}"
         );
     }
 
-    four.machines.start(4);
+    site.machines.start(4);
     wait_until(
         30,
         "dfs4, down during passwd, learns it on its return",
-        || async { four.session(4, "alice", "a new wonderland").await.is_some() },
+        || async { site.session(4, "alice", "a new wonderland").await.is_some() },
     )
     .await;
-    assert!(four.session(4, "alice", alice).await.is_none());
-    assert!(four.session(4, "carol", "correct horse").await.is_some());
+    assert!(site.session(4, "alice", alice).await.is_none());
+    assert!(site.session(4, "carol", "correct horse").await.is_some());
 }
 
 // ---------------------------------------------------------------------------
 // Honest status (issue 14): a server that cannot join the ring says why in
 // its log, STATUS shows it outside the ring, the other three go on, and it
 // deletes nothing.
-
-/// Four servers on 127.0.0.2..5, each in its own folder with its bundle,
-/// started and in one ring; alice logged in. `root` keeps the folders.
-struct Site {
-    authority: PathBuf,
-    ring: Vec<(String, String)>,
-    machines: Machines,
-    client: Client,
-}
-
-const NAMES: [&str; 4] = ["dfs1", "dfs2", "dfs3", "dfs4"];
-
-async fn four_machines(root: &Path) -> Site {
-    let authority = root.join("authority");
-    std::fs::create_dir_all(authority.join("servers")).unwrap();
-    write_users(&authority, None);
-    let ring: Vec<(String, String)> = (0..4)
-        .map(|i| {
-            let ip = format!("127.0.0.{}", i + 2);
-            (NAMES[i].to_string(), format!("{ip}:{}", free_port(&ip)))
-        })
-        .collect();
-    let mut args = Vec::new();
-    for (name, addr) in &ring {
-        std::fs::write(
-            authority.join("servers").join(format!("{name}.toml")),
-            config_text(name, addr, &ring)
-                .replace("tls_dir = \"tls\"", "tls_dir = \"../tls\"")
-                .replace(
-                    "cluster_key = \"cluster.key\"",
-                    "cluster_key = \"../cluster.key\"",
-                )
-                .replace("users = \"users.toml\"", "users = \"../users.toml\""),
-        )
-        .unwrap();
-        args.push("--host".to_string());
-        args.push(format!("{name}={}", addr.split(':').next().unwrap()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    certs(&authority, &args);
-    let mut machines = Machines {
-        dirs: (1..=4).map(|i| root.join(format!("machine{i}"))).collect(),
-        children: (0..4).map(|_| None).collect(),
-    };
-    for (i, (name, addr)) in ring.iter().enumerate() {
-        install(
-            &authority,
-            &machines.dirs[i],
-            name,
-            &config_text(name, addr, &ring),
-        );
-        machines.start(i + 1);
-    }
-    let addrs: Vec<String> = ring.iter().map(|(_, a)| a.clone()).collect();
-    let mut config = ClientConfig::for_servers(addrs);
-    config.timeout_secs = 3;
-    config.ca = authority.join("tls").join("ca.pem");
-    let client = Mutex::new(None);
-    wait_until(30, "a server answers alice", || async {
-        let answer = Client::login(&config, "alice", USERS[0].1).await.ok();
-        *client.lock().unwrap() = answer;
-        client.lock().unwrap().is_some()
-    })
-    .await;
-    let client = client.into_inner().unwrap().unwrap();
-    wait_until(30, "the four servers form one ring", || {
-        one_ring(&client, &NAMES)
-    })
-    .await;
-    Site {
-        authority,
-        ring,
-        machines,
-        client,
-    }
-}
 
 /// Stores three files of four chunks (so every server holds copies) and
 /// waits until every copy is in place; returns their contents by name.
@@ -679,7 +574,7 @@ async fn others_keep_working(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_the_wrong_cluster_key_says_so_stays_out_of_the_ring_and_keeps_its_data() {
     let root = tempfile::tempdir().unwrap();
-    let mut site = four_machines(root.path()).await;
+    let mut site = four_machines(root.path(), true).await;
     let work = tempfile::tempdir().unwrap();
     let files = store_files(&site.client, work.path()).await;
 
@@ -765,7 +660,7 @@ async fn a_server_with_the_wrong_cluster_key_says_so_stays_out_of_the_ring_and_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_a_foreign_authority_says_so_stays_out_of_the_ring_and_keeps_its_data() {
     let root = tempfile::tempdir().unwrap();
-    let mut site = four_machines(root.path()).await;
+    let mut site = four_machines(root.path(), true).await;
     let work = tempfile::tempdir().unwrap();
     let files = store_files(&site.client, work.path()).await;
 

@@ -661,6 +661,23 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// A file's line in a listing: its manifest and the chunks held here.
+fn file_entry(
+    chunks: &impl ReadableTable<ChunkKey, &'static [u8]>,
+    owner: &str,
+    m: Manifest,
+) -> Result<FileEntry> {
+    Ok(FileEntry {
+        held: held_in(chunks, owner, &m.name, m.version)?,
+        name: m.name,
+        version: m.version,
+        size: m.size,
+        chunks: m.chunks,
+        stored_at: m.stored_at,
+        deleted: m.deleted,
+    })
+}
+
 /// Refuses `name` if one of the folders on its path is a live file.
 fn check_no_file_above(
     files: &impl ReadableTable<FileKey, &'static [u8]>,
@@ -1660,15 +1677,7 @@ impl Store {
                 return Ok((out, true));
             }
             let m: Manifest = codec::decode(value.value())?;
-            out.push(FileEntry {
-                held: held_in(&chunks, owner, name, m.version)?,
-                name: m.name,
-                version: m.version,
-                size: m.size,
-                chunks: m.chunks,
-                stored_at: m.stored_at,
-                deleted: m.deleted,
-            });
+            out.push(file_entry(&chunks, owner, m)?);
         }
         Ok((out, false))
     }
@@ -1731,15 +1740,7 @@ impl Store {
                 if out.len() == limit {
                     return Ok((out, true));
                 }
-                out.push(DirEntry::File(FileEntry {
-                    held: held_in(&chunks, owner, name, m.version)?,
-                    name: m.name,
-                    version: m.version,
-                    size: m.size,
-                    chunks: m.chunks,
-                    stored_at: m.stored_at,
-                    deleted: m.deleted,
-                }));
+                out.push(DirEntry::File(file_entry(&chunks, owner, m)?));
             }
             break;
         }

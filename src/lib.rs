@@ -15,6 +15,7 @@
 //! | [`tls`] | the cluster's certificate authority and certificates; TLS 1.3 configurations |
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`chord`] | the ring run over the network: stabilization, failure detection, joins, the membership view |
+//! | [`standing`] | whether a server that answers is in one ring with the others (`alone`, `apart`): pure |
 //! | [`client`] | the client library: login, put, get, list, delete, status |
 //! | [`config`] | the server and client configuration files |
 //! | [`memory`] | glibc allocator settings that keep the resident set small |

@@ -1181,6 +1181,7 @@ fn owner_only(server: &str, path: &std::path::Path, mode: u32, what: &str) {
 pub struct RunningServer {
     pub name: String,
     pub addr: SocketAddr,
+    server: Arc<Server>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -1193,13 +1194,19 @@ impl RunningServer {
             .map_err(|e| Error::io("reading the listener's address", e))?;
         let server = Arc::new(Server::open(config)?);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(listener, server, shutdown.clone()));
+        let task = tokio::spawn(run(listener, server.clone(), shutdown.clone()));
         Ok(RunningServer {
             name: config.name.clone(),
             addr,
+            server,
             shutdown,
             task,
         })
+    }
+
+    /// The name of its successor on the ring, as it sees it now.
+    pub fn successor(&self) -> String {
+        self.server.chord.successor().name
     }
 
     pub async fn stop(self) {

@@ -77,7 +77,23 @@ impl Cluster {
                 c
             })
             .collect();
-        Cluster::launch(dir, configs, listeners)
+        let cluster = Cluster::launch(dir, configs, listeners);
+        cluster.wait_ring_formed().await;
+        cluster
+    }
+
+    /// Waits until each server's successor is the next in dfs1..dfsN order
+    /// (at start a server may briefly be its own successor, and STATUS
+    /// rightly calls it alone).
+    pub async fn wait_ring_formed(&self) {
+        let names: Vec<String> = self.configs.iter().map(|c| c.name.clone()).collect();
+        wait_until(10, "the ring to form", || async {
+            self.servers.iter().enumerate().all(|(i, s)| {
+                s.as_ref()
+                    .is_some_and(|s| s.successor() == names[(i + 1) % names.len()])
+            })
+        })
+        .await;
     }
 
     /// Creates the servers' certificates and starts them on their listeners.

@@ -49,6 +49,7 @@
 mod chunk;
 pub mod digest;
 mod migrate;
+mod usage;
 mod volume;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -68,6 +69,7 @@ use serde::{Deserialize, Serialize};
 use chunk::remove_file_logged;
 pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
+pub use usage::Usage;
 use volume::{Appender, Volumes};
 
 use crate::codec;
@@ -370,6 +372,7 @@ impl<'t> Tables<'t> {
         old: Option<&Manifest>,
         new: Option<&Manifest>,
     ) -> Result<()> {
+        usage::entry(self, owner, name, old, new)?;
         let bucket = bucket_of(owner, name);
         let mut change = [0u8; 16];
         for m in [old, new].into_iter().flatten() {
@@ -562,6 +565,7 @@ impl<'t> Tables<'t> {
         }
         for (gen, writer) in done {
             self.staged.remove((owner, name, gen, writer))?;
+            usage::forget(self, owner, name, Version { gen, writer })?;
         }
         Ok(())
     }
@@ -624,6 +628,7 @@ impl<'t> Tables<'t> {
             Some(c) if !manifest.deleted && !c.deleted => Some(c.version),
             _ => None,
         };
+        usage::retire(self, owner, name, keep.and(current.as_ref()))?;
         match keep {
             Some(v) => {
                 self.retired
@@ -658,6 +663,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(STAGED)?;
     txn.open_table(META)?;
     txn.open_table(STATE)?;
+    usage::create(txn)?;
     Ok(())
 }
 
@@ -1077,6 +1083,7 @@ impl Store {
                 t.refresh_wants(&spec.owner, &spec.name, current.as_ref())?;
             } else {
                 t.stage(&spec.owner, &spec.name, spec.version)?;
+                usage::upload(t, &spec.owner, &spec.name, spec.version, spec.size)?;
             }
             Ok(())
         })
@@ -1088,11 +1095,13 @@ impl Store {
     /// of the upload finds the file. Nothing to note for the current version.
     fn note_upload(&self, spec: &ChunkSpec) -> Result<()> {
         let (owner, name, version) = (spec.owner.clone(), spec.name.clone(), spec.version);
+        let size = spec.size;
         self.write(move |t| {
             if t.current(&owner, &name)?
                 .is_none_or(|m| m.version != version)
             {
                 t.stage(&owner, &name, version)?;
+                usage::upload(t, &owner, &name, version, size)?;
             }
             Ok(())
         })
@@ -1133,6 +1142,7 @@ impl Store {
                     continue;
                 }
                 t.staged.remove(key)?;
+                usage::forget(t, owner, name, *version)?;
                 if t.current(owner, name)?
                     .is_some_and(|m| m.version >= *version)
                 {
@@ -1332,6 +1342,7 @@ impl Store {
             }
             t.staged
                 .remove((owner.as_str(), name.as_str(), version.gen, version.writer))?;
+            usage::forget(t, &owner, &name, version)?;
             Ok(dropped)
         })
     }
@@ -1370,6 +1381,7 @@ impl Store {
                 if !still {
                     continue;
                 }
+                usage::retire(t, owner, name, None)?;
                 t.retired.remove((owner.as_str(), name.as_str()))?;
                 for (v, chunk, _) in t.copies(owner, name)? {
                     if v == *version {
@@ -1539,6 +1551,7 @@ impl Store {
                 _ => return Ok(false),
             }
             t.set_entry(&o, &n, current.as_ref(), None)?;
+            usage::retire(t, &o, &n, None)?;
             t.retired.remove((o.as_str(), n.as_str()))?;
             Ok(true)
         })?;

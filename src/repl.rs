@@ -44,6 +44,8 @@ const VERBS: &[(&str, &str)] = &[
     ("where", "where"),
     ("verify", "verify"),
     ("status", "status"),
+    ("du", "du"),
+    ("df", "df"),
     ("help", "help"),
     ("exit", "exit"),
     ("quit", "exit"),
@@ -370,7 +372,7 @@ pub fn slot_after(words: &[String]) -> Slot {
     match (verb, words.len()) {
         (Some("put"), 1) => Slot::LocalPath,
         (Some("put"), 2) => Slot::RemoteName,
-        (Some("get" | "delete" | "where" | "verify"), 1) => Slot::RemoteName,
+        (Some("get" | "delete" | "where" | "verify" | "du"), 1) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
         _ => Slot::Nothing,
     }

@@ -1,6 +1,6 @@
 //! `dfs`: the ringdfs client.
 //!
-//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|delete|where|status`
+//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|delete|where|status|du|df`
 //! runs one command for scripts (exit status 0 on success, 1 with a one-line reason otherwise);
 //! `dfs local` starts the four servers of `servers/` in this process first.
 
@@ -77,6 +77,10 @@ enum Sub {
     Verify { remote: Option<String> },
     /// Show the ring and each server's state.
     Status,
+    /// Show the files and bytes under a folder, or of a file (default: all yours).
+    Du { path: Option<String> },
+    /// Show what you use, your quota, and the cluster's free space.
+    Df,
     /// Start the four servers of servers/ in this process, then the prompt.
     Local {
         /// Folder holding dfs1.toml .. dfs4.toml [default: servers].
@@ -146,6 +150,10 @@ fn real_main() -> Result<i32> {
         }),
         Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),
         Some(Sub::Status) => Some(Command::Status),
+        Some(Sub::Du { path }) => Some(Command::Du {
+            path: path.as_deref().map(cli::folder_path).unwrap_or_default(),
+        }),
+        Some(Sub::Df) => Some(Command::Df),
         Some(Sub::Local { .. }) | None => None,
     };
     let code = match one_shot {

@@ -13,6 +13,7 @@ mod healing;
 mod machines;
 mod memory;
 mod peers;
+mod quotas;
 mod repl;
 mod ring;
 mod security;

@@ -82,6 +82,11 @@ pub fn refusal(used: u64, quota: u64, need: u64) -> Error {
     ))
 }
 
+/// An upload: (owner, name, version).
+type UploadKey = (String, String, Version);
+/// Uploads admitted: the file's size, and chunks of it being received.
+type Held = HashMap<UploadKey, (u64, u32)>;
+
 /// A server's gate for uploads: admits a chunk only if its upload fits its
 /// owner's quota. Uploads admitted but not yet counted by the store are
 /// held here (with their sizes), so uploads that arrive at once cannot
@@ -89,14 +94,14 @@ pub fn refusal(used: u64, quota: u64, need: u64) -> Error {
 #[derive(Default)]
 pub struct Gate {
     /// (owner, name, version) → (the file's size, chunks being received).
-    held: Mutex<HashMap<(String, String, Version), (u64, u32)>>,
+    held: Mutex<Held>,
 }
 
 /// An admitted chunk's place at the [`Gate`]; given back when dropped (once
 /// the chunk is stored, and so its upload counted, or has failed).
 pub struct Ticket<'a> {
     gate: &'a Gate,
-    key: (String, String, Version),
+    key: UploadKey,
 }
 
 impl Drop for Ticket<'_> {
@@ -118,7 +123,7 @@ impl Gate {
         &self,
         store: &Store,
         owner: &str,
-        held: &HashMap<(String, String, Version), (u64, u32)>,
+        held: &Held,
     ) -> Result<u64> {
         let mut used = store.usage(owner)?.used();
         for ((o, name, version), (size, _)) in held {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::client::{
     one_command, Client, DeleteReceipt, DirItem, GetReceipt, Health, Location, Progress,
-    PutReceipt, ServerReport, VerifyReport,
+    PutReceipt, RelinkReceipt, ServerReport, VerifyReport,
 };
 use crate::error::{Error, Result};
 use crate::standing::Standing;
@@ -40,6 +40,12 @@ pub enum Command {
     Folder {
         path: String,
         make: bool,
+    },
+    /// `mv` (`keep` false) or `cp` (`keep` true) of a file or folder.
+    Relink {
+        from: String,
+        to: String,
+        keep: bool,
     },
     Where {
         remote: String,
@@ -72,6 +78,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("delete", "REMOTE", "remove a file and all its chunks"),
     ("mkdir", "FOLDER", "make an empty folder"),
     ("rmdir", "FOLDER", "remove an empty folder"),
+    (
+        "mv",
+        "OLD NEW",
+        "rename or move a file or folder (into NEW if it is a folder); no data moves",
+    ),
+    (
+        "cp",
+        "SOURCE COPY",
+        "copy a file or folder on the servers; the copy shares the data",
+    ),
     (
         "where",
         "REMOTE",
@@ -204,6 +220,13 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             make: verb == "mkdir",
         },
         ("mkdir" | "rmdir", _) => return Err(usage(&verb)),
+        ("mv" | "move" | "rename" | "cp" | "copy", [from, to]) => Command::Relink {
+            from: folder_path(from),
+            to: folder_path(to),
+            keep: matches!(verb.as_str(), "cp" | "copy"),
+        },
+        ("mv" | "move" | "rename", _) => return Err(usage("mv")),
+        ("cp" | "copy", _) => return Err(usage("cp")),
         ("where", [remote]) => Command::Where {
             remote: remote.clone(),
         },
@@ -287,6 +310,11 @@ pub enum Outcome {
         path: String,
         made: bool,
     },
+    Relink {
+        from: String,
+        keep: bool,
+        receipt: RelinkReceipt,
+    },
     Where(Location),
     Verify(Vec<VerifyReport>),
     Status(Vec<ServerReport>),
@@ -368,6 +396,11 @@ async fn run_one(
                 made: *make,
             }
         }
+        Command::Relink { from, to, keep } => Outcome::Relink {
+            from: from.clone(),
+            keep: *keep,
+            receipt: client.relink(from, to, *keep).await?,
+        },
         Command::Where { remote } => Outcome::Where(client.locate(remote).await?),
         Command::Verify { remote } => Outcome::Verify(client.verify(remote.as_deref()).await?),
         Command::Status => Outcome::Status(client.status().await),
@@ -481,6 +514,22 @@ impl Outcome {
                 "deleted {name} ({} did not answer; its stale copy is outranked)",
                 receipt.missed.join(", ")
             ),
+            Outcome::Relink {
+                from,
+                keep,
+                receipt,
+            } => {
+                let verb = if *keep { "copied" } else { "moved" };
+                let files = plural(receipt.files as u64, "file");
+                let mut line = format!("{verb} {from} to {} ({files})", receipt.to);
+                if !receipt.missed.is_empty() {
+                    line += &format!(
+                        "; {} did not take it yet (healing brings it up to date)",
+                        receipt.missed.join(", ")
+                    );
+                }
+                line
+            }
             Outcome::Where(location) => where_table(location, style),
             Outcome::Verify(reports) => verify_table(reports, style),
             Outcome::Status(reports) => status_table(reports, style),
@@ -541,6 +590,17 @@ impl Outcome {
                     .collect(),
             ),
             Outcome::Folder { path, made } => json!({ "folder": path, "made": made }),
+            Outcome::Relink {
+                from,
+                keep,
+                receipt,
+            } => json!({
+                "from": from,
+                "to": receipt.to,
+                "copied": keep,
+                "files": receipt.files,
+                "missed": receipt.missed,
+            }),
             Outcome::Delete { name, receipt } => json!({
                 "name": name,
                 "applied": receipt.applied,

@@ -41,6 +41,8 @@ const VERBS: &[(&str, &str)] = &[
     ("ls", "list"),
     ("delete", "delete"),
     ("rm", "delete"),
+    ("mv", "mv"),
+    ("cp", "cp"),
     ("where", "where"),
     ("verify", "verify"),
     ("status", "status"),
@@ -371,6 +373,7 @@ pub fn slot_after(words: &[String]) -> Slot {
         (Some("put"), 1) => Slot::LocalPath,
         (Some("put"), 2) => Slot::RemoteName,
         (Some("get" | "delete" | "where" | "verify"), 1) => Slot::RemoteName,
+        (Some("mv" | "cp"), 1 | 2) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
         _ => Slot::Nothing,
     }

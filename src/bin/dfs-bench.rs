@@ -1567,6 +1567,7 @@ impl Seed {
                                 stored_at,
                                 md5: md5s[i % md5s.len()],
                                 deleted: false,
+                                data: None,
                             };
                             store.commit(USER.0, manifest)?;
                         }

@@ -12,6 +12,7 @@ mod hardening;
 mod healing;
 mod machines;
 mod memory;
+mod navigation;
 mod peers;
 mod repl;
 mod ring;

@@ -1,13 +1,18 @@
 //! Moving about folders in the client (issue 15): `cd` and `pwd`, names
 //! relative to the current folder for every command, `ls` short and `ls -l`
-//! long.
+//! long; and a folder of 100 000 files listed page by page.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
 
 use ringdfs::client::{no_progress, Client, DirItem};
+use ringdfs::placement::{chunk_range, even_ring, Placement, DEFAULT_COPIES};
+use ringdfs::protocol::{checksum_of, ChunkId, Manifest, Version};
+use ringdfs::store::{ChunkSpec, Store};
 
-use crate::util::{dfs_as_alice, random_file, run_with_stdin, Cluster};
+use crate::util::{dfs_as_alice, random_file, run_with_stdin, test_tuning, Cluster};
 
 /// `dfs` with `args` as alice, fed `stdin`; its HOME is beside `config`.
 fn dfs(config: &Path, args: &[&str], stdin: &str) -> Output {
@@ -243,4 +248,188 @@ async fn ls_shows_names_and_ls_l_the_long_listing() {
 fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
     let re = rexpect::reader::Regex::new(pattern).unwrap();
     move |text| re.is_match(text)
+}
+
+// ---------------------------------------------------------------------------
+// A folder of 100 000 files
+
+/// Files in the big folder.
+const BIG: usize = 100_000;
+/// Threads writing into one store at once: the store commits what they
+/// write in shared batches (one sync for many), so more threads fill it
+/// faster where syncs are slow.
+const FILL_THREADS: usize = 128;
+
+/// The name of file `i` of the big folder.
+fn big_name(i: usize) -> String {
+    format!("big/f{i:06}")
+}
+
+/// Writes files `0..BIG` of the big folder (a few bytes each, `chunks`
+/// chunks) straight into the store of server `pos` (1-based) of a ring of
+/// `n`, as PUTs would have left them: every manifest, and the chunk copies
+/// that placement gives this server.
+fn fill_big_folder(data_dir: &Path, pos: u32, n: u32) {
+    let store = Store::open(data_dir, test_tuning()).unwrap();
+    let ring = even_ring(n);
+    let threads: Vec<_> = (0..FILL_THREADS)
+        .map(|t| {
+            let (store, ring) = (Arc::clone(&store), ring.clone());
+            std::thread::spawn(move || {
+                let mut manifests = Vec::new();
+                for i in (t..BIG).step_by(FILL_THREADS) {
+                    let name = big_name(i);
+                    let data = format!("file {i}").into_bytes();
+                    let size = data.len() as u64;
+                    let version = Version {
+                        gen: 1,
+                        writer: i as u64,
+                    };
+                    let held =
+                        Placement::of("alice", &name).chunks_held(&ring, pos, n, DEFAULT_COPIES);
+                    let mut checksums = Vec::new();
+                    for chunk in 1..=n {
+                        let (start, end) = chunk_range(size, n, chunk);
+                        let bytes = &data[start as usize..end as usize];
+                        let mut hasher = ChunkId {
+                            owner: "alice",
+                            name: &name,
+                            version,
+                            chunk,
+                            len: end - start,
+                        }
+                        .hasher();
+                        hasher.update(bytes);
+                        let sum = checksum_of(&hasher);
+                        checksums.push(sum);
+                        if held.contains(&chunk) {
+                            let spec = ChunkSpec {
+                                owner: "alice".into(),
+                                name: name.clone(),
+                                version,
+                                chunk,
+                                chunks: n,
+                                size,
+                            };
+                            let mut writer = store.begin_chunk(spec).unwrap();
+                            writer.write(bytes).unwrap();
+                            writer.finish(sum).unwrap();
+                        }
+                    }
+                    let md5 = {
+                        use md5::Digest;
+                        md5::Md5::digest(&data).into()
+                    };
+                    manifests.push((
+                        "alice".to_string(),
+                        Manifest {
+                            name,
+                            version,
+                            size,
+                            chunks: n,
+                            checksums,
+                            stored_at: 1_700_000_000,
+                            md5,
+                            deleted: false,
+                        },
+                    ));
+                }
+                store.commit_many(manifests).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// The issue's "100 000 files in one folder list page by page": a folder
+/// of 100 000 files (written into the four stores while the servers are
+/// stopped, as PUTs would have) lists through the client page by page,
+/// every name exactly once and in order, each page a bounded part of the
+/// folder, the files beside it (and a sub-folder inside it) in their
+/// places; a file of it reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_100_000_files_lists_page_by_page_each_name_once_in_order() {
+    let started = std::time::Instant::now();
+    // No background scrub re-reading 400 000 chunk copies meanwhile.
+    let mut cluster = Cluster::start_tuned(4, |c| c.store.scrub_bytes_per_sec = 0).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (f, data) = random_file(work.path(), "f", 300);
+    // Beside the folder, and inside it (a sub-folder sorts among its files).
+    for name in ["bi", "big0", "big/f050000x/inner.txt", "bigger/x"] {
+        client.put(&f, name, &no_progress).await.unwrap();
+    }
+    for i in 1..=4 {
+        cluster.stop(i).await;
+    }
+    let dirs: Vec<_> = (1..=4).map(|i| cluster.data_dir(i)).collect();
+    std::thread::scope(|s| {
+        for (i, dir) in dirs.iter().enumerate() {
+            s.spawn(move || fill_big_folder(dir, i as u32 + 1, 4));
+        }
+    });
+    let filled = started.elapsed();
+    for i in 1..=4 {
+        cluster.restart(i).await;
+    }
+    cluster.wait_ring_formed().await;
+    let client = {
+        drop(client);
+        cluster.login("alice").await
+    };
+
+    let mut want: Vec<String> = (0..BIG).map(big_name).collect();
+    want.push("big/f050000x/".into());
+    want.sort();
+    let (mut got, mut pages, mut after) = (Vec::new(), 0, None::<String>);
+    loop {
+        let (page, next) = client.list_dir_page("big", after.as_deref()).await.unwrap();
+        pages += 1;
+        assert!(
+            !page.is_empty() && page.len() <= BIG / 10,
+            "page {pages}: {} entries",
+            page.len()
+        );
+        for item in &page {
+            got.push(match item {
+                DirItem::File(f) => {
+                    assert!(f.healthy() && f.size > 0, "{}: {f:?}", f.name);
+                    f.name.clone()
+                }
+                DirItem::Folder(p) => format!("{p}/"),
+            });
+        }
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+        assert!(pages <= BIG, "the listing does not end");
+    }
+    assert_eq!(got.len(), BIG + 1, "entries listed");
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "an entry was listed twice");
+    assert!(got == want, "not every name, or not in order");
+    assert!(pages > 10, "{pages} pages: not paged");
+    assert_eq!(
+        entries(&client, "").await,
+        ["bi", "big/", "big0", "bigger/"]
+    );
+    let out = work.path().join("out");
+    client
+        .get("big/f050000x/inner.txt", &out, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    client
+        .get(&big_name(77_777), &out, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), b"file 77777");
+    eprintln!(
+        "{BIG} files: filled the stores in {:.1} s; listed in {pages} pages; {:.1} s in all",
+        filled.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }

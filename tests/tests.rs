@@ -13,6 +13,7 @@ mod healing;
 mod machines;
 mod memory;
 mod moves;
+mod navigation;
 mod peers;
 mod repl;
 mod ring;

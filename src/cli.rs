@@ -1,5 +1,6 @@
 //! The `dfs` command language, shared by one-shot commands and the prompt:
-//! parsing a line into a [`Command`], running it against a [`Client`] into an
+//! parsing a line into a [`Command`], resolving its remote names against the
+//! current folder ([`resolve`]), running it against a [`Client`] into an
 //! [`Outcome`], and rendering that as text (tables, sizes, receipts; coloured
 //! on a terminal) or as JSON for scripts.
 
@@ -11,12 +12,14 @@ use serde_json::{json, Value};
 
 use crate::client::{
     one_command, Client, DeleteReceipt, DirItem, GetReceipt, Health, Location, Progress,
-    PutReceipt, ServerReport, UsageInfo, VerifyReport,
+    PutReceipt, RelinkReceipt, ServerReport, UsageInfo, VerifyReport,
 };
 use crate::error::{Error, Result};
 use crate::standing::Standing;
 
-/// One thing a user asks for.
+/// One thing a user asks for. Remote names are as typed (relative to the
+/// current folder unless they start with `/`) until [`Command::resolved`]
+/// makes them whole paths as the servers name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Put {
@@ -27,11 +30,13 @@ pub enum Command {
         remote: String,
         local: Option<PathBuf>,
     },
-    /// A folder's files and sub-folders (`""`: the top), or with
-    /// `recursive` every file under it.
+    /// A folder's files and sub-folders (`""`: the current folder; once
+    /// resolved, the top), or with `recursive` every file under it; `long`:
+    /// in full (LIST, `ls -l`), else names only (`ls`).
     List {
         folder: String,
         recursive: bool,
+        long: bool,
     },
     Delete {
         remote: String,
@@ -41,12 +46,24 @@ pub enum Command {
         path: String,
         make: bool,
     },
+    /// `mv` (`keep` false) or `cp` (`keep` true) of a file or folder.
+    Relink {
+        from: String,
+        to: String,
+        keep: bool,
+    },
     Where {
         remote: String,
     },
     Verify {
         remote: Option<String>,
     },
+    /// `cd`: makes `path` (a folder; `/` the top) the current folder.
+    Cd {
+        path: String,
+    },
+    /// `pwd`: the current folder.
+    Pwd,
     Status,
     Help,
     Exit,
@@ -73,11 +90,32 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "list",
         "[FOLDER] [-R]",
-        "a folder's files and folders (-R: every file under it): size, chunks, when stored, health",
+        "a folder's files and folders in full (-R: every file under it): size, chunks, when stored, health",
     ),
+    (
+        "ls",
+        "[FOLDER] [-l] [-R]",
+        "the names in a folder (-l: in full, as LIST; -R: every file under it)",
+    ),
+    (
+        "cd",
+        "[FOLDER]",
+        "go to a folder (.. is the one above; / or nothing: the top)",
+    ),
+    ("pwd", "", "the current folder"),
     ("delete", "REMOTE", "remove a file and all its chunks"),
     ("mkdir", "FOLDER", "make an empty folder"),
     ("rmdir", "FOLDER", "remove an empty folder"),
+    (
+        "mv",
+        "OLD NEW",
+        "rename or move a file or folder (into NEW if it is a folder); no data moves",
+    ),
+    (
+        "cp",
+        "SOURCE COPY",
+        "copy a file or folder on the servers; the copy shares the data",
+    ),
     (
         "where",
         "REMOTE",
@@ -210,16 +248,23 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             local: Some(local.into()),
         },
         ("get" | "download", _) => return Err(usage("get")),
-        ("list" | "ls", args) => parse_list(args).ok_or_else(|| usage("list"))??,
+        ("list" | "ls", args) => parse_list(&verb, args).ok_or_else(|| usage(&verb))??,
         ("delete" | "rm" | "del", [remote]) => Command::Delete {
             remote: remote.clone(),
         },
         ("delete" | "rm" | "del", _) => return Err(usage("delete")),
         ("mkdir" | "rmdir", [path]) => Command::Folder {
-            path: folder_path(path),
+            path: path.clone(),
             make: verb == "mkdir",
         },
         ("mkdir" | "rmdir", _) => return Err(usage(&verb)),
+        ("mv" | "move" | "rename" | "cp" | "copy", [from, to]) => Command::Relink {
+            from: from.clone(),
+            to: to.clone(),
+            keep: matches!(verb.as_str(), "cp" | "copy"),
+        },
+        ("mv" | "move" | "rename", _) => return Err(usage("mv")),
+        ("cp" | "copy", _) => return Err(usage("cp")),
         ("where", [remote]) => Command::Where {
             remote: remote.clone(),
         },
@@ -229,14 +274,17 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
             remote: Some(remote.clone()),
         },
         ("verify", _) => return Err(usage("verify")),
+        ("cd", []) => Command::Cd { path: "/".into() },
+        ("cd", [path]) => Command::Cd { path: path.clone() },
+        ("cd", _) => return Err(usage("cd")),
+        ("pwd", []) => Command::Pwd,
+        ("pwd", _) => return Err(usage("pwd")),
         ("status", []) => Command::Status,
         ("status", _) => return Err(usage("status")),
         ("du", []) => Command::Du {
             path: String::new(),
         },
-        ("du", [path]) => Command::Du {
-            path: folder_path(path),
-        },
+        ("du", [path]) => Command::Du { path: path.clone() },
         ("du", _) => return Err(usage("du")),
         ("df", []) => Command::Df,
         ("df", _) => return Err(usage("df")),
@@ -247,20 +295,31 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
     Ok(Some(command))
 }
 
-/// `list [FOLDER] [-R]` (`-l`, the long form, is what it shows anyway).
-/// `Some(Err)` for an option it does not know.
-fn parse_list(args: &[String]) -> Option<std::result::Result<Command, String>> {
+/// `list [FOLDER] [-R]` (always in full) or `ls [FOLDER] [-l] [-R]`
+/// (names only unless `-l`); options may be joined (`-lR`). `None` for two
+/// folders, `Some(Err)` for an option it does not know.
+fn parse_list(verb: &str, args: &[String]) -> Option<std::result::Result<Command, String>> {
     let mut recursive = false;
+    let mut long = verb == "list";
     let mut folder = None;
     for arg in args {
         match arg.as_str() {
-            "-R" | "-r" | "--recursive" => recursive = true,
-            "-l" => {}
+            "--recursive" => recursive = true,
+            "--long" => long = true,
             option if option.starts_with('-') && option.len() > 1 => {
-                return Some(Err(format!("LIST: unknown option {option}")));
+                for flag in option[1..].chars() {
+                    match flag {
+                        'R' | 'r' => recursive = true,
+                        'l' => long = true,
+                        _ => {
+                            let verb = verb.to_uppercase();
+                            return Some(Err(format!("{verb}: unknown option {option}")));
+                        }
+                    }
+                }
             }
             path => {
-                if folder.replace(folder_path(path)).is_some() {
+                if folder.replace(path.to_string()).is_some() {
                     return None;
                 }
             }
@@ -269,23 +328,175 @@ fn parse_list(args: &[String]) -> Option<std::result::Result<Command, String>> {
     Some(Ok(Command::List {
         folder: folder.unwrap_or_default(),
         recursive,
+        long,
     }))
 }
 
-/// Whether `path` is a folder (an empty one lists nothing, like a missing
-/// one): its parent lists it.
-async fn is_folder(client: &Client, path: &str) -> Result<bool> {
+/// Whether `path` (not the top) is a folder: its parent lists it. Only the
+/// part of the parent where it would sort is read (usually one page),
+/// whatever the parent holds.
+async fn folder_exists(client: &Client, path: &str) -> Result<bool> {
     let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
-    let listing = client.list_dir(parent).await?;
-    Ok(listing
-        .iter()
-        .any(|item| matches!(item, DirItem::Folder(p) if p == path)))
+    // Where the folder sorts (see `DirEntry::cursor`); the listing starts
+    // just after a file named `path`, before anything inside the folder.
+    let mark = format!("{path}/");
+    let mut after = path.to_string();
+    loop {
+        let (items, next) = client.list_dir_page(parent, Some(&after)).await?;
+        for item in &items {
+            match item {
+                DirItem::Folder(p) if p == path => return Ok(true),
+                DirItem::Folder(p) if format!("{p}/") > mark => return Ok(false),
+                DirItem::File(f) if f.name > mark => return Ok(false),
+                _ => {}
+            }
+        }
+        match next {
+            Some(cursor) if cursor < mark => after = cursor,
+            _ => return Ok(false),
+        }
+    }
 }
 
-/// A folder as typed (`docs`, `docs/`, `/docs`, `/`) as the protocol names
-/// it: no leading or trailing `/`, `""` for the top.
-pub fn folder_path(typed: &str) -> String {
-    typed.trim_matches('/').to_string()
+/// Why `path` (not a folder) cannot be gone into or listed: it is a file,
+/// or nothing.
+async fn not_a_folder(client: &Client, path: &str) -> Error {
+    match client.stat(path).await {
+        Ok(_) => Error::Refused(format!("/{path} is a file, not a folder")),
+        Err(Error::NotFound { .. }) => Error::Refused(format!("no such folder: /{path}")),
+        Err(e) => e,
+    }
+}
+
+/// A remote path as typed, made whole: relative to the current folder `cwd`
+/// (`""`: the top; else a path as the servers name it, `docs/2026`) unless
+/// it starts with `/`; `.` segments dropped and `..` ones going up, here in
+/// the client (the servers refuse both). A trailing `/` is allowed; `""` is
+/// the top. One line of error for `..` above the top, an empty segment
+/// (`a//b`) or a segment the servers would refuse.
+pub fn resolve_path(cwd: &str, typed: &str) -> Result<String> {
+    let bad = |reason| Error::InvalidName {
+        name: typed.to_string(),
+        reason,
+    };
+    let (mut segments, rest): (Vec<&str>, &str) = match typed.strip_prefix('/') {
+        Some(rest) => (Vec::new(), rest),
+        None => (cwd.split('/').filter(|s| !s.is_empty()).collect(), typed),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if !rest.is_empty() {
+        for segment in rest.split('/') {
+            match segment {
+                "" => return Err(bad("a path cannot have an empty segment (`//`)")),
+                "." => {}
+                ".." => {
+                    if segments.pop().is_none() {
+                        return Err(bad("`..` goes above the top folder"));
+                    }
+                }
+                name => segments.push(name),
+            }
+        }
+    }
+    let path = segments.join("/");
+    crate::names::validate_folder(&path)?;
+    Ok(path)
+}
+
+/// A file's remote name as typed, made whole (see [`resolve_path`]): the
+/// name the servers get. Every command that takes a remote file name
+/// resolves it with this. A trailing `/`, or a path that is the top, is
+/// not a file's name.
+pub fn resolve(cwd: &str, typed: &str) -> Result<String> {
+    let bad = |reason| Error::InvalidName {
+        name: typed.to_string(),
+        reason,
+    };
+    if typed.is_empty() {
+        return Err(bad("a name cannot be empty"));
+    }
+    if typed.ends_with('/') {
+        return Err(bad("a file name cannot end with `/`"));
+    }
+    let path = resolve_path(cwd, typed)?;
+    if path.is_empty() {
+        return Err(bad("the top folder is not a file"));
+    }
+    Ok(path)
+}
+
+/// Where PUT stores `local`: the remote name given, or if none is given or
+/// it names a folder (`docs/`, `.`, `..`), the local file's name in that
+/// folder (the current one by default).
+fn put_target(cwd: &str, local: &Path, remote: Option<&str>) -> Result<String> {
+    let names_a_folder =
+        |r: &str| r.ends_with('/') || matches!(r.rsplit('/').next(), Some("." | ".."));
+    match remote {
+        Some(r) if !names_a_folder(r) => resolve(cwd, r),
+        folder => {
+            let folder = resolve_path(cwd, folder.unwrap_or(""))?;
+            let file = default_remote_name(local)?;
+            resolve(&folder, &file)
+        }
+    }
+}
+
+impl Command {
+    /// The command with every remote name made whole against the current
+    /// folder `cwd` (see [`resolve`]); `Err` (one line) for a name that
+    /// cannot be.
+    pub fn resolved(&self, cwd: &str) -> Result<Command> {
+        Ok(match self {
+            Command::Put { local, remote } => Command::Put {
+                local: local.clone(),
+                remote: Some(put_target(cwd, local, remote.as_deref())?),
+            },
+            Command::Get { remote, local } => Command::Get {
+                remote: resolve(cwd, remote)?,
+                local: local.clone(),
+            },
+            Command::List {
+                folder,
+                recursive,
+                long,
+            } => Command::List {
+                folder: resolve_path(cwd, folder)?,
+                recursive: *recursive,
+                long: *long,
+            },
+            Command::Delete { remote } => Command::Delete {
+                remote: resolve(cwd, remote)?,
+            },
+            Command::Folder { path, make } => Command::Folder {
+                path: resolve_path(cwd, path)?,
+                make: *make,
+            },
+            Command::Where { remote } => Command::Where {
+                remote: resolve(cwd, remote)?,
+            },
+            Command::Verify { remote } => Command::Verify {
+                remote: remote.as_deref().map(|r| resolve(cwd, r)).transpose()?,
+            },
+            Command::Cd { path } => Command::Cd {
+                path: resolve_path(cwd, path)?,
+            },
+            Command::Du { path } => Command::Du {
+                path: resolve_path(cwd, path)?,
+            },
+            Command::Df => Command::Df,
+            Command::Relink { from, to, keep } => Command::Relink {
+                from: resolve_path(cwd, from)?,
+                to: resolve_path(cwd, to)?,
+                keep: *keep,
+            },
+            Command::Pwd | Command::Status | Command::Help | Command::Exit => self.clone(),
+        })
+    }
+}
+
+/// The current folder as people read it: `/`, `/docs/2026`.
+pub fn shown_folder(cwd: &str) -> String {
+    format!("/{cwd}")
 }
 
 /// What a command produced, before it is rendered.
@@ -299,10 +510,11 @@ pub enum Outcome {
         name: String,
         receipt: GetReceipt,
     },
-    /// The entries of `folder`, shown relative to it.
+    /// The entries of `folder`, shown relative to it; `long`: in full.
     List {
         folder: String,
         items: Vec<DirItem>,
+        long: bool,
     },
     Delete {
         name: String,
@@ -312,8 +524,20 @@ pub enum Outcome {
         path: String,
         made: bool,
     },
+    Relink {
+        from: String,
+        keep: bool,
+        receipt: RelinkReceipt,
+    },
     Where(Location),
     Verify(Vec<VerifyReport>),
+    /// `cd` went to folder `cwd` (`""`: the top): it is the current folder now.
+    Cd {
+        cwd: String,
+    },
+    Pwd {
+        cwd: String,
+    },
     Status(Vec<ServerReport>),
     Help,
     Exit,
@@ -321,21 +545,27 @@ pub enum Outcome {
     Df(UsageInfo),
 }
 
-/// Runs `command`, as one command of the client ([`one_command`]: a server
+/// Runs `command` in the current folder `cwd` (`""`: the top; see
+/// [`resolve`]), as one command of the client ([`one_command`]: a server
 /// that times out is not waited for twice). `download_dir` is where GET puts
-/// files when no local path is given.
+/// files when no local path is given. `cd` changes nothing itself: its
+/// [`Outcome::Cd`] names the new current folder, for the caller to keep.
 pub async fn run(
     client: &Client,
     command: &Command,
+    cwd: &str,
     download_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
-    one_command(run_one(client, command, download_dir, progress)).await
+    let command = command.resolved(cwd)?;
+    one_command(run_one(client, &command, cwd, download_dir, progress)).await
 }
 
+/// Runs a command whose names are resolved.
 async fn run_one(
     client: &Client,
     command: &Command,
+    cwd: &str,
     download_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
@@ -360,7 +590,11 @@ async fn run_one(
                 receipt,
             }
         }
-        Command::List { folder, recursive } => {
+        Command::List {
+            folder,
+            recursive,
+            long,
+        } => {
             crate::names::validate_folder(folder)?;
             let items = if *recursive {
                 let inside = format!("{folder}/");
@@ -374,14 +608,13 @@ async fn run_one(
             } else {
                 client.list_dir(folder).await?
             };
-            if items.is_empty() && !folder.is_empty() && !is_folder(client, folder).await? {
-                return Err(Error::NotFound {
-                    name: format!("{folder}/"),
-                });
+            if items.is_empty() && !folder.is_empty() && !folder_exists(client, folder).await? {
+                return Err(not_a_folder(client, folder).await);
             }
             Outcome::List {
                 folder: folder.clone(),
                 items,
+                long: *long,
             }
         }
         Command::Delete { remote } => Outcome::Delete {
@@ -395,8 +628,22 @@ async fn run_one(
                 made: *make,
             }
         }
+        Command::Relink { from, to, keep } => Outcome::Relink {
+            from: from.clone(),
+            keep: *keep,
+            receipt: client.relink(from, to, *keep).await?,
+        },
         Command::Where { remote } => Outcome::Where(client.locate(remote).await?),
         Command::Verify { remote } => Outcome::Verify(client.verify(remote.as_deref()).await?),
+        Command::Cd { path } => {
+            if !path.is_empty() && !folder_exists(client, path).await? {
+                return Err(not_a_folder(client, path).await);
+            }
+            Outcome::Cd { cwd: path.clone() }
+        }
+        Command::Pwd => Outcome::Pwd {
+            cwd: cwd.to_string(),
+        },
         Command::Status => Outcome::Status(client.status().await),
         Command::Help => Outcome::Help,
         Command::Exit => Outcome::Exit,
@@ -500,7 +747,16 @@ impl Outcome {
                 crate::hex(&receipt.md5),
                 receipt.path.display(),
             ),
-            Outcome::List { folder, items } => list_table(folder, items, style),
+            Outcome::List {
+                folder,
+                items,
+                long: true,
+            } => list_table(folder, items, style),
+            Outcome::List {
+                folder,
+                items,
+                long: false,
+            } => list_names(folder, items, style),
             Outcome::Folder { path, made: true } => format!("made folder {path}/"),
             Outcome::Folder { path, made: false } => format!("removed folder {path}/"),
             Outcome::Delete { name, receipt } if receipt.missed.is_empty() => {
@@ -510,8 +766,26 @@ impl Outcome {
                 "deleted {name} ({} did not answer; its stale copy is outranked)",
                 receipt.missed.join(", ")
             ),
+            Outcome::Relink {
+                from,
+                keep,
+                receipt,
+            } => {
+                let verb = if *keep { "copied" } else { "moved" };
+                let files = plural(receipt.files as u64, "file");
+                let mut line = format!("{verb} {from} to {} ({files})", receipt.to);
+                if !receipt.missed.is_empty() {
+                    line += &format!(
+                        "; {} did not take it yet (healing brings it up to date)",
+                        receipt.missed.join(", ")
+                    );
+                }
+                line
+            }
             Outcome::Where(location) => where_table(location, style),
             Outcome::Verify(reports) => verify_table(reports, style),
+            Outcome::Cd { .. } => String::new(),
+            Outcome::Pwd { cwd } => shown_folder(cwd),
             Outcome::Status(reports) => status_table(reports, style),
             Outcome::Help => help_text(),
             Outcome::Exit => String::new(),
@@ -572,6 +846,18 @@ impl Outcome {
                     .collect(),
             ),
             Outcome::Folder { path, made } => json!({ "folder": path, "made": made }),
+            Outcome::Relink {
+                from,
+                keep,
+                receipt,
+            } => json!({
+                "from": from,
+                "to": receipt.to,
+                "copied": keep,
+                "files": receipt.files,
+                "missed": receipt.missed,
+            }),
+            Outcome::Cd { cwd } | Outcome::Pwd { cwd } => json!({ "cwd": shown_folder(cwd) }),
             Outcome::Delete { name, receipt } => json!({
                 "name": name,
                 "applied": receipt.applied,
@@ -696,8 +982,9 @@ pub fn help_text() -> String {
         out.push_str(&format!("  {:<22} {what}\n", format!("{name} {args}")));
     }
     out.push_str(
-        "aliases: ls = list, rm = delete, quit = exit; quote names with spaces; \
-         Tab completes, Ctrl-C cancels a transfer",
+        "aliases: rm = delete, quit = exit; names are relative to the current folder \
+         (cd) unless they start with /; quote names with spaces; Tab completes, \
+         Ctrl-C cancels a transfer",
     );
     out
 }
@@ -780,6 +1067,22 @@ pub fn list_table(folder: &str, items: &[DirItem], style: Style) -> String {
         rows,
         style,
     )
+}
+
+/// `ls`: the names in a folder, one a line, relative to it; folders end
+/// with `/` (blue on a colour terminal). Nothing for an empty folder, as
+/// `ls` prints.
+pub fn list_names(folder: &str, items: &[DirItem], style: Style) -> String {
+    items
+        .iter()
+        .map(|item| match item {
+            DirItem::File(f) => relative(folder, &f.name).to_string(),
+            DirItem::Folder(path) => {
+                style.paint(&format!("{}/", relative(folder, path)), Color::Blue)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `path` as seen from inside `folder` (`""`: the top).
@@ -1174,15 +1477,28 @@ mod tests {
                 Command::List {
                     folder: String::new(),
                     recursive: false,
+                    long: false,
+                },
+            ),
+            (
+                "ls -lR ../x",
+                Command::List {
+                    folder: "../x".into(),
+                    recursive: true,
+                    long: true,
                 },
             ),
             (
                 "LIST docs/ -R",
                 Command::List {
-                    folder: "docs".into(),
+                    folder: "docs/".into(),
                     recursive: true,
+                    long: true,
                 },
             ),
+            ("cd", Command::Cd { path: "/".into() }),
+            ("CD ..", Command::Cd { path: "..".into() }),
+            ("pwd", Command::Pwd),
             ("rm x", Command::Delete { remote: "x".into() }),
             ("status", Command::Status),
             (
@@ -1213,8 +1529,12 @@ mod tests {
             ("put", "usage: PUT LOCAL [REMOTE]"),
             ("get a b c", "usage: GET REMOTE [LOCAL]"),
             ("delete", "usage: DELETE REMOTE"),
-            ("ls a b", "usage: LIST [FOLDER] [-R]"),
-            ("ls -x", "LIST: unknown option -x"),
+            ("ls a b", "usage: LS [FOLDER] [-l] [-R]"),
+            ("list a b", "usage: LIST [FOLDER] [-R]"),
+            ("ls -x", "LS: unknown option -x"),
+            ("list -lx", "LIST: unknown option -lx"),
+            ("cd a b", "usage: CD [FOLDER]"),
+            ("pwd x", "PWD takes no arguments"),
             ("du a b", "usage: DU [PATH]"),
             ("df x", "DF takes no arguments"),
             (
@@ -1224,6 +1544,66 @@ mod tests {
             ("put \"open", "unbalanced quotes"),
         ] {
             assert_eq!(parse_line(line).unwrap_err(), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn remote_names_resolve_against_the_current_folder() {
+        for (cwd, typed, want) in [
+            ("", "a.txt", "a.txt"),
+            ("docs", "a.txt", "docs/a.txt"),
+            ("docs/2026", "../a.txt", "docs/a.txt"),
+            ("docs/2026", "../../a.txt", "a.txt"),
+            ("docs/2026", "/a.txt", "a.txt"),
+            ("docs", "./x/./y/../z", "docs/x/z"),
+            ("docs", "/photos/cat.jpg", "photos/cat.jpg"),
+        ] {
+            assert_eq!(resolve(cwd, typed).unwrap(), want, "{cwd} {typed}");
+        }
+        for (cwd, typed, want) in [
+            ("docs", "", "docs"),
+            ("docs", "/", ""),
+            ("docs", "..", ""),
+            ("docs", "sub/", "docs/sub"),
+            ("docs/2026", "../..", ""),
+            ("", ".", ""),
+        ] {
+            assert_eq!(resolve_path(cwd, typed).unwrap(), want, "{cwd} {typed}");
+        }
+        for (cwd, typed, why) in [
+            ("", "..", "`..` goes above the top folder"),
+            ("docs", "../../x", "`..` goes above the top folder"),
+            ("docs", "a//b", "empty segment"),
+            ("docs", "x/", "cannot end with `/`"),
+            ("docs", "/", "cannot end with `/`"),
+            ("docs", "..", "the top folder is not a file"),
+            ("", "", "cannot be empty"),
+            ("", "a\\b", "cannot contain"),
+        ] {
+            let e = resolve(cwd, typed).unwrap_err();
+            assert!(matches!(e, Error::InvalidName { .. }), "{typed}: {e}");
+            let e = e.to_string();
+            assert!(e.contains(why) && !e.contains('\n'), "{cwd} {typed}: {e}");
+        }
+    }
+
+    #[test]
+    fn put_stores_into_the_folder_named_or_the_current_one() {
+        let local = Path::new("/tmp/report.pdf");
+        for (cwd, remote, want) in [
+            ("", None, "report.pdf"),
+            ("docs", None, "docs/report.pdf"),
+            ("docs", Some("r.pdf"), "docs/r.pdf"),
+            ("docs", Some("2026/"), "docs/2026/report.pdf"),
+            ("docs", Some(".."), "report.pdf"),
+            ("docs", Some("/"), "report.pdf"),
+            ("docs/2026", Some("../."), "docs/report.pdf"),
+        ] {
+            assert_eq!(
+                put_target(cwd, local, remote).unwrap(),
+                want,
+                "{cwd} {remote:?}"
+            );
         }
     }
 

@@ -41,7 +41,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::config::{member_id, ClientConfig};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{shown, Error, ErrorKind, Result};
 use crate::names::validate_name;
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
@@ -248,6 +248,18 @@ pub struct CopyState {
 #[derive(Debug, Clone)]
 pub struct DeleteReceipt {
     pub applied: usize,
+    pub missed: Vec<String>,
+}
+
+/// What `mv` or `cp` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelinkReceipt {
+    /// The path the file or folder has now (`to`, or inside it).
+    pub to: String,
+    /// Files moved or copied (folders made with `mkdir` not counted).
+    pub files: usize,
+    /// Servers that did not take it (down, or not yet holding the data):
+    /// healing brings them up to date.
     pub missed: Vec<String>,
 }
 
@@ -713,7 +725,7 @@ impl Client {
                 })
             }
         };
-        let placement = Placement::of(&self.login.user, name);
+        let placement = Placement::of(&self.login.user, manifest.data_name());
         let chunks = (1..=manifest.chunks)
             .map(|c| {
                 order
@@ -851,6 +863,7 @@ impl Client {
             stored_at: unix_now(),
             md5,
             deleted: false,
+            data: None,
         };
         let commit = Request::Commit {
             manifest,
@@ -1064,10 +1077,7 @@ impl Client {
                 order: &order,
                 held: &held,
             };
-            match self
-                .get_version(remote, &manifest, local, &counted, &source)
-                .await
-            {
+            match self.get_version(&manifest, local, &counted, &source).await {
                 Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
                     let newest = self.newest_manifest(remote).await?;
                     let _ = self.refresh_ring().await;
@@ -1090,7 +1100,6 @@ impl Client {
     /// GET of one known version.
     async fn get_version(
         &self,
-        remote: &str,
         manifest: &Manifest,
         local: &Path,
         progress: &dyn Progress,
@@ -1105,7 +1114,7 @@ impl Client {
         let tmp = PartFile::create(dir).map_err(local_error)?;
         tmp.file.set_len(manifest.size).map_err(local_error)?;
         progress.start(manifest.size);
-        let placement = Placement::of(&self.login.user, remote);
+        let placement = Placement::of(&self.login.user, manifest.data_name());
         let part = Part {
             path: &tmp.path,
             target: local,
@@ -1187,8 +1196,8 @@ impl Client {
         let len = end - start;
         let mut conn = self.conn(i).await?;
         let request = Request::GetChunk {
-            name: manifest.name.clone(),
-            version: manifest.version,
+            name: manifest.data_name().to_string(),
+            version: manifest.data_version(),
             chunk,
         };
         match conn.call(&request).await? {
@@ -1199,8 +1208,8 @@ impl Client {
         let result = async {
             let hasher = ChunkId {
                 owner: &self.login.user,
-                name: &manifest.name,
-                version: manifest.version,
+                name: manifest.data_name(),
+                version: manifest.data_version(),
                 chunk,
                 len,
             }
@@ -1359,7 +1368,21 @@ impl Client {
         .await;
         let (pages, _) = any_answered(order.iter().copied().zip(answers))?;
         let pages: Vec<(Vec<DirEntry>, bool)> = pages.into_iter().map(|(_, p)| p).collect();
-        Ok(merge_dir_pages(&pages, order.copies()))
+        let (mut items, next, disputed) = merge_dir_pages(&pages, order.copies());
+        // A sub-folder some servers list and others do not is changing (a
+        // move under way, a server behind): it is shown if, file by file,
+        // the newest manifests under it leave a live one.
+        for folder in disputed {
+            let live = self
+                .manifests_under(&folder)
+                .await?
+                .values()
+                .any(|m| !m.deleted);
+            if !live {
+                items.retain(|item| !matches!(item, DirItem::Folder(p) if *p == folder));
+            }
+        }
+        Ok((items, next))
     }
 
     /// `mkdir` (`make`) or `rmdir` of `path`, on every server: done if one
@@ -1399,6 +1422,154 @@ impl Client {
         })
     }
 
+    /// `mv` (`keep` false) or `cp` (`keep` true) of the file or folder
+    /// `from` to `to`, or into `to` if it is a folder, as `mv` and `cp -r`
+    /// do. Metadata only: the new names share the data where it is (see
+    /// `Manifest::data`), so no chunk moves, and the servers do it without
+    /// the data passing through the client. On each server the new names
+    /// and the old names' tombstones commit in one transaction, so a
+    /// reader sees the old names or the new ones (a folder of more than a
+    /// message's worth of files, about 5 000, moves in several steps).
+    pub async fn relink(&self, from: &str, to: &str, keep: bool) -> Result<RelinkReceipt> {
+        one_command(self.relink_command(from, to, keep)).await
+    }
+
+    async fn relink_command(&self, from: &str, to: &str, keep: bool) -> Result<RelinkReceipt> {
+        validate_name(from)?;
+        validate_name(to)?;
+        self.maybe_refresh().await;
+        let verb = if keep { "copy" } else { "move" };
+        let sources: Vec<Manifest> = self
+            .manifests_under(from)
+            .await?
+            .into_values()
+            .filter(|m| !m.deleted)
+            .collect();
+        if sources.is_empty() {
+            return Err(Error::NotFound {
+                name: from.to_string(),
+            });
+        }
+        let is_file = sources.iter().any(|m| m.name == from);
+        let at_to = self.manifests_under(to).await?;
+        let into = at_to.values().any(|m| !m.deleted && m.name != to);
+        let dest = if into {
+            let base = from.rsplit('/').next().unwrap_or(from);
+            let dest = format!("{to}/{base}");
+            validate_name(&dest)?;
+            dest
+        } else {
+            to.to_string()
+        };
+        if dest == from {
+            return Err(Error::Refused(format!(
+                "{} and {} are the same",
+                shown(from),
+                shown(&dest)
+            )));
+        }
+        if dest.starts_with(&format!("{from}/")) {
+            return Err(Error::Refused(format!(
+                "cannot {verb} {} into itself",
+                shown(from)
+            )));
+        }
+        let at_dest = if into {
+            self.manifests_under(&dest).await?
+        } else {
+            at_to
+        };
+        let live_at_dest: Vec<&Manifest> = at_dest.values().filter(|m| !m.deleted).collect();
+        if is_file && live_at_dest.iter().any(|m| m.name != dest) {
+            return Err(Error::Refused(format!("{} is a folder", shown(&dest))));
+        }
+        if !is_file && live_at_dest.iter().any(|m| m.name == dest) {
+            return Err(Error::Refused(format!("{} is a file", shown(&dest))));
+        }
+        if !is_file && !live_at_dest.is_empty() {
+            return Err(Error::Refused(format!("{} exists", shown(&dest))));
+        }
+        let newest = sources
+            .iter()
+            .chain(at_dest.values())
+            .map(|m| m.version)
+            .max();
+        let version = Version::next(newest);
+        let mut batches: Vec<Vec<Manifest>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for source in &sources {
+            let name = format!("{dest}{}", &source.name[from.len()..]);
+            let mut group = vec![Manifest {
+                name,
+                version,
+                data: source.has_data().then(|| source.data_ref()),
+                ..source.clone()
+            }];
+            if !keep {
+                group.push(Manifest::tombstone(source.name.clone(), version));
+            }
+            let len: usize = group.iter().map(Manifest::encoded_len).sum();
+            if bytes + len > RELINK_BATCH_BYTES {
+                batches.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += len;
+            batches
+                .last_mut()
+                .expect("one batch at least")
+                .extend(group);
+        }
+        let mut missed = std::collections::BTreeSet::new();
+        for manifests in batches {
+            let results = self.call_all(&Request::CommitMany { manifests }).await;
+            let (_, failed) = any_answered(self.acknowledged(results))?;
+            missed.extend(failed.iter().map(|(i, _)| self.server_name(*i)));
+        }
+        Ok(RelinkReceipt {
+            to: dest,
+            files: sources.iter().filter(|m| m.has_data()).count(),
+            missed: missed.into_iter().collect(),
+        })
+    }
+
+    /// Every manifest of `path` and under folder `path` (tombstones and
+    /// folder marks too), the newest of each name among the servers that
+    /// answer.
+    async fn manifests_under(&self, path: &str) -> Result<BTreeMap<String, Manifest>> {
+        let order = self.order();
+        let answers = join_all(order.iter().map(|&i| async move {
+            let (mut all, mut after) = (Vec::new(), None);
+            loop {
+                let request = Request::Manifests {
+                    path: path.to_string(),
+                    after: after.take(),
+                };
+                match self.call(i, &request).await? {
+                    Response::Manifests { manifests, more } => {
+                        after = manifests.last().map(|m: &Manifest| m.name.clone());
+                        all.extend(manifests);
+                        if !more || after.is_none() {
+                            return Ok(all);
+                        }
+                    }
+                    other => return Err(unexpected(&self.server_name(i), &other)),
+                }
+            }
+        }))
+        .await;
+        let (answers, _) = any_answered(order.iter().copied().zip(answers))?;
+        let mut newest: BTreeMap<String, Manifest> = BTreeMap::new();
+        for m in answers.into_iter().flat_map(|(_, all)| all) {
+            if newest
+                .get(&m.name)
+                .is_none_or(|old| old.version < m.version)
+            {
+                newest.insert(m.name.clone(), m);
+            }
+        }
+        Ok(newest)
+    }
+
     /// Has every copy of `name` (or of every file) read and checked by the
     /// server holding it, without moving the data.
     pub async fn verify(&self, name: Option<&str>) -> Result<Vec<VerifyReport>> {
@@ -1421,7 +1592,7 @@ impl Client {
     async fn verify_file(&self, location: &Location) -> VerifyReport {
         let m = &location.manifest;
         let order = self.order();
-        let placement = Placement::of(&self.login.user, &m.name);
+        let placement = Placement::of(&self.login.user, m.data_name());
         let copies: Vec<(u32, usize)> = (1..=m.chunks)
             .flat_map(|c| {
                 order
@@ -1432,8 +1603,8 @@ impl Client {
             .collect();
         let checks = join_all(copies.iter().map(|&(chunk, i)| {
             let request = Request::Verify {
-                name: m.name.clone(),
-                version: m.version,
+                name: m.data_name().to_string(),
+                version: m.data_version(),
                 chunk,
             };
             async move { self.call(i, &request).await }
@@ -1758,6 +1929,9 @@ fn newest_of(answers: Vec<Result<(Option<Manifest>, Vec<u32>)>>) -> Result<Optio
         .max_by_key(|m| m.version))
 }
 
+/// Bytes of manifests at most in one `CommitMany` (a frame is 1 MiB).
+const RELINK_BATCH_BYTES: usize = 512 << 10;
+
 /// Per-member values, each with the member's index.
 type ByMember<T> = Vec<(usize, T)>;
 
@@ -1970,12 +2144,13 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
 /// Merges one page of a folder from several servers (`(entries, more)`
 /// each): entries up to the smallest last cursor among the pages that have
 /// more (past it, a server's next page may hold entries this one lacks),
-/// files by [`merge_lists`], folders once each. Returns them in order and
-/// the next page's cursor, `None` when no server has more.
+/// files by [`merge_lists`], folders once each. Returns them in order,
+/// the next page's cursor (`None` when no server has more), and the
+/// sub-folders only some of the servers list (see `Client::list_dir_page`).
 pub fn merge_dir_pages(
     pages: &[(Vec<DirEntry>, bool)],
     wanted: u32,
-) -> (Vec<DirItem>, Option<String>) {
+) -> (Vec<DirItem>, Option<String>, Vec<String>) {
     let bound = pages
         .iter()
         .filter(|(_, more)| *more)
@@ -1999,14 +2174,21 @@ pub fn merge_dir_pages(
         .into_iter()
         .map(|f| (f.name.clone(), DirItem::File(f)))
         .collect();
+    let mut reported: BTreeMap<&str, usize> = BTreeMap::new();
     for (entries, _) in pages {
         for entry in entries.iter().filter(within) {
             if let DirEntry::Folder(path) = entry {
                 items.insert(entry.cursor(), DirItem::Folder(path.clone()));
+                *reported.entry(path).or_default() += 1;
             }
         }
     }
-    (items.into_values().collect(), bound)
+    let disputed = reported
+        .into_iter()
+        .filter(|&(_, n)| n < pages.len())
+        .map(|(path, _)| path.to_string())
+        .collect();
+    (items.into_values().collect(), bound, disputed)
 }
 
 /// Blocks in flight between the socket and a chunk's reader or writer.

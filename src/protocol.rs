@@ -53,8 +53,8 @@ use crate::ring::{Id, Lookup, Node, View};
 
 /// Bumped on any incompatible change to the messages below (3: digests
 /// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
-/// users as cluster state; 5: quotas and usage).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -191,6 +191,68 @@ pub struct Manifest {
     /// MD5 of the whole file, as `md5sum` prints it (zeros for a tombstone).
     pub md5: [u8; 16],
     pub deleted: bool,
+    /// Where the file's data is, when not under this name and version: a
+    /// file moved or copied shares the data a PUT wrote under another name
+    /// (and keeps its placement: no chunk moves).
+    pub data: Option<DataRef>,
+}
+
+/// The name and version a file's data was written under, by a PUT. Chunks
+/// are stored, placed, checksummed and fetched by this, never by the name a
+/// file has now, so a rename or copy changes metadata only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRef {
+    pub name: String,
+    pub version: Version,
+}
+
+impl Manifest {
+    /// About how many bytes it takes encoded (at least as many), to fill
+    /// a message without passing a frame's size.
+    pub fn encoded_len(&self) -> usize {
+        64 + self.name.len()
+            + self.data.as_ref().map_or(0, |d| 24 + d.name.len())
+            + 32 * self.checksums.len()
+    }
+
+    /// The name the file's data was written under (its placement's key).
+    pub fn data_name(&self) -> &str {
+        self.data.as_ref().map_or(&self.name, |d| &d.name)
+    }
+
+    /// The version the file's data was written at.
+    pub fn data_version(&self) -> Version {
+        self.data.as_ref().map_or(self.version, |d| d.version)
+    }
+
+    /// A reference to this file's data, for a manifest that shares it.
+    pub fn data_ref(&self) -> DataRef {
+        DataRef {
+            name: self.data_name().to_string(),
+            version: self.data_version(),
+        }
+    }
+
+    /// Whether the manifest refers to data: a live file (not a tombstone,
+    /// not a folder made with `mkdir`).
+    pub fn has_data(&self) -> bool {
+        !self.deleted && !self.name.ends_with('/')
+    }
+
+    /// A tombstone for `name` at `version`.
+    pub fn tombstone(name: String, version: Version) -> Manifest {
+        Manifest {
+            name,
+            version,
+            size: 0,
+            chunks: 0,
+            checksums: Vec::new(),
+            stored_at: crate::unix_now(),
+            md5: [0; 16],
+            deleted: true,
+            data: None,
+        }
+    }
 }
 
 /// One file in a server's answer to `List`.
@@ -366,6 +428,9 @@ pub enum Request {
         manifest: Manifest,
         missing: Vec<Hint>,
     },
+    /// A chunk of a file's data: `name` and `version` are the data's
+    /// (`Manifest::data_name`, `data_version`), as for `Verify` and
+    /// `PeerGetChunk`.
     GetChunk {
         name: String,
         version: Version,
@@ -474,6 +539,26 @@ pub enum Request {
     Usage {
         path: String,
     },
+    /// `mv` and `cp`: commits every manifest in one transaction, or none.
+    /// A new name's manifest shares existing data (`Manifest::data`); a
+    /// move also carries a tombstone for each old name.
+    CommitMany {
+        manifests: Vec<Manifest>,
+    },
+    /// The manifests (tombstones and folder marks too) of `path` and of
+    /// everything under folder `path`, after `after`, in name order
+    /// (answered with `Manifests`): what `mv` and `cp` take.
+    Manifests {
+        path: String,
+        after: Option<String>,
+    },
+    /// Server to server: which chunks of the data written as `name` at
+    /// `version` it holds (answered with `Held`).
+    PeerHeld {
+        owner: String,
+        name: String,
+        version: Version,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -507,6 +592,14 @@ pub enum Response {
     File {
         manifest: Option<Manifest>,
         held: Vec<u32>,
+    },
+    Manifests {
+        manifests: Vec<Manifest>,
+        more: bool,
+    },
+    /// The chunks of one file's data a server holds.
+    Held {
+        chunks: Vec<u32>,
     },
     /// Followed by `len` bytes of data blocks, then `ChunkDone`.
     Chunk {

@@ -119,12 +119,7 @@ impl Drop for Ticket<'_> {
 impl Gate {
     /// What `owner` uses: what the store counts, and the uploads admitted
     /// here that it does not count yet.
-    fn used(
-        &self,
-        store: &Store,
-        owner: &str,
-        held: &Held,
-    ) -> Result<u64> {
+    fn used(&self, store: &Store, owner: &str, held: &Held) -> Result<u64> {
         let mut used = store.usage(owner)?.used();
         for ((o, name, version), (size, _)) in held {
             if o == owner && store.upload_counted(o, name, *version)?.is_none() {

@@ -1,16 +1,18 @@
 //! The interactive prompt: line editing and history (rustyline), completion
-//! of commands, local paths and remote names, greyed argument hints, a prompt
-//! that shows the ring's health, progress bars, and Ctrl-C that cancels a
-//! transfer rather than the client.
+//! of commands, local paths and remote names (folder by folder, relative to
+//! the current folder), greyed argument hints, a prompt that shows the
+//! current folder and the ring's health, progress bars, and Ctrl-C that
+//! cancels a transfer rather than the client.
 //!
 //! `readline()` blocks, so the prompt runs on the calling thread and
 //! `block_on`s each command; a background task pings the servers every few
 //! seconds so the prompt's `[3/4 dfs2 down]` is current.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossterm::style::{Color, Stylize};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -24,7 +26,7 @@ use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Runtime;
 
 use crate::cli::{self, Command, Outcome, Style, COMMANDS};
-use crate::client::{Client, Progress};
+use crate::client::{one_command, Client, DirItem, Progress};
 use crate::error::{Error, Result};
 use crate::standing::Standing;
 
@@ -32,15 +34,27 @@ use crate::standing::Standing;
 const BAR_THRESHOLD: u64 = 1 << 20;
 /// How often the prompt's view of the ring is refreshed.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long Tab reuses a folder's listing (any command forgets them all).
+const COMPLETION_TTL: Duration = Duration::from_secs(5);
+/// How long Tab waits for a listing before offering nothing.
+const COMPLETION_WAIT: Duration = Duration::from_secs(3);
+/// At most this many remote names are offered at once.
+const COMPLETION_MAX: usize = 1000;
 
 /// Command names and aliases, for completion and hints: (typed, canonical).
 const VERBS: &[(&str, &str)] = &[
     ("put", "put"),
     ("get", "get"),
     ("list", "list"),
-    ("ls", "list"),
+    ("ls", "ls"),
+    ("cd", "cd"),
+    ("pwd", "pwd"),
+    ("mkdir", "mkdir"),
+    ("rmdir", "rmdir"),
     ("delete", "delete"),
     ("rm", "delete"),
+    ("mv", "mv"),
+    ("cp", "cp"),
     ("where", "where"),
     ("verify", "verify"),
     ("status", "status"),
@@ -57,17 +71,24 @@ pub struct Repl<'a> {
     client: Arc<Client>,
     download_dir: PathBuf,
     style: Style,
-    remote_names: Arc<Mutex<Vec<String>>>,
+    /// The current folder (`""`: the top), as `cli::run` takes it.
+    cwd: Arc<Mutex<String>>,
+    remote: Arc<RemoteNames>,
 }
 
 impl<'a> Repl<'a> {
     pub fn new(runtime: &'a Runtime, client: Arc<Client>, download_dir: &Path) -> Repl<'a> {
         Repl {
             runtime,
+            remote: Arc::new(RemoteNames {
+                runtime: runtime.handle().clone(),
+                client: Arc::clone(&client),
+                cache: Mutex::new(HashMap::new()),
+            }),
             client,
             download_dir: download_dir.to_path_buf(),
             style: Style::detect(),
-            remote_names: Arc::new(Mutex::new(Vec::new())),
+            cwd: Arc::new(Mutex::new(String::new())),
         }
     }
 
@@ -85,7 +106,8 @@ impl<'a> Repl<'a> {
         let mut editor: Editor<DfsHelper, DefaultHistory> =
             Editor::with_config(config).map_err(|e| Error::Internal(e.to_string()))?;
         editor.set_helper(Some(DfsHelper {
-            remote_names: Arc::clone(&self.remote_names),
+            remote: Arc::clone(&self.remote),
+            cwd: Arc::clone(&self.cwd),
             files: FilenameCompleter::new(),
             color: self.style.color,
         }));
@@ -103,10 +125,15 @@ impl<'a> Repl<'a> {
                 }
             })
         };
-        self.refresh_names();
         cli::print_line("type HELP for the commands; Tab completes; Ctrl-D leaves");
         loop {
-            let prompt = prompt(self.client.user(), &self.client.standing(), self.style);
+            let cwd = self.cwd.lock().expect("cwd lock").clone();
+            let prompt = prompt(
+                self.client.user(),
+                &cwd,
+                &self.client.standing(),
+                self.style,
+            );
             match editor.readline(&prompt) {
                 Ok(line) => {
                     if !line.trim().is_empty() {
@@ -144,21 +171,22 @@ impl<'a> Repl<'a> {
             }
         };
         let bar = Bar::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let cwd = self.cwd.lock().expect("cwd lock").clone();
         let result = self.runtime.block_on(async {
             tokio::select! {
-                result = cli::run(&self.client, &command, &self.download_dir, &bar) => result,
+                result = cli::run(&self.client, &command, &cwd, &self.download_dir, &bar) => result,
                 _ = tokio::signal::ctrl_c() => Err(Error::Cancelled),
             }
         });
         bar.finish();
+        // Whatever the command changed, Tab lists afresh.
+        self.remote.forget();
         match result {
+            Ok(Outcome::Cd { cwd }) => *self.cwd.lock().expect("cwd lock") = cwd,
             Ok(outcome) => {
-                cli::print_line(&outcome.text(self.style));
-                if matches!(
-                    outcome,
-                    Outcome::Put { .. } | Outcome::Delete { .. } | Outcome::List { .. }
-                ) {
-                    self.refresh_names();
+                let text = outcome.text(self.style);
+                if !text.is_empty() {
+                    cli::print_line(&text);
                 }
             }
             Err(e) => self.error(&e.to_string()),
@@ -169,21 +197,173 @@ impl<'a> Repl<'a> {
     fn error(&self, msg: &str) {
         cli::eprint_line(&self.style.paint(&format!("error: {msg}"), Color::Red));
     }
+}
 
-    /// Refreshes the cached remote names that completion offers.
-    fn refresh_names(&self) {
-        if let Ok(files) = self.runtime.block_on(self.client.list()) {
-            *self.remote_names.lock().expect("names lock") =
-                files.into_iter().map(|f| f.name).collect();
+/// The remote names Tab offers: one folder's entries at a time, those
+/// starting with what is typed, listed (by `ListDir`, from where they sort)
+/// when first asked for and reused for a few seconds.
+struct RemoteNames {
+    runtime: tokio::runtime::Handle,
+    client: Arc<Client>,
+    /// By folder: its entries listed last.
+    cache: Mutex<HashMap<String, Listed>>,
+}
+
+/// A folder's entries whose names start with `prefix`, as listed at `at`.
+struct Listed {
+    at: Instant,
+    prefix: String,
+    /// Every such entry (not cut off at `COMPLETION_MAX`).
+    whole: bool,
+    entries: Vec<Entry>,
+}
+
+/// One entry of a folder, for completion: its name in the folder, and
+/// whether it is a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub folder: bool,
+}
+
+impl RemoteNames {
+    /// The entries of `folder` (`""`: the top) whose names start with
+    /// `prefix`; none if the servers do not answer within `COMPLETION_WAIT`.
+    fn entries(&self, folder: &str, prefix: &str) -> Vec<Entry> {
+        let matching = |entries: &[Entry]| -> Vec<Entry> {
+            entries
+                .iter()
+                .filter(|e| e.name.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        if let Some(listed) = self.cache.lock().expect("cache lock").get(folder) {
+            if listed.whole
+                && listed.at.elapsed() < COMPLETION_TTL
+                && prefix.starts_with(&listed.prefix)
+            {
+                return matching(&listed.entries);
+            }
+        }
+        let listing = self.runtime.block_on(async {
+            let listing = one_command(list_matching(&self.client, folder, prefix));
+            tokio::time::timeout(COMPLETION_WAIT, listing).await
+        });
+        let Ok(Ok((entries, whole))) = listing else {
+            return Vec::new();
+        };
+        self.cache.lock().expect("cache lock").insert(
+            folder.to_string(),
+            Listed {
+                at: Instant::now(),
+                prefix: prefix.to_string(),
+                whole,
+                entries: entries.clone(),
+            },
+        );
+        entries
+    }
+
+    fn forget(&self) {
+        self.cache.lock().expect("cache lock").clear();
+    }
+}
+
+/// The entries of `folder` whose names start with `prefix`, page by page
+/// from where they sort to where they end, and whether that is all of them
+/// (at most `COMPLETION_MAX` are listed).
+async fn list_matching(client: &Client, folder: &str, prefix: &str) -> Result<(Vec<Entry>, bool)> {
+    let inside = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let start = format!("{inside}{prefix}");
+    let mut after = cursor_before(&inside, prefix);
+    let mut out = Vec::new();
+    loop {
+        let (items, next) = client.list_dir_page(folder, after.as_deref()).await?;
+        for item in &items {
+            let path = item.path();
+            let name = path.strip_prefix(&inside).unwrap_or(path);
+            if name.starts_with(prefix) {
+                out.push(Entry {
+                    name: name.to_string(),
+                    folder: matches!(item, DirItem::Folder(_)),
+                });
+                if out.len() >= COMPLETION_MAX {
+                    return Ok((out, false));
+                }
+            } else if path > start.as_str() {
+                return Ok((out, true)); // past every name that starts so
+            }
+        }
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => return Ok((out, true)),
         }
     }
+}
+
+/// A listing cursor (see `DirEntry::cursor`) just before every name in the
+/// folder `inside` (its path and a `/`, or `""` for the top) that starts
+/// with `prefix`: the prefix with its last character one lower, then the
+/// highest character. A listing skips the cursor's own name and starts at
+/// it, so it starts where those names sort and misses none of them.
+/// `None` (from the start) for an empty prefix.
+pub fn cursor_before(inside: &str, prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    let last = chars.pop()?;
+    let lower = match last as u32 {
+        0 => return None,
+        0xE000 => '\u{D7FF}',
+        n => char::from_u32(n - 1)?,
+    };
+    let head: String = chars.into_iter().collect();
+    Some(format!("{inside}{head}{lower}{}", char::MAX))
+}
+
+/// Splits a remote word being typed into its folder part, as typed (up to
+/// and with the last `/`), and the start of a name in that folder.
+pub fn split_partial(partial: &str) -> (&str, &str) {
+    match partial.rfind('/') {
+        Some(i) => partial.split_at(i + 1),
+        None => ("", partial),
+    }
+}
+
+/// What Tab offers for `entries` of the folder typed as `dir`: the whole
+/// word, quoted where needed; a folder ends with `/` (to go on typing in
+/// it), a file with a space. `folders_only` for `cd`, `ls`, `mkdir`, `rmdir`.
+pub fn remote_candidates(dir: &str, entries: &[Entry], folders_only: bool) -> Vec<Pair> {
+    let mut out: Vec<Pair> = entries
+        .iter()
+        .filter(|e| e.folder || !folders_only)
+        .map(|e| {
+            let slash = if e.folder { "/" } else { "" };
+            let word = shell_words::quote(&format!("{dir}{}{slash}", e.name)).into_owned();
+            Pair {
+                display: format!("{}{slash}", e.name),
+                replacement: if e.folder { word } else { word + " " },
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.display.cmp(&b.display));
+    out
 }
 
 /// `alice@ringdfs [4/4]> `, `alice@ringdfs [3/4 dfs2 down]> `, or
 /// `alice@ringdfs [3/4 dfs2 alone]> ` for a server that answers but is not
 /// in one ring with the others (see [`Standing`]): the plain text and the
 /// coloured one. `health` is each member's standing, `None` if it is down.
-pub fn prompt(user: &str, health: &[(String, Option<Standing>)], style: Style) -> (String, String) {
+/// Away from the top folder it shows the current folder `cwd` too:
+/// `alice@ringdfs:/docs/2026 [4/4]> `.
+pub fn prompt(
+    user: &str,
+    cwd: &str,
+    health: &[(String, Option<Standing>)],
+    style: Style,
+) -> (String, String) {
     let healthy = health
         .iter()
         .filter(|(_, s)| *s == Some(Standing::InRing))
@@ -209,15 +389,23 @@ pub fn prompt(user: &str, health: &[(String, Option<Standing>)], style: Style) -
     } else {
         format!("[{healthy}/{} {}]", health.len(), problems.join(", "))
     };
-    let plain = format!("{user}@ringdfs {ring}> ");
+    let (place, styled_place) = if cwd.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let place = format!(":{}", cli::shown_folder(cwd));
+        let styled = style.paint(&place, Color::Blue);
+        (place, styled)
+    };
+    let plain = format!("{user}@ringdfs{place} {ring}> ");
     let color = if problems.is_empty() {
         Color::Green
     } else {
         Color::Yellow
     };
     let styled = format!(
-        "{}@ringdfs {}> ",
+        "{}@ringdfs{} {}> ",
         style.paint(user, Color::Cyan),
+        styled_place,
         style.paint(&ring, color)
     );
     (plain, styled)
@@ -287,7 +475,8 @@ impl Progress for Bar {
 
 /// Completion and hints for the prompt.
 struct DfsHelper {
-    remote_names: Arc<Mutex<Vec<String>>>,
+    remote: Arc<RemoteNames>,
+    cwd: Arc<Mutex<String>>,
     files: FilenameCompleter,
     color: bool,
 }
@@ -297,7 +486,10 @@ struct DfsHelper {
 pub enum Slot {
     Command,
     LocalPath,
+    /// A remote file (or a folder on the way to one).
     RemoteName,
+    /// A remote folder.
+    RemoteFolder,
     Nothing,
 }
 
@@ -373,7 +565,11 @@ pub fn slot_after(words: &[String]) -> Slot {
         (Some("put"), 1) => Slot::LocalPath,
         (Some("put"), 2) => Slot::RemoteName,
         (Some("get" | "delete" | "where" | "verify" | "du"), 1) => Slot::RemoteName,
+        (Some("mv" | "cp"), 1 | 2) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
+        (Some("cd" | "mkdir" | "rmdir"), 1) => Slot::RemoteFolder,
+        // Options may come before the folder.
+        (Some("list" | "ls"), _) => Slot::RemoteFolder,
         _ => Slot::Nothing,
     }
 }
@@ -455,9 +651,15 @@ impl Completer for DfsHelper {
                 let partial = t.partial.to_ascii_lowercase();
                 Ok((t.start, complete_from(&verbs, &partial, " ")))
             }
-            Slot::RemoteName => {
-                let names = self.remote_names.lock().expect("names lock").clone();
-                Ok((t.start, complete_from(&names, &t.partial, " ")))
+            slot @ (Slot::RemoteName | Slot::RemoteFolder) => {
+                let cwd = self.cwd.lock().expect("cwd lock").clone();
+                let (dir, prefix) = split_partial(&t.partial);
+                let Ok(folder) = cli::resolve_path(&cwd, dir) else {
+                    return Ok((pos, Vec::new()));
+                };
+                let entries = self.remote.entries(&folder, prefix);
+                let folders_only = slot == Slot::RemoteFolder;
+                Ok((t.start, remote_candidates(dir, &entries, folders_only)))
             }
             Slot::LocalPath => self.files.complete(line, pos, ctx),
             Slot::Nothing => Ok((pos, Vec::new())),
@@ -530,7 +732,11 @@ mod tests {
         assert_eq!(slot_after(&w("get x ")), Slot::LocalPath);
         assert_eq!(slot_after(&w("rm ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("where ")), Slot::RemoteName);
-        assert_eq!(slot_after(&w("ls ")), Slot::Nothing);
+        assert_eq!(slot_after(&w("ls ")), Slot::RemoteFolder);
+        assert_eq!(slot_after(&w("ls -l ")), Slot::RemoteFolder);
+        assert_eq!(slot_after(&w("cd ")), Slot::RemoteFolder);
+        assert_eq!(slot_after(&w("cd x ")), Slot::Nothing);
+        assert_eq!(slot_after(&w("pwd ")), Slot::Nothing);
     }
 
     #[test]
@@ -556,6 +762,68 @@ mod tests {
     }
 
     #[test]
+    fn remote_completion_goes_folder_by_folder() {
+        assert_eq!(split_partial("do"), ("", "do"));
+        assert_eq!(split_partial("docs/"), ("docs/", ""));
+        assert_eq!(split_partial("../docs/pl"), ("../docs/", "pl"));
+        let entries = vec![
+            Entry {
+                name: "2026".into(),
+                folder: true,
+            },
+            Entry {
+                name: "my plan.txt".into(),
+                folder: false,
+            },
+        ];
+        let got: Vec<_> = remote_candidates("../docs/", &entries, false)
+            .into_iter()
+            .map(|p| (p.display, p.replacement))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("2026/".to_string(), "../docs/2026/".to_string()),
+                ("my plan.txt".into(), "'../docs/my plan.txt' ".into()),
+            ]
+        );
+        let folders: Vec<_> = remote_candidates("", &entries, true)
+            .into_iter()
+            .map(|p| p.replacement)
+            .collect();
+        assert_eq!(folders, ["2026/"]);
+    }
+
+    #[test]
+    fn completion_listings_start_just_before_the_names_typed() {
+        assert_eq!(cursor_before("docs/", ""), None);
+        let cursor = cursor_before("docs/", "pl").unwrap();
+        assert_eq!(cursor, format!("docs/pk{}", char::MAX));
+        // Every name that starts with the prefix sorts after it, even one
+        // that is the prefix itself; names before the prefix sort before it.
+        for name in ["docs/pl", "docs/pl.txt", "docs/plan", "docs/pl/"] {
+            assert!(name > cursor.as_str(), "{name}");
+        }
+        for name in ["docs/pk", "docs/pkz", "docs/p", "docs/"] {
+            assert!(name < cursor.as_str(), "{name}");
+        }
+        assert_eq!(cursor_before("", "0").unwrap(), format!("/{}", char::MAX));
+    }
+
+    #[test]
+    fn the_prompt_shows_the_current_folder_away_from_the_top() {
+        let health = vec![("dfs1".to_string(), Some(Standing::InRing))];
+        assert_eq!(
+            prompt("alice", "", &health, Style::PLAIN).0,
+            "alice@ringdfs [1/1]> "
+        );
+        assert_eq!(
+            prompt("alice", "docs/2026", &health, Style::PLAIN).0,
+            "alice@ringdfs:/docs/2026 [1/1]> "
+        );
+    }
+
+    #[test]
     fn the_prompt_names_servers_that_are_down() {
         let health = |downs: &[&str]| {
             ["dfs1", "dfs2", "dfs3", "dfs4"]
@@ -569,11 +837,11 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            prompt("alice", &health(&[]), Style::PLAIN).0,
+            prompt("alice", "", &health(&[]), Style::PLAIN).0,
             "alice@ringdfs [4/4]> "
         );
         assert_eq!(
-            prompt("alice", &health(&["dfs2"]), Style::PLAIN).0,
+            prompt("alice", "", &health(&["dfs2"]), Style::PLAIN).0,
             "alice@ringdfs [3/4 dfs2 down]> "
         );
     }
@@ -591,6 +859,7 @@ mod tests {
         assert_eq!(
             prompt(
                 "alice",
+                "",
                 &health([ok, Some(Standing::Alone), ok, ok]),
                 Style::PLAIN
             )
@@ -600,6 +869,7 @@ mod tests {
         assert_eq!(
             prompt(
                 "alice",
+                "",
                 &health([ok, Some(Standing::Apart), None, Some(Standing::Apart)]),
                 Style::PLAIN
             )

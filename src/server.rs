@@ -52,7 +52,6 @@ use crate::protocol::{
 use crate::store::{ChunkSpec, Store};
 use crate::tls::{self, TlsAcceptor};
 use crate::transfer::{finish, pump_into, skip_rest, PIPELINE_DEPTH};
-use crate::unix_now;
 
 /// Most password verifications running at once: each takes 19 MiB and tens
 /// of ms of a core, so two keep both cores busy and the peak memory bounded.
@@ -66,6 +65,8 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Entries per `Files` or `Inventory` page: far below the frame limit even
 /// with 255-byte names.
 pub(crate) const LIST_PAGE: usize = 1000;
+/// Bytes of manifests at most in one `Manifests` answer (a frame is 1 MiB).
+const MANIFESTS_BYTES: usize = 512 << 10;
 
 /// One chunk server's shared state.
 pub struct Server {
@@ -706,6 +707,11 @@ where
             Ok(Some(Response::File { manifest, held }))
         }
         Request::Commit { manifest, missing } => {
+            if manifest.data.is_some() {
+                return Err(soft(Error::BadRequest(
+                    "a manifest that shares data is committed with CommitMany".into(),
+                )));
+            }
             let (o, name) = (owner.clone(), manifest.name.clone());
             blocking(server, move |s| s.check_path_free(&o, &name))
                 .await
@@ -717,17 +723,9 @@ where
         }
         Request::Delete { name, version } => {
             validate_name(&name).map_err(soft)?;
-            let tombstone = Manifest {
-                name,
-                version,
-                size: 0,
-                chunks: 0,
-                checksums: Vec::new(),
-                stored_at: unix_now(),
-                md5: [0; 16],
-                deleted: true,
-            };
-            commit(server, owner, tombstone).await.map_err(soft)?;
+            commit(server, owner, Manifest::tombstone(name, version))
+                .await
+                .map_err(soft)?;
             Ok(Some(Response::Ok))
         }
         Request::PutChunk {
@@ -783,6 +781,31 @@ where
             .map_err(soft)?;
             Ok(Some(Response::Usage(report)))
         }
+        Request::CommitMany { manifests } => {
+            let applied = blocking(server, move |s| s.commit_shared(&owner, manifests))
+                .await
+                .map_err(soft)?;
+            debug!(server = %server.name, applied, "commit of shared data");
+            Ok(Some(Response::Ok))
+        }
+        Request::Manifests { path, after } => {
+            validate_name(&path).map_err(soft)?;
+            let (mut manifests, mut more) = blocking(server, move |s| {
+                s.manifests_under(&owner, &path, after.as_deref(), LIST_PAGE)
+            })
+            .await
+            .map_err(soft)?;
+            // A page stays well inside a frame, however many chunks each has.
+            let mut bytes = 0;
+            if let Some(cut) = manifests.iter().position(|m| {
+                bytes += m.encoded_len();
+                bytes > MANIFESTS_BYTES
+            }) {
+                manifests.truncate(cut.max(1));
+                more = true;
+            }
+            Ok(Some(Response::Manifests { manifests, more }))
+        }
         Request::Abort { name, version } => {
             validate_name(&name).map_err(soft)?;
             let store = Arc::clone(store);
@@ -834,6 +857,16 @@ where
                 .await
                 .map_err(soft)?;
             Ok(Some(Response::Entries(entries)))
+        }
+        Request::PeerHeld {
+            owner,
+            name,
+            version,
+        } => {
+            let chunks = blocking(server, move |s| s.held(&owner, &name, version))
+                .await
+                .map_err(soft)?;
+            Ok(Some(Response::Held { chunks }))
         }
         Request::PeerStat { owner, name } => {
             let (manifest, held) = server.store.file(&owner, &name).map_err(soft)?;

@@ -46,7 +46,7 @@ async fn one_shot_commands_and_exit_codes() {
         "{receipt}"
     );
 
-    let out = dfs(&config, "wonderland", &["ls"], "");
+    let out = dfs(&config, "wonderland", &["ls", "-l"], "");
     assert!(out.status.success());
     let listing = text(&out.stdout);
     assert!(
@@ -170,7 +170,7 @@ async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
     let (path, data) = random_file(work.path(), "notes.txt", 10_000);
     let back = work.path().join("back.txt");
     let script = format!(
-        "PUT {} \"my notes.txt\"\nls\nget \"my notes.txt\" {}\n",
+        "PUT {} \"my notes.txt\"\nls -l\nget \"my notes.txt\" {}\n",
         path.display(),
         back.display()
     );

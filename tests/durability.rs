@@ -22,7 +22,7 @@ use ringdfs::client::{no_progress, Client, PutReceipt};
 use ringdfs::codec;
 use ringdfs::placement::chunk_range;
 use ringdfs::protocol::{Checksum, Manifest, Version};
-use ringdfs::store::{file_dir, ChunkTrailer, Store, Tuning};
+use ringdfs::store::{file_dir, ChunkTrailer, CopyId, Store, Tuning};
 use ringdfs::Error;
 use serde::Serialize;
 
@@ -84,8 +84,8 @@ fn all_copies(store: &Store) -> Vec<ringdfs::store::CopyId> {
 }
 
 /// What a store says it lacks, all of it.
-fn all_missing(store: &Store) -> BTreeSet<(String, String, u32)> {
-    let mut all: Vec<(String, String, u32)> = Vec::new();
+fn all_missing(store: &Store) -> BTreeSet<CopyId> {
+    let mut all: Vec<CopyId> = Vec::new();
     loop {
         let page = store.missing(all.last(), 1000).unwrap();
         if page.is_empty() {
@@ -123,7 +123,12 @@ fn check_consistent(server: usize, store: &Store, owners: &[&str]) {
                 .map_or_else(Vec::new, |l| l.wanted(owner, &entry.name, entry.chunks))
             {
                 if !entry.held.contains(&chunk) {
-                    expected_missing.insert((owner.to_string(), entry.name.clone(), chunk));
+                    expected_missing.insert(CopyId {
+                        owner: owner.to_string(),
+                        name: entry.name.clone(),
+                        version: entry.version,
+                        chunk,
+                    });
                 }
             }
         }
@@ -581,6 +586,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                     stored_at: 1_750_000_000,
                     md5: [0; 16],
                     deleted: true,
+                    data: None,
                 };
                 let older = older.or(Some(Version {
                     gen: version.gen - 500,
@@ -614,6 +620,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                     Md5::digest(&data).into()
                 },
                 deleted: false,
+                data: None,
             };
             LegacyFile {
                 owner,

@@ -1036,6 +1036,7 @@ async fn alice_cannot_reach_bobs_files_by_name_path_or_disk_id() {
                     stored_at: 0,
                     md5: [0; 16],
                     deleted: true,
+                    data: None,
                 },
             };
             let err = alice.call(&commit).await.unwrap_err();
@@ -1129,6 +1130,7 @@ async fn chunk_indices_and_sizes_that_do_not_fit_are_refused() {
                 stored_at: 0,
                 md5: [0; 16],
                 deleted: false,
+                data: None,
             },
         };
         assert_eq!(
@@ -1783,6 +1785,7 @@ mod properties {
                         stored_at: size / 2,
                         md5: [0; 16],
                         deleted: size % 2 == 0,
+                        data: None,
                     }
                 }),
         ]

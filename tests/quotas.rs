@@ -462,6 +462,7 @@ async fn hand_built_uploads_over_the_quota_are_refused_and_store_nothing() {
             stored_at: 0,
             md5: [0; 16],
             deleted: false,
+            data: None,
         },
         missing: Vec::new(),
     };

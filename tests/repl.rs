@@ -81,8 +81,8 @@ fn leave(mut p: PtySession) {
 }
 
 /// README, Commands: a person logs in (after one wrong password) and types
-/// every command of the table, aliases too: `put`, `get`, `list`, `ls`,
-/// `where`, `verify` (all files, one, and one with a damaged copy),
+/// every command of the table, aliases too: `put`, `get`, `list`, `ls -l`,
+/// `ls`, `where`, `verify` (all files, one, and one with a damaged copy),
 /// `status`, `help`, `delete`, `rm`, then `exit`; each answers as
 /// documented, mistakes get one line, and `exit` ends the session with
 /// status 0.
@@ -120,7 +120,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             &["stored other.bin: 97.7 KiB in 4 chunks, 8 copies"],
         );
 
-        for list in ["list", "ls"] {
+        for list in ["list", "ls -l"] {
             p.send_line(list).unwrap();
             p.exp_regex(r"NAME\s+SIZE\s+CHUNKS\s+STORED \(UTC\)\s+HEALTH")
                 .unwrap();
@@ -130,6 +130,8 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
                 .unwrap();
             p.exp_string(PROMPT).unwrap();
         }
+        // Plain `ls`: the names only.
+        type_and_expect(&mut p, "ls", &["my notes.txt\r\nother.bin\r\n"]);
 
         p.send_line("where \"my notes.txt\"").unwrap();
         p.exp_string("FIRST COPY").unwrap();
@@ -175,14 +177,17 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             &[
                 "put LOCAL [REMOTE]",
                 "get REMOTE [LOCAL]",
-                "list",
+                "list [FOLDER] [-R]",
+                "ls [FOLDER] [-l] [-R]",
+                "cd [FOLDER]",
+                "pwd",
                 "delete REMOTE",
                 "where REMOTE",
                 "verify [REMOTE]",
                 "status",
                 "help",
                 "exit",
-                "aliases: ls = list, rm = delete, quit = exit",
+                "aliases: rm = delete, quit = exit",
             ],
         );
 
@@ -200,7 +205,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
 
         type_and_expect(&mut p, "rm 'my notes.txt'", &["deleted my notes.txt"]);
         type_and_expect(&mut p, "delete other.bin", &["deleted other.bin"]);
-        type_and_expect(&mut p, "ls", &["no files"]);
+        type_and_expect(&mut p, "list", &["no files"]);
         type_and_expect(&mut p, "get other.bin", &["error: no such file: other.bin"]);
 
         p.send_line("exit").unwrap();
@@ -385,7 +390,7 @@ async fn ctrl_c_cancels_a_large_put_and_leaves_nothing_locally_or_remotely() {
         p.send_control('c').unwrap();
         p.exp_string("error: cancelled").unwrap();
         p.exp_string(PROMPT).unwrap();
-        p.send_line("ls").unwrap();
+        p.send_line("list").unwrap();
         p.exp_string("no files").unwrap();
         p.exp_string(PROMPT).unwrap();
         leave(p);
@@ -488,7 +493,7 @@ async fn ctrl_c_during_a_put_that_stored_some_chunks_leaves_none_of_them_and_the
             p.exp_string("error: cancelled").unwrap();
             p.exp_regex(ANY_PROMPT).unwrap();
             cluster.signal(hung, "CONT");
-            p.send_line("ls").unwrap();
+            p.send_line("list").unwrap();
             p.exp_regex(r"kept\.bin\s+8\.0 MiB").unwrap();
             p.exp_regex(ANY_PROMPT).unwrap();
             p.send_line(&format!("get kept.bin {}", out.display()))
@@ -720,6 +725,86 @@ async fn the_prompt_shows_which_server_is_down() {
             .unwrap();
         p.exp_string("alice@ringdfs [3/4 dfs2 down]> ").unwrap();
         leave(p);
+    })
+    .await
+    .unwrap();
+}
+
+/// README, Commands and Keys: `cd` moves the current folder, which the
+/// prompt shows beside the ring's health (at the top, the prompt is as it
+/// always was); Tab completes remote names folder by folder, relative to
+/// the current folder (`get do<Tab>` gives `docs/`, then that folder's
+/// entries; `..` works; `cd` offers folders only), and a file stored at the
+/// prompt a moment ago completes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_shows_the_folder_and_tab_completes_folder_by_folder() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let (local, data) = random_file(work.path(), "src", 3000);
+    for name in [
+        "top.txt",
+        "docs/plan.txt",
+        "docs/2026/jan.txt",
+        "photos/cat.jpg",
+    ] {
+        client.put(&local, name, &no_progress).await.unwrap();
+    }
+    let config = cluster.write_client_config();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let downloads = cluster.dir.path().join("downloads");
+    const IN_2026: &str = "alice@ringdfs:/docs/2026 [4/4]> ";
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        send(&mut p, "get do\t");
+        p.exp_string("get docs/").unwrap();
+        send(&mut p, "p\t");
+        p.exp_string("get docs/plan.txt ").unwrap();
+        send(&mut p, "\r");
+        p.exp_string("fetched 2.9 KiB").unwrap();
+        p.exp_string(PROMPT).unwrap();
+
+        // `cd` completes folders, and the prompt shows where it went.
+        send(&mut p, "cd do\t");
+        p.exp_string("cd docs/").unwrap();
+        send(&mut p, "2\t");
+        p.exp_string("cd docs/2026/").unwrap();
+        send(&mut p, "\r");
+        p.exp_string(IN_2026).unwrap();
+        send(&mut p, "get ../p\t");
+        p.exp_string("get ../plan.txt ").unwrap();
+        send(&mut p, "\r");
+        p.exp_string("fetched 2.9 KiB").unwrap();
+        p.exp_string(IN_2026).unwrap();
+        send(&mut p, "get ../../t\t");
+        p.exp_string("get ../../top.txt ").unwrap();
+        send(&mut p, "\r");
+        p.exp_string("fetched 2.9 KiB").unwrap();
+        p.exp_string(IN_2026).unwrap();
+        send(&mut p, "get \t");
+        p.exp_string("get jan.txt ").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string(IN_2026).unwrap();
+
+        // A file stored here completes at once (the folder is listed again).
+        p.send_line(&format!("put {} feb.txt", local.display()))
+            .unwrap();
+        p.exp_string("stored docs/2026/feb.txt").unwrap();
+        p.exp_string(IN_2026).unwrap();
+        send(&mut p, "get f\t");
+        p.exp_string("get feb.txt ").unwrap();
+        send(&mut p, "\r");
+        p.exp_string("fetched 2.9 KiB").unwrap();
+        p.exp_string(IN_2026).unwrap();
+
+        type_and_expect(&mut p, "cd", &[]);
+        leave(p);
+        for file in ["plan.txt", "top.txt", "feb.txt"] {
+            assert_eq!(std::fs::read(downloads.join(file)).unwrap(), data, "{file}");
+        }
     })
     .await
     .unwrap();

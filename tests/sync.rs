@@ -80,6 +80,7 @@ fn stored(store: &Arc<Store>, i: usize) -> Manifest {
         stored_at: 0,
         md5: [0; 16],
         deleted: false,
+        data: None,
     }
 }
 

@@ -12,6 +12,8 @@ mod hardening;
 mod healing;
 mod machines;
 mod memory;
+mod moves;
+mod navigation;
 mod peers;
 mod quotas;
 mod repl;

@@ -19,7 +19,12 @@
 //! 4. GET with one server killed, paired with the GET ceiling;
 //! 5. PUT and GET of many 4 KiB files, one after another in one session;
 //! 6. login time (all four servers, real argon2id parameters) and LIST time
-//!    with 10 000 files stored.
+//!    with 10 000 files stored;
+//! 7. `ls` of one folder of 100 000 files (issue 15), on four fresh servers
+//!    whose stores hold the folder before they start (written as PUTs would
+//!    have left them): the first page (median of 7, target ≤ 200 ms), and
+//!    every page, one after another as `ls` reads them (median of 3);
+//!    `dfs-bench --folder N` runs only this, with N files.
 //!
 //! `dfs-bench --files N` runs instead the benchmark of many small files
 //! (issue 11), on the same four servers: N files of 4 KiB random data (named
@@ -115,6 +120,10 @@ struct Args {
     /// million files; PUT/s are then measured on 8000 further new files.
     #[arg(long, requires = "files")]
     direct: bool,
+    /// Instead of the large-file run: only `ls` of one folder of N files
+    /// (the last part of the full run, which uses 100 000).
+    #[arg(long, value_name = "N", conflicts_with_all = ["quick", "size", "pairs", "profile", "files"])]
+    folder: Option<usize>,
     /// Internal: run one chunk server from this configuration file.
     #[arg(long, hide = true, value_name = "CONFIG")]
     serve: Option<PathBuf>,
@@ -131,6 +140,11 @@ struct Plan {
     list_files: usize,
     logins: usize,
     lists: usize,
+    /// Files in the folder `ls` lists (issue 15).
+    folder_files: usize,
+    /// Timed first pages of it; timed walks through all its pages.
+    first_pages: usize,
+    walks: usize,
 }
 
 impl Plan {
@@ -153,6 +167,9 @@ impl Plan {
             list_files: if quick { 500 } else { 10_000 },
             logins: if quick { 3 } else { 7 },
             lists: if quick { 3 } else { 7 },
+            folder_files: if quick { 2_000 } else { 100_000 },
+            first_pages: if quick { 3 } else { 7 },
+            walks: if quick { 1 } else { 3 },
         })
     }
 }
@@ -183,7 +200,18 @@ fn real_main() -> Result<()> {
     if let Some(op) = &args.profile {
         return profile(&plan, tmp.path(), op == "put");
     }
-    if let Some(files) = files {
+    if let Some(n) = args.folder {
+        if n == 0 {
+            bail!("--folder must be at least 1");
+        }
+        let figures = folder_listing(n, 7, 3, tmp.path())?;
+        let mut table = Vec::new();
+        folder_rows(&figures, &mut table);
+        println!();
+        println!("ringdfs folder benchmark: ls of one folder, TLS on");
+        print_rows(&table);
+        write_json(args.json.as_deref(), &figures)?;
+    } else if let Some(files) = files {
         let report = files_bench(&files, tmp.path())?;
         print_files_table(&report);
         write_json(args.json.as_deref(), &report)?;
@@ -451,6 +479,21 @@ fn bench(plan: &Plan, dir: &Path) -> Result<Report> {
     drop(client);
     drop(runtime);
     drop(cluster);
+
+    say(&format!(
+        "a folder of {} files: writing it into four new stores, then `ls`",
+        plan.folder_files
+    ));
+    let folder = folder_listing(
+        plan.folder_files,
+        plan.first_pages,
+        plan.walks,
+        &dir.join("folder-run"),
+    )?;
+    say(&format!(
+        "first page {:.1} ms; all {} pages {:.0} ms",
+        folder.first_page_ms, folder.pages, folder.walk_ms
+    ));
     say("done");
 
     Ok(Report::new(
@@ -469,7 +512,108 @@ fn bench(plan: &Plan, dir: &Path) -> Result<Report> {
         small_get_per_s,
         median(&login_ms),
         median(&list_ms),
+        folder,
     ))
+}
+
+/// The folder `ls` lists in [`folder_listing`].
+const FOLDER: &str = "big";
+
+/// What `ls` of one big folder took.
+#[derive(Serialize)]
+struct FolderFigures {
+    files: usize,
+    /// Pages one walk took (each checked to hold every name once, in order).
+    pages: usize,
+    first_page_ms: f64,
+    walk_ms: f64,
+}
+
+/// Four new servers in `dir` whose stores hold `files` files of 64 bytes in
+/// folder `big/` (written before they start, as PUTs would have left them:
+/// every manifest on every server, each chunk on its holders), and `ls` of
+/// that folder: the first page `first_pages` times, then every page in turn
+/// `walks` times.
+fn folder_listing(
+    files: usize,
+    first_pages: usize,
+    walks: usize,
+    dir: &Path,
+) -> Result<FolderFigures> {
+    fs::create_dir_all(dir)?;
+    write_users(&dir.join("users.toml"))?;
+    let mut data = vec![0u8; 64];
+    rand::thread_rng().fill_bytes(&mut data);
+    let seed = Seed {
+        files,
+        data: vec![data],
+        owner: LIST_USER.0,
+        prefix: "big/f",
+    };
+    let cluster = Cluster::start_seeded(dir, &seed)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    let client = runtime
+        .block_on(Client::login(
+            &cluster.client_config(dir),
+            LIST_USER.0,
+            LIST_USER.1,
+        ))
+        .context("logging in")?;
+    let mut first_ms = Vec::new();
+    for _ in 0..first_pages {
+        let t = Instant::now();
+        let (page, _) = runtime
+            .block_on(client.list_dir_page(FOLDER, None))
+            .context("ls, the first page")?;
+        first_ms.push(ms(t.elapsed()));
+        if page.is_empty() {
+            bail!("the first page of {FOLDER}/ is empty");
+        }
+    }
+    let (mut walk_ms, mut pages) = (Vec::new(), 0);
+    for _ in 0..walks {
+        let t = Instant::now();
+        let (mut names, mut after) = (Vec::new(), None::<String>);
+        pages = 0;
+        loop {
+            let (page, next) = runtime
+                .block_on(client.list_dir_page(FOLDER, after.as_deref()))
+                .context("ls, page by page")?;
+            pages += 1;
+            names.extend(page.iter().map(|item| item.path().to_string()));
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
+        walk_ms.push(ms(t.elapsed()));
+        let want = (0..files).map(|i| file_name(seed.prefix, i));
+        if names.len() != files || !names.into_iter().eq(want) {
+            bail!("ls of {FOLDER}/ did not show every file once, in order");
+        }
+    }
+    Ok(FolderFigures {
+        files,
+        pages,
+        first_page_ms: median(&first_ms),
+        walk_ms: median(&walk_ms),
+    })
+}
+
+/// The rows of [`FolderFigures`], for a table.
+fn folder_rows(f: &FolderFigures, rows: &mut Vec<Row>) {
+    rows.push(Row::new(
+        format!("ls of a folder of {} files: first page", f.files),
+        format!("{:.1} ms", f.first_page_ms),
+        "≤ 200 ms",
+        Some(f.first_page_ms <= 200.0),
+    ));
+    rows.push(Row::new(
+        format!("ls of a folder of {} files: all {} pages", f.files, f.pages),
+        format!("{:.0} ms", f.walk_ms),
+        "",
+        None,
+    ));
 }
 
 fn verify_same(a: &Path, b: &Path) -> Result<()> {
@@ -593,7 +737,12 @@ fn files_bench(plan: &FilesPlan, dir: &Path) -> Result<FilesReport> {
             .iter()
             .map(fs::read)
             .collect::<std::io::Result<_>>()?;
-        Seed { files: n, data }
+        Seed {
+            files: n,
+            data,
+            owner: USER.0,
+            prefix: "f",
+        }
     } else {
         Seed::default()
     };
@@ -720,7 +869,7 @@ fn login_clients(
         .collect()
 }
 
-/// The stored name of file `i` of a series (names cannot hold `/` yet).
+/// The stored name of file `i` of a series.
 fn file_name(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:07}")
 }
@@ -1479,12 +1628,15 @@ fn stored_chunks(
 // The cluster: four child processes, killed on drop.
 
 /// Files written straight into the stores before the servers start
-/// (`--direct`): file `i` is `f{i}`, of `data[i mod len]`, at version
-/// (base + i, 0x5eed), exactly as a PUT would leave it on each server.
+/// (`--direct`, and the big folder): `owner`'s file `i` is `{prefix}{i}`
+/// (see [`file_name`]), of `data[i mod len]`, at version (base + i,
+/// 0x5eed), exactly as a PUT would leave it on each server.
 #[derive(Default)]
 struct Seed {
     files: usize,
     data: Vec<Vec<u8>>,
+    owner: &'static str,
+    prefix: &'static str,
 }
 
 /// Threads writing into one store at once, so its commits are shared.
@@ -1521,7 +1673,7 @@ impl Seed {
                     let (store, md5s, layout) = (&store, &md5s, &layout);
                     scope.spawn(move || -> Result<()> {
                         for i in (t..self.files).step_by(SEED_THREADS) {
-                            let name = file_name("f", i);
+                            let (owner, name) = (self.owner, file_name(self.prefix, i));
                             let data = &self.data[i % self.data.len()];
                             let size = data.len() as u64;
                             let version = Version {
@@ -1529,13 +1681,13 @@ impl Seed {
                                 writer: 0x5eed,
                             };
                             let n = SERVERS as u32;
-                            let held = layout.wanted(USER.0, &name, n);
+                            let held = layout.wanted(owner, &name, n);
                             let mut checksums = Vec::new();
                             for chunk in 1..=n {
                                 let (start, end) = chunk_range(size, n, chunk);
                                 let bytes = &data[start as usize..end as usize];
                                 let id = ChunkId {
-                                    owner: USER.0,
+                                    owner,
                                     name: &name,
                                     version,
                                     chunk,
@@ -1547,7 +1699,7 @@ impl Seed {
                                 checksums.push(sum);
                                 if held.contains(&chunk) {
                                     let mut w = store.begin_chunk(ChunkSpec {
-                                        owner: USER.0.into(),
+                                        owner: owner.into(),
                                         name: name.clone(),
                                         version,
                                         chunk,
@@ -1567,8 +1719,9 @@ impl Seed {
                                 stored_at,
                                 md5: md5s[i % md5s.len()],
                                 deleted: false,
+                                data: None,
                             };
-                            store.commit(USER.0, manifest)?;
+                            store.commit(owner, manifest)?;
                         }
                         Ok(())
                     })
@@ -1891,6 +2044,8 @@ struct Report {
     login_ms: f64,
     list_files: usize,
     list_ms: f64,
+    /// `ls` of one folder of many files.
+    folder: FolderFigures,
     table: Vec<Row>,
 }
 
@@ -1907,6 +2062,7 @@ impl Report {
         small_get_per_s: f64,
         login_ms: f64,
         list_ms: f64,
+        folder: FolderFigures,
     ) -> Report {
         let med =
             |pairs: &[Pair], f: fn(&Pair) -> f64| median(&pairs.iter().map(f).collect::<Vec<_>>());
@@ -1948,6 +2104,7 @@ impl Report {
             login_ms,
             list_files: plan.list_files,
             list_ms,
+            folder,
             table: Vec::new(),
         };
         report.table = report.rows();
@@ -2046,6 +2203,7 @@ impl Report {
             "≤ 200 ms",
             Some(self.list_ms <= 200.0),
         );
+        folder_rows(&self.folder, &mut rows);
         rows
     }
 }

@@ -1,8 +1,10 @@
 //! `dfs`: the ringdfs client.
 //!
-//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|delete|where|status|du|df`
+//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|du|df|...`
 //! runs one command for scripts (exit status 0 on success, 1 with a one-line reason otherwise);
-//! `dfs local` starts the four servers of `servers/` in this process first.
+//! commands piped in run in order, `cd` moving the current folder for the
+//! ones after it; `dfs local` starts the four servers of `servers/` in this
+//! process first.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -51,8 +53,8 @@ enum Sub {
         remote: String,
         local: Option<PathBuf>,
     },
-    /// List a folder's files and sub-folders (the top by default).
-    #[command(alias = "ls")]
+    /// List a folder's files and sub-folders in full: size, chunks, when
+    /// stored, health (the top by default).
     List {
         /// The folder, e.g. `docs` or `docs/2026`.
         folder: Option<String>,
@@ -60,9 +62,22 @@ enum Sub {
         #[arg(short = 'R', long)]
         recursive: bool,
         /// The long form (what LIST shows anyway).
-        #[arg(short = 'l', hide = true)]
+        #[arg(short = 'l', long, hide = true)]
         long: bool,
     },
+    /// The names in a folder, one a line (folders end with `/`).
+    Ls {
+        /// The folder, e.g. `docs` or `docs/2026` (the top by default).
+        folder: Option<String>,
+        /// Every file under the folder, at any depth.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// In full, as LIST shows them.
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// The current folder (a one-shot command starts at the top: `/`).
+    Pwd,
     /// Delete a file from every server.
     #[command(alias = "rm")]
     Delete { remote: String },
@@ -135,23 +150,34 @@ fn real_main() -> Result<i32> {
         Some(Sub::List {
             folder, recursive, ..
         }) => Some(Command::List {
-            folder: folder.as_deref().map(cli::folder_path).unwrap_or_default(),
+            folder: folder.unwrap_or_default(),
             recursive,
+            long: true,
         }),
+        Some(Sub::Ls {
+            folder,
+            recursive,
+            long,
+        }) => Some(Command::List {
+            folder: folder.unwrap_or_default(),
+            recursive,
+            long,
+        }),
+        Some(Sub::Pwd) => Some(Command::Pwd),
         Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
         Some(Sub::Where { remote }) => Some(Command::Where { remote }),
         Some(Sub::Mkdir { folder }) => Some(Command::Folder {
-            path: cli::folder_path(&folder),
+            path: folder,
             make: true,
         }),
         Some(Sub::Rmdir { folder }) => Some(Command::Folder {
-            path: cli::folder_path(&folder),
+            path: folder,
             make: false,
         }),
         Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),
         Some(Sub::Status) => Some(Command::Status),
         Some(Sub::Du { path }) => Some(Command::Du {
-            path: path.as_deref().map(cli::folder_path).unwrap_or_default(),
+            path: path.unwrap_or_default(),
         }),
         Some(Sub::Df) => Some(Command::Df),
         Some(Sub::Local { .. }) | None => None,
@@ -163,7 +189,7 @@ fn real_main() -> Result<i32> {
             // timed out logging in is not waited for again.
             let outcome = runtime.block_on(one_command(async {
                 let client = login(&config, args.user.clone(), interactive).await?;
-                let outcome = cli::run(&client, &command, &config.download_dir, &bar).await;
+                let outcome = cli::run(&client, &command, "", &config.download_dir, &bar).await;
                 anyhow::Ok(outcome?)
             }));
             bar.finish();
@@ -171,7 +197,7 @@ fn real_main() -> Result<i32> {
             if args.json {
                 print_line(&format!("{:#}", outcome.json()));
             } else {
-                print_line(&outcome.text(Style::detect()));
+                print_text(&outcome.text(Style::detect()));
             }
             i32::from(outcome.failed())
         }
@@ -181,7 +207,7 @@ fn real_main() -> Result<i32> {
                 Repl::new(&runtime, Arc::new(client), &config.download_dir).run()?;
                 0
             } else {
-                script(&runtime, &client, &config)
+                script(&runtime, &client, &config, args.json)
             }
         }
     };
@@ -301,15 +327,26 @@ fn ask(question: &str) -> Result<String> {
     Ok(line.trim().to_string())
 }
 
-/// Commands from standard input, one per line; status 1 if any failed.
-fn script(runtime: &Runtime, client: &Client, config: &ClientConfig) -> i32 {
+/// Prints `text` and a newline, unless there is no text (`cd`, `ls` of an
+/// empty folder).
+fn print_text(text: &str) {
+    if !text.is_empty() {
+        print_line(text);
+    }
+}
+
+/// Commands from standard input, one per line, from the top folder on (`cd`
+/// moves it for the commands after it); with `json`, what each prints is
+/// one line of JSON. Status 1 if any failed.
+fn script(runtime: &Runtime, client: &Client, config: &ClientConfig, json: bool) -> i32 {
     let mut failed = false;
+    let mut cwd = String::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else {
             eprint_line("error: standard input is not text");
             return 1;
         };
-        match execute(runtime, client, config, &line) {
+        match execute(runtime, client, config, &mut cwd, json, &line) {
             Step::Exit => break,
             Step::Failed => failed = true,
             Step::Done => {}
@@ -324,7 +361,14 @@ enum Step {
     Exit,
 }
 
-fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str) -> Step {
+fn execute(
+    runtime: &Runtime,
+    client: &Client,
+    config: &ClientConfig,
+    cwd: &mut String,
+    json: bool,
+    line: &str,
+) -> Step {
     let command = match cli::parse_line(line) {
         Ok(None) => return Step::Done,
         Ok(Some(Command::Exit)) => return Step::Exit,
@@ -337,11 +381,16 @@ fn execute(runtime: &Runtime, client: &Client, config: &ClientConfig, line: &str
     match runtime.block_on(cli::run(
         client,
         &command,
+        cwd,
         &config.download_dir,
         &no_progress,
     )) {
         Ok(outcome) => {
-            print_line(&outcome.text(Style::PLAIN));
+            match &outcome {
+                cli::Outcome::Cd { cwd: to } => *cwd = to.clone(),
+                _ if json => print_line(&outcome.json().to_string()),
+                _ => print_text(&outcome.text(Style::PLAIN)),
+            }
             if outcome.failed() {
                 Step::Failed
             } else {

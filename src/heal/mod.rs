@@ -62,7 +62,7 @@ use crate::peer::{Link, PeerConn};
 use crate::placement::Placement;
 use crate::protocol::{HealStatus, Manifest, Member, Request, Response, SyncEntry, Version};
 use crate::store::digest::{bucket_of, differing, group_of, Digest};
-use crate::store::{ChunkReader, ChunkSpec, CopyId, Layout, Store};
+use crate::store::{ChunkReader, ChunkSpec, CopyId, DataRow, Layout, Store};
 use crate::transfer::{finish, pump_into};
 use plan::Held;
 
@@ -675,16 +675,20 @@ impl Healer {
                     if no_space.load(Ordering::Relaxed) {
                         return (copied, missing);
                     }
-                    let Some((owner, name, chunk)) = queue.lock().expect("queue").pop() else {
+                    let Some(copy) = queue.lock().expect("queue").pop() else {
                         return (copied, missing);
                     };
-                    let (o, n) = (owner.clone(), name.clone());
-                    let manifest = match self.blocking(move |s| s.manifest(&o, &n)).await {
-                        Ok(Some(m)) if !m.deleted => m,
+                    let id = copy.clone();
+                    let data = match self
+                        .blocking(move |s| s.data(&id.owner, &id.name, id.version))
+                        .await
+                    {
+                        Ok(Some(row)) if row.refs > 0 => row,
                         _ => continue,
                     };
-                    let holders: Vec<String> = Placement::of(&owner, &name)
-                        .holders(&layout.ring, chunk, manifest.chunks, layout.k)
+                    let (owner, name, chunk) = (&copy.owner, &copy.name, copy.chunk);
+                    let holders: Vec<String> = Placement::of(owner, name)
+                        .holders(&layout.ring, chunk, data.chunks, layout.k)
                         .iter()
                         .map(|&pos| ring[pos as usize - 1].name.clone())
                         .collect();
@@ -702,7 +706,7 @@ impl Healer {
                             }
                         }
                         let conn = conns.get_mut(&source).expect("just connected");
-                        match self.fetch_chunk(conn, &owner, &manifest, chunk).await {
+                        match self.fetch_chunk(conn, &copy, &data).await {
                             Ok(()) => {
                                 info!(server = %self.name, owner = %owner, file = %name, chunk, from = %source, "copied a missing chunk");
                                 done = true;
@@ -736,35 +740,30 @@ impl Healer {
             .fold((0, 0), |(c, m), (c2, m2)| (c + c2, m + m2)))
     }
 
-    /// Copies one chunk from a peer into the store, accepting it only if it
-    /// matches the manifest's checksum.
-    async fn fetch_chunk(
-        &self,
-        conn: &mut PeerConn,
-        owner: &str,
-        manifest: &Manifest,
-        chunk: u32,
-    ) -> Result<()> {
+    /// Copies one chunk of `data` from a peer into the store, accepting it
+    /// only if it matches the checksum the data's manifests give it.
+    async fn fetch_chunk(&self, conn: &mut PeerConn, copy: &CopyId, data: &DataRow) -> Result<()> {
+        let chunk = copy.chunk;
         let request = Request::PeerGetChunk {
-            owner: owner.to_string(),
-            name: manifest.name.clone(),
-            version: manifest.version,
+            owner: copy.owner.clone(),
+            name: copy.name.clone(),
+            version: copy.version,
             chunk,
         };
         let spec = ChunkSpec {
-            owner: owner.to_string(),
-            name: manifest.name.clone(),
-            version: manifest.version,
+            owner: copy.owner.clone(),
+            name: copy.name.clone(),
+            version: copy.version,
             chunk,
-            chunks: manifest.chunks,
-            size: manifest.size,
+            chunks: data.chunks,
+            size: data.size,
         };
         self.space.room_for(spec.chunk_len())?;
         match conn.call(&request).await? {
             Response::Chunk { len } if len == spec.chunk_len() => {}
             other => return Err(Error::Protocol(format!("{other:?}"))),
         }
-        let expected = *manifest
+        let expected = *data
             .checksums
             .get(chunk as usize - 1)
             .ok_or_else(|| Error::Internal("manifest lacks a checksum".into()))?;
@@ -789,18 +788,27 @@ impl Healer {
     ) -> Result<u64> {
         let surplus = self.blocking(|s| s.surplus(None, PER_ROUND)).await?;
         let mut dropped = 0;
-        for (owner, name, chunk) in surplus {
-            let (o, n) = (owner.clone(), name.clone());
-            let Some(manifest) = self.blocking(move |s| s.manifest(&o, &n)).await? else {
+        for copy in surplus {
+            let id = copy.clone();
+            let Some(data) = self
+                .blocking(move |s| s.data(&id.owner, &id.name, id.version))
+                .await?
+            else {
                 continue;
             };
+            let CopyId {
+                owner,
+                name,
+                version,
+                chunk,
+            } = copy;
             let mut holders = Vec::new();
             let placement = Placement::of(&owner, &name);
-            for pos in placement.holders(&layout.ring, chunk, manifest.chunks, layout.k) {
+            for pos in placement.holders(&layout.ring, chunk, data.chunks, layout.k) {
                 let holder = ring[pos as usize - 1].name.clone();
                 let held = match peers.iter_mut().find(|p| p.member.name == holder) {
                     Some(peer) => match peer.conn.as_mut() {
-                        Some(conn) => holds(conn, &owner, &name, manifest.version, chunk).await,
+                        Some(conn) => holds(conn, &owner, &name, version, chunk).await,
                         None => Held::Unknown,
                     },
                     None => Held::Unknown,
@@ -808,9 +816,8 @@ impl Healer {
                 holders.push((holder, held));
             }
             if plan::may_drop_copy(&self.name, &holders, true, true) {
-                let v = manifest.version;
                 let went = self
-                    .blocking(move |s| s.drop_chunk(&owner, &name, v, chunk))
+                    .blocking(move |s| s.drop_chunk(&owner, &name, version, chunk))
                     .await?;
                 dropped += u64::from(went);
             }
@@ -1006,16 +1013,14 @@ pub(crate) async fn handed_over(healer: &Healer) -> Result<bool> {
 
 /// Asks a peer whether it holds `chunk` of `version` of a file.
 async fn holds(conn: &mut PeerConn, owner: &str, name: &str, version: Version, chunk: u32) -> Held {
-    let request = Request::PeerStat {
+    let request = Request::PeerHeld {
         owner: owner.to_string(),
         name: name.to_string(),
+        version,
     };
     match conn.call(&request).await {
-        Ok(Response::File {
-            manifest: Some(m),
-            held,
-        }) if m.version == version && held.contains(&chunk) => Held::Yes,
-        Ok(Response::File { .. }) => Held::No,
+        Ok(Response::Held { chunks }) if chunks.contains(&chunk) => Held::Yes,
+        Ok(Response::Held { .. }) => Held::No,
         _ => Held::Unknown,
     }
 }

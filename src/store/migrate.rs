@@ -17,7 +17,7 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use redb::{ReadableTable, TableDefinition};
 
@@ -26,7 +26,7 @@ use super::{now_ms, ChunkKey, ChunkRow, ChunkSpec, Store, FORMAT};
 use crate::codec;
 use crate::error::Result;
 use crate::names::{validate_name, validate_user};
-use crate::protocol::{Checksum, Manifest};
+use crate::protocol::{Checksum, Manifest, Version};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
 /// Files per transaction.
@@ -35,7 +35,54 @@ const BATCH: usize = 500;
 #[derive(Deserialize)]
 struct StoredManifest {
     owner: String,
-    manifest: Manifest,
+    manifest: ManifestV3,
+}
+
+/// A manifest as store formats 1 to 3 encoded it: before `data`, every
+/// file's data was its own name and version.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ManifestV3 {
+    name: String,
+    version: Version,
+    size: u64,
+    chunks: u32,
+    checksums: Vec<Checksum>,
+    stored_at: u64,
+    md5: [u8; 16],
+    deleted: bool,
+}
+
+/// For the migrations' tests: a manifest as format 3 wrote it.
+#[cfg(test)]
+impl From<&Manifest> for ManifestV3 {
+    fn from(m: &Manifest) -> ManifestV3 {
+        ManifestV3 {
+            name: m.name.clone(),
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums.clone(),
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+        }
+    }
+}
+
+impl From<ManifestV3> for Manifest {
+    fn from(m: ManifestV3) -> Manifest {
+        Manifest {
+            name: m.name,
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums,
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+            data: None,
+        }
+    }
 }
 
 /// One legacy file folder, read.
@@ -98,7 +145,7 @@ fn flush(store: &Store, batch: Vec<Legacy>) -> Result<()> {
 /// versions' chunk files, which nothing would read again, are removed.
 fn read_folder(owner: &str, dir: &Path) -> Option<Legacy> {
     let manifest = match read_manifest(&dir.join("manifest")) {
-        Ok(Some(m)) if m.owner == owner => Some(m.manifest),
+        Ok(Some(m)) if m.owner == owner => Some(Manifest::from(m.manifest)),
         Ok(_) => None,
         Err(why) => {
             tracing::warn!(dir = %dir.display(), error = %why, "unreadable legacy manifest; its file is healed from the other servers");
@@ -192,8 +239,9 @@ pub(super) fn write_legacy_manifest(dir: &Path, owner: &str, manifest: &Manifest
     #[derive(serde::Serialize)]
     struct Stored<'a> {
         owner: &'a str,
-        manifest: &'a Manifest,
+        manifest: ManifestV3,
     }
+    let manifest = ManifestV3::from(manifest);
     let body = codec::encode(&Stored { owner, manifest }).unwrap();
     let mut bytes = MANIFEST_MAGIC.to_vec();
     bytes.extend_from_slice(blake3::hash(&body).as_bytes());
@@ -239,7 +287,7 @@ pub(super) fn from_v2(store: &Store) -> Result<()> {
                 drop((rows, blobs));
                 t.txn.delete_table(V2_ROWS)?;
                 t.txn.delete_table(V2_BLOBS)?;
-                t.meta.insert("format", FORMAT)?;
+                t.meta.insert("format", &b"3"[..])?;
                 return Ok(None);
             }
             for ((o, n, gen, writer, chunk), row) in &batch {
@@ -274,5 +322,59 @@ pub(super) fn from_v2(store: &Store) -> Result<()> {
         }
     }
     tracing::info!(root = %store.root.display(), chunks = moved, "moved the small chunks into volume files (store format 3)");
+    Ok(())
+}
+
+// The upgrade from format 3, where chunks were keyed by the file's name.
+
+const V3_MISSING: TableDefinition<(&str, &str, u32), ()> = TableDefinition::new("missing");
+const V3_SURPLUS: TableDefinition<(&str, &str, u32), ()> = TableDefinition::new("surplus");
+const V3_RETIRED: TableDefinition<(&str, &str), (u64, u64, u64)> = TableDefinition::new("retired");
+
+/// Format 4 keys chunks by the data they belong to (see `Manifest::data`):
+/// every file's data was its own name and version, so the chunk rows stay
+/// as they are; each manifest is re-encoded with `data` and counted in the
+/// `data` table, `missing` and `surplus` are recomputed by data, and the
+/// versions format 3 kept for reads under way go (nothing is reading them
+/// across a restart). One transaction: a crash leaves format 3 to upgrade
+/// again.
+pub(super) fn from_v3(store: &Store) -> Result<()> {
+    let files = store.write(|t| {
+        let mut manifests = Vec::new();
+        for item in t.files.iter()? {
+            let (key, value) = item?;
+            let (owner, name) = key.value();
+            let m: ManifestV3 = codec::decode(value.value())?;
+            manifests.push((owner.to_string(), name.to_string(), Manifest::from(m)));
+        }
+        for (owner, name, m) in &manifests {
+            t.files.insert(
+                (owner.as_str(), name.as_str()),
+                codec::encode(m)?.as_slice(),
+            )?;
+        }
+        let mut retired = Vec::new();
+        for item in t.txn.open_table(V3_RETIRED)?.iter()? {
+            let (key, value) = item?;
+            let (owner, name) = key.value();
+            let (gen, writer, _) = value.value();
+            retired.push((owner.to_string(), name.to_string(), Version { gen, writer }));
+        }
+        for (owner, name, version) in &retired {
+            for chunk in t.held(owner, name, *version)? {
+                t.remove_copy(owner, name, *version, chunk, false)?;
+            }
+        }
+        t.txn.delete_table(V3_MISSING)?;
+        t.txn.delete_table(V3_SURPLUS)?;
+        t.txn.delete_table(V3_RETIRED)?;
+        t.counts.missing = 0;
+        for (owner, _, m) in manifests.iter().filter(|(_, _, m)| m.has_data()) {
+            t.add_ref(owner, m)?;
+        }
+        t.meta.insert("format", FORMAT)?;
+        Ok(manifests.len())
+    })?;
+    tracing::info!(root = %store.root.display(), files, "keyed the chunks by their data (store format 4)");
     Ok(())
 }

@@ -16,18 +16,25 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `files` | (owner, name) | the file's current `Manifest` (or tombstone), bincode |
-//! | `chunk_rows` | (owner, name, gen, writer, chunk) | `ChunkRow`: length, checksum, and for a small chunk (≤ `inline_max`) its volume and offset |
+//! | `data` | (owner, data name, gen, writer) | `DataRow`: how many live manifests share this data (a PUT's; `mv` and `cp` share it), its size, chunks and checksums |
+//! | `chunk_rows` | (owner, data name, gen, writer, chunk) | `ChunkRow`: length, checksum, and for a small chunk (≤ `inline_max`) its volume and offset |
 //! | `volumes` | volume | its live bytes (the rest is dead space, see `compact_volumes`) |
-//! | `missing` | (owner, name, chunk) | chunks the placement gives this server that it lacks |
-//! | `surplus` | (owner, name, chunk) | chunks it holds that the placement no longer gives it |
+//! | `missing_copies` | (owner, data name, gen, writer, chunk) | chunks the placement gives this server that it lacks |
+//! | `surplus_copies` | (owner, data name, gen, writer, chunk) | chunks it holds that the placement no longer gives it |
 //! | `bucket_index` | (bucket, owner, name) | every file, by digest bucket (see `digest`) |
 //! | `digests` | 0 = root, 1 + group, 65 536 + bucket | XOR digest of the live files there |
-//! | `retired` | (owner, name) | a replaced version kept for reads under way: (gen, writer, when) |
+//! | `retired_data` | (owner, name) | the data a file's overwrite left with no manifest, kept for reads under way: `Retired` (data name, version, when) |
 //! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
 //! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
 //! | `staged` | (owner, name, gen, writer) | an upload not committed yet: when its last chunk arrived (see `collect_staged`) |
+//! | `usage`, `usage_versions` | owner; (owner, data name, gen, writer) | what each user uses, and the uploads and retired data counted in it (see `usage`) |
 //! | `state` | `user/NAME` | cluster state every server keeps whole: a user's record, JSON (see `accounts`) |
 //! | `meta` | name | `format`, `placement` (the ring's ids, this server's position, copies `k`), `counts`, `tidy` (legacy manifests left to remove) |
+//!
+//! A file's chunks are keyed by its *data*: the name and version of the PUT
+//! that wrote them (`Manifest::data_name`, `data_version`), which a rename
+//! or copy keeps, so neither moves a byte; `data` counts the manifests that
+//! share each, and the chunks go when none is left.
 //!
 //! Keys are ordered, so one user's files list by a range scan, page by page;
 //! nothing is held whole in memory and nothing is scanned at start. Whatever
@@ -81,18 +88,20 @@ use crate::ring::Id;
 
 type FileKey = (&'static str, &'static str);
 type ChunkKey = (&'static str, &'static str, u64, u64, u32);
-type WantKey = (&'static str, &'static str, u32);
+/// (owner, data name, gen, writer): one PUT's data.
+type DataKey = (&'static str, &'static str, u64, u64);
 /// (owner, name, gen, writer): a version with chunks here and no commit yet.
 type StagedKey = (&'static str, &'static str, u64, u64);
 
 const FILES: TableDefinition<FileKey, &[u8]> = TableDefinition::new("files");
 const CHUNKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunk_rows");
 const VOLUMES: TableDefinition<u32, u64> = TableDefinition::new("volumes");
-const MISSING: TableDefinition<WantKey, ()> = TableDefinition::new("missing");
-const SURPLUS: TableDefinition<WantKey, ()> = TableDefinition::new("surplus");
+const DATA: TableDefinition<DataKey, &[u8]> = TableDefinition::new("data");
+const MISSING: TableDefinition<ChunkKey, ()> = TableDefinition::new("missing_copies");
+const SURPLUS: TableDefinition<ChunkKey, ()> = TableDefinition::new("surplus_copies");
 const BUCKETS: TableDefinition<(u16, &str, &str), ()> = TableDefinition::new("bucket_index");
 const DIGESTS: TableDefinition<u32, Digest> = TableDefinition::new("digests");
-const RETIRED: TableDefinition<FileKey, (u64, u64, u64)> = TableDefinition::new("retired");
+const RETIRED: TableDefinition<FileKey, &[u8]> = TableDefinition::new("retired_data");
 const TOMBSTONES: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("tombstones");
 /// The `meta` key of the layout. (Releases before consistent hashing kept
 /// ring size and position under `layout`; it is ignored, so their stores
@@ -106,7 +115,7 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// The database file under the data folder.
 pub const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
-const FORMAT: &[u8] = b"3";
+const FORMAT: &[u8] = b"4";
 /// In `meta` while a migrated folder's legacy manifests may remain.
 const TIDY: &str = "tidy";
 /// Changes committed together at most.
@@ -166,6 +175,43 @@ struct ChunkRow {
     at: Option<(u32, u64)>,
 }
 
+/// One PUT's data: how many live manifests share it, and what it is (the
+/// healer fetches and checks its chunks by this, whatever names it has).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRow {
+    /// Live manifests sharing it here; 0 while it is only kept as retired.
+    pub refs: u32,
+    pub size: u64,
+    pub chunks: u32,
+    pub checksums: Vec<Checksum>,
+}
+
+impl DataRow {
+    fn of(m: &Manifest) -> DataRow {
+        DataRow {
+            refs: 0,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums.clone(),
+        }
+    }
+
+    /// Whether `m` describes this data as it is.
+    fn describes(&self, m: &Manifest) -> bool {
+        self.size == m.size && self.chunks == m.chunks && self.checksums == m.checksums
+    }
+}
+
+/// The data an overwrite left without a manifest, kept for a grace period
+/// so reads already under way finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Retired {
+    data_name: String,
+    version: Version,
+    /// When it was retired (ms since the epoch).
+    at: u64,
+}
+
 /// Totals kept as things change, for STATUS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -201,7 +247,8 @@ impl Layout {
     }
 }
 
-/// A chunk copy: whose, which version, which chunk.
+/// A chunk copy: whose, which data (the name and version it was written
+/// under), which chunk.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CopyId {
     pub owner: String,
@@ -211,6 +258,15 @@ pub struct CopyId {
 }
 
 impl CopyId {
+    fn from_key((owner, name, gen, writer, chunk): (&str, &str, u64, u64, u32)) -> CopyId {
+        CopyId {
+            owner: owner.to_string(),
+            name: name.to_string(),
+            version: Version { gen, writer },
+            chunk,
+        }
+    }
+
     fn key(&self) -> (&str, &str, u64, u64, u32) {
         (
             &self.owner,
@@ -298,11 +354,12 @@ struct Tables<'t> {
     chunks: Table<'t, ChunkKey, &'static [u8]>,
     /// Live bytes per volume.
     volumes: Table<'t, u32, u64>,
-    missing: Table<'t, WantKey, ()>,
-    surplus: Table<'t, WantKey, ()>,
+    data: Table<'t, DataKey, &'static [u8]>,
+    missing: Table<'t, ChunkKey, ()>,
+    surplus: Table<'t, ChunkKey, ()>,
     buckets: Table<'t, (u16, &'static str, &'static str), ()>,
     digests: Table<'t, u32, Digest>,
-    retired: Table<'t, FileKey, (u64, u64, u64)>,
+    retired: Table<'t, FileKey, &'static [u8]>,
     tombstones: Table<'t, (u64, &'static str, &'static str), u64>,
     hints: Table<'t, (&'static str, &'static str, &'static str), ()>,
     staged: Table<'t, StagedKey, u64>,
@@ -331,6 +388,7 @@ impl<'t> Tables<'t> {
             files: txn.open_table(FILES)?,
             chunks: txn.open_table(CHUNKS)?,
             volumes: txn.open_table(VOLUMES)?,
+            data: txn.open_table(DATA)?,
             missing: txn.open_table(MISSING)?,
             surplus: txn.open_table(SURPLUS)?,
             buckets: txn.open_table(BUCKETS)?,
@@ -570,42 +628,168 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Recomputes `missing` and `surplus` for all the data live manifests share.
+    fn refresh_all_wants(&mut self) -> Result<()> {
+        self.missing.retain(|_, ()| false)?;
+        self.surplus.retain(|_, ()| false)?;
+        self.counts.missing = 0;
+        let mut live = Vec::new();
+        for item in self.data.iter()? {
+            let (key, value) = item?;
+            let (owner, name, gen, writer) = key.value();
+            let row: DataRow = codec::decode(value.value())?;
+            if row.refs > 0 {
+                live.push((
+                    owner.to_string(),
+                    name.to_string(),
+                    Version { gen, writer },
+                    row,
+                ));
+            }
+        }
+        for (owner, name, version, row) in live {
+            self.refresh_wants(&owner, &name, version, Some(&row))?;
+        }
+        Ok(())
+    }
+
+    /// The row of `owner`'s data written as `name` at `version`.
+    fn data_row(&self, owner: &str, name: &str, version: Version) -> Result<Option<DataRow>> {
+        data_row_in(&self.data, owner, name, version)
+    }
+
+    fn put_data_row(
+        &mut self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        row: &DataRow,
+    ) -> Result<()> {
+        self.data.insert(
+            (owner, name, version.gen, version.writer),
+            codec::encode(row)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
     /// Recomputes what this server lacks and holds beyond its share of one
-    /// file (`manifest` its current entry).
+    /// PUT's data (nothing, unless a live manifest shares it).
     fn refresh_wants(
         &mut self,
         owner: &str,
         name: &str,
-        manifest: Option<&Manifest>,
+        version: Version,
+        row: Option<&DataRow>,
     ) -> Result<()> {
-        let keys = |t: &Table<'t, WantKey, ()>| -> Result<Vec<u32>> {
+        let (gen, writer) = (version.gen, version.writer);
+        let keys = |t: &Table<'t, ChunkKey, ()>| -> Result<Vec<u32>> {
             let mut out = Vec::new();
-            for item in t.range((owner, name, 0)..=(owner, name, u32::MAX))? {
-                out.push(item?.0.value().2);
+            for item in
+                t.range((owner, name, gen, writer, 0)..=(owner, name, gen, writer, u32::MAX))?
+            {
+                out.push(item?.0.value().4);
             }
             Ok(out)
         };
         for chunk in keys(&self.missing)? {
-            self.missing.remove((owner, name, chunk))?;
+            self.missing.remove((owner, name, gen, writer, chunk))?;
             self.counts.missing -= 1;
         }
         for chunk in keys(&self.surplus)? {
-            self.surplus.remove((owner, name, chunk))?;
+            self.surplus.remove((owner, name, gen, writer, chunk))?;
         }
-        let (Some(m), Some(layout)) = (manifest, &self.layout) else {
+        let (Some(row), Some(layout)) = (row.filter(|r| r.refs > 0), &self.layout) else {
             return Ok(());
         };
-        if m.deleted {
-            return Ok(());
-        }
-        let wanted = layout.wanted(owner, name, m.chunks);
-        let held = self.held(owner, name, m.version)?;
+        let wanted = layout.wanted(owner, name, row.chunks);
+        let held = self.held(owner, name, version)?;
         for &chunk in wanted.iter().filter(|c| !held.contains(c)) {
-            self.missing.insert((owner, name, chunk), ())?;
+            self.missing.insert((owner, name, gen, writer, chunk), ())?;
             self.counts.missing += 1;
         }
         for &chunk in held.iter().filter(|c| !wanted.contains(c)) {
-            self.surplus.insert((owner, name, chunk), ())?;
+            self.surplus.insert((owner, name, gen, writer, chunk), ())?;
+        }
+        Ok(())
+    }
+
+    /// One more live manifest, `m`, shares its data.
+    fn add_ref(&mut self, owner: &str, m: &Manifest) -> Result<()> {
+        let (name, version) = (m.data_name(), m.data_version());
+        let mut row = self
+            .data_row(owner, name, version)?
+            .unwrap_or_else(|| DataRow::of(m));
+        row.refs += 1;
+        self.put_data_row(owner, name, version, &row)?;
+        if row.refs == 1 {
+            self.refresh_wants(owner, name, version, Some(&row))?;
+        }
+        Ok(())
+    }
+
+    /// One live manifest fewer, `m`, shares its data. Data no manifest
+    /// shares any more goes at once, or with `retire_for`, is kept as that
+    /// file's retired data for a grace period (an overwrite: reads under way
+    /// finish).
+    fn drop_ref(
+        &mut self,
+        owner: &str,
+        m: &Manifest,
+        retire_for: Option<&str>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let (name, version) = (m.data_name(), m.data_version());
+        let Some(mut row) = self.data_row(owner, name, version)? else {
+            return Ok(());
+        };
+        row.refs = row.refs.saturating_sub(1);
+        if row.refs > 0 {
+            return self.put_data_row(owner, name, version, &row);
+        }
+        self.refresh_wants(owner, name, version, None)?;
+        match retire_for {
+            Some(file) => {
+                self.put_data_row(owner, name, version, &row)?;
+                self.release_retired(owner, file)?;
+                let retired = Retired {
+                    data_name: name.to_string(),
+                    version,
+                    at: now_ms,
+                };
+                self.retired
+                    .insert((owner, file), codec::encode(&retired)?.as_slice())?;
+                usage::kept(self, owner, name, version, row.size)?;
+            }
+            None => self.drop_data(owner, name, version)?,
+        }
+        Ok(())
+    }
+
+    /// Forgets the data `file` retired last, and drops it unless a manifest
+    /// shares it again.
+    fn release_retired(&mut self, owner: &str, file: &str) -> Result<()> {
+        let retired: Option<Retired> = match self.retired.remove((owner, file))? {
+            Some(r) => Some(codec::decode(r.value())?),
+            None => None,
+        };
+        if let Some(r) = retired {
+            usage::forget(self, owner, &r.data_name, r.version)?;
+            if self
+                .data_row(owner, &r.data_name, r.version)?
+                .is_some_and(|row| row.refs == 0)
+            {
+                self.drop_data(owner, &r.data_name, r.version)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops one PUT's data: its row and every copy of it here.
+    fn drop_data(&mut self, owner: &str, name: &str, version: Version) -> Result<()> {
+        self.data
+            .remove((owner, name, version.gen, version.writer))?;
+        for chunk in self.held(owner, name, version)? {
+            self.remove_copy(owner, name, version, chunk, false)?;
         }
         Ok(())
     }
@@ -622,28 +806,27 @@ impl<'t> Tables<'t> {
         }
         self.set_entry(owner, name, current.as_ref(), Some(manifest))?;
         self.unstage(owner, name, manifest.version)?;
-        // An overwrite keeps the version it replaces for a grace period, so
-        // reads already under way finish; a delete takes everything at once.
-        let keep = match &current {
-            Some(c) if !manifest.deleted && !c.deleted => Some(c.version),
-            _ => None,
-        };
-        usage::retire(self, owner, name, keep.and(current.as_ref()))?;
-        match keep {
-            Some(v) => {
-                self.retired
-                    .insert((owner, name), (v.gen, v.writer, now_ms))?;
-            }
-            None => {
-                self.retired.remove((owner, name))?;
-            }
+        // The new reference first: a manifest that shares the data it
+        // replaces (a copy over itself) must not drop it.
+        if manifest.has_data() {
+            self.add_ref(owner, manifest)?;
         }
+        if let Some(c) = current.as_ref().filter(|c| c.has_data()) {
+            // An overwrite keeps the data it replaces for a grace period, so
+            // reads already under way finish; a delete takes it at once.
+            let retire = manifest.has_data().then_some(name);
+            self.drop_ref(owner, c, retire, now_ms)?;
+        }
+        if !manifest.has_data() {
+            self.release_retired(owner, name)?;
+        }
+        // Uploads under this name older than the new version that no
+        // manifest shares were never committed: they can never be read.
         for (version, chunk, _) in self.copies(owner, name)? {
-            if version < manifest.version && Some(version) != keep {
+            if version < manifest.version && self.data_row(owner, name, version)?.is_none() {
                 self.remove_copy(owner, name, version, chunk, false)?;
             }
         }
-        self.refresh_wants(owner, name, Some(manifest))?;
         Ok(true)
     }
 }
@@ -653,6 +836,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(FILES)?;
     txn.open_table(CHUNKS)?;
     txn.open_table(VOLUMES)?;
+    txn.open_table(DATA)?;
     txn.open_table(MISSING)?;
     txn.open_table(SURPLUS)?;
     txn.open_table(BUCKETS)?;
@@ -674,7 +858,7 @@ fn file_entry(
     m: Manifest,
 ) -> Result<FileEntry> {
     Ok(FileEntry {
-        held: held_in(chunks, owner, &m.name, m.version)?,
+        held: held_in(chunks, owner, m.data_name(), m.data_version())?,
         name: m.name,
         version: m.version,
         size: m.size,
@@ -684,25 +868,42 @@ fn file_entry(
     })
 }
 
-/// Refuses `name` if one of the folders on its path is a live file.
+/// Refuses `name` (the inner error) if one of the folders on its path is
+/// a live file.
 fn check_no_file_above(
     files: &impl ReadableTable<FileKey, &'static [u8]>,
     owner: &str,
     name: &str,
-) -> Result<()> {
+) -> Result<Result<()>> {
     for (i, _) in name.match_indices('/') {
         let above = &name[..i];
         if let Some(v) = files.get((owner, above))? {
             if !codec::decode::<Manifest>(v.value())?.deleted {
-                return Err(Error::Refused(format!(
+                return Ok(Err(Error::Refused(format!(
                     "{}: {} is a file, not a folder",
                     shown(name),
                     shown(above)
-                )));
+                ))));
             }
         }
     }
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// Refuses a file `name` (the inner error) where a folder of that path
+/// has live files or was made with `mkdir`, or under a file.
+fn check_free(
+    files: &impl ReadableTable<FileKey, &'static [u8]>,
+    owner: &str,
+    name: &str,
+) -> Result<Result<()>> {
+    if let Err(refused) = check_no_file_above(files, owner, name)? {
+        return Ok(Err(refused));
+    }
+    if live_within(files, owner, name, true)? {
+        return Ok(Err(Error::Refused(format!("{} is a folder", shown(name)))));
+    }
+    Ok(Ok(()))
 }
 
 /// The manifest that marks folder `path` as made with `mkdir` (or, as a
@@ -717,6 +918,7 @@ fn folder_mark(path: &str, after: Option<Version>, deleted: bool) -> Manifest {
         stored_at: crate::unix_now(),
         md5: [0; 16],
         deleted,
+        data: None,
     }
 }
 
@@ -750,6 +952,18 @@ fn live_within(
         }
     }
     Ok(false)
+}
+
+fn data_row_in(
+    data: &impl ReadableTable<DataKey, &'static [u8]>,
+    owner: &str,
+    name: &str,
+    v: Version,
+) -> Result<Option<DataRow>> {
+    match data.get((owner, name, v.gen, v.writer))? {
+        Some(row) => Ok(Some(codec::decode(row.value())?)),
+        None => Ok(None),
+    }
 }
 
 fn held_in(
@@ -790,6 +1004,9 @@ fn check_manifest(owner: &str, manifest: &Manifest) -> Result<()> {
         return Ok(());
     }
     validate_name(&manifest.name)?;
+    if let Some(data) = &manifest.data {
+        validate_name(&data.name)?;
+    }
     if !manifest.deleted
         && (manifest.chunks == 0
             || manifest.chunks > MAX_CHUNKS
@@ -900,7 +1117,11 @@ impl Store {
         });
         match format.as_deref() {
             Some(FORMAT) => {}
-            Some(b"2") => migrate::from_v2(&store)?,
+            Some(b"2") => {
+                migrate::from_v2(&store)?;
+                migrate::from_v3(&store)?;
+            }
+            Some(b"3") => migrate::from_v3(&store)?,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "{} was written by a newer release (store format {})",
@@ -1020,6 +1241,18 @@ impl Store {
             .map_err(|_| Error::Internal("the store's writer has stopped".into()))?
     }
 
+    /// [`Store::write`] for a change that may be refused: `op` answers
+    /// `Ok(Err(refusal))` having changed nothing, and the refusal reaches
+    /// the caller without failing the changes committed with it (an `Err`
+    /// from `op` fails the whole shared transaction).
+    fn write_or_refuse<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<Result<T>> + Send + 'static,
+    {
+        self.write(op)?
+    }
+
     fn read(&self) -> Result<ReadTransaction> {
         self.db.read()
     }
@@ -1060,13 +1293,18 @@ impl Store {
         let aborted = Arc::clone(&self.aborted);
         let packed = data.is_some();
         self.write(move |t| {
+            if let Some(row) = t.data_row(&spec.owner, &spec.name, spec.version)? {
+                // Data a manifest shares (or retired): a heal's copy.
+                t.insert_copy(&spec, checksum, data.as_deref())?;
+                return t.refresh_wants(&spec.owner, &spec.name, spec.version, Some(&row));
+            }
             let current = t.current(&spec.owner, &spec.name)?;
             let given_up = aborted
                 .lock()
                 .expect("aborted lock")
                 .iter()
                 .any(|(o, n, v)| *o == spec.owner && *n == spec.name && *v == spec.version);
-            if given_up || current.as_ref().is_some_and(|m| m.version > spec.version) {
+            if given_up || current.as_ref().is_some_and(|m| m.version >= spec.version) {
                 if !packed {
                     t.trash.push(chunk_path(
                         t.root,
@@ -1079,27 +1317,20 @@ impl Store {
                 return Ok(());
             }
             t.insert_copy(&spec, checksum, data.as_deref())?;
-            if current.as_ref().is_some_and(|m| m.version == spec.version) {
-                t.refresh_wants(&spec.owner, &spec.name, current.as_ref())?;
-            } else {
-                t.stage(&spec.owner, &spec.name, spec.version)?;
-                usage::upload(t, &spec.owner, &spec.name, spec.version, spec.size)?;
-            }
-            Ok(())
+            t.stage(&spec.owner, &spec.name, spec.version)?;
+            usage::upload(t, &spec.owner, &spec.name, spec.version, spec.size)
         })
     }
 
     /// Notes, durably, that a chunk file of `spec`'s version is about to be
     /// put in place: should the commit of its row never happen (the server
     /// killed in between) or the upload never be committed, the collection
-    /// of the upload finds the file. Nothing to note for the current version.
+    /// of the upload finds the file. Nothing to note for committed data.
     fn note_upload(&self, spec: &ChunkSpec) -> Result<()> {
         let (owner, name, version) = (spec.owner.clone(), spec.name.clone(), spec.version);
         let size = spec.size;
         self.write(move |t| {
-            if t.current(&owner, &name)?
-                .is_none_or(|m| m.version != version)
-            {
+            if t.data_row(&owner, &name, version)?.is_none() {
                 t.stage(&owner, &name, version)?;
                 usage::upload(t, &owner, &name, version, size)?;
             }
@@ -1143,8 +1374,9 @@ impl Store {
                 }
                 t.staged.remove(key)?;
                 usage::forget(t, owner, name, *version)?;
-                if t.current(owner, name)?
-                    .is_some_and(|m| m.version >= *version)
+                if t.data_row(owner, name, *version)?.is_some()
+                    || t.current(owner, name)?
+                        .is_some_and(|m| m.version >= *version)
                 {
                     continue; // committed, or outdated: the commit took care of it
                 }
@@ -1211,34 +1443,28 @@ impl Store {
             name: format!("{name} (chunk {chunk})"),
         };
         let txn = self.read()?;
-        let files = txn.open_table(FILES)?;
-        let current: Option<Manifest> = match files.get((owner, name))? {
-            Some(b) => Some(codec::decode(b.value())?),
-            None => None,
-        };
-        let expected = match &current {
-            // Deleted, or replaced by a newer version (and past its grace
-            // period): the chunk is gone.
-            Some(m) if m.deleted => return Err(not_found()),
-            Some(m) if m.version > version => {
-                let retired = txn.open_table(RETIRED)?;
-                let kept = retired.get((owner, name))?.is_some_and(|r| {
-                    let (gen, writer, _) = r.value();
-                    Version { gen, writer } == version
-                });
-                if !kept {
+        let expected = match data_row_in(&txn.open_table(DATA)?, owner, name, version)? {
+            Some(row) => Some(
+                chunk
+                    .checked_sub(1)
+                    .and_then(|i| row.checksums.get(i as usize))
+                    .copied()
+                    .ok_or_else(not_found)?,
+            ),
+            // Not data any manifest here shares: an upload whose commit has
+            // not arrived is served (the reader checks it against the
+            // manifest it has); one the file's entry has outdated is gone.
+            None => {
+                let files = txn.open_table(FILES)?;
+                let outdated = match files.get((owner, name))? {
+                    Some(b) => codec::decode::<Manifest>(b.value())?.version >= version,
+                    None => false,
+                };
+                if outdated {
                     return Err(not_found());
                 }
                 None
             }
-            Some(m) if m.version == version => Some(
-                chunk
-                    .checked_sub(1)
-                    .and_then(|i| m.checksums.get(i as usize))
-                    .copied()
-                    .ok_or_else(not_found)?,
-            ),
-            _ => None,
         };
         let key = (owner, name, version.gen, version.writer, chunk);
         let chunks = txn.open_table(CHUNKS)?;
@@ -1299,10 +1525,51 @@ impl Store {
         }
         self.write(move |t| {
             let mut applied = 0;
-            for (owner, m) in &manifests {
+            // Live manifests first: a move's new name takes its share of the
+            // data before the old name's tombstone lets go of it.
+            for (owner, m) in manifests.iter().filter(|(_, m)| m.has_data()) {
+                applied += usize::from(t.commit(owner, m, now_ms())?);
+            }
+            for (owner, m) in manifests.iter().filter(|(_, m)| !m.has_data()) {
                 applied += usize::from(t.commit(owner, m, now_ms())?);
             }
             Ok(applied)
+        })
+    }
+
+    /// `mv` and `cp`: commits `owner`'s `manifests` in one transaction, or
+    /// refuses them all with nothing changed. Every live one must share
+    /// data this server has (a copy or move never brings new data), as it
+    /// is, and must not put a file where a folder is or under a file.
+    /// Returns how many were applied (older than what is here: skipped).
+    pub fn commit_shared(&self, owner: &str, manifests: Vec<Manifest>) -> Result<usize> {
+        for m in &manifests {
+            check_manifest(owner, m)?;
+        }
+        let owner = owner.to_string();
+        self.write_or_refuse(move |t| {
+            for m in manifests.iter().filter(|m| m.has_data()) {
+                let known = t
+                    .data_row(&owner, m.data_name(), m.data_version())?
+                    .is_some_and(|row| row.describes(m));
+                if !known {
+                    return Ok(Err(Error::Refused(format!(
+                        "{}: its data is not on this server",
+                        shown(&m.name)
+                    ))));
+                }
+                if let Err(refused) = check_free(&t.files, &owner, &m.name)? {
+                    return Ok(Err(refused));
+                }
+            }
+            let mut applied = 0;
+            for m in manifests.iter().filter(|m| m.has_data()) {
+                applied += usize::from(t.commit(&owner, m, now_ms())?);
+            }
+            for m in manifests.iter().filter(|m| !m.has_data()) {
+                applied += usize::from(t.commit(&owner, m, now_ms())?);
+            }
+            Ok(Ok(applied))
         })
     }
 
@@ -1329,8 +1596,9 @@ impl Store {
         }
         let (owner, name) = (owner.to_string(), name.to_string());
         self.write(move |t| {
-            if t.current(&owner, &name)?
-                .is_some_and(|m| m.version >= version)
+            if t.data_row(&owner, &name, version)?.is_some()
+                || t.current(&owner, &name)?
+                    .is_some_and(|m| m.version >= version)
             {
                 return Ok(0);
             }
@@ -1347,20 +1615,19 @@ impl Store {
         })
     }
 
-    /// Removes the chunks of versions replaced more than `grace` ago.
-    /// Returns how many files had one.
+    /// Removes the data overwrites retired more than `grace` ago (unless a
+    /// manifest shares it again). Returns how many files had some.
     pub fn expire_retired(&self, grace: Duration) -> Result<usize> {
         let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
-        let expired: Vec<(String, String, Version)> = {
+        let expired: Vec<(String, String)> = {
             let txn = self.read()?;
             let retired = txn.open_table(RETIRED)?;
             let mut out = Vec::new();
             for item in retired.iter()? {
                 let (key, value) = item?;
                 let (owner, name) = key.value();
-                let (gen, writer, at) = value.value();
-                if at <= cutoff {
-                    out.push((owner.to_string(), name.to_string(), Version { gen, writer }));
+                if codec::decode::<Retired>(value.value())?.at <= cutoff {
+                    out.push((owner.to_string(), name.to_string()));
                 }
             }
             out
@@ -1370,25 +1637,15 @@ impl Store {
         }
         self.write(move |t| {
             let mut count = 0;
-            for (owner, name, version) in &expired {
-                let still = t
-                    .retired
-                    .get((owner.as_str(), name.as_str()))?
-                    .is_some_and(|r| {
-                        let (gen, writer, _) = r.value();
-                        Version { gen, writer } == *version
-                    });
-                if !still {
-                    continue;
+            for (owner, name) in &expired {
+                let still = match t.retired.get((owner.as_str(), name.as_str()))? {
+                    Some(r) => codec::decode::<Retired>(r.value())?.at <= cutoff,
+                    None => false,
+                };
+                if still {
+                    t.release_retired(owner, name)?;
+                    count += 1;
                 }
-                usage::retire(t, owner, name, None)?;
-                t.retired.remove((owner.as_str(), name.as_str()))?;
-                for (v, chunk, _) in t.copies(owner, name)? {
-                    if v == *version {
-                        t.remove_copy(owner, name, v, chunk, false)?;
-                    }
-                }
-                count += 1;
             }
             Ok(count)
         })
@@ -1450,8 +1707,8 @@ impl Store {
         let (owner, name) = (owner.to_string(), name.to_string());
         self.write(move |t| {
             t.remove_copy(&owner, &name, version, chunk, true)?;
-            let current = t.current(&owner, &name)?;
-            t.refresh_wants(&owner, &name, current.as_ref())
+            let row = t.data_row(&owner, &name, version)?;
+            t.refresh_wants(&owner, &name, version, row.as_ref())
         })?;
         Ok(moved)
     }
@@ -1468,12 +1725,12 @@ impl Store {
     ) -> Result<bool> {
         let (owner, name) = (owner.to_string(), name.to_string());
         self.write(move |t| {
-            let current = t.current(&owner, &name)?;
-            if current.as_ref().is_none_or(|m| m.version != version) {
+            let row = t.data_row(&owner, &name, version)?;
+            if row.as_ref().is_none_or(|r| r.refs == 0) {
                 return Ok(false);
             }
             let dropped = t.remove_copy(&owner, &name, version, chunk, false)?;
-            t.refresh_wants(&owner, &name, current.as_ref())?;
+            t.refresh_wants(&owner, &name, version, row.as_ref())?;
             Ok(dropped)
         })
     }
@@ -1551,8 +1808,6 @@ impl Store {
                 _ => return Ok(false),
             }
             t.set_entry(&o, &n, current.as_ref(), None)?;
-            usage::retire(t, &o, &n, None)?;
-            t.retired.remove((o.as_str(), n.as_str()))?;
             Ok(true)
         })?;
         if dropped {
@@ -1572,21 +1827,7 @@ impl Store {
             }
             t.meta.insert(LAYOUT, codec::encode(&layout)?.as_slice())?;
             t.layout = Some(layout);
-            t.missing.retain(|_, ()| false)?;
-            t.surplus.retain(|_, ()| false)?;
-            t.counts.missing = 0;
-            let mut files = Vec::new();
-            for item in t.files.iter()? {
-                let (key, value) = item?;
-                let (owner, name) = key.value();
-                let m: Manifest = codec::decode(value.value())?;
-                if !m.deleted {
-                    files.push((owner.to_string(), name.to_string(), m));
-                }
-            }
-            for (owner, name, m) in files {
-                t.refresh_wants(&owner, &name, Some(&m))?;
-            }
+            t.refresh_all_wants()?;
             Ok(true)
         })
     }
@@ -1656,7 +1897,12 @@ impl Store {
             return Ok((None, Vec::new()));
         };
         let m: Manifest = codec::decode(bytes.value())?;
-        let held = held_in(&txn.open_table(CHUNKS)?, owner, name, m.version)?;
+        let held = held_in(
+            &txn.open_table(CHUNKS)?,
+            owner,
+            m.data_name(),
+            m.data_version(),
+        )?;
         Ok((Some(m), held))
     }
 
@@ -1695,7 +1941,46 @@ impl Store {
         Ok((out, false))
     }
 
-    /// All the owner's files (see [`Store::list_page`]).
+    /// Up to `limit` of the owner's manifests (tombstones and folder marks
+    /// too) named `path` or under folder `path`, in name order after
+    /// `after`; and whether more follow. What `mv` and `cp` move.
+    pub fn manifests_under(
+        &self,
+        owner: &str,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Manifest>, bool)> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let inside = format!("{path}/");
+        let mut out = Vec::new();
+        if after.is_none() {
+            if let Some(m) = files.get((owner, path))? {
+                out.push(codec::decode(m.value())?);
+            }
+        }
+        let start = match after {
+            Some(a) if a > inside.as_str() => a,
+            _ => inside.as_str(),
+        };
+        for item in files.range((owner, start)..)? {
+            let (key, value) = item?;
+            let (o, name) = key.value();
+            if o != owner || !name.starts_with(&inside) {
+                break;
+            }
+            if after == Some(name) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(codec::decode(value.value())?);
+        }
+        Ok((out, false))
+    }
+
     /// One page of `folder` (`""`: the top) of `owner`'s files, one level
     /// deep: its files (tombstones too) and its sub-folders that hold a live
     /// file, in name order, after the cursor `after` (see
@@ -1767,18 +2052,20 @@ impl Store {
         validate_name(path)?;
         check_manifest(owner, &folder_mark(path, None, false))?;
         let (owner, path) = (owner.to_string(), path.to_string());
-        self.write(move |t| {
+        self.write_or_refuse(move |t| {
             if live_within(&t.files, &owner, &path, true)? {
-                return Err(Error::Refused(format!("{} exists", shown(&path))));
+                return Ok(Err(Error::Refused(format!("{} exists", shown(&path)))));
             }
             if t.current(&owner, &path)?.is_some_and(|m| !m.deleted) {
-                return Err(Error::Refused(format!("{} is a file", shown(&path))));
+                return Ok(Err(Error::Refused(format!("{} is a file", shown(&path)))));
             }
-            check_no_file_above(&t.files, &owner, &path)?;
+            if let Err(refused) = check_no_file_above(&t.files, &owner, &path)? {
+                return Ok(Err(refused));
+            }
             let mark = format!("{path}/");
             let current = t.current(&owner, &mark)?.map(|m| m.version);
             t.commit(&owner, &folder_mark(&path, current, false), now_ms())?;
-            Ok(())
+            Ok(Ok(()))
         })
     }
 
@@ -1786,17 +2073,20 @@ impl Store {
     pub fn remove_folder(&self, owner: &str, path: &str) -> Result<()> {
         validate_name(path)?;
         let (owner, path) = (owner.to_string(), path.to_string());
-        self.write(move |t| {
+        self.write_or_refuse(move |t| {
             if live_within(&t.files, &owner, &path, false)? {
-                return Err(Error::Refused(format!("{} is not empty", shown(&path))));
+                return Ok(Err(Error::Refused(format!(
+                    "{} is not empty",
+                    shown(&path)
+                ))));
             }
             let mark = format!("{path}/");
             match t.current(&owner, &mark)? {
                 Some(m) if !m.deleted => {
                     t.commit(&owner, &folder_mark(&path, Some(m.version), true), now_ms())?;
-                    Ok(())
+                    Ok(Ok(()))
                 }
-                _ => Err(Error::NotFound { name: mark }),
+                _ => Ok(Err(Error::NotFound { name: mark })),
             }
         })
     }
@@ -1807,14 +2097,10 @@ impl Store {
     /// both.
     pub fn check_path_free(&self, owner: &str, name: &str) -> Result<()> {
         let txn = self.read()?;
-        let files = txn.open_table(FILES)?;
-        check_no_file_above(&files, owner, name)?;
-        if live_within(&files, owner, name, true)? {
-            return Err(Error::Refused(format!("{} is a folder", shown(name))));
-        }
-        Ok(())
+        check_free(&txn.open_table(FILES)?, owner, name)?
     }
 
+    /// All the owner's files (see [`Store::list_page`]).
     pub fn list(&self, owner: &str) -> Result<Vec<FileEntry>> {
         let mut all = Vec::new();
         loop {
@@ -1886,41 +2172,53 @@ impl Store {
     }
 
     /// Up to `limit` chunks this server lacks, after `after`.
-    pub fn missing(&self, after: Option<&CopyKey>, limit: usize) -> Result<Vec<CopyKey>> {
+    pub fn missing(&self, after: Option<&CopyId>, limit: usize) -> Result<Vec<CopyId>> {
         self.wants(MISSING, after, limit)
     }
 
     /// Up to `limit` chunks this server holds beyond its share, after `after`.
-    pub fn surplus(&self, after: Option<&CopyKey>, limit: usize) -> Result<Vec<CopyKey>> {
+    pub fn surplus(&self, after: Option<&CopyId>, limit: usize) -> Result<Vec<CopyId>> {
         self.wants(SURPLUS, after, limit)
     }
 
     fn wants(
         &self,
-        table: TableDefinition<WantKey, ()>,
-        after: Option<&CopyKey>,
+        table: TableDefinition<ChunkKey, ()>,
+        after: Option<&CopyId>,
         limit: usize,
-    ) -> Result<Vec<CopyKey>> {
+    ) -> Result<Vec<CopyId>> {
         let txn = self.read()?;
         let t = txn.open_table(table)?;
         let range = match after {
-            Some(a) => t.range((a.0.as_str(), a.1.as_str(), a.2)..)?,
-            None => t.range::<(&str, &str, u32)>(..)?,
+            Some(a) => t.range(a.key()..)?,
+            None => t.range::<ChunkKey>(..)?,
         };
         let mut out = Vec::new();
         for item in range {
             let (key, _) = item?;
-            let (owner, name, chunk) = key.value();
-            let key = (owner.to_string(), name.to_string(), chunk);
-            if Some(&key) == after {
+            let id = CopyId::from_key(key.value());
+            if Some(&id) == after {
                 continue;
             }
-            out.push(key);
+            out.push(id);
             if out.len() == limit {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// The row of `owner`'s data written as `name` at `version`, if any
+    /// manifest here shares it (or it is retired).
+    pub fn data(&self, owner: &str, name: &str, version: Version) -> Result<Option<DataRow>> {
+        let txn = self.read()?;
+        data_row_in(&txn.open_table(DATA)?, owner, name, version)
+    }
+
+    /// The chunks of `owner`'s data written as `name` at `version` held here.
+    pub fn held(&self, owner: &str, name: &str, version: Version) -> Result<Vec<u32>> {
+        let txn = self.read()?;
+        held_in(&txn.open_table(CHUNKS)?, owner, name, version)
     }
 
     /// Up to `limit` tombstones older than `gen` (a version's clock, in ns).
@@ -1988,13 +2286,7 @@ impl Store {
         let mut out = Vec::new();
         for item in range {
             let (key, _) = item?;
-            let (owner, name, gen, writer, chunk) = key.value();
-            let id = CopyId {
-                owner: owner.to_string(),
-                name: name.to_string(),
-                version: Version { gen, writer },
-                chunk,
-            };
+            let id = CopyId::from_key(key.value());
             if Some(&id) == after {
                 continue;
             }
@@ -2056,9 +2348,6 @@ impl Store {
         Ok(chunks.get(id.key())?.is_some())
     }
 }
-
-/// A chunk named by file and number: (owner, name, chunk).
-pub type CopyKey = (String, String, u32);
 
 /// The writer thread: commits queued changes in batches until the store closes.
 fn write_loop(db: &Db, root: &Path, mut appender: Appender, queue: &mpsc::Receiver<Box<dyn Job>>) {

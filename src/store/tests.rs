@@ -1,6 +1,6 @@
 use super::*;
 use crate::placement::{chunk_range, even_ring};
-use crate::protocol::checksum_of;
+use crate::protocol::{checksum_of, DataRef};
 
 fn spec(name: &str, version: Version, chunk: u32, size: u64) -> ChunkSpec {
     ChunkSpec {
@@ -49,6 +49,16 @@ fn four_chunks(name: &str, version: Version, data: &[u8], checksums: Vec<Checksu
         stored_at: 0,
         md5: [0; 16],
         deleted: false,
+        data: None,
+    }
+}
+
+fn copy(name: &str, version: Version, chunk: u32) -> CopyId {
+    CopyId {
+        owner: "alice".into(),
+        name: name.into(),
+        version,
+        chunk,
     }
 }
 
@@ -62,6 +72,7 @@ fn tombstone(name: &str, version: Version) -> Manifest {
         stored_at: 0,
         md5: [0; 16],
         deleted: true,
+        data: None,
     }
 }
 
@@ -217,10 +228,7 @@ fn a_corrupted_packed_chunk_is_detected() {
         .unwrap();
     assert_eq!(store.stats().unwrap().missing, 0);
     store.quarantine("alice", "f", v(5), 2).unwrap().unwrap();
-    assert_eq!(
-        store.missing(None, 10).unwrap(),
-        [("alice".into(), "f".into(), 2)]
-    );
+    assert_eq!(store.missing(None, 10).unwrap(), [copy("f", v(5), 2)]);
     assert_eq!(store.stats().unwrap().missing, 1);
 }
 
@@ -343,7 +351,7 @@ fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
     store.commit("alice", manifest).unwrap();
     assert_eq!(
         store.missing(None, 10).unwrap(),
-        [("alice".into(), "f".into(), wanted[1])]
+        [copy("f", v(1), wanted[1])]
     );
     stage(&store, "f", data, v(1), wanted[1]);
     assert!(store.missing(None, 10).unwrap().is_empty());
@@ -366,13 +374,13 @@ fn missing_and_surplus_follow_commits_copies_and_ring_changes() {
         .surplus(None, 10)
         .unwrap()
         .iter()
-        .map(|k| k.2)
+        .map(|k| k.chunk)
         .collect();
     let missing: Vec<u32> = store
         .missing(None, 10)
         .unwrap()
         .iter()
-        .map(|k| k.2)
+        .map(|k| k.chunk)
         .collect();
     assert_eq!(
         surplus,
@@ -697,7 +705,47 @@ fn bytes_a_crash_left_after_the_last_commit_are_skipped() {
 
 /// Turns a format-3 store into the format-2 layout (rows in `chunks`, small
 /// chunks' bytes in `blobs`, no volumes), as the previous release wrote it.
+/// Rewrites a store as format 3 wrote it: manifests without `data`, wants
+/// by file, one retired version per file (none here), no `data` table.
+fn downgrade_to_v3(dir: &Path) {
+    const V3_MISSING: TableDefinition<(&str, &str, u32), ()> = TableDefinition::new("missing");
+    let db = Database::create(dir.join(DB_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut files = txn.open_table(FILES).unwrap();
+        let mut rows = Vec::new();
+        for item in files.iter().unwrap() {
+            let (key, value) = item.unwrap();
+            let (owner, name) = key.value();
+            let m: Manifest = codec::decode(value.value()).unwrap();
+            assert!(m.data.is_none(), "format 3 had no shared data");
+            rows.push((owner.to_string(), name.to_string(), m));
+        }
+        for (owner, name, m) in &rows {
+            let old = codec::encode(&migrate::ManifestV3::from(m)).unwrap();
+            files
+                .insert((owner.as_str(), name.as_str()), old.as_slice())
+                .unwrap();
+        }
+        let missing = txn.open_table(MISSING).unwrap();
+        let mut old_missing = txn.open_table(V3_MISSING).unwrap();
+        for item in missing.iter().unwrap() {
+            let (key, _) = item.unwrap();
+            let (owner, name, _, _, chunk) = key.value();
+            old_missing.insert((owner, name, chunk), ()).unwrap();
+        }
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert("format", &b"3"[..]).unwrap();
+    }
+    txn.delete_table(DATA).unwrap();
+    txn.delete_table(MISSING).unwrap();
+    txn.delete_table(SURPLUS).unwrap();
+    txn.delete_table(RETIRED).unwrap();
+    txn.commit().unwrap();
+}
+
 fn downgrade_to_v2(dir: &Path) {
+    downgrade_to_v3(dir);
     const V2_ROWS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunks");
     const V2_BLOBS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("blobs");
     #[derive(Serialize)]
@@ -771,6 +819,50 @@ fn a_format_2_store_moves_its_small_chunks_into_volumes() {
 }
 
 #[test]
+fn a_format_3_store_keys_its_chunks_by_data_and_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    let layout = Layout {
+        ring: even_ring(2),
+        pos: Some(1),
+        k: 1,
+    };
+    store.set_layout(layout.clone()).unwrap();
+    let mut kept = Vec::new();
+    for i in 0..20 {
+        let name = format!("f{i:02}");
+        put(&store, &name, &data_of(i), v(1));
+        kept.push(name);
+    }
+    store.commit("alice", tombstone("f00", v(2))).unwrap();
+    // f19 lost a chunk: missing; each file's chunks of the other server: surplus.
+    let chunk = layout.wanted("alice", "f19", 4)[0];
+    store.quarantine("alice", "f19", v(1), chunk).unwrap();
+    let stats = store.stats().unwrap();
+    let (missing, surplus) = (
+        store.missing(None, 1000).unwrap(),
+        store.surplus(None, 1000).unwrap(),
+    );
+    assert_eq!(missing.len(), 1);
+    assert!(surplus.len() >= 19, "{surplus:?}");
+    drop(store);
+    downgrade_to_v3(dir.path());
+    let store = open(dir.path(), false);
+    assert_eq!(store.stats().unwrap(), stats);
+    assert_eq!(store.missing(None, 1000).unwrap(), missing);
+    assert_eq!(store.surplus(None, 1000).unwrap(), surplus);
+    for (i, name) in kept.iter().enumerate().take(19).skip(1) {
+        assert_eq!(read_file(&store, name, v(1)), data_of(i));
+        let row = store.data("alice", name, v(1)).unwrap().unwrap();
+        assert_eq!(row.refs, 1);
+    }
+    assert!(store.data("alice", "f00", v(1)).unwrap().is_none());
+    let meta = store.read().unwrap();
+    let meta = meta.open_table(META).unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+}
+
+#[test]
 fn an_upload_never_committed_goes_after_the_grace_with_its_unrecorded_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), false);
@@ -791,4 +883,106 @@ fn an_upload_never_committed_goes_after_the_grace_with_its_unrecorded_files() {
     assert_eq!(store.uploads_pending().unwrap(), 0);
     assert_eq!(read_file(&store, "kept", v(1)), data);
     assert_eq!(store.stats().unwrap().chunks, 4);
+}
+
+/// A manifest for `name` at `version` sharing `source`'s data (mv, cp).
+fn sharing(source: &Manifest, name: &str, version: Version) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version,
+        data: Some(source.data_ref()),
+        ..source.clone()
+    }
+}
+
+#[test]
+fn a_rename_or_copy_shares_the_data_and_the_last_name_to_go_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    let data = data_of(1);
+    let a = put(&store, "a", &data, v(1));
+    let files = || all_chunk_files(dir.path());
+    let before = files();
+    assert_eq!(before.len(), 4);
+
+    // mv a b: one transaction; no chunk file is touched.
+    let b = sharing(&a, "docs/b", v(2));
+    let moved = vec![tombstone("a", v(2)), b.clone()];
+    assert_eq!(store.commit_shared("alice", moved).unwrap(), 2);
+    assert_eq!(files(), before);
+    assert!(store.manifest("alice", "a").unwrap().unwrap().deleted);
+    let (m, held) = store.file("alice", "docs/b").unwrap();
+    assert_eq!(m.unwrap().data_name(), "a");
+    assert_eq!(held, [1, 2, 3, 4]);
+    let read = |m: &Manifest| -> Vec<u8> {
+        (1..=4)
+            .flat_map(|c| read_all(&store, m.data_name(), m.data_version(), c).unwrap())
+            .collect()
+    };
+    assert_eq!(read(&b), data);
+
+    // cp docs/b c: two names, one data.
+    let c = sharing(&b, "c", v(3));
+    assert_eq!(store.commit_shared("alice", vec![c.clone()]).unwrap(), 1);
+    assert_eq!(store.data("alice", "a", v(1)).unwrap().unwrap().refs, 2);
+    assert_eq!(files(), before);
+
+    // A new file named `a` does not disturb the data once written as `a`.
+    put(&store, "a", &data_of(2), v(4));
+    assert_eq!(read(&c), data);
+
+    store.commit("alice", tombstone("docs/b", v(5))).unwrap();
+    assert_eq!(read(&c), data, "one name left: the data stays");
+    store.commit("alice", tombstone("c", v(6))).unwrap();
+    assert!(store.data("alice", "a", v(1)).unwrap().is_none());
+    assert!(read_all(&store, "a", v(1), 1).is_err());
+    assert_eq!(files().len(), 4, "only the new a's chunks are left");
+}
+
+#[test]
+fn a_shared_commit_naming_data_this_store_lacks_or_misdescribing_it_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    let a = put(&store, "a", &data_of(1), v(1));
+    let mut forged = sharing(&a, "b", v(2));
+    forged.checksums[0] = Checksum([9; 32]);
+    let mut unknown = sharing(&a, "b", v(2));
+    unknown.data = Some(DataRef {
+        name: "nowhere".into(),
+        version: v(1),
+    });
+    let under_a_file = sharing(&a, "a/x", v(2));
+    for batch in [
+        vec![tombstone("a", v(2)), forged],
+        vec![tombstone("a", v(2)), unknown],
+        vec![under_a_file],
+    ] {
+        let e = store.commit_shared("alice", batch).unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        assert!(!store.manifest("alice", "a").unwrap().unwrap().deleted);
+        assert!(store.manifest("alice", "b").unwrap().is_none());
+        assert!(store.manifest("alice", "a/x").unwrap().is_none());
+    }
+    assert_eq!(store.data("alice", "a", v(1)).unwrap().unwrap().refs, 1);
+}
+
+/// Every chunk file under the data folder, with its inode and length: the
+/// same map before and after means no chunk file was written, moved or removed.
+fn all_chunk_files(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.join("users")];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                out.insert(entry.path(), (meta.ino(), meta.len()));
+            }
+        }
+    }
+    out
 }

@@ -2,7 +2,7 @@
 //!
 //! A user's usage is the logical size of their files, each counted once
 //! (not per copy): the live files, their uploads not committed yet, and the
-//! replaced versions still kept for reads under way (see `retired`). Every
+//! replaced versions still kept for reads under way (see `retired_data`). Every
 //! server keeps every manifest, so every server can keep every user's total;
 //! it is updated in the same transaction as the change, by one-line hooks in
 //! `mod.rs` (`set_entry`, the staging and unstaging of uploads, the keeping
@@ -12,7 +12,7 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `usage` | owner | [`Usage`], bincode |
-//! | `usage_versions` | (owner, name, gen, writer) | a version counted besides the live ones: (logical size, kept) — an upload not committed yet (`kept` false) or a replaced version kept for reads (`kept` true) |
+//! | `usage_versions` | (owner, data name, gen, writer) | data counted besides the live files: (logical size, kept) — an upload not committed yet (`kept` false) or a replaced version kept for reads (`kept` true) |
 //!
 //! A store written before this table existed is counted once, at its first
 //! start (`create`): its live files from `files`, plus whatever
@@ -206,26 +206,17 @@ pub(super) fn forget(t: &mut Tables<'_>, owner: &str, name: &str, version: Versi
     }
 }
 
-/// Hook of the `retired` table changing for the file: call it *before* the
-/// change. The version kept until now (if any) stops counting, unless it is
-/// `kept`'s; `kept` (the version an overwrite replaces, if it is kept) counts.
-pub(super) fn retire(
+/// Hook of an overwrite retiring data no manifest shares any more: it is
+/// kept for reads under way (see `retired_data`) and counts until it goes
+/// ([`forget`]).
+pub(super) fn kept(
     t: &mut Tables<'_>,
     owner: &str,
-    name: &str,
-    kept: Option<&Manifest>,
+    data_name: &str,
+    version: Version,
+    size: u64,
 ) -> Result<()> {
-    let before = t.retired.get((owner, name))?.map(|r| {
-        let (gen, writer, _) = r.value();
-        Version { gen, writer }
-    });
-    if let Some(v) = before.filter(|v| kept.is_none_or(|m| m.version != *v)) {
-        forget(t, owner, name, v)?;
-    }
-    match kept {
-        Some(m) if !m.deleted && is_file(name) => note(t, owner, name, m.version, m.size, true),
-        _ => Ok(()),
-    }
+    note(t, owner, data_name, version, size, true)
 }
 
 impl Store {
@@ -316,10 +307,10 @@ impl Store {
 fn kept_version(store: &Store, owner: &str, name: &str) -> Result<Option<Version>> {
     let txn = store.read()?;
     let retired = txn.open_table(super::RETIRED)?;
-    Ok(retired.get((owner, name))?.map(|r| {
-        let (gen, writer, _) = r.value();
-        Version { gen, writer }
-    }))
+    match retired.get((owner, name))? {
+        Some(r) => Ok(Some(codec::decode::<super::Retired>(r.value())?.version)),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +337,7 @@ mod tests {
             stored_at: 0,
             md5: [0; 16],
             deleted: false,
+            data: None,
         }
     }
 

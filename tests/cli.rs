@@ -190,3 +190,67 @@ async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
     );
     assert!(text(&out.stdout).contains("my notes.txt"));
 }
+
+/// `mv` and `cp` one-shot (text and `--json`) and piped (relative to a
+/// `cd`); a move that cannot be done is one line on stderr and exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mv_and_cp_work_one_shot_piped_and_as_json() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let work = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(work.path(), "a.txt", 5_000);
+    let path = path.to_str().unwrap().to_string();
+    let out = dfs(&config, "wonderland", &["put", &path, "docs/a.txt"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["mv", "docs/a.txt", "docs/b.txt"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "moved docs/a.txt to docs/b.txt (1 file)\n"
+    );
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["--json", "cp", "docs", "backup"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let copied: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(copied["to"], "backup");
+    assert_eq!(copied["files"], 1);
+    assert_eq!(copied["copied"], true);
+
+    let out = dfs(
+        &config,
+        "wonderland",
+        &[],
+        "cd backup\nmv b.txt c.txt\nls\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("c.txt\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let fetched = work.path().join("c.txt");
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["get", "backup/c.txt", fetched.to_str().unwrap()],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&fetched).unwrap(), data);
+
+    let out = dfs(&config, "wonderland", &["mv", "docs", "docs/inner"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot move docs into itself"), "{stderr}");
+}

@@ -556,7 +556,35 @@ struct LegacyFile {
 #[derive(Serialize)]
 struct LegacyManifest<'a> {
     owner: &'a str,
-    manifest: &'a Manifest,
+    manifest: OldManifest<'a>,
+}
+
+/// A manifest as the legacy layout encoded it (before `Manifest::data`).
+#[derive(Serialize)]
+struct OldManifest<'a> {
+    name: &'a str,
+    version: Version,
+    size: u64,
+    chunks: u32,
+    checksums: &'a [Checksum],
+    stored_at: u64,
+    md5: [u8; 16],
+    deleted: bool,
+}
+
+impl<'a> From<&'a Manifest> for OldManifest<'a> {
+    fn from(m: &'a Manifest) -> Self {
+        OldManifest {
+            name: &m.name,
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: &m.checksums,
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+        }
+    }
 }
 
 /// The files: small ones (most), a few large ones, some replaced (their
@@ -670,7 +698,7 @@ fn write_legacy_folder(root: &Path, pos: u32, files: &[LegacyFile], rule: Rule) 
         std::fs::create_dir_all(&dir).unwrap();
         let body = codec::encode(&LegacyManifest {
             owner: file.owner,
-            manifest: m,
+            manifest: OldManifest::from(m),
         })
         .unwrap();
         let mut bytes = b"RDFSMAN1".to_vec();

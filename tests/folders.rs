@@ -8,7 +8,7 @@ use crate::util::{random_file, Cluster};
 
 /// The entries of `folder` as `ls` names them: files by path, folders with
 /// a trailing `/`.
-async fn ls(client: &ringdfs::client::Client, folder: &str) -> Vec<String> {
+pub(crate) async fn ls(client: &ringdfs::client::Client, folder: &str) -> Vec<String> {
     client
         .list_dir(folder)
         .await

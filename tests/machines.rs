@@ -465,6 +465,21 @@ async fn store_files(client: &Client, work: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The chunk copies machine `i`'s store holds of each file (it must be stopped).
+/// Stops dfs2 and returns the copies it holds of `files` (at least three).
+fn stop_dfs2_holding_copies(
+    site: &mut Site,
+    files: &[(String, Vec<u8>)],
+) -> Vec<(String, Vec<(String, u32)>)> {
+    site.machines.kill(2);
+    let before = held(site, 2, files);
+    let copies: usize = before.iter().map(|(_, h)| h.len()).sum();
+    assert!(
+        copies >= 3,
+        "dfs2 should hold copies of each file: {before:?}"
+    );
+    before
+}
+
 fn held(site: &Site, i: usize, files: &[(String, Vec<u8>)]) -> Vec<(String, Vec<(String, u32)>)> {
     let data = site.machines.dirs[i - 1].join("data");
     files
@@ -578,13 +593,7 @@ async fn a_server_with_the_wrong_cluster_key_says_so_stays_out_of_the_ring_and_k
     let work = tempfile::tempdir().unwrap();
     let files = store_files(&site.client, work.path()).await;
 
-    site.machines.kill(2);
-    let before = held(&site, 2, &files);
-    let copies: usize = before.iter().map(|(_, h)| h.len()).sum();
-    assert!(
-        copies >= 3,
-        "dfs2 should hold copies of each file: {before:?}"
-    );
+    let before = stop_dfs2_holding_copies(&mut site, &files);
     let key_file = site.machines.dirs[1].join("cluster.key");
     let ring_key = std::fs::read(&key_file).unwrap();
     std::fs::write(&key_file, format!("{}\n", "7".repeat(64))).unwrap();
@@ -664,13 +673,7 @@ async fn a_server_with_a_foreign_authority_says_so_stays_out_of_the_ring_and_kee
     let work = tempfile::tempdir().unwrap();
     let files = store_files(&site.client, work.path()).await;
 
-    site.machines.kill(2);
-    let before = held(&site, 2, &files);
-    let copies: usize = before.iter().map(|(_, h)| h.len()).sum();
-    assert!(
-        copies >= 3,
-        "dfs2 should hold copies of each file: {before:?}"
-    );
+    let before = stop_dfs2_holding_copies(&mut site, &files);
     // Another authority, as a second `dfs-server certs` elsewhere would make.
     let foreign = root.path().join("foreign");
     std::fs::create_dir_all(foreign.join("servers")).unwrap();

@@ -49,15 +49,21 @@ async fn get_bytes(client: &Client, name: &str, dir: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-/// Whether `name` is listed in its folder.
-async fn listed(client: &Client, name: &str) -> bool {
-    let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
+/// The whole paths of a folder's files and sub-folders, as listed.
+async fn paths_in(client: &Client, folder: &str) -> Vec<String> {
     client
-        .list_dir(parent)
+        .list_dir(folder)
         .await
         .unwrap()
         .iter()
-        .any(|item| item.path() == name)
+        .map(|item| item.path().to_string())
+        .collect()
+}
+
+/// Whether `name` is listed in its folder.
+async fn listed(client: &Client, name: &str) -> bool {
+    let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
+    paths_in(client, parent).await.iter().any(|p| p == name)
 }
 
 /// `mv` of a 48 MiB file and of a folder of 1 000 files writes, moves and
@@ -115,14 +121,7 @@ async fn moving_a_large_file_and_a_folder_of_1000_files_moves_no_chunk_byte() {
         let name = format!("done/inbox/f{i:04}");
         assert_eq!(get_bytes(&client, &name, work.path()).await, small_data);
     }
-    let top: Vec<String> = client
-        .list_dir("")
-        .await
-        .unwrap()
-        .iter()
-        .map(|item| item.path().to_string())
-        .collect();
-    assert_eq!(top, ["archive.bin", "done"]);
+    assert_eq!(paths_in(&client, "").await, ["archive.bin", "done"]);
 }
 
 /// While a file and a folder are moved back and forth, a reader listing
@@ -147,13 +146,7 @@ async fn a_reader_sees_the_old_name_or_the_new_one_never_neither_never_both() {
         tokio::spawn(async move {
             let mut looks = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let top: Vec<String> = reader
-                    .list_dir("")
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|item| item.path().to_string())
-                    .collect();
+                let top = paths_in(&reader, "").await;
                 let files = ["a.txt", "b.txt"]
                     .iter()
                     .filter(|n| top.contains(&n.to_string()));

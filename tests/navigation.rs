@@ -7,11 +7,12 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
-use ringdfs::client::{no_progress, Client, DirItem};
+use ringdfs::client::{no_progress, DirItem};
 use ringdfs::placement::{chunk_range, even_ring, Placement, DEFAULT_COPIES};
 use ringdfs::protocol::{checksum_of, ChunkId, Manifest, Version};
 use ringdfs::store::{ChunkSpec, Store};
 
+use crate::folders::ls;
 use crate::util::{dfs_as_alice, random_file, run_with_stdin, test_tuning, Cluster};
 
 /// `dfs` with `args` as alice, fed `stdin`; its HOME is beside `config`.
@@ -24,21 +25,6 @@ fn dfs(config: &Path, args: &[&str], stdin: &str) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The entries of `folder` as `ls` names them: files by path, folders with
-/// a trailing `/`.
-async fn entries(client: &Client, folder: &str) -> Vec<String> {
-    client
-        .list_dir(folder)
-        .await
-        .unwrap()
-        .iter()
-        .map(|item| match item {
-            DirItem::File(f) => f.name.clone(),
-            DirItem::Folder(p) => format!("{p}/"),
-        })
-        .collect()
 }
 
 /// Asserts that `haystack` holds each of `needles`, in this order.
@@ -149,11 +135,8 @@ async fn cd_makes_every_remote_name_relative_to_the_current_folder() {
     // What the servers hold: clean paths, where the folder said.
     assert_eq!(std::fs::read(&out1).unwrap(), a_data);
     assert_eq!(std::fs::read(&out2).unwrap(), top_data);
-    assert_eq!(entries(&client, "").await, ["docs/", "top.txt", "top2.txt"]);
-    assert_eq!(
-        entries(&client, "docs").await,
-        ["docs/a.txt", "docs/plan.txt"]
-    );
+    assert_eq!(ls(&client, "").await, ["docs/", "top.txt", "top2.txt"]);
+    assert_eq!(ls(&client, "docs").await, ["docs/a.txt", "docs/plan.txt"]);
 }
 
 /// One-shot `dfs pwd` prints `/` (and `{"cwd": "/"}` with `--json`); piped
@@ -413,10 +396,7 @@ async fn a_folder_of_100_000_files_lists_page_by_page_each_name_once_in_order() 
     assert_eq!(unique.len(), got.len(), "an entry was listed twice");
     assert!(got == want, "not every name, or not in order");
     assert!(pages > 10, "{pages} pages: not paged");
-    assert_eq!(
-        entries(&client, "").await,
-        ["bi", "big/", "big0", "bigger/"]
-    );
+    assert_eq!(ls(&client, "").await, ["bi", "big/", "big0", "bigger/"]);
     let out = work.path().join("out");
     client
         .get("big/f050000x/inner.txt", &out, &no_progress)

@@ -1,6 +1,6 @@
 //! `dfs`: the ringdfs client.
 //!
-//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|du|df|...`
+//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|du|df|where|status|...`
 //! runs one command for scripts (exit status 0 on success, 1 with a one-line reason otherwise);
 //! commands piped in run in order, `cd` moving the current folder for the
 //! ones after it; `dfs local` starts the four servers of `servers/` in this
@@ -85,6 +85,12 @@ enum Sub {
     Mkdir { folder: String },
     /// Remove an empty folder.
     Rmdir { folder: String },
+    /// Rename or move a file or folder (into NEW if it is a folder); no data moves.
+    #[command(alias = "move")]
+    Mv { old: String, new: String },
+    /// Copy a file or folder on the servers (the copy shares the data).
+    #[command(alias = "copy")]
+    Cp { source: String, copy: String },
     /// Show which servers hold each chunk of a file.
     Where { remote: String },
     /// Check every copy of a file (or of all your files); exit status 1 if
@@ -173,6 +179,16 @@ fn real_main() -> Result<i32> {
         Some(Sub::Rmdir { folder }) => Some(Command::Folder {
             path: folder,
             make: false,
+        }),
+        Some(Sub::Mv { old, new }) => Some(Command::Relink {
+            from: old,
+            to: new,
+            keep: false,
+        }),
+        Some(Sub::Cp { source, copy }) => Some(Command::Relink {
+            from: source,
+            to: copy,
+            keep: true,
         }),
         Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),
         Some(Sub::Status) => Some(Command::Status),

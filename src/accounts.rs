@@ -49,6 +49,10 @@ pub struct Stamp {
 pub struct Account {
     /// The argon2id password hash, as a PHC string.
     pub phc: String,
+    /// The most bytes the user may use (see `store::Usage`); `None`: no
+    /// limit. (Absent from records written before quotas.)
+    #[serde(default)]
+    pub quota: Option<u64>,
 }
 
 /// One user as the cluster knows it.
@@ -72,9 +76,23 @@ impl UserRecord {
 /// sent: no server ever sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserChange {
-    Add { name: String, phc: String },
-    Passwd { name: String, phc: String },
-    Del { name: String },
+    Add {
+        name: String,
+        phc: String,
+    },
+    Passwd {
+        name: String,
+        phc: String,
+    },
+    Del {
+        name: String,
+    },
+    /// Sets (or with `None` removes) the user's quota, in bytes. Refused
+    /// below what the user uses now.
+    Quota {
+        name: String,
+        bytes: Option<u64>,
+    },
 }
 
 impl UserChange {
@@ -82,7 +100,8 @@ impl UserChange {
         match self {
             UserChange::Add { name, .. }
             | UserChange::Passwd { name, .. }
-            | UserChange::Del { name } => name,
+            | UserChange::Del { name }
+            | UserChange::Quota { name, .. } => name,
         }
     }
 }
@@ -143,7 +162,7 @@ impl Accounts {
                 .filter(|(name, _)| !records.contains_key(name))
                 .map(|(name, phc)| UserRecord {
                     name,
-                    account: Some(Account { phc }),
+                    account: Some(Account { phc, quota: None }),
                     changed: Stamp {
                         millis: 0,
                         server: server.to_string(),
@@ -195,11 +214,31 @@ impl Accounts {
                         "user {name} exists; use `user passwd {name}` to change the password"
                     )));
                 }
-                Some(Account { phc })
+                Some(Account { phc, quota: None })
             }
             UserChange::Passwd { phc, .. } => {
-                current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
-                Some(Account { phc })
+                let current = current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                Some(Account {
+                    phc,
+                    quota: current.quota,
+                })
+            }
+            UserChange::Quota { bytes, .. } => {
+                let current = current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                if let Some(quota) = bytes {
+                    let used = self.store.usage(&name)?.used();
+                    if quota < used {
+                        return Err(Error::Refused(format!(
+                            "a quota of {} is below what {name} uses now ({}); nothing changed",
+                            crate::quota::size_text(quota),
+                            crate::quota::size_text(used)
+                        )));
+                    }
+                }
+                Some(Account {
+                    phc: current.phc,
+                    quota: bytes,
+                })
             }
             UserChange::Del { .. } => {
                 current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
@@ -226,6 +265,11 @@ impl Accounts {
         };
         self.merge(vec![record.clone()])?;
         Ok(record)
+    }
+
+    /// The user's quota in bytes, if the user has one.
+    pub fn quota(&self, name: &str) -> Option<u64> {
+        self.live(name).and_then(|a| a.quota)
     }
 
     fn live(&self, name: &str) -> Option<Account> {
@@ -361,12 +405,29 @@ mod tests {
     fn record(name: &str, phc: Option<&str>, millis: u64, server: &str) -> UserRecord {
         UserRecord {
             name: name.into(),
-            account: phc.map(|p| Account { phc: p.into() }),
+            account: phc.map(|p| Account {
+                phc: p.into(),
+                quota: None,
+            }),
             changed: Stamp {
                 millis,
                 server: server.into(),
             },
         }
+    }
+
+    #[test]
+    fn a_record_written_before_quotas_reads_with_none_and_a_quota_round_trips() {
+        let old =
+            r#"{"name":"alice","account":{"phc":"x"},"changed":{"millis":5,"server":"dfs1"}}"#;
+        let record: UserRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.account.as_ref().unwrap().quota, None);
+        let mut with = record.clone();
+        with.account.as_mut().unwrap().quota = Some(10 << 30);
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<UserRecord>(&json).unwrap(), with);
+        let wire: UserRecord = crate::codec::decode(&crate::codec::encode(&with).unwrap()).unwrap();
+        assert_eq!(wire, with);
     }
 
     #[test]

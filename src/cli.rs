@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::client::{
     one_command, Client, DeleteReceipt, DirItem, GetReceipt, Health, Location, Progress,
-    PutReceipt, RelinkReceipt, ServerReport, VerifyReport,
+    PutReceipt, RelinkReceipt, ServerReport, UsageInfo, VerifyReport,
 };
 use crate::error::{Error, Result};
 use crate::standing::Standing;
@@ -67,6 +67,12 @@ pub enum Command {
     Status,
     Help,
     Exit,
+    /// The files and bytes under a folder, or of a file (`""`: everything).
+    Du {
+        path: String,
+    },
+    /// Used, quota, and the cluster's free space.
+    Df,
 }
 
 /// Commands, their arguments and what they do, for HELP and usage errors.
@@ -124,6 +130,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "status",
         "",
         "the ring: each server, up or down, what it stores",
+    ),
+    (
+        "du",
+        "[PATH]",
+        "the files and bytes under a folder, or of a file (default: all yours)",
+    ),
+    (
+        "df",
+        "",
+        "what you use, your quota, and the cluster's free space",
     ),
     ("help", "", "this list"),
     ("exit", "", "leave (Ctrl-D does too)"),
@@ -265,6 +281,13 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
         ("pwd", _) => return Err(usage("pwd")),
         ("status", []) => Command::Status,
         ("status", _) => return Err(usage("status")),
+        ("du", []) => Command::Du {
+            path: String::new(),
+        },
+        ("du", [path]) => Command::Du { path: path.clone() },
+        ("du", _) => return Err(usage("du")),
+        ("df", []) => Command::Df,
+        ("df", _) => return Err(usage("df")),
         ("help" | "?", _) => Command::Help,
         ("exit" | "quit" | "q", _) => Command::Exit,
         (other, _) => return Err(format!("unknown command {other:?}; type HELP for the list")),
@@ -457,6 +480,10 @@ impl Command {
             Command::Cd { path } => Command::Cd {
                 path: resolve_path(cwd, path)?,
             },
+            Command::Du { path } => Command::Du {
+                path: resolve_path(cwd, path)?,
+            },
+            Command::Df => Command::Df,
             Command::Relink { from, to, keep } => Command::Relink {
                 from: resolve_path(cwd, from)?,
                 to: resolve_path(cwd, to)?,
@@ -514,6 +541,8 @@ pub enum Outcome {
     Status(Vec<ServerReport>),
     Help,
     Exit,
+    Du(UsageInfo),
+    Df(UsageInfo),
 }
 
 /// Runs `command` in the current folder `cwd` (`""`: the top; see
@@ -618,6 +647,8 @@ async fn run_one(
         Command::Status => Outcome::Status(client.status().await),
         Command::Help => Outcome::Help,
         Command::Exit => Outcome::Exit,
+        Command::Du { path } => Outcome::Du(client.usage(path).await?),
+        Command::Df => Outcome::Df(client.usage("").await?),
     })
 }
 
@@ -758,6 +789,8 @@ impl Outcome {
             Outcome::Status(reports) => status_table(reports, style),
             Outcome::Help => help_text(),
             Outcome::Exit => String::new(),
+            Outcome::Du(info) => du_text(info),
+            Outcome::Df(info) => df_table(info, style),
         }
     }
 
@@ -896,6 +929,8 @@ impl Outcome {
                     .collect(),
             ),
             Outcome::Help | Outcome::Exit => Value::Null,
+            Outcome::Du(info) => du_json(info),
+            Outcome::Df(info) => df_json(info),
         }
     }
 }
@@ -1262,6 +1297,118 @@ pub fn where_table(location: &Location, style: Style) -> String {
     )
 }
 
+/// DU: `1.5 MiB  3 files  docs/` (`/`: all the user's files).
+pub fn du_text(info: &UsageInfo) -> String {
+    let r = &info.report;
+    let path = match (info.path.as_str(), r.path_is_file) {
+        ("", _) => "/".to_string(),
+        (file, true) => file.to_string(),
+        (folder, false) => format!("{folder}/"),
+    };
+    format!(
+        "{}  {}  {path}",
+        human_size(r.path_bytes),
+        plural(r.path_files, "file")
+    )
+}
+
+fn du_json(info: &UsageInfo) -> Value {
+    let r = &info.report;
+    json!({
+        "path": info.path,
+        "file": r.path_is_file,
+        "files": r.path_files,
+        "bytes": r.path_bytes,
+    })
+}
+
+/// What the user may still store: the quota's room, or the cluster's free
+/// space if that is less (or there is no quota).
+fn available(info: &UsageInfo) -> u64 {
+    let r = &info.report;
+    match r.quota {
+        Some(quota) => quota.saturating_sub(r.used()).min(info.cluster_free),
+        None => info.cluster_free,
+    }
+}
+
+/// DF: used, quota, what is left, and the cluster's free space; what the use
+/// is made of when uploads or kept versions count too.
+pub fn df_table(info: &UsageInfo, style: Style) -> String {
+    let r = &info.report;
+    let (quota, share) = match r.quota {
+        Some(q) => (
+            crate::quota::size_text(q),
+            match q {
+                0 => "-".to_string(),
+                q => format!("{:.1} %", r.used() as f64 * 100.0 / q as f64),
+            },
+        ),
+        None => ("none".to_string(), "-".to_string()),
+    };
+    let full = r.quota.is_some_and(|q| r.used() >= q);
+    let rows = vec![vec![
+        human_size(r.used()).into(),
+        quota.into(),
+        Cell(share, full.then_some(Color::Red)),
+        human_size(available(info)).into(),
+        human_size(info.cluster_free).into(),
+    ]];
+    let mut text = table(
+        &["USED", "QUOTA", "USE", "AVAILABLE", "CLUSTER FREE"],
+        rows,
+        style,
+    );
+    if r.uploads + r.kept > 0 {
+        let mut parts = vec![format!(
+            "{} in {}",
+            human_size(r.bytes),
+            plural(r.files, "file")
+        )];
+        if r.uploads > 0 {
+            parts.push(format!(
+                "{} in {} not committed yet",
+                human_size(r.upload_bytes),
+                plural(r.uploads, "upload")
+            ));
+        }
+        if r.kept > 0 {
+            parts.push(format!(
+                "{} in {} kept for reads under way",
+                human_size(r.kept_bytes),
+                plural(r.kept, "replaced version")
+            ));
+        }
+        text.push_str(&format!("\nused: {}", parts.join(", ")));
+    }
+    if info.answered < info.servers {
+        text.push_str(&format!(
+            "\n(cluster free space of the {} of {} servers that answered, over {} copies)",
+            info.answered, info.servers, info.copies
+        ));
+    }
+    text
+}
+
+fn df_json(info: &UsageInfo) -> Value {
+    let r = &info.report;
+    json!({
+        "used": r.used(),
+        "files": r.files,
+        "bytes": r.bytes,
+        "uploads": r.uploads,
+        "upload_bytes": r.upload_bytes,
+        "kept": r.kept,
+        "kept_bytes": r.kept_bytes,
+        "quota": r.quota,
+        "available": available(info),
+        "cluster_free": info.cluster_free,
+        "copies": info.copies,
+        "servers_answered": info.answered,
+        "servers": info.servers,
+    })
+}
+
 /// Columns padded to their widest cell (counted in characters, before colour).
 fn table(header: &[&str], rows: Vec<Vec<Cell>>, style: Style) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -1354,6 +1501,19 @@ mod tests {
             ("pwd", Command::Pwd),
             ("rm x", Command::Delete { remote: "x".into() }),
             ("status", Command::Status),
+            (
+                "du",
+                Command::Du {
+                    path: String::new(),
+                },
+            ),
+            (
+                "DU docs/",
+                Command::Du {
+                    path: "docs".into(),
+                },
+            ),
+            ("df", Command::Df),
             ("quit", Command::Exit),
             ("help", Command::Help),
         ];
@@ -1375,6 +1535,8 @@ mod tests {
             ("list -lx", "LIST: unknown option -lx"),
             ("cd a b", "usage: CD [FOLDER]"),
             ("pwd x", "PWD takes no arguments"),
+            ("du a b", "usage: DU [PATH]"),
+            ("df x", "DF takes no arguments"),
             (
                 "frobnicate",
                 "unknown command \"frobnicate\"; type HELP for the list",

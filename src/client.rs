@@ -787,6 +787,7 @@ impl Client {
             )));
         }
         let size = meta.len();
+        self.check_quota(size).await?;
         // The whole file's MD5 is sequential work: one blocking thread reads
         // the file front to back while the chunk tasks stream their ranges.
         let stop_md5 = Arc::new(AtomicBool::new(false));
@@ -1684,6 +1685,95 @@ impl Client {
             })
             .collect()
     }
+
+    /// Asks the servers, in ring order until one answers, whether a new
+    /// file of `size` bytes fits the user's quota; its refusal is the
+    /// error, as the one line it says (`quota: ... used; this file needs
+    /// ...`). Sends no data.
+    async fn check_quota(&self, size: u64) -> Result<()> {
+        let request = Request::CheckQuota { size };
+        let mut last = None;
+        for &i in self.order().iter() {
+            match self.call(i, &request).await {
+                Ok(Response::Ok) => return Ok(()),
+                Ok(other) => last = Some(unexpected(&self.server_name(i), &other)),
+                Err(Error::Remote { error, .. }) if error.kind == ErrorKind::BadRequest => {
+                    return Err(Error::Refused(error.message))
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable {
+            server: "the ring".into(),
+            reason: "no server answered".into(),
+        }))
+    }
+
+    /// `du` (`path`: a file or folder, `""` everything) and `df`: the
+    /// user's usage as the servers count it (every server keeps every
+    /// user's; the largest answer is taken, so a server that has not yet
+    /// heard of a change does not make it look smaller), the quota, and the
+    /// cluster's free space: the free bytes of each disk the answering
+    /// servers store on (a disk several share counted once), over the
+    /// copies kept of each chunk.
+    pub async fn usage(&self, path: &str) -> Result<UsageInfo> {
+        one_command(async {
+            self.maybe_refresh().await;
+            let order = self.order();
+            let request = Request::Usage {
+                path: path.to_string(),
+            };
+            let answers = self.call_on(&order, &request).await;
+            let answers = answers.into_iter().map(|(i, answer)| {
+                let report = match answer {
+                    Ok(Response::Usage(report)) => Ok(report),
+                    Ok(other) => Err(unexpected(&self.server_name(i), &other)),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound {
+                        name: path.to_string(),
+                    }),
+                    Err(e) => Err(e),
+                };
+                (i, report)
+            });
+            let (reports, _) = any_answered(answers)?;
+            let mut disks = BTreeMap::new();
+            for (_, r) in &reports {
+                disks.insert(r.disk.clone(), r.free);
+            }
+            let best = reports
+                .iter()
+                .map(|(_, r)| r)
+                .max_by_key(|r| (r.used(), r.path_bytes, r.path_files))
+                .cloned()
+                .expect("any_answered returns at least one answer");
+            let copies = u64::from(order.copies().max(1));
+            Ok(UsageInfo {
+                path: path.to_string(),
+                cluster_free: disks.values().sum::<u64>() / copies,
+                copies: copies as u32,
+                answered: reports.len(),
+                servers: order.len(),
+                report: best,
+            })
+        })
+        .await
+    }
+}
+
+/// What `du` and `df` show: see [`Client::usage`].
+#[derive(Debug, Clone)]
+pub struct UsageInfo {
+    /// The file or folder asked about (`""`: everything).
+    pub path: String,
+    /// The user's usage and quota, and what is under `path`.
+    pub report: crate::protocol::UsageReport,
+    /// Free bytes in the cluster for new files: the answering servers'
+    /// disks' free bytes (each disk once) over `copies`.
+    pub cluster_free: u64,
+    pub copies: u32,
+    /// Servers that answered, of the ring's.
+    pub answered: usize,
+    pub servers: usize,
 }
 
 /// What opening an authenticated connection to a server takes.

@@ -12,6 +12,7 @@
 //! | [`store`] | a server's chunks and manifests on disk, written atomically |
 //! | [`auth`] | argon2id password checks, login back-off, sessions |
 //! | [`accounts`] | users as cluster state: records on every server, last writer wins |
+//! | [`quota`] | quotas: sizes as typed, the refusal line, the servers' upload gate |
 //! | [`tls`] | the cluster's certificate authority and certificates; TLS 1.3 configurations |
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`chord`] | the ring run over the network: stabilization, failure detection, joins, the membership view |
@@ -51,6 +52,7 @@ pub mod names;
 pub mod peer;
 pub mod placement;
 pub mod protocol;
+pub mod quota;
 pub mod repl;
 pub mod ring;
 pub mod server;

@@ -53,8 +53,8 @@ use crate::ring::{Id, Lookup, Node, View};
 
 /// Bumped on any incompatible change to the messages below (3: digests
 /// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
-/// users as cluster state).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -335,6 +335,42 @@ pub struct ServerStatus {
     pub no_space: bool,
 }
 
+/// A user's usage as one server counts it (logical bytes: each file once,
+/// not per copy), with the user's quota and the server's free space: the
+/// answer to `Request::Usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The user's quota in bytes; `None`: none.
+    pub quota: Option<u64>,
+    /// Live files and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Uploads not committed yet, and their files' bytes.
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    /// Replaced versions kept for reads under way, and their bytes.
+    pub kept: u64,
+    pub kept_bytes: u64,
+    /// Under the path asked: live files and their bytes, and whether the
+    /// path is a file (else a folder).
+    pub path_files: u64,
+    pub path_bytes: u64,
+    pub path_is_file: bool,
+    /// The disk this server stores on (host and device: servers sharing a
+    /// disk name the same one) and the bytes free on it for chunks.
+    pub disk: String,
+    pub free: u64,
+}
+
+impl UsageReport {
+    /// Everything that counts against the quota.
+    pub fn used(&self) -> u64 {
+        self.bytes
+            .saturating_add(self.upload_bytes)
+            .saturating_add(self.kept_bytes)
+    }
+}
+
 /// How this server's self-healing is doing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HealStatus {
@@ -491,6 +527,18 @@ pub enum Request {
     RemoveFolder {
         path: String,
     },
+    /// Asked before a PUT sends any data: would a file of `size` bytes fit
+    /// the user's quota? `Ok`, or an error whose message is the one-line
+    /// refusal (`quota: 9.8 of 10 GiB used; this file needs 512 MiB`).
+    CheckQuota {
+        size: u64,
+    },
+    /// `du`/`df`: the user's usage and quota, the files and bytes under
+    /// `path` (a file or a folder; `""`: everything), and this server's
+    /// free space.
+    Usage {
+        path: String,
+    },
     /// `mv` and `cp`: commits every manifest in one transaction, or none.
     /// A new name's manifest shares existing data (`Manifest::data`); a
     /// move also carries a tombstone for each old name.
@@ -588,6 +636,8 @@ pub enum Response {
         entries: Vec<DirEntry>,
         more: bool,
     },
+    /// The answer to `Usage`.
+    Usage(UsageReport),
 }
 
 /// What arrives on a connection: a control message or a block of data.

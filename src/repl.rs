@@ -58,6 +58,8 @@ const VERBS: &[(&str, &str)] = &[
     ("where", "where"),
     ("verify", "verify"),
     ("status", "status"),
+    ("du", "du"),
+    ("df", "df"),
     ("help", "help"),
     ("exit", "exit"),
     ("quit", "exit"),
@@ -562,7 +564,7 @@ pub fn slot_after(words: &[String]) -> Slot {
     match (verb, words.len()) {
         (Some("put"), 1) => Slot::LocalPath,
         (Some("put"), 2) => Slot::RemoteName,
-        (Some("get" | "delete" | "where" | "verify"), 1) => Slot::RemoteName,
+        (Some("get" | "delete" | "where" | "verify" | "du"), 1) => Slot::RemoteName,
         (Some("mv" | "cp"), 1 | 2) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
         (Some("cd" | "mkdir" | "rmdir"), 1) => Slot::RemoteFolder,

@@ -91,6 +91,8 @@ pub struct Server {
     link: Option<Arc<Link>>,
     /// Keeps this server's share of every file complete (see `heal`).
     pub(crate) healer: Arc<Healer>,
+    /// Admits uploads only within their owners' quotas (see `quota`).
+    quota: crate::quota::Gate,
 }
 
 /// Who is on the other end of a connection.
@@ -162,6 +164,7 @@ impl Server {
             key,
             link,
             healer,
+            quota: crate::quota::Gate::default(),
         })
     }
 
@@ -713,6 +716,7 @@ where
             blocking(server, move |s| s.check_path_free(&o, &name))
                 .await
                 .map_err(soft)?;
+            store.check_commit_size(&owner, &manifest).map_err(soft)?;
             server.add_hints(&owner, &manifest.name, &missing).await;
             commit(server, owner, manifest).await.map_err(soft)?;
             Ok(Some(Response::Ok))
@@ -759,6 +763,23 @@ where
                 .await
                 .map_err(soft)?;
             Ok(Some(Response::Ok))
+        }
+        Request::CheckQuota { size } => {
+            let quota = server.accounts.quota(&owner);
+            server
+                .quota
+                .check(store, &owner, quota, size)
+                .map_err(soft)?;
+            Ok(Some(Response::Ok))
+        }
+        Request::Usage { path } => {
+            let quota = server.accounts.quota(&owner);
+            let report = blocking(server, move |s| {
+                crate::quota::report(s, &owner, quota, &path)
+            })
+            .await
+            .map_err(soft)?;
+            Ok(Some(Response::Usage(report)))
         }
         Request::CommitMany { manifests } => {
             let applied = blocking(server, move |s| s.commit_shared(&owner, manifests))
@@ -950,8 +971,12 @@ async fn receive_chunk<S>(server: &Server, conn: &mut Connection<S>, spec: Chunk
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The quota's admission, held until the chunk is stored or has failed.
+    let mut _admitted = None;
     let begun = spec.validate().and_then(|()| {
         server.store.check_path_free(&spec.owner, &spec.name)?;
+        let quota = server.accounts.quota(&spec.owner);
+        _admitted = server.quota.admit(&server.store, quota, &spec)?;
         server.healer.space().room_for(spec.chunk_len())?;
         server.store.begin_chunk(spec)
     });

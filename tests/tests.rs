@@ -15,6 +15,7 @@ mod memory;
 mod moves;
 mod navigation;
 mod peers;
+mod quotas;
 mod repl;
 mod ring;
 mod security;

@@ -1,7 +1,7 @@
 //! `dfs-server`: one ringdfs chunk server, and user administration.
 //!
 //! `dfs-server dfs1` serves from `servers/dfs1.toml`; `--config FILE` from any
-//! file. `dfs-server user add|passwd|del|list` manages the cluster's users;
+//! file. `dfs-server user add|passwd|del|quota|list` manages the cluster's users;
 //! `dfs-server certs` creates the cluster's certificates; `dfs-server leave
 //! dfs5` makes a running server hand its data over and leave the ring.
 
@@ -101,8 +101,23 @@ enum UserAction {
     Passwd { name: String },
     /// Remove a user.
     Del { name: String },
-    /// List the users.
+    /// Set a user's quota: SIZE with a unit (500MB, 10GiB), or `none` to
+    /// remove it. Refused below what the user uses now.
+    Quota {
+        name: String,
+        #[arg(value_name = "SIZE", value_parser = parse_size_arg)]
+        size: QuotaSize,
+    },
+    /// List the users, with their quotas.
     List,
+}
+
+/// A quota as typed: bytes, or `None` for no quota.
+#[derive(Clone, Copy, Debug)]
+struct QuotaSize(Option<u64>);
+
+fn parse_size_arg(text: &str) -> std::result::Result<QuotaSize, String> {
+    ringdfs::quota::parse_quota(text).map(QuotaSize)
 }
 
 fn main() {
@@ -425,6 +440,10 @@ async fn manage_users(configs: &[ServerConfig], action: UserAction) -> Result<()
             phc: hash_new_password(name)?,
         },
         UserAction::Del { name } => UserChange::Del { name: name.clone() },
+        UserAction::Quota { name, size } => UserChange::Quota {
+            name: name.clone(),
+            bytes: size.0,
+        },
         UserAction::List => return list_users(configs).await,
     };
     let mut unanswered = Vec::new();
@@ -482,6 +501,14 @@ fn done(change: &UserChange) -> String {
         UserChange::Add { name, .. } => format!("added {name}"),
         UserChange::Passwd { name, .. } => format!("changed the password of {name}"),
         UserChange::Del { name } => format!("removed {name}"),
+        UserChange::Quota {
+            name,
+            bytes: Some(bytes),
+        } => format!(
+            "set the quota of {name} to {}",
+            ringdfs::quota::size_text(*bytes)
+        ),
+        UserChange::Quota { name, bytes: None } => format!("removed the quota of {name}"),
     }
 }
 
@@ -520,7 +547,11 @@ async fn list_users(configs: &[ServerConfig]) -> Result<()> {
                 r.changed.server
             )
         };
-        println!("{:<24} {when}", r.name);
+        let quota = match r.account.as_ref().and_then(|a| a.quota) {
+            Some(bytes) => format!("quota {}", ringdfs::quota::size_text(bytes)),
+            None => "no quota".to_string(),
+        };
+        println!("{:<24} {quota:<16} {when}", r.name);
     }
     Ok(())
 }
@@ -556,6 +587,12 @@ fn manage_seed(path: &std::path::Path, action: UserAction) -> Result<()> {
             }
             users.save(path)?;
             println!("removed {name} from {}", path.display());
+        }
+        UserAction::Quota { .. } => {
+            bail!(
+                "a quota is kept by the cluster, not in the seed file {}: set it once the servers have started",
+                path.display()
+            );
         }
         UserAction::List => {
             for name in users.names() {

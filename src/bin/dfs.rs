@@ -1,6 +1,6 @@
 //! `dfs`: the ringdfs client.
 //!
-//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|where|status|...`
+//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|du|df|where|status|...`
 //! runs one command for scripts (exit status 0 on success, 1 with a one-line reason otherwise);
 //! commands piped in run in order, `cd` moving the current folder for the
 //! ones after it; `dfs local` starts the four servers of `servers/` in this
@@ -98,6 +98,10 @@ enum Sub {
     Verify { remote: Option<String> },
     /// Show the ring and each server's state.
     Status,
+    /// Show the files and bytes under a folder, or of a file (default: all yours).
+    Du { path: Option<String> },
+    /// Show what you use, your quota, and the cluster's free space.
+    Df,
     /// Start the four servers of servers/ in this process, then the prompt.
     Local {
         /// Folder holding dfs1.toml .. dfs4.toml [default: servers].
@@ -188,6 +192,10 @@ fn real_main() -> Result<i32> {
         }),
         Some(Sub::Verify { remote }) => Some(Command::Verify { remote }),
         Some(Sub::Status) => Some(Command::Status),
+        Some(Sub::Du { path }) => Some(Command::Du {
+            path: path.unwrap_or_default(),
+        }),
+        Some(Sub::Df) => Some(Command::Df),
         Some(Sub::Local { .. }) | None => None,
     };
     let code = match one_shot {

@@ -27,6 +27,7 @@
 //! | `tombstones` | (gen, owner, name) | tombstones by age, for their collection |
 //! | `hints` | (server, owner, name) | files a writer could not give that server copies of |
 //! | `staged` | (owner, name, gen, writer) | an upload not committed yet: when its last chunk arrived (see `collect_staged`) |
+//! | `usage`, `usage_versions` | owner; (owner, data name, gen, writer) | what each user uses, and the uploads and retired data counted in it (see `usage`) |
 //! | `state` | `user/NAME` | cluster state every server keeps whole: a user's record, JSON (see `accounts`) |
 //! | `meta` | name | `format`, `placement` (the ring's ids, this server's position, copies `k`), `counts`, `tidy` (legacy manifests left to remove) |
 //!
@@ -55,6 +56,7 @@
 mod chunk;
 pub mod digest;
 mod migrate;
+mod usage;
 mod volume;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -74,6 +76,7 @@ use serde::{Deserialize, Serialize};
 use chunk::remove_file_logged;
 pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
+pub use usage::Usage;
 use volume::{Appender, Volumes};
 
 use crate::codec;
@@ -427,6 +430,7 @@ impl<'t> Tables<'t> {
         old: Option<&Manifest>,
         new: Option<&Manifest>,
     ) -> Result<()> {
+        usage::entry(self, owner, name, old, new)?;
         let bucket = bucket_of(owner, name);
         let mut change = [0u8; 16];
         for m in [old, new].into_iter().flatten() {
@@ -619,6 +623,7 @@ impl<'t> Tables<'t> {
         }
         for (gen, writer) in done {
             self.staged.remove((owner, name, gen, writer))?;
+            usage::forget(self, owner, name, Version { gen, writer })?;
         }
         Ok(())
     }
@@ -753,6 +758,7 @@ impl<'t> Tables<'t> {
                 };
                 self.retired
                     .insert((owner, file), codec::encode(&retired)?.as_slice())?;
+                usage::kept(self, owner, name, version, row.size)?;
             }
             None => self.drop_data(owner, name, version)?,
         }
@@ -767,6 +773,7 @@ impl<'t> Tables<'t> {
             None => None,
         };
         if let Some(r) = retired {
+            usage::forget(self, owner, &r.data_name, r.version)?;
             if self
                 .data_row(owner, &r.data_name, r.version)?
                 .is_some_and(|row| row.refs == 0)
@@ -840,6 +847,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(STAGED)?;
     txn.open_table(META)?;
     txn.open_table(STATE)?;
+    usage::create(txn)?;
     Ok(())
 }
 
@@ -1309,7 +1317,8 @@ impl Store {
                 return Ok(());
             }
             t.insert_copy(&spec, checksum, data.as_deref())?;
-            t.stage(&spec.owner, &spec.name, spec.version)
+            t.stage(&spec.owner, &spec.name, spec.version)?;
+            usage::upload(t, &spec.owner, &spec.name, spec.version, spec.size)
         })
     }
 
@@ -1319,9 +1328,11 @@ impl Store {
     /// of the upload finds the file. Nothing to note for committed data.
     fn note_upload(&self, spec: &ChunkSpec) -> Result<()> {
         let (owner, name, version) = (spec.owner.clone(), spec.name.clone(), spec.version);
+        let size = spec.size;
         self.write(move |t| {
             if t.data_row(&owner, &name, version)?.is_none() {
                 t.stage(&owner, &name, version)?;
+                usage::upload(t, &owner, &name, version, size)?;
             }
             Ok(())
         })
@@ -1362,6 +1373,7 @@ impl Store {
                     continue;
                 }
                 t.staged.remove(key)?;
+                usage::forget(t, owner, name, *version)?;
                 if t.data_row(owner, name, *version)?.is_some()
                     || t.current(owner, name)?
                         .is_some_and(|m| m.version >= *version)
@@ -1598,6 +1610,7 @@ impl Store {
             }
             t.staged
                 .remove((owner.as_str(), name.as_str(), version.gen, version.writer))?;
+            usage::forget(t, &owner, &name, version)?;
             Ok(dropped)
         })
     }

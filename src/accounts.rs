@@ -34,6 +34,7 @@ use crate::auth::{parse_phc, Sessions, Users};
 use crate::error::{Error, Result};
 use crate::names::validate_user;
 use crate::protocol::{Request, Response};
+use crate::sharing::{Access, Share};
 use crate::store::Store;
 
 /// When and where a record changed. Ordered by time, then server name.
@@ -53,6 +54,10 @@ pub struct Account {
     /// limit. (Absent from records written before quotas.)
     #[serde(default)]
     pub quota: Option<u64>,
+    /// What the user shares: path → the users it is shared with, and how
+    /// (see `sharing`). (Absent from records written before sharing.)
+    #[serde(default)]
+    pub shares: BTreeMap<String, BTreeMap<String, Access>>,
 }
 
 /// One user as the cluster knows it.
@@ -93,6 +98,14 @@ pub enum UserChange {
         name: String,
         bytes: Option<u64>,
     },
+    /// The user `name` shares `path` with the user `with` (`access`), or
+    /// with `None` no longer does. Asked by the user (`Request::Share`).
+    Share {
+        name: String,
+        path: String,
+        with: String,
+        access: Option<Access>,
+    },
 }
 
 impl UserChange {
@@ -101,7 +114,8 @@ impl UserChange {
             UserChange::Add { name, .. }
             | UserChange::Passwd { name, .. }
             | UserChange::Del { name }
-            | UserChange::Quota { name, .. } => name,
+            | UserChange::Quota { name, .. }
+            | UserChange::Share { name, .. } => name,
         }
     }
 }
@@ -162,7 +176,11 @@ impl Accounts {
                 .filter(|(name, _)| !records.contains_key(name))
                 .map(|(name, phc)| UserRecord {
                     name,
-                    account: Some(Account { phc, quota: None }),
+                    account: Some(Account {
+                        phc,
+                        quota: None,
+                        shares: BTreeMap::new(),
+                    }),
                     changed: Stamp {
                         millis: 0,
                         server: server.to_string(),
@@ -200,13 +218,16 @@ impl Accounts {
         state.records.values().cloned().collect()
     }
 
-    /// Makes an administrator's change here, stamped now (and later than
-    /// the record it replaces). Refuses to add a user who exists, or to
-    /// change one who does not. Blocking.
-    pub fn change(&self, change: UserChange) -> Result<UserRecord> {
+    /// Makes an administrator's (or for `Share`, the user's) change here,
+    /// stamped now (and later than the record it replaces). Refuses to add
+    /// a user who exists, or to change one who does not. Returns the
+    /// changed records, the user's first (removing a user also withdraws
+    /// what others share with them). Blocking.
+    pub fn change(&self, change: UserChange) -> Result<Vec<UserRecord>> {
         let name = change.name().to_string();
         validate_user(&name)?;
         let current = self.live(&name);
+        let mut withdrawn = Vec::new();
         let account = match change {
             UserChange::Add { phc, .. } => {
                 if current.is_some() {
@@ -214,14 +235,25 @@ impl Accounts {
                         "user {name} exists; use `user passwd {name}` to change the password"
                     )));
                 }
-                Some(Account { phc, quota: None })
+                Some(Account {
+                    phc,
+                    quota: None,
+                    shares: BTreeMap::new(),
+                })
             }
             UserChange::Passwd { phc, .. } => {
                 let current = current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
-                Some(Account {
-                    phc,
-                    quota: current.quota,
-                })
+                Some(Account { phc, ..current })
+            }
+            UserChange::Share {
+                path, with, access, ..
+            } => {
+                let mut current =
+                    current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                crate::sharing::change(&mut current.shares, &name, &path, &with, access, |u| {
+                    self.live(u).is_some()
+                })?;
+                Some(current)
             }
             UserChange::Quota { bytes, .. } => {
                 let current = current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
@@ -236,12 +268,22 @@ impl Accounts {
                     }
                 }
                 Some(Account {
-                    phc: current.phc,
                     quota: bytes,
+                    ..current
                 })
             }
             UserChange::Del { .. } => {
                 current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                // Grants to a removed user go too: a user added later under
+                // the same name gets none of them.
+                for record in self.records() {
+                    let Some(mut account) = record.account.filter(|_| record.name != name) else {
+                        continue;
+                    };
+                    if crate::sharing::withdraw_all(&mut account.shares, &name) {
+                        withdrawn.push((record.name, account, record.changed.millis));
+                    }
+                }
                 None
             }
         };
@@ -254,17 +296,58 @@ impl Accounts {
             .expect("accounts lock")
             .records
             .get(&name)
-            .map_or(0, |r| r.changed.millis + 1);
-        let record = UserRecord {
+            .map_or(0, |r| r.changed.millis);
+        let now = crate::unix_millis();
+        let stamp = |after: u64| Stamp {
+            millis: now.max(after + 1),
+            server: self.server.clone(),
+        };
+        let mut records = vec![UserRecord {
             name,
             account,
-            changed: Stamp {
-                millis: crate::unix_millis().max(after),
-                server: self.server.clone(),
-            },
+            changed: stamp(after),
+        }];
+        records.extend(
+            withdrawn
+                .into_iter()
+                .map(|(name, account, after)| UserRecord {
+                    name,
+                    account: Some(account),
+                    changed: stamp(after),
+                }),
+        );
+        self.merge(records.clone())?;
+        Ok(records)
+    }
+
+    /// Every share whose owner or recipient is `user`, and only those, in
+    /// owner, path, recipient order.
+    pub fn shares_of(&self, user: &str) -> Vec<Share> {
+        let state = self.state.read().expect("accounts lock");
+        crate::sharing::involving(&state.records, user)
+    }
+
+    /// What `owner` lets `user` do with `path` (through a share of it or of
+    /// a folder above it): `None` if nothing.
+    pub fn access(&self, owner: &str, user: &str, path: &str) -> Option<Access> {
+        let state = self.state.read().expect("accounts lock");
+        let account = state.records.get(owner)?.account.as_ref()?;
+        state.records.get(user)?.account.as_ref()?;
+        crate::sharing::access(&account.shares, user, path)
+    }
+
+    /// The paths `owner` shares with `user`.
+    pub fn shared_paths(&self, owner: &str, user: &str) -> Vec<String> {
+        let state = self.state.read().expect("accounts lock");
+        let Some(Some(account)) = state.records.get(owner).map(|r| r.account.as_ref()) else {
+            return Vec::new();
         };
-        self.merge(vec![record.clone()])?;
-        Ok(record)
+        account
+            .shares
+            .iter()
+            .filter(|(_, with)| with.contains_key(user))
+            .map(|(path, _)| path.clone())
+            .collect()
     }
 
     /// The user's quota in bytes, if the user has one.
@@ -359,7 +442,7 @@ pub async fn change_on_server(
 ) -> Result<UserRecord> {
     let mut conn = crate::peer::connect_as_self(config, timeout).await?;
     match conn.call(&Request::ChangeUser(change)).await? {
-        Response::Users(mut records) if records.len() == 1 => Ok(records.remove(0)),
+        Response::Users(mut records) if !records.is_empty() => Ok(records.remove(0)),
         other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
     }
 }
@@ -389,7 +472,7 @@ pub fn change_offline(
         &config.users,
         Sessions::new(std::time::Duration::ZERO),
     )?;
-    accounts.change(change)
+    Ok(accounts.change(change)?.remove(0))
 }
 
 /// The records in the data folder of a server that is not running.
@@ -408,6 +491,7 @@ mod tests {
             account: phc.map(|p| Account {
                 phc: p.into(),
                 quota: None,
+                shares: BTreeMap::new(),
             }),
             changed: Stamp {
                 millis,

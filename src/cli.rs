@@ -15,6 +15,7 @@ use crate::client::{
     PutReceipt, RelinkReceipt, ServerReport, UsageInfo, VerifyReport,
 };
 use crate::error::{Error, Result};
+use crate::sharing::{Access, Share};
 use crate::standing::Standing;
 
 /// One thing a user asks for. Remote names are as typed (relative to the
@@ -73,6 +74,14 @@ pub enum Command {
     },
     /// Used, quota, and the cluster's free space.
     Df,
+    /// `share` (`access` given) or `unshare` (`None`) of a file or folder.
+    Share {
+        path: String,
+        user: String,
+        access: Option<Access>,
+    },
+    /// What the user shares and what is shared with them.
+    Shares,
 }
 
 /// Commands, their arguments and what they do, for HELP and usage errors.
@@ -140,6 +149,17 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "df",
         "",
         "what you use, your quota, and the cluster's free space",
+    ),
+    (
+        "share",
+        "PATH USER [read|write]",
+        "let USER read (default) or also write a file or folder of yours; they see it under /shared/YOU",
+    ),
+    ("unshare", "PATH USER", "stop sharing a file or folder with USER"),
+    (
+        "shares",
+        "",
+        "what you share, and what others share with you (under /shared)",
     ),
     ("help", "", "this list"),
     ("exit", "", "leave (Ctrl-D does too)"),
@@ -288,6 +308,25 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
         ("du", _) => return Err(usage("du")),
         ("df", []) => Command::Df,
         ("df", _) => return Err(usage("df")),
+        ("share", [path, user]) => Command::Share {
+            path: path.clone(),
+            user: user.clone(),
+            access: Some(Access::Read),
+        },
+        ("share", [path, user, access]) => Command::Share {
+            path: path.clone(),
+            user: user.clone(),
+            access: Some(Access::parse(&access.to_ascii_lowercase()).map_err(|e| e.to_string())?),
+        },
+        ("share", _) => return Err(usage("share")),
+        ("unshare", [path, user]) => Command::Share {
+            path: path.clone(),
+            user: user.clone(),
+            access: None,
+        },
+        ("unshare", _) => return Err(usage("unshare")),
+        ("shares", []) => Command::Shares,
+        ("shares", _) => return Err(usage("shares")),
         ("help" | "?", _) => Command::Help,
         ("exit" | "quit" | "q", _) => Command::Exit,
         (other, _) => return Err(format!("unknown command {other:?}; type HELP for the list")),
@@ -356,6 +395,22 @@ async fn folder_exists(client: &Client, path: &str) -> Result<bool> {
             _ => return Ok(false),
         }
     }
+}
+
+/// Every file under `folder`, folder by folder (for what others share,
+/// which `Client::list` does not cover).
+async fn files_under(client: &Client, folder: &str) -> Result<Vec<DirItem>> {
+    let (mut files, mut folders) = (Vec::new(), vec![folder.to_string()]);
+    while let Some(folder) = folders.pop() {
+        for item in client.list_dir(&folder).await? {
+            match item {
+                DirItem::Folder(path) => folders.push(path),
+                file => files.push(file),
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path().cmp(b.path()));
+    Ok(files)
 }
 
 /// Why `path` (not a folder) cannot be gone into or listed: it is a file,
@@ -484,6 +539,12 @@ impl Command {
                 path: resolve_path(cwd, path)?,
             },
             Command::Df => Command::Df,
+            Command::Share { path, user, access } => Command::Share {
+                path: resolve(cwd, path)?,
+                user: user.clone(),
+                access: *access,
+            },
+            Command::Shares => Command::Shares,
             Command::Relink { from, to, keep } => Command::Relink {
                 from: resolve_path(cwd, from)?,
                 to: resolve_path(cwd, to)?,
@@ -543,6 +604,16 @@ pub enum Outcome {
     Exit,
     Du(UsageInfo),
     Df(UsageInfo),
+    Share {
+        path: String,
+        user: String,
+        access: Option<Access>,
+    },
+    /// Every share involving `me` (see `Client::shares`).
+    Shares {
+        me: String,
+        shares: Vec<Share>,
+    },
 }
 
 /// Runs `command` in the current folder `cwd` (`""`: the top; see
@@ -596,7 +667,10 @@ async fn run_one(
             long,
         } => {
             crate::names::validate_folder(folder)?;
-            let items = if *recursive {
+            let shared = folder == crate::sharing::SHARED || client.scope(folder)?.shared;
+            let items = if *recursive && shared {
+                files_under(client, folder).await?
+            } else if *recursive {
                 let inside = format!("{folder}/");
                 client
                     .list()
@@ -649,6 +723,18 @@ async fn run_one(
         Command::Exit => Outcome::Exit,
         Command::Du { path } => Outcome::Du(client.usage(path).await?),
         Command::Df => Outcome::Df(client.usage("").await?),
+        Command::Share { path, user, access } => {
+            client.share(path, user, *access).await?;
+            Outcome::Share {
+                path: path.clone(),
+                user: user.clone(),
+                access: *access,
+            }
+        }
+        Command::Shares => Outcome::Shares {
+            me: client.user().to_string(),
+            shares: client.shares().await?,
+        },
     })
 }
 
@@ -791,6 +877,17 @@ impl Outcome {
             Outcome::Exit => String::new(),
             Outcome::Du(info) => du_text(info),
             Outcome::Df(info) => df_table(info, style),
+            Outcome::Share {
+                path,
+                user,
+                access: Some(access),
+            } => format!("shared /{path} with {user} ({})", access.as_str()),
+            Outcome::Share {
+                path,
+                user,
+                access: None,
+            } => format!("/{path} is no longer shared with {user}"),
+            Outcome::Shares { me, shares } => shares_text(me, shares, style),
         }
     }
 
@@ -930,6 +1027,26 @@ impl Outcome {
             ),
             Outcome::Help | Outcome::Exit => Value::Null,
             Outcome::Du(info) => du_json(info),
+            Outcome::Share { path, user, access } => json!({
+                "path": format!("/{path}"),
+                "user": user,
+                "access": access.map(Access::as_str),
+            }),
+            Outcome::Shares { me, shares } => {
+                let entry = |s: &Share| {
+                    json!({
+                        "owner": s.owner,
+                        "path": format!("/{}", s.path),
+                        "user": s.user,
+                        "access": s.access.as_str(),
+                        "seen_as": seen_as(me, s),
+                    })
+                };
+                json!({
+                    "mine": shares.iter().filter(|s| s.owner == *me).map(entry).collect::<Vec<_>>(),
+                    "with_me": shares.iter().filter(|s| s.user == *me).map(entry).collect::<Vec<_>>(),
+                })
+            }
             Outcome::Df(info) => df_json(info),
         }
     }
@@ -1334,6 +1451,53 @@ fn available(info: &UsageInfo) -> u64 {
 
 /// DF: used, quota, what is left, and the cluster's free space; what the use
 /// is made of when uploads or kept versions count too.
+/// Where the recipient of `share` sees it.
+fn seen_as(me: &str, share: &Share) -> String {
+    if share.owner == me {
+        format!("/{}", share.path)
+    } else {
+        format!("/{}/{}/{}", crate::sharing::SHARED, share.owner, share.path)
+    }
+}
+
+/// `shares`: what `me` shares, then what is shared with `me`.
+fn shares_text(me: &str, shares: &[Share], style: Style) -> String {
+    let mine: Vec<Vec<Cell>> = shares
+        .iter()
+        .filter(|s| s.owner == me)
+        .map(|s| {
+            vec![
+                seen_as(me, s).into(),
+                s.user.clone().into(),
+                s.access.as_str().to_string().into(),
+            ]
+        })
+        .collect();
+    let theirs: Vec<Vec<Cell>> = shares
+        .iter()
+        .filter(|s| s.user == me)
+        .map(|s| {
+            vec![
+                seen_as(me, s).into(),
+                s.owner.clone().into(),
+                s.access.as_str().to_string().into(),
+            ]
+        })
+        .collect();
+    let mut parts = Vec::new();
+    parts.push(if mine.is_empty() {
+        "you share nothing".to_string()
+    } else {
+        table(&["YOU SHARE", "WITH", "ACCESS"], mine, style)
+    });
+    parts.push(if theirs.is_empty() {
+        "nothing is shared with you".to_string()
+    } else {
+        table(&["SHARED WITH YOU", "BY", "ACCESS"], theirs, style)
+    });
+    parts.join("\n")
+}
+
 pub fn df_table(info: &UsageInfo, style: Style) -> String {
     let r = &info.report;
     let (quota, share) = match r.quota {
@@ -1510,10 +1674,35 @@ mod tests {
             (
                 "DU docs/",
                 Command::Du {
-                    path: "docs".into(),
+                    path: "docs/".into(),
                 },
             ),
             ("df", Command::Df),
+            (
+                "share docs bob",
+                Command::Share {
+                    path: "docs".into(),
+                    user: "bob".into(),
+                    access: Some(Access::Read),
+                },
+            ),
+            (
+                "SHARE docs bob WRITE",
+                Command::Share {
+                    path: "docs".into(),
+                    user: "bob".into(),
+                    access: Some(Access::Write),
+                },
+            ),
+            (
+                "unshare docs bob",
+                Command::Share {
+                    path: "docs".into(),
+                    user: "bob".into(),
+                    access: None,
+                },
+            ),
+            ("shares", Command::Shares),
             ("quit", Command::Exit),
             ("help", Command::Help),
         ];
@@ -1534,6 +1723,13 @@ mod tests {
             ("ls -x", "LS: unknown option -x"),
             ("list -lx", "LIST: unknown option -lx"),
             ("cd a b", "usage: CD [FOLDER]"),
+            ("share docs", "usage: SHARE PATH USER [read|write]"),
+            (
+                "share docs bob admin",
+                "`admin`: a share is `read` or `write`",
+            ),
+            ("unshare docs", "usage: UNSHARE PATH USER"),
+            ("shares x", "SHARES takes no arguments"),
             ("pwd x", "PWD takes no arguments"),
             ("du a b", "usage: DU [PATH]"),
             ("df x", "DF takes no arguments"),

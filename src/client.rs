@@ -49,6 +49,7 @@ use crate::protocol::{
     Request, Response, ServerStatus, Token, Version, MAX_BLOCK, PROTOCOL_VERSION,
 };
 use crate::ring::Id;
+use crate::sharing::{Access, Share, SHARED};
 use crate::standing::{standings, OwnView, Standing};
 use crate::tls::{self, ClientStream};
 use crate::unix_now;
@@ -234,6 +235,8 @@ pub struct Location {
     pub manifest: Manifest,
     /// Per chunk (index 0 = chunk 1): its two holders, first choice first.
     pub chunks: Vec<Vec<CopyState>>,
+    /// Whose file it is.
+    pub scope: Scope,
 }
 
 /// One copy of a chunk on one server.
@@ -395,6 +398,42 @@ impl Client {
 
     pub fn user(&self) -> &str {
         &self.login.user
+    }
+
+    /// Whose files the remote name `name` (a file's or a folder's, `""`:
+    /// the top) is: see [`Scope`]. `shared/OWNER` is OWNER's top.
+    pub fn scope(&self, name: &str) -> Result<Scope> {
+        let own = |name: &str| Scope {
+            owner: self.login.user.clone(),
+            name: name.to_string(),
+            shared: false,
+        };
+        let Some(rest) = name.strip_prefix(SHARED).and_then(|r| r.strip_prefix('/')) else {
+            return Ok(own(name));
+        };
+        let (owner, path) = rest.split_once('/').unwrap_or((rest, ""));
+        crate::names::validate_user(owner)?;
+        if owner == self.login.user {
+            return Ok(own(path));
+        }
+        Ok(Scope {
+            owner: owner.to_string(),
+            name: path.to_string(),
+            shared: true,
+        })
+    }
+
+    /// A file's scope: one of a user's files, not a top.
+    fn file_scope(&self, name: &str) -> Result<Scope> {
+        validate_name(name)?;
+        let scope = self.scope(name)?;
+        if scope.name.is_empty() || (name == SHARED && !scope.shared) {
+            return Err(Error::Refused(format!(
+                "{}: a folder, not a file",
+                shown(name)
+            )));
+        }
+        Ok(scope)
     }
 
     /// The ring's members in ring order.
@@ -678,11 +717,14 @@ impl Client {
     async fn stat_on(
         &self,
         order: &[usize],
-        name: &str,
+        scope: &Scope,
     ) -> Vec<Result<(Option<Manifest>, Vec<u32>)>> {
-        let request = Request::Stat {
-            name: name.to_string(),
-        };
+        let request = scope.request(
+            Request::Stat {
+                name: scope.name.clone(),
+            },
+            &[],
+        );
         let answers = self.call_on(order, &request).await;
         answers
             .into_iter()
@@ -695,8 +737,8 @@ impl Client {
 
     /// The newest manifest any server has for `name` (tombstones included).
     /// Fails only when no server could be asked.
-    async fn newest_manifest(&self, name: &str) -> Result<Option<Manifest>> {
-        newest_of(self.stat_on(&self.order(), name).await)
+    async fn newest_manifest(&self, scope: &Scope) -> Result<Option<Manifest>> {
+        newest_of(self.stat_on(&self.order(), scope).await)
     }
 
     /// Which servers hold each chunk of `name`, and whether each copy is there.
@@ -705,10 +747,10 @@ impl Client {
     }
 
     async fn locate_command(&self, name: &str) -> Result<Location> {
-        validate_name(name)?;
+        let scope = self.file_scope(name)?;
         self.maybe_refresh().await;
         let order = self.order();
-        let answers = self.stat_on(&order, name).await;
+        let answers = self.stat_on(&order, &scope).await;
         let held: Vec<Option<(Option<Version>, Vec<u32>)>> = answers
             .iter()
             .map(|a| {
@@ -725,7 +767,7 @@ impl Client {
                 })
             }
         };
-        let placement = Placement::of(&self.login.user, manifest.data_name());
+        let placement = Placement::of(&scope.owner, manifest.data_name());
         let chunks = (1..=manifest.chunks)
             .map(|c| {
                 order
@@ -745,13 +787,17 @@ impl Client {
                     .collect()
             })
             .collect();
-        Ok(Location { manifest, chunks })
+        Ok(Location {
+            manifest,
+            chunks,
+            scope,
+        })
     }
 
     /// The current manifest of a live file.
     pub async fn stat(&self, name: &str) -> Result<Manifest> {
-        validate_name(name)?;
-        match one_command(self.newest_manifest(name)).await? {
+        let scope = self.file_scope(name)?;
+        match one_command(self.newest_manifest(&scope)).await? {
             Some(m) if !m.deleted => Ok(m),
             _ => Err(Error::NotFound {
                 name: name.to_string(),
@@ -776,7 +822,8 @@ impl Client {
         remote: &str,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
-        validate_name(remote)?;
+        let scope = self.file_scope(remote)?;
+        let remote = scope.name.as_str();
         let meta = tokio::fs::metadata(local)
             .await
             .map_err(|e| Error::io(local.display().to_string(), e))?;
@@ -787,7 +834,7 @@ impl Client {
             )));
         }
         let size = meta.len();
-        self.check_quota(size).await?;
+        self.check_quota(&scope, size).await?;
         // The whole file's MD5 is sequential work: one blocking thread reads
         // the file front to back while the chunk tasks stream their ranges.
         let stop_md5 = Arc::new(AtomicBool::new(false));
@@ -798,21 +845,27 @@ impl Client {
         });
         self.maybe_refresh().await;
         let order = self.order();
-        let current = newest_of(self.stat_on(&order, remote).await)?;
+        let current = newest_of(self.stat_on(&order, &scope).await)?;
         let version = Version::next(current.map(|m| m.version));
         // Until the commit is sent, a failure or a cancel drops what the
         // servers stored of this version (see `StagedPut`).
         let staged = StagedPut {
             login: Some(Arc::clone(&self.login)),
             slots: order.iter().map(|&i| self.slot(i)).collect(),
-            name: remote.to_string(),
-            version,
+            abort: scope.request(
+                Request::Abort {
+                    name: remote.to_string(),
+                    version,
+                },
+                &[],
+            ),
         };
         progress.start(size);
         let n = order.len() as u32;
-        let placement = Placement::of(&self.login.user, remote);
+        let placement = Placement::of(&scope.owner, remote);
         let upload = UploadPlan {
             local,
+            scope: &scope,
             name: remote,
             version,
             size,
@@ -865,10 +918,13 @@ impl Client {
             deleted: false,
             data: None,
         };
-        let commit = Request::Commit {
-            manifest,
-            missing: missing.clone(),
-        };
+        let commit = scope.request(
+            Request::Commit {
+                manifest,
+                missing: missing.clone(),
+            },
+            &[],
+        );
         // Visible once any server has the manifest (the others are healed);
         // a server that stored chunks but missed the commit still serves them.
         // So from here on the chunks stay, whatever happens to this call.
@@ -941,13 +997,16 @@ impl Client {
         let holders = plan.order.holders(&plan.placement, chunk, plan.n);
         let (start, end) = chunk_range(plan.size, plan.n, chunk);
         let len = end - start;
-        let header = Request::PutChunk {
-            name: plan.name.to_string(),
-            version: plan.version,
-            chunk,
-            chunks: plan.n,
-            size: plan.size,
-        };
+        let header = plan.scope.request(
+            Request::PutChunk {
+                name: plan.name.to_string(),
+                version: plan.version,
+                chunk,
+                chunks: plan.n,
+                size: plan.size,
+            },
+            &[],
+        );
         let mut failures = Vec::new();
         let header = &header;
         let opened = join_all(holders.iter().map(|&i| async move {
@@ -973,7 +1032,7 @@ impl Client {
         }
 
         let hasher = ChunkId {
-            owner: &self.login.user,
+            owner: &plan.scope.owner,
             name: plan.name,
             version: plan.version,
             chunk,
@@ -1050,13 +1109,13 @@ impl Client {
         // missing everywhere: start again with the new manifest (a few times).
         // The ring may change too (a server joins or leaves): then the
         // copies move, and the ring is asked again.
-        validate_name(remote)?;
+        let scope = self.file_scope(remote)?;
         let counted = Counted::new(progress);
         let mut attempt = 0;
         self.maybe_refresh().await;
         loop {
             let order = self.order();
-            let answers = self.stat_on(&order, remote).await;
+            let answers = self.stat_on(&order, &scope).await;
             let held: Vec<(usize, Option<Version>, Vec<u32>)> = order
                 .iter()
                 .zip(&answers)
@@ -1076,10 +1135,11 @@ impl Client {
             let source = Source {
                 order: &order,
                 held: &held,
+                scope: &scope,
             };
             match self.get_version(&manifest, local, &counted, &source).await {
                 Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
-                    let newest = self.newest_manifest(remote).await?;
+                    let newest = self.newest_manifest(&scope).await?;
                     let _ = self.refresh_ring().await;
                     let moved = *self.order() != *order;
                     if !moved && newest.is_none_or(|m| m.version == manifest.version) {
@@ -1114,7 +1174,7 @@ impl Client {
         let tmp = PartFile::create(dir).map_err(local_error)?;
         tmp.file.set_len(manifest.size).map_err(local_error)?;
         progress.start(manifest.size);
-        let placement = Placement::of(&self.login.user, manifest.data_name());
+        let placement = Placement::of(&source.scope.owner, manifest.data_name());
         let part = Part {
             path: &tmp.path,
             target: local,
@@ -1158,7 +1218,10 @@ impl Client {
             }
         }
         for &i in &holders {
-            let fetched = match self.fetch_chunk(i, manifest, chunk, part, progress).await {
+            let fetched = match self
+                .fetch_chunk(i, source.scope, manifest, chunk, part, progress)
+                .await
+            {
                 Ok(()) => Ok(()),
                 Err(Fetch::Server(e)) => Err(e),
                 // Every holder would fail the same way (a full disk, say).
@@ -1185,6 +1248,7 @@ impl Client {
     async fn fetch_chunk(
         &self,
         i: usize,
+        scope: &Scope,
         manifest: &Manifest,
         chunk: u32,
         part: &Part<'_>,
@@ -1195,11 +1259,14 @@ impl Client {
         let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
         let len = end - start;
         let mut conn = self.conn(i).await?;
-        let request = Request::GetChunk {
-            name: manifest.data_name().to_string(),
-            version: manifest.data_version(),
-            chunk,
-        };
+        let request = scope.request(
+            Request::GetChunk {
+                name: manifest.data_name().to_string(),
+                version: manifest.data_version(),
+                chunk,
+            },
+            &[&manifest.name],
+        );
         match conn.call(&request).await? {
             Response::Chunk { len: l } if l == len => {}
             other => return Err(unexpected(server, &other).into()),
@@ -1207,7 +1274,7 @@ impl Client {
         let mut received = 0u64;
         let result = async {
             let hasher = ChunkId {
-                owner: &self.login.user,
+                owner: &scope.owner,
                 name: manifest.data_name(),
                 version: manifest.data_version(),
                 chunk,
@@ -1342,12 +1409,27 @@ impl Client {
         folder: &str,
         after: Option<&str>,
     ) -> Result<(Vec<DirItem>, Option<String>)> {
+        let scope = self.scope(folder)?;
+        if folder == SHARED {
+            return self.sharers_page(after).await;
+        }
         self.maybe_refresh().await;
         let order = self.order();
-        let request = Request::ListDir {
-            folder: folder.to_string(),
-            after: after.map(str::to_string),
+        // Cursors and entries are the owner's names on the wire.
+        let inner = |name: &str| {
+            let strip = scope.shown("");
+            match name.strip_prefix(strip.as_str()) {
+                Some(rest) if scope.shared => rest.trim_start_matches('/').to_string(),
+                _ => name.to_string(),
+            }
         };
+        let request = scope.request(
+            Request::ListDir {
+                folder: scope.name.clone(),
+                after: after.map(inner),
+            },
+            &[],
+        );
         let answers = join_all(order.iter().map(|&i| {
             let request = &request;
             async move {
@@ -1374,7 +1456,7 @@ impl Client {
         // the newest manifests under it leave a live one.
         for folder in disputed {
             let live = self
-                .manifests_under(&folder)
+                .manifests_under(&scope.with_name(&folder))
                 .await?
                 .values()
                 .any(|m| !m.deleted);
@@ -1382,19 +1464,109 @@ impl Client {
                 items.retain(|item| !matches!(item, DirItem::Folder(p) if *p == folder));
             }
         }
-        Ok((items, next))
+        if scope.shared {
+            for item in &mut items {
+                match item {
+                    DirItem::File(f) => f.name = scope.shown(&f.name),
+                    DirItem::Folder(p) => *p = scope.shown(p),
+                }
+            }
+        } else if folder.is_empty() && in_page(&format!("{SHARED}/"), after, next.as_deref()) {
+            // What others share appears under `shared/`, at the top.
+            if !self.shared_with_me().await?.is_empty() {
+                let at = items.partition_point(|item| item.path() < SHARED);
+                items.insert(at, DirItem::Folder(SHARED.to_string()));
+            }
+        }
+        Ok((items, next.map(|n| scope.shown(&n))))
+    }
+
+    /// The listing of `shared/`: a folder for each user who shares
+    /// something with this one.
+    async fn sharers_page(&self, after: Option<&str>) -> Result<(Vec<DirItem>, Option<String>)> {
+        let mut owners: Vec<String> = self
+            .shared_with_me()
+            .await?
+            .into_iter()
+            .map(|s| format!("{SHARED}/{}", s.owner))
+            .filter(|p| after.is_none_or(|a| format!("{p}/").as_str() > a))
+            .collect();
+        owners.dedup();
+        Ok((owners.into_iter().map(DirItem::Folder).collect(), None))
+    }
+
+    /// `share` (`access` given) or `unshare` (`None`) of the user's own
+    /// file or folder `path` with `with`: once a server has it (it sends
+    /// it to every other member).
+    pub async fn share(&self, path: &str, with: &str, access: Option<Access>) -> Result<()> {
+        let scope = self.file_scope(path)?;
+        if scope.shared {
+            return Err(Error::Refused(format!(
+                "{}: you can share only your own files",
+                shown(path)
+            )));
+        }
+        crate::names::validate_user(with)?;
+        let request = Request::Share {
+            path: scope.name,
+            with: with.to_string(),
+            access,
+        };
+        one_command(async {
+            match self.first_answer(&request).await? {
+                (_, Response::Ok) => Ok(()),
+                (i, other) => Err(unexpected(&self.server_name(i), &other)),
+            }
+        })
+        .await
+    }
+
+    /// What the user shares and what is shared with them.
+    pub async fn shares(&self) -> Result<Vec<Share>> {
+        one_command(async {
+            match self.first_answer(&Request::Shares).await? {
+                (_, Response::Shares(shares)) => Ok(shares),
+                (i, other) => Err(unexpected(&self.server_name(i), &other)),
+            }
+        })
+        .await
+    }
+
+    async fn shared_with_me(&self) -> Result<Vec<Share>> {
+        let mut shares = self.shares().await?;
+        shares.retain(|s| s.user == self.login.user);
+        Ok(shares)
+    }
+
+    /// The first answer of the servers, asked in ring order until one
+    /// answers; a server's refusal is the answer.
+    async fn first_answer(&self, request: &Request) -> Result<(usize, Response)> {
+        self.maybe_refresh().await;
+        let mut last = None;
+        for &i in self.order().iter() {
+            match self.call(i, request).await {
+                Ok(response) => return Ok((i, response)),
+                Err(e @ Error::Remote { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable {
+            server: "the ring".into(),
+            reason: "no server answered".into(),
+        }))
     }
 
     /// `mkdir` (`make`) or `rmdir` of `path`, on every server: done if one
     /// did it; else the first refusal (it exists, it is not empty...).
     pub async fn folder(&self, path: &str, make: bool) -> Result<()> {
-        crate::names::validate_name(path)?;
-        let path = path.to_string();
+        let scope = self.file_scope(path)?;
+        let path = scope.name.clone();
         let request = if make {
             Request::MakeFolder { path }
         } else {
             Request::RemoveFolder { path }
         };
+        let request = scope.request(request, &[]);
         one_command(async {
             let results = self.call_all(&request).await;
             any_answered(self.acknowledged(results)).map(drop)
@@ -1410,10 +1582,14 @@ impl Client {
 
     async fn delete_command(&self, remote: &str) -> Result<DeleteReceipt> {
         let current = self.stat(remote).await?;
-        let request = Request::Delete {
-            name: remote.to_string(),
-            version: Version::next(Some(current.version)),
-        };
+        let scope = self.file_scope(remote)?;
+        let request = scope.request(
+            Request::Delete {
+                name: scope.name.clone(),
+                version: Version::next(Some(current.version)),
+            },
+            &[],
+        );
         let results = self.call_all(&request).await;
         let (applied, failed) = any_answered(self.acknowledged(results))?;
         Ok(DeleteReceipt {
@@ -1434,25 +1610,45 @@ impl Client {
         one_command(self.relink_command(from, to, keep)).await
     }
 
-    async fn relink_command(&self, from: &str, to: &str, keep: bool) -> Result<RelinkReceipt> {
-        validate_name(from)?;
-        validate_name(to)?;
-        self.maybe_refresh().await;
+    async fn relink_command(
+        &self,
+        from_name: &str,
+        to_name: &str,
+        keep: bool,
+    ) -> Result<RelinkReceipt> {
         let verb = if keep { "copy" } else { "move" };
+        let scope = self.file_scope(from_name)?;
+        let to_scope = self.file_scope(to_name)?;
+        if to_scope.owner != scope.owner {
+            return Err(Error::Refused(format!(
+                "cannot {verb} {} to {}: mv and cp stay within one user's files (get and put copy between them)",
+                shown(from_name),
+                shown(to_name)
+            )));
+        }
+        let (from, to) = (scope.name.as_str(), to_scope.name.as_str());
+        self.maybe_refresh().await;
         let sources: Vec<Manifest> = self
-            .manifests_under(from)
+            .manifests_under(&scope)
             .await?
             .into_values()
             .filter(|m| !m.deleted)
             .collect();
         if sources.is_empty() {
             return Err(Error::NotFound {
-                name: from.to_string(),
+                name: from_name.to_string(),
             });
         }
         let is_file = sources.iter().any(|m| m.name == from);
-        let at_to = self.manifests_under(to).await?;
-        let into = at_to.values().any(|m| !m.deleted && m.name != to);
+        // A folder takes the source inside it. One with a live file or
+        // sub-folder says so on its first page, however large it is; else
+        // only tombstones and maybe its `mkdir` mark are under it.
+        let into = !self.list_dir_page(to_name, None).await?.0.is_empty()
+            || self
+                .manifests_under(&to_scope)
+                .await?
+                .values()
+                .any(|m| !m.deleted && m.name != to);
         let dest = if into {
             let base = from.rsplit('/').next().unwrap_or(from);
             let dest = format!("{to}/{base}");
@@ -1474,11 +1670,7 @@ impl Client {
                 shown(from)
             )));
         }
-        let at_dest = if into {
-            self.manifests_under(&dest).await?
-        } else {
-            at_to
-        };
+        let at_dest = self.manifests_under(&scope.with_name(&dest)).await?;
         let live_at_dest: Vec<&Manifest> = at_dest.values().filter(|m| !m.deleted).collect();
         if is_file && live_at_dest.iter().any(|m| m.name != dest) {
             return Err(Error::Refused(format!("{} is a folder", shown(&dest))));
@@ -1495,7 +1687,8 @@ impl Client {
             .map(|m| m.version)
             .max();
         let version = Version::next(newest);
-        let mut batches: Vec<Vec<Manifest>> = vec![Vec::new()];
+        // Each batch with the sources it takes data from.
+        let mut batches: Vec<(Vec<Manifest>, Vec<&str>)> = vec![Default::default()];
         let mut bytes = 0;
         for source in &sources {
             let name = format!("{dest}{}", &source.name[from.len()..]);
@@ -1510,23 +1703,23 @@ impl Client {
             }
             let len: usize = group.iter().map(Manifest::encoded_len).sum();
             if bytes + len > RELINK_BATCH_BYTES {
-                batches.push(Vec::new());
+                batches.push(Default::default());
                 bytes = 0;
             }
             bytes += len;
-            batches
-                .last_mut()
-                .expect("one batch at least")
-                .extend(group);
+            let batch = batches.last_mut().expect("one batch at least");
+            batch.0.extend(group);
+            batch.1.push(&source.name);
         }
         let mut missed = std::collections::BTreeSet::new();
-        for manifests in batches {
-            let results = self.call_all(&Request::CommitMany { manifests }).await;
+        for (manifests, sources) in batches {
+            let request = scope.request(Request::CommitMany { manifests }, &sources);
+            let results = self.call_all(&request).await;
             let (_, failed) = any_answered(self.acknowledged(results))?;
             missed.extend(failed.iter().map(|(i, _)| self.server_name(*i)));
         }
         Ok(RelinkReceipt {
-            to: dest,
+            to: scope.shown(&dest),
             files: sources.iter().filter(|m| m.has_data()).count(),
             missed: missed.into_iter().collect(),
         })
@@ -1535,15 +1728,18 @@ impl Client {
     /// Every manifest of `path` and under folder `path` (tombstones and
     /// folder marks too), the newest of each name among the servers that
     /// answer.
-    async fn manifests_under(&self, path: &str) -> Result<BTreeMap<String, Manifest>> {
+    async fn manifests_under(&self, scope: &Scope) -> Result<BTreeMap<String, Manifest>> {
         let order = self.order();
         let answers = join_all(order.iter().map(|&i| async move {
             let (mut all, mut after) = (Vec::new(), None);
             loop {
-                let request = Request::Manifests {
-                    path: path.to_string(),
-                    after: after.take(),
-                };
+                let request = scope.request(
+                    Request::Manifests {
+                        path: scope.name.clone(),
+                        after: after.take(),
+                    },
+                    &[],
+                );
                 match self.call(i, &request).await? {
                     Response::Manifests { manifests, more } => {
                         after = manifests.last().map(|m: &Manifest| m.name.clone());
@@ -1592,7 +1788,8 @@ impl Client {
     async fn verify_file(&self, location: &Location) -> VerifyReport {
         let m = &location.manifest;
         let order = self.order();
-        let placement = Placement::of(&self.login.user, m.data_name());
+        let scope = &location.scope;
+        let placement = Placement::of(&scope.owner, m.data_name());
         let copies: Vec<(u32, usize)> = (1..=m.chunks)
             .flat_map(|c| {
                 order
@@ -1602,11 +1799,14 @@ impl Client {
             })
             .collect();
         let checks = join_all(copies.iter().map(|&(chunk, i)| {
-            let request = Request::Verify {
-                name: m.data_name().to_string(),
-                version: m.data_version(),
-                chunk,
-            };
+            let request = scope.request(
+                Request::Verify {
+                    name: m.data_name().to_string(),
+                    version: m.data_version(),
+                    chunk,
+                },
+                &[&m.name],
+            );
             async move { self.call(i, &request).await }
         }))
         .await;
@@ -1640,7 +1840,7 @@ impl Client {
             }
         }
         VerifyReport {
-            name: m.name.clone(),
+            name: scope.shown(&m.name),
             health,
             problems,
         }
@@ -1690,8 +1890,8 @@ impl Client {
     /// file of `size` bytes fits the user's quota; its refusal is the
     /// error, as the one line it says (`quota: ... used; this file needs
     /// ...`). Sends no data.
-    async fn check_quota(&self, size: u64) -> Result<()> {
-        let request = Request::CheckQuota { size };
+    async fn check_quota(&self, scope: &Scope, size: u64) -> Result<()> {
+        let request = scope.request(Request::CheckQuota { size }, &[&scope.name]);
         let mut last = None;
         for &i in self.order().iter() {
             match self.call(i, &request).await {
@@ -1717,12 +1917,23 @@ impl Client {
     /// servers store on (a disk several share counted once), over the
     /// copies kept of each chunk.
     pub async fn usage(&self, path: &str) -> Result<UsageInfo> {
+        let scope = self.scope(path)?;
+        if scope.shared && scope.name.is_empty() {
+            return Err(Error::Refused(format!(
+                "{}: du works on a shared file or folder, not on all of {}'s",
+                shown(path),
+                scope.owner
+            )));
+        }
         one_command(async {
             self.maybe_refresh().await;
             let order = self.order();
-            let request = Request::Usage {
-                path: path.to_string(),
-            };
+            let request = scope.request(
+                Request::Usage {
+                    path: scope.name.clone(),
+                },
+                &[],
+            );
             let answers = self.call_on(&order, &request).await;
             let answers = answers.into_iter().map(|(i, answer)| {
                 let report = match answer {
@@ -1774,6 +1985,50 @@ pub struct UsageInfo {
     /// Servers that answered, of the ring's.
     pub answered: usize,
     pub servers: usize,
+}
+
+/// Whose files a remote name is: the user's own, or for
+/// `shared/OWNER/PATH` OWNER's `PATH`, reached through what OWNER shares
+/// with the user (see `sharing`). Requests about it go as they are, or
+/// wrapped in `Request::Shared`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub owner: String,
+    /// The name among the owner's files (`""`: the owner's top).
+    pub name: String,
+    pub shared: bool,
+}
+
+impl Scope {
+    /// `request` as sent for this scope; `paths`: the names it acts
+    /// through where it does not name them itself (see `Request::Shared`).
+    fn request(&self, request: Request, paths: &[&str]) -> Request {
+        if !self.shared {
+            return request;
+        }
+        Request::Shared {
+            owner: self.owner.clone(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            request: Box::new(request),
+        }
+    }
+
+    /// `name`, one of the owner's, as the user names it.
+    pub fn shown(&self, name: &str) -> String {
+        match (self.shared, name.is_empty()) {
+            (false, _) => name.to_string(),
+            (true, true) => format!("{SHARED}/{}", self.owner),
+            (true, false) => format!("{SHARED}/{}/{name}", self.owner),
+        }
+    }
+
+    /// The same owner's `name`.
+    fn with_name(&self, name: &str) -> Scope {
+        Scope {
+            name: name.to_string(),
+            ..self.clone()
+        }
+    }
 }
 
 /// What opening an authenticated connection to a server takes.
@@ -1838,8 +2093,8 @@ struct StagedPut {
     login: Option<Arc<Login>>,
     /// Every ring member of the PUT (those that got nothing drop nothing).
     slots: Vec<Arc<Slot>>,
-    name: String,
-    version: Version,
+    /// The `Abort` that drops the upload.
+    abort: Request,
 }
 
 impl StagedPut {
@@ -1852,7 +2107,7 @@ impl StagedPut {
         if let Some(login) = self.login.take() {
             let mut slots = std::mem::take(&mut self.slots);
             slots.retain(|slot| timed_out_earlier(&slot.member.addr).is_none());
-            abort_upload(login, slots, self.name.clone(), self.version).await;
+            abort_upload(login, slots, self.abort.clone()).await;
         }
     }
 }
@@ -1864,16 +2119,16 @@ impl Drop for StagedPut {
         if let Some(login) = self.login.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let slots = std::mem::take(&mut self.slots);
-                let name = std::mem::take(&mut self.name);
-                runtime.spawn(abort_upload(login, slots, name, self.version));
+                let abort = std::mem::replace(&mut self.abort, Request::Ring);
+                runtime.spawn(abort_upload(login, slots, abort));
             }
         }
     }
 }
 
-/// Asks every server in `slots` to drop the uncommitted `version` of `name`.
-async fn abort_upload(login: Arc<Login>, slots: Vec<Arc<Slot>>, name: String, version: Version) {
-    let request = Request::Abort { name, version };
+/// Asks every server in `slots` to drop an uncommitted upload (`request`:
+/// its `Abort`).
+async fn abort_upload(login: Arc<Login>, slots: Vec<Arc<Slot>>, request: Request) {
     let (login, request) = (&login, &request);
     join_all(slots.iter().map(|slot| async move {
         let result = async {
@@ -2088,11 +2343,14 @@ impl From<Error> for Fetch {
 struct Source<'a> {
     order: &'a Ring,
     held: &'a [(usize, Option<Version>, Vec<u32>)],
+    /// Whose file it is.
+    scope: &'a Scope,
 }
 
 /// The parameters every chunk task of one PUT shares.
 struct UploadPlan<'a> {
     local: &'a Path,
+    scope: &'a Scope,
     name: &'a str,
     version: Version,
     size: u64,
@@ -2408,6 +2666,12 @@ fn unexpected(server: &str, reply: &Response) -> Error {
     };
     let what: String = what.chars().take(60).collect();
     Error::Protocol(format!("{server} sent an unexpected reply: {what}"))
+}
+
+/// Whether a listing page after `after` up to `next` (`None`: the end)
+/// holds the entry whose cursor is `cursor`.
+fn in_page(cursor: &str, after: Option<&str>, next: Option<&str>) -> bool {
+    after.is_none_or(|a| cursor > a) && next.is_none_or(|n| cursor <= n)
 }
 
 #[cfg(test)]

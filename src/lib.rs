@@ -56,6 +56,7 @@ pub mod quota;
 pub mod repl;
 pub mod ring;
 pub mod server;
+pub mod sharing;
 pub mod standing;
 pub mod store;
 pub mod tls;

@@ -50,11 +50,13 @@ use crate::accounts::{UserChange, UserRecord};
 use crate::codec;
 use crate::error::{Error, Result, WireError};
 use crate::ring::{Id, Lookup, Node, View};
+use crate::sharing::{Access, Share};
 
 /// Bumped on any incompatible change to the messages below (3: digests
 /// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
-/// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage;
+/// 7: sharing).
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -559,6 +561,25 @@ pub enum Request {
         name: String,
         version: Version,
     },
+    /// `share`: lets `with` reach `path` (a file or a folder of the
+    /// sender's), or with `access` `None` (`unshare`) no longer. Answered
+    /// with `Ok` once every member that answers has it.
+    Share {
+        path: String,
+        with: String,
+        access: Option<Access>,
+    },
+    /// `shares`: what the sender shares and what is shared with them
+    /// (answered with `Shares`).
+    Shares,
+    /// `request` on `owner`'s files, within what `owner` shares with the
+    /// sender (see `sharing::authorize`; `paths`: the names it acts through
+    /// where it does not name them itself).
+    Shared {
+        owner: String,
+        paths: Vec<String>,
+        request: Box<Request>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -638,6 +659,8 @@ pub enum Response {
     },
     /// The answer to `Usage`.
     Usage(UsageReport),
+    /// The answer to `Shares`.
+    Shares(Vec<Share>),
 }
 
 /// What arrives on a connection: a control message or a block of data.

@@ -60,6 +60,9 @@ const VERBS: &[(&str, &str)] = &[
     ("status", "status"),
     ("du", "du"),
     ("df", "df"),
+    ("share", "share"),
+    ("unshare", "unshare"),
+    ("shares", "shares"),
     ("help", "help"),
     ("exit", "exit"),
     ("quit", "exit"),
@@ -566,6 +569,7 @@ pub fn slot_after(words: &[String]) -> Slot {
         (Some("put"), 2) => Slot::RemoteName,
         (Some("get" | "delete" | "where" | "verify" | "du"), 1) => Slot::RemoteName,
         (Some("mv" | "cp"), 1 | 2) => Slot::RemoteName,
+        (Some("share" | "unshare"), 1) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
         (Some("cd" | "mkdir" | "rmdir"), 1) => Slot::RemoteFolder,
         // Options may come before the folder.

@@ -267,15 +267,17 @@ impl Server {
             .ok_or(Error::Unauthorized)
     }
 
-    /// An administrator's change to the users: made here, then sent to
-    /// every other member at once (those it misses learn it in their next
-    /// heal round, see `accounts`).
-    async fn change_user(&self, change: crate::accounts::UserChange) -> Result<UserRecord> {
+    /// A change to the users (an administrator's, or a user's share): made
+    /// here, then sent to every other member at once (those it misses learn
+    /// it in their next heal round, see `accounts`). Returns the changed
+    /// records.
+    async fn change_user(&self, change: crate::accounts::UserChange) -> Result<Vec<UserRecord>> {
         let accounts = Arc::clone(&self.accounts);
-        let record = tokio::task::spawn_blocking(move || accounts.change(change))
+        let records = tokio::task::spawn_blocking(move || accounts.change(change))
             .await
             .map_err(|e| Error::Internal(format!("user change: {e}")))??;
-        info!(server = %self.name, user = %record.name, removed = record.account.is_none(), "user changed by the administrator");
+        let record = &records[0];
+        info!(server = %self.name, user = %record.name, removed = record.account.is_none(), changed = records.len(), "user record changed");
         if let Some(link) = &self.link {
             let mut sends = tokio::task::JoinSet::new();
             for node in self.chord.nodes() {
@@ -283,7 +285,7 @@ impl Server {
                     continue;
                 }
                 let (link, member) = (Arc::clone(link), member_of(&node));
-                let records = vec![record.clone()];
+                let records = records.clone();
                 let timeout = self.chord.timeout;
                 sends.spawn(async move {
                     let sent = async {
@@ -300,7 +302,7 @@ impl Server {
                 }
             }
         }
-        Ok(record)
+        Ok(records)
     }
 
     fn status(&self) -> ServerStatus {
@@ -677,7 +679,61 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let store = &server.store;
+    if let Some(name) = own_new_name(&request) {
+        crate::sharing::check_own_name(name).map_err(|e| match request {
+            Request::PutChunk { .. } => (e, Next::Close),
+            _ => soft(e),
+        })?;
+    }
     match request {
+        Request::Shared {
+            owner: sharer,
+            paths,
+            request,
+        } => {
+            let streams = matches!(*request, Request::PutChunk { .. });
+            let (accounts, store) = (Arc::clone(&server.accounts), Arc::clone(store));
+            let (user, asked) = (owner.clone(), *request);
+            let (grant, asked) = tokio::task::spawn_blocking(move || {
+                let grant =
+                    crate::sharing::authorize(&accounts, &store, &user, &sharer, &paths, &asked);
+                (grant.map(|g| (g, sharer)), asked)
+            })
+            .await
+            .map_err(|e| soft(Error::Internal(format!("share check: {e}"))))?;
+            let refuse = |e| if streams { (e, Next::Close) } else { soft(e) };
+            match grant.map_err(refuse)? {
+                // `authorize` lets no `Shared` through, so this recursion
+                // is one level deep.
+                (crate::sharing::Grant::Whole, sharer) => {
+                    Box::pin(handle_user(server, conn, sharer, asked)).await
+                }
+                (crate::sharing::Grant::Listing(entries), _) => Ok(Some(Response::Dir {
+                    entries,
+                    more: false,
+                })),
+            }
+        }
+        Request::Share { path, with, access } => {
+            validate_name(&path).map_err(soft)?;
+            crate::sharing::check_own_name(&path).map_err(soft)?;
+            let (o, p) = (owner.clone(), path.clone());
+            let exists = blocking(server, move |s| s.exists(&o, &p))
+                .await
+                .map_err(soft)?;
+            if access.is_some() && !exists {
+                return Err(soft(Error::NotFound { name: path }));
+            }
+            let change = crate::accounts::UserChange::Share {
+                name: owner,
+                path,
+                with,
+                access,
+            };
+            server.change_user(change).await.map_err(soft)?;
+            Ok(Some(Response::Ok))
+        }
+        Request::Shares => Ok(Some(Response::Shares(server.accounts.shares_of(&owner)))),
         Request::Status => Ok(Some(Response::Status(server.status()))),
         Request::List => send_list(server, conn, owner).await,
         Request::MakeFolder { path } => {
@@ -823,6 +879,21 @@ where
     }
 }
 
+/// The name a request of the user's own would create or write, if any: it
+/// must not be under `shared/` (see `sharing::check_own_name`).
+fn own_new_name(request: &Request) -> Option<&str> {
+    match request {
+        Request::PutChunk { name, .. } => Some(name),
+        Request::Commit { manifest, .. } => Some(&manifest.name),
+        Request::MakeFolder { path } => Some(path),
+        Request::CommitMany { manifests } => manifests
+            .iter()
+            .find(|m| crate::sharing::covers(crate::sharing::SHARED, &m.name))
+            .map(|m| m.name.as_str()),
+        _ => None,
+    }
+}
+
 /// Requests of a peer server: reading any user's files, for healing.
 async fn handle_peer<S>(
     server: &Server,
@@ -897,8 +968,8 @@ where
             Ok(Some(Response::View(server.chord.view())))
         }
         Request::ChangeUser(change) if peer == server.name => {
-            let record = server.change_user(change).await.map_err(soft)?;
-            Ok(Some(Response::Users(vec![record])))
+            let records = server.change_user(change).await.map_err(soft)?;
+            Ok(Some(Response::Users(records)))
         }
         Request::Users => Ok(Some(Response::Users(server.accounts.records()))),
         Request::MergeUsers(records) => {

@@ -216,6 +216,13 @@ async fn a_copy_lives_on_its_own_and_a_server_that_missed_it_catches_up() {
         listed(&client, "backup/empty").await,
         "the empty folder is copied"
     );
+    // A file moved onto an empty folder (made with mkdir) goes into it.
+    let into = client.relink("src/a", "backup/empty", false).await.unwrap();
+    assert_eq!(into.to, "backup/empty/a");
+    assert_eq!(
+        get_bytes(&client, "backup/empty/a", work.path()).await,
+        one_data
+    );
 
     // dfs2 misses a move; back, it heals to it, and serves its copies.
     cluster.stop(2).await;

@@ -19,6 +19,7 @@ mod quotas;
 mod repl;
 mod ring;
 mod security;
+mod sharing;
 mod sync;
 mod uploads;
 mod util;

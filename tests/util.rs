@@ -800,11 +800,16 @@ impl Cluster {
 /// HOME at `home` and its state folder (history) at `home/state`: never the
 /// folders of whoever runs the tests. Callers add arguments and streams.
 pub fn dfs_as_alice(config: &Path, home: &Path, password: &str) -> std::process::Command {
+    dfs_as("alice", config, home, password)
+}
+
+/// [`dfs_as_alice`] for any user.
+pub fn dfs_as(user: &str, config: &Path, home: &Path, password: &str) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dfs"));
     command
         .arg("--config")
         .arg(config)
-        .args(["--user", "alice"])
+        .args(["--user", user])
         .env("DFS_PASSWORD", password)
         .env("HOME", home)
         .env("XDG_STATE_HOME", home.join("state"))

@@ -509,6 +509,15 @@ fn done(change: &UserChange) -> String {
             ringdfs::quota::size_text(*bytes)
         ),
         UserChange::Quota { name, bytes: None } => format!("removed the quota of {name}"),
+        UserChange::Share {
+            name,
+            path,
+            with,
+            access,
+        } => match access {
+            Some(access) => format!("{name} shares {path} with {with} ({})", access.as_str()),
+            None => format!("{name} no longer shares {path} with {with}"),
+        },
     }
 }
 

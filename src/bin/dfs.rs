@@ -1,6 +1,6 @@
 //! `dfs`: the ringdfs client.
 //!
-//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|du|df|where|status|...`
+//! `dfs` opens a prompt (see `ringdfs::repl`); `dfs put|get|list|ls|delete|mv|cp|du|df|share|where|status|...`
 //! runs one command for scripts (exit status 0 on success, 1 with a one-line reason otherwise);
 //! commands piped in run in order, `cd` moving the current folder for the
 //! ones after it; `dfs local` starts the four servers of `servers/` in this
@@ -102,6 +102,24 @@ enum Sub {
     Du { path: Option<String> },
     /// Show what you use, your quota, and the cluster's free space.
     Df,
+    /// Let USER read (default) or also write a file or folder of yours;
+    /// they see it under /shared/YOU.
+    Share {
+        path: String,
+        /// Who to share with (a user name).
+        #[arg(value_name = "USER")]
+        recipient: String,
+        #[arg(value_parser = ["read", "write"], default_value = "read")]
+        access: String,
+    },
+    /// Stop sharing a file or folder with USER.
+    Unshare {
+        path: String,
+        #[arg(value_name = "USER")]
+        recipient: String,
+    },
+    /// Show what you share, and what others share with you (under /shared).
+    Shares,
     /// Start the four servers of servers/ in this process, then the prompt.
     Local {
         /// Folder holding dfs1.toml .. dfs4.toml [default: servers].
@@ -196,6 +214,21 @@ fn real_main() -> Result<i32> {
             path: path.unwrap_or_default(),
         }),
         Some(Sub::Df) => Some(Command::Df),
+        Some(Sub::Share {
+            path,
+            recipient,
+            access,
+        }) => Some(Command::Share {
+            path,
+            user: recipient,
+            access: Some(ringdfs::sharing::Access::parse(&access)?),
+        }),
+        Some(Sub::Unshare { path, recipient }) => Some(Command::Share {
+            path,
+            user: recipient,
+            access: None,
+        }),
+        Some(Sub::Shares) => Some(Command::Shares),
         Some(Sub::Local { .. }) | None => None,
     };
     let code = match one_shot {

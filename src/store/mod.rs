@@ -1906,6 +1906,31 @@ impl Store {
         Ok((Some(m), held))
     }
 
+    /// Whether `path` is one of the owner's live files, or a folder that
+    /// holds one or was made with `mkdir`.
+    pub fn exists(&self, owner: &str, path: &str) -> Result<bool> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        if let Some(bytes) = files.get((owner, path))? {
+            if !codec::decode::<Manifest>(bytes.value())?.deleted {
+                return Ok(true);
+            }
+        }
+        live_within(&files, owner, path, true)
+    }
+
+    /// The listing entry of the owner's file `name` (a tombstone too), if
+    /// any.
+    pub fn entry(&self, owner: &str, name: &str) -> Result<Option<FileEntry>> {
+        let txn = self.read()?;
+        let files = txn.open_table(FILES)?;
+        let Some(bytes) = files.get((owner, name))? else {
+            return Ok(None);
+        };
+        let m: Manifest = codec::decode(bytes.value())?;
+        Ok(Some(file_entry(&txn.open_table(CHUNKS)?, owner, m)?))
+    }
+
     /// Up to `limit` of the owner's files after `after`, by name, tombstones
     /// included (so a client merging several servers' lists can tell
     /// "deleted" from "not here"); and whether more follow.

@@ -66,7 +66,10 @@ pub enum Command {
     /// `pwd`: the current folder.
     Pwd,
     Status,
-    Help,
+    /// HELP: every command, or one (`topic`, a command's name).
+    Help {
+        topic: Option<&'static str>,
+    },
     Exit,
     /// The files and bytes under a folder, or of a file (`""`: everything).
     Du {
@@ -74,6 +77,17 @@ pub enum Command {
     },
     /// Used, quota, and the cluster's free space.
     Df,
+    /// `lcd`: makes `path` (default: the home folder) the current local
+    /// folder, where relative local names start.
+    Lcd {
+        path: Option<PathBuf>,
+    },
+    /// `lls`: the names in a local folder (default: the current one).
+    Lls {
+        path: Option<PathBuf>,
+    },
+    /// `lpwd`: the current local folder.
+    Lpwd,
     /// `share` (`access` given) or `unshare` (`None`) of a file or folder.
     Share {
         path: String,
@@ -84,86 +98,196 @@ pub enum Command {
     Shares,
 }
 
-/// Commands, their arguments and what they do, for HELP and usage errors.
-pub const COMMANDS: &[(&str, &str, &str)] = &[
-    (
+/// A command of the language: its name, the other words for it, its
+/// arguments, what it does and an example. [`VERBS`] is the one list that
+/// parsing, HELP, usage errors, completion and hints all read.
+#[derive(Debug)]
+pub struct Verb {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub args: &'static str,
+    pub about: &'static str,
+    pub example: &'static str,
+}
+
+const fn verb(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    args: &'static str,
+    about: &'static str,
+    example: &'static str,
+) -> Verb {
+    Verb {
+        name,
+        aliases,
+        args,
+        about,
+        example,
+    }
+}
+
+/// Every command, in the order HELP lists them.
+pub const VERBS: &[Verb] = &[
+    verb(
         "put",
+        &["upload"],
         "LOCAL [REMOTE]",
         "store a local file (as REMOTE, default its name)",
+        "put ~/report.pdf docs/report.pdf",
     ),
-    (
+    verb(
         "get",
+        &["download"],
         "REMOTE [LOCAL]",
         "fetch a file (to LOCAL, default the download folder)",
+        "get docs/report.pdf ~/Desktop/",
     ),
-    (
+    verb(
         "list",
+        &[],
         "[FOLDER] [-R]",
         "a folder's files and folders in full (-R: every file under it): size, chunks, when stored, health",
+        "list docs -R",
     ),
-    (
+    verb(
         "ls",
+        &[],
         "[FOLDER] [-l] [-R]",
         "the names in a folder (-l: in full, as LIST; -R: every file under it)",
+        "ls -l docs",
     ),
-    (
+    verb(
         "cd",
+        &[],
         "[FOLDER]",
         "go to a folder (.. is the one above; / or nothing: the top)",
+        "cd docs/2026",
     ),
-    ("pwd", "", "the current folder"),
-    ("delete", "REMOTE", "remove a file and all its chunks"),
-    ("mkdir", "FOLDER", "make an empty folder"),
-    ("rmdir", "FOLDER", "remove an empty folder"),
-    (
+    verb("pwd", &[], "", "the current folder", "pwd"),
+    verb(
+        "delete",
+        &["rm", "del"],
+        "REMOTE",
+        "remove a file and all its chunks",
+        "delete docs/old.txt",
+    ),
+    verb("mkdir", &[], "FOLDER", "make an empty folder", "mkdir docs/2027"),
+    verb(
+        "rmdir",
+        &[],
+        "FOLDER",
+        "remove an empty folder",
+        "rmdir docs/2027",
+    ),
+    verb(
         "mv",
+        &["move", "rename"],
         "OLD NEW",
         "rename or move a file or folder (into NEW if it is a folder); no data moves",
+        "mv draft.txt docs/final.txt",
     ),
-    (
+    verb(
         "cp",
+        &["copy"],
         "SOURCE COPY",
         "copy a file or folder on the servers; the copy shares the data",
+        "cp docs docs-backup",
     ),
-    (
+    verb(
         "where",
+        &[],
         "REMOTE",
         "which servers hold each chunk, and whether each copy is there",
+        "where docs/report.pdf",
     ),
-    (
+    verb(
         "verify",
+        &[],
         "[REMOTE]",
         "check every copy of a file (or of all files) on its server",
+        "verify docs/report.pdf",
     ),
-    (
+    verb(
         "status",
+        &[],
         "",
         "the ring: each server, up or down, what it stores",
+        "status",
     ),
-    (
+    verb(
         "du",
+        &[],
         "[PATH]",
         "the files and bytes under a folder, or of a file (default: all yours)",
+        "du docs",
     ),
-    (
+    verb(
         "df",
+        &[],
         "",
         "what you use, your quota, and the cluster's free space",
+        "df",
     ),
-    (
+    verb(
         "share",
+        &[],
         "PATH USER [read|write]",
         "let USER read (default) or also write a file or folder of yours; they see it under /shared/YOU",
+        "share docs bob write",
     ),
-    ("unshare", "PATH USER", "stop sharing a file or folder with USER"),
-    (
+    verb(
+        "unshare",
+        &[],
+        "PATH USER",
+        "stop sharing a file or folder with USER",
+        "unshare docs bob",
+    ),
+    verb(
         "shares",
+        &[],
         "",
         "what you share, and what others share with you (under /shared)",
+        "shares",
     ),
-    ("help", "", "this list"),
-    ("exit", "", "leave (Ctrl-D does too)"),
+    verb(
+        "lcd",
+        &[],
+        "[LOCALDIR]",
+        "go to a local folder (default: your home), where local names start",
+        "lcd ~/Downloads",
+    ),
+    verb(
+        "lls",
+        &[],
+        "[LOCALDIR]",
+        "the names in a local folder (default: the current one)",
+        "lls ~/Downloads",
+    ),
+    verb("lpwd", &[], "", "the current local folder", "lpwd"),
+    verb(
+        "help",
+        &["?"],
+        "[COMMAND]",
+        "this list, or one command's usage and an example",
+        "help put",
+    ),
+    verb("exit", &["quit", "q"], "", "leave (Ctrl-D does too)", "exit"),
 ];
+
+/// The command `word` names (its name or an alias, in any case).
+pub fn find_verb(word: &str) -> Option<&'static Verb> {
+    let word = word.to_ascii_lowercase();
+    VERBS
+        .iter()
+        .find(|v| v.name == word || v.aliases.contains(&word.as_str()))
+}
+
+/// Every word that names a command: names and aliases.
+pub fn verb_words() -> impl Iterator<Item = &'static str> {
+    VERBS
+        .iter()
+        .flat_map(|v| std::iter::once(v.name).chain(v.aliases.iter().copied()))
+}
 
 /// Writes `text` and a newline to standard output. When the reader has gone
 /// (`dfs list | head -1`), the process ends quietly, killed by SIGPIPE as
@@ -237,54 +361,55 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
     let Some((first, args)) = words.split_first() else {
         return Ok(None);
     };
-    let verb = first.to_ascii_lowercase();
-    let usage = |name: &str| {
-        let (_, args, _) = COMMANDS
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .expect("known command");
-        if args.is_empty() {
-            format!("{} takes no arguments", name.to_uppercase())
-        } else {
-            format!("usage: {} {args}", name.to_uppercase())
-        }
+    let Some(found) = find_verb(first) else {
+        return Err(format!(
+            "unknown command {:?}; type HELP for the list",
+            first.to_ascii_lowercase()
+        ));
     };
-    let command = match (verb.as_str(), args) {
-        ("put" | "upload", [local]) => Command::Put {
-            local: local.into(),
+    let verb = found.name;
+    if let [flag] = args {
+        if flag == "--help" || flag == "-h" {
+            return Ok(Some(Command::Help { topic: Some(verb) }));
+        }
+    }
+    let usage = |name: &str| usage_of(find_verb(name).expect("a known command"));
+    let command = match (verb, args) {
+        ("put", [local]) => Command::Put {
+            local: local_path(local),
             remote: None,
         },
-        ("put" | "upload", [local, remote]) => Command::Put {
-            local: local.into(),
+        ("put", [local, remote]) => Command::Put {
+            local: local_path(local),
             remote: Some(remote.clone()),
         },
-        ("put" | "upload", _) => return Err(usage("put")),
-        ("get" | "download", [remote]) => Command::Get {
+        ("put", _) => return Err(usage("put")),
+        ("get", [remote]) => Command::Get {
             remote: remote.clone(),
             local: None,
         },
-        ("get" | "download", [remote, local]) => Command::Get {
+        ("get", [remote, local]) => Command::Get {
             remote: remote.clone(),
-            local: Some(local.into()),
+            local: Some(local_path(local)),
         },
-        ("get" | "download", _) => return Err(usage("get")),
-        ("list" | "ls", args) => parse_list(&verb, args).ok_or_else(|| usage(&verb))??,
-        ("delete" | "rm" | "del", [remote]) => Command::Delete {
+        ("get", _) => return Err(usage("get")),
+        ("list" | "ls", args) => parse_list(verb, args).ok_or_else(|| usage(verb))??,
+        ("delete", [remote]) => Command::Delete {
             remote: remote.clone(),
         },
-        ("delete" | "rm" | "del", _) => return Err(usage("delete")),
+        ("delete", _) => return Err(usage("delete")),
         ("mkdir" | "rmdir", [path]) => Command::Folder {
             path: path.clone(),
             make: verb == "mkdir",
         },
-        ("mkdir" | "rmdir", _) => return Err(usage(&verb)),
-        ("mv" | "move" | "rename" | "cp" | "copy", [from, to]) => Command::Relink {
+        ("mkdir" | "rmdir", _) => return Err(usage(verb)),
+        ("mv" | "cp", [from, to]) => Command::Relink {
             from: from.clone(),
             to: to.clone(),
-            keep: matches!(verb.as_str(), "cp" | "copy"),
+            keep: verb == "cp",
         },
-        ("mv" | "move" | "rename", _) => return Err(usage("mv")),
-        ("cp" | "copy", _) => return Err(usage("cp")),
+        ("mv", _) => return Err(usage("mv")),
+        ("cp", _) => return Err(usage("cp")),
         ("where", [remote]) => Command::Where {
             remote: remote.clone(),
         },
@@ -327,9 +452,29 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
         ("unshare", _) => return Err(usage("unshare")),
         ("shares", []) => Command::Shares,
         ("shares", _) => return Err(usage("shares")),
-        ("help" | "?", _) => Command::Help,
-        ("exit" | "quit" | "q", _) => Command::Exit,
-        (other, _) => return Err(format!("unknown command {other:?}; type HELP for the list")),
+        ("lcd", []) => Command::Lcd { path: None },
+        ("lcd", [path]) => Command::Lcd {
+            path: Some(local_path(path)),
+        },
+        ("lcd", _) => return Err(usage("lcd")),
+        ("lls", []) => Command::Lls { path: None },
+        ("lls", [path]) => Command::Lls {
+            path: Some(local_path(path)),
+        },
+        ("lls", _) => return Err(usage("lls")),
+        ("lpwd", []) => Command::Lpwd,
+        ("lpwd", _) => return Err(usage("lpwd")),
+        ("help", []) => Command::Help { topic: None },
+        ("help", [topic]) => Command::Help {
+            topic: Some(
+                find_verb(topic)
+                    .ok_or_else(|| format!("no command {topic:?}; type HELP for the list"))?
+                    .name,
+            ),
+        },
+        ("help", _) => return Err(usage("help")),
+        ("exit", _) => Command::Exit,
+        (other, _) => unreachable!("{other} is in VERBS but not parsed"),
     };
     Ok(Some(command))
 }
@@ -395,6 +540,27 @@ async fn folder_exists(client: &Client, path: &str) -> Result<bool> {
             _ => return Ok(false),
         }
     }
+}
+
+/// The process's current folder (the local folder of `lcd`).
+fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir().map_err(|e| Error::io("the local folder", e))
+}
+
+/// `lls`: the names in local `folder`, folders with a `/`, sorted.
+fn local_names(folder: &Path) -> Result<Vec<String>> {
+    let refused = |e| Error::io(format!("lls {}", folder.display()), e);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(refused)? {
+        let entry = entry.map_err(refused)?;
+        let mut name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() {
+            name.push('/');
+        }
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Every file under `folder`, folder by folder (for what others share,
@@ -550,7 +716,13 @@ impl Command {
                 to: resolve_path(cwd, to)?,
                 keep: *keep,
             },
-            Command::Pwd | Command::Status | Command::Help | Command::Exit => self.clone(),
+            Command::Pwd
+            | Command::Status
+            | Command::Help { .. }
+            | Command::Exit
+            | Command::Lcd { .. }
+            | Command::Lls { .. }
+            | Command::Lpwd => self.clone(),
         })
     }
 }
@@ -600,8 +772,15 @@ pub enum Outcome {
         cwd: String,
     },
     Status(Vec<ServerReport>),
-    Help,
+    Help(Option<&'static str>),
     Exit,
+    /// The current local folder (after `lcd`, or `lpwd`).
+    LocalFolder(PathBuf),
+    /// `lls`: a local folder's entries (folders end with `/`), sorted.
+    LocalList {
+        folder: PathBuf,
+        names: Vec<String>,
+    },
     Du(UsageInfo),
     Df(UsageInfo),
     Share {
@@ -719,7 +898,24 @@ async fn run_one(
             cwd: cwd.to_string(),
         },
         Command::Status => Outcome::Status(client.status().await),
-        Command::Help => Outcome::Help,
+        Command::Help { topic } => Outcome::Help(*topic),
+        Command::Lcd { path } => {
+            let to = match path {
+                Some(p) => p.clone(),
+                None => local_path("~"),
+            };
+            std::env::set_current_dir(&to)
+                .map_err(|e| Error::io(format!("lcd {}", to.display()), e))?;
+            Outcome::LocalFolder(current_dir()?)
+        }
+        Command::Lls { path } => {
+            let folder = path.clone().unwrap_or_else(|| PathBuf::from("."));
+            Outcome::LocalList {
+                names: local_names(&folder)?,
+                folder,
+            }
+        }
+        Command::Lpwd => Outcome::LocalFolder(current_dir()?),
         Command::Exit => Outcome::Exit,
         Command::Du { path } => Outcome::Du(client.usage(path).await?),
         Command::Df => Outcome::Df(client.usage("").await?),
@@ -745,7 +941,7 @@ fn default_remote_name(local: &Path) -> Result<String> {
         .and_then(|n| n.to_str())
         .map(str::to_string)
         .ok_or_else(|| {
-            Error::BadRequest(format!(
+            Error::Refused(format!(
                 "cannot name {} remotely; give a remote name",
                 local.display()
             ))
@@ -849,7 +1045,7 @@ impl Outcome {
                 format!("deleted {name}")
             }
             Outcome::Delete { name, receipt } => format!(
-                "deleted {name} ({} did not answer; its stale copy is outranked)",
+                "deleted {name} ({} did not answer; it deletes its copy when it is back)",
                 receipt.missed.join(", ")
             ),
             Outcome::Relink {
@@ -873,7 +1069,12 @@ impl Outcome {
             Outcome::Cd { .. } => String::new(),
             Outcome::Pwd { cwd } => shown_folder(cwd),
             Outcome::Status(reports) => status_table(reports, style),
-            Outcome::Help => help_text(),
+            Outcome::Help(None) => help_text(),
+            Outcome::Help(Some(topic)) => {
+                help_for(find_verb(topic).expect("a topic is a command's name"))
+            }
+            Outcome::LocalFolder(dir) => dir.display().to_string(),
+            Outcome::LocalList { names, .. } => names.join("\n"),
             Outcome::Exit => String::new(),
             Outcome::Du(info) => du_text(info),
             Outcome::Df(info) => df_table(info, style),
@@ -938,6 +1139,7 @@ impl Outcome {
                             "stored_at": f.stored_at,
                             "copies": f.copies,
                             "healthy": f.healthy(),
+                            "readable": !f.unreadable(),
                         })
                     })
                     .collect(),
@@ -1025,7 +1227,12 @@ impl Outcome {
                     })
                     .collect(),
             ),
-            Outcome::Help | Outcome::Exit => Value::Null,
+            Outcome::Help(_) | Outcome::Exit => Value::Null,
+            Outcome::LocalFolder(dir) => json!({ "local_cwd": dir.display().to_string() }),
+            Outcome::LocalList { folder, names } => json!({
+                "folder": folder.display().to_string(),
+                "names": names,
+            }),
             Outcome::Du(info) => du_json(info),
             Outcome::Share { path, user, access } => json!({
                 "path": format!("/{path}"),
@@ -1095,15 +1302,58 @@ fn degraded(receipt: &PutReceipt) -> String {
 
 pub fn help_text() -> String {
     let mut out = String::from("commands (case-insensitive):\n");
-    for (name, args, what) in COMMANDS {
-        out.push_str(&format!("  {:<22} {what}\n", format!("{name} {args}")));
+    for v in VERBS {
+        out.push_str(&format!(
+            "  {:<26} {}\n",
+            format!("{} {}", v.name, v.args),
+            v.about
+        ));
     }
-    out.push_str(
-        "aliases: rm = delete, quit = exit; names are relative to the current folder \
-         (cd) unless they start with /; quote names with spaces; Tab completes, \
-         Ctrl-C cancels a transfer",
-    );
+    let aliases: Vec<String> = VERBS
+        .iter()
+        .flat_map(|v| v.aliases.iter().map(move |a| format!("{a} = {}", v.name)))
+        .collect();
+    out.push_str(&format!(
+        "aliases: {}; `help COMMAND` (or `COMMAND --help`) shows one with an example; \
+         remote names are relative to the current folder (cd) unless they start with /, \
+         local ones to the local folder (lcd), ~ is your home; quote names with spaces; \
+         Tab completes, Ctrl-C cancels a transfer",
+        aliases.join(", ")
+    ));
     out
+}
+
+/// `help COMMAND`: its usage, what it does, its other names and an example.
+pub fn help_for(v: &Verb) -> String {
+    let mut out = format!("{}\n  {}\n", usage_of(v), v.about);
+    if !v.aliases.is_empty() {
+        out.push_str(&format!("  also: {}\n", v.aliases.join(", ")));
+    }
+    out.push_str(&format!("  example: {}", v.example));
+    out
+}
+
+/// The usage line of a command, as a mistake in its arguments shows it.
+fn usage_of(v: &Verb) -> String {
+    if v.args.is_empty() {
+        format!("{} takes no arguments", v.name.to_uppercase())
+    } else {
+        format!("usage: {} {}", v.name.to_uppercase(), v.args)
+    }
+}
+
+/// A local path as typed: `~` or `~/...` is in the home folder (`$HOME`),
+/// as a shell would make it.
+pub fn local_path(typed: &str) -> PathBuf {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    match typed.strip_prefix('~') {
+        Some("") => home().unwrap_or_else(|| typed.into()),
+        Some(rest) if rest.starts_with('/') => match home() {
+            Some(home) => home.join(rest.trim_start_matches('/')),
+            None => typed.into(),
+        },
+        _ => typed.into(),
+    }
 }
 
 /// `1.5 MiB`-style sizes; exact bytes below 1 KiB.
@@ -1163,10 +1413,17 @@ pub fn list_table(folder: &str, items: &[DirItem], style: Style) -> String {
             };
             let health = if f.healthy() {
                 Cell("ok".into(), Some(Color::Green))
+            } else if f.unreadable() {
+                let lost = f.copies.iter().filter(|&&c| c == 0).count();
+                Cell(
+                    format!("unreadable ({} with no copy)", plural(lost as u64, "chunk")),
+                    Some(Color::Red),
+                )
             } else {
                 let missing: u32 = f.copies.iter().map(|&c| f.wanted.saturating_sub(c)).sum();
+                let copies = if missing == 1 { "copy" } else { "copies" };
                 Cell(
-                    format!("degraded ({missing} copies missing)"),
+                    format!("degraded ({missing} {copies} missing)"),
                     Some(Color::Yellow),
                 )
             };
@@ -1462,28 +1719,22 @@ fn seen_as(me: &str, share: &Share) -> String {
 
 /// `shares`: what `me` shares, then what is shared with `me`.
 fn shares_text(me: &str, shares: &[Share], style: Style) -> String {
-    let mine: Vec<Vec<Cell>> = shares
-        .iter()
-        .filter(|s| s.owner == me)
-        .map(|s| {
-            vec![
-                seen_as(me, s).into(),
-                s.user.clone().into(),
-                s.access.as_str().to_string().into(),
-            ]
-        })
-        .collect();
-    let theirs: Vec<Vec<Cell>> = shares
-        .iter()
-        .filter(|s| s.user == me)
-        .map(|s| {
-            vec![
-                seen_as(me, s).into(),
-                s.owner.clone().into(),
-                s.access.as_str().to_string().into(),
-            ]
-        })
-        .collect();
+    // The shares on one side, each with the user on the other.
+    let rows = |mine: bool| -> Vec<Vec<Cell>> {
+        shares
+            .iter()
+            .filter(|s| (s.owner == me) == mine && (mine || s.user == me))
+            .map(|s| {
+                let other = if mine { &s.user } else { &s.owner };
+                vec![
+                    seen_as(me, s).into(),
+                    other.clone().into(),
+                    s.access.as_str().to_string().into(),
+                ]
+            })
+            .collect()
+    };
+    let (mine, theirs) = (rows(true), rows(false));
     let mut parts = Vec::new();
     parts.push(if mine.is_empty() {
         "you share nothing".to_string()
@@ -1613,6 +1864,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn list_says_ok_degraded_or_unreadable() {
+        let file = |name: &str, copies: Vec<u32>| {
+            DirItem::File(crate::client::FileInfo {
+                name: name.into(),
+                size: 10,
+                chunks: copies.len() as u32,
+                stored_at: 0,
+                version: crate::protocol::Version { gen: 1, writer: 1 },
+                copies,
+                wanted: 2,
+            })
+        };
+        let table = list_table(
+            "",
+            &[
+                file("a", vec![2, 2]),
+                file("b", vec![2, 1]),
+                file("c", vec![0, 1, 0]),
+            ],
+            Style::PLAIN,
+        );
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_string()
+        };
+        assert!(row("a ").ends_with("ok"), "{table}");
+        assert!(row("b ").ends_with("degraded (1 copy missing)"), "{table}");
+        assert!(
+            row("c ").ends_with("unreadable (2 chunks with no copy)"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_tilde_is_the_home_folder_only_at_the_start() {
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+        assert_eq!(local_path("~"), home);
+        assert_eq!(local_path("~/a/b.txt"), home.join("a/b.txt"));
+        assert_eq!(local_path("~bob/x"), PathBuf::from("~bob/x"));
+        assert_eq!(local_path("a/~/x"), PathBuf::from("a/~/x"));
+        assert_eq!(local_path("/abs"), PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn every_verb_and_alias_parses_and_has_an_example_of_itself() {
+        for v in VERBS {
+            assert!(v.example.starts_with(v.name), "{}: {}", v.name, v.example);
+            let parsed = parse_line(v.example).unwrap_or_else(|e| panic!("{}: {e}", v.example));
+            assert!(parsed.is_some(), "{}", v.example);
+            for alias in v.aliases {
+                assert_eq!(find_verb(alias).map(|f| f.name), Some(v.name));
+            }
+            assert_eq!(
+                parse_line(&format!("{} --help", v.name)).unwrap(),
+                Some(Command::Help {
+                    topic: Some(v.name)
+                })
+            );
+        }
+    }
+
+    #[test]
     fn parses_commands_aliases_and_quotes() {
         let cases: &[(&str, Command)] = &[
             (
@@ -1704,7 +2020,16 @@ mod tests {
             ),
             ("shares", Command::Shares),
             ("quit", Command::Exit),
-            ("help", Command::Help),
+            ("help", Command::Help { topic: None }),
+            (
+                "HELP del",
+                Command::Help {
+                    topic: Some("delete"),
+                },
+            ),
+            ("put --help", Command::Help { topic: Some("put") }),
+            ("lpwd", Command::Lpwd),
+            ("lcd", Command::Lcd { path: None }),
         ];
         for (line, want) in cases {
             assert_eq!(parse_line(line).unwrap().as_ref(), Some(want), "{line}");

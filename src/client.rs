@@ -303,6 +303,12 @@ impl FileInfo {
     pub fn healthy(&self) -> bool {
         self.copies.iter().all(|&c| c >= self.wanted)
     }
+
+    /// Some chunk has no copy on any server that answered: the file cannot
+    /// be read until one returns.
+    pub fn unreadable(&self) -> bool {
+        self.copies.contains(&0)
+    }
 }
 
 /// How a file's copies are, as VERIFY found them.
@@ -828,7 +834,7 @@ impl Client {
             .await
             .map_err(|e| Error::io(local.display().to_string(), e))?;
         if !meta.is_file() {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Refused(format!(
                 "{} is not a regular file",
                 local.display()
             )));

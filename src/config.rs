@@ -439,20 +439,47 @@ fn base_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// `rel` (e.g. `client/config.toml`) under the current folder if it is there,
-/// else under the source tree the binary was built from, so `cargo run` works
-/// from any folder of the checkout.
+/// `rel` (e.g. `servers`) under the current folder if it is there, else
+/// under the source tree the binary was built from while it runs from
+/// inside it, so `cargo run` works from any folder of the checkout.
 pub fn default_path(rel: &str) -> PathBuf {
     let here = PathBuf::from(rel);
     if here.exists() {
         return here;
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if built.exists() {
+    // The checkout the binary was built in, only while the binary is still
+    // inside it (`cargo run`, `target/release/dfs`): a copy installed
+    // elsewhere never reads a build folder's files behind the user's back.
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inside = std::env::current_exe().is_ok_and(|exe| exe.starts_with(checkout));
+    let built = checkout.join(rel);
+    if inside && built.exists() {
         built
     } else {
         here
     }
+}
+
+/// The client's configuration file when none is given (`--config`,
+/// `DFS_CONFIG`): `./client/config.toml`, else the user's
+/// (`$XDG_CONFIG_HOME/ringdfs/config.toml`, by default under
+/// `~/.config`), else the checkout's when the binary runs from inside it.
+/// `None` if there is none of these.
+pub fn client_config_path() -> Option<PathBuf> {
+    let here = PathBuf::from("client/config.toml");
+    if here.exists() {
+        return Some(here);
+    }
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(user) = config_home.map(|d| d.join("ringdfs/config.toml")) {
+        if user.exists() {
+            return Some(user);
+        }
+    }
+    Some(default_path("client/config.toml")).filter(|p| p.exists())
 }
 
 #[cfg(test)]

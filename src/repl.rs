@@ -25,7 +25,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use tokio::runtime::Runtime;
 
-use crate::cli::{self, Command, Outcome, Style, COMMANDS};
+use crate::cli::{self, Command, Outcome, Style};
 use crate::client::{one_command, Client, DirItem, Progress};
 use crate::error::{Error, Result};
 use crate::standing::Standing;
@@ -40,33 +40,6 @@ const COMPLETION_TTL: Duration = Duration::from_secs(5);
 const COMPLETION_WAIT: Duration = Duration::from_secs(3);
 /// At most this many remote names are offered at once.
 const COMPLETION_MAX: usize = 1000;
-
-/// Command names and aliases, for completion and hints: (typed, canonical).
-const VERBS: &[(&str, &str)] = &[
-    ("put", "put"),
-    ("get", "get"),
-    ("list", "list"),
-    ("ls", "ls"),
-    ("cd", "cd"),
-    ("pwd", "pwd"),
-    ("mkdir", "mkdir"),
-    ("rmdir", "rmdir"),
-    ("delete", "delete"),
-    ("rm", "delete"),
-    ("mv", "mv"),
-    ("cp", "cp"),
-    ("where", "where"),
-    ("verify", "verify"),
-    ("status", "status"),
-    ("du", "du"),
-    ("df", "df"),
-    ("share", "share"),
-    ("unshare", "unshare"),
-    ("shares", "shares"),
-    ("help", "help"),
-    ("exit", "exit"),
-    ("quit", "exit"),
-];
 
 /// The prompt's session.
 pub struct Repl<'a> {
@@ -571,6 +544,8 @@ pub fn slot_after(words: &[String]) -> Slot {
         (Some("mv" | "cp"), 1 | 2) => Slot::RemoteName,
         (Some("share" | "unshare"), 1) => Slot::RemoteName,
         (Some("get"), 2) => Slot::LocalPath,
+        (Some("lcd" | "lls"), 1) => Slot::LocalPath,
+        (Some("help"), 1) => Slot::Command,
         (Some("cd" | "mkdir" | "rmdir"), 1) => Slot::RemoteFolder,
         // Options may come before the folder.
         (Some("list" | "ls"), _) => Slot::RemoteFolder,
@@ -579,34 +554,28 @@ pub fn slot_after(words: &[String]) -> Slot {
 }
 
 fn canonical(verb: &str) -> Option<&'static str> {
-    let verb = verb.to_ascii_lowercase();
-    VERBS.iter().find(|(v, _)| *v == verb).map(|(_, c)| *c)
+    cli::find_verb(verb).map(|v| v.name)
 }
 
 /// The greyed hint after `line` (the cursor at its end): the rest of a command
 /// name being typed, then the arguments still to come.
 pub fn hint_for(line: &str) -> Option<String> {
     let t = typed(line);
-    let args_of = |canon: &str| {
-        COMMANDS
-            .iter()
-            .find(|(n, _, _)| *n == canon)
-            .map(|(_, args, _)| args.split_whitespace().collect::<Vec<_>>())
-    };
+    let args_of =
+        |word: &str| cli::find_verb(word).map(|v| v.args.split_whitespace().collect::<Vec<_>>());
     if t.words.is_empty() {
         // Typing the command: complete it if only one command fits.
         if t.partial.is_empty() {
             return None;
         }
         let lower = t.partial.to_ascii_lowercase();
-        let fits: Vec<_> = VERBS
-            .iter()
-            .filter(|(v, _)| v.starts_with(&lower))
+        let fits: Vec<&str> = cli::verb_words()
+            .filter(|v| v.starts_with(&lower))
             .collect();
-        let [(verb, canon)] = fits.as_slice() else {
+        let [verb] = fits.as_slice() else {
             return None;
         };
-        let args = args_of(canon)?;
+        let args = args_of(verb)?;
         let rest = &verb[lower.len()..];
         return Some(if args.is_empty() {
             rest.to_string()
@@ -651,7 +620,7 @@ impl Completer for DfsHelper {
         let t = typed(&line[..pos]);
         match slot_after(&t.words) {
             Slot::Command => {
-                let verbs: Vec<String> = VERBS.iter().map(|(v, _)| v.to_string()).collect();
+                let verbs: Vec<String> = cli::verb_words().map(str::to_string).collect();
                 let partial = t.partial.to_ascii_lowercase();
                 Ok((t.start, complete_from(&verbs, &partial, " ")))
             }

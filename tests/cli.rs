@@ -254,3 +254,127 @@ async fn mv_and_cp_work_one_shot_piped_and_as_json() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot move docs into itself"), "{stderr}");
 }
+
+/// Where `dfs` finds its configuration without `--config` (README, For
+/// scripts): `DFS_CONFIG`, then `./client/config.toml`, then the user's
+/// `~/.config/ringdfs/config.toml`; a local name may start with `~`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_is_found_by_dfs_config_then_here_then_the_users_folder() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (_, data) = random_file(home.path(), "t.txt", 1000);
+    let run = |cwd: &Path, env: Option<&Path>, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dfs"));
+        command
+            .current_dir(cwd)
+            .args(["--user", "alice"])
+            .args(args)
+            .env("DFS_PASSWORD", "wonderland")
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DFS_CONFIG")
+            .env_remove("DFS_USER");
+        if let Some(path) = env {
+            command.env("DFS_CONFIG", path);
+        }
+        run_with_stdin(command, "")
+    };
+    let out = run(
+        elsewhere.path(),
+        Some(&config),
+        &["put", "~/t.txt", "a.txt"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let user_config = home.path().join(".config/ringdfs");
+    std::fs::create_dir_all(&user_config).unwrap();
+    std::fs::copy(&config, user_config.join("config.toml")).unwrap();
+    let out = run(elsewhere.path(), None, &["ls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a.txt\n");
+
+    // ./client/config.toml comes before the user's: a broken one here is
+    // the one read.
+    std::fs::create_dir_all(elsewhere.path().join("client")).unwrap();
+    std::fs::write(elsewhere.path().join("client/config.toml"), "servers = 5\n").unwrap();
+    let out = run(elsewhere.path(), None, &["ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("client/config.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+    let fetched = home.path().join("back.txt");
+    let out = run(
+        elsewhere.path(),
+        Some(&config),
+        &["get", "a.txt", "~/back.txt"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(fetched).unwrap(), data);
+}
+
+/// `dfs -b FILE` runs a batch as sftp does: each command echoed, the first
+/// failure ends it (status 1) unless its line starts with `-`; `-b -`
+/// reads standard input; `--json` gives one object a line and no echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stops_at_its_first_failure_unless_the_line_starts_with_a_dash() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let work = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(work.path(), "a.txt", 2_000);
+    let batch = work.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "# a comment\nput {} docs/a.txt\n-get docs/missing.txt\ncd docs\n\nls\nget missing.txt\nmkdir never\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let out = dfs(&config, "wonderland", &["-b", batch.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let echoed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("dfs> ")).collect();
+    assert_eq!(
+        echoed,
+        [
+            format!("dfs> put {} docs/a.txt", path.display()).as_str(),
+            "dfs> get docs/missing.txt",
+            "dfs> cd docs",
+            "dfs> ls",
+            "dfs> get missing.txt",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("\na.txt\n"), "{stdout}");
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        2,
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dfs(&config, "wonderland", &["ls"], "");
+    assert_eq!(
+        text(&out.stdout),
+        "docs/\n",
+        "the batch stopped before mkdir"
+    );
+
+    // From standard input, as JSON: one object per line, no echo.
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["--json", "-b", "-"],
+        "-get nothing.txt\npwd\nls docs\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", text(&out.stdout));
+    assert_eq!(lines[0]["cwd"], "/");
+}

@@ -187,7 +187,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
                 "status",
                 "help",
                 "exit",
-                "aliases: rm = delete, quit = exit",
+                "rm = delete",
             ],
         );
 
@@ -808,4 +808,66 @@ async fn the_prompt_shows_the_folder_and_tab_completes_folder_by_folder() {
     })
     .await
     .unwrap();
+}
+
+/// The local side at the prompt (issue 16): `lcd` moves where local names
+/// start, `lpwd` and `lls` show it, `~` is the home folder; `help COMMAND`
+/// and `COMMAND --help` show one command with an example; Tab completes
+/// `lcd`'s folder and command aliases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lcd_lls_lpwd_tilde_and_help_for_one_command() {
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_path_buf();
+    let work = home.path().join("work");
+    std::fs::create_dir_all(work.join("inner")).unwrap();
+    let (_, data) = random_file(&work, "notes.txt", 3000);
+    let (_, at_home) = random_file(home.path(), "top.txt", 100);
+    let client = cluster.login("alice").await;
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = spawn_dfs(&config, &home_path);
+        login(&mut p);
+        type_and_expect(&mut p, "lcd ~/work", &[work.to_str().unwrap()]);
+        type_and_expect(&mut p, "lpwd", &[work.to_str().unwrap()]);
+        type_and_expect(&mut p, "lls", &["inner/", "notes.txt"]);
+        // Relative local names start in the local folder; ~ at home.
+        type_and_expect(&mut p, "put notes.txt", &["stored notes.txt"]);
+        type_and_expect(&mut p, "put ~/top.txt", &["stored top.txt"]);
+        type_and_expect(&mut p, "get notes.txt inner/", &["fetched"]);
+        type_and_expect(&mut p, "lcd /no/such/folder", &["lcd /no/such/folder: "]);
+        type_and_expect(&mut p, "lpwd", &[work.to_str().unwrap()]);
+        type_and_expect(
+            &mut p,
+            "help mv",
+            &["usage: MV OLD NEW", "also: move, rename", "example: mv "],
+        );
+        type_and_expect(
+            &mut p,
+            "get --help",
+            &["usage: GET REMOTE [LOCAL]", "example: get "],
+        );
+        type_and_expect(&mut p, "help frob", &["no command \"frob\""]);
+        // Tab: an alias completes like a name; lcd completes local folders.
+        send(&mut p, "downl\t");
+        p.exp_string("download ").unwrap();
+        send(&mut p, "notes.txt again.txt\r");
+        p.exp_string("fetched").unwrap();
+        p.exp_string(PROMPT).unwrap();
+        send(&mut p, "lcd inn\t");
+        p.exp_string("lcd inner/").unwrap();
+        send(&mut p, "\r");
+        p.exp_string(work.join("inner").to_str().unwrap()).unwrap();
+        p.exp_string(PROMPT).unwrap();
+        leave(p);
+        assert_eq!(std::fs::read(work.join("inner/notes.txt")).unwrap(), data);
+        assert_eq!(std::fs::read(work.join("again.txt")).unwrap(), data);
+    })
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let back = work.path().join("top.txt");
+    client.get("top.txt", &back, &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(back).unwrap(), at_home);
 }

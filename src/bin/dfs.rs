@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ringdfs::cli::{self, eprint_line, print_line, Command, Style};
 use ringdfs::client::{no_progress, one_command, Client};
-use ringdfs::config::{default_path, ClientConfig, ServerConfig};
+use ringdfs::config::{client_config_path, default_path, ClientConfig, ServerConfig};
 use ringdfs::repl::{Bar, Repl};
 use ringdfs::server::RunningServer;
 use ringdfs::tls;
@@ -28,8 +28,9 @@ use tokio::runtime::Runtime;
     about = "The ringdfs client: store files on the ring"
 )]
 struct Args {
-    /// Client configuration file [default: client/config.toml].
-    #[arg(long, global = true)]
+    /// Client configuration file [default: ./client/config.toml, else
+    /// ~/.config/ringdfs/config.toml].
+    #[arg(long, global = true, env = "DFS_CONFIG")]
     config: Option<PathBuf>,
     /// User to log in as (asked for when not given).
     #[arg(long, short, global = true, env = "DFS_USER")]
@@ -37,6 +38,11 @@ struct Args {
     /// Print the result of a one-shot command as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Run the commands of FILE (`-`: standard input) as sftp's batch mode
+    /// does: each echoed, stopping at the first that fails unless its line
+    /// starts with `-`.
+    #[arg(short = 'b', long = "batch", value_name = "FILE")]
+    batch: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -146,10 +152,13 @@ fn real_main() -> Result<i32> {
     install_logging(local_mode)?;
     let runtime = Runtime::new().context("starting the runtime")?;
 
-    let config_path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| default_path("client/config.toml"));
+    let config_path = match args.config.clone().or_else(client_config_path) {
+        Some(path) => path,
+        None => bail!(
+            "no client configuration: give --config FILE (or DFS_CONFIG), or put one at \
+             ./client/config.toml or ~/.config/ringdfs/config.toml"
+        ),
+    };
     let mut servers = Vec::new();
     if let Some(Sub::Local { servers: dir }) = &args.command {
         let dir = dir.clone().unwrap_or_else(|| default_path("servers"));
@@ -169,8 +178,15 @@ fn real_main() -> Result<i32> {
     let interactive = std::io::stdin().is_terminal();
 
     let one_shot = match args.command {
-        Some(Sub::Put { local, remote }) => Some(Command::Put { local, remote }),
-        Some(Sub::Get { remote, local }) => Some(Command::Get { remote, local }),
+        // `~` as the prompt takes it, for a name the shell left alone ('~/x').
+        Some(Sub::Put { local, remote }) => Some(Command::Put {
+            local: tilde(local),
+            remote,
+        }),
+        Some(Sub::Get { remote, local }) => Some(Command::Get {
+            remote,
+            local: local.map(tilde),
+        }),
         Some(Sub::List {
             folder, recursive, ..
         }) => Some(Command::List {
@@ -249,6 +265,21 @@ fn real_main() -> Result<i32> {
                 print_text(&outcome.text(Style::detect()));
             }
             i32::from(outcome.failed())
+        }
+        None if args.batch.is_some() => {
+            let path = args.batch.as_deref().expect("checked");
+            let lines: Vec<String> = if path == Path::new("-") {
+                std::io::stdin()
+                    .lock()
+                    .lines()
+                    .collect::<std::io::Result<_>>()
+            } else {
+                std::fs::read_to_string(path).map(|t| t.lines().map(str::to_string).collect())
+            }
+            .with_context(|| format!("reading the batch file {}", path.display()))?;
+            // Asked for no password at a terminal: a batch runs unattended.
+            let client = runtime.block_on(login(&config, args.user.clone(), false))?;
+            batch(&runtime, &client, &config, args.json, &lines)
         }
         None => {
             let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
@@ -376,6 +407,15 @@ fn ask(question: &str) -> Result<String> {
     Ok(line.trim().to_string())
 }
 
+/// `~` at the start of a local path as the home folder (see
+/// `cli::local_path`); a path that is not UTF-8 as it is.
+fn tilde(path: PathBuf) -> PathBuf {
+    match path.to_str() {
+        Some(typed) => cli::local_path(typed),
+        None => path,
+    }
+}
+
 /// Prints `text` and a newline, unless there is no text (`cd`, `ls` of an
 /// empty folder).
 fn print_text(text: &str) {
@@ -402,6 +442,40 @@ fn script(runtime: &Runtime, client: &Client, config: &ClientConfig, json: bool)
         }
     }
     i32::from(failed)
+}
+
+/// `-b FILE`: sftp's batch rules. Each command is echoed (`dfs> LINE`, not
+/// with `--json`) and run from the top folder on; the first that fails
+/// ends the batch with status 1, unless its line starts with `-` (then its
+/// failure is reported and ignored). Blank lines and `#` comments are
+/// skipped.
+fn batch(
+    runtime: &Runtime,
+    client: &Client,
+    config: &ClientConfig,
+    json: bool,
+    lines: &[String],
+) -> i32 {
+    let mut cwd = String::new();
+    for line in lines {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (may_fail, command) = match trimmed.strip_prefix('-') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, trimmed),
+        };
+        if !json {
+            print_line(&format!("dfs> {command}"));
+        }
+        match execute(runtime, client, config, &mut cwd, json, command) {
+            Step::Exit => return 0,
+            Step::Failed if !may_fail => return 1,
+            Step::Failed | Step::Done => {}
+        }
+    }
+    0
 }
 
 enum Step {

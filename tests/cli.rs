@@ -377,4 +377,17 @@ async fn a_batch_stops_at_its_first_failure_unless_the_line_starts_with_a_dash()
         .collect();
     assert_eq!(lines.len(), 2, "{}", text(&out.stdout));
     assert_eq!(lines[0]["cwd"], "/");
+
+    // A batch file that is not there: one line, status 1, nothing run.
+    let missing = work.path().join("no-such-batch");
+    let out = dfs(
+        &config,
+        "wonderland",
+        &["-b", missing.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("reading the batch file"), "{stderr}");
 }

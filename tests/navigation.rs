@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use ringdfs::client::{no_progress, DirItem};
 use ringdfs::placement::{chunk_range, even_ring, Placement, DEFAULT_COPIES};
-use ringdfs::protocol::{checksum_of, ChunkId, Manifest, Version};
+use ringdfs::protocol::{Manifest, Version};
 use ringdfs::store::{ChunkSpec, Store};
 
 use crate::folders::ls;
-use crate::util::{dfs_as_alice, random_file, run_with_stdin, test_tuning, Cluster};
+use crate::util::{
+    chunk_checksums, dfs_as_alice, random_file, run_with_stdin, test_tuning, Cluster,
+};
 
 /// `dfs` with `args` as alice, fed `stdin`; its HOME is beside `config`.
 fn dfs(config: &Path, args: &[&str], stdin: &str) -> Output {
@@ -270,21 +272,10 @@ fn fill_big_folder(data_dir: &Path, pos: u32, n: u32) {
                     };
                     let held =
                         Placement::of("alice", &name).chunks_held(&ring, pos, n, DEFAULT_COPIES);
-                    let mut checksums = Vec::new();
-                    for chunk in 1..=n {
+                    let checksums = chunk_checksums("alice", &name, version, n, &data);
+                    for (chunk, &sum) in (1..=n).zip(&checksums) {
                         let (start, end) = chunk_range(size, n, chunk);
                         let bytes = &data[start as usize..end as usize];
-                        let mut hasher = ChunkId {
-                            owner: "alice",
-                            name: &name,
-                            version,
-                            chunk,
-                            len: end - start,
-                        }
-                        .hasher();
-                        hasher.update(bytes);
-                        let sum = checksum_of(&hasher);
-                        checksums.push(sum);
                         if held.contains(&chunk) {
                             let spec = ChunkSpec {
                                 owner: "alice".into(),

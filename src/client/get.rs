@@ -1,0 +1,423 @@
+//! GET: one task per chunk fetches it from a holder into a part file
+//! beside the target, verifies it, and the file is renamed into place.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use futures_util::future::try_join_all;
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::placement::{chunk_range, Placement};
+use crate::protocol::{checksum_of, ChunkId, Frame, Manifest, Request, Response, Version};
+
+use super::*;
+
+/// What a GET did.
+#[derive(Debug, Clone)]
+pub struct GetReceipt {
+    pub size: u64,
+    pub path: PathBuf,
+    /// The file's MD5 recorded at PUT; every chunk has been verified against
+    /// BLAKE3 checksums computed from the same bytes.
+    pub md5: [u8; 16],
+}
+
+impl Client {
+    /// Fetches `remote` into the local file `local`, which appears only when
+    /// every byte has arrived and verified.
+    pub async fn get(
+        &self,
+        remote: &str,
+        local: &Path,
+        progress: &dyn Progress,
+    ) -> Result<GetReceipt> {
+        one_command(self.get_command(remote, local, progress)).await
+    }
+
+    async fn get_command(
+        &self,
+        remote: &str,
+        local: &Path,
+        progress: &dyn Progress,
+    ) -> Result<GetReceipt> {
+        // A writer may replace the file while we read it, and the old
+        // version's chunks go once the new one is committed. Then a chunk is
+        // missing everywhere: start again with the new manifest (a few times).
+        // The ring may change too (a server joins or leaves): then the
+        // copies move, and the ring is asked again.
+        let scope = self.file_scope(remote)?;
+        let counted = Counted::new(progress);
+        let mut attempt = 0;
+        self.maybe_refresh().await;
+        loop {
+            let order = self.order();
+            let answers = self.stat_on(&order, &scope).await;
+            let held: Vec<(usize, Option<Version>, Vec<u32>)> = order
+                .iter()
+                .zip(&answers)
+                .filter_map(|(&i, a)| {
+                    let (m, held) = a.as_ref().ok()?;
+                    Some((i, m.as_ref().map(|m| m.version), held.clone()))
+                })
+                .collect();
+            let manifest = match newest_of(answers)? {
+                Some(m) if !m.deleted => m,
+                _ => {
+                    return Err(Error::NotFound {
+                        name: remote.to_string(),
+                    })
+                }
+            };
+            let source = Source {
+                order: &order,
+                held: &held,
+                scope: &scope,
+            };
+            match self.get_version(&manifest, local, &counted, &source).await {
+                Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
+                    let newest = self.newest_manifest(&scope).await?;
+                    let _ = self.refresh_ring().await;
+                    let moved = *self.order() != *order;
+                    if !moved && newest.is_none_or(|m| m.version == manifest.version) {
+                        return Err(e);
+                    }
+                    debug!(
+                        file = remote,
+                        "the file or the ring changed while being read; again"
+                    );
+                    counted.reset();
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// GET of one known version.
+    async fn get_version(
+        &self,
+        manifest: &Manifest,
+        local: &Path,
+        progress: &dyn Progress,
+        source: &Source<'_>,
+    ) -> Result<GetReceipt> {
+        let dir = match local.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Errors name the target the user gave, never the temp file.
+        let local_error = |e| Error::io(local.display().to_string(), e);
+        let tmp = PartFile::create(dir).map_err(local_error)?;
+        tmp.file.set_len(manifest.size).map_err(local_error)?;
+        progress.start(manifest.size);
+        let placement = Placement::of(&source.scope.owner, manifest.data_name());
+        let part = Part {
+            path: &tmp.path,
+            target: local,
+        };
+        try_join_all(
+            (1..=manifest.chunks)
+                .map(|c| self.get_chunk(manifest, placement, c, &part, progress, source)),
+        )
+        .await?;
+        // Renamed into place only when every chunk has verified, so the file
+        // never appears partial. Like cp or rsync, GET does not force it to
+        // disk: the stored copies are what must survive a crash.
+        tmp.persist(local).map_err(local_error)?;
+        Ok(GetReceipt {
+            size: manifest.size,
+            path: local.to_path_buf(),
+            md5: manifest.md5,
+        })
+    }
+
+    /// Fetches one chunk from its first holder, or from the second if that
+    /// fails; then from any other server that said it holds the chunk (while
+    /// the ring changes, copies are on their way to their new holders).
+    async fn get_chunk(
+        &self,
+        manifest: &Manifest,
+        placement: Placement,
+        chunk: u32,
+        part: &Part<'_>,
+        progress: &dyn Progress,
+        source: &Source<'_>,
+    ) -> Result<()> {
+        let mut failures = Vec::new();
+        let mut holders = source.order.holders(&placement, chunk, manifest.chunks);
+        // Holders known to be down (or hung) go last, so they cost no
+        // timeout; the rest keep the placement's order.
+        holders.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
+        for &(i, version, ref held) in source.held {
+            if version == Some(manifest.version) && held.contains(&chunk) && !holders.contains(&i) {
+                holders.push(i);
+            }
+        }
+        for &i in &holders {
+            let fetched = match self
+                .fetch_chunk(i, source.scope, manifest, chunk, part, progress)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(Fetch::Server(e)) => Err(e),
+                // Every holder would fail the same way (a full disk, say).
+                Err(Fetch::Local(e)) => return Err(e),
+            };
+            // A holder that timed out or hung up mid-chunk is down: later
+            // reads ask its partner first, and the ring is asked elsewhere.
+            self.note(i, &fetched);
+            match fetched {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    debug!(server = %self.server_name(i), file = %manifest.name, chunk, error = %e, "chunk fetch failed");
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        Err(Error::ChunkUnavailable {
+            name: manifest.name.clone(),
+            chunk,
+            reason: failures.join("; "),
+        })
+    }
+
+    async fn fetch_chunk(
+        &self,
+        i: usize,
+        scope: &Scope,
+        manifest: &Manifest,
+        chunk: u32,
+        part: &Part<'_>,
+        progress: &dyn Progress,
+    ) -> std::result::Result<(), Fetch> {
+        let server = self.server_name(i);
+        let server = server.as_str();
+        let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
+        let len = end - start;
+        let mut conn = self.conn(i).await?;
+        let request = scope.request(
+            Request::GetChunk {
+                name: manifest.data_name().to_string(),
+                version: manifest.data_version(),
+                chunk,
+            },
+            &[&manifest.name],
+        );
+        match conn.call(&request).await? {
+            Response::Chunk { len: l } if l == len => {}
+            other => return Err(unexpected(server, &other).into()),
+        }
+        let mut received = 0u64;
+        let result = async {
+            let hasher = ChunkId {
+                owner: &scope.owner,
+                name: manifest.data_name(),
+                version: manifest.data_version(),
+                chunk,
+                len,
+            }
+            .hasher();
+            // Hashing and writing run on the blocking pool, one writer per
+            // chunk: the chunks of a GET then hash on every core, and the
+            // async thread only moves blocks (no copy into tokio's file buffer).
+            let (tx, writer) = spawn_chunk_writer(part, start, hasher);
+            loop {
+                match conn.recv::<Response>().await? {
+                    Some(Frame::Data(block)) => {
+                        if received + block.len() as u64 > len {
+                            return Err(
+                                Error::Protocol(format!("{server} sent too much data")).into()
+                            );
+                        }
+                        received += block.len() as u64;
+                        progress.add(block.len() as i64);
+                        if tx.send(block).await.is_err() {
+                            break; // the writer failed; its error is reported below
+                        }
+                    }
+                    Some(Frame::Msg(Response::ChunkDone { .. })) => break,
+                    Some(Frame::Msg(Response::Error(e))) => {
+                        return Err(e.into_error(server).into())
+                    }
+                    Some(Frame::Msg(other)) => return Err(unexpected(server, &other).into()),
+                    None => {
+                        return Err(Error::Unavailable {
+                            server: server.to_string(),
+                            reason: "connection closed during a transfer".into(),
+                        }
+                        .into())
+                    }
+                }
+            }
+            drop(tx);
+            let checksum = writer
+                .await
+                .map_err(|e| Fetch::Local(Error::Internal(format!("chunk writer: {e}"))))?
+                .map_err(Fetch::Local)?;
+            if received != len {
+                return Err(Error::Protocol(format!("{server} sent a short chunk")).into());
+            }
+            if Some(&checksum) != manifest.checksums.get(chunk as usize - 1) {
+                return Err(Error::Corrupt {
+                    chunk,
+                    reason: format!("{server} sent bytes that do not match the checksum"),
+                }
+                .into());
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.release(i, conn);
+                Ok(())
+            }
+            Err(e) => {
+                progress.add(-(received as i64));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Passes progress on and remembers the sum, so a restarted transfer can
+/// take back what its first attempt reported.
+struct Counted<'a> {
+    inner: &'a dyn Progress,
+    sum: std::sync::atomic::AtomicI64,
+}
+
+impl<'a> Counted<'a> {
+    fn new(inner: &'a dyn Progress) -> Self {
+        Counted {
+            inner,
+            sum: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    fn reset(&self) {
+        let sum = self.sum.swap(0, Ordering::Relaxed);
+        self.inner.add(-sum);
+    }
+}
+
+impl Progress for Counted<'_> {
+    fn start(&self, total: u64) {
+        self.inner.start(total);
+    }
+
+    fn add(&self, delta: i64) {
+        self.sum.fetch_add(delta, Ordering::Relaxed);
+        self.inner.add(delta);
+    }
+}
+
+/// A GET's temp file, beside its target (`.ringdfs-<random>.part`):
+/// removed unless renamed into place.
+struct PartFile {
+    path: PathBuf,
+    file: std::fs::File,
+    armed: bool,
+}
+
+impl PartFile {
+    fn create(dir: &Path) -> std::io::Result<PartFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        loop {
+            let name = format!(".ringdfs-{}.part", crate::hex(&rand::random::<[u8; 6]>()));
+            let path = dir.join(name);
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match opened {
+                Ok(file) => {
+                    return Ok(PartFile {
+                        path,
+                        file,
+                        armed: true,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Renames the file to `target`.
+    fn persist(mut self, target: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, target)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Where a GET writes: the part file, and the target it becomes (which
+/// errors name).
+struct Part<'a> {
+    path: &'a Path,
+    target: &'a Path,
+}
+
+/// Why a chunk fetch failed: the server (its other holder may serve it) or
+/// the local file (every holder would fail the same way).
+enum Fetch {
+    Server(Error),
+    Local(Error),
+}
+
+impl From<Error> for Fetch {
+    fn from(e: Error) -> Self {
+        Fetch::Server(e)
+    }
+}
+
+/// Where a GET may find chunks: the ring it reads over (position - 1 → slot)
+/// and what each server said it holds (slot, version, chunks).
+struct Source<'a> {
+    order: &'a Ring,
+    held: &'a [(usize, Option<Version>, Vec<u32>)],
+    /// Whose file it is.
+    scope: &'a Scope,
+}
+
+/// A blocking task that writes the blocks sent to it into the part file from
+/// offset `start` on, hashing them; it returns the checksum once the sender
+/// is dropped. Its errors name the part's target.
+fn spawn_chunk_writer(
+    part: &Part<'_>,
+    start: u64,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
+) {
+    use std::io::{Seek, Write};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let (path, target) = (part.path.to_path_buf(), part.target.display().to_string());
+    let writer = tokio::task::spawn_blocking(move || {
+        let local_error = |e| Error::io(target.clone(), e);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(local_error)?;
+        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        while let Some(block) = rx.blocking_recv() {
+            hasher.update(&block);
+            file.write_all(&block).map_err(local_error)?;
+        }
+        Ok(checksum_of(&hasher))
+    });
+    (tx, writer)
+}

@@ -1,0 +1,525 @@
+//! PUT: one task per chunk streams its range of the local file to the
+//! chunk's holders; the manifest is committed once every chunk is stored.
+
+use std::collections::BTreeMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::future::{join_all, try_join_all};
+use tracing::debug;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::placement::{chunk_range, Placement};
+use crate::protocol::{
+    checksum_of, Checksum, ChunkId, Hint, Manifest, Request, Response, Version, MAX_BLOCK,
+};
+use crate::standing::Standing;
+use crate::unix_now;
+
+use super::*;
+
+/// What a PUT did.
+#[derive(Debug, Clone)]
+pub struct PutReceipt {
+    pub size: u64,
+    pub chunks: u32,
+    /// Chunk copies stored, and how many there should be (two per chunk on a
+    /// ring of two or more). Fewer: the file is degraded until healed.
+    pub copies: u32,
+    pub wanted: u32,
+    /// Servers that could not take their copies.
+    pub missing: Vec<String>,
+    /// Servers that took copies but are not in one ring with the others
+    /// (see [`Standing`]): nobody heals or counts their copies until they
+    /// rejoin.
+    pub apart: Vec<(String, Standing)>,
+    /// Those of them that answered but could not store a copy, and why
+    /// ("no space left"); the others could not be reached.
+    pub refused: Vec<(String, String)>,
+    pub version: Version,
+    /// MD5 of the file, as `md5sum` prints it.
+    pub md5: [u8; 16],
+}
+
+impl Client {
+    /// Stores the local file `local` as `remote`, replacing any older version
+    /// once every chunk is stored on both its holders.
+    pub async fn put(
+        &self,
+        local: &Path,
+        remote: &str,
+        progress: &dyn Progress,
+    ) -> Result<PutReceipt> {
+        one_command(self.put_command(local, remote, progress)).await
+    }
+
+    async fn put_command(
+        &self,
+        local: &Path,
+        remote: &str,
+        progress: &dyn Progress,
+    ) -> Result<PutReceipt> {
+        let scope = self.file_scope(remote)?;
+        let remote = scope.name.as_str();
+        let meta = tokio::fs::metadata(local)
+            .await
+            .map_err(|e| Error::io(local.display().to_string(), e))?;
+        if !meta.is_file() {
+            return Err(Error::Refused(format!(
+                "{} is not a regular file",
+                local.display()
+            )));
+        }
+        let size = meta.len();
+        self.check_quota(&scope, size).await?;
+        // The whole file's MD5 is sequential work: one blocking thread reads
+        // the file front to back while the chunk tasks stream their ranges.
+        let stop_md5 = Arc::new(AtomicBool::new(false));
+        let _stop_md5_on_drop = SetOnDrop(Arc::clone(&stop_md5));
+        let md5_task = tokio::task::spawn_blocking({
+            let path = local.to_path_buf();
+            move || md5_file(&path, &stop_md5)
+        });
+        self.maybe_refresh().await;
+        let order = self.order();
+        let current = newest_of(self.stat_on(&order, &scope).await)?;
+        let version = Version::next(current.map(|m| m.version));
+        // Until the commit is sent, a failure or a cancel drops what the
+        // servers stored of this version (see `StagedPut`).
+        let staged = StagedPut {
+            login: Some(Arc::clone(&self.login)),
+            slots: order.iter().map(|&i| self.slot(i)).collect(),
+            abort: scope.request(
+                Request::Abort {
+                    name: remote.to_string(),
+                    version,
+                },
+                &[],
+            ),
+        };
+        progress.start(size);
+        let n = order.len() as u32;
+        let placement = Placement::of(&scope.owner, remote);
+        let upload = UploadPlan {
+            local,
+            scope: &scope,
+            name: remote,
+            version,
+            size,
+            n,
+            placement,
+            order: Arc::clone(&order),
+        };
+        let uploaded = async {
+            let chunks =
+                try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+            let md5 = md5_task
+                .await
+                .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
+                .map_err(|e| Error::io(local.display().to_string(), e))?;
+            Ok::<_, Error>((chunks, md5))
+        }
+        .await;
+        let (chunks, md5) = match uploaded {
+            Ok(done) => done,
+            Err(e) => {
+                staged.abort().await;
+                return Err(e);
+            }
+        };
+        // Copies that could not be stored: the hint the servers keep for healing.
+        let mut missing = Vec::new();
+        let mut refused: BTreeMap<String, String> = BTreeMap::new();
+        for (c, (_, stored, said_no)) in (1..=n).zip(&chunks) {
+            for (i, reason) in said_no {
+                refused.insert(self.server_name(*i), reason.clone());
+            }
+            for i in order.holders(&placement, c, n) {
+                if !stored.contains(&i) {
+                    missing.push(Hint {
+                        chunk: c,
+                        server: self.server_name(i),
+                    });
+                }
+            }
+        }
+        let checksums = chunks.iter().map(|(sum, _, _)| *sum).collect();
+        let manifest = Manifest {
+            name: remote.to_string(),
+            version,
+            size,
+            chunks: n,
+            checksums,
+            stored_at: unix_now(),
+            md5,
+            deleted: false,
+            data: None,
+        };
+        let commit = scope.request(
+            Request::Commit {
+                manifest,
+                missing: missing.clone(),
+            },
+            &[],
+        );
+        // Visible once any server has the manifest (the others are healed);
+        // a server that stored chunks but missed the commit still serves them.
+        // So from here on the chunks stay, whatever happens to this call.
+        staged.disarm();
+        let results = self.call_on(&order, &commit).await;
+        any_answered(self.acknowledged(results))?;
+        let wanted = n * order.copies();
+        let mut down: Vec<String> = missing.iter().map(|h| h.server.clone()).collect();
+        down.sort();
+        down.dedup();
+        let holders: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|i| chunks.iter().any(|(_, stored, _)| stored.contains(i)))
+            .collect();
+        let apart = self.apart_holders(&order, &holders).await;
+        Ok(PutReceipt {
+            size,
+            chunks: n,
+            copies: wanted - missing.len() as u32,
+            wanted,
+            missing: down,
+            apart,
+            refused: refused.into_iter().collect(),
+            version,
+            md5,
+        })
+    }
+
+    /// Those of `holders` (slots that took copies) that are not in one ring
+    /// with the others. Asked only when the ring the operation used says a
+    /// holder is down (it answered us all the same), or it was outside the
+    /// ring when last asked: then every live member is asked for its
+    /// account of the ring (`Status`, which names its successor).
+    async fn apart_holders(&self, order: &Ring, holders: &[usize]) -> Vec<(String, Standing)> {
+        let suspect = holders.iter().any(|&i| {
+            order.down.contains(&self.server_name(i))
+                || standing_of(self.slot(i).standing.load(Ordering::Relaxed)) != Standing::InRing
+        });
+        if !suspect {
+            return Vec::new();
+        }
+        // Members that just failed (a hung one) are not asked again.
+        let asked: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| self.slot(i).up.load(Ordering::Relaxed))
+            .collect();
+        self.ring_standings(&asked, &Request::Status)
+            .await
+            .into_iter()
+            .filter(|(i, _)| holders.contains(i))
+            .filter_map(|(i, standing)| match standing {
+                Some(s) if s != Standing::InRing => Some((self.server_name(i), s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Streams chunk `chunk` of the upload to every holder that answers (both,
+    /// normally); a holder that fails midway is dropped and the others go on.
+    /// Returns the checksum, the holders (member indices) that stored it,
+    /// and those that answered they could not, with their reasons.
+    async fn put_chunk(
+        &self,
+        plan: &UploadPlan<'_>,
+        chunk: u32,
+        progress: &dyn Progress,
+    ) -> Result<(Checksum, Vec<usize>, Vec<(usize, String)>)> {
+        let holders = plan.order.holders(&plan.placement, chunk, plan.n);
+        let (start, end) = chunk_range(plan.size, plan.n, chunk);
+        let len = end - start;
+        let header = plan.scope.request(
+            Request::PutChunk {
+                name: plan.name.to_string(),
+                version: plan.version,
+                chunk,
+                chunks: plan.n,
+                size: plan.size,
+            },
+            &[],
+        );
+        let mut failures = Vec::new();
+        let header = &header;
+        let opened = join_all(holders.iter().map(|&i| async move {
+            let mut conn = self.conn(i).await?;
+            conn.send(&header).await?;
+            Ok::<_, Error>((i, conn))
+        }))
+        .await;
+        let mut live: Vec<(usize, Conn)> = Vec::new();
+        for attempt in opened {
+            match attempt {
+                Ok(pair) => live.push(pair),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let unavailable = |failures: &[String]| Error::ChunkUnavailable {
+            name: plan.name.to_string(),
+            chunk,
+            reason: failures.join("; "),
+        };
+        if live.is_empty() {
+            return Err(unavailable(&failures));
+        }
+
+        let hasher = ChunkId {
+            owner: &plan.scope.owner,
+            name: plan.name,
+            version: plan.version,
+            chunk,
+            len,
+        }
+        .hasher();
+        // Reading and hashing run on the blocking pool, one reader per chunk:
+        // the chunks of a PUT then hash on every core, and the async thread
+        // only sends blocks.
+        let (mut blocks, reader) = spawn_chunk_reader(plan.local.to_path_buf(), start, len, hasher);
+        while let Some(block) = blocks.recv().await {
+            let want = block.len();
+            let sent = join_all(live.iter_mut().map(|(_, c)| c.send_data(block.clone()))).await;
+            live = drop_failed(self, live, sent, &mut failures);
+            if live.is_empty() {
+                return Err(unavailable(&failures));
+            }
+            progress.add(want as i64);
+        }
+        let checksum = reader
+            .await
+            .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??;
+        let done = Request::ChunkDone { checksum };
+        let sent = join_all(live.iter_mut().map(|(_, c)| c.send(&done))).await;
+        live = drop_failed(self, live, sent, &mut failures);
+        let replies = join_all(live.iter_mut().map(|(_, c)| c.reply())).await;
+        let mut stored = Vec::new();
+        let mut refused = Vec::new();
+        for ((i, conn), reply) in live.into_iter().zip(replies) {
+            self.note(i, &reply);
+            match reply {
+                Ok(Response::Ok) => {
+                    self.release(i, conn);
+                    stored.push(i);
+                }
+                Ok(other) => failures.push(unexpected(&self.server_name(i), &other).to_string()),
+                // It answered: it is up, and says why it could not (no
+                // space left, say).
+                Err(Error::Remote { server, error }) => {
+                    failures.push(format!("{server}: {}", error.message));
+                    refused.push((i, error.message));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if stored.is_empty() {
+            return Err(unavailable(&failures));
+        }
+        for failure in &failures {
+            debug!(file = %plan.name, chunk, error = %failure, "a copy could not be stored");
+        }
+        Ok((checksum, stored, refused))
+    }
+
+    /// Asks the servers, in ring order until one answers, whether a new
+    /// file of `size` bytes fits the user's quota; its refusal is the
+    /// error, as the one line it says (`quota: ... used; this file needs
+    /// ...`). Sends no data.
+    async fn check_quota(&self, scope: &Scope, size: u64) -> Result<()> {
+        let request = scope.request(Request::CheckQuota { size }, &[&scope.name]);
+        let mut last = None;
+        for &i in self.order().iter() {
+            match self.call(i, &request).await {
+                Ok(Response::Ok) => return Ok(()),
+                Ok(other) => last = Some(unexpected(&self.server_name(i), &other)),
+                Err(Error::Remote { error, .. }) if error.kind == ErrorKind::BadRequest => {
+                    return Err(Error::Refused(error.message))
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable {
+            server: "the ring".into(),
+            reason: "no server answered".into(),
+        }))
+    }
+}
+
+/// The chunks of a PUT that are stored but not committed. When the PUT
+/// fails, or is cancelled (Ctrl-C drops it), before its commit is sent, the
+/// servers are told to drop that version (`Request::Abort`): nothing else
+/// would ever remove those chunks, and "Ctrl-C during a transfer leaves
+/// nothing half-done remotely". Disarmed just before the commit is sent:
+/// from then on the version may be visible on some server, and its chunks
+/// must stay. Best effort: a server that cannot be reached keeps them.
+struct StagedPut {
+    /// `None` once disarmed or aborted.
+    login: Option<Arc<Login>>,
+    /// Every ring member of the PUT (those that got nothing drop nothing).
+    slots: Vec<Arc<Slot>>,
+    /// The `Abort` that drops the upload.
+    abort: Request,
+}
+
+impl StagedPut {
+    fn disarm(mut self) {
+        self.login = None;
+    }
+
+    /// Tells the servers at once and waits for their answers (a failed PUT).
+    async fn abort(mut self) {
+        if let Some(login) = self.login.take() {
+            let mut slots = std::mem::take(&mut self.slots);
+            slots.retain(|slot| timed_out_earlier(&slot.member.addr).is_none());
+            abort_upload(login, slots, self.abort.clone()).await;
+        }
+    }
+}
+
+impl Drop for StagedPut {
+    /// Dropped armed: the PUT was cancelled mid-way. The servers are told in
+    /// the background, on the runtime, which outlives a cancelled command.
+    fn drop(&mut self) {
+        if let Some(login) = self.login.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let slots = std::mem::take(&mut self.slots);
+                let abort = std::mem::replace(&mut self.abort, Request::Ring);
+                runtime.spawn(abort_upload(login, slots, abort));
+            }
+        }
+    }
+}
+
+/// Asks every server in `slots` to drop an uncommitted upload (`request`:
+/// its `Abort`).
+async fn abort_upload(login: Arc<Login>, slots: Vec<Arc<Slot>>, request: Request) {
+    let (login, request) = (&login, &request);
+    join_all(slots.iter().map(|slot| async move {
+        let result = async {
+            let mut conn = login.open(slot).await?;
+            conn.call(request).await?;
+            slot.release(conn);
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            debug!(server = %slot.member.name, error = %e, "an abandoned upload's chunks stay");
+        }
+    }))
+    .await;
+}
+
+/// Keeps the connections whose last send worked; notes why the others failed
+/// and marks their servers down.
+fn drop_failed(
+    client: &Client,
+    live: Vec<(usize, Conn)>,
+    results: Vec<Result<()>>,
+    failures: &mut Vec<String>,
+) -> Vec<(usize, Conn)> {
+    live.into_iter()
+        .zip(results)
+        .filter_map(|((i, conn), result)| match result {
+            Ok(()) => Some((i, conn)),
+            Err(e) => {
+                if let Error::Timeout { .. } = e {
+                    remember_timeout(&client.slot(i).member.addr, &e.to_string());
+                }
+                client.note::<()>(
+                    i,
+                    &Err(Error::Unavailable {
+                        server: client.server_name(i),
+                        reason: e.to_string(),
+                    }),
+                );
+                failures.push(e.to_string());
+                None
+            }
+        })
+        .collect()
+}
+
+/// MD5 of a whole file, read front to back; gives up early once `stop` is set.
+fn md5_file(path: &Path, stop: &AtomicBool) -> std::io::Result<[u8; 16]> {
+    use md5::{Digest, Md5};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; MAX_BLOCK];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        match file.read(&mut buf)? {
+            0 => return Ok(md5.finalize().into()),
+            n => md5.update(&buf[..n]),
+        }
+    }
+}
+
+/// Sets the flag when dropped: stops background work of a cancelled operation.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The parameters every chunk task of one PUT shares.
+struct UploadPlan<'a> {
+    local: &'a Path,
+    scope: &'a Scope,
+    name: &'a str,
+    version: Version,
+    size: u64,
+    n: u32,
+    placement: Placement,
+    /// The ring the placement is over.
+    order: Arc<Ring>,
+}
+
+/// A blocking task that reads `len` bytes of `path` from offset `start` in
+/// blocks of at most `MAX_BLOCK`, hashing them and sending them on; it returns
+/// the checksum after the last block. Dropping the receiver stops it.
+fn spawn_chunk_reader(
+    path: PathBuf,
+    start: u64,
+    len: u64,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
+) {
+    use std::io::{Read, Seek};
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+    let reader = tokio::task::spawn_blocking(move || {
+        let local_error = |e| Error::io(path.display().to_string(), e);
+        let mut file = std::fs::File::open(&path).map_err(local_error)?;
+        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(MAX_BLOCK as u64) as usize;
+            let mut block = BytesMut::zeroed(want);
+            file.read_exact(&mut block).map_err(|e| {
+                Error::io(
+                    format!("{} (did it change while being read?)", path.display()),
+                    e,
+                )
+            })?;
+            hasher.update(&block);
+            if tx.blocking_send(block.freeze()).is_err() {
+                return Err(Error::Internal("the chunk's sender stopped".into()));
+            }
+            left -= want as u64;
+        }
+        Ok(checksum_of(&hasher))
+    });
+    (rx, reader)
+}

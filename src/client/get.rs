@@ -33,13 +33,26 @@ impl Client {
         local: &Path,
         progress: &dyn Progress,
     ) -> Result<GetReceipt> {
-        one_command(self.get_command(remote, local, progress)).await
+        self.get_with(remote, local, Transfer::default(), progress)
+            .await
+    }
+
+    /// [`Client::get`], going further as `how` says.
+    pub async fn get_with(
+        &self,
+        remote: &str,
+        local: &Path,
+        how: Transfer,
+        progress: &dyn Progress,
+    ) -> Result<GetReceipt> {
+        one_command(self.get_command(remote, local, how, progress)).await
     }
 
     async fn get_command(
         &self,
         remote: &str,
         local: &Path,
+        _how: Transfer,
         progress: &dyn Progress,
     ) -> Result<GetReceipt> {
         // A writer may replace the file while we read it, and the old

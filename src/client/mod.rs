@@ -121,6 +121,16 @@ impl<F: Fn(i64) + Sync> Progress for F {
     }
 }
 
+/// How a PUT or GET goes beyond copying one file (`put`/`get` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// `-c`: continue an interrupted transfer of the same file, reusing
+    /// only what verifies against checksums.
+    pub resume: bool,
+    /// `-p`: keep the modification time (and, on GET, the mode bits).
+    pub keep_times: bool,
+}
+
 /// For callers that do not show progress.
 pub fn no_progress(_: i64) {}
 

@@ -53,13 +53,26 @@ impl Client {
         remote: &str,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
-        one_command(self.put_command(local, remote, progress)).await
+        self.put_with(local, remote, Transfer::default(), progress)
+            .await
+    }
+
+    /// [`Client::put`], going further as `how` says.
+    pub async fn put_with(
+        &self,
+        local: &Path,
+        remote: &str,
+        how: Transfer,
+        progress: &dyn Progress,
+    ) -> Result<PutReceipt> {
+        one_command(self.put_command(local, remote, how, progress)).await
     }
 
     async fn put_command(
         &self,
         local: &Path,
         remote: &str,
+        _how: Transfer,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
         let scope = self.file_scope(remote)?;

@@ -1824,12 +1824,14 @@ fn df_json(info: &UsageInfo) -> Value {
     })
 }
 
-/// Columns padded to their widest cell (counted in characters, before colour).
+/// Columns padded to their widest cell, in terminal columns before colour
+/// (a CJK character takes two, a combining accent none).
 fn table(header: &[&str], rows: Vec<Vec<Cell>>, style: Style) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    use unicode_width::UnicodeWidthStr;
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.0.chars().count());
+            *w = (*w).max(cell.0.width());
         }
     }
     let render = |cells: Vec<Cell>| {
@@ -1842,7 +1844,7 @@ fn table(header: &[&str], rows: Vec<Vec<Cell>>, style: Style) -> String {
                 let pad = if i == last {
                     String::new()
                 } else {
-                    " ".repeat(w - text.chars().count())
+                    " ".repeat(w - text.width())
                 };
                 match color {
                     Some(c) => style.paint(&text, c) + &pad,
@@ -1898,6 +1900,31 @@ mod tests {
             row("c ").ends_with("unreadable (2 chunks with no copy)"),
             "{table}"
         );
+    }
+
+    /// Wide (CJK) names take two columns each, and the columns after them
+    /// still line up on a terminal.
+    #[test]
+    fn columns_line_up_with_wide_and_combining_characters() {
+        use unicode_width::UnicodeWidthStr;
+        let rows = ["報告書.pdf", "cafe\u{301}.txt", "plain.txt"]
+            .iter()
+            .map(|name| vec![Cell(name.to_string(), None), Cell("10 B".into(), None)])
+            .collect();
+        let table = table(&["NAME", "SIZE"], rows, Style::PLAIN);
+        let starts: Vec<usize> = table
+            .lines()
+            .map(|line| {
+                let at = line.find("SIZE").or_else(|| line.find("10 B")).unwrap();
+                line[..at].width()
+            })
+            .collect();
+        assert_eq!(starts.len(), 4, "{table}");
+        assert!(
+            starts.iter().all(|&s| s == starts[0]),
+            "{starts:?}\n{table}"
+        );
+        assert_eq!(starts[0], "報告書.pdf".width() + 2, "{table}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ use crate::sharing::{Access, Share};
 /// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
 /// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage;
 /// 7: sharing).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -197,6 +197,20 @@ pub struct Manifest {
     /// file moved or copied shares the data a PUT wrote under another name
     /// (and keeps its placement: no chunk moves).
     pub data: Option<DataRef>,
+    /// The local file's modification time and mode bits, when it was put
+    /// with `put -p` (`get -p` gives them back).
+    pub kept: Option<Kept>,
+}
+
+/// What `put -p` keeps of a local file, as sftp does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// Modification time: seconds since the Unix epoch (negative before
+    /// it), and nanoseconds.
+    pub mtime: i64,
+    pub mtime_nanos: u32,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
 }
 
 /// The name and version a file's data was written under, by a PUT. Chunks
@@ -212,7 +226,7 @@ impl Manifest {
     /// About how many bytes it takes encoded (at least as many), to fill
     /// a message without passing a frame's size.
     pub fn encoded_len(&self) -> usize {
-        64 + self.name.len()
+        96 + self.name.len()
             + self.data.as_ref().map_or(0, |d| 24 + d.name.len())
             + 32 * self.checksums.len()
     }
@@ -253,6 +267,7 @@ impl Manifest {
             md5: [0; 16],
             deleted: true,
             data: None,
+            kept: None,
         }
     }
 }

@@ -181,14 +181,32 @@ async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
     assert!(stdout.contains("my notes.txt  9.8 KiB"), "{stdout}");
     assert_eq!(std::fs::read(&back).unwrap(), data);
 
-    let out = dfs(&config, "wonderland", &[], "frobnicate\nget\nls\n");
+    assert!(
+        stdout.starts_with("dfs> PUT "),
+        "each command is echoed: {stdout}"
+    );
+    assert!(stdout.contains("\ndfs> ls -l\n"), "{stdout}");
+
+    // sftp's batch rules: a failure stops the run, unless its line starts
+    // with `-`.
+    let out = dfs(
+        &config,
+        "wonderland",
+        &[],
+        "-frobnicate\n-get\nls\nget\nls\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert_eq!(
         stderr,
-        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET REMOTE [LOCAL]\n"
+        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET REMOTE [LOCAL]\nerror: usage: GET REMOTE [LOCAL]\n"
     );
-    assert!(text(&out.stdout).contains("my notes.txt"));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("my notes.txt").count(), 1, "{stdout}");
+    assert!(
+        stdout.ends_with("dfs> get\n"),
+        "the last ls is not run: {stdout}"
+    );
 }
 
 /// `mv` and `cp` one-shot (text and `--json`) and piped (relative to a

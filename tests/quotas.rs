@@ -307,22 +307,31 @@ async fn du_and_df_agree_with_the_files_and_with_what_the_disks_hold() {
     assert!(text.starts_with("USED ") && text.contains("none"), "{text}");
     let out = run_with_stdin(
         dfs_as_alice(&config, work.path(), "wonderland"),
-        "du top.bin\ndu nothing\ndf\n",
+        "du top.bin\n-du nothing\ndf\n",
     );
-    assert_eq!(out.status.code(), Some(1), "one piped command failed");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a failure on a line that starts with - is let go"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let top = format!(
         "{}  1 file  top.bin",
         ringdfs::cli::human_size(sizes["top.bin"])
     );
-    assert_eq!(stdout.lines().next(), Some(top.as_str()), "{stdout}");
-    assert!(
-        stdout
-            .lines()
-            .nth(1)
-            .is_some_and(|l| l.starts_with("USED ")),
-        "{stdout}"
+    // Each command is echoed, then its output.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert_eq!(
+        lines[..4],
+        [
+            "dfs> du top.bin",
+            top.as_str(),
+            "dfs> du nothing",
+            "dfs> df"
+        ]
     );
+    assert!(lines[4].starts_with("USED "), "{stdout}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "error: no such file: nothing\n"
@@ -463,6 +472,7 @@ async fn hand_built_uploads_over_the_quota_are_refused_and_store_nothing() {
             md5: [0; 16],
             deleted: false,
             data: None,
+            kept: None,
         },
         missing: Vec::new(),
     };

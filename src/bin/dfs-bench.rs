@@ -1720,6 +1720,7 @@ impl Seed {
                                 md5: md5s[i % md5s.len()],
                                 deleted: false,
                                 data: None,
+                                kept: None,
                             };
                             store.commit(owner, manifest)?;
                         }

@@ -268,18 +268,31 @@ fn real_main() -> Result<i32> {
         }
         None if args.batch.is_some() => {
             let path = args.batch.as_deref().expect("checked");
-            let lines: Vec<String> = if path == Path::new("-") {
-                std::io::stdin()
-                    .lock()
-                    .lines()
-                    .collect::<std::io::Result<_>>()
+            let file: Option<Vec<String>> = if path == Path::new("-") {
+                None
             } else {
-                std::fs::read_to_string(path).map(|t| t.lines().map(str::to_string).collect())
-            }
-            .with_context(|| format!("reading the batch file {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the batch file {}", path.display()))?;
+                Some(text.lines().map(str::to_string).collect())
+            };
             // Asked for no password at a terminal: a batch runs unattended.
             let client = runtime.block_on(login(&config, args.user.clone(), false))?;
-            batch(&runtime, &client, &config, args.json, &lines)
+            match file {
+                Some(lines) => batch(
+                    &runtime,
+                    &client,
+                    &config,
+                    args.json,
+                    lines.into_iter().map(Ok),
+                ),
+                None => batch(
+                    &runtime,
+                    &client,
+                    &config,
+                    args.json,
+                    std::io::stdin().lock().lines(),
+                ),
+            }
         }
         None => {
             let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
@@ -287,7 +300,13 @@ fn real_main() -> Result<i32> {
                 Repl::new(&runtime, Arc::new(client), &config.download_dir).run()?;
                 0
             } else {
-                script(&runtime, &client, &config, args.json)
+                batch(
+                    &runtime,
+                    &client,
+                    &config,
+                    args.json,
+                    std::io::stdin().lock().lines(),
+                )
             }
         }
     };
@@ -424,40 +443,26 @@ fn print_text(text: &str) {
     }
 }
 
-/// Commands from standard input, one per line, from the top folder on (`cd`
-/// moves it for the commands after it); with `json`, what each prints is
-/// one line of JSON. Status 1 if any failed.
-fn script(runtime: &Runtime, client: &Client, config: &ClientConfig, json: bool) -> i32 {
-    let mut failed = false;
-    let mut cwd = String::new();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else {
-            eprint_line("error: standard input is not text");
-            return 1;
-        };
-        match execute(runtime, client, config, &mut cwd, json, &line) {
-            Step::Exit => break,
-            Step::Failed => failed = true,
-            Step::Done => {}
-        }
-    }
-    i32::from(failed)
-}
-
-/// `-b FILE`: sftp's batch rules. Each command is echoed (`dfs> LINE`, not
-/// with `--json`) and run from the top folder on; the first that fails
-/// ends the batch with status 1, unless its line starts with `-` (then its
-/// failure is reported and ignored). Blank lines and `#` comments are
-/// skipped.
+/// Commands from a batch file (`-b FILE`) or standard input, one per line,
+/// read as they come, with sftp's batch rules. Each command is echoed
+/// (`dfs> LINE`, not with `--json`, where what each prints is one line of
+/// JSON) and run from the top folder on (`cd` moves it for the commands
+/// after it); the first that fails ends the batch with status 1, unless its
+/// line starts with `-` (then its failure is reported and ignored). Blank
+/// lines and `#` comments are skipped.
 fn batch(
     runtime: &Runtime,
     client: &Client,
     config: &ClientConfig,
     json: bool,
-    lines: &[String],
+    lines: impl Iterator<Item = std::io::Result<String>>,
 ) -> i32 {
     let mut cwd = String::new();
     for line in lines {
+        let Ok(line) = line else {
+            eprint_line("error: the commands are not text");
+            return 1;
+        };
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::placement::{chunk_range, Placement};
-use crate::protocol::{checksum_of, ChunkId, Frame, Manifest, Request, Response, Version};
+use crate::protocol::{checksum_of, ChunkId, Frame, Kept, Manifest, Request, Response, Version};
 
 use super::*;
 
@@ -22,6 +22,9 @@ pub struct GetReceipt {
     /// The file's MD5 recorded at PUT; every chunk has been verified against
     /// BLAKE3 checksums computed from the same bytes.
     pub md5: [u8; 16],
+    /// The manifest's `kept` and `stored_at`, for `get -p`.
+    pub kept: Option<Kept>,
+    pub stored_at: u64,
 }
 
 impl Client {
@@ -45,7 +48,11 @@ impl Client {
         how: Transfer,
         progress: &dyn Progress,
     ) -> Result<GetReceipt> {
-        one_command(self.get_command(remote, local, how, progress)).await
+        let receipt = one_command(self.get_command(remote, local, how, progress)).await?;
+        if how.keep_times {
+            keep_times(&receipt).map_err(|e| Error::io(local.display().to_string(), e))?;
+        }
+        Ok(receipt)
     }
 
     async fn get_command(
@@ -143,6 +150,8 @@ impl Client {
             size: manifest.size,
             path: local.to_path_buf(),
             md5: manifest.md5,
+            kept: manifest.kept,
+            stored_at: manifest.stored_at,
         })
     }
 
@@ -433,4 +442,28 @@ fn spawn_chunk_writer(
         Ok(checksum_of(&hasher))
     });
     (tx, writer)
+}
+
+/// `get -p`: gives the fetched file the modification time and mode bits
+/// `put -p` kept (a file put without `-p`: when it was stored, and the mode
+/// stays as created).
+fn keep_times(receipt: &GetReceipt) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, UNIX_EPOCH};
+    let file = std::fs::File::options().write(true).open(&receipt.path)?;
+    let when = match receipt.kept {
+        Some(k) if k.mtime >= 0 => {
+            UNIX_EPOCH + Duration::new(k.mtime.unsigned_abs(), k.mtime_nanos)
+        }
+        Some(k) => {
+            UNIX_EPOCH - Duration::from_secs(k.mtime.unsigned_abs())
+                + Duration::from_nanos(u64::from(k.mtime_nanos))
+        }
+        None => UNIX_EPOCH + Duration::from_secs(receipt.stored_at),
+    };
+    file.set_modified(when)?;
+    if let Some(k) = receipt.kept {
+        file.set_permissions(std::fs::Permissions::from_mode(k.mode & 0o7777))?;
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use tracing::debug;
 use crate::error::{Error, ErrorKind, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, Hint, Manifest, Request, Response, Version, MAX_BLOCK,
+    checksum_of, Checksum, ChunkId, Hint, Kept, Manifest, Request, Response, Version, MAX_BLOCK,
 };
 use crate::standing::Standing;
 use crate::unix_now;
@@ -72,7 +72,7 @@ impl Client {
         &self,
         local: &Path,
         remote: &str,
-        _how: Transfer,
+        how: Transfer,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
         let scope = self.file_scope(remote)?;
@@ -170,6 +170,7 @@ impl Client {
             md5,
             deleted: false,
             data: None,
+            kept: how.keep_times.then(|| kept_of(&meta)),
         };
         let commit = scope.request(
             Request::Commit {
@@ -535,4 +536,14 @@ fn spawn_chunk_reader(
         Ok(checksum_of(&hasher))
     });
     (rx, reader)
+}
+
+/// What `put -p` keeps of the local file.
+fn kept_of(meta: &std::fs::Metadata) -> Kept {
+    use std::os::unix::fs::MetadataExt;
+    Kept {
+        mtime: meta.mtime(),
+        mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        mode: meta.mode() & 0o7777,
+    }
 }

@@ -26,7 +26,7 @@ use super::{now_ms, ChunkKey, ChunkRow, ChunkSpec, Store, FORMAT};
 use crate::codec;
 use crate::error::Result;
 use crate::names::{validate_name, validate_user};
-use crate::protocol::{Checksum, Manifest, Version};
+use crate::protocol::{Checksum, DataRef, Manifest, Version};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
 /// Files per transaction.
@@ -81,6 +81,7 @@ impl From<ManifestV3> for Manifest {
             md5: m.md5,
             deleted: m.deleted,
             data: None,
+            kept: None,
         }
     }
 }
@@ -376,5 +377,80 @@ pub(super) fn from_v3(store: &Store) -> Result<()> {
         Ok(manifests.len())
     })?;
     tracing::info!(root = %store.root.display(), files, "keyed the chunks by their data (store format 4)");
+    Ok(())
+}
+
+// The upgrade from format 4, whose manifests had no `kept`.
+
+/// A manifest as store format 4 encoded it: before `kept` (`put -p`).
+#[derive(Serialize, Deserialize)]
+pub(super) struct ManifestV4 {
+    name: String,
+    version: Version,
+    size: u64,
+    chunks: u32,
+    checksums: Vec<Checksum>,
+    stored_at: u64,
+    md5: [u8; 16],
+    deleted: bool,
+    data: Option<DataRef>,
+}
+
+/// For the migrations' tests: a manifest as format 4 wrote it.
+#[cfg(test)]
+impl From<&Manifest> for ManifestV4 {
+    fn from(m: &Manifest) -> ManifestV4 {
+        ManifestV4 {
+            name: m.name.clone(),
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums.clone(),
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+            data: m.data.clone(),
+        }
+    }
+}
+
+impl From<ManifestV4> for Manifest {
+    fn from(m: ManifestV4) -> Manifest {
+        Manifest {
+            name: m.name,
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums,
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+            data: m.data,
+            kept: None,
+        }
+    }
+}
+
+/// Format 5 gives manifests `kept`: each is re-encoded with none. One
+/// transaction: a crash leaves format 4 to upgrade again.
+pub(super) fn from_v4(store: &Store) -> Result<()> {
+    let files = store.write(|t| {
+        let mut manifests = Vec::new();
+        for item in t.files.iter()? {
+            let (key, value) = item?;
+            let (owner, name) = key.value();
+            let m: ManifestV4 = codec::decode(value.value())?;
+            manifests.push((owner.to_string(), name.to_string(), Manifest::from(m)));
+        }
+        for (owner, name, m) in &manifests {
+            t.files.insert(
+                (owner.as_str(), name.as_str()),
+                codec::encode(m)?.as_slice(),
+            )?;
+        }
+        t.meta.insert("format", FORMAT)?;
+        Ok(manifests.len())
+    })?;
+    tracing::info!(root = %store.root.display(), files, "gave every manifest room for kept times (store format 5)");
     Ok(())
 }

@@ -115,7 +115,7 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// The database file under the data folder.
 pub const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
-const FORMAT: &[u8] = b"4";
+const FORMAT: &[u8] = b"5";
 /// In `meta` while a migrated folder's legacy manifests may remain.
 const TIDY: &str = "tidy";
 /// Changes committed together at most.
@@ -919,6 +919,7 @@ fn folder_mark(path: &str, after: Option<Version>, deleted: bool) -> Manifest {
         md5: [0; 16],
         deleted,
         data: None,
+        kept: None,
     }
 }
 
@@ -1122,6 +1123,7 @@ impl Store {
                 migrate::from_v3(&store)?;
             }
             Some(b"3") => migrate::from_v3(&store)?,
+            Some(b"4") => migrate::from_v4(&store)?,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "{} was written by a newer release (store format {})",

@@ -50,6 +50,7 @@ fn four_chunks(name: &str, version: Version, data: &[u8], checksums: Vec<Checksu
         md5: [0; 16],
         deleted: false,
         data: None,
+        kept: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn tombstone(name: &str, version: Version) -> Manifest {
         md5: [0; 16],
         deleted: true,
         data: None,
+        kept: None,
     }
 }
 
@@ -857,6 +859,55 @@ fn a_format_3_store_keys_its_chunks_by_data_and_keeps_every_file() {
         assert_eq!(row.refs, 1);
     }
     assert!(store.data("alice", "f00", v(1)).unwrap().is_none());
+    let meta = store.read().unwrap();
+    let meta = meta.open_table(META).unwrap();
+    assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+}
+
+/// A store as format 4 wrote it keeps every file, sharing data and
+/// tombstones included, and is upgraded to the current format.
+#[test]
+fn a_format_4_store_keeps_every_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    for i in 0..10 {
+        put(&store, &format!("f{i}"), &data_of(i), v(1));
+    }
+    let source = store.manifest("alice", "f1").unwrap().unwrap();
+    store
+        .commit("alice", sharing(&source, "copy", v(2)))
+        .unwrap();
+    store.commit("alice", tombstone("f0", v(2))).unwrap();
+    let before: Vec<Manifest> = (0..10)
+        .map(|i| format!("f{i}"))
+        .chain(["copy".to_string()])
+        .map(|name| store.manifest("alice", &name).unwrap().unwrap())
+        .collect();
+    assert_eq!(before.len(), 11);
+    drop(store);
+    // Rewrite every manifest as format 4 encoded it.
+    let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut files = txn.open_table(FILES).unwrap();
+        for m in &before {
+            let old = codec::encode(&migrate::ManifestV4::from(m)).unwrap();
+            files
+                .insert(("alice", m.name.as_str()), old.as_slice())
+                .unwrap();
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("format", &b"4"[..])
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    let store = open(dir.path(), false);
+    for m in &before {
+        assert_eq!(&store.manifest("alice", &m.name).unwrap().unwrap(), m);
+    }
+    assert_eq!(read_file(&store, "f1", v(1)), data_of(1));
     let meta = store.read().unwrap();
     let meta = meta.open_table(META).unwrap();
     assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);

@@ -338,6 +338,7 @@ mod tests {
             md5: [0; 16],
             deleted: false,
             data: None,
+            kept: None,
         }
     }
 

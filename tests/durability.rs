@@ -615,6 +615,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                     md5: [0; 16],
                     deleted: true,
                     data: None,
+                    kept: None,
                 };
                 let older = older.or(Some(Version {
                     gen: version.gen - 500,
@@ -649,6 +650,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                 },
                 deleted: false,
                 data: None,
+                kept: None,
             };
             LegacyFile {
                 owner,

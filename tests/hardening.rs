@@ -1037,6 +1037,7 @@ async fn alice_cannot_reach_bobs_files_by_name_path_or_disk_id() {
                     md5: [0; 16],
                     deleted: true,
                     data: None,
+                    kept: None,
                 },
             };
             let err = alice.call(&commit).await.unwrap_err();
@@ -1131,6 +1132,7 @@ async fn chunk_indices_and_sizes_that_do_not_fit_are_refused() {
                 md5: [0; 16],
                 deleted: false,
                 data: None,
+                kept: None,
             },
         };
         assert_eq!(
@@ -1786,6 +1788,7 @@ mod properties {
                         md5: [0; 16],
                         deleted: size % 2 == 0,
                         data: None,
+                        kept: None,
                     }
                 }),
         ]

@@ -81,6 +81,7 @@ fn stored(store: &Arc<Store>, i: usize) -> Manifest {
         md5: [0; 16],
         deleted: false,
         data: None,
+        kept: None,
     }
 }
 

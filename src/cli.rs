@@ -329,7 +329,15 @@ pub fn die_of_sigpipe() -> ! {
 /// (clap's own message spans several) and exits with status 2. `--help` and
 /// `--version` print as usual.
 pub fn parse_args<T: clap::Parser>() -> T {
-    match T::try_parse() {
+    parse_args_of(T::command())
+}
+
+/// [`parse_args`] with `command` (a parser's clap command, changed).
+pub fn parse_args_of<T: clap::FromArgMatches>(command: clap::Command) -> T {
+    match command
+        .try_get_matches()
+        .and_then(|matches| T::from_arg_matches(&matches))
+    {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {

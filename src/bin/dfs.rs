@@ -85,17 +85,14 @@ enum Sub {
     /// The current folder (a one-shot command starts at the top: `/`).
     Pwd,
     /// Delete a file from every server.
-    #[command(alias = "rm")]
     Delete { remote: String },
     /// Make an empty folder.
     Mkdir { folder: String },
     /// Remove an empty folder.
     Rmdir { folder: String },
     /// Rename or move a file or folder (into NEW if it is a folder); no data moves.
-    #[command(alias = "move")]
     Mv { old: String, new: String },
     /// Copy a file or folder on the servers (the copy shares the data).
-    #[command(alias = "copy")]
     Cp { source: String, copy: String },
     /// Show which servers hold each chunk of a file.
     Where { remote: String },
@@ -134,6 +131,23 @@ enum Sub {
     },
 }
 
+/// `Args` as clap parses it, each subcommand's text, aliases and example
+/// taken from `cli::VERBS`: the prompt's HELP, `CMD --help` there, and
+/// `dfs CMD --help` say the same.
+fn command_line() -> clap::Command {
+    let mut command = <Args as clap::CommandFactory>::command();
+    for verb in cli::VERBS {
+        if command.find_subcommand(verb.name).is_some() {
+            command = command.mut_subcommand(verb.name, |sub| {
+                sub.about(verb.about)
+                    .visible_aliases(verb.aliases.iter().copied())
+                    .after_help(format!("Example: dfs {}", verb.example))
+            });
+        }
+    }
+    command
+}
+
 fn main() {
     ringdfs::memory::limit_retained_memory();
     let code = match real_main() {
@@ -147,7 +161,7 @@ fn main() {
 }
 
 fn real_main() -> Result<i32> {
-    let args = ringdfs::cli::parse_args::<Args>();
+    let args: Args = ringdfs::cli::parse_args_of(command_line());
     let local_mode = matches!(args.command, Some(Sub::Local { .. }));
     install_logging(local_mode)?;
     let runtime = Runtime::new().context("starting the runtime")?;
@@ -529,5 +543,46 @@ fn execute(
             eprint_line(&format!("error: {e}"));
             Step::Failed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commands only the prompt and batches run: each works on state a
+    /// one-shot run does not keep (the current folders) or ends the session.
+    const PROMPT_ONLY: [&str; 6] = ["cd", "lcd", "lls", "lpwd", "help", "exit"];
+
+    /// One vocabulary: every subcommand but `local` is a command of the
+    /// prompt, with the same aliases, and every command of the prompt that
+    /// makes sense once is a subcommand.
+    #[test]
+    fn the_subcommands_are_the_prompts_commands() {
+        let command = command_line();
+        command.clone().debug_assert();
+        let mut checked = 0;
+        for sub in command
+            .get_subcommands()
+            .filter(|s| s.get_name() != "local")
+        {
+            let verb = cli::VERBS
+                .iter()
+                .find(|v| v.name == sub.get_name())
+                .unwrap_or_else(|| panic!("dfs {} is not in cli::VERBS", sub.get_name()));
+            let aliases: Vec<&str> = sub.get_all_aliases().collect();
+            assert_eq!(aliases, verb.aliases, "the aliases of {}", verb.name);
+            checked += 1;
+        }
+        for verb in cli::VERBS {
+            let one_shot = command.find_subcommand(verb.name).is_some();
+            assert_eq!(
+                one_shot,
+                !PROMPT_ONLY.contains(&verb.name),
+                "{}: a subcommand exactly when it makes sense once",
+                verb.name
+            );
+        }
+        assert_eq!(checked, cli::VERBS.len() - PROMPT_ONLY.len());
     }
 }

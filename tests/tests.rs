@@ -21,5 +21,6 @@ mod ring;
 mod security;
 mod sharing;
 mod sync;
+mod transfers;
 mod uploads;
 mod util;

@@ -47,15 +47,53 @@ struct Args {
     command: Option<Sub>,
 }
 
+/// The options of `put` and `get`, as sftp has them.
+#[derive(clap::Args)]
+struct TransferFlags {
+    /// A whole folder, all under it (many files at once; resumes).
+    #[arg(short = 'r', short_alias = 'R', long)]
+    recursive: bool,
+    /// Continue an interrupted transfer, reusing what verifies.
+    #[arg(short = 'c', long = "continue")]
+    resume: bool,
+    /// Keep modification times (and modes on GET).
+    #[arg(short = 'p', long = "preserve")]
+    keep_times: bool,
+}
+
+impl TransferFlags {
+    fn flags(&self) -> cli::Flags {
+        cli::Flags {
+            recursive: self.recursive,
+            resume: self.resume,
+            keep_times: self.keep_times,
+        }
+    }
+}
+
+/// A name given to a one-shot command: the shell has unquoted it already,
+/// so its wildcards are wildcards (`\*` is a literal `*`).
+fn bare(text: &str) -> (String, bool) {
+    let word = ringdfs::glob::Word::bare(text);
+    let wild = word.pattern.is_some();
+    (word.pattern.unwrap_or(word.text), wild)
+}
+
 #[derive(Subcommand)]
 enum Sub {
-    /// Store a local file (as REMOTE, default its file name).
+    /// Store a local file (as REMOTE, default its file name); with -r a
+    /// whole folder; a pattern (`'*.pdf'`) stores each file it matches.
     Put {
+        #[command(flatten)]
+        flags: TransferFlags,
         local: PathBuf,
         remote: Option<String>,
     },
-    /// Fetch a file (to LOCAL, default the download folder).
+    /// Fetch a file (to LOCAL, default the download folder); with -r a
+    /// whole folder; a pattern (`'docs/*.pdf'`) fetches each file it matches.
     Get {
+        #[command(flatten)]
+        flags: TransferFlags,
         remote: String,
         local: Option<PathBuf>,
     },
@@ -84,7 +122,7 @@ enum Sub {
     },
     /// The current folder (a one-shot command starts at the top: `/`).
     Pwd,
-    /// Delete a file from every server.
+    /// Delete a file from every server (a pattern: every file it matches).
     #[command(alias = "rm")]
     Delete { remote: String },
     /// Make an empty folder.
@@ -179,32 +217,68 @@ fn real_main() -> Result<i32> {
 
     let one_shot = match args.command {
         // `~` as the prompt takes it, for a name the shell left alone ('~/x').
-        Some(Sub::Put { local, remote }) => Some(Command::Put {
-            local: tilde(local),
+        Some(Sub::Put {
+            flags,
+            local,
             remote,
-        }),
-        Some(Sub::Get { remote, local }) => Some(Command::Get {
+        }) => {
+            // A name that is not UTF-8 is no pattern.
+            let (local, wild) = match local.to_str() {
+                Some(typed) => {
+                    let (pattern, wild) = bare(typed);
+                    (cli::local_path(&pattern), wild)
+                }
+                None => (local, false),
+            };
+            Some(Command::Put {
+                local,
+                remote,
+                flags: flags.flags(),
+                wild,
+            })
+        }
+        Some(Sub::Get {
+            flags,
             remote,
-            local: local.map(tilde),
-        }),
+            local,
+        }) => {
+            let (remote, wild) = bare(&remote);
+            Some(Command::Get {
+                remote,
+                local: local.map(tilde),
+                flags: flags.flags(),
+                wild,
+            })
+        }
         Some(Sub::List {
             folder, recursive, ..
-        }) => Some(Command::List {
-            folder: folder.unwrap_or_default(),
-            recursive,
-            long: true,
-        }),
+        }) => {
+            let (folder, wild) = bare(&folder.unwrap_or_default());
+            Some(Command::List {
+                folder,
+                recursive,
+                long: true,
+                wild,
+            })
+        }
         Some(Sub::Ls {
             folder,
             recursive,
             long,
-        }) => Some(Command::List {
-            folder: folder.unwrap_or_default(),
-            recursive,
-            long,
-        }),
+        }) => {
+            let (folder, wild) = bare(&folder.unwrap_or_default());
+            Some(Command::List {
+                folder,
+                recursive,
+                long,
+                wild,
+            })
+        }
         Some(Sub::Pwd) => Some(Command::Pwd),
-        Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
+        Some(Sub::Delete { remote }) => {
+            let (remote, wild) = bare(&remote);
+            Some(Command::Delete { remote, wild })
+        }
         Some(Sub::Where { remote }) => Some(Command::Where { remote }),
         Some(Sub::Mkdir { folder }) => Some(Command::Folder {
             path: folder,

@@ -139,14 +139,12 @@ fn local_name(path: &Path) -> Result<String> {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_os_string())),
     };
-    named
-        .and_then(|n| n.into_string().ok())
-        .ok_or_else(|| {
-            Error::Refused(format!(
-                "cannot name {} remotely; give a remote name",
-                path.display()
-            ))
-        })
+    named.and_then(|n| n.into_string().ok()).ok_or_else(|| {
+        Error::Refused(format!(
+            "cannot name {} remotely; give a remote name",
+            path.display()
+        ))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -399,9 +397,10 @@ async fn plan_remote(
             remote: f.name,
             size: f.size,
         }),
-        DirItem::Folder(path) if !recursive => plan
-            .skipped
-            .push((format!("{path}/"), "a folder (get -r fetches folders)".into())),
+        DirItem::Folder(path) if !recursive => plan.skipped.push((
+            format!("{path}/"),
+            "a folder (get -r fetches folders)".into(),
+        )),
         DirItem::Folder(path) => {
             let mut folders = vec![(path, local.to_path_buf())];
             while let Some((folder, at)) = folders.pop() {
@@ -768,7 +767,9 @@ mod tests {
         assert!(text.contains("skipped d/link: a symbolic link"), "{text}");
         assert!(text.contains("failed d/bad : a name"), "{text}");
         assert!(
-            text.contains("stored 2 of 3 files (2.0 KiB) and 1 empty folder in 1.5 s, up to 3 at a time"),
+            text.contains(
+                "stored 2 of 3 files (2.0 KiB) and 1 empty folder in 1.5 s, up to 3 at a time"
+            ),
             "{text}"
         );
         assert!(text.ends_with("1 file failed: d/bad "), "{text}");

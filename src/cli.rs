@@ -15,8 +15,8 @@ use crate::client::{
     one_command, Client, DeleteReceipt, DirItem, GetReceipt, Health, Location, Progress,
     PutReceipt, RelinkReceipt, ServerReport, Transfer, UsageInfo, VerifyReport,
 };
-use crate::glob::Word;
 use crate::error::{Error, Result};
+use crate::glob::Word;
 use crate::sharing::{Access, Share};
 use crate::standing::Standing;
 

@@ -106,7 +106,9 @@ pub fn split(line: &str) -> Result<Vec<Word>, ()> {
             (Delimiter, Some('\\')) => Backslash,
             (Delimiter, Some('\t' | ' ' | '\n')) => Delimiter,
             (Delimiter, Some('#')) => Comment,
-            (Delimiter | Unquoted, Some(c)) if !matches!(c, '\'' | '"' | '\\' | '\t' | ' ' | '\n') => {
+            (Delimiter | Unquoted, Some(c))
+                if !matches!(c, '\'' | '"' | '\\' | '\t' | ' ' | '\n') =>
+            {
                 word.push(c, false);
                 Unquoted
             }
@@ -605,7 +607,10 @@ mod tests {
             .matches("ab"));
         // A backslash in quotes is ordinary too.
         let w = &split(r#"'a\b'*"#).unwrap()[0];
-        assert_eq!((w.text.as_str(), w.pattern.as_deref()), ("a\\b*", Some("a\\\\b*")));
+        assert_eq!(
+            (w.text.as_str(), w.pattern.as_deref()),
+            ("a\\b*", Some("a\\\\b*"))
+        );
         assert!(split("put 'open").is_err());
         assert_eq!(split("  # a comment").unwrap(), []);
     }
@@ -621,7 +626,14 @@ mod tests {
     fn local_patterns_expand_segment_by_segment() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for f in ["a.pdf", "b.pdf", ".c.pdf", "d.txt", "x/2024-1/p.jpg", "x/2024-2/q.jpg"] {
+        for f in [
+            "a.pdf",
+            "b.pdf",
+            ".c.pdf",
+            "d.txt",
+            "x/2024-1/p.jpg",
+            "x/2024-2/q.jpg",
+        ] {
             let path = d.join(f);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"").unwrap();

@@ -123,7 +123,10 @@ async fn put_r_then_get_r_of_500_files_is_identical_and_parallel() {
     let client = cluster.login("alice").await;
     let stored = names(&client).await;
     assert_eq!(stored.len(), 500);
-    assert!(stored.iter().all(|n| n.starts_with("photos/")), "{stored:?}");
+    assert!(
+        stored.iter().all(|n| n.starts_with("photos/")),
+        "{stored:?}"
+    );
     assert!(stored.contains(&"photos/my photo 3.jpg".to_string()));
 
     // `get -r photos INTO` with INTO a folder: INTO/photos, as sftp does.
@@ -165,9 +168,15 @@ async fn put_r_and_get_r_go_into_an_existing_folder_as_sftp_does() {
     );
 
     let fresh = work.path().join("fresh");
-    json_of(&config, &["get", "-r", "backup/src", fresh.to_str().unwrap()]);
+    json_of(
+        &config,
+        &["get", "-r", "backup/src", fresh.to_str().unwrap()],
+    );
     assert_same_tree(&src, &fresh);
-    json_of(&config, &["get", "-r", "backup/src", fresh.to_str().unwrap()]);
+    json_of(
+        &config,
+        &["get", "-r", "backup/src", fresh.to_str().unwrap()],
+    );
     assert_same_tree(&src, &fresh.join("src"));
 }
 
@@ -207,7 +216,10 @@ async fn a_failing_file_in_put_r_is_named_and_the_rest_arrive() {
         "{said}"
     );
     assert!(
-        said.contains(&format!("skipped {}: a symbolic link", src.join("link").display())),
+        said.contains(&format!(
+            "skipped {}: a symbolic link",
+            src.join("link").display()
+        )),
         "{said}"
     );
     assert!(
@@ -271,7 +283,11 @@ async fn wildcards_match_as_sftp_does_and_quotes_turn_them_off() {
         ]
     );
     // The escaped and the bare forms, one-shot and at the prompt.
-    let out = dfs(&config, &[], &format!("lcd {}\nput star\\*name quoted\nput .h*\n", src.display()));
+    let out = dfs(
+        &config,
+        &[],
+        &format!("lcd {}\nput star\\*name quoted\nput .h*\n", src.display()),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = dfs(&config, &["put", &format!("{}/starX*", src.display())], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -293,13 +309,19 @@ async fn wildcards_match_as_sftp_does_and_quotes_turn_them_off() {
     let ls = |pattern: &str| {
         let out = dfs(&config, &["ls", pattern], "");
         assert!(out.status.success(), "ls {pattern}: {}", text(&out.stderr));
-        text(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+        text(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
     assert_eq!(ls("*.pdf"), ["a.pdf", "b.pdf"]);
     assert_eq!(ls(".*"), [".hidden.pdf"]);
     assert_eq!(ls("[ab].pdf"), ["a.pdf", "b.pdf"]);
     assert_eq!(ls("[!a]*.pdf"), ["b.pdf"]);
-    assert_eq!(ls("pics/2024-0?.jpg"), ["pics/2024-01.jpg", "pics/2024-02.jpg"]);
+    assert_eq!(
+        ls("pics/2024-0?.jpg"),
+        ["pics/2024-01.jpg", "pics/2024-02.jpg"]
+    );
     assert_eq!(ls("*/2024-02*"), ["pics/2024-02.jpg"]);
     assert_eq!(ls("star\\*name"), ["star*name"]);
     assert_eq!(ls("star*name"), ["star*name", "starXname"]);
@@ -322,14 +344,22 @@ async fn wildcards_match_as_sftp_does_and_quotes_turn_them_off() {
         .collect();
     got.sort();
     assert_eq!(got, ["a.pdf", "b.pdf"]);
-    let out = dfs(&config, &["get", "*.pdf", dest.join("one.pdf").to_str().unwrap()], "");
+    let out = dfs(
+        &config,
+        &["get", "*.pdf", dest.join("one.pdf").to_str().unwrap()],
+        "",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("*.pdf matches 2 entries, but"),
         "{}",
         text(&out.stderr)
     );
-    let out = dfs(&config, &["put", &format!("{}/*.pdf", src.display()), "quoted"], "");
+    let out = dfs(
+        &config,
+        &["put", &format!("{}/*.pdf", src.display()), "quoted"],
+        "",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("matches 2 files, but /quoted is not a folder"),
@@ -353,5 +383,72 @@ async fn wildcards_match_as_sftp_does_and_quotes_turn_them_off() {
             "quoted",
             "starXname"
         ]
+    );
+}
+
+/// At the prompt, `put -r` draws one display for the whole transfer (files
+/// done of all, with a line per file moving) and ends with the summary;
+/// the folder lands in the current remote folder, and `get -r` brings it
+/// back identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_r_at_the_prompt_shows_one_display_and_lands_in_the_current_folder() {
+    use rexpect::reader::Options;
+    use rexpect::session::spawn_with_options;
+
+    let cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("big");
+    std::fs::create_dir_all(src.join("inner")).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed("transfers_prompt"));
+    for i in 0..4 {
+        let mut data = vec![0u8; 6_000_000];
+        rng.fill_bytes(&mut data);
+        std::fs::write(src.join(format!("part-{i}.bin")), &data).unwrap();
+        std::fs::write(src.join("inner").join(format!("small-{i}.txt")), b"small").unwrap();
+    }
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dfs"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--user", "alice"])
+        .env("DFS_PASSWORD", "wonderland")
+        .env("HOME", work.path())
+        .env("NO_COLOR", "1")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("DFS_USER")
+        .env_remove("RUST_LOG");
+    let options = Options::new()
+        .timeout_ms(Some(60_000))
+        .strip_ansi_escape_codes(true);
+    let mut p = spawn_with_options(command, options).unwrap();
+    p.exp_string("alice@ringdfs [4/4]> ").unwrap();
+    p.send_line("mkdir docs").unwrap();
+    p.exp_string("alice@ringdfs [4/4]> ").unwrap();
+    p.send_line("cd docs").unwrap();
+    p.exp_string("alice@ringdfs:/docs [4/4]> ").unwrap();
+    p.send_line(&format!("put -r {}", src.display())).unwrap();
+    // The whole transfer's line, then a file's own line while it moves.
+    p.exp_string("/8 files").unwrap();
+    p.exp_string("part-").unwrap();
+    p.exp_string("stored 8 of 8 files").unwrap();
+    p.exp_string("alice@ringdfs:/docs [4/4]> ").unwrap();
+
+    let back = work.path().join("back");
+    p.send_line(&format!("get -r big {}", back.display()))
+        .unwrap();
+    p.exp_string("fetched 8 of 8 files").unwrap();
+    p.exp_string("alice@ringdfs:/docs [4/4]> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    assert_same_tree(&src, &back);
+
+    let client = cluster.login("alice").await;
+    let mut stored = names(&client).await;
+    stored.sort();
+    assert_eq!(stored.len(), 8);
+    assert!(
+        stored.iter().all(|n| n.starts_with("docs/big/")),
+        "{stored:?}"
     );
 }

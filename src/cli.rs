@@ -395,7 +395,7 @@ pub fn parse_args<T: clap::Parser>() -> T {
 /// Parses one line. `Ok(None)` for a blank line. Commands are case-insensitive;
 /// arguments may be quoted like a shell's (`put "my file.txt"`).
 pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
-    let typed = crate::glob::split(line).map_err(|()| "unbalanced quotes".to_string())?;
+    let typed = crate::glob::split(line)?;
     let words: Vec<String> = typed.iter().map(|w| w.text.clone()).collect();
     let typed = typed.get(1..).unwrap_or_default();
     let Some((first, args)) = words.split_first() else {

@@ -52,8 +52,8 @@ const SPECIAL: [char; 4] = ['*', '?', '[', '\\'];
 
 /// Splits `line` into words exactly as `shell_words::split` does (quotes,
 /// backslashes, `#` comments), remembering which characters were quoted or
-/// escaped. `Err` for an unbalanced quote.
-pub fn split(line: &str) -> Result<Vec<Word>, ()> {
+/// escaped. `Err` (one line) for an unbalanced quote.
+pub fn split(line: &str) -> Result<Vec<Word>, String> {
     #[derive(Clone, Copy, PartialEq)]
     enum State {
         Delimiter,
@@ -135,7 +135,9 @@ pub fn split(line: &str) -> Result<Vec<Word>, ()> {
                 words.push(word.take());
                 Delimiter
             }
-            (Single | Double | DoubleBackslash, None) => return Err(()),
+            (Single | Double | DoubleBackslash, None) => {
+                return Err("unbalanced quotes".to_string())
+            }
             (Single, Some('\'')) => Unquoted,
             (Single, Some(c)) => {
                 word.push(c, true);
@@ -665,7 +667,7 @@ mod splitting {
         #[test]
         fn words_are_shell_words(line in "[a*?\\[\\]'\"\\\\# \t\nb$`]{0,24}") {
             let ours = super::split(&line).map(|w| w.into_iter().map(|w| w.text).collect::<Vec<_>>());
-            let theirs = shell_words::split(&line).map_err(|_| ());
+            let theirs = shell_words::split(&line).map_err(|_| "unbalanced quotes".to_string());
             prop_assert_eq!(ours, theirs);
         }
     }

@@ -10,26 +10,36 @@ use std::path::{Path, PathBuf};
 use crossterm::style::{Color, Stylize};
 use serde_json::{json, Value};
 
+use crate::bulk::Summary;
 use crate::client::{
     one_command, Client, DeleteReceipt, DirItem, GetReceipt, Health, Location, Progress,
-    PutReceipt, RelinkReceipt, ServerReport, UsageInfo, VerifyReport,
+    PutReceipt, RelinkReceipt, ServerReport, Transfer, UsageInfo, VerifyReport,
 };
 use crate::error::{Error, Result};
+use crate::glob::Word;
 use crate::sharing::{Access, Share};
 use crate::standing::Standing;
 
 /// One thing a user asks for. Remote names are as typed (relative to the
 /// current folder unless they start with `/`) until [`Command::resolved`]
-/// makes them whole paths as the servers name them.
+/// makes them whole paths as the servers name them. A name that is a
+/// pattern (`wild`, see [`crate::glob`]) keeps its wildcards, and its
+/// quoted ones escaped with `\`; it is matched when the command runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// `put [-r] [-c] [-p] LOCAL [REMOTE]`; with `-r` or a pattern, many
+    /// files (see [`crate::bulk`]).
     Put {
         local: PathBuf,
         remote: Option<String>,
+        flags: Flags,
+        wild: bool,
     },
     Get {
         remote: String,
         local: Option<PathBuf>,
+        flags: Flags,
+        wild: bool,
     },
     /// A folder's files and sub-folders (`""`: the current folder; once
     /// resolved, the top), or with `recursive` every file under it; `long`:
@@ -38,9 +48,11 @@ pub enum Command {
         folder: String,
         recursive: bool,
         long: bool,
+        wild: bool,
     },
     Delete {
         remote: String,
+        wild: bool,
     },
     /// `mkdir` (`make`) or `rmdir` of a folder.
     Folder {
@@ -98,6 +110,32 @@ pub enum Command {
     Shares,
 }
 
+/// The options of `put` and `get`, as sftp has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `-r`: a whole folder.
+    pub recursive: bool,
+    /// `-c`: continue an interrupted transfer.
+    pub resume: bool,
+    /// `-p`: keep modification times (and modes on GET).
+    pub keep_times: bool,
+}
+
+impl Flags {
+    /// What the client is asked to do: `-r` always resumes.
+    pub fn transfer(self) -> Transfer {
+        Transfer {
+            resume: self.resume || self.recursive,
+            keep_times: self.keep_times,
+        }
+    }
+
+    /// Whether the command moves many files (see [`crate::bulk`]).
+    fn many(self, wild: bool) -> bool {
+        wild || self.recursive
+    }
+}
+
 /// A command of the language: its name, the other words for it, its
 /// arguments, what it does and an example. [`VERBS`] is the one list that
 /// parsing, HELP, usage errors, completion and hints all read.
@@ -131,15 +169,15 @@ pub const VERBS: &[Verb] = &[
     verb(
         "put",
         &["upload"],
-        "LOCAL [REMOTE]",
-        "store a local file (as REMOTE, default its name)",
+        "LOCAL [REMOTE] [-r] [-c] [-p]",
+        "store a local file (as REMOTE, default its name); -r: a whole folder; wildcards (*.pdf) store each file matched; -c: resume; -p: keep times",
         "put ~/report.pdf docs/report.pdf",
     ),
     verb(
         "get",
         &["download"],
-        "REMOTE [LOCAL]",
-        "fetch a file (to LOCAL, default the download folder)",
+        "REMOTE [LOCAL] [-r] [-c] [-p]",
+        "fetch a file (to LOCAL, default the download folder); -r: a whole folder; wildcards (docs/*.pdf) fetch each file matched; -c: resume; -p: keep times",
         "get docs/report.pdf ~/Desktop/",
     ),
     verb(
@@ -153,7 +191,7 @@ pub const VERBS: &[Verb] = &[
         "ls",
         &[],
         "[FOLDER] [-l] [-R]",
-        "the names in a folder (-l: in full, as LIST; -R: every file under it)",
+        "the names in a folder, or those a pattern matches (-l: in full, as LIST; -R: every file under it)",
         "ls -l docs",
     ),
     verb(
@@ -168,7 +206,7 @@ pub const VERBS: &[Verb] = &[
         "delete",
         &["rm", "del"],
         "REMOTE",
-        "remove a file and all its chunks",
+        "remove a file and all its chunks (a pattern: every file it matches)",
         "delete docs/old.txt",
     ),
     verb("mkdir", &[], "FOLDER", "make an empty folder", "mkdir docs/2027"),
@@ -365,7 +403,9 @@ pub fn parse_args_of<T: clap::FromArgMatches>(command: clap::Command) -> T {
 /// Parses one line. `Ok(None)` for a blank line. Commands are case-insensitive;
 /// arguments may be quoted like a shell's (`put "my file.txt"`).
 pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
-    let words = shell_words::split(line).map_err(|_| "unbalanced quotes".to_string())?;
+    let typed = crate::glob::split(line)?;
+    let words: Vec<String> = typed.iter().map(|w| w.text.clone()).collect();
+    let typed = typed.get(1..).unwrap_or_default();
     let Some((first, args)) = words.split_first() else {
         return Ok(None);
     };
@@ -383,27 +423,11 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
     }
     let usage = |name: &str| usage_of(find_verb(name).expect("a known command"));
     let command = match (verb, args) {
-        ("put", [local]) => Command::Put {
-            local: local_path(local),
-            remote: None,
-        },
-        ("put", [local, remote]) => Command::Put {
-            local: local_path(local),
-            remote: Some(remote.clone()),
-        },
-        ("put", _) => return Err(usage("put")),
-        ("get", [remote]) => Command::Get {
-            remote: remote.clone(),
-            local: None,
-        },
-        ("get", [remote, local]) => Command::Get {
-            remote: remote.clone(),
-            local: Some(local_path(local)),
-        },
-        ("get", _) => return Err(usage("get")),
-        ("list" | "ls", args) => parse_list(verb, args).ok_or_else(|| usage(verb))??,
-        ("delete", [remote]) => Command::Delete {
-            remote: remote.clone(),
+        ("put" | "get", _) => parse_transfer(verb, typed).ok_or_else(|| usage(verb))??,
+        ("list" | "ls", _) => parse_list(verb, typed).ok_or_else(|| usage(verb))??,
+        ("delete", [_]) => Command::Delete {
+            remote: pattern_or_text(&typed[0]),
+            wild: typed[0].pattern.is_some(),
         },
         ("delete", _) => return Err(usage("delete")),
         ("mkdir" | "rmdir", [path]) => Command::Folder {
@@ -487,14 +511,73 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
     Ok(Some(command))
 }
 
+/// A word as a command keeps it: its pattern (quoted wildcards escaped)
+/// if it has wildcards, else its text.
+fn pattern_or_text(word: &Word) -> String {
+    word.pattern.clone().unwrap_or_else(|| word.text.clone())
+}
+
+/// `put`/`get` with sftp's options `-r` (or `-R`), `-c` (or sftp's `-a`)
+/// and `-p` (or `-P`), joined or not (`-rp`), anywhere before `--`. The
+/// source may be a pattern; the destination is taken as it is. `None` for
+/// too few or too many names, `Some(Err)` for an option it does not know.
+fn parse_transfer(verb: &str, words: &[Word]) -> Option<std::result::Result<Command, String>> {
+    let mut flags = Flags::default();
+    let mut names = Vec::new();
+    let mut options = true;
+    for word in words {
+        let text = word.text.as_str();
+        if options && text == "--" {
+            options = false;
+        } else if options && text.starts_with('-') && text.len() > 1 {
+            for flag in text[1..].chars() {
+                match flag {
+                    'r' | 'R' => flags.recursive = true,
+                    'c' | 'a' => flags.resume = true,
+                    'p' | 'P' => flags.keep_times = true,
+                    _ => {
+                        let verb = verb.to_uppercase();
+                        return Some(Err(format!("{verb}: unknown option {text}")));
+                    }
+                }
+            }
+        } else {
+            names.push(word);
+        }
+    }
+    let (source, destination) = match names.as_slice() {
+        [source] => (*source, None),
+        [source, destination] => (*source, Some(destination.text.clone())),
+        _ => return None,
+    };
+    let wild = source.pattern.is_some();
+    Some(Ok(if verb == "put" {
+        Command::Put {
+            local: local_path(&pattern_or_text(source)),
+            remote: destination,
+            flags,
+            wild,
+        }
+    } else {
+        Command::Get {
+            remote: pattern_or_text(source),
+            local: destination.map(|d| local_path(&d)),
+            flags,
+            wild,
+        }
+    }))
+}
+
 /// `list [FOLDER] [-R]` (always in full) or `ls [FOLDER] [-l] [-R]`
-/// (names only unless `-l`); options may be joined (`-lR`). `None` for two
-/// folders, `Some(Err)` for an option it does not know.
-fn parse_list(verb: &str, args: &[String]) -> Option<std::result::Result<Command, String>> {
+/// (names only unless `-l`); options may be joined (`-lR`). The folder may
+/// be a pattern. `None` for two folders, `Some(Err)` for an option it does
+/// not know.
+fn parse_list(verb: &str, args: &[Word]) -> Option<std::result::Result<Command, String>> {
     let mut recursive = false;
     let mut long = verb == "list";
-    let mut folder = None;
-    for arg in args {
+    let mut folder: Option<&Word> = None;
+    for word in args {
+        let arg = &word.text;
         match arg.as_str() {
             "--recursive" => recursive = true,
             "--long" => long = true,
@@ -510,17 +593,18 @@ fn parse_list(verb: &str, args: &[String]) -> Option<std::result::Result<Command
                     }
                 }
             }
-            path => {
-                if folder.replace(path.to_string()).is_some() {
+            _ => {
+                if folder.replace(word).is_some() {
                     return None;
                 }
             }
         }
     }
     Some(Ok(Command::List {
-        folder: folder.unwrap_or_default(),
+        folder: folder.map(pattern_or_text).unwrap_or_default(),
         recursive,
         long,
+        wild: folder.is_some_and(|w| w.pattern.is_some()),
     }))
 }
 
@@ -676,25 +760,49 @@ impl Command {
     /// cannot be.
     pub fn resolved(&self, cwd: &str) -> Result<Command> {
         Ok(match self {
-            Command::Put { local, remote } => Command::Put {
+            // Many files: named when they are found (see `crate::bulk`).
+            Command::Put { flags, wild, .. } | Command::Get { flags, wild, .. }
+                if flags.many(*wild) =>
+            {
+                self.clone()
+            }
+            Command::List { wild: true, .. } | Command::Delete { wild: true, .. } => self.clone(),
+            Command::Put {
+                local,
+                remote,
+                flags,
+                wild,
+            } => Command::Put {
                 local: local.clone(),
                 remote: Some(put_target(cwd, local, remote.as_deref())?),
+                flags: *flags,
+                wild: *wild,
             },
-            Command::Get { remote, local } => Command::Get {
+            Command::Get {
+                remote,
+                local,
+                flags,
+                wild,
+            } => Command::Get {
                 remote: resolve(cwd, remote)?,
                 local: local.clone(),
+                flags: *flags,
+                wild: *wild,
             },
             Command::List {
                 folder,
                 recursive,
                 long,
+                wild,
             } => Command::List {
                 folder: resolve_path(cwd, folder)?,
                 recursive: *recursive,
                 long: *long,
+                wild: *wild,
             },
-            Command::Delete { remote } => Command::Delete {
+            Command::Delete { remote, wild } => Command::Delete {
                 remote: resolve(cwd, remote)?,
+                wild: *wild,
             },
             Command::Folder { path, make } => Command::Folder {
                 path: resolve_path(cwd, path)?,
@@ -760,6 +868,13 @@ pub enum Outcome {
     Delete {
         name: String,
         receipt: DeleteReceipt,
+    },
+    /// `put`/`get` of many files (`-r`, a pattern).
+    Transfers(Summary),
+    /// `rm PATTERN`: the files deleted, and those that could not be.
+    Deleted {
+        names: Vec<String>,
+        failed: Vec<(String, String)>,
     },
     Folder {
         path: String,
@@ -828,30 +943,123 @@ async fn run_one(
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     Ok(match command {
-        Command::Put { local, remote } => {
+        Command::Put {
+            local,
+            remote,
+            flags,
+            wild,
+        } if flags.many(*wild) => Outcome::Transfers(
+            // Boxed: the futures of many transfers are deep.
+            Box::pin(crate::bulk::put(
+                client,
+                cwd,
+                local,
+                remote.as_deref(),
+                *wild,
+                flags.recursive,
+                flags.transfer(),
+                progress,
+            ))
+            .await?,
+        ),
+        Command::Get {
+            remote,
+            local,
+            flags,
+            wild,
+        } if flags.many(*wild) => Outcome::Transfers(
+            // Boxed: the futures of many transfers are deep.
+            Box::pin(crate::bulk::get(
+                client,
+                cwd,
+                remote,
+                local.as_deref(),
+                *wild,
+                flags.recursive,
+                flags.transfer(),
+                download_dir,
+                progress,
+            ))
+            .await?,
+        ),
+        Command::Put {
+            local,
+            remote,
+            flags,
+            ..
+        } => {
+            // Only a one-shot `dfs put - NAME` reads standard input (here it
+            // holds the commands, or the terminal).
+            if local.as_os_str() == "-" {
+                return Err(Error::Refused(
+                    "put - reads standard input: run it as dfs put - NAME".into(),
+                ));
+            }
             let name = match remote {
                 Some(r) => r.clone(),
                 None => default_remote_name(local)?,
             };
-            let receipt = client.put(local, &name, progress).await?;
+            let receipt = client
+                .put_with(local, &name, flags.transfer(), progress)
+                .await?;
             Outcome::Put { name, receipt }
         }
-        Command::Get { remote, local } => {
+        Command::Get {
+            remote,
+            local,
+            flags,
+            ..
+        } => {
             if local.is_none() {
                 std::fs::create_dir_all(download_dir)
                     .map_err(|e| Error::io(format!("creating {}", download_dir.display()), e))?;
             }
+            if local.as_deref().is_some_and(|l| l.as_os_str() == "-") {
+                return Err(Error::Refused(
+                    "get NAME - writes to standard output: run it as dfs get NAME -".into(),
+                ));
+            }
             let local = local_target(remote, local.as_deref(), download_dir);
-            let receipt = client.get(remote, &local, progress).await?;
+            let receipt = client
+                .get_with(remote, &local, flags.transfer(), progress)
+                .await?;
             Outcome::Get {
                 name: remote.clone(),
                 receipt,
             }
         }
         Command::List {
+            recursive: true,
+            wild: true,
+            folder,
+            ..
+        } => {
+            return Err(Error::Refused(format!(
+                "ls -R takes a folder, not a pattern ({folder})"
+            )))
+        }
+        Command::List {
+            folder,
+            long,
+            wild: true,
+            ..
+        } => {
+            let (folder, items) = Box::pin(crate::bulk::list(client, cwd, folder)).await?;
+            Outcome::List {
+                folder,
+                items,
+                long: *long,
+            }
+        }
+        Command::Delete { remote, wild: true } => {
+            let (names, failed) = Box::pin(crate::bulk::delete(client, cwd, remote)).await?;
+            Outcome::Deleted { names, failed }
+        }
+        Command::List {
             folder,
             recursive,
             long,
+            ..
         } => {
             crate::names::validate_folder(folder)?;
             let shared = folder == crate::sharing::SHARED || client.scope(folder)?.shared;
@@ -878,7 +1086,7 @@ async fn run_one(
                 long: *long,
             }
         }
-        Command::Delete { remote } => Outcome::Delete {
+        Command::Delete { remote, .. } => Outcome::Delete {
             name: remote.clone(),
             receipt: client.delete(remote).await?,
         },
@@ -1006,6 +1214,8 @@ impl Outcome {
     pub fn failed(&self) -> bool {
         match self {
             Outcome::Verify(reports) => reports.iter().any(|r| r.health >= Health::Corrupt),
+            Outcome::Transfers(summary) => !summary.failed.is_empty(),
+            Outcome::Deleted { failed, .. } => !failed.is_empty(),
             _ => false,
         }
     }
@@ -1047,6 +1257,13 @@ impl Outcome {
                 items,
                 long: false,
             } => list_names(folder, items, style),
+            Outcome::Transfers(summary) => summary.text(),
+            Outcome::Deleted { names, failed } => names
+                .iter()
+                .map(|n| format!("deleted {n}"))
+                .chain(failed.iter().map(|(n, why)| format!("failed {n}: {why}")))
+                .collect::<Vec<_>>()
+                .join("\n"),
             Outcome::Folder { path, made: true } => format!("made folder {path}/"),
             Outcome::Folder { path, made: false } => format!("removed folder {path}/"),
             Outcome::Delete { name, receipt } if receipt.missed.is_empty() => {
@@ -1169,6 +1386,14 @@ impl Outcome {
                 "name": name,
                 "applied": receipt.applied,
                 "missed": receipt.missed,
+            }),
+            Outcome::Transfers(summary) => summary.json(),
+            Outcome::Deleted { names, failed } => json!({
+                "deleted": names,
+                "failed": failed
+                    .iter()
+                    .map(|(name, error)| json!({ "name": name, "error": error }))
+                    .collect::<Vec<_>>(),
             }),
             Outcome::Where(location) => json!({
                 "name": location.manifest.name,
@@ -1971,6 +2196,8 @@ mod tests {
                 Command::Put {
                     local: "a.txt".into(),
                     remote: None,
+                    flags: Flags::default(),
+                    wild: false,
                 },
             ),
             (
@@ -1978,6 +2205,8 @@ mod tests {
                 Command::Put {
                     local: "my file.txt".into(),
                     remote: Some("remote name".into()),
+                    flags: Flags::default(),
+                    wild: false,
                 },
             ),
             (
@@ -1985,6 +2214,8 @@ mod tests {
                 Command::Get {
                     remote: "x".into(),
                     local: Some("./y".into()),
+                    flags: Flags::default(),
+                    wild: false,
                 },
             ),
             (
@@ -1993,6 +2224,7 @@ mod tests {
                     folder: String::new(),
                     recursive: false,
                     long: false,
+                    wild: false,
                 },
             ),
             (
@@ -2001,6 +2233,7 @@ mod tests {
                     folder: "../x".into(),
                     recursive: true,
                     long: true,
+                    wild: false,
                 },
             ),
             (
@@ -2009,12 +2242,86 @@ mod tests {
                     folder: "docs/".into(),
                     recursive: true,
                     long: true,
+                    wild: false,
                 },
             ),
             ("cd", Command::Cd { path: "/".into() }),
             ("CD ..", Command::Cd { path: "..".into() }),
             ("pwd", Command::Pwd),
-            ("rm x", Command::Delete { remote: "x".into() }),
+            (
+                "rm x",
+                Command::Delete {
+                    remote: "x".into(),
+                    wild: false,
+                },
+            ),
+            (
+                "rm *.tmp",
+                Command::Delete {
+                    remote: "*.tmp".into(),
+                    wild: true,
+                },
+            ),
+            (
+                "rm \"a*b\"",
+                Command::Delete {
+                    remote: "a*b".into(),
+                    wild: false,
+                },
+            ),
+            (
+                "put -rp photos backup",
+                Command::Put {
+                    local: "photos".into(),
+                    remote: Some("backup".into()),
+                    flags: Flags {
+                        recursive: true,
+                        resume: false,
+                        keep_times: true,
+                    },
+                    wild: false,
+                },
+            ),
+            (
+                "put 'my *.pdf'* docs/",
+                Command::Put {
+                    local: "my \\*.pdf*".into(),
+                    remote: Some("docs/".into()),
+                    flags: Flags::default(),
+                    wild: true,
+                },
+            ),
+            (
+                "get -c -R docs -- -x",
+                Command::Get {
+                    remote: "docs".into(),
+                    local: Some("-x".into()),
+                    flags: Flags {
+                        recursive: true,
+                        resume: true,
+                        keep_times: false,
+                    },
+                    wild: false,
+                },
+            ),
+            (
+                "get photos/2024-* -",
+                Command::Get {
+                    remote: "photos/2024-*".into(),
+                    local: Some("-".into()),
+                    flags: Flags::default(),
+                    wild: true,
+                },
+            ),
+            (
+                "ls -l *.pdf",
+                Command::List {
+                    folder: "*.pdf".into(),
+                    recursive: false,
+                    long: true,
+                    wild: true,
+                },
+            ),
             ("status", Command::Status),
             (
                 "du",
@@ -2075,8 +2382,10 @@ mod tests {
     #[test]
     fn usage_errors_are_one_line() {
         for (line, want) in [
-            ("put", "usage: PUT LOCAL [REMOTE]"),
-            ("get a b c", "usage: GET REMOTE [LOCAL]"),
+            ("put", "usage: PUT LOCAL [REMOTE] [-r] [-c] [-p]"),
+            ("put -r", "usage: PUT LOCAL [REMOTE] [-r] [-c] [-p]"),
+            ("get a b c", "usage: GET REMOTE [LOCAL] [-r] [-c] [-p]"),
+            ("put -rx a", "PUT: unknown option -rx"),
             ("delete", "usage: DELETE REMOTE"),
             ("ls a b", "usage: LS [FOLDER] [-l] [-R]"),
             ("list a b", "usage: LIST [FOLDER] [-R]"),

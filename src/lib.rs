@@ -21,6 +21,8 @@
 //! | [`config`] | the server and client configuration files |
 //! | [`memory`] | glibc allocator settings that keep the resident set small |
 //! | [`cli`] | the `dfs` command language: parse, run, render (text or JSON) |
+//! | [`glob`] | wildcards as sftp matches them; command lines split with quoting remembered |
+//! | [`bulk`] | many files at once: `put -r`/`get -r`, patterns; parallel, one progress display |
 //! | [`repl`] | the interactive prompt: editing, history, completion, progress |
 //!
 //! # One request's path: `dfs get report.pdf`
@@ -40,12 +42,14 @@
 pub mod accounts;
 pub mod atomic;
 pub mod auth;
+pub mod bulk;
 pub mod chord;
 pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod glob;
 pub mod heal;
 pub mod memory;
 pub mod names;

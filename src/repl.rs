@@ -447,6 +447,10 @@ impl Progress for Bar {
             self.bar.dec(delta.unsigned_abs());
         }
     }
+
+    fn shows(&self) -> bool {
+        self.enabled
+    }
 }
 
 /// Completion and hints for the prompt.
@@ -537,7 +541,15 @@ pub fn slot_after(words: &[String]) -> Slot {
         return Slot::Command;
     };
     let verb = canonical(verb);
-    match (verb, words.len()) {
+    // Options (`put -r`) are not names.
+    let count = match verb {
+        Some("put" | "get") => words
+            .iter()
+            .filter(|w| !(w.starts_with('-') && w.len() > 1))
+            .count(),
+        _ => words.len(),
+    };
+    match (verb, count) {
         (Some("put"), 1) => Slot::LocalPath,
         (Some("put"), 2) => Slot::RemoteName,
         (Some("get" | "delete" | "where" | "verify" | "du"), 1) => Slot::RemoteName,
@@ -703,6 +715,8 @@ mod tests {
         assert_eq!(slot_after(&w("PUT a ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("get ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("get x ")), Slot::LocalPath);
+        assert_eq!(slot_after(&w("put -r ")), Slot::LocalPath);
+        assert_eq!(slot_after(&w("get -rp x ")), Slot::LocalPath);
         assert_eq!(slot_after(&w("rm ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("where ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("ls ")), Slot::RemoteFolder);
@@ -714,12 +728,21 @@ mod tests {
 
     #[test]
     fn hints_show_the_arguments_still_to_come() {
-        assert_eq!(hint_for("put ").as_deref(), Some("LOCAL [REMOTE]"));
-        assert_eq!(hint_for("put a.txt ").as_deref(), Some("[REMOTE]"));
-        assert_eq!(hint_for("put a.txt b ").as_deref(), None);
+        assert_eq!(
+            hint_for("put ").as_deref(),
+            Some("LOCAL [REMOTE] [-r] [-c] [-p]")
+        );
+        assert_eq!(
+            hint_for("put a.txt ").as_deref(),
+            Some("[REMOTE] [-r] [-c] [-p]")
+        );
+        assert_eq!(hint_for("put a.txt b ").as_deref(), Some("[-r] [-c] [-p]"));
         assert_eq!(hint_for("wh").as_deref(), Some("ere REMOTE"));
         assert_eq!(hint_for("sta").as_deref(), Some("tus"));
-        assert_eq!(hint_for("GET").as_deref(), Some(" REMOTE [LOCAL]"));
+        assert_eq!(
+            hint_for("GET").as_deref(),
+            Some(" REMOTE [LOCAL] [-r] [-c] [-p]")
+        );
         assert_eq!(hint_for("get rep").as_deref(), None);
         assert_eq!(hint_for("").as_deref(), None);
     }

@@ -47,20 +47,54 @@ struct Args {
     command: Option<Sub>,
 }
 
+/// The options of `put` and `get`, as sftp has them.
+#[derive(clap::Args)]
+struct TransferFlags {
+    /// A whole folder, all under it (many files at once; resumes).
+    #[arg(short = 'r', short_alias = 'R', long)]
+    recursive: bool,
+    /// Continue an interrupted transfer, reusing what verifies.
+    #[arg(short = 'c', long = "continue")]
+    resume: bool,
+    /// Keep modification times (and modes on GET).
+    #[arg(short = 'p', long = "preserve")]
+    keep_times: bool,
+}
+
+impl TransferFlags {
+    fn flags(&self) -> cli::Flags {
+        cli::Flags {
+            recursive: self.recursive,
+            resume: self.resume,
+            keep_times: self.keep_times,
+        }
+    }
+}
+
+/// A name given to a one-shot command: the shell has unquoted it already,
+/// so its wildcards are wildcards (`\*` is a literal `*`).
+fn bare(text: &str) -> (String, bool) {
+    let word = ringdfs::glob::Word::bare(text);
+    let wild = word.pattern.is_some();
+    (word.pattern.unwrap_or(word.text), wild)
+}
+
+/// The one-shot commands. Their text, aliases and examples are those of
+/// `cli::VERBS` (see `command_line`); only `local` is not a prompt command.
 #[derive(Subcommand)]
 enum Sub {
-    /// Store a local file (as REMOTE, default its file name).
     Put {
+        #[command(flatten)]
+        flags: TransferFlags,
         local: PathBuf,
         remote: Option<String>,
     },
-    /// Fetch a file (to LOCAL, default the download folder).
     Get {
+        #[command(flatten)]
+        flags: TransferFlags,
         remote: String,
         local: Option<PathBuf>,
     },
-    /// List a folder's files and sub-folders in full: size, chunks, when
-    /// stored, health (the top by default).
     List {
         /// The folder, e.g. `docs` or `docs/2026`.
         folder: Option<String>,
@@ -71,7 +105,6 @@ enum Sub {
         #[arg(short = 'l', long, hide = true)]
         long: bool,
     },
-    /// The names in a folder, one a line (folders end with `/`).
     Ls {
         /// The folder, e.g. `docs` or `docs/2026` (the top by default).
         folder: Option<String>,
@@ -82,31 +115,35 @@ enum Sub {
         #[arg(short = 'l', long)]
         long: bool,
     },
-    /// The current folder (a one-shot command starts at the top: `/`).
     Pwd,
-    /// Delete a file from every server.
-    Delete { remote: String },
-    /// Make an empty folder.
-    Mkdir { folder: String },
-    /// Remove an empty folder.
-    Rmdir { folder: String },
-    /// Rename or move a file or folder (into NEW if it is a folder); no data moves.
-    Mv { old: String, new: String },
-    /// Copy a file or folder on the servers (the copy shares the data).
-    Cp { source: String, copy: String },
-    /// Show which servers hold each chunk of a file.
-    Where { remote: String },
-    /// Check every copy of a file (or of all your files); exit status 1 if
-    /// any copy is corrupt or any chunk lost.
-    Verify { remote: Option<String> },
-    /// Show the ring and each server's state.
+    Delete {
+        remote: String,
+    },
+    Mkdir {
+        folder: String,
+    },
+    Rmdir {
+        folder: String,
+    },
+    Mv {
+        old: String,
+        new: String,
+    },
+    Cp {
+        source: String,
+        copy: String,
+    },
+    Where {
+        remote: String,
+    },
+    Verify {
+        remote: Option<String>,
+    },
     Status,
-    /// Show the files and bytes under a folder, or of a file (default: all yours).
-    Du { path: Option<String> },
-    /// Show what you use, your quota, and the cluster's free space.
+    Du {
+        path: Option<String>,
+    },
     Df,
-    /// Let USER read (default) or also write a file or folder of yours;
-    /// they see it under /shared/YOU.
     Share {
         path: String,
         /// Who to share with (a user name).
@@ -115,13 +152,11 @@ enum Sub {
         #[arg(value_parser = ["read", "write"], default_value = "read")]
         access: String,
     },
-    /// Stop sharing a file or folder with USER.
     Unshare {
         path: String,
         #[arg(value_name = "USER")]
         recipient: String,
     },
-    /// Show what you share, and what others share with you (under /shared).
     Shares,
     /// Start the four servers of servers/ in this process, then the prompt.
     Local {
@@ -193,32 +228,68 @@ fn real_main() -> Result<i32> {
 
     let one_shot = match args.command {
         // `~` as the prompt takes it, for a name the shell left alone ('~/x').
-        Some(Sub::Put { local, remote }) => Some(Command::Put {
-            local: tilde(local),
+        Some(Sub::Put {
+            flags,
+            local,
             remote,
-        }),
-        Some(Sub::Get { remote, local }) => Some(Command::Get {
+        }) => {
+            // A name that is not UTF-8 is no pattern.
+            let (local, wild) = match local.to_str() {
+                Some(typed) => {
+                    let (pattern, wild) = bare(typed);
+                    (cli::local_path(&pattern), wild)
+                }
+                None => (local, false),
+            };
+            Some(Command::Put {
+                local,
+                remote,
+                flags: flags.flags(),
+                wild,
+            })
+        }
+        Some(Sub::Get {
+            flags,
             remote,
-            local: local.map(tilde),
-        }),
+            local,
+        }) => {
+            let (remote, wild) = bare(&remote);
+            Some(Command::Get {
+                remote,
+                local: local.map(tilde),
+                flags: flags.flags(),
+                wild,
+            })
+        }
         Some(Sub::List {
             folder, recursive, ..
-        }) => Some(Command::List {
-            folder: folder.unwrap_or_default(),
-            recursive,
-            long: true,
-        }),
+        }) => {
+            let (folder, wild) = bare(&folder.unwrap_or_default());
+            Some(Command::List {
+                folder,
+                recursive,
+                long: true,
+                wild,
+            })
+        }
         Some(Sub::Ls {
             folder,
             recursive,
             long,
-        }) => Some(Command::List {
-            folder: folder.unwrap_or_default(),
-            recursive,
-            long,
-        }),
+        }) => {
+            let (folder, wild) = bare(&folder.unwrap_or_default());
+            Some(Command::List {
+                folder,
+                recursive,
+                long,
+                wild,
+            })
+        }
         Some(Sub::Pwd) => Some(Command::Pwd),
-        Some(Sub::Delete { remote }) => Some(Command::Delete { remote }),
+        Some(Sub::Delete { remote }) => {
+            let (remote, wild) = bare(&remote);
+            Some(Command::Delete { remote, wild })
+        }
         Some(Sub::Where { remote }) => Some(Command::Where { remote }),
         Some(Sub::Mkdir { folder }) => Some(Command::Folder {
             path: folder,
@@ -261,6 +332,15 @@ fn real_main() -> Result<i32> {
         Some(Sub::Shares) => Some(Command::Shares),
         Some(Sub::Local { .. }) | None => None,
     };
+    // `put - NAME` and `get NAME -`: standard input and output, through a
+    // temp file (kept here until the command is done).
+    let (one_shot, _spooled, to_stdout) = match one_shot {
+        Some(command) => {
+            let (command, spooled, to_stdout) = pipe_ends(command)?;
+            (Some(command), spooled, to_stdout)
+        }
+        None => (None, None, None),
+    };
     let code = match one_shot {
         Some(command) => {
             let bar = Bar::new(!args.json && std::io::stderr().is_terminal());
@@ -273,7 +353,9 @@ fn real_main() -> Result<i32> {
             }));
             bar.finish();
             let outcome = outcome?;
-            if args.json {
+            if let Some((_dir, path)) = &to_stdout {
+                copy_to_stdout(path)?;
+            } else if args.json {
                 print_line(&format!("{:#}", outcome.json()));
             } else {
                 print_text(&outcome.text(Style::detect()));
@@ -328,6 +410,90 @@ fn real_main() -> Result<i32> {
         runtime.block_on(server.stop());
     }
     Ok(code)
+}
+
+/// A one-shot `put - NAME` or `get NAME -` made into a PUT of a temp file
+/// holding standard input, or a GET into a temp folder whose file then goes
+/// to standard output; any other command as it is. Returns the command, the
+/// spooled input (open while the PUT reads it) and the GET's temp folder
+/// and file.
+#[allow(clippy::type_complexity)]
+fn pipe_ends(
+    command: Command,
+) -> Result<(
+    Command,
+    Option<std::fs::File>,
+    Option<(tempfile::TempDir, PathBuf)>,
+)> {
+    let dash = |p: &Path| p == Path::new("-");
+    match command {
+        Command::Put {
+            local,
+            remote,
+            flags,
+            wild: _,
+        } if dash(&local) => {
+            let Some(remote) = remote else {
+                bail!("put - needs the remote name: dfs put - NAME");
+            };
+            if flags.recursive || flags.resume {
+                bail!("put - stores one stream: no -r or -c");
+            }
+            let (file, path) = spool_stdin()?;
+            let command = Command::Put {
+                local: path,
+                remote: Some(remote),
+                flags,
+                wild: false,
+            };
+            Ok((command, Some(file), None))
+        }
+        Command::Get {
+            remote,
+            local: Some(local),
+            flags,
+            wild,
+        } if dash(&local) => {
+            if flags.recursive || flags.resume || wild {
+                bail!("get NAME - writes one file: no -r, -c or pattern");
+            }
+            let dir = tempfile::tempdir().context("making a temp folder for the file")?;
+            let path = dir.path().join("file");
+            let command = Command::Get {
+                remote,
+                local: Some(path.clone()),
+                flags,
+                wild,
+            };
+            Ok((command, None, Some((dir, path))))
+        }
+        other => Ok((other, None, None)),
+    }
+}
+
+/// `dfs put - NAME`: standard input, copied into a temp file that has no
+/// name (it goes when `dfs` ends, however it ends), so that its size is
+/// known before it is cut into chunks; memory holds one buffer. The path
+/// opens that file.
+fn spool_stdin() -> Result<(std::fs::File, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let mut file = tempfile::tempfile().context("making a temp file for standard input")?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut file).context("reading standard input")?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    Ok((file, path))
+}
+
+/// `dfs get NAME -`: the file, fetched and verified whole (so what reaches
+/// standard output has been checked), copied out. A reader that stops early
+/// ends `dfs` by SIGPIPE, as it ends `cat`.
+fn copy_to_stdout(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::open(path).context("reading the fetched file")?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    match std::io::copy(&mut file, &mut out).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => cli::die_of_sigpipe(),
+        done => done.map(drop).context("writing to standard output"),
+    }
 }
 
 /// Logs go to stderr at `warn` (RUST_LOG overrides), so the prompt stays

@@ -113,6 +113,10 @@ pub trait Progress: Sync {
     /// The transfer's total size, once known.
     fn start(&self, _total: u64) {}
     fn add(&self, delta: i64);
+    /// Whether progress is drawn (a transfer of many files draws its own).
+    fn shows(&self) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(i64) + Sync> Progress for F {

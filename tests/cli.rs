@@ -199,7 +199,7 @@ async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
     let stderr = text(&out.stderr);
     assert_eq!(
         stderr,
-        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET REMOTE [LOCAL]\nerror: usage: GET REMOTE [LOCAL]\n"
+        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET REMOTE [LOCAL] [-r] [-c] [-p]\nerror: usage: GET REMOTE [LOCAL] [-r] [-c] [-p]\n"
     );
     let stdout = text(&out.stdout);
     assert_eq!(stdout.matches("my notes.txt").count(), 1, "{stdout}");

@@ -370,10 +370,16 @@ async fn wildcards_match_as_sftp_does_and_quotes_turn_them_off() {
     // rm: a quoted `*` removes the one literal name only.
     let out = dfs(&config, &[], "rm 'star*name'\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "deleted star*name\n");
+    assert_eq!(
+        text(&out.stdout),
+        "dfs> rm 'star*name'\ndeleted star*name\n"
+    );
     let out = dfs(&config, &[], "rm *.pdf\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "deleted a.pdf\ndeleted b.pdf\n");
+    assert_eq!(
+        text(&out.stdout),
+        "dfs> rm *.pdf\ndeleted a.pdf\ndeleted b.pdf\n"
+    );
     assert_eq!(
         stored().await,
         [

@@ -26,10 +26,14 @@ pub enum Command {
     Put {
         local: PathBuf,
         remote: Option<String>,
+        /// `-c`: continue an interrupted PUT of the same file.
+        resume: bool,
     },
     Get {
         remote: String,
         local: Option<PathBuf>,
+        /// `-c`: continue an interrupted GET to the same target.
+        resume: bool,
     },
     /// A folder's files and sub-folders (`""`: the current folder; once
     /// resolved, the top), or with `recursive` every file under it; `long`:
@@ -131,15 +135,15 @@ pub const VERBS: &[Verb] = &[
     verb(
         "put",
         &["upload"],
-        "LOCAL [REMOTE]",
-        "store a local file (as REMOTE, default its name)",
+        "[-c] LOCAL [REMOTE]",
+        "store a local file (as REMOTE, default its name; -c: continue an interrupted put)",
         "put ~/report.pdf docs/report.pdf",
     ),
     verb(
         "get",
         &["download"],
-        "REMOTE [LOCAL]",
-        "fetch a file (to LOCAL, default the download folder)",
+        "[-c] REMOTE [LOCAL]",
+        "fetch a file (to LOCAL, default the download folder; -c: continue an interrupted get)",
         "get docs/report.pdf ~/Desktop/",
     ),
     verb(
@@ -374,23 +378,32 @@ pub fn parse_line(line: &str) -> std::result::Result<Option<Command>, String> {
         }
     }
     let usage = |name: &str| usage_of(find_verb(name).expect("a known command"));
+    // `-c` (continue) is put's and get's one flag, before the names.
+    let (resume, args) = match args {
+        [flag, rest @ ..] if flag == "-c" && matches!(verb, "put" | "get") => (true, rest),
+        _ => (false, args),
+    };
     let command = match (verb, args) {
         ("put", [local]) => Command::Put {
             local: local_path(local),
             remote: None,
+            resume,
         },
         ("put", [local, remote]) => Command::Put {
             local: local_path(local),
             remote: Some(remote.clone()),
+            resume,
         },
         ("put", _) => return Err(usage("put")),
         ("get", [remote]) => Command::Get {
             remote: remote.clone(),
             local: None,
+            resume,
         },
         ("get", [remote, local]) => Command::Get {
             remote: remote.clone(),
             local: Some(local_path(local)),
+            resume,
         },
         ("get", _) => return Err(usage("get")),
         ("list" | "ls", args) => parse_list(verb, args).ok_or_else(|| usage(verb))??,
@@ -668,13 +681,23 @@ impl Command {
     /// cannot be.
     pub fn resolved(&self, cwd: &str) -> Result<Command> {
         Ok(match self {
-            Command::Put { local, remote } => Command::Put {
+            Command::Put {
+                local,
+                remote,
+                resume,
+            } => Command::Put {
                 local: local.clone(),
                 remote: Some(put_target(cwd, local, remote.as_deref())?),
+                resume: *resume,
             },
-            Command::Get { remote, local } => Command::Get {
+            Command::Get {
+                remote,
+                local,
+                resume,
+            } => Command::Get {
                 remote: resolve(cwd, remote)?,
                 local: local.clone(),
+                resume: *resume,
             },
             Command::List {
                 folder,
@@ -820,21 +843,37 @@ async fn run_one(
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     Ok(match command {
-        Command::Put { local, remote } => {
+        Command::Put {
+            local,
+            remote,
+            resume,
+        } => {
             let name = match remote {
                 Some(r) => r.clone(),
                 None => default_remote_name(local)?,
             };
-            let receipt = client.put(local, &name, progress).await?;
+            let how = crate::client::Transfer {
+                resume: *resume,
+                ..Default::default()
+            };
+            let receipt = client.put_with(local, &name, how, progress).await?;
             Outcome::Put { name, receipt }
         }
-        Command::Get { remote, local } => {
+        Command::Get {
+            remote,
+            local,
+            resume,
+        } => {
             if local.is_none() {
                 std::fs::create_dir_all(download_dir)
                     .map_err(|e| Error::io(format!("creating {}", download_dir.display()), e))?;
             }
             let local = local_target(remote, local.as_deref(), download_dir);
-            let receipt = client.get(remote, &local, progress).await?;
+            let how = crate::client::Transfer {
+                resume: *resume,
+                ..Default::default()
+            };
+            let receipt = client.get_with(remote, &local, how, progress).await?;
             Outcome::Get {
                 name: remote.clone(),
                 receipt,
@@ -1936,6 +1975,7 @@ mod tests {
                 Command::Put {
                     local: "a.txt".into(),
                     remote: None,
+                    resume: false,
                 },
             ),
             (
@@ -1943,6 +1983,7 @@ mod tests {
                 Command::Put {
                     local: "my file.txt".into(),
                     remote: Some("remote name".into()),
+                    resume: false,
                 },
             ),
             (
@@ -1950,6 +1991,23 @@ mod tests {
                 Command::Get {
                     remote: "x".into(),
                     local: Some("./y".into()),
+                    resume: false,
+                },
+            ),
+            (
+                "put -c big.iso",
+                Command::Put {
+                    local: "big.iso".into(),
+                    remote: None,
+                    resume: true,
+                },
+            ),
+            (
+                "get -c big.iso ./y",
+                Command::Get {
+                    remote: "big.iso".into(),
+                    local: Some("./y".into()),
+                    resume: true,
                 },
             ),
             (
@@ -2040,7 +2098,7 @@ mod tests {
     #[test]
     fn usage_errors_are_one_line() {
         for (line, want) in [
-            ("put", "usage: PUT LOCAL [REMOTE]"),
+            ("put", "usage: PUT [-c] LOCAL [REMOTE]"),
             ("get a b c", "usage: GET REMOTE [LOCAL]"),
             ("delete", "usage: DELETE REMOTE"),
             ("ls a b", "usage: LS [FOLDER] [-l] [-R]"),

@@ -533,6 +533,7 @@ pub fn typed(line: &str) -> Typed {
 
 /// What kind of word is typed after `words`.
 pub fn slot_after(words: &[String]) -> Slot {
+    let words = &without_continue(words);
     let Some(verb) = words.first() else {
         return Slot::Command;
     };
@@ -550,6 +551,20 @@ pub fn slot_after(words: &[String]) -> Slot {
         // Options may come before the folder.
         (Some("list" | "ls"), _) => Slot::RemoteFolder,
         _ => Slot::Nothing,
+    }
+}
+
+/// `words` without put's and get's `-c` (continue), which may come first.
+fn without_continue(words: &[String]) -> Vec<String> {
+    match words {
+        [verb, flag, rest @ ..]
+            if flag == "-c" && matches!(canonical(verb), Some("put" | "get")) =>
+        {
+            std::iter::once(verb.clone())
+                .chain(rest.iter().cloned())
+                .collect()
+        }
+        _ => words.to_vec(),
     }
 }
 
@@ -586,8 +601,12 @@ pub fn hint_for(line: &str) -> Option<String> {
     if !t.partial.is_empty() {
         return None; // mid-word: no hint
     }
-    let args = args_of(canonical(&t.words[0])?)?;
-    let remaining = args.get(t.words.len() - 1..)?;
+    let mut args = args_of(canonical(&t.words[0])?)?;
+    let words = without_continue(&t.words);
+    if t.words.len() > 1 && args.first() == Some(&"[-c]") {
+        args.remove(0); // a flag or a name typed: `-c` is past
+    }
+    let remaining = args.get(words.len() - 1..)?;
     if remaining.is_empty() {
         return None;
     }
@@ -703,6 +722,8 @@ mod tests {
         assert_eq!(slot_after(&w("PUT a ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("get ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("get x ")), Slot::LocalPath);
+        assert_eq!(slot_after(&w("put -c ")), Slot::LocalPath);
+        assert_eq!(slot_after(&w("get -c x ")), Slot::LocalPath);
         assert_eq!(slot_after(&w("rm ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("where ")), Slot::RemoteName);
         assert_eq!(slot_after(&w("ls ")), Slot::RemoteFolder);
@@ -714,12 +735,14 @@ mod tests {
 
     #[test]
     fn hints_show_the_arguments_still_to_come() {
-        assert_eq!(hint_for("put ").as_deref(), Some("LOCAL [REMOTE]"));
+        assert_eq!(hint_for("put ").as_deref(), Some("[-c] LOCAL [REMOTE]"));
+        assert_eq!(hint_for("put -c ").as_deref(), Some("LOCAL [REMOTE]"));
+        assert_eq!(hint_for("put -c a.txt ").as_deref(), Some("[REMOTE]"));
         assert_eq!(hint_for("put a.txt ").as_deref(), Some("[REMOTE]"));
         assert_eq!(hint_for("put a.txt b ").as_deref(), None);
         assert_eq!(hint_for("wh").as_deref(), Some("ere REMOTE"));
         assert_eq!(hint_for("sta").as_deref(), Some("tus"));
-        assert_eq!(hint_for("GET").as_deref(), Some(" REMOTE [LOCAL]"));
+        assert_eq!(hint_for("GET").as_deref(), Some(" [-c] REMOTE [LOCAL]"));
         assert_eq!(hint_for("get rep").as_deref(), None);
         assert_eq!(hint_for("").as_deref(), None);
     }

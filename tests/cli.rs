@@ -186,7 +186,7 @@ async fn piped_commands_run_in_order_and_failures_set_the_exit_status() {
     let stderr = text(&out.stderr);
     assert_eq!(
         stderr,
-        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET REMOTE [LOCAL]\n"
+        "error: unknown command \"frobnicate\"; type HELP for the list\nerror: usage: GET [-c] REMOTE [LOCAL]\n"
     );
     assert!(text(&out.stdout).contains("my notes.txt"));
 }

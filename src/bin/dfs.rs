@@ -53,11 +53,19 @@ enum Sub {
     Put {
         local: PathBuf,
         remote: Option<String>,
+        /// Continue an interrupted put of the same file, reusing only what
+        /// the servers kept and checksums confirm.
+        #[arg(short = 'c', long = "continue")]
+        resume: bool,
     },
     /// Fetch a file (to LOCAL, default the download folder).
     Get {
         remote: String,
         local: Option<PathBuf>,
+        /// Continue an interrupted get of the same file, reusing only what
+        /// checksums confirm.
+        #[arg(short = 'c', long = "continue")]
+        resume: bool,
     },
     /// List a folder's files and sub-folders in full: size, chunks, when
     /// stored, health (the top by default).
@@ -179,13 +187,23 @@ fn real_main() -> Result<i32> {
 
     let one_shot = match args.command {
         // `~` as the prompt takes it, for a name the shell left alone ('~/x').
-        Some(Sub::Put { local, remote }) => Some(Command::Put {
+        Some(Sub::Put {
+            local,
+            remote,
+            resume,
+        }) => Some(Command::Put {
             local: tilde(local),
             remote,
+            resume,
         }),
-        Some(Sub::Get { remote, local }) => Some(Command::Get {
+        Some(Sub::Get {
+            remote,
+            local,
+            resume,
+        }) => Some(Command::Get {
             remote,
             local: local.map(tilde),
+            resume,
         }),
         Some(Sub::List {
             folder, recursive, ..

@@ -17,6 +17,7 @@ mod navigation;
 mod peers;
 mod quotas;
 mod repl;
+mod resume;
 mod ring;
 mod security;
 mod sharing;

@@ -444,6 +444,8 @@ impl Drop for PartFile {
         if self.armed && !self.keep {
             let _ = std::fs::remove_file(&self.path);
             self.written.remove();
+        } else if self.armed {
+            self.written.save();
         }
     }
 }

@@ -374,6 +374,8 @@ impl Client {
                 .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??
         };
         let mut live: Vec<(usize, Conn, u64)> = Vec::new();
+        // Holders that stored the whole chunk before the cut: nothing to send.
+        let mut whole = Vec::new();
         for (i, conn, kept) in holding {
             let from = match kept {
                 Some((l, sum)) if local_marks.iter().any(|(m, s, _)| *m == l && *s == sum) => l,
@@ -383,7 +385,21 @@ impl Client {
                 }
                 None => 0,
             };
+            if from == len {
+                self.release(i, conn);
+                whole.push(i);
+                continue;
+            }
             live.push((i, conn, from));
+        }
+        if live.is_empty() {
+            let checksum = local_marks
+                .iter()
+                .find(|(m, _, _)| *m == len)
+                .map(|(_, sum, _)| *sum)
+                .ok_or_else(|| Error::Internal("a whole chunk without its checksum".into()))?;
+            progress.add(len as i64);
+            return Ok((checksum, whole, Vec::new()));
         }
         let from = live.iter().map(|(_, _, f)| *f).min().unwrap_or(0);
         let hasher = match local_marks.into_iter().find(|(m, _, _)| *m == from) {
@@ -455,7 +471,7 @@ impl Client {
         let sent = join_all(live.iter_mut().map(|(_, c, _)| c.send(&done))).await;
         live = drop_failed(self, live, sent, &mut failures);
         let replies = join_all(live.iter_mut().map(|(_, c, _)| c.reply())).await;
-        let mut stored = Vec::new();
+        let mut stored = whole;
         let mut refused = Vec::new();
         for ((i, conn, _), reply) in live.into_iter().zip(replies) {
             self.note(i, &reply);

@@ -27,7 +27,7 @@ use crate::protocol::{Manifest, Version};
 pub const RESUME_MIN: u64 = 8 << 20;
 
 /// A download's record is saved after this many more bytes are written.
-const SAVE_EVERY: u64 = 16 << 20;
+const SAVE_EVERY: u64 = 4 << 20;
 
 /// Where the user's transfer state lives: `$XDG_STATE_HOME/ringdfs/` or
 /// `~/.local/state/ringdfs/`.
@@ -212,6 +212,13 @@ impl Written {
             save_json(&self.record_path, record);
             *unsaved = 0;
         }
+    }
+
+    /// Saves the record as it is now (a `get -c` cancelled).
+    pub fn save(&self) {
+        let mut state = self.state.lock().expect("record lock");
+        save_json(&self.record_path, &state.0);
+        state.1 = 0;
     }
 
     pub fn remove(&self) {

@@ -1346,13 +1346,20 @@ impl Store {
 
     /// How many bytes of `spec`'s chunk an interrupted upload left here, and
     /// the checksum of those bytes (the chunk's keyed hasher fed only them),
-    /// read again from disk. `(0, _)` when none are kept, or another
-    /// writer holds them.
+    /// read again from disk; for a chunk stored whole, its length and
+    /// recorded checksum. `(0, _)` when none are kept, or another writer
+    /// holds them.
     pub fn prefix(self: &Arc<Self>, spec: &ChunkSpec) -> Result<(u64, Checksum)> {
         spec.validate()?;
         let mut hasher = spec.id().hasher();
         let none = (0, checksum_of(&hasher));
         let len = spec.chunk_len();
+        // Stored whole already (checked when it arrived): its checksum.
+        if let Ok(stored) = self.open_chunk(&spec.owner, &spec.name, spec.version, spec.chunk) {
+            if stored.len() == len {
+                return Ok((len, stored.checksum()));
+            }
+        }
         if len <= self.tuning.inline_max {
             return Ok(none);
         }

@@ -28,6 +28,11 @@
 //! C: Commit{manifest}              S: Ok                     (new version visible)
 //! C: GetChunk{name, version, chunk}
 //!                                  S: Chunk{len}, Data blocks, ChunkDone{checksum}
+//! C: ChunkPrefix{name, version, chunk, n, size}
+//!                                  S: Prefix{len, checksum}  (kept of a cut upload)
+//! C: PutChunkFrom{.., offset}  then Data blocks from offset, then ChunkDone{checksum}
+//! C: GetChunkFrom{name, version, chunk, offset}
+//!                                  S: Chunk{len}, Data blocks from offset, ChunkDone
 //! C: Stat{name} / List / Delete{name, version} / Status / Ring
 //! ```
 //!
@@ -55,7 +60,8 @@ use crate::sharing::{Access, Share};
 /// Bumped on any incompatible change to the messages below (3: digests
 /// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
 /// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage;
-/// 7: sharing).
+/// 7: sharing; 8: resuming transfers, `ChunkPrefix`, `PutChunkFrom`,
+/// `GetChunkFrom`).
 pub const PROTOCOL_VERSION: u32 = 8;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
@@ -595,6 +601,48 @@ pub enum Request {
         paths: Vec<String>,
         request: Box<Request>,
     },
+    /// `put -c`: how much of this chunk of an uncommitted upload an
+    /// interrupted `PutChunk` left on the server, and the checksum of those
+    /// bytes alone (the chunk's `ChunkId::hasher` fed only them, read again
+    /// from disk). Answered with `Prefix`; `len` 0 when nothing is kept.
+    ChunkPrefix {
+        name: String,
+        version: Version,
+        chunk: u32,
+        chunks: u32,
+        size: u64,
+    },
+    /// `PutChunk` going on after the first `offset` bytes the server kept
+    /// (as `ChunkPrefix` reported them): followed by the data blocks from
+    /// `offset` to the chunk's end, then `ChunkDone` with the whole
+    /// chunk's checksum. Refused when fewer bytes are kept.
+    PutChunkFrom {
+        name: String,
+        version: Version,
+        chunk: u32,
+        chunks: u32,
+        size: u64,
+        offset: u64,
+    },
+    /// `GetChunk` from byte `offset` on: `Chunk{len}` (the whole chunk's
+    /// length), the data blocks from `offset`, `ChunkDone`. The server still
+    /// reads and checks the whole chunk.
+    GetChunkFrom {
+        name: String,
+        version: Version,
+        chunk: u32,
+        offset: u64,
+    },
+}
+
+impl Request {
+    /// Whether data blocks follow the request (an upload of a chunk).
+    pub fn streams(&self) -> bool {
+        matches!(
+            self,
+            Request::PutChunk { .. } | Request::PutChunkFrom { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -676,6 +724,11 @@ pub enum Response {
     Usage(UsageReport),
     /// The answer to `Shares`.
     Shares(Vec<Share>),
+    /// The answer to `ChunkPrefix`: bytes kept and their checksum.
+    Prefix {
+        len: u64,
+        checksum: Checksum,
+    },
 }
 
 /// What arrives on a connection: a control message or a block of data.

@@ -537,6 +537,7 @@ pub fn typed(line: &str) -> Typed {
 
 /// What kind of word is typed after `words`.
 pub fn slot_after(words: &[String]) -> Slot {
+    let words = &without_continue(words);
     let Some(verb) = words.first() else {
         return Slot::Command;
     };
@@ -562,6 +563,20 @@ pub fn slot_after(words: &[String]) -> Slot {
         // Options may come before the folder.
         (Some("list" | "ls"), _) => Slot::RemoteFolder,
         _ => Slot::Nothing,
+    }
+}
+
+/// `words` without put's and get's `-c` (continue), which may come first.
+fn without_continue(words: &[String]) -> Vec<String> {
+    match words {
+        [verb, flag, rest @ ..]
+            if flag == "-c" && matches!(canonical(verb), Some("put" | "get")) =>
+        {
+            std::iter::once(verb.clone())
+                .chain(rest.iter().cloned())
+                .collect()
+        }
+        _ => words.to_vec(),
     }
 }
 
@@ -598,8 +613,12 @@ pub fn hint_for(line: &str) -> Option<String> {
     if !t.partial.is_empty() {
         return None; // mid-word: no hint
     }
-    let args = args_of(canonical(&t.words[0])?)?;
-    let remaining = args.get(t.words.len() - 1..)?;
+    let mut args = args_of(canonical(&t.words[0])?)?;
+    let words = without_continue(&t.words);
+    if t.words.len() > 1 && args.first() == Some(&"[-c]") {
+        args.remove(0); // a flag or a name typed: `-c` is past
+    }
+    let remaining = args.get(words.len() - 1..)?;
     if remaining.is_empty() {
         return None;
     }

@@ -658,9 +658,9 @@ where
             Peer::Nobody => {
                 // A client that streams after an unauthorised PutChunk would
                 // leave data in flight, so close rather than guess.
-                let next = match request {
-                    Request::PutChunk { .. } => Next::Close,
-                    _ => Next::Continue,
+                let next = match request.streams() {
+                    true => Next::Close,
+                    false => Next::Continue,
                 };
                 Err((Error::NotLoggedIn, next))
             }
@@ -680,9 +680,9 @@ where
 {
     let store = &server.store;
     if let Some(name) = own_new_name(&request) {
-        crate::sharing::check_own_name(name).map_err(|e| match request {
-            Request::PutChunk { .. } => (e, Next::Close),
-            _ => soft(e),
+        crate::sharing::check_own_name(name).map_err(|e| match request.streams() {
+            true => (e, Next::Close),
+            false => soft(e),
         })?;
     }
     match request {
@@ -691,7 +691,7 @@ where
             paths,
             request,
         } => {
-            let streams = matches!(*request, Request::PutChunk { .. });
+            let streams = request.streams();
             let (accounts, store) = (Arc::clone(&server.accounts), Arc::clone(store));
             let (user, asked) = (owner.clone(), *request);
             let (grant, asked) = tokio::task::spawn_blocking(move || {
@@ -800,16 +800,72 @@ where
                 size,
             };
             // Any failure here leaves the client mid-stream: reply and close.
-            let stored = receive_chunk(server, conn, spec).await;
+            let stored = receive_chunk(server, conn, spec, 0).await;
             server.healer.space().saw(&stored);
             stored.map_err(|e| (e, Next::Close))?;
             Ok(Some(Response::Ok))
+        }
+        Request::PutChunkFrom {
+            name,
+            version,
+            chunk,
+            chunks,
+            size,
+            offset,
+        } => {
+            let spec = ChunkSpec {
+                owner,
+                name,
+                version,
+                chunk,
+                chunks,
+                size,
+            };
+            let stored = receive_chunk(server, conn, spec, offset).await;
+            server.healer.space().saw(&stored);
+            stored.map_err(|e| (e, Next::Close))?;
+            Ok(Some(Response::Ok))
+        }
+        Request::ChunkPrefix {
+            name,
+            version,
+            chunk,
+            chunks,
+            size,
+        } => {
+            let spec = ChunkSpec {
+                owner,
+                name,
+                version,
+                chunk,
+                chunks,
+                size,
+            };
+            spec.validate().map_err(soft)?;
+            // The connection of an attempt cut moments ago may not have
+            // been seen closing yet: give it a moment to let go.
+            let until = Instant::now() + PARTIAL_WAIT;
+            while store.partial_in_use(&spec) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let store = Arc::clone(store);
+            let (len, checksum) = tokio::task::spawn_blocking(move || store.prefix(&spec))
+                .await
+                .map_err(|e| soft(Error::Internal(format!("prefix task: {e}"))))?
+                .map_err(soft)?;
+            Ok(Some(Response::Prefix { len, checksum }))
         }
         Request::GetChunk {
             name,
             version,
             chunk,
-        } => send_chunk(server, conn, &owner, &name, version, chunk).await,
+        } => send_chunk(server, conn, &owner, &name, version, chunk, 0).await,
+        Request::GetChunkFrom {
+            name,
+            version,
+            chunk,
+            offset,
+        } => send_chunk(server, conn, &owner, &name, version, chunk, offset).await,
         Request::Verify {
             name,
             version,
@@ -883,7 +939,7 @@ where
 /// must not be under `shared/` (see `sharing::check_own_name`).
 fn own_new_name(request: &Request) -> Option<&str> {
     match request {
-        Request::PutChunk { name, .. } => Some(name),
+        Request::PutChunk { name, .. } | Request::PutChunkFrom { name, .. } => Some(name),
         Request::Commit { manifest, .. } => Some(&manifest.name),
         Request::MakeFolder { path } => Some(path),
         Request::CommitMany { manifests } => manifests
@@ -948,7 +1004,7 @@ where
             name,
             version,
             chunk,
-        } => send_chunk(server, conn, &owner, &name, version, chunk).await,
+        } => send_chunk(server, conn, &owner, &name, version, chunk, 0).await,
         Request::HealNow => {
             server.healer.wake();
             Ok(Some(Response::Ok))
@@ -1038,7 +1094,14 @@ async fn commit(server: &Server, owner: String, manifest: Manifest) -> Result<()
 }
 
 /// Receives one chunk's data blocks and `ChunkDone`, storing them durably.
-async fn receive_chunk<S>(server: &Server, conn: &mut Connection<S>, spec: ChunkSpec) -> Result<()>
+/// From `offset` on: the bytes before it are those the server kept of an
+/// earlier attempt (see `store`'s "Partial chunks").
+async fn receive_chunk<S>(
+    server: &Server,
+    conn: &mut Connection<S>,
+    spec: ChunkSpec,
+    offset: u64,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -1049,7 +1112,7 @@ where
         let quota = server.accounts.quota(&spec.owner);
         _admitted = server.quota.admit(&server.store, quota, &spec)?;
         server.healer.space().room_for(spec.chunk_len())?;
-        server.store.begin_chunk(spec)
+        server.store.begin_upload(spec, offset)
     });
     let writer = match begun {
         Ok(writer) => writer,
@@ -1073,7 +1136,8 @@ where
 
 /// Streams one stored chunk: `Chunk{len}`, data blocks, `ChunkDone`. The reader
 /// verifies the checksum as it goes; a mismatch ends the stream with an error
-/// and puts the copy in quarantine.
+/// and puts the copy in quarantine. From `offset` on, the bytes before it are
+/// read and checked but not sent.
 async fn send_chunk<S>(
     server: &Server,
     conn: &mut Connection<S>,
@@ -1081,6 +1145,7 @@ async fn send_chunk<S>(
     name: &str,
     version: Version,
     chunk: u32,
+    offset: u64,
 ) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -1100,20 +1165,42 @@ where
         }
     };
     let checksum = reader.checksum();
+    if offset > reader.len() {
+        return Err(soft(Error::BadRequest(format!(
+            "chunk {chunk} is {} bytes; it cannot be sent from byte {offset}",
+            reader.len()
+        ))));
+    }
     let header = Response::Chunk { len: reader.len() };
     conn.send(&header).await.map_err(|e| (e, Next::Close))?;
 
     let (tx, mut rx) = mpsc::channel::<Result<bytes::Bytes>>(PIPELINE_DEPTH);
-    tokio::task::spawn_blocking(move || loop {
-        let block = reader.next_block().transpose();
-        let last = !matches!(block, Some(Ok(_)));
-        if let Some(item) = block {
-            if tx.blocking_send(item).is_err() {
+    tokio::task::spawn_blocking(move || {
+        // Where the next block starts in the chunk.
+        let mut at = 0u64;
+        loop {
+            let mut block = reader.next_block().transpose();
+            let last = !matches!(block, Some(Ok(_)));
+            if let Some(Ok(data)) = &mut block {
+                let len = data.len() as u64;
+                if at + len <= offset {
+                    // Before `offset`: read and checked, not sent.
+                    at += len;
+                    continue;
+                }
+                if at < offset {
+                    *data = data.slice((offset - at) as usize..);
+                }
+                at += len;
+            }
+            if let Some(item) = block {
+                if tx.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+            if last {
                 return;
             }
-        }
-        if last {
-            return;
         }
     });
     while let Some(item) = rx.recv().await {
@@ -1127,6 +1214,10 @@ where
     }
     Ok(Some(Response::ChunkDone { checksum }))
 }
+
+/// How long `ChunkPrefix` waits for the attempt that holds a partial chunk
+/// to let go of it (its connection is closing) before answering "none kept".
+const PARTIAL_WAIT: Duration = Duration::from_secs(3);
 
 /// Reads a whole stored chunk to check it; a bad copy is quarantined.
 async fn verify_chunk(

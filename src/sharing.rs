@@ -232,6 +232,8 @@ pub fn authorize(
             }
         }
         Request::PutChunk { name, .. }
+        | Request::PutChunkFrom { name, .. }
+        | Request::ChunkPrefix { name, .. }
         | Request::Delete { name, .. }
         | Request::Abort { name, .. }
         | Request::MakeFolder { path: name }
@@ -245,9 +247,9 @@ pub fn authorize(
                 ))
             }
         },
-        Request::GetChunk { name, version, .. } | Request::Verify { name, version, .. } => {
-            reads_data(name, *version)?
-        }
+        Request::GetChunk { name, version, .. }
+        | Request::GetChunkFrom { name, version, .. }
+        | Request::Verify { name, version, .. } => reads_data(name, *version)?,
         Request::CommitMany { manifests } => {
             for m in manifests {
                 need(&m.name, Access::Write)?;

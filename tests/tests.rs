@@ -18,6 +18,7 @@ mod peers;
 mod pipes;
 mod quotas;
 mod repl;
+mod resume;
 mod ring;
 mod security;
 mod sharing;

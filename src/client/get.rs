@@ -1,9 +1,18 @@
 //! GET: one task per chunk fetches it from a holder into a part file
 //! beside the target, verifies it, and the file is renamed into place.
+//!
+//! The part file has a fixed name beside the target, with a record of how
+//! much of each chunk it holds (see `resume`). A GET cancelled or failed
+//! removes both, unless it is `get -c`; a killed one leaves them. `get -c`
+//! goes on with them if they are of the same data: each chunk continues
+//! from where it stopped (`GetChunkFrom`), its hash seeded by reading the
+//! bytes already written, and the whole chunk is checked against the
+//! manifest; a chunk that does not match is fetched again from its start.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use tracing::debug;
@@ -12,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{checksum_of, ChunkId, Frame, Kept, Manifest, Request, Response, Version};
 
+use super::resume::Written;
 use super::*;
 
 /// What a GET did.
@@ -59,7 +69,7 @@ impl Client {
         &self,
         remote: &str,
         local: &Path,
-        _how: Transfer,
+        how: Transfer,
         progress: &dyn Progress,
     ) -> Result<GetReceipt> {
         // A writer may replace the file while we read it, and the old
@@ -95,7 +105,10 @@ impl Client {
                 held: &held,
                 scope: &scope,
             };
-            match self.get_version(&manifest, local, &counted, &source).await {
+            match self
+                .get_version(&manifest, local, how, &counted, &source)
+                .await
+            {
                 Err(e @ Error::ChunkUnavailable { .. }) if attempt < 3 => {
                     let newest = self.newest_manifest(&scope).await?;
                     let _ = self.refresh_ring().await;
@@ -120,6 +133,7 @@ impl Client {
         &self,
         manifest: &Manifest,
         local: &Path,
+        how: Transfer,
         progress: &dyn Progress,
         source: &Source<'_>,
     ) -> Result<GetReceipt> {
@@ -129,13 +143,13 @@ impl Client {
         };
         // Errors name the target the user gave, never the temp file.
         let local_error = |e| Error::io(local.display().to_string(), e);
-        let tmp = PartFile::create(dir).map_err(local_error)?;
-        tmp.file.set_len(manifest.size).map_err(local_error)?;
+        let tmp = PartFile::open(dir, local, manifest, how.resume)?;
         progress.start(manifest.size);
         let placement = Placement::of(&source.scope.owner, manifest.data_name());
         let part = Part {
             path: &tmp.path,
             target: local,
+            written: &tmp.written,
         };
         try_join_all(
             (1..=manifest.chunks)
@@ -177,16 +191,27 @@ impl Client {
                 holders.push(i);
             }
         }
-        for &i in &holders {
+        let mut next = 0;
+        while let Some(&i) = holders.get(next) {
+            // Go on after what the part file holds of the chunk.
+            let offset = part.written.done(chunk);
             let fetched = match self
-                .fetch_chunk(i, source.scope, manifest, chunk, part, progress)
+                .fetch_chunk(i, source.scope, manifest, chunk, part, progress, offset)
                 .await
             {
                 Ok(()) => Ok(()),
+                // The bytes kept locally, not the server's, may be what
+                // does not match: the whole chunk again, from the same holder.
+                Err(Fetch::Server(Error::Corrupt { .. })) if offset > 0 => {
+                    debug!(file = %manifest.name, chunk, offset, "the part already written does not match: fetched again whole");
+                    part.written.set(chunk, 0, true);
+                    continue;
+                }
                 Err(Fetch::Server(e)) => Err(e),
                 // Every holder would fail the same way (a full disk, say).
                 Err(Fetch::Local(e)) => return Err(e),
             };
+            next += 1;
             // A holder that timed out or hung up mid-chunk is down: later
             // reads ask its partner first, and the ring is asked elsewhere.
             self.note(i, &fetched);
@@ -205,6 +230,10 @@ impl Client {
         })
     }
 
+    /// Fetches chunk `chunk` from member `i` into the part file, from byte
+    /// `offset` of the chunk on (the bytes before it are read back from the
+    /// part file into the checksum).
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_chunk(
         &self,
         i: usize,
@@ -213,17 +242,27 @@ impl Client {
         chunk: u32,
         part: &Part<'_>,
         progress: &dyn Progress,
+        offset: u64,
     ) -> std::result::Result<(), Fetch> {
         let server = self.server_name(i);
         let server = server.as_str();
         let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
         let len = end - start;
         let mut conn = self.conn(i).await?;
+        let (name, version) = (manifest.data_name().to_string(), manifest.data_version());
         let request = scope.request(
-            Request::GetChunk {
-                name: manifest.data_name().to_string(),
-                version: manifest.data_version(),
-                chunk,
+            match offset {
+                0 => Request::GetChunk {
+                    name,
+                    version,
+                    chunk,
+                },
+                offset => Request::GetChunkFrom {
+                    name,
+                    version,
+                    chunk,
+                    offset,
+                },
             },
             &[&manifest.name],
         );
@@ -231,6 +270,7 @@ impl Client {
             Response::Chunk { len: l } if l == len => {}
             other => return Err(unexpected(server, &other).into()),
         }
+        progress.add(offset as i64);
         let mut received = 0u64;
         let result = async {
             let hasher = ChunkId {
@@ -244,11 +284,11 @@ impl Client {
             // Hashing and writing run on the blocking pool, one writer per
             // chunk: the chunks of a GET then hash on every core, and the
             // async thread only moves blocks (no copy into tokio's file buffer).
-            let (tx, writer) = spawn_chunk_writer(part, start, hasher);
+            let (tx, writer) = spawn_chunk_writer(part, chunk, start, offset, hasher);
             loop {
                 match conn.recv::<Response>().await? {
                     Some(Frame::Data(block)) => {
-                        if received + block.len() as u64 > len {
+                        if offset + received + block.len() as u64 > len {
                             return Err(
                                 Error::Protocol(format!("{server} sent too much data")).into()
                             );
@@ -278,7 +318,7 @@ impl Client {
                 .await
                 .map_err(|e| Fetch::Local(Error::Internal(format!("chunk writer: {e}"))))?
                 .map_err(Fetch::Local)?;
-            if received != len {
+            if offset + received != len {
                 return Err(Error::Protocol(format!("{server} sent a short chunk")).into());
             }
             if Some(&checksum) != manifest.checksums.get(chunk as usize - 1) {
@@ -297,7 +337,7 @@ impl Client {
                 Ok(())
             }
             Err(e) => {
-                progress.add(-(received as i64));
+                progress.add(-((offset + received) as i64));
                 Err(e)
             }
         }
@@ -336,60 +376,95 @@ impl Progress for Counted<'_> {
     }
 }
 
-/// A GET's temp file, beside its target (`.ringdfs-<random>.part`):
-/// removed unless renamed into place.
+/// A GET's part file, beside its target (`.ringdfs-<key>.part`, see
+/// `resume`), locked while this GET writes it: removed with its record
+/// unless renamed into place, or kept for `get -c`.
 struct PartFile {
     path: PathBuf,
-    file: std::fs::File,
+    /// Held for its lock: one GET writes a part file at a time.
+    _file: std::fs::File,
+    written: Arc<Written>,
     armed: bool,
+    /// `get -c`: a failure or cancel keeps it for the next `get -c`.
+    keep: bool,
 }
 
 impl PartFile {
-    fn create(dir: &Path) -> std::io::Result<PartFile> {
+    /// Opens the part file of a GET of `manifest` to `target` in `dir`:
+    /// with `resume`, going on with what an earlier GET of the same data
+    /// left; else empty.
+    fn open(dir: &Path, target: &Path, manifest: &Manifest, resume: bool) -> Result<PartFile> {
         use std::os::unix::fs::OpenOptionsExt;
-        loop {
-            let name = format!(".ringdfs-{}.part", crate::hex(&rand::random::<[u8; 6]>()));
-            let path = dir.join(name);
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path);
-            match opened {
-                Ok(file) => {
-                    return Ok(PartFile {
-                        path,
-                        file,
-                        armed: true,
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+        let local_error = |e| Error::io(target.display().to_string(), e);
+        let (path, record) = super::resume::part_paths(dir, target);
+        // Never through a symbolic link someone put there.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(local_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Refused(format!(
+                    "{}: another get is writing it",
+                    target.display()
+                )))
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(local_error(e)),
         }
+        let size = file.metadata().map_err(local_error)?.len();
+        let kept = match resume && size == manifest.size {
+            true => Written::resumed(&record, manifest),
+            false => None,
+        };
+        let done = match kept {
+            Some(done) => done,
+            None => {
+                file.set_len(0).map_err(local_error)?;
+                file.set_len(manifest.size).map_err(local_error)?;
+                vec![0; manifest.chunks as usize]
+            }
+        };
+        Ok(PartFile {
+            path,
+            _file: file,
+            written: Arc::new(Written::start(record, manifest, done)),
+            armed: true,
+            keep: resume,
+        })
     }
 
     /// Renames the file to `target`.
     fn persist(mut self, target: &Path) -> std::io::Result<()> {
         std::fs::rename(&self.path, target)?;
         self.armed = false;
+        self.written.remove();
         Ok(())
     }
 }
 
 impl Drop for PartFile {
     fn drop(&mut self) {
-        if self.armed {
+        if self.armed && !self.keep {
             let _ = std::fs::remove_file(&self.path);
+            self.written.remove();
+        } else if self.armed {
+            self.written.save();
         }
     }
 }
 
-/// Where a GET writes: the part file, and the target it becomes (which
-/// errors name).
+/// Where a GET writes: the part file, what of it is written, and the
+/// target it becomes (which errors name).
 struct Part<'a> {
     path: &'a Path,
     target: &'a Path,
+    written: &'a Arc<Written>,
 }
 
 /// Why a chunk fetch failed: the server (its other holder may serve it) or
@@ -414,30 +489,46 @@ struct Source<'a> {
     scope: &'a Scope,
 }
 
-/// A blocking task that writes the blocks sent to it into the part file from
-/// offset `start` on, hashing them; it returns the checksum once the sender
-/// is dropped. Its errors name the part's target.
+/// A blocking task that writes the blocks sent to it into the part file
+/// for chunk `chunk` (at `start`) from its byte `offset` on, hashing them
+/// after the `offset` bytes already there (read back first); it notes what
+/// is written in the part's record and returns the checksum once the
+/// sender is dropped. Its errors name the part's target.
 fn spawn_chunk_writer(
     part: &Part<'_>,
+    chunk: u32,
     start: u64,
+    offset: u64,
     mut hasher: blake3::Hasher,
 ) -> (
     tokio::sync::mpsc::Sender<bytes::Bytes>,
     tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
 ) {
-    use std::io::{Seek, Write};
+    use std::io::{Read, Seek, Write};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
     let (path, target) = (part.path.to_path_buf(), part.target.display().to_string());
+    let written = Arc::clone(part.written);
     let writer = tokio::task::spawn_blocking(move || {
         let local_error = |e| Error::io(target.clone(), e);
         let mut file = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(local_error)?;
         file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        let mut buf = vec![0u8; crate::protocol::MAX_BLOCK];
+        let mut at = 0u64;
+        while at < offset {
+            let want = (offset - at).min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..want]).map_err(local_error)?;
+            hasher.update(&buf[..want]);
+            at += want as u64;
+        }
         while let Some(block) = rx.blocking_recv() {
             hasher.update(&block);
             file.write_all(&block).map_err(local_error)?;
+            at += block.len() as u64;
+            written.set(chunk, at, false);
         }
         Ok(checksum_of(&hasher))
     });

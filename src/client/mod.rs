@@ -37,6 +37,7 @@ mod get;
 mod list;
 mod put;
 mod report;
+mod resume;
 mod ring;
 
 use std::collections::BTreeMap;

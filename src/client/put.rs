@@ -1,5 +1,12 @@
 //! PUT: one task per chunk streams its range of the local file to the
 //! chunk's holders; the manifest is committed once every chunk is stored.
+//!
+//! `put -c` continues an interrupted PUT of the same local file: it writes
+//! the version the upload record names (see `resume`), and each chunk asks
+//! its holders how much of it they kept (`ChunkPrefix`). A holder's kept
+//! bytes are used only if their checksum matches the same bytes of the
+//! local file; the chunk then goes on from there (`PutChunkFrom`), else
+//! from its start.
 
 use std::collections::BTreeMap;
 use std::io::SeekFrom;
@@ -19,6 +26,7 @@ use crate::protocol::{
 use crate::standing::Standing;
 use crate::unix_now;
 
+use super::resume::{LocalFile, UploadRecord, RESUME_MIN};
 use super::*;
 
 /// What a PUT did.
@@ -99,10 +107,39 @@ impl Client {
         self.maybe_refresh().await;
         let order = self.order();
         let current = newest_of(self.stat_on(&order, &scope).await)?;
-        let version = Version::next(current.map(|m| m.version));
+        let current = current.map(|m| m.version);
+        // A large file's upload is recorded, so `put -c` can go on with it;
+        // `-c` goes on with the recorded one if it is the same file's, and
+        // still newer than what the servers have.
+        let record_path = (size >= RESUME_MIN)
+            .then(|| UploadRecord::path(&self.login.user, &scope.owner, remote))
+            .flatten();
+        let mut record = UploadRecord {
+            user: self.login.user.clone(),
+            owner: scope.owner.clone(),
+            name: remote.to_string(),
+            version: Version { gen: 0, writer: 0 },
+            local: LocalFile::of(local, &meta),
+        };
+        let resumed = match (&record_path, how.resume) {
+            (Some(path), true) => UploadRecord::version_to_resume(path, &record)
+                .filter(|v| current.is_none_or(|c| *v > c)),
+            _ => None,
+        };
+        let version = resumed.unwrap_or_else(|| Version::next(current));
+        record.version = version;
+        if let Some(path) = &record_path {
+            record.save(path);
+        }
+        if resumed.is_some() {
+            debug!(file = remote, ?version, "continuing an interrupted upload");
+        }
         // Until the commit is sent, a failure or a cancel drops what the
-        // servers stored of this version (see `StagedPut`).
+        // servers stored of this version (see `StagedPut`); with `-c` it
+        // stays, for the next `put -c`.
         let staged = StagedPut {
+            keep: how.resume,
+            record: record_path.clone(),
             login: Some(Arc::clone(&self.login)),
             slots: order.iter().map(|&i| self.slot(i)).collect(),
             abort: scope.request(
@@ -125,6 +162,7 @@ impl Client {
             n,
             placement,
             order: Arc::clone(&order),
+            resume: resumed.is_some(),
         };
         let uploaded = async {
             let chunks =
@@ -185,6 +223,9 @@ impl Client {
         staged.disarm();
         let results = self.call_on(&order, &commit).await;
         any_answered(self.acknowledged(results))?;
+        if let Some(path) = &record_path {
+            super::resume::remove(path);
+        }
         let wanted = n * order.copies();
         let mut down: Vec<String> = missing.iter().map(|h| h.server.clone()).collect();
         down.sort();
@@ -262,17 +303,41 @@ impl Client {
             &[],
         );
         let mut failures = Vec::new();
-        let header = &header;
+        let prefix = plan.scope.request(
+            Request::ChunkPrefix {
+                name: plan.name.to_string(),
+                version: plan.version,
+                chunk,
+                chunks: plan.n,
+                size: plan.size,
+            },
+            &[],
+        );
+        let prefix = &prefix;
+        // Resuming: what each holder kept of the chunk (an error answer,
+        // say from a server that cannot tell, is "nothing").
         let opened = join_all(holders.iter().map(|&i| async move {
             let mut conn = self.conn(i).await?;
-            conn.send(&header).await?;
-            Ok::<_, Error>((i, conn))
+            let mut kept = None;
+            if plan.resume {
+                match conn.call(prefix).await {
+                    Ok(Response::Prefix { len: l, checksum }) if l > 0 && l <= len => {
+                        kept = Some((l, checksum))
+                    }
+                    Ok(_) => {}
+                    Err(Error::Remote { server, error }) => {
+                        debug!(%server, chunk, error = %error.message, "no kept part");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, Error>((i, conn, kept))
         }))
         .await;
-        let mut live: Vec<(usize, Conn)> = Vec::new();
+        let mut holding: Vec<Holding> = Vec::new();
         for attempt in opened {
             match attempt {
-                Ok(pair) => live.push(pair),
+                Ok(holder) => holding.push(holder),
                 Err(e) => failures.push(e.to_string()),
             }
         }
@@ -281,7 +346,7 @@ impl Client {
             chunk,
             reason: failures.join("; "),
         };
-        if live.is_empty() {
+        if holding.is_empty() {
             return Err(unavailable(&failures));
         }
 
@@ -293,29 +358,123 @@ impl Client {
             len,
         }
         .hasher();
+        // A holder goes on after what it kept only if those bytes match the
+        // local file's; the stream starts at the lowest such point, seeded
+        // with the local hash of the bytes before it.
+        let marks: Vec<u64> = holding
+            .iter()
+            .filter_map(|(_, _, k)| k.map(|k| k.0))
+            .collect();
+        let local_marks = if marks.is_empty() {
+            Vec::new()
+        } else {
+            let path = plan.local.to_path_buf();
+            let seed = hasher.clone();
+            tokio::task::spawn_blocking(move || hash_local_prefixes(&path, start, marks, seed))
+                .await
+                .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??
+        };
+        let mut live: Vec<(usize, Conn, u64)> = Vec::new();
+        // Holders that stored the whole chunk before the cut: nothing to send.
+        let mut whole = Vec::new();
+        for (i, conn, kept) in holding {
+            let from = match kept {
+                Some((l, sum)) if local_marks.iter().any(|(m, s, _)| *m == l && *s == sum) => l,
+                Some((l, _)) => {
+                    debug!(server = %self.server_name(i), chunk, kept = l, "kept part does not match: sent whole");
+                    0
+                }
+                None => 0,
+            };
+            if from == len {
+                self.release(i, conn);
+                whole.push(i);
+                continue;
+            }
+            live.push((i, conn, from));
+        }
+        if live.is_empty() {
+            let checksum = local_marks
+                .iter()
+                .find(|(m, _, _)| *m == len)
+                .map(|(_, sum, _)| *sum)
+                .ok_or_else(|| Error::Internal("a whole chunk without its checksum".into()))?;
+            progress.add(len as i64);
+            return Ok((checksum, whole, Vec::new()));
+        }
+        let from = live.iter().map(|(_, _, f)| *f).min().unwrap_or(0);
+        let hasher = match local_marks.into_iter().find(|(m, _, _)| *m == from) {
+            Some((_, _, seeded)) => seeded,
+            None => hasher,
+        };
+        let headers = join_all(live.iter_mut().map(|(_, c, at)| {
+            let header = match *at {
+                0 => header.clone(),
+                offset => plan.scope.request(
+                    Request::PutChunkFrom {
+                        name: plan.name.to_string(),
+                        version: plan.version,
+                        chunk,
+                        chunks: plan.n,
+                        size: plan.size,
+                        offset,
+                    },
+                    &[],
+                ),
+            };
+            async move { c.send(&header).await }
+        }))
+        .await;
+        live = drop_failed(self, live, headers, &mut failures);
+        if live.is_empty() {
+            return Err(unavailable(&failures));
+        }
+        progress.add(from as i64);
+
         // Reading and hashing run on the blocking pool, one reader per chunk:
         // the chunks of a PUT then hash on every core, and the async thread
         // only sends blocks.
-        let (mut blocks, reader) = spawn_chunk_reader(plan.local.to_path_buf(), start, len, hasher);
+        let (mut blocks, reader) =
+            spawn_chunk_reader(plan.local.to_path_buf(), start + from, len - from, hasher);
+        // Where the next block starts in the chunk.
+        let mut at = from;
         while let Some(block) = blocks.recv().await {
-            let want = block.len();
-            let sent = join_all(live.iter_mut().map(|(_, c)| c.send_data(block.clone()))).await;
+            let want = block.len() as u64;
+            let sent = join_all(live.iter_mut().map(|(_, c, skip)| {
+                // A holder that kept more than the stream's start gets only
+                // what is past its own.
+                let part = if at + want <= *skip {
+                    None
+                } else if at < *skip {
+                    Some(block.slice((*skip - at) as usize..))
+                } else {
+                    Some(block.clone())
+                };
+                async move {
+                    match part {
+                        Some(b) => c.send_data(b).await,
+                        None => Ok(()),
+                    }
+                }
+            }))
+            .await;
             live = drop_failed(self, live, sent, &mut failures);
             if live.is_empty() {
                 return Err(unavailable(&failures));
             }
+            at += want;
             progress.add(want as i64);
         }
         let checksum = reader
             .await
             .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??;
         let done = Request::ChunkDone { checksum };
-        let sent = join_all(live.iter_mut().map(|(_, c)| c.send(&done))).await;
+        let sent = join_all(live.iter_mut().map(|(_, c, _)| c.send(&done))).await;
         live = drop_failed(self, live, sent, &mut failures);
-        let replies = join_all(live.iter_mut().map(|(_, c)| c.reply())).await;
-        let mut stored = Vec::new();
+        let replies = join_all(live.iter_mut().map(|(_, c, _)| c.reply())).await;
+        let mut stored = whole;
         let mut refused = Vec::new();
-        for ((i, conn), reply) in live.into_iter().zip(replies) {
+        for ((i, conn, _), reply) in live.into_iter().zip(replies) {
             self.note(i, &reply);
             match reply {
                 Ok(Response::Ok) => {
@@ -373,6 +532,12 @@ impl Client {
 /// from then on the version may be visible on some server, and its chunks
 /// must stay. Best effort: a server that cannot be reached keeps them.
 struct StagedPut {
+    /// `put -c`: a failure or cancel keeps what was stored, and the upload
+    /// record, for the next `put -c` (the upload collection removes it if
+    /// none comes).
+    keep: bool,
+    /// The upload record, removed when the upload is aborted.
+    record: Option<PathBuf>,
     /// `None` once disarmed or aborted.
     login: Option<Arc<Login>>,
     /// Every ring member of the PUT (those that got nothing drop nothing).
@@ -388,6 +553,13 @@ impl StagedPut {
 
     /// Tells the servers at once and waits for their answers (a failed PUT).
     async fn abort(mut self) {
+        if self.keep {
+            self.login = None;
+            return;
+        }
+        if let Some(path) = self.record.take() {
+            super::resume::remove(&path);
+        }
         if let Some(login) = self.login.take() {
             let mut slots = std::mem::take(&mut self.slots);
             slots.retain(|slot| timed_out_earlier(&slot.member.addr).is_none());
@@ -400,6 +572,12 @@ impl Drop for StagedPut {
     /// Dropped armed: the PUT was cancelled mid-way. The servers are told in
     /// the background, on the runtime, which outlives a cancelled command.
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Some(path) = self.record.take() {
+            super::resume::remove(&path);
+        }
         if let Some(login) = self.login.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let slots = std::mem::take(&mut self.slots);
@@ -433,14 +611,14 @@ async fn abort_upload(login: Arc<Login>, slots: Vec<Arc<Slot>>, request: Request
 /// and marks their servers down.
 fn drop_failed(
     client: &Client,
-    live: Vec<(usize, Conn)>,
+    live: Vec<(usize, Conn, u64)>,
     results: Vec<Result<()>>,
     failures: &mut Vec<String>,
-) -> Vec<(usize, Conn)> {
+) -> Vec<(usize, Conn, u64)> {
     live.into_iter()
         .zip(results)
-        .filter_map(|((i, conn), result)| match result {
-            Ok(()) => Some((i, conn)),
+        .filter_map(|((i, conn, from), result)| match result {
+            Ok(()) => Some((i, conn, from)),
             Err(e) => {
                 if let Error::Timeout { .. } = e {
                     remember_timeout(&client.slot(i).member.addr, &e.to_string());
@@ -497,6 +675,39 @@ struct UploadPlan<'a> {
     placement: Placement,
     /// The ring the placement is over.
     order: Arc<Ring>,
+    /// Continuing an interrupted upload of this version: ask what the
+    /// holders kept.
+    resume: bool,
+}
+
+/// The checksum of the first `m` bytes of the chunk at `start` of `path`
+/// (the chunk's `hasher` fed them), and the hasher at that point, for each
+/// mark `m`.
+fn hash_local_prefixes(
+    path: &Path,
+    start: u64,
+    mut marks: Vec<u64>,
+    mut hasher: blake3::Hasher,
+) -> Result<Vec<(u64, Checksum, blake3::Hasher)>> {
+    use std::io::{Read, Seek};
+    marks.sort_unstable();
+    marks.dedup();
+    let local_error = |e| Error::io(path.display().to_string(), e);
+    let mut file = std::fs::File::open(path).map_err(local_error)?;
+    file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+    let mut buf = vec![0u8; MAX_BLOCK];
+    let mut at = 0u64;
+    let mut out = Vec::new();
+    for mark in marks {
+        while at < mark {
+            let want = (mark - at).min(MAX_BLOCK as u64) as usize;
+            file.read_exact(&mut buf[..want]).map_err(local_error)?;
+            hasher.update(&buf[..want]);
+            at += want as u64;
+        }
+        out.push((mark, checksum_of(&hasher), hasher.clone()));
+    }
+    Ok(out)
 }
 
 /// A blocking task that reads `len` bytes of `path` from offset `start` in
@@ -537,6 +748,10 @@ fn spawn_chunk_reader(
     });
     (rx, reader)
 }
+
+/// A holder of a chunk being put: its slot, the connection, and what it
+/// kept of the chunk from an interrupted put (bytes, their checksum).
+type Holding = (usize, Conn, Option<(u64, Checksum)>);
 
 /// What `put -p` keeps of the local file.
 fn kept_of(meta: &std::fs::Metadata) -> Kept {

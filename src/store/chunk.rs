@@ -3,7 +3,9 @@
 //! A chunk of at most `inline_max` bytes is gathered in memory and packed into
 //! a volume file (see `volume`) by the commit that records its row: no file of
 //! its own, no inode. A larger chunk is a file of its own, streamed to `tmp/`,
-//! synced and renamed into place:
+//! synced and renamed into place. A large chunk of a client's upload is
+//! streamed to `partial/<owner>/<file-id>/<gen>-<writer>.<chunk>` instead,
+//! and kept there if its stream is cut (see [`Store::prefix`] and `put -c`):
 //!
 //! ```text
 //! users/<owner>/<file-id>/<gen:016x>-<writer:016x>.<chunk>
@@ -115,8 +117,52 @@ impl ChunkSpec {
 enum Sink {
     /// A small chunk: gathered in memory, packed into a volume.
     Memory(Vec<u8>),
-    /// A large one: a temp file, removed if the writer is dropped unfinished.
-    File { file: File, tmp: RemoveOnDrop },
+    /// A large one: a temp file, removed if the writer is dropped unfinished
+    /// (`tmp` armed), or an upload's kept partial (`tmp` disarmed, `busy`
+    /// held while it is written).
+    File {
+        file: File,
+        path: PathBuf,
+        tmp: RemoveOnDrop,
+        busy: Option<Busy>,
+    },
+}
+
+/// A partial chunk file claimed by one writer or reader at a time (see
+/// [`Store::claim_partial`]); released when dropped.
+pub struct Busy {
+    store: Arc<Store>,
+    path: PathBuf,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.store
+            .busy
+            .lock()
+            .expect("busy lock")
+            .remove(&self.path);
+    }
+}
+
+impl Store {
+    /// Claims the partial file at `path` for this writer or reader, unless
+    /// another one holds it.
+    pub(super) fn claim_partial(self: &Arc<Self>, path: &Path) -> Option<Busy> {
+        let mut busy = self.busy.lock().expect("busy lock");
+        if !busy.insert(path.to_path_buf()) {
+            return None;
+        }
+        Some(Busy {
+            store: Arc::clone(self),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Whether a writer or reader holds the partial file at `path`.
+    pub(super) fn partial_busy(&self, path: &Path) -> bool {
+        self.busy.lock().expect("busy lock").contains(path)
+    }
 }
 
 /// A chunk being written: bytes go to memory or a temp file, and into the
@@ -137,19 +183,102 @@ impl ChunkWriter {
             Sink::Memory(Vec::with_capacity(len as usize))
         } else {
             store.note_upload(&spec)?;
-            let tmp = store.tmp_path()?;
-            let file =
-                File::create(&tmp).map_err(|e| Error::storage("creating a chunk file", e))?;
-            Sink::File {
-                file,
-                tmp: RemoveOnDrop(Some(tmp)),
-            }
+            temp_sink(&store)?
         };
         Ok(ChunkWriter {
             hasher: spec.id().hasher(),
             store,
             sink,
             written: 0,
+            spec,
+        })
+    }
+
+    /// A writer of a client's upload that starts at `offset`: a large chunk
+    /// goes to its partial file, kept if the stream is cut, and from an
+    /// `offset` above 0 the bytes kept there before it are read again to
+    /// seed the checksum (so `finish` checks the whole chunk). Refused when
+    /// fewer than `offset` bytes are kept, or another writer holds them.
+    pub(super) fn upload(store: Arc<Store>, spec: ChunkSpec, offset: u64) -> Result<ChunkWriter> {
+        spec.validate()?;
+        let len = spec.chunk_len();
+        if len <= store.tuning.inline_max {
+            if offset > 0 {
+                return Err(Error::BadRequest(format!(
+                    "chunk {} is small: it is sent whole",
+                    spec.chunk
+                )));
+            }
+            return ChunkWriter::new(store, spec);
+        }
+        if offset > len {
+            return Err(Error::BadRequest(format!(
+                "chunk {} is {len} bytes; it cannot go on from byte {offset}",
+                spec.chunk
+            )));
+        }
+        store.note_upload(&spec)?;
+        let path = store.partial_path(&spec.owner, &spec.name, spec.version, spec.chunk);
+        let Some(busy) = store.claim_partial(&path) else {
+            if offset > 0 {
+                return Err(Error::Refused(format!(
+                    "chunk {} is still arriving from an earlier attempt",
+                    spec.chunk
+                )));
+            }
+            // Another attempt is still writing it: this one is not kept.
+            let sink = temp_sink(&store)?;
+            return Ok(ChunkWriter {
+                hasher: spec.id().hasher(),
+                store,
+                sink,
+                written: 0,
+                spec,
+            });
+        };
+        let mut hasher = spec.id().hasher();
+        let file = if offset == 0 {
+            let dir = path.parent().expect("a partial path has a folder");
+            fs::create_dir_all(dir).map_err(|e| Error::storage("creating a partial folder", e))?;
+            File::create(&path).map_err(|e| Error::storage("creating a chunk file", e))?
+        } else {
+            let gone = || {
+                Error::Refused(format!(
+                    "the part of chunk {} kept here is gone; send it whole",
+                    spec.chunk
+                ))
+            };
+            let mut file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+                Err(e) => return Err(Error::storage("opening a partial chunk", e)),
+            };
+            let kept = file
+                .metadata()
+                .map_err(|e| Error::storage("opening a partial chunk", e))?
+                .len();
+            if kept < offset {
+                return Err(gone());
+            }
+            file.set_len(offset)
+                .map_err(|e| Error::storage("cutting a partial chunk", e))?;
+            hash_prefix(&file, offset, &mut hasher)
+                .map_err(|e| Error::storage("reading a partial chunk", e))?;
+            use std::io::{Seek, SeekFrom};
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::storage("reading a partial chunk", e))?;
+            file
+        };
+        Ok(ChunkWriter {
+            hasher,
+            store,
+            sink: Sink::File {
+                file,
+                path,
+                tmp: RemoveOnDrop(None),
+                busy: Some(busy),
+            },
+            written: offset,
             spec,
         })
     }
@@ -196,7 +325,12 @@ impl ChunkWriter {
         }
         let inline = match self.sink {
             Sink::Memory(data) => Some(data),
-            Sink::File { mut file, tmp } => {
+            Sink::File {
+                mut file,
+                path,
+                tmp,
+                busy,
+            } => {
                 let trailer = ChunkTrailer {
                     owner: spec.owner.clone(),
                     name: spec.name.clone(),
@@ -219,10 +353,10 @@ impl ChunkWriter {
                 let parent = dest.parent().expect("a chunk path has a folder");
                 fs::create_dir_all(parent)
                     .map_err(|e| Error::storage("creating a file folder", e))?;
-                let from = tmp.0.as_deref().expect("armed until renamed");
-                fs::rename(from, &dest)
+                fs::rename(&path, &dest)
                     .map_err(|e| Error::storage(format!("renaming into {}", dest.display()), e))?;
                 tmp.disarm();
+                drop(busy);
                 if let Err(e) = sync_dir(parent) {
                     remove_file_logged(&dest);
                     return Err(e);
@@ -232,6 +366,35 @@ impl ChunkWriter {
         };
         self.store.record_chunk(&self.spec, checksum, inline)
     }
+}
+
+/// A sink writing to a fresh file under `tmp/`, removed unless finished.
+fn temp_sink(store: &Store) -> Result<Sink> {
+    let tmp = store.tmp_path()?;
+    let file = File::create(&tmp).map_err(|e| Error::storage("creating a chunk file", e))?;
+    Ok(Sink::File {
+        file,
+        path: tmp.clone(),
+        tmp: RemoveOnDrop(Some(tmp)),
+        busy: None,
+    })
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher`.
+pub(super) fn hash_prefix(
+    file: &File,
+    len: u64,
+    hasher: &mut blake3::Hasher,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_BLOCK];
+    let mut at = 0;
+    while at < len {
+        let want = (len - at).min(MAX_BLOCK as u64) as usize;
+        read_exact_at(file, &mut buf[..want], at)?;
+        hasher.update(&buf[..want]);
+        at += want as u64;
+    }
+    Ok(())
 }
 
 /// Where a stored chunk's bytes are read from.
@@ -414,12 +577,25 @@ pub(super) fn parse_chunk_file_name(name: &std::ffi::OsStr) -> Option<(Version, 
 
 /// The folder holding `owner`'s file `name`'s chunk files in the store under `root`.
 pub fn file_dir(root: &Path, owner: &str, name: &str) -> PathBuf {
+    root.join("users").join(owner).join(file_id(owner, name))
+}
+
+/// The folder holding the kept partial chunks of `owner`'s uploads of
+/// `name` in the store under `root`.
+pub fn partial_dir(root: &Path, owner: &str, name: &str) -> PathBuf {
+    root.join(PARTIAL).join(owner).join(file_id(owner, name))
+}
+
+/// The folder of kept partial chunks under a store's root.
+pub(super) const PARTIAL: &str = "partial";
+
+/// A file's folder name: the hex of the first 16 bytes of BLAKE3(`owner/name`).
+fn file_id(owner: &str, name: &str) -> String {
     let mut id = blake3::Hasher::new();
     id.update(owner.as_bytes());
     id.update(b"/");
     id.update(name.as_bytes());
-    let id = crate::hex(&id.finalize().as_bytes()[..16]);
-    root.join("users").join(owner).join(id)
+    crate::hex(&id.finalize().as_bytes()[..16])
 }
 
 /// Syncs a folder, so the renames into it survive a crash.

@@ -7,6 +7,8 @@
 //!   meta.redb                              the metadata database (tables below)
 //!   volumes/<id:08x>.vol                   small chunks, packed (see `volume`)
 //!   tmp/                                   large chunks being written; emptied at start
+//!   partial/<owner>/<file-id>/<gen>-<writer>.<chunk>   large chunks of uploads, being
+//!                                          written or cut off (kept for `put -c`; see below)
 //!   quarantine/                            copies that failed their checks
 //!   users/<owner>/<file-id>/<gen>-<writer>.<chunk>   large chunks (see `chunk`)
 //! ```
@@ -42,6 +44,23 @@
 //! commit, a stored chunk, a quarantine, a ring change (`set_layout`) update
 //! `missing`, `surplus` and the digests in the same transaction.
 //!
+//! # Partial chunks
+//!
+//! A large chunk of a client's upload (`PutChunk`) is written to its
+//! partial file, renamed into `users/` once whole and checked. If its
+//! stream is cut (Ctrl-C, a killed client, a dropped connection) the bytes
+//! that arrived stay there, so the client can continue with `put -c`:
+//! `ChunkPrefix` reports how many are kept and their checksum (read again
+//! from disk), and `PutChunkFrom` continues after them, re-reading them to
+//! seed the whole chunk's checksum, which `ChunkDone` still checks. One
+//! writer or reader holds a partial at a time ([`Store::claim_partial`]).
+//! Unlike `tmp/`, `partial/` survives a restart (the upload's `staged` row
+//! does too). Partials go with their upload: by `Abort`, by the commit of
+//! that version or a newer one, and by the collection of uploads left
+//! uncommitted for `upload_grace_secs` (`collect_staged`), which also
+//! removes any partial untouched for that long (one whose row went in a
+//! crash, say).
+//!
 //! # Durability and group commit
 //!
 //! Every change is one redb write transaction, committed durably before the
@@ -59,7 +78,7 @@ mod migrate;
 mod usage;
 mod volume;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,7 +93,9 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use chunk::remove_file_logged;
-pub use chunk::{file_dir, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS};
+pub use chunk::{
+    file_dir, partial_dir, Busy, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS,
+};
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
 pub use usage::Usage;
 use volume::{Appender, Volumes};
@@ -83,7 +104,9 @@ use crate::codec;
 use crate::error::{shown, Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::Placement;
-use crate::protocol::{Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version};
+use crate::protocol::{
+    checksum_of, Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version,
+};
 use crate::ring::Id;
 
 type FileKey = (&'static str, &'static str);
@@ -603,6 +626,22 @@ impl<'t> Tables<'t> {
         self.put_row(id.key(), &moved)
     }
 
+    /// Removes, once the transaction has committed, the partial chunk files
+    /// of uploads of `owner`'s `name` whose version `which` picks.
+    fn trash_partials(
+        &mut self,
+        owner: &str,
+        name: &str,
+        which: impl Fn(Version) -> bool,
+    ) -> Result<()> {
+        for entry in chunk::read_dir(&partial_dir(self.root, owner, name))? {
+            if chunk::parse_chunk_file_name(&entry.file_name()).is_some_and(|(v, _)| which(v)) {
+                self.trash.push(entry.path());
+            }
+        }
+        Ok(())
+    }
+
     /// Notes that an upload of `version` is under way (or refreshes when).
     fn stage(&mut self, owner: &str, name: &str, version: Version) -> Result<()> {
         self.staged
@@ -806,6 +845,7 @@ impl<'t> Tables<'t> {
         }
         self.set_entry(owner, name, current.as_ref(), Some(manifest))?;
         self.unstage(owner, name, manifest.version)?;
+        self.trash_partials(owner, name, |v| v <= manifest.version)?;
         // The new reference first: a manifest that shares the data it
         // replaces (a copy over itself) must not drop it.
         if manifest.has_data() {
@@ -1056,6 +1096,8 @@ pub struct Store {
     /// [`Store::abort`]), newest last, so a chunk of one that lands after
     /// the abort goes too.
     aborted: Arc<Mutex<VecDeque<(String, String, Version)>>>,
+    /// Partial chunk files a writer or reader holds (see [`Store::claim_partial`]).
+    busy: Mutex<HashSet<PathBuf>>,
 }
 
 impl Drop for Store {
@@ -1115,6 +1157,7 @@ impl Store {
             jobs: Some(jobs),
             writer: Some(writer),
             aborted: Arc::default(),
+            busy: Mutex::default(),
         });
         match format.as_deref() {
             Some(FORMAT) => {}
@@ -1197,6 +1240,7 @@ impl Store {
             jobs: None,
             writer: None,
             aborted: Arc::default(),
+            busy: Mutex::default(),
         }))
     }
 
@@ -1282,6 +1326,97 @@ impl Store {
         ChunkWriter::new(Arc::clone(self), spec)
     }
 
+    /// Starts writing a chunk a client uploads, from byte `offset` on (0:
+    /// all of it): a large chunk's bytes are kept if the stream is cut
+    /// (see "Partial chunks" above).
+    pub fn begin_upload(self: &Arc<Self>, spec: ChunkSpec, offset: u64) -> Result<ChunkWriter> {
+        ChunkWriter::upload(Arc::clone(self), spec, offset)
+    }
+
+    /// Where the partial file of a chunk of an upload is.
+    fn partial_path(&self, owner: &str, name: &str, version: Version, chunk: u32) -> PathBuf {
+        partial_dir(&self.root, owner, name).join(format!(
+            "{:016x}-{:016x}.{chunk}",
+            version.gen, version.writer
+        ))
+    }
+
+    /// Whether a writer or reader holds the partial of `spec`'s chunk now.
+    pub fn partial_in_use(&self, spec: &ChunkSpec) -> bool {
+        self.partial_busy(&self.partial_path(&spec.owner, &spec.name, spec.version, spec.chunk))
+    }
+
+    /// How many bytes of `spec`'s chunk an interrupted upload left here, and
+    /// the checksum of those bytes (the chunk's keyed hasher fed only them),
+    /// read again from disk; for a chunk stored whole, its length and
+    /// recorded checksum. `(0, _)` when none are kept, or another writer
+    /// holds them.
+    pub fn prefix(self: &Arc<Self>, spec: &ChunkSpec) -> Result<(u64, Checksum)> {
+        spec.validate()?;
+        let mut hasher = spec.id().hasher();
+        let none = (0, checksum_of(&hasher));
+        let len = spec.chunk_len();
+        // Stored whole already (checked when it arrived): its checksum.
+        if let Ok(stored) = self.open_chunk(&spec.owner, &spec.name, spec.version, spec.chunk) {
+            if stored.len() == len {
+                return Ok((len, stored.checksum()));
+            }
+        }
+        if len <= self.tuning.inline_max {
+            return Ok(none);
+        }
+        let path = self.partial_path(&spec.owner, &spec.name, spec.version, spec.chunk);
+        let Some(_busy) = self.claim_partial(&path) else {
+            return Ok(none);
+        };
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(none),
+            Err(e) => return Err(Error::storage("opening a partial chunk", e)),
+        };
+        let kept = file
+            .metadata()
+            .map_err(|e| Error::storage("opening a partial chunk", e))?
+            .len();
+        if kept == 0 || kept > len {
+            return Ok(none);
+        }
+        chunk::hash_prefix(&file, kept, &mut hasher)
+            .map_err(|e| Error::storage("reading a partial chunk", e))?;
+        Ok((kept, checksum_of(&hasher)))
+    }
+
+    /// Removes the partial files older than `grace` (by their last write)
+    /// that nobody holds. Returns how many went.
+    fn sweep_partials(&self, grace: Duration) -> usize {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = 0;
+        let Ok(owners) = chunk::read_dir(&self.root.join(chunk::PARTIAL)) else {
+            return 0;
+        };
+        for owner in owners {
+            for file in chunk::read_dir(&owner.path()).unwrap_or_default() {
+                let entries = chunk::read_dir(&file.path()).unwrap_or_default();
+                if entries.is_empty() {
+                    let _ = fs::remove_dir(file.path());
+                }
+                for entry in entries {
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|at| at <= cutoff);
+                    if stale && !self.partial_busy(&entry.path()) {
+                        remove_file_logged(&entry.path());
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        removed
+    }
+
     /// Records a chunk whose bytes have been checked (and, for a file,
     /// synced into place). A chunk of a version already outdated here, or
     /// given up by its writer, can never be read: it goes at once.
@@ -1346,6 +1481,10 @@ impl Store {
     /// have no row (the server was killed between putting one in place and
     /// recording it) go too. Returns how many uploads went.
     pub fn collect_staged(&self, grace: Duration) -> Result<usize> {
+        let swept = self.sweep_partials(grace);
+        if swept > 0 {
+            tracing::debug!(swept, "stale partial chunks removed");
+        }
         let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
         let expired: Vec<(String, String, Version)> = {
             let txn = self.read()?;
@@ -1394,6 +1533,7 @@ impl Store {
                         t.trash.push(entry.path());
                     }
                 }
+                t.trash_partials(owner, name, |v| v == *version)?;
                 collected += 1;
             }
             Ok(collected)
@@ -1613,6 +1753,7 @@ impl Store {
             t.staged
                 .remove((owner.as_str(), name.as_str(), version.gen, version.writer))?;
             usage::forget(t, &owner, &name, version)?;
+            t.trash_partials(&owner, &name, |v| v == version)?;
             Ok(dropped)
         })
     }

@@ -213,7 +213,11 @@ async fn ls_shows_names_and_ls_l_the_long_listing() {
     }
     let out = dfs(&config, &[], "cd docs\nls -l -R\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let want = format!(r"\A{long}{}{}\z", row("2026/jan\\.txt"), row("plan\\.txt"));
+    let want = format!(
+        r"\Adfs> cd docs\ndfs> ls -l -R\n{long}{}{}\z",
+        row("2026/jan\\.txt"),
+        row("plan\\.txt")
+    );
     assert!(
         regex_lite(&want)(&text(&out.stdout)),
         "{}",

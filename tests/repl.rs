@@ -175,8 +175,8 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
             &mut p,
             "help",
             &[
-                "put [-c] LOCAL [REMOTE]",
-                "get [-c] REMOTE [LOCAL]",
+                "put LOCAL [REMOTE]",
+                "get REMOTE [LOCAL]",
                 "list [FOLDER] [-R]",
                 "ls [FOLDER] [-l] [-R]",
                 "cd [FOLDER]",
@@ -197,7 +197,7 @@ async fn a_person_logs_in_runs_every_command_and_leaves() {
                 "frobnicate",
                 "error: unknown command \"frobnicate\"; type HELP for the list",
             ),
-            ("put", "error: usage: PUT [-c] LOCAL [REMOTE]"),
+            ("put", "error: usage: PUT LOCAL [REMOTE]"),
             ("get nosuch.txt", "error: no such file: nosuch.txt"),
         ] {
             type_and_expect(&mut p, line, &[error]);
@@ -846,7 +846,7 @@ async fn lcd_lls_lpwd_tilde_and_help_for_one_command() {
         type_and_expect(
             &mut p,
             "get --help",
-            &["usage: GET [-c] REMOTE [LOCAL]", "example: get "],
+            &["usage: GET REMOTE [LOCAL]", "example: get "],
         );
         type_and_expect(&mut p, "help frob", &["no command \"frob\""]);
         // Tab: an alias completes like a name; lcd completes local folders.

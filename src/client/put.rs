@@ -378,20 +378,24 @@ impl Client {
         // Holders that stored the whole chunk before the cut: nothing to send.
         let mut whole = Vec::new();
         for (i, conn, kept) in holding {
-            let from = match kept {
-                Some((l, sum)) if local_marks.iter().any(|(m, s, _)| *m == l && *s == sum) => l,
+            let matched = match kept {
+                Some((l, sum)) if local_marks.iter().any(|(m, s, _)| *m == l && *s == sum) => {
+                    Some(l)
+                }
                 Some((l, _)) => {
                     debug!(server = %self.server_name(i), chunk, kept = l, "kept part does not match: sent whole");
-                    0
+                    None
                 }
-                None => 0,
+                None => None,
             };
-            if from == len {
+            // Only a kept, matching part can be the whole chunk (an empty
+            // chunk is still sent: nothing was kept of it).
+            if matched == Some(len) {
                 self.release(i, conn);
                 whole.push(i);
                 continue;
             }
-            live.push((i, conn, from));
+            live.push((i, conn, matched.unwrap_or(0)));
         }
         if live.is_empty() {
             let checksum = local_marks

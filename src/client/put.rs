@@ -333,7 +333,7 @@ impl Client {
             Ok::<_, Error>((i, conn, kept))
         }))
         .await;
-        let mut holding: Vec<(usize, Conn, Option<(u64, Checksum)>)> = Vec::new();
+        let mut holding: Vec<(usize, Conn, Option<Kept>)> = Vec::new();
         for attempt in opened {
             match attempt {
                 Ok(holder) => holding.push(holder),
@@ -678,6 +678,9 @@ struct UploadPlan<'a> {
     /// holders kept.
     resume: bool,
 }
+
+/// What a holder kept of a chunk: its length and checksum.
+type Kept = (u64, Checksum);
 
 /// The checksum of the first `m` bytes of the chunk at `start` of `path`
 /// (the chunk's `hasher` fed them), and the hasher at that point, for each

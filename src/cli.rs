@@ -2099,7 +2099,7 @@ mod tests {
     fn usage_errors_are_one_line() {
         for (line, want) in [
             ("put", "usage: PUT [-c] LOCAL [REMOTE]"),
-            ("get a b c", "usage: GET REMOTE [LOCAL]"),
+            ("get a b c", "usage: GET [-c] REMOTE [LOCAL]"),
             ("delete", "usage: DELETE REMOTE"),
             ("ls a b", "usage: LS [FOLDER] [-l] [-R]"),
             ("list a b", "usage: LIST [FOLDER] [-R]"),

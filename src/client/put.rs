@@ -385,7 +385,7 @@ impl Client {
                 }
                 None => 0,
             };
-            if from == len {
+            if kept.is_some() && from == len {
                 self.release(i, conn);
                 whole.push(i);
                 continue;

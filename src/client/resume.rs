@@ -171,7 +171,9 @@ pub(super) fn part_paths(dir: &Path, target: &Path) -> (PathBuf, PathBuf) {
 /// its record so a later `get -c` can go on.
 pub(super) struct Written {
     record_path: PathBuf,
-    state: Mutex<(DownloadRecord, u64)>,
+    /// The record, bytes written since it was saved, and whether it was
+    /// removed (a writer still running must not write it again).
+    state: Mutex<(DownloadRecord, u64, bool)>,
 }
 
 impl Written {
@@ -192,7 +194,7 @@ impl Written {
         save_json(&record_path, &record);
         Written {
             record_path,
-            state: Mutex::new((record, 0)),
+            state: Mutex::new((record, 0, false)),
         }
     }
 
@@ -205,10 +207,10 @@ impl Written {
     /// [`SAVE_EVERY`] bytes, and at once when `now`.
     pub fn set(&self, chunk: u32, done: u64, now: bool) {
         let mut state = self.state.lock().expect("record lock");
-        let (record, unsaved) = &mut *state;
+        let (record, unsaved, removed) = &mut *state;
         let was = std::mem::replace(&mut record.done[chunk as usize - 1], done);
         *unsaved += done.abs_diff(was);
-        if now || *unsaved >= SAVE_EVERY {
+        if !*removed && (now || *unsaved >= SAVE_EVERY) {
             save_json(&self.record_path, record);
             *unsaved = 0;
         }
@@ -217,11 +219,16 @@ impl Written {
     /// Saves the record as it is now (a `get -c` cancelled).
     pub fn save(&self) {
         let mut state = self.state.lock().expect("record lock");
-        save_json(&self.record_path, &state.0);
-        state.1 = 0;
+        if !state.2 {
+            save_json(&self.record_path, &state.0);
+            state.1 = 0;
+        }
     }
 
+    /// Removes the record; it is not saved again.
     pub fn remove(&self) {
+        let mut state = self.state.lock().expect("record lock");
+        state.2 = true;
         remove(&self.record_path);
     }
 }

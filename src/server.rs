@@ -799,11 +799,7 @@ where
                 chunks,
                 size,
             };
-            // Any failure here leaves the client mid-stream: reply and close.
-            let stored = receive_chunk(server, conn, spec, 0).await;
-            server.healer.space().saw(&stored);
-            stored.map_err(|e| (e, Next::Close))?;
-            Ok(Some(Response::Ok))
+            upload(server, conn, spec, 0).await
         }
         Request::PutChunkFrom {
             name,
@@ -821,10 +817,7 @@ where
                 chunks,
                 size,
             };
-            let stored = receive_chunk(server, conn, spec, offset).await;
-            server.healer.space().saw(&stored);
-            stored.map_err(|e| (e, Next::Close))?;
-            Ok(Some(Response::Ok))
+            upload(server, conn, spec, offset).await
         }
         Request::ChunkPrefix {
             name,
@@ -1091,6 +1084,23 @@ async fn commit(server: &Server, owner: String, manifest: Manifest) -> Result<()
         .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
     debug!(server = %server.name, file = %name, applied, "commit");
     Ok(())
+}
+
+/// `PutChunk` and `PutChunkFrom`: [`receive_chunk`], noting a full disk.
+/// Any failure leaves the client mid-stream: reply and close.
+async fn upload<S>(
+    server: &Server,
+    conn: &mut Connection<S>,
+    spec: ChunkSpec,
+    offset: u64,
+) -> Handled
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let stored = receive_chunk(server, conn, spec, offset).await;
+    server.healer.space().saw(&stored);
+    stored.map_err(|e| (e, Next::Close))?;
+    Ok(Some(Response::Ok))
 }
 
 /// Receives one chunk's data blocks and `ChunkDone`, storing them durably.

@@ -341,19 +341,7 @@ const V3_RETIRED: TableDefinition<(&str, &str), (u64, u64, u64)> = TableDefiniti
 /// again.
 pub(super) fn from_v3(store: &Store) -> Result<()> {
     let files = store.write(|t| {
-        let mut manifests = Vec::new();
-        for item in t.files.iter()? {
-            let (key, value) = item?;
-            let (owner, name) = key.value();
-            let m: ManifestV3 = codec::decode(value.value())?;
-            manifests.push((owner.to_string(), name.to_string(), Manifest::from(m)));
-        }
-        for (owner, name, m) in &manifests {
-            t.files.insert(
-                (owner.as_str(), name.as_str()),
-                codec::encode(m)?.as_slice(),
-            )?;
-        }
+        let manifests = reencode_manifests::<ManifestV3>(t)?;
         let mut retired = Vec::new();
         for item in t.txn.open_table(V3_RETIRED)?.iter()? {
             let (key, value) = item?;
@@ -435,22 +423,32 @@ impl From<ManifestV4> for Manifest {
 /// transaction: a crash leaves format 4 to upgrade again.
 pub(super) fn from_v4(store: &Store) -> Result<()> {
     let files = store.write(|t| {
-        let mut manifests = Vec::new();
-        for item in t.files.iter()? {
-            let (key, value) = item?;
-            let (owner, name) = key.value();
-            let m: ManifestV4 = codec::decode(value.value())?;
-            manifests.push((owner.to_string(), name.to_string(), Manifest::from(m)));
-        }
-        for (owner, name, m) in &manifests {
-            t.files.insert(
-                (owner.as_str(), name.as_str()),
-                codec::encode(m)?.as_slice(),
-            )?;
-        }
+        let manifests = reencode_manifests::<ManifestV4>(t)?;
         t.meta.insert("format", FORMAT)?;
         Ok(manifests.len())
     })?;
     tracing::info!(root = %store.root.display(), files, "gave every manifest room for kept times (store format 5)");
     Ok(())
+}
+
+/// Rewrites every manifest in `files`, read as an older format's `Old`, in
+/// the current encoding; returns them (owner, name, manifest).
+fn reencode_manifests<Old>(t: &mut super::Tables<'_>) -> Result<Vec<(String, String, Manifest)>>
+where
+    Old: serde::de::DeserializeOwned + Into<Manifest>,
+{
+    let mut manifests = Vec::new();
+    for item in t.files.iter()? {
+        let (key, value) = item?;
+        let (owner, name) = key.value();
+        let m: Old = codec::decode(value.value())?;
+        manifests.push((owner.to_string(), name.to_string(), m.into()));
+    }
+    for (owner, name, m) in &manifests {
+        t.files.insert(
+            (owner.as_str(), name.as_str()),
+            codec::encode(m)?.as_slice(),
+        )?;
+    }
+    Ok(manifests)
 }

@@ -23,11 +23,21 @@
 //!
 //! Records live in the store's `state` table under `user/NAME`, as JSON, so
 //! fields added later (S3 keys, quotas) read old records with defaults.
+//!
+//! A user's S3 access keys are part of the account, so they spread, merge
+//! and catch up exactly like a password: `dfs-server user key add` makes the
+//! key pair on the administrator's machine and sends it in the change. The
+//! secret itself is kept (an S3 server needs it to check a SigV4 signature;
+//! a hash would not do), so it is never logged: [`S3Key`] and
+//! [`UserChange`] print it as `***`. Each server keeps an index from access
+//! key id to user, rebuilt with every change of the records, for the gateway's
+//! lookup on every request ([`Accounts::key`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{parse_phc, Sessions, Users};
@@ -58,6 +68,97 @@ pub struct Account {
     /// (see `sharing`). (Absent from records written before sharing.)
     #[serde(default)]
     pub shares: BTreeMap<String, BTreeMap<String, Access>>,
+    /// The user's S3 access keys: access key id → key. (Absent from records
+    /// written before S3 keys.)
+    #[serde(default)]
+    pub keys: BTreeMap<String, S3Key>,
+}
+
+impl Account {
+    /// A new account with this password hash and nothing else.
+    fn new(phc: String) -> Account {
+        Account {
+            phc,
+            quota: None,
+            shares: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// The user's access key ids and when each was made (Unix seconds), in
+    /// id order: never the secrets.
+    pub fn key_ids(&self) -> Vec<(String, u64)> {
+        self.keys
+            .iter()
+            .map(|(access, key)| (access.clone(), key.created))
+            .collect()
+    }
+}
+
+/// One S3 access key's secret half, and when it was made.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct S3Key {
+    /// The secret access key, kept as it is: SigV4 signs with it.
+    pub secret: String,
+    /// Unix seconds, by the clock of the server that took the key.
+    pub created: u64,
+}
+
+impl std::fmt::Debug for S3Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Key")
+            .field("secret", &"***")
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+/// The first characters of every access key id ringdfs makes (AWS's begin
+/// `AKIA`), so a key is recognisable as this cluster's.
+pub const ACCESS_PREFIX: &str = "RD";
+/// Characters after the prefix: 18 of 32 (base32's alphabet) carry 90 bits,
+/// so two keys never meet by chance.
+const ACCESS_RANDOM: usize = 18;
+const ACCESS_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// A secret is 40 characters of 64 (240 bits), AWS's length and alphabet.
+const SECRET_LEN: usize = 40;
+const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// A new S3 key pair: (access key id, secret access key), both drawn from
+/// the operating system's random source.
+pub fn new_s3_key() -> (String, String) {
+    let mut rng = rand::rngs::OsRng;
+    let mut draw = |alphabet: &[u8], n: usize| -> String {
+        (0..n)
+            .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+            .collect()
+    };
+    let access = format!("{ACCESS_PREFIX}{}", draw(ACCESS_ALPHABET, ACCESS_RANDOM));
+    let secret = draw(SECRET_ALPHABET, SECRET_LEN);
+    (access, secret)
+}
+
+/// Checks that `access` and `secret` are a key pair as [`new_s3_key`] makes
+/// them (so a record from elsewhere cannot carry an id with a `/`, which
+/// SigV4's credential scope could not hold). The error names the key id,
+/// never the secret.
+pub fn validate_s3_key(user: &str, access: &str, secret: &str) -> Result<()> {
+    let id_ok = access.len() == ACCESS_PREFIX.len() + ACCESS_RANDOM
+        && access.starts_with(ACCESS_PREFIX)
+        && access[ACCESS_PREFIX.len()..]
+            .bytes()
+            .all(|b| ACCESS_ALPHABET.contains(&b));
+    if !id_ok {
+        return Err(Error::Refused(format!(
+            "{user}: {access:?} is not an access key id ({ACCESS_PREFIX} and {ACCESS_RANDOM} of A-Z, 2-7)"
+        )));
+    }
+    if secret.len() != SECRET_LEN || !secret.bytes().all(|b| SECRET_ALPHABET.contains(&b)) {
+        return Err(Error::Refused(format!(
+            "{user}: the secret of access key {access} is not {SECRET_LEN} of A-Z, a-z, 0-9, + and /"
+        )));
+    }
+    Ok(())
 }
 
 /// One user as the cluster knows it.
@@ -78,8 +179,8 @@ impl UserRecord {
 }
 
 /// A change an administrator asks for. The password is hashed before it is
-/// sent: no server ever sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// sent: no server ever sees it. (Debug shows no secret key: see below.)
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserChange {
     Add {
         name: String,
@@ -106,6 +207,66 @@ pub enum UserChange {
         with: String,
         access: Option<Access>,
     },
+    /// Gives the user the S3 key `access` with `secret` (made by
+    /// [`new_s3_key`] where the administrator runs `dfs-server user key add`).
+    KeyAdd {
+        name: String,
+        access: String,
+        secret: String,
+    },
+    /// Takes the S3 key `access` from the user.
+    KeyDel {
+        name: String,
+        access: String,
+    },
+}
+
+impl std::fmt::Debug for UserChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserChange::Add { name, phc } => f
+                .debug_struct("Add")
+                .field("name", name)
+                .field("phc", phc)
+                .finish(),
+            UserChange::Passwd { name, phc } => f
+                .debug_struct("Passwd")
+                .field("name", name)
+                .field("phc", phc)
+                .finish(),
+            UserChange::Del { name } => f.debug_struct("Del").field("name", name).finish(),
+            UserChange::Quota { name, bytes } => f
+                .debug_struct("Quota")
+                .field("name", name)
+                .field("bytes", bytes)
+                .finish(),
+            UserChange::Share {
+                name,
+                path,
+                with,
+                access,
+            } => f
+                .debug_struct("Share")
+                .field("name", name)
+                .field("path", path)
+                .field("with", with)
+                .field("access", access)
+                .finish(),
+            // The one variant with a secret: never printed, not even in a
+            // debug log of the request that carries it.
+            UserChange::KeyAdd { name, access, .. } => f
+                .debug_struct("KeyAdd")
+                .field("name", name)
+                .field("access", access)
+                .field("secret", &"***")
+                .finish(),
+            UserChange::KeyDel { name, access } => f
+                .debug_struct("KeyDel")
+                .field("name", name)
+                .field("access", access)
+                .finish(),
+        }
+    }
 }
 
 impl UserChange {
@@ -115,7 +276,9 @@ impl UserChange {
             | UserChange::Passwd { name, .. }
             | UserChange::Del { name }
             | UserChange::Quota { name, .. }
-            | UserChange::Share { name, .. } => name,
+            | UserChange::Share { name, .. }
+            | UserChange::KeyAdd { name, .. }
+            | UserChange::KeyDel { name, .. } => name,
         }
     }
 }
@@ -136,6 +299,12 @@ struct State {
     records: BTreeMap<String, UserRecord>,
     users: Arc<Users>,
     digest: [u8; 16],
+    /// Access key id → the live user who holds it. An id two users hold
+    /// (only a hand-made record could do that) is in neither's name: which
+    /// of them signed could not be told.
+    keys: BTreeMap<String, String>,
+    /// How many access key ids more than one user holds.
+    clashes: usize,
 }
 
 impl State {
@@ -151,10 +320,26 @@ impl State {
         }
         let mut digest = [0; 16];
         digest.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        let mut keys = BTreeMap::new();
+        let mut clashed = std::collections::BTreeSet::new();
+        for r in records.values() {
+            // A tombstone has no account, so a removed user's keys are gone.
+            let Some(account) = &r.account else { continue };
+            for access in account.keys.keys() {
+                if keys.insert(access.clone(), r.name.clone()).is_some() {
+                    clashed.insert(access.clone());
+                }
+            }
+        }
+        for access in &clashed {
+            keys.remove(access);
+        }
         Ok(State {
             records,
             users: Arc::new(users),
             digest,
+            keys,
+            clashes: clashed.len(),
         })
     }
 }
@@ -176,11 +361,7 @@ impl Accounts {
                 .filter(|(name, _)| !records.contains_key(name))
                 .map(|(name, phc)| UserRecord {
                     name,
-                    account: Some(Account {
-                        phc,
-                        quota: None,
-                        shares: BTreeMap::new(),
-                    }),
+                    account: Some(Account::new(phc)),
                     changed: Stamp {
                         millis: 0,
                         server: server.to_string(),
@@ -235,11 +416,7 @@ impl Accounts {
                         "user {name} exists; use `user passwd {name}` to change the password"
                     )));
                 }
-                Some(Account {
-                    phc,
-                    quota: None,
-                    shares: BTreeMap::new(),
-                })
+                Some(Account::new(phc))
             }
             UserChange::Passwd { phc, .. } => {
                 let current = current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
@@ -271,6 +448,27 @@ impl Accounts {
                     quota: bytes,
                     ..current
                 })
+            }
+            UserChange::KeyAdd { access, secret, .. } => {
+                let mut current =
+                    current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                validate_s3_key(&name, &access, &secret)?;
+                if let Some(holder) = self.key_holder(&access) {
+                    return Err(Error::Refused(format!(
+                        "access key {access} is {holder}'s already; nothing changed"
+                    )));
+                }
+                let created = crate::unix_millis() / 1000;
+                current.keys.insert(access, S3Key { secret, created });
+                Some(current)
+            }
+            UserChange::KeyDel { access, .. } => {
+                let mut current =
+                    current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
+                if current.keys.remove(&access).is_none() {
+                    return Err(Error::Refused(format!("{name} has no access key {access}")));
+                }
+                Some(current)
             }
             UserChange::Del { .. } => {
                 current.ok_or_else(|| Error::Refused(format!("no user {name}")))?;
@@ -350,6 +548,47 @@ impl Accounts {
             .collect()
     }
 
+    /// The user holding the S3 access key `access`, and its secret: what
+    /// the S3 gateway checks a signature with. `None` for an id nobody
+    /// (alive) holds.
+    pub fn key(&self, access: &str) -> Option<(String, String)> {
+        let state = self.state.read().expect("accounts lock");
+        let user = state.keys.get(access)?;
+        let key = state
+            .records
+            .get(user)?
+            .account
+            .as_ref()?
+            .keys
+            .get(access)?;
+        Some((user.clone(), key.secret.clone()))
+    }
+
+    /// The user's access key ids and when each was made (Unix seconds), in
+    /// id order; empty for a user who has none or does not exist.
+    pub fn keys_of(&self, user: &str) -> Vec<(String, u64)> {
+        let state = self.state.read().expect("accounts lock");
+        match state.records.get(user).and_then(|r| r.account.as_ref()) {
+            Some(account) => account.key_ids(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Which live user's record holds the access key id `access`, clashing
+    /// or not (a new key must be no one's).
+    fn key_holder(&self, access: &str) -> Option<String> {
+        let state = self.state.read().expect("accounts lock");
+        state
+            .records
+            .values()
+            .find(|r| {
+                r.account
+                    .as_ref()
+                    .is_some_and(|a| a.keys.contains_key(access))
+            })
+            .map(|r| r.name.clone())
+    }
+
     /// The user's quota in bytes, if the user has one.
     pub fn quota(&self, name: &str) -> Option<u64> {
         self.live(name).and_then(|a| a.quota)
@@ -369,10 +608,7 @@ impl Accounts {
         let mut state = self.state.write().expect("accounts lock");
         let mut winners = BTreeMap::new();
         for record in records {
-            let phc = record.account.as_ref().map(|a| a.phc.as_str());
-            if let Err(e) = validate_user(&record.name)
-                .and_then(|()| phc.map_or(Ok(()), |p| parse_phc(&record.name, p).map(drop)))
-            {
+            if let Err(e) = usable(&record) {
                 tracing::warn!(server = %self.server, error = %e, "a user record that cannot be used: ignored");
                 continue;
             }
@@ -402,12 +638,29 @@ impl Accounts {
         let kept = rows.len();
         self.store.put_state(rows)?;
         let records = next.records.len();
+        let clashes = next.clashes;
         *state = next;
         drop(state);
         self.sessions.end_for(&ended);
         tracing::info!(server = %self.server, kept, records, sessions_ended = ended.len(), "user records merged");
+        if clashes > 0 {
+            tracing::warn!(server = %self.server, clashes, "access key ids held by more than one user: none of them is usable");
+        }
         Ok(kept)
     }
+}
+
+/// Checks a record from elsewhere before it is kept: the name, the password
+/// hash and every S3 key.
+fn usable(record: &UserRecord) -> Result<()> {
+    validate_user(&record.name)?;
+    if let Some(account) = &record.account {
+        parse_phc(&record.name, &account.phc)?;
+        for (access, key) in &account.keys {
+            validate_s3_key(&record.name, access, &key.secret)?;
+        }
+    }
+    Ok(())
 }
 
 /// A record's password hash (`None`: removed).
@@ -488,11 +741,7 @@ mod tests {
     fn record(name: &str, phc: Option<&str>, millis: u64, server: &str) -> UserRecord {
         UserRecord {
             name: name.into(),
-            account: phc.map(|p| Account {
-                phc: p.into(),
-                quota: None,
-                shares: BTreeMap::new(),
-            }),
+            account: phc.map(|p| Account::new(p.into())),
             changed: Stamp {
                 millis,
                 server: server.into(),
@@ -524,5 +773,299 @@ mod tests {
         let same_time = record("alice", Some("b"), 2, "dfs2");
         assert!(same_time.outranks(&other) && !other.outranks(&same_time));
         assert!(!other.outranks(&other.clone()));
+    }
+
+    /// One server's accounts over a fresh store in `dir` (no seed).
+    fn accounts(dir: &Path, server: &str) -> Accounts {
+        let store = Store::open(dir, crate::store::Tuning::default()).unwrap();
+        Accounts::open(
+            server,
+            store,
+            &dir.join("no-seed.toml"),
+            Sessions::new(std::time::Duration::ZERO),
+        )
+        .unwrap()
+    }
+
+    /// A real argon2id PHC string, made cheaply.
+    fn phc() -> String {
+        let params = argon2::Params::new(8, 1, 1, None).unwrap();
+        crate::auth::hash_password("wonderland", &params)
+            .unwrap()
+            .to_string()
+    }
+
+    fn add_key(accounts: &Accounts, name: &str) -> (String, String) {
+        let (access, secret) = new_s3_key();
+        accounts
+            .change(UserChange::KeyAdd {
+                name: name.into(),
+                access: access.clone(),
+                secret: secret.clone(),
+            })
+            .unwrap();
+        (access, secret)
+    }
+
+    fn refusal(result: Result<Vec<UserRecord>>) -> String {
+        match result {
+            Err(Error::Refused(line)) => line,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_record_written_before_s3_keys_reads_with_none_and_keys_round_trip() {
+        let old = r#"{"name":"alice","account":{"phc":"x","quota":null,"shares":{}},"changed":{"millis":5,"server":"dfs1"}}"#;
+        let record: UserRecord = serde_json::from_str(old).unwrap();
+        assert!(record.account.as_ref().unwrap().keys.is_empty());
+        let mut with = record.clone();
+        let (access, secret) = new_s3_key();
+        with.account.as_mut().unwrap().keys.insert(
+            access.clone(),
+            S3Key {
+                secret: secret.clone(),
+                created: 1_700_000_000,
+            },
+        );
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(json.contains(&secret), "the store keeps the secret itself");
+        assert_eq!(serde_json::from_str::<UserRecord>(&json).unwrap(), with);
+        let wire: UserRecord = crate::codec::decode(&crate::codec::encode(&with).unwrap()).unwrap();
+        assert_eq!(wire, with);
+        assert_eq!(
+            with.account.unwrap().key_ids(),
+            vec![(access, 1_700_000_000)]
+        );
+    }
+
+    #[test]
+    fn new_keys_have_the_documented_shape_and_differ() {
+        let (a1, s1) = new_s3_key();
+        let (a2, s2) = new_s3_key();
+        for (access, secret) in [(&a1, &s1), (&a2, &s2)] {
+            assert_eq!(access.len(), 20, "{access}");
+            assert!(access.starts_with("RD"), "{access}");
+            assert!(
+                access[2..]
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)),
+                "{access}"
+            );
+            assert_eq!(secret.len(), 40);
+            assert!(secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
+            validate_s3_key("alice", access, secret).unwrap();
+        }
+        assert_ne!(a1, a2);
+        assert_ne!(s1, s2);
+        for (access, secret) in [
+            ("AKIAIOSFODNN7EXAMPLE", s1.as_str()),
+            ("RD/BCDEFGHIJKLMNOPQR", s1.as_str()),
+            ("RDABC", s1.as_str()),
+            (a1.as_str(), "short"),
+            (a1.as_str(), &"é".repeat(20)),
+        ] {
+            let e = validate_s3_key("alice", access, secret).unwrap_err();
+            assert!(!e.to_string().contains(secret), "{e}");
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let (access, secret) = new_s3_key();
+        let change = UserChange::KeyAdd {
+            name: "alice".into(),
+            access: access.clone(),
+            secret: secret.clone(),
+        };
+        let key = S3Key {
+            secret: secret.clone(),
+            created: 1,
+        };
+        let mut record = record("alice", Some("x"), 1, "dfs1");
+        record
+            .account
+            .as_mut()
+            .unwrap()
+            .keys
+            .insert(access.clone(), key.clone());
+        for text in [
+            format!("{change:?}"),
+            format!("{key:?}"),
+            format!("{record:?}"),
+            format!("{:?}", Request::ChangeUser(change.clone())),
+            format!("{:?}", Request::MergeUsers(vec![record.clone()])),
+        ] {
+            assert!(!text.contains(&secret), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+        assert!(format!("{change:?}").contains(&access));
+    }
+
+    #[test]
+    fn a_key_is_found_by_its_id_here_and_where_the_records_are_merged() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dfs1 = accounts(one.path(), "dfs1");
+        let dfs2 = accounts(two.path(), "dfs2");
+        dfs1.change(UserChange::Add {
+            name: "alice".into(),
+            phc: phc(),
+        })
+        .unwrap();
+        let before_keys = dfs1.records();
+        let (access, secret) = add_key(&dfs1, "alice");
+        let (second, _) = add_key(&dfs1, "alice");
+        assert_eq!(
+            dfs1.key(&access),
+            Some(("alice".to_string(), secret.clone()))
+        );
+        assert_eq!(dfs1.key("RDAAAAAAAAAAAAAAAAAA"), None);
+        let ids: Vec<String> = dfs1.keys_of("alice").into_iter().map(|k| k.0).collect();
+        let mut want = vec![access.clone(), second.clone()];
+        want.sort();
+        assert_eq!(ids, want);
+        assert!(dfs1.keys_of("bob").is_empty());
+
+        // The other server learns the keys by a merge, and an older record
+        // without them arriving later does not take them away.
+        assert_eq!(dfs2.merge(dfs1.records()).unwrap(), 1);
+        assert_eq!(dfs2.merge(before_keys).unwrap(), 0);
+        assert_eq!(
+            dfs2.key(&access),
+            Some(("alice".to_string(), secret.clone()))
+        );
+        assert_eq!(dfs2.digest(), dfs1.digest());
+
+        // A new password, a quota: the keys stay.
+        dfs2.change(UserChange::Passwd {
+            name: "alice".into(),
+            phc: phc(),
+        })
+        .unwrap();
+        dfs2.change(UserChange::Quota {
+            name: "alice".into(),
+            bytes: Some(1 << 30),
+        })
+        .unwrap();
+        dfs1.merge(dfs2.records()).unwrap();
+        assert_eq!(dfs1.keys_of("alice").len(), 2);
+        assert_eq!(dfs1.key(&second).map(|k| k.0), Some("alice".into()));
+
+        // Removing one key: gone from the index, the other still found.
+        dfs1.change(UserChange::KeyDel {
+            name: "alice".into(),
+            access: access.clone(),
+        })
+        .unwrap();
+        dfs2.merge(dfs1.records()).unwrap();
+        for server in [&dfs1, &dfs2] {
+            assert_eq!(server.key(&access), None);
+            assert!(server.key(&second).is_some());
+        }
+
+        // The index is rebuilt from the store when a server starts again.
+        drop(dfs2);
+        let dfs2 = accounts(two.path(), "dfs2");
+        assert_eq!(dfs2.key(&second).map(|k| k.0), Some("alice".into()));
+        assert_eq!(dfs2.key(&access), None);
+    }
+
+    #[test]
+    fn a_removed_users_keys_are_not_found_and_a_new_user_of_the_name_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let dfs1 = accounts(dir.path(), "dfs1");
+        let add = || UserChange::Add {
+            name: "alice".into(),
+            phc: phc(),
+        };
+        dfs1.change(add()).unwrap();
+        let (access, _) = add_key(&dfs1, "alice");
+        dfs1.change(UserChange::Del {
+            name: "alice".into(),
+        })
+        .unwrap();
+        assert_eq!(dfs1.key(&access), None);
+        assert!(dfs1.keys_of("alice").is_empty());
+        dfs1.change(add()).unwrap();
+        assert_eq!(dfs1.key(&access), None);
+        assert!(dfs1.keys_of("alice").is_empty());
+    }
+
+    #[test]
+    fn bad_key_changes_are_refused_in_one_line_naming_what() {
+        let dir = tempfile::tempdir().unwrap();
+        let dfs1 = accounts(dir.path(), "dfs1");
+        let (access, secret) = new_s3_key();
+        let key_add = |name: &str, access: &str, secret: &str| UserChange::KeyAdd {
+            name: name.into(),
+            access: access.into(),
+            secret: secret.into(),
+        };
+        assert_eq!(
+            refusal(dfs1.change(key_add("alice", &access, &secret))),
+            "no user alice"
+        );
+        for name in ["alice", "bob"] {
+            dfs1.change(UserChange::Add {
+                name: name.into(),
+                phc: phc(),
+            })
+            .unwrap();
+        }
+        dfs1.change(key_add("alice", &access, &secret)).unwrap();
+        let line = refusal(dfs1.change(key_add("bob", &access, &new_s3_key().1)));
+        assert_eq!(
+            line,
+            format!("access key {access} is alice's already; nothing changed")
+        );
+        let line = refusal(dfs1.change(UserChange::KeyDel {
+            name: "bob".into(),
+            access: access.clone(),
+        }));
+        assert_eq!(line, format!("bob has no access key {access}"));
+        let line = refusal(dfs1.change(key_add("bob", "RD-not-a-key", &secret)));
+        assert!(
+            line.contains("\"RD-not-a-key\" is not an access key id"),
+            "{line}"
+        );
+        assert_eq!(dfs1.key(&access).map(|k| k.0), Some("alice".into()));
+        assert!(dfs1.keys_of("bob").is_empty());
+    }
+
+    #[test]
+    fn an_access_key_id_two_users_hold_is_nobodys_and_a_bad_key_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let dfs1 = accounts(dir.path(), "dfs1");
+        let (access, secret) = new_s3_key();
+        let key = S3Key {
+            secret: secret.clone(),
+            created: 1,
+        };
+        let hash = phc();
+        let mut records = Vec::new();
+        for name in ["alice", "bob"] {
+            let mut r = record(name, Some(&hash), 10, "dfs9");
+            r.account
+                .as_mut()
+                .unwrap()
+                .keys
+                .insert(access.clone(), key.clone());
+            records.push(r);
+        }
+        assert_eq!(dfs1.merge(records).unwrap(), 2);
+        assert_eq!(dfs1.key(&access), None);
+
+        let mut carol = record("carol", Some(&hash), 10, "dfs9");
+        carol
+            .account
+            .as_mut()
+            .unwrap()
+            .keys
+            .insert("RD/../../etc".into(), S3Key { secret, created: 1 });
+        assert_eq!(dfs1.merge(vec![carol]).unwrap(), 0);
+        assert!(dfs1.records().iter().all(|r| r.name != "carol"));
     }
 }

@@ -608,32 +608,6 @@ fn parse_list(verb: &str, args: &[Word]) -> Option<std::result::Result<Command, 
     }))
 }
 
-/// Whether `path` (not the top) is a folder: its parent lists it. Only the
-/// part of the parent where it would sort is read (usually one page),
-/// whatever the parent holds.
-async fn folder_exists(client: &Client, path: &str) -> Result<bool> {
-    let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
-    // Where the folder sorts (see `DirEntry::cursor`); the listing starts
-    // just after a file named `path`, before anything inside the folder.
-    let mark = format!("{path}/");
-    let mut after = path.to_string();
-    loop {
-        let (items, next) = client.list_dir_page(parent, Some(&after)).await?;
-        for item in &items {
-            match item {
-                DirItem::Folder(p) if p == path => return Ok(true),
-                DirItem::Folder(p) if format!("{p}/") > mark => return Ok(false),
-                DirItem::File(f) if f.name > mark => return Ok(false),
-                _ => {}
-            }
-        }
-        match next {
-            Some(cursor) if cursor < mark => after = cursor,
-            _ => return Ok(false),
-        }
-    }
-}
-
 /// The process's current folder (the local folder of `lcd`).
 fn current_dir() -> Result<PathBuf> {
     std::env::current_dir().map_err(|e| Error::io("the local folder", e))
@@ -1077,7 +1051,7 @@ async fn run_one(
             } else {
                 client.list_dir(folder).await?
             };
-            if items.is_empty() && !folder.is_empty() && !folder_exists(client, folder).await? {
+            if items.is_empty() && !folder.is_empty() && !client.folder_exists(folder).await? {
                 return Err(not_a_folder(client, folder).await);
             }
             Outcome::List {
@@ -1105,7 +1079,7 @@ async fn run_one(
         Command::Where { remote } => Outcome::Where(client.locate(remote).await?),
         Command::Verify { remote } => Outcome::Verify(client.verify(remote.as_deref()).await?),
         Command::Cd { path } => {
-            if !path.is_empty() && !folder_exists(client, path).await? {
+            if !path.is_empty() && !client.folder_exists(path).await? {
                 return Err(not_a_folder(client, path).await);
             }
             Outcome::Cd { cwd: path.clone() }
@@ -2109,6 +2083,7 @@ mod tests {
                 version: crate::protocol::Version { gen: 1, writer: 1 },
                 copies,
                 wanted: 2,
+                etag: String::new(),
             })
         };
         let table = list_table(

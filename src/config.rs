@@ -48,6 +48,14 @@ pub struct ServerConfig {
     #[serde(default)]
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
+    /// Where the HTTP endpoints listen (S3, the files API, `/health`; see
+    /// `http`): HTTPS with this server's certificate. None: no endpoint.
+    #[serde(default)]
+    pub http_listen: Option<String>,
+    /// Plain HTTP instead of HTTPS on `http_listen`: allowed only on a
+    /// loopback address (a proxy in front, or trying things out).
+    #[serde(default)]
+    pub http_plain: bool,
     pub users: PathBuf,
     /// The secret every server of the ring shares, to prove to each other who
     /// they are; created (32 random bytes) if missing. Without it a server
@@ -206,6 +214,18 @@ impl ServerConfig {
         self.node()?;
         for member in &self.ring {
             member_id(member)?;
+        }
+        if let Some(http) = &self.http_listen {
+            let addr: std::net::SocketAddr = http.parse().map_err(|_| {
+                Error::Config(format!(
+                    "http_listen = {http:?}: an address and port, like 127.0.0.1:9101"
+                ))
+            })?;
+            if self.http_plain && !addr.ip().is_loopback() {
+                return Err(Error::Config(format!(
+                    "http_plain is allowed only on a loopback address, not {http} (use HTTPS)"
+                )));
+            }
         }
         let mut names: Vec<_> = self.ring.iter().map(|m| &m.name).collect();
         names.sort();

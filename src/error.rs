@@ -79,6 +79,19 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// A share does not allow it (not shared with the user, or read-only);
+    /// the message says which.
+    #[error("{0}")]
+    Denied(String),
+
+    /// The owner's quota has no room for it; the message says how much.
+    #[error("{0}")]
+    OverQuota(String),
+
+    /// A byte range outside a file of `size` bytes (HTTP 416, S3 InvalidRange).
+    #[error("the range asked for is not within the file's {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+
     /// The user interrupted the operation (Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -128,9 +141,14 @@ impl Error {
             Error::Unauthorized => ErrorKind::Unauthorized,
             Error::NotLoggedIn => ErrorKind::NotLoggedIn,
             Error::InvalidName { .. } => ErrorKind::InvalidName,
-            Error::BadRequest(_) | Error::Protocol(_) | Error::Refused(_) => ErrorKind::BadRequest,
+            Error::BadRequest(_)
+            | Error::Protocol(_)
+            | Error::Refused(_)
+            | Error::RangeNotSatisfiable { .. } => ErrorKind::BadRequest,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::NoSpace => ErrorKind::NoSpace,
+            Error::Denied(_) => ErrorKind::Denied,
+            Error::OverQuota(_) => ErrorKind::OverQuota,
             Error::Remote { error, .. } => error.kind,
             _ => ErrorKind::Internal,
         };
@@ -173,8 +191,12 @@ pub enum ErrorKind {
     BadRequest,
     Corrupt,
     Internal,
-    /// The server's disk is full. (Last: bincode numbers the variants.)
+    /// The server's disk is full.
     NoSpace,
+    /// A share does not allow the request.
+    Denied,
+    /// Over the owner's quota. (Last: bincode numbers the variants.)
+    OverQuota,
 }
 
 impl WireError {
@@ -183,6 +205,8 @@ impl WireError {
         match self.kind {
             ErrorKind::Unauthorized => Error::Unauthorized,
             ErrorKind::NotLoggedIn => Error::NotLoggedIn,
+            ErrorKind::Denied => Error::Denied(self.message),
+            ErrorKind::OverQuota => Error::OverQuota(self.message),
             _ => Error::Remote {
                 server: server.to_string(),
                 error: self,

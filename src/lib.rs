@@ -51,6 +51,7 @@ pub mod config;
 pub mod error;
 pub mod glob;
 pub mod heal;
+pub mod http;
 pub mod memory;
 pub mod names;
 pub mod peer;

@@ -60,6 +60,30 @@ impl ClusterKey {
     pub fn verify(&self, challenge: &[u8; 32], name: &str, proof: &[u8; 32]) -> bool {
         blake3::Hash::from(self.proof(challenge, name)) == blake3::Hash::from(*proof)
     }
+
+    /// The proof that server `server` holds the key and acts for `user`
+    /// (its HTTP endpoints, see `Request::GatewayLogin`), for one challenge.
+    /// Its own context string keeps it from ever passing as a peer proof.
+    pub fn proof_for(&self, challenge: &[u8; 32], server: &str, user: &str) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"ringdfs gateway login");
+        h.update(challenge);
+        h.update(&(server.len() as u64).to_le_bytes());
+        h.update(server.as_bytes());
+        h.update(user.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// Checks a [`ClusterKey::proof_for`] in constant time.
+    pub fn verify_for(
+        &self,
+        challenge: &[u8; 32],
+        server: &str,
+        user: &str,
+        proof: &[u8; 32],
+    ) -> bool {
+        blake3::Hash::from(self.proof_for(challenge, server, user)) == blake3::Hash::from(*proof)
+    }
 }
 
 fn create(path: &Path) -> Result<()> {
@@ -73,7 +97,7 @@ fn create(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }

@@ -61,8 +61,10 @@ use crate::sharing::{Access, Share};
 /// for anti-entropy, no-space errors, STATUS uploads and disk state; 4:
 /// users as cluster state; 5: data shared by names, mv and cp; 6: quotas and usage;
 /// 7: sharing; 8: resuming transfers, `ChunkPrefix`, `PutChunkFrom`,
-/// `GetChunkFrom`).
-pub const PROTOCOL_VERSION: u32 = 8;
+/// `GetChunkFrom`; 9: S3 keys in user records, `UserChange::KeyAdd|KeyDel`,
+/// `GatewayLogin`, S3 metadata in manifests, ETags in listings, `Denied`
+/// and `OverQuota` errors).
+pub const PROTOCOL_VERSION: u32 = 9;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -165,6 +167,18 @@ impl From<String> for Secret {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Token(pub [u8; 32]);
 
+impl Token {
+    /// The token as 64 hex digits (how the HTTP endpoints hand it out).
+    pub fn to_hex(&self) -> String {
+        crate::hex(&self.0)
+    }
+
+    /// A token from 64 hex digits; `None` if it is not that.
+    pub fn from_hex(text: &str) -> Option<Token> {
+        crate::peer::parse_hex32(text).map(Token)
+    }
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token(..)")
@@ -206,6 +220,21 @@ pub struct Manifest {
     /// The local file's modification time and mode bits, when it was put
     /// with `put -p` (`get -p` gives them back).
     pub kept: Option<Kept>,
+    /// What an S3 client said of the object beyond its bytes (content
+    /// type, `x-amz-meta-*`, a multipart upload's ETag).
+    pub meta: Option<ObjectMeta>,
+}
+
+/// An S3 object's metadata, kept with its manifest (see `http::s3`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// `Content-Type`, as the client sent it.
+    pub content_type: Option<String>,
+    /// `x-amz-meta-NAME: VALUE` pairs, names in lower case without the prefix.
+    pub user: Vec<(String, String)>,
+    /// The ETag when it is not the hex MD5 of the bytes: a multipart
+    /// upload's (`MD5(part MD5s)-N`, as S3 computes it).
+    pub etag: Option<String>,
 }
 
 /// What `put -p` keeps of a local file, as sftp does.
@@ -261,6 +290,14 @@ impl Manifest {
         !self.deleted && !self.name.ends_with('/')
     }
 
+    /// The S3 ETag: a multipart upload's own, else the hex MD5 of the bytes.
+    pub fn etag(&self) -> String {
+        match self.meta.as_ref().and_then(|m| m.etag.as_ref()) {
+            Some(etag) => etag.clone(),
+            None => crate::hex(&self.md5),
+        }
+    }
+
     /// A tombstone for `name` at `version`.
     pub fn tombstone(name: String, version: Version) -> Manifest {
         Manifest {
@@ -274,6 +311,7 @@ impl Manifest {
             deleted: true,
             data: None,
             kept: None,
+            meta: None,
         }
     }
 }
@@ -290,6 +328,8 @@ pub struct FileEntry {
     pub deleted: bool,
     /// The chunks (1-based) of this version this server holds.
     pub held: Vec<u32>,
+    /// Its S3 ETag (see [`Manifest::etag`]).
+    pub etag: String,
 }
 
 /// One entry of a folder's listing (`ListDir`): a file (its whole name, and
@@ -473,6 +513,15 @@ pub enum Request {
     /// Hello challenge and `name` (see `peer`).
     PeerLogin {
         name: String,
+        proof: [u8; 32],
+    },
+    /// A server's HTTP endpoint (S3, files API) acting for `user`, whom it
+    /// authenticated itself: mutual TLS with `server`'s certificate, and
+    /// `proof` = `ClusterKey::proof_for(challenge, server, user)`. The
+    /// connection is then `user`'s, as after `Login`.
+    GatewayLogin {
+        server: String,
+        user: String,
         proof: [u8; 32],
     },
     /// Server to server: the root digest of its files, and its view's digest.

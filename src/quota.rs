@@ -76,7 +76,7 @@ pub fn refusal(used: u64, quota: u64, need: u64) -> Error {
         (number, _) if number != "0" || used == 0 => number,
         _ => size_text(used),
     };
-    Error::Refused(format!(
+    Error::OverQuota(format!(
         "quota: {used} of {quota_number} {unit} used; this file needs {}",
         size_text(need)
     ))

@@ -198,11 +198,11 @@ pub fn authorize(
     let need = |path: &str, want: Access| -> Result<()> {
         match accounts.access(owner, user, path) {
             Some(have) if have >= want => Ok(()),
-            Some(_) => Err(Error::Refused(format!(
+            Some(_) => Err(Error::Denied(format!(
                 "{owner} shares {} with you read-only",
                 shown(path)
             ))),
-            None => Err(Error::Refused(format!(
+            None => Err(Error::Denied(format!(
                 "{owner} does not share {} with you",
                 shown(path)
             ))),
@@ -218,7 +218,7 @@ pub fn authorize(
                 }
             }
         }
-        Err(Error::Refused(format!(
+        Err(Error::Denied(format!(
             "that data is not what {owner} shares with you"
         )))
     };
@@ -299,7 +299,7 @@ fn way_down(
         entries.insert(entry.cursor(), entry);
     }
     if entries.is_empty() {
-        return Err(Error::Refused(if folder.is_empty() {
+        return Err(Error::Denied(if folder.is_empty() {
             format!("{owner} shares nothing with you")
         } else {
             format!("{owner} does not share {} with you", shown(folder))

@@ -253,6 +253,22 @@ pub fn server_config(dir: &Path, server: &str) -> Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
+/// The configuration of a server's HTTPS endpoints (S3, files API): its own
+/// certificate, no client certificates, TLS 1.2 or 1.3 (for the widest
+/// range of S3 tools), HTTP/1.1 (what S3 tools speak; ALPN says so).
+pub fn http_server_config(dir: &Path, server: &str) -> Result<Arc<ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (certs, key) = load_identity(dir, server)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(format!("server {server}: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The configuration a user's client connects with: trusts the authority in
 /// `ca` and nothing else; presents no certificate.
 pub fn client_config_for_user(ca: &Path) -> Result<Arc<ClientConfig>> {

@@ -616,6 +616,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                     deleted: true,
                     data: None,
                     kept: None,
+                    meta: None,
                 };
                 let older = older.or(Some(Version {
                     gen: version.gen - 500,
@@ -651,6 +652,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                 deleted: false,
                 data: None,
                 kept: None,
+                meta: None,
             };
             LegacyFile {
                 owner,

@@ -1038,6 +1038,7 @@ async fn alice_cannot_reach_bobs_files_by_name_path_or_disk_id() {
                     deleted: true,
                     data: None,
                     kept: None,
+                    meta: None,
                 },
             };
             let err = alice.call(&commit).await.unwrap_err();
@@ -1133,6 +1134,7 @@ async fn chunk_indices_and_sizes_that_do_not_fit_are_refused() {
                 deleted: false,
                 data: None,
                 kept: None,
+                meta: None,
             },
         };
         assert_eq!(
@@ -1789,6 +1791,7 @@ mod properties {
                         deleted: size % 2 == 0,
                         data: None,
                         kept: None,
+                        meta: None,
                     }
                 }),
         ]

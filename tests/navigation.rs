@@ -315,6 +315,7 @@ fn fill_big_folder(data_dir: &Path, pos: u32, n: u32) {
                             deleted: false,
                             data: None,
                             kept: None,
+                            meta: None,
                         },
                     ));
                 }

@@ -13,27 +13,9 @@ use ringdfs::protocol::{checksum_of, ChunkId, Manifest, Request, Response, Versi
 use ringdfs::store::Store;
 
 use crate::util::{
-    dfs_as_alice, random_file, raw_login, run_with_stdin, tree, wait_until, Cluster, RawConn,
+    dfs_as_alice, dfs_server_user, random_file, raw_login, run_with_stdin, tree, wait_until,
+    Cluster, RawConn,
 };
-
-/// `dfs-server user ARGS... --config servers/dfsN.toml` (through server
-/// `via`), with alice's password in DFS_PASSWORD: success, stdout, stderr.
-fn dfs_server_user(cluster: &Cluster, via: usize, args: &[&str]) -> (bool, String, String) {
-    let config = cluster.write_server_config(via);
-    let out = Command::new(env!("CARGO_BIN_EXE_dfs-server"))
-        .arg("user")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("DFS_PASSWORD", "wonderland")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Sets alice's quota through server `via`; it must succeed.
 fn set_quota(cluster: &Cluster, via: usize, size: &str) {
@@ -65,6 +47,8 @@ fn held_by(cluster: &Cluster, i: usize) -> (u64, u64) {
 fn refusal<T: std::fmt::Debug>(result: ringdfs::Result<T>) -> String {
     match result {
         Err(Error::Remote { error, .. }) => error.message,
+        // Quota refusals travel typed (`ErrorKind::OverQuota`).
+        Err(Error::OverQuota(message)) => message,
         other => panic!("expected a server's refusal, got {other:?}"),
     }
 }
@@ -473,6 +457,7 @@ async fn hand_built_uploads_over_the_quota_are_refused_and_store_nothing() {
             deleted: false,
             data: None,
             kept: None,
+            meta: None,
         },
         missing: Vec::new(),
     };

@@ -82,6 +82,7 @@ fn stored(store: &Arc<Store>, i: usize) -> Manifest {
         deleted: false,
         data: None,
         kept: None,
+        meta: None,
     }
 }
 

@@ -97,13 +97,20 @@ impl Cluster {
     }
 
     /// Creates the servers' certificates and starts them on their listeners.
-    fn launch(dir: TempDir, configs: Vec<ServerConfig>, listeners: Vec<TcpListener>) -> Cluster {
+    /// A server whose `http_listen` is set gets its HTTP endpoints too (on
+    /// a port of its own when it says port 0; its configuration then
+    /// records the port, for a restart).
+    fn launch(
+        dir: TempDir,
+        mut configs: Vec<ServerConfig>,
+        listeners: Vec<TcpListener>,
+    ) -> Cluster {
         let ids: Vec<_> = configs.iter().map(ServerConfig::identity).collect();
         tls::ensure_certs(&dir.path().join("tls"), &ids).unwrap();
         let servers = configs
-            .iter()
+            .iter_mut()
             .zip(listeners)
-            .map(|(c, l)| Some(RunningServer::start(c, l).unwrap()))
+            .map(|(c, l)| Some(start_server(c, l)))
             .collect();
         Cluster {
             dir,
@@ -214,6 +221,11 @@ impl Cluster {
         self.configs[i - 1].listen.parse().unwrap()
     }
 
+    /// Server `i`, while it runs.
+    pub fn server(&self, i: usize) -> Option<&RunningServer> {
+        self.servers[i - 1].as_ref()
+    }
+
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.configs[i - 1].data_dir.clone()
     }
@@ -237,8 +249,38 @@ impl Cluster {
         assert!(self.servers[i - 1].is_none(), "dfs{i} is running");
         let config = &self.configs[i - 1];
         let listener = bind_again(&config.listen, &config.name).await;
-        self.servers[i - 1] = Some(RunningServer::start(config, listener).unwrap());
+        let http = match &config.http_listen {
+            Some(addr) => Some(bind_again(addr, &config.name).await),
+            None => None,
+        };
+        let server = RunningServer::start_with_http(config, listener, http).unwrap();
+        self.servers[i - 1] = Some(server);
     }
+
+    /// Where server `i`'s HTTP endpoints listen (the cluster was started
+    /// with `http_listen` set).
+    pub fn http_addr(&self, i: usize) -> SocketAddr {
+        self.configs[i - 1]
+            .http_listen
+            .as_ref()
+            .expect("the cluster was started with HTTP endpoints")
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Starts a server from `config` on `listener`, with its HTTP endpoints if
+/// it has `http_listen` (port 0: any; `config` then records the port).
+fn start_server(config: &mut ServerConfig, listener: TcpListener) -> RunningServer {
+    let http = config.http_listen.as_ref().map(|addr| {
+        let std = std::net::TcpListener::bind(addr).unwrap();
+        std.set_nonblocking(true).unwrap();
+        TcpListener::from_std(std).unwrap()
+    });
+    if let Some(http) = &http {
+        config.http_listen = Some(http.local_addr().unwrap().to_string());
+    }
+    RunningServer::start_with_http(config, listener, http).unwrap()
 }
 
 /// How long a restarted server waits for its old address to be free again.
@@ -285,6 +327,8 @@ pub fn server_config(dir: &Path, name: &str, addr: &str, limits: Limits) -> Serv
         listen: addr.to_string(),
         advertise: None,
         data_dir: dir.join("data").join(name),
+        http_listen: None,
+        http_plain: false,
         users: dir.join("users.toml"),
         cluster_key: Some(dir.join("cluster.key")),
         heal_interval_secs: 1,
@@ -966,4 +1010,23 @@ pub fn shared_chunk(name: &str, a: usize, b: usize) -> u32 {
         .collect();
     assert_eq!(both.len(), 1, "dfs{a} and dfs{b} share one chunk of {name}");
     both[0]
+}
+
+/// `dfs-server user ARGS... --config servers/dfsN.toml` (through server
+/// `via`), with alice's password in DFS_PASSWORD: success, stdout, stderr.
+pub fn dfs_server_user(cluster: &Cluster, via: usize, args: &[&str]) -> (bool, String, String) {
+    let config = cluster.write_server_config(via);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dfs-server"))
+        .arg("user")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("DFS_PASSWORD", "wonderland")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -44,6 +44,23 @@
 //! nothing missing and as many files as every other server (polled every
 //! 100 ms). Only this runs with `--files`, not the large-file pairs.
 //!
+//! `dfs-bench --http [--size MIB] [--pairs N]` measures instead the HTTP
+//! endpoints (src/http/) against dfs's own client, on the same four servers
+//! started with `http_listen` (free loopback ports): alice gets an S3 key
+//! (through dfs1, as `dfs-server user key add` does), and one random file
+//! (default 1 GiB) goes through PUT and GET pairs, after one warm-up pair,
+//! `--pairs` of each (default 5), alternating which side goes first. S3: the
+//! aws CLI's `s3 cp` as a child process (multipart above 8 MiB, no AWS
+//! configuration of the machine's) against in-process `Client::put`; then
+//! `aws s3 cp` down against `Client::get` of that same S3-stored file. curl:
+//! `curl -T` to `/files/…` (HTTP Basic) and `curl -o`, likewise. Each side is
+//! the wall time of the whole operation (the aws CLI's start included); every
+//! file read back is compared with the source. Round `r` sends all its HTTP
+//! requests to server `r mod 4`'s endpoint, so the rounds go round-robin over
+//! the four. The figures: per operation, each side's median MB/s and the
+//! median per-pair ratio http / dfs (target ≥ 0.70). Without the aws CLI the
+//! S3 rows are skipped (one line says so); curl is required.
+//!
 //! The servers are this executable re-run as `dfs-bench --serve CONFIG`: the
 //! same library server as `dfs-server`, but always built together with the
 //! bench (`cargo run --bin dfs-bench` builds only this binary, so a
@@ -66,6 +83,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use futures_util::StreamExt;
 use rand::RngCore;
+use ringdfs::accounts::UserChange;
 use ringdfs::client::{no_progress, Client, ServerReport};
 use ringdfs::config::{ClientConfig, ServerConfig};
 use ringdfs::placement::{chunk_range, even_ring, Placement, DEFAULT_COPIES};
@@ -85,7 +103,7 @@ const FILL_CONCURRENCY: usize = 32;
 #[derive(Parser)]
 #[command(
     name = "dfs-bench",
-    about = "The ringdfs benchmark (SPEC §9; issues 7 and 11)"
+    about = "The ringdfs benchmark (SPEC §9; issues 7, 11 and 17)"
 )]
 struct Args {
     /// A small smoke run (16 MiB, 2 pairs, few files): proves the bench works, judges nothing.
@@ -103,9 +121,11 @@ struct Args {
     /// Where the temp folder goes [default: the system's temp folder].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// For profilers: only repeat the ringdfs PUT (or GET) of the large file
-    /// `--pairs` times, no ceilings, and print the process ids to attach to.
-    #[arg(long, value_name = "OP", value_parser = ["put", "get"])]
+    /// For profilers: only repeat the ringdfs PUT (or GET, or a READ: the
+    /// verified stream a gateway's GET sends, `Client::read`, drained) of
+    /// the large file `--pairs` times, no ceilings, and print the process
+    /// ids to attach to.
+    #[arg(long, value_name = "OP", value_parser = ["put", "get", "read"])]
     profile: Option<String>,
     /// Instead of the large-file run: store this many 4 KiB files with 8
     /// concurrent clients, then measure the cluster holding them (idle CPU,
@@ -124,6 +144,11 @@ struct Args {
     /// (the last part of the full run, which uses 100 000).
     #[arg(long, value_name = "N", conflicts_with_all = ["quick", "size", "pairs", "profile", "files"])]
     folder: Option<usize>,
+    /// Instead of the large-file run: PUT and GET of the large file through
+    /// S3 (the aws CLI) and the files API (curl), each paired with dfs's own
+    /// PUT and GET [pairs default: 5].
+    #[arg(long, conflicts_with_all = ["quick", "profile", "files", "folder"])]
+    http: bool,
     /// Internal: run one chunk server from this configuration file.
     #[arg(long, hide = true, value_name = "CONFIG")]
     serve: Option<PathBuf>,
@@ -198,9 +223,14 @@ fn real_main() -> Result<()> {
         .tempdir_in(&base)
         .with_context(|| format!("creating a temp folder in {}", base.display()))?;
     if let Some(op) = &args.profile {
-        return profile(&plan, tmp.path(), op == "put");
+        return profile(&plan, tmp.path(), op);
     }
-    if let Some(n) = args.folder {
+    if args.http {
+        let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
+        let report = http_bench(plan.size, pairs, tmp.path())?;
+        print_http_table(&report);
+        write_json(args.json.as_deref(), &report)?;
+    } else if let Some(n) = args.folder {
         if n == 0 {
             bail!("--folder must be at least 1");
         }
@@ -255,8 +285,21 @@ fn serve(config: &Path) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        // Bound before the server opens, as `dfs-server` does: a port taken
+        // meanwhile fails the start instead of a later request.
+        let http = match &config.http_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http_listen)"))?,
+            ),
+            None => None,
+        };
         let server = Arc::new(ringdfs::server::Server::open(&config)?);
         let shutdown = tokio_util::sync::CancellationToken::new();
+        if let Some(http) = http {
+            ringdfs::http::start(Arc::clone(&server), &config, http, shutdown.clone())?;
+        }
         ringdfs::server::run(listener, server, shutdown).await;
         Ok(())
     })
@@ -265,8 +308,9 @@ fn serve(config: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------
 // The run
 
-/// `--profile put|get`: the cluster, one PUT, then only the timed operation.
-fn profile(plan: &Plan, dir: &Path, put: bool) -> Result<()> {
+/// `--profile put|get|read`: the cluster, one PUT, then only the timed
+/// operation.
+fn profile(plan: &Plan, dir: &Path, op: &str) -> Result<()> {
     write_users(&dir.join("users.toml"))?;
     let big = dir.join("big.src");
     write_random_file(&big, plan.size)?;
@@ -282,16 +326,36 @@ fn profile(plan: &Plan, dir: &Path, put: bool) -> Result<()> {
     let out = dir.join("get.out");
     for round in 1..=plan.pairs {
         let t = Instant::now();
-        if put {
-            runtime.block_on(client.put(&big, &format!("big-{round}"), &no_progress))?;
-        } else {
-            runtime.block_on(client.get("big", &out, &no_progress))?;
+        match op {
+            "put" => {
+                runtime.block_on(client.put(&big, &format!("big-{round}"), &no_progress))?;
+            }
+            "read" => {
+                let read = runtime.block_on(drain_read(&client, "big"))?;
+                if read != plan.size {
+                    bail!("READ gave {read} bytes of {}", plan.size);
+                }
+            }
+            _ => {
+                runtime.block_on(client.get("big", &out, &no_progress))?;
+            }
         }
         let took = t.elapsed();
         remove(&out);
         eprintln!("{round}: {:.0} MB/s", mbps(plan.size, took));
     }
     Ok(())
+}
+
+/// Reads all of `name` with `Client::read`, dropping the bytes; how many
+/// came.
+async fn drain_read(client: &Client, name: &str) -> Result<u64> {
+    let (_, mut stream) = client.read(name, None).await?;
+    let mut read = 0;
+    while let Some(piece) = stream.next().await {
+        read += piece?.len() as u64;
+    }
+    Ok(read)
 }
 
 fn bench(plan: &Plan, dir: &Path) -> Result<Report> {
@@ -644,6 +708,388 @@ async fn fill(client: &Client, local: &Path, count: usize) -> Result<()> {
         result.context("PUT while filling the store")?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// S3 and curl against dfs (`--http`)
+
+/// Pairs of each kind the `--http` run times by default.
+const HTTP_PAIRS: usize = 5;
+/// The folder the `--http` run stores into: the S3 bucket, and the files
+/// API's first path segment.
+const HTTP_BUCKET: &str = "bench";
+/// How long adding the S3 key through dfs1 may take.
+const KEY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP clients `--http` drives, as child processes.
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    /// `aws s3 cp`: S3, multipart above 8 MiB (its default).
+    Aws,
+    /// `curl -T` and `curl -o`: the files API, one request.
+    Curl,
+}
+
+impl Tool {
+    /// The name in file names, the table and the JSON.
+    fn label(self) -> &'static str {
+        match self {
+            Tool::Aws => "S3",
+            Tool::Curl => "curl",
+        }
+    }
+}
+
+/// What the tools need: the authority to trust, alice's S3 key, and a path
+/// that does not exist (so no AWS configuration of the machine's counts).
+struct HttpTools {
+    ca: PathBuf,
+    key: (String, String),
+    no_config: PathBuf,
+}
+
+impl HttpTools {
+    /// Stores `local` as `remote` (`BUCKET/NAME`) through `endpoint`.
+    fn put(&self, tool: Tool, endpoint: &str, local: &Path, remote: &str) -> Result<()> {
+        match tool {
+            Tool::Aws => run_tool(
+                self.aws(endpoint).arg(local).arg(format!("s3://{remote}")),
+                "aws s3 cp (PUT)",
+            ),
+            Tool::Curl => run_tool(
+                self.curl()
+                    .arg("-T")
+                    .arg(local)
+                    .arg(format!("{endpoint}/files/{remote}")),
+                "curl -T (PUT)",
+            ),
+        }
+    }
+
+    /// Reads `remote` through `endpoint` into `local`.
+    fn get(&self, tool: Tool, endpoint: &str, remote: &str, local: &Path) -> Result<()> {
+        match tool {
+            Tool::Aws => run_tool(
+                self.aws(endpoint).arg(format!("s3://{remote}")).arg(local),
+                "aws s3 cp (GET)",
+            ),
+            Tool::Curl => run_tool(
+                self.curl()
+                    .arg("-o")
+                    .arg(local)
+                    .arg(format!("{endpoint}/files/{remote}")),
+                "curl -o (GET)",
+            ),
+        }
+    }
+
+    /// `aws … s3 cp`, waiting for its two paths.
+    fn aws(&self, endpoint: &str) -> Command {
+        let mut command = Command::new("aws");
+        command
+            .args(["--endpoint-url", endpoint, "--ca-bundle"])
+            .arg(&self.ca)
+            .args(["s3", "cp", "--only-show-errors"])
+            .env("AWS_ACCESS_KEY_ID", &self.key.0)
+            .env("AWS_SECRET_ACCESS_KEY", &self.key.1)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", &self.no_config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &self.no_config)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        command
+    }
+
+    /// `curl` as alice, failing on an HTTP error status.
+    fn curl(&self) -> Command {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--fail-with-body", "--cacert"])
+            .arg(&self.ca)
+            .args(["-u", &format!("{}:{}", USER.0, USER.1)]);
+        command
+    }
+}
+
+/// Runs `command` to its end; an error with its output if it failed.
+fn run_tool(command: &mut Command, what: &str) -> Result<()> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `program --version` runs.
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// One HTTP transfer and its dfs twin, back to back.
+#[derive(Serialize)]
+struct HttpPair {
+    http_first: bool,
+    http_mbps: f64,
+    dfs_mbps: f64,
+    /// http over dfs, within this pair.
+    ratio: f64,
+}
+
+impl HttpPair {
+    /// `pair` was run with the HTTP side as "ringdfs" and dfs as "ceiling".
+    fn from(pair: Pair) -> HttpPair {
+        HttpPair {
+            http_first: pair.ringdfs_first,
+            http_mbps: pair.ringdfs_mbps,
+            dfs_mbps: pair.ceiling_mbps,
+            ratio: pair.ratio,
+        }
+    }
+}
+
+/// One operation (S3 PUT, …): the medians of its pairs.
+#[derive(Serialize)]
+struct HttpFigure {
+    operation: String,
+    /// The command the HTTP side ran.
+    http_command: String,
+    http_mbps: f64,
+    dfs_mbps: f64,
+    ratio: f64,
+    pairs: Vec<HttpPair>,
+}
+
+impl HttpFigure {
+    fn new(operation: String, http_command: &str, pairs: Vec<HttpPair>) -> HttpFigure {
+        let med = |f: fn(&HttpPair) -> f64| median(&pairs.iter().map(f).collect::<Vec<_>>());
+        HttpFigure {
+            operation,
+            http_command: http_command.to_string(),
+            http_mbps: med(|p| p.http_mbps),
+            dfs_mbps: med(|p| p.dfs_mbps),
+            ratio: med(|p| p.ratio),
+            pairs,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HttpReport {
+    tls: bool,
+    file_bytes: u64,
+    pairs: usize,
+    /// Whether the aws CLI was there (without it, no S3 figures).
+    aws: bool,
+    /// Which server's endpoint each request went to.
+    endpoints: String,
+    figures: Vec<HttpFigure>,
+    table: Vec<Row>,
+}
+
+impl HttpReport {
+    fn rows(&self) -> Vec<Row> {
+        let size = self.file_bytes >> 20;
+        self.figures
+            .iter()
+            .map(|f| {
+                Row::new(
+                    format!("{} {size} MiB ({})", f.operation, f.http_command),
+                    format!(
+                        "http {:.0} MB/s, dfs {:.0} MB/s, ratio {:.2}",
+                        f.http_mbps, f.dfs_mbps, f.ratio
+                    ),
+                    "ratio ≥ 0.70",
+                    Some(f.ratio >= 0.70),
+                )
+            })
+            .collect()
+    }
+}
+
+fn print_http_table(report: &HttpReport) {
+    println!();
+    println!(
+        "ringdfs HTTP benchmark: {} MiB file, {} pairs (ratios: median of per-pair http / dfs), TLS on, {}",
+        report.file_bytes >> 20,
+        report.pairs,
+        report.endpoints
+    );
+    if !report.aws {
+        println!("(no S3 rows: the aws CLI is not installed)");
+    }
+    print_rows(&report.table);
+}
+
+/// `--http`: S3 (the aws CLI) and the files API (curl) paired with dfs's
+/// own client, PUT and GET of one large file.
+fn http_bench(size: u64, pairs: usize, dir: &Path) -> Result<HttpReport> {
+    let started = Instant::now();
+    let say = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+    if !installed("curl") {
+        bail!("--http needs curl, and it is not installed");
+    }
+    let aws = installed("aws");
+    if !aws {
+        println!("S3 rows skipped: the aws CLI is not installed (pip install awscli)");
+    }
+    let tools: Vec<Tool> = [Tool::Aws, Tool::Curl]
+        .into_iter()
+        .filter(|&t| aws || t != Tool::Aws)
+        .collect();
+
+    say("writing users.toml and the test file");
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, size)?;
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch)?;
+
+    say("starting four servers with HTTPS endpoints");
+    let cluster = Cluster::start_http(dir)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    let client = runtime
+        .block_on(Client::login(&cluster.client_config(dir), USER.0, USER.1))
+        .context("logging in")?;
+    let dfs1 = ServerConfig::load(&cluster.config_path(0))?;
+    let (access, secret) = ringdfs::accounts::new_s3_key();
+    let change = UserChange::KeyAdd {
+        name: USER.0.to_string(),
+        access: access.clone(),
+        secret: secret.clone(),
+    };
+    runtime
+        .block_on(ringdfs::accounts::change_on_server(
+            &dfs1,
+            change,
+            KEY_TIMEOUT,
+        ))
+        .context("adding alice's S3 key through dfs1")?;
+    runtime
+        .block_on(client.folder(HTTP_BUCKET, true))
+        .with_context(|| format!("creating the folder {HTTP_BUCKET}"))?;
+    let endpoints: Vec<String> = cluster
+        .http_addrs
+        .iter()
+        .flatten()
+        .map(|addr| format!("https://{addr}"))
+        .collect();
+    let http = HttpTools {
+        ca: ringdfs::tls::ca_cert_path(&dir.join("tls")),
+        key: (access, secret),
+        no_config: dir.join("no-aws-config"),
+    };
+
+    say(&format!(
+        "PUT and GET of {} MiB through {}: warm-up, then {pairs} pairs",
+        size >> 20,
+        tools
+            .iter()
+            .map(|t| t.label())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    ));
+    let (http_out, dfs_out) = (scratch.join("http.out"), scratch.join("dfs.out"));
+    // Per tool: its PUT pairs, its GET pairs.
+    let mut timed: Vec<(Vec<HttpPair>, Vec<HttpPair>)> =
+        tools.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    let mut stored: Vec<String> = Vec::new();
+    for round in 0..=pairs {
+        // New names every round, the last round's files deleted untimed
+        // first: no PUT pays for replacing a version.
+        for name in stored.drain(..) {
+            runtime
+                .block_on(client.delete(&name))
+                .with_context(|| format!("deleting {name}"))?;
+        }
+        let endpoint = &endpoints[round % endpoints.len()];
+        let http_first = round % 2 == 0;
+        for (t, &tool) in tools.iter().enumerate() {
+            let label = tool.label();
+            let http_name = format!("{HTTP_BUCKET}/{}-{round}.bin", label.to_lowercase());
+            let dfs_name = format!("{HTTP_BUCKET}/dfs-{}-{round}.bin", label.to_lowercase());
+            stored.push(http_name.clone());
+            stored.push(dfs_name.clone());
+            let put = pair(
+                http_first,
+                size,
+                || http.put(tool, endpoint, &big, &http_name),
+                || {
+                    runtime.block_on(client.put(&big, &dfs_name, &no_progress))?;
+                    Ok(())
+                },
+            )?;
+            // Both sides read the file the HTTP side stored: the same
+            // chunks, and a check of that PUT too.
+            remove(&http_out);
+            remove(&dfs_out);
+            let get = pair(
+                http_first,
+                size,
+                || http.get(tool, endpoint, &http_name, &http_out),
+                || {
+                    runtime.block_on(client.get(&http_name, &dfs_out, &no_progress))?;
+                    Ok(())
+                },
+            )?;
+            verify_same(&big, &http_out)
+                .with_context(|| format!("{label} GET of {http_name}, round {round}"))?;
+            verify_same(&big, &dfs_out)
+                .with_context(|| format!("dfs GET of {http_name}, round {round}"))?;
+            remove(&http_out);
+            remove(&dfs_out);
+            if round == 0 {
+                continue; // the warm-up
+            }
+            say(&format!(
+                "pair {round}, {label} via {endpoint}: PUT {:.0} vs dfs {:.0} MB/s ({:.2}), GET {:.0} vs dfs {:.0} MB/s ({:.2})",
+                put.ringdfs_mbps, put.ceiling_mbps, put.ratio,
+                get.ringdfs_mbps, get.ceiling_mbps, get.ratio
+            ));
+            timed[t].0.push(HttpPair::from(put));
+            timed[t].1.push(HttpPair::from(get));
+        }
+    }
+    say("done");
+
+    let mut figures = Vec::new();
+    for (tool, (puts, gets)) in tools.iter().zip(timed) {
+        let (put_command, get_command) = match tool {
+            Tool::Aws => ("aws s3 cp", "aws s3 cp"),
+            Tool::Curl => ("curl -T", "curl -o"),
+        };
+        figures.push(HttpFigure::new(
+            format!("{} PUT", tool.label()),
+            put_command,
+            puts,
+        ));
+        figures.push(HttpFigure::new(
+            format!("{} GET", tool.label()),
+            get_command,
+            gets,
+        ));
+    }
+    let mut report = HttpReport {
+        tls: true,
+        file_bytes: size,
+        pairs,
+        aws,
+        endpoints: "endpoints round-robin over dfs1..dfs4 by round".to_string(),
+        figures,
+        table: Vec::new(),
+    };
+    report.table = report.rows();
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------
@@ -1721,6 +2167,7 @@ impl Seed {
                                 deleted: false,
                                 data: None,
                                 kept: None,
+                                meta: None,
                             };
                             store.commit(owner, manifest)?;
                         }
@@ -1738,6 +2185,9 @@ impl Seed {
 struct Cluster {
     children: Vec<Option<Child>>,
     addrs: Vec<String>,
+    /// Each server's HTTPS endpoint (`http_listen`), if it was started
+    /// with one ([`Cluster::start_http`]).
+    http_addrs: Vec<Option<String>>,
     data_dirs: Vec<PathBuf>,
     /// `dfs1`…, by index.
     names: Vec<String>,
@@ -1749,18 +2199,42 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Result<Cluster> {
-        Cluster::start_seeded(dir, &Seed::default())
+        Cluster::launch(dir, &Seed::default(), false)
     }
 
     /// Starts the servers, each on a store `seed` has been written into.
     fn start_seeded(dir: &Path, seed: &Seed) -> Result<Cluster> {
+        Cluster::launch(dir, seed, false)
+    }
+
+    /// Starts the servers with their HTTPS endpoints (S3 and the files API)
+    /// too.
+    fn start_http(dir: &Path) -> Result<Cluster> {
+        Cluster::launch(dir, &Seed::default(), true)
+    }
+
+    fn launch(dir: &Path, seed: &Seed, http: bool) -> Result<Cluster> {
         let exe = std::env::current_exe().context("finding this executable")?;
-        // Free ports: bind all four at once (so they differ), note them, let go.
-        // Another process could take one in between; for a benchmark that is fine.
-        let listeners = (0..SERVERS)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<Vec<_>>>()
-            .context("finding free ports")?;
+        // Free ports: bind them all at once (so they differ), note them, let
+        // go. Another process could take one in between; for a benchmark
+        // that is fine.
+        let free = |n: usize| {
+            (0..n)
+                .map(|_| TcpListener::bind("127.0.0.1:0"))
+                .collect::<std::io::Result<Vec<_>>>()
+                .context("finding free ports")
+        };
+        let listeners = free(SERVERS)?;
+        let http_listeners = free(if http { SERVERS } else { 0 })?;
+        let http_addrs = (0..SERVERS)
+            .map(|i| {
+                http_listeners
+                    .get(i)
+                    .map(|l| Ok(l.local_addr()?.to_string()))
+                    .transpose()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        drop(http_listeners);
         let ring = listeners
             .iter()
             .enumerate()
@@ -1779,6 +2253,7 @@ impl Cluster {
         let mut cluster = Cluster {
             children: ring.iter().map(|_| None).collect(),
             addrs: ring.iter().map(|m| m.addr.clone()).collect(),
+            http_addrs,
             data_dirs: Vec::new(),
             names: ring.iter().map(|m| m.name.clone()).collect(),
             exe,
@@ -1790,6 +2265,8 @@ impl Cluster {
                 listen: member.addr.clone(),
                 advertise: None,
                 data_dir: dir.join("data").join(&member.name),
+                http_listen: cluster.http_addrs[i].clone(),
+                http_plain: false,
                 users: dir.join("users.toml"),
                 cluster_key: Some(dir.join("cluster.key")),
                 heal_interval_secs: 5,
@@ -1877,22 +2354,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits until server `i` accepts connections on its ring address and,
+    /// if it has one, its HTTP endpoint.
     fn wait_ready(&mut self, i: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = self.addrs[i].clone();
-        loop {
-            if TcpStream::connect(&addr).is_ok() {
-                return Ok(());
+        let addrs = std::iter::once(self.addrs[i].clone()).chain(self.http_addrs[i].clone());
+        for addr in addrs.collect::<Vec<_>>() {
+            loop {
+                if TcpStream::connect(&addr).is_ok() {
+                    break;
+                }
+                self.check_running(i)?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} did not start listening on {addr} within 20 s",
+                        self.names[i]
+                    );
+                }
+                thread::sleep(Duration::from_millis(20));
             }
-            self.check_running(i)?;
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not start listening on {addr} within 20 s",
-                    self.names[i]
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     fn client_config(&self, dir: &Path) -> ClientConfig {

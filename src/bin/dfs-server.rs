@@ -1,7 +1,8 @@
 //! `dfs-server`: one ringdfs chunk server, and user administration.
 //!
 //! `dfs-server dfs1` serves from `servers/dfs1.toml`; `--config FILE` from any
-//! file. `dfs-server user add|passwd|del|quota|list` manages the cluster's users;
+//! file. `dfs-server user add|passwd|del|quota|list` manages the cluster's users
+//! (and `user key add|list|del` their S3 access keys);
 //! `dfs-server certs` creates the cluster's certificates; `dfs-server leave
 //! dfs5` makes a running server hand its data over and leave the ring.
 
@@ -50,8 +51,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Add users, change passwords, remove users, list them: on the whole
-    /// cluster, through one server (the first in servers/ that answers).
+    /// Add users, change passwords, remove users, list them, manage their S3
+    /// access keys: on the whole cluster, through one server (the first in
+    /// servers/ that answers).
     User {
         #[command(subcommand)]
         action: UserAction,
@@ -110,6 +112,36 @@ enum UserAction {
     },
     /// List the users, with their quotas.
     List,
+    /// A user's S3 access keys (for the S3 gateway): add, list, del.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Make a new access key for the user and print it: the secret is shown
+    /// this once only.
+    Add {
+        name: String,
+        /// Print {"access_key": ..., "secret_key": ...} instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The user's access key ids and when each was made (never the secrets).
+    List {
+        name: String,
+        /// Print a JSON array of {"access_key": ..., "created": UNIX_SECS}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one of the user's access keys.
+    Del {
+        name: String,
+        #[arg(value_name = "ACCESS_KEY")]
+        access: String,
+    },
 }
 
 /// A quota as typed: bytes, or `None` for no quota.
@@ -206,10 +238,21 @@ fn real_main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let http = match &config.http_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http_listen)"))?,
+            ),
+            None => None,
+        };
         ringdfs::peer::settle_id(&mut config).await?;
         let server = Arc::new(Server::open(&config)?);
         tracing::info!(server = %config.name, data = %config.data_dir.display(), "started");
         let shutdown = CancellationToken::new();
+        if let Some(listener) = http {
+            ringdfs::http::start(Arc::clone(&server), &config, listener, shutdown.clone())?;
+        }
         let stop = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -445,15 +488,35 @@ async fn manage_users(configs: &[ServerConfig], action: UserAction) -> Result<()
             bytes: size.0,
         },
         UserAction::List => return list_users(configs).await,
+        UserAction::Key {
+            action: KeyAction::Add { name, .. },
+        } => {
+            ringdfs::names::validate_user(name)?;
+            let (access, secret) = accounts::new_s3_key();
+            UserChange::KeyAdd {
+                name: name.clone(),
+                access,
+                secret,
+            }
+        }
+        UserAction::Key {
+            action: KeyAction::Del { name, access },
+        } => UserChange::KeyDel {
+            name: name.clone(),
+            access: access.clone(),
+        },
+        UserAction::Key {
+            action: KeyAction::List { name, json },
+        } => return list_keys(configs, name, *json).await,
     };
     let mut unanswered = Vec::new();
     for config in configs {
         match accounts::change_on_server(config, change.clone(), ADMIN_TIMEOUT).await {
             Ok(record) => {
-                println!(
-                    "{} on {}; every server has it within seconds",
-                    done(&change),
-                    config.name
+                report(
+                    &action,
+                    &change,
+                    &format!("on {}; every server has it within seconds", config.name),
                 );
                 debug_assert_eq!(record.name, change.name());
                 return Ok(());
@@ -487,12 +550,43 @@ async fn manage_users(configs: &[ServerConfig], action: UserAction) -> Result<()
             })?;
         made.push(name);
     }
-    println!(
-        "{} in the data folders of {} (no server is running; the others learn it from them)",
-        done(&change),
-        made.join(", ")
+    report(
+        &action,
+        &change,
+        &format!(
+            "in the data folders of {} (no server is running; the others learn it from them)",
+            made.join(", ")
+        ),
     );
     Ok(())
+}
+
+/// Prints what a change did (`place`: where it was made). A new S3 key goes
+/// to standard output alone, so a script can take it (as JSON with
+/// `--json`); the report of where goes to standard error.
+fn report(action: &UserAction, change: &UserChange, place: &str) {
+    let UserChange::KeyAdd { access, secret, .. } = change else {
+        println!("{} {place}", done(change));
+        return;
+    };
+    eprintln!("{} {place}", done(change));
+    let json = matches!(
+        action,
+        UserAction::Key {
+            action: KeyAction::Add { json: true, .. }
+        }
+    );
+    if json {
+        println!(
+            "{{\"access_key\": {}, \"secret_key\": {}}}",
+            serde_json::Value::from(access.as_str()),
+            serde_json::Value::from(secret.as_str())
+        );
+    } else {
+        println!("access key: {access}");
+        println!("secret key: {secret}");
+        println!("(the secret key is not shown again: keep it now; `user key add` makes another)");
+    }
 }
 
 /// What a change did, for its report.
@@ -518,6 +612,12 @@ fn done(change: &UserChange) -> String {
             Some(access) => format!("{name} shares {path} with {with} ({})", access.as_str()),
             None => format!("{name} no longer shares {path} with {with}"),
         },
+        UserChange::KeyAdd { name, access, .. } => {
+            format!("added access key {access} for {name}")
+        }
+        UserChange::KeyDel { name, access } => {
+            format!("removed access key {access} of {name}")
+        }
     }
 }
 
@@ -528,21 +628,7 @@ fn has_store(config: &ServerConfig) -> bool {
 /// `dfs-server user list`: the users a running server knows (or, with none
 /// running, a data folder, or the seed).
 async fn list_users(configs: &[ServerConfig]) -> Result<()> {
-    let mut records = None;
-    for config in configs {
-        if let Ok(r) = accounts::records_on_server(config, ADMIN_TIMEOUT).await {
-            records = Some(r);
-            break;
-        }
-    }
-    if records.is_none() {
-        if let Some(config) = configs.iter().find(|c| has_store(c)).cloned() {
-            records = Some(
-                tokio::task::spawn_blocking(move || accounts::records_offline(&config)).await??,
-            );
-        }
-    }
-    let Some(records) = records else {
+    let Some(records) = fetch_records(configs).await? else {
         return manage_seed(&configs[0].users, UserAction::List);
     };
     for r in records.iter().filter(|r| r.account.is_some()) {
@@ -561,6 +647,62 @@ async fn list_users(configs: &[ServerConfig]) -> Result<()> {
             None => "no quota".to_string(),
         };
         println!("{:<24} {quota:<16} {when}", r.name);
+    }
+    Ok(())
+}
+
+/// The user records of the first of `configs` whose server answers, or with
+/// none running, of the first data folder; `None` when no server has
+/// started yet.
+async fn fetch_records(configs: &[ServerConfig]) -> Result<Option<Vec<accounts::UserRecord>>> {
+    for config in configs {
+        if let Ok(records) = accounts::records_on_server(config, ADMIN_TIMEOUT).await {
+            return Ok(Some(records));
+        }
+    }
+    let Some(config) = configs.iter().find(|c| has_store(c)).cloned() else {
+        return Ok(None);
+    };
+    let records = tokio::task::spawn_blocking(move || accounts::records_offline(&config)).await??;
+    Ok(Some(records))
+}
+
+/// `dfs-server user key list USER`: the user's access key ids and when each
+/// was made, never the secrets.
+async fn list_keys(configs: &[ServerConfig], name: &str, json: bool) -> Result<()> {
+    let Some(records) = fetch_records(configs).await? else {
+        return manage_seed(
+            &configs[0].users,
+            UserAction::Key {
+                action: KeyAction::List {
+                    name: name.to_string(),
+                    json,
+                },
+            },
+        );
+    };
+    let Some(account) = records
+        .into_iter()
+        .find(|r| r.name == name)
+        .and_then(|r| r.account)
+    else {
+        bail!("no user {name}");
+    };
+    let keys = account.key_ids();
+    if json {
+        let list: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|(access, created)| serde_json::json!({"access_key": access, "created": created}))
+            .collect();
+        println!("{}", serde_json::Value::from(list));
+        return Ok(());
+    }
+    if keys.is_empty() {
+        println!("{name} has no access keys (`dfs-server user key add {name}` makes one)");
+    }
+    for (access, created) in keys {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(created);
+        println!("{access}  made {}", humantime::format_rfc3339_seconds(t));
     }
     Ok(())
 }
@@ -600,6 +742,12 @@ fn manage_seed(path: &std::path::Path, action: UserAction) -> Result<()> {
         UserAction::Quota { .. } => {
             bail!(
                 "a quota is kept by the cluster, not in the seed file {}: set it once the servers have started",
+                path.display()
+            );
+        }
+        UserAction::Key { .. } => {
+            bail!(
+                "S3 access keys are kept by the cluster, not in the seed file {}: add them once the servers have started",
                 path.display()
             );
         }

@@ -221,6 +221,17 @@ fn real_main() -> Result<i32> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        let urls: Vec<String> = servers
+            .iter()
+            .filter_map(|s| s.http_addr.map(|a| format!("https://{a}/")))
+            .collect();
+        if !urls.is_empty() {
+            print_line(&format!(
+                "S3, curl (/files/) and /health at {} (CA: {})",
+                urls.join(", "),
+                ClientConfig::load(&config_path)?.ca.display()
+            ));
+        }
     }
 
     let config = ClientConfig::load(&config_path)?;
@@ -553,7 +564,15 @@ async fn start_local(dir: &Path, client_config: &Path) -> Result<Vec<RunningServ
                     config.listen
                 )
             })?;
-        servers.push(RunningServer::start(&config, listener)?);
+        let http = match &config.http_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http_listen)"))?,
+            ),
+            None => None,
+        };
+        servers.push(RunningServer::start_with_http(&config, listener, http)?);
     }
     Ok(servers)
 }

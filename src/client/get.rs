@@ -37,7 +37,38 @@ pub struct GetReceipt {
     pub stored_at: u64,
 }
 
+/// Per member (by index): the version it has a manifest of, if any, and
+/// the chunks of the file's data it holds.
+pub(super) type Holdings = Vec<(usize, Option<Version>, Vec<u32>)>;
+
 impl Client {
+    /// The file's newest manifest among the members' answers (in the
+    /// ring order `order`), and which chunks of which version each member
+    /// holds: where a chunk is looked for once its placed holders have
+    /// failed. `NotFound` (naming `name`) for no file or a deleted one.
+    pub(super) async fn newest_held(
+        &self,
+        order: &[usize],
+        scope: &Scope,
+        name: &str,
+    ) -> Result<(Manifest, Holdings)> {
+        let answers = self.stat_on(order, scope).await;
+        let held: Holdings = order
+            .iter()
+            .zip(&answers)
+            .filter_map(|(&i, a)| {
+                let (m, held) = a.as_ref().ok()?;
+                Some((i, m.as_ref().map(|m| m.version), held.clone()))
+            })
+            .collect();
+        match newest_of(answers)? {
+            Some(m) if !m.deleted => Ok((m, held)),
+            _ => Err(Error::NotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
     /// Fetches `remote` into the local file `local`, which appears only when
     /// every byte has arrived and verified.
     pub async fn get(
@@ -83,23 +114,7 @@ impl Client {
         self.maybe_refresh().await;
         loop {
             let order = self.order();
-            let answers = self.stat_on(&order, &scope).await;
-            let held: Vec<(usize, Option<Version>, Vec<u32>)> = order
-                .iter()
-                .zip(&answers)
-                .filter_map(|(&i, a)| {
-                    let (m, held) = a.as_ref().ok()?;
-                    Some((i, m.as_ref().map(|m| m.version), held.clone()))
-                })
-                .collect();
-            let manifest = match newest_of(answers)? {
-                Some(m) if !m.deleted => m,
-                _ => {
-                    return Err(Error::NotFound {
-                        name: remote.to_string(),
-                    })
-                }
-            };
+            let (manifest, held) = self.newest_held(&order, &scope, remote).await?;
             let source = Source {
                 order: &order,
                 held: &held,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use futures_util::future::join_all;
 
 use crate::error::Result;
-use crate::protocol::{DirEntry, FileEntry, Request, Response, Version};
+use crate::protocol::{DirEntry, FileEntry, Manifest, Request, Response, Version};
 use crate::sharing::SHARED;
 
 use super::*;
@@ -23,6 +23,8 @@ pub struct FileInfo {
     pub copies: Vec<u32>,
     /// Copies each chunk should have.
     pub wanted: u32,
+    /// Its S3 ETag (the hex MD5 of a file not put in parts).
+    pub etag: String,
 }
 
 /// One entry of a folder as a client shows it.
@@ -112,6 +114,98 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// One page of every live file under the folder `path` (at any depth),
+    /// in name order, after the name `after`, merged from every server
+    /// that answers as [`Client::list_dir_page`] merges, and the cursor of
+    /// the next page (`None`: that was the last). Names are as the user
+    /// names them (`shared/OWNER/…` in a share). S3's listing without a
+    /// delimiter is this.
+    pub async fn tree_page(
+        &self,
+        path: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<Manifest>, Option<String>)> {
+        let scope = self.scope(path)?;
+        let inner_after = match after {
+            Some(a) => Some(self.scope(a)?.name),
+            None => None,
+        };
+        self.maybe_refresh().await;
+        let order = self.order();
+        let request = scope.request(
+            Request::Manifests {
+                path: scope.name.clone(),
+                after: inner_after,
+            },
+            &[&scope.name],
+        );
+        let answers = join_all(order.iter().map(|&i| {
+            let request = request.clone();
+            async move {
+                match self.call(i, &request).await? {
+                    Response::Manifests { manifests, more } => Ok((manifests, more)),
+                    other => Err(unexpected(&self.server_name(i), &other)),
+                }
+            }
+        }))
+        .await;
+        let (answers, _) = any_answered(order.iter().copied().zip(answers))?;
+        // Past the smallest last name of a page that has more, another
+        // server's next page may hold names this one lacks.
+        let bound = answers
+            .iter()
+            .filter(|(_, (_, more))| *more)
+            .filter_map(|(_, (page, _))| page.last().map(|m| m.name.clone()))
+            .min();
+        let mut newest: BTreeMap<String, Manifest> = BTreeMap::new();
+        for m in answers.into_iter().flat_map(|(_, (page, _))| page) {
+            if bound.as_ref().is_some_and(|b| &m.name > b) {
+                continue;
+            }
+            if newest
+                .get(&m.name)
+                .is_none_or(|old| old.version < m.version)
+            {
+                newest.insert(m.name.clone(), m);
+            }
+        }
+        let files = newest
+            .into_values()
+            .filter(|m| m.has_data())
+            .map(|mut m| {
+                m.name = scope.shown(&m.name);
+                m
+            })
+            .collect();
+        Ok((files, bound.map(|b| scope.shown(&b))))
+    }
+
+    /// Whether `path` (not the top) is a folder: its parent lists it. Only the
+    /// part of the parent where it would sort is read (usually one page),
+    /// whatever the parent holds.
+    pub async fn folder_exists(&self, path: &str) -> Result<bool> {
+        let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+        // Where the folder sorts (see `DirEntry::cursor`); the listing starts
+        // just after a file named `path`, before anything inside the folder.
+        let mark = format!("{path}/");
+        let mut after = path.to_string();
+        loop {
+            let (items, next) = self.list_dir_page(parent, Some(&after)).await?;
+            for item in &items {
+                match item {
+                    DirItem::Folder(p) if p == path => return Ok(true),
+                    DirItem::Folder(p) if format!("{p}/") > mark => return Ok(false),
+                    DirItem::File(f) if f.name > mark => return Ok(false),
+                    _ => {}
+                }
+            }
+            match next {
+                Some(cursor) if cursor < mark => after = cursor,
+                _ => return Ok(false),
+            }
+        }
     }
 
     /// One page of `folder` after the cursor `after`, merged from every
@@ -244,6 +338,7 @@ pub fn merge_lists(lists: &[Vec<FileEntry>], wanted: u32) -> Vec<FileInfo> {
                 version: best.version,
                 copies,
                 wanted,
+                etag: best.etag.clone(),
             })
         })
         .collect()

@@ -11,6 +11,8 @@
 //!   every server, and only then does the new version become visible. A PUT
 //!   that fails or is cancelled before that asks the servers to drop the
 //!   chunks it stored (`Request::Abort`).
+//! * READ (for a gateway's GET) streams one byte range of a file in order,
+//!   verified chunk by chunk, with bounded memory: see `read`.
 //! * GET asks every server for the file's manifest and takes the newest, then
 //!   one task per chunk fetches the chunk from its first holder (each server
 //!   sends one chunk), falling back to the second only when the first fails.
@@ -29,13 +31,14 @@
 //!
 //! Here: the `Client`, its login and connection pool, and the helpers every
 //! operation shares. `ring` keeps the client's view of the ring; `put`,
-//! `get`, `list`, `files` (names: folders, mv/cp, sharing, usage) and
+//! `get`, `read` (a verified byte-range stream), `list`, `files` (names: folders, mv/cp, sharing, usage) and
 //! `report` (WHERE, VERIFY, STATUS) hold the operations.
 
 mod files;
 mod get;
 mod list;
 mod put;
+mod read;
 mod report;
 mod resume;
 mod ring;
@@ -60,6 +63,7 @@ pub use self::files::*;
 pub use self::get::*;
 pub use self::list::*;
 pub use self::put::*;
+pub use self::read::*;
 pub use self::report::*;
 pub(crate) use self::ring::dial;
 use self::ring::*;
@@ -88,6 +92,22 @@ pub async fn one_command<F: std::future::Future>(work: F) -> F::Output {
     } else {
         TIMED_OUT.scope(Mutex::new(BTreeMap::new()), work).await
     }
+}
+
+/// The servers that timed out in the command running on this task so far.
+fn timeouts_so_far() -> BTreeMap<String, String> {
+    TIMED_OUT
+        .try_with(|m| m.lock().expect("timeouts lock").clone())
+        .unwrap_or_default()
+}
+
+/// Runs `work` as a command of its own that starts knowing `timeouts` (see
+/// [`one_command`]): for work a command hands to a task of its own.
+async fn command_knowing<F: std::future::Future>(
+    timeouts: BTreeMap<String, String>,
+    work: F,
+) -> F::Output {
+    TIMED_OUT.scope(Mutex::new(timeouts), work).await
 }
 
 /// Why the server at `addr` was given up on earlier in this command.
@@ -152,6 +172,25 @@ struct Slot {
 }
 
 impl Slot {
+    /// Records whether the server answered; transport failures mark it
+    /// down, and a timeout is remembered for the rest of the command.
+    fn note<T>(&self, result: &Result<T>) {
+        self.note_failure(result.as_ref().err());
+    }
+
+    /// [`Slot::note`], given the error if there was one.
+    fn note_failure(&self, error: Option<&Error>) {
+        if let Some(e @ Error::Timeout { .. }) = error {
+            remember_timeout(&self.member.addr, &e.to_string());
+        }
+        let up = match error {
+            None => true,
+            Some(Error::Unavailable { .. } | Error::Io { .. } | Error::Timeout { .. }) => false,
+            Some(_) => true, // it answered, with an error
+        };
+        self.up.store(up, Ordering::Relaxed);
+    }
+
     /// Puts a connection that finished its request back in the pool.
     fn release(&self, conn: Conn) {
         let mut pool = self.pool.lock().expect("pool lock");
@@ -185,13 +224,42 @@ impl Client {
     }
 
     async fn login_command(config: &ClientConfig, user: &str, password: &str) -> Result<Client> {
-        let timeout = config.timeout();
         let tls = tls::client_config_for_user(&config.ca)?;
+        let credential = Credential::Password(password.to_string());
+        Client::connect_as(config, tls, user, credential).await
+    }
+
+    /// A client acting for `user` on behalf of server `server` (its HTTP
+    /// endpoints: S3 and the files API), which has checked the user's own
+    /// credentials itself. It proves to every member that it is that server
+    /// (its certificate, `tls`, and the cluster key) and names the user
+    /// (`GatewayLogin`); the members then serve it as they serve the user.
+    pub async fn for_gateway(
+        config: &ClientConfig,
+        tls: Tls,
+        server: &str,
+        key: crate::peer::ClusterKey,
+        user: &str,
+    ) -> Result<Client> {
+        let credential = Credential::Gateway {
+            server: server.to_string(),
+            key,
+        };
+        one_command(Client::connect_as(config, tls, user, credential)).await
+    }
+
+    async fn connect_as(
+        config: &ClientConfig,
+        tls: Tls,
+        user: &str,
+        credential: Credential,
+    ) -> Result<Client> {
+        let timeout = config.timeout();
         let (ring, down, copies) = discover(&config.servers, &tls, timeout).await?;
         let client = Client {
             login: Arc::new(Login {
                 user: user.to_string(),
-                password: password.to_string(),
+                credential,
                 tls,
                 timeout,
             }),
@@ -269,15 +337,7 @@ impl Client {
 
     /// Records whether member `i` answered; transport failures mark it down.
     fn note<T>(&self, i: usize, result: &Result<T>) {
-        if let Err(e @ Error::Timeout { .. }) = result {
-            remember_timeout(&self.slot(i).member.addr, &e.to_string());
-        }
-        let up = match result {
-            Ok(_) => true,
-            Err(Error::Unavailable { .. } | Error::Io { .. } | Error::Timeout { .. }) => false,
-            Err(_) => true, // it answered, with an error
-        };
-        self.slot(i).up.store(up, Ordering::Relaxed);
+        self.slot(i).note(result);
     }
 
     /// An authenticated connection to ring member `i`: a pooled one if one is
@@ -413,9 +473,21 @@ impl Scope {
 /// What opening an authenticated connection to a server takes.
 struct Login {
     user: String,
-    password: String,
+    credential: Credential,
     tls: Tls,
     timeout: Duration,
+}
+
+/// How a client proves who it acts for.
+enum Credential {
+    /// The user's password (`Login`, then `Resume` with the session token).
+    Password(String),
+    /// A server's HTTP endpoint acting for a user it authenticated itself:
+    /// the server's certificate (in `Login::tls`) and the cluster key.
+    Gateway {
+        server: String,
+        key: crate::peer::ClusterKey,
+    },
 }
 
 impl Login {
@@ -437,7 +509,21 @@ impl Login {
                 None => break,
             }
         }
-        let mut conn = connect(&slot.member, &self.tls, self.timeout).await?;
+        let (mut conn, challenge) = ring::dial(&slot.member, &self.tls, self.timeout).await?;
+        let password = match &self.credential {
+            Credential::Password(password) => password,
+            Credential::Gateway { server, key } => {
+                let login = Request::GatewayLogin {
+                    server: server.clone(),
+                    user: self.user.clone(),
+                    proof: key.proof_for(&challenge, server, &self.user),
+                };
+                return match conn.call(&login).await? {
+                    Response::Ok => Ok(conn),
+                    other => Err(unexpected(&slot.member.name, &other)),
+                };
+            }
+        };
         let token = *slot.token.lock().expect("token lock");
         if let Some(token) = token {
             match conn.call(&Request::Resume { token }).await {
@@ -448,7 +534,7 @@ impl Login {
         }
         let login = Request::Login {
             user: self.user.clone(),
-            password: self.password.clone().into(),
+            password: password.clone().into(),
         };
         match conn.call(&login).await? {
             Response::LoggedIn { token } => {
@@ -533,6 +619,7 @@ mod tests {
             stored_at: 0,
             deleted,
             held: held.to_vec(),
+            etag: String::new(),
         }
     }
 

@@ -21,7 +21,8 @@ use tracing::debug;
 use crate::error::{Error, ErrorKind, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, Hint, Kept, Manifest, Request, Response, Version, MAX_BLOCK,
+    checksum_of, Checksum, ChunkId, Hint, Kept, Manifest, ObjectMeta, Request, Response, Version,
+    MAX_BLOCK,
 };
 use crate::standing::Standing;
 use crate::unix_now;
@@ -52,6 +53,15 @@ pub struct PutReceipt {
     pub md5: [u8; 16],
 }
 
+/// What the HTTP endpoints know of an object they store (see
+/// [`Client::put_object`]).
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub meta: ObjectMeta,
+    /// MD5 of the object's bytes, if known (else the PUT computes it).
+    pub md5: Option<[u8; 16]>,
+}
+
 impl Client {
     /// Stores the local file `local` as `remote`, replacing any older version
     /// once every chunk is stored on both its holders.
@@ -73,7 +83,21 @@ impl Client {
         how: Transfer,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
-        one_command(self.put_command(local, remote, how, progress)).await
+        one_command(self.put_command(local, remote, how, None, progress)).await
+    }
+
+    /// [`Client::put`] of an object that came in over HTTP: its metadata
+    /// is kept in the manifest, and its MD5 (computed as the body arrived)
+    /// is not computed again.
+    pub async fn put_object(
+        &self,
+        local: &Path,
+        remote: &str,
+        object: Object,
+        progress: &dyn Progress,
+    ) -> Result<PutReceipt> {
+        let how = Transfer::default();
+        one_command(self.put_command(local, remote, how, Some(object), progress)).await
     }
 
     async fn put_command(
@@ -81,6 +105,7 @@ impl Client {
         local: &Path,
         remote: &str,
         how: Transfer,
+        object: Option<Object>,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
         let scope = self.file_scope(remote)?;
@@ -100,9 +125,13 @@ impl Client {
         // the file front to back while the chunk tasks stream their ranges.
         let stop_md5 = Arc::new(AtomicBool::new(false));
         let _stop_md5_on_drop = SetOnDrop(Arc::clone(&stop_md5));
+        let known_md5 = object.as_ref().and_then(|o| o.md5);
         let md5_task = tokio::task::spawn_blocking({
             let path = local.to_path_buf();
-            move || md5_file(&path, &stop_md5)
+            move || match known_md5 {
+                Some(md5) => Ok(md5),
+                None => md5_file(&path, &stop_md5),
+            }
         });
         self.maybe_refresh().await;
         let order = self.order();
@@ -209,6 +238,7 @@ impl Client {
             deleted: false,
             data: None,
             kept: how.keep_times.then(|| kept_of(&meta)),
+            meta: object.map(|o| o.meta),
         };
         let commit = scope.request(
             Request::Commit {
@@ -504,6 +534,15 @@ impl Client {
         Ok((checksum, stored, refused))
     }
 
+    /// Whether a new file `remote` of `size` bytes fits its owner's quota
+    /// (the check a PUT makes before sending data), for callers that learn
+    /// the size before they have the bytes (the HTTP endpoints, from
+    /// `Content-Length`).
+    pub async fn check_room(&self, remote: &str, size: u64) -> Result<()> {
+        let scope = self.file_scope(remote)?;
+        one_command(self.check_quota(&scope, size)).await
+    }
+
     /// Asks the servers, in ring order until one answers, whether a new
     /// file of `size` bytes fits the user's quota; its refusal is the
     /// error, as the one line it says (`quota: ... used; this file needs
@@ -518,6 +557,7 @@ impl Client {
                 Err(Error::Remote { error, .. }) if error.kind == ErrorKind::BadRequest => {
                     return Err(Error::Refused(error.message))
                 }
+                Err(e @ (Error::OverQuota(_) | Error::Denied(_))) => return Err(e),
                 Err(e) => last = Some(e),
             }
         }

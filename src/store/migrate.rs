@@ -26,7 +26,7 @@ use super::{now_ms, ChunkKey, ChunkRow, ChunkSpec, Store, FORMAT};
 use crate::codec;
 use crate::error::Result;
 use crate::names::{validate_name, validate_user};
-use crate::protocol::{Checksum, DataRef, Manifest, Version};
+use crate::protocol::{Checksum, DataRef, Kept, Manifest, Version};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
 /// Files per transaction.
@@ -82,6 +82,7 @@ impl From<ManifestV3> for Manifest {
             deleted: m.deleted,
             data: None,
             kept: None,
+            meta: None,
         }
     }
 }
@@ -415,6 +416,7 @@ impl From<ManifestV4> for Manifest {
             deleted: m.deleted,
             data: m.data,
             kept: None,
+            meta: None,
         }
     }
 }
@@ -428,6 +430,72 @@ pub(super) fn from_v4(store: &Store) -> Result<()> {
         Ok(manifests.len())
     })?;
     tracing::info!(root = %store.root.display(), files, "gave every manifest room for kept times (store format 5)");
+    Ok(())
+}
+
+// The upgrade from format 5, whose manifests had no `meta`.
+
+/// A manifest as store format 5 encoded it: before `meta` (S3 metadata).
+#[derive(Serialize, Deserialize)]
+pub(super) struct ManifestV5 {
+    name: String,
+    version: Version,
+    size: u64,
+    chunks: u32,
+    checksums: Vec<Checksum>,
+    stored_at: u64,
+    md5: [u8; 16],
+    deleted: bool,
+    data: Option<DataRef>,
+    kept: Option<Kept>,
+}
+
+/// For the migrations' tests: a manifest as format 5 wrote it.
+#[cfg(test)]
+impl From<&Manifest> for ManifestV5 {
+    fn from(m: &Manifest) -> ManifestV5 {
+        ManifestV5 {
+            name: m.name.clone(),
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums.clone(),
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+            data: m.data.clone(),
+            kept: m.kept,
+        }
+    }
+}
+
+impl From<ManifestV5> for Manifest {
+    fn from(m: ManifestV5) -> Manifest {
+        Manifest {
+            name: m.name,
+            version: m.version,
+            size: m.size,
+            chunks: m.chunks,
+            checksums: m.checksums,
+            stored_at: m.stored_at,
+            md5: m.md5,
+            deleted: m.deleted,
+            data: m.data,
+            kept: m.kept,
+            meta: None,
+        }
+    }
+}
+
+/// Format 6 gives manifests `meta`: each is re-encoded with none. One
+/// transaction: a crash leaves format 5 to upgrade again.
+pub(super) fn from_v5(store: &Store) -> Result<()> {
+    let files = store.write(|t| {
+        let manifests = reencode_manifests::<ManifestV5>(t)?;
+        t.meta.insert("format", FORMAT)?;
+        Ok(manifests.len())
+    })?;
+    tracing::info!(root = %store.root.display(), files, "gave every manifest room for S3 metadata (store format 6)");
     Ok(())
 }
 

@@ -138,7 +138,7 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// The database file under the data folder.
 pub const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
-const FORMAT: &[u8] = b"5";
+const FORMAT: &[u8] = b"6";
 /// In `meta` while a migrated folder's legacy manifests may remain.
 const TIDY: &str = "tidy";
 /// Changes committed together at most.
@@ -899,6 +899,7 @@ fn file_entry(
 ) -> Result<FileEntry> {
     Ok(FileEntry {
         held: held_in(chunks, owner, m.data_name(), m.data_version())?,
+        etag: m.etag(),
         name: m.name,
         version: m.version,
         size: m.size,
@@ -960,6 +961,7 @@ fn folder_mark(path: &str, after: Option<Version>, deleted: bool) -> Manifest {
         deleted,
         data: None,
         kept: None,
+        meta: None,
     }
 }
 
@@ -1167,6 +1169,7 @@ impl Store {
             }
             Some(b"3") => migrate::from_v3(&store)?,
             Some(b"4") => migrate::from_v4(&store)?,
+            Some(b"5") => migrate::from_v5(&store)?,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "{} was written by a newer release (store format {})",

@@ -51,6 +51,7 @@ fn four_chunks(name: &str, version: Version, data: &[u8], checksums: Vec<Checksu
         deleted: false,
         data: None,
         kept: None,
+        meta: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn tombstone(name: &str, version: Version) -> Manifest {
         deleted: true,
         data: None,
         kept: None,
+        meta: None,
     }
 }
 
@@ -868,6 +870,22 @@ fn a_format_3_store_keys_its_chunks_by_data_and_keeps_every_file() {
 /// tombstones included, and is upgraded to the current format.
 #[test]
 fn a_format_4_store_keeps_every_manifest() {
+    an_older_store_keeps_every_manifest(b"4", |m| {
+        codec::encode(&migrate::ManifestV4::from(m)).unwrap()
+    });
+}
+
+/// A store of format 5 (manifests before S3 metadata) keeps every manifest.
+#[test]
+fn a_format_5_store_keeps_every_manifest() {
+    an_older_store_keeps_every_manifest(b"5", |m| {
+        codec::encode(&migrate::ManifestV5::from(m)).unwrap()
+    });
+}
+
+/// Rewrites a store's manifests as the older `format` encoded them
+/// (`encode`), reopens it, and checks every manifest reads back the same.
+fn an_older_store_keeps_every_manifest(format: &[u8], encode: fn(&Manifest) -> Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), false);
     for i in 0..10 {
@@ -885,20 +903,20 @@ fn a_format_4_store_keeps_every_manifest() {
         .collect();
     assert_eq!(before.len(), 11);
     drop(store);
-    // Rewrite every manifest as format 4 encoded it.
+    // Rewrite every manifest as the older format encoded it.
     let db = Database::create(dir.path().join(DB_FILE)).unwrap();
     let txn = db.begin_write().unwrap();
     {
         let mut files = txn.open_table(FILES).unwrap();
         for m in &before {
-            let old = codec::encode(&migrate::ManifestV4::from(m)).unwrap();
+            let old = encode(m);
             files
                 .insert(("alice", m.name.as_str()), old.as_slice())
                 .unwrap();
         }
         txn.open_table(META)
             .unwrap()
-            .insert("format", &b"4"[..])
+            .insert("format", format)
             .unwrap();
     }
     txn.commit().unwrap();

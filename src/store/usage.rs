@@ -339,6 +339,7 @@ mod tests {
             deleted: false,
             data: None,
             kept: None,
+            meta: None,
         }
     }
 

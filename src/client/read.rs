@@ -1,0 +1,622 @@
+//! READ: a byte range of a file as a stream of verified bytes, in order,
+//! with bounded memory — what an HTTP GET (ranged or not) answers with,
+//! where [`Client::get`] would first download the whole file to disk.
+//!
+//! [`Client::read`] picks the newest manifest as GET does and returns it
+//! with a [`ReadStream`]. The stream fetches every chunk that overlaps the
+//! range with `GetChunk`, from its first holder, then its others (holders
+//! known to be down last, then any server that said it holds the chunk),
+//! and yields only the bytes inside the range.
+//!
+//! What it guarantees:
+//!
+//! * Every byte of every chunk it touches is hashed with the chunk's
+//!   checksum key and compared with the manifest at the chunk's end — the
+//!   bytes before the range's start and after its end included, since the
+//!   protocol has one checksum per chunk (a later issue adds per-block
+//!   checksums, so a range inside a large chunk need not read all of it).
+//! * A chunk whose part in the range is at most [`HOLD`] bytes is passed on
+//!   only once the whole chunk has verified: a bad or short copy then costs
+//!   nothing but a fetch from the next holder. A larger part cannot wait
+//!   for the end without holding the chunk in memory, so its first bytes go
+//!   out before its end is checked. If that holder then fails (it hangs up,
+//!   times out, or its bytes do not match), the next one is read from the
+//!   chunk's start; the bytes the reader already has are hashed again as
+//!   they come from the new holder and must match what was passed on, or
+//!   the stream ends with `Error::Corrupt` (a copy on disk may have gone
+//!   bad in the part already sent: the caller aborts its response, and a
+//!   server that found its copy bad sets it aside, so a second read is
+//!   served from a good one).
+//! * It never yields a wrong byte without then yielding an error: an error
+//!   is the stream's last item, and a stream that ends without one has
+//!   yielded exactly the range. `Error::ChunkUnavailable` says every holder
+//!   of a chunk failed (why, for each, is in the message).
+//!
+//! What it costs: one connection per chunk being fetched; the hashing of
+//! every byte of the chunks it touches (twice for the first part of a part
+//! larger than [`HOLD`], so a retry can tell whether a new holder agrees);
+//! and at most [`MAX_BUFFERED`] bytes of file data held at once, however
+//! large the file: the chunk being passed on and the next one are fetched
+//! together ([`AHEAD`]), each keeping at most [`HOLD`] bytes back plus a
+//! short queue. The next chunk's fetch therefore runs while the current one
+//! is being passed on, but a chunk larger than that buffer waits for its
+//! reader: a stream moves about as fast as one connection, where a GET
+//! fetches every chunk at once.
+//!
+//! A stream reads the version it opened on the ring as it was then. If a
+//! writer replaces the file and its old chunks are dropped, or the copies
+//! move, it fails with `ChunkUnavailable`; opening it again reads the new
+//! state. Dropping the stream stops its fetches: their tasks end and their
+//! connections are dropped, never pooled mid-reply. A connection whose
+//! chunk ended cleanly goes back to the pool.
+//!
+//! The stream is `'static`: it holds the client's login and the holders'
+//! slots (both already shared through `Arc`s, as `StagedPut` does), not the
+//! `Client`, so `read` takes `&self` like every other operation and callers
+//! need not keep their client in an `Arc`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::error::{shown, Error, Result};
+use crate::placement::{chunk_range, Placement};
+use crate::protocol::{checksum_of, ChunkId, Frame, Manifest, Request, Response, MAX_BLOCK};
+
+use super::*;
+
+/// The most bytes of one chunk's part in the range held back until the
+/// chunk verifies: parts this small are never passed on unverified.
+pub const HOLD: u64 = 4 << 20;
+
+/// Chunks fetched at once: the one being passed on and the next.
+pub const AHEAD: usize = 2;
+
+/// Pieces (each at most one block) queued between a chunk's fetch and the
+/// stream.
+const QUEUE: usize = 2;
+
+/// The most file data a [`ReadStream`] holds at once: for each chunk being
+/// fetched, what it holds back, one block just received, and its queue.
+pub const MAX_BUFFERED: u64 = AHEAD as u64 * (HOLD + (QUEUE as u64 + 1) * MAX_BLOCK as u64);
+
+// The budget a stream may keep in memory, whatever the file's size.
+const _: () = assert!(MAX_BUFFERED <= 16 << 20);
+
+impl Client {
+    /// Opens `name` (a remote name as [`Client::get`] takes it,
+    /// `shared/OWNER/...` included) for reading the bytes in `range`, a
+    /// half-open range within the file (`None`: the whole file). Returns the
+    /// newest manifest, as GET picks it, and a stream of the range's bytes in
+    /// order (see the module's doc for what it guarantees and costs).
+    ///
+    /// Fails with `NotFound` for no file or a deleted one, and with
+    /// `Refused` (one line) for a range that is not within the file.
+    pub async fn read(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(Manifest, ReadStream)> {
+        one_command(self.read_command(name, range)).await
+    }
+
+    async fn read_command(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(Manifest, ReadStream)> {
+        let scope = self.file_scope(name)?;
+        self.maybe_refresh().await;
+        let order = self.order();
+        let (manifest, held) = self.newest_held(&order, &scope, name).await?;
+        let range = within(name, manifest.size, range)?;
+        if manifest.chunks == 0 && manifest.size > 0 {
+            return Err(Error::Protocol(format!(
+                "{}: its manifest has {} bytes in no chunks",
+                shown(name),
+                manifest.size
+            )));
+        }
+        let overlapping: Vec<u32> = (1..=manifest.chunks)
+            .filter(|&c| {
+                let (start, end) = chunk_range(manifest.size, manifest.chunks, c);
+                start < range.end && end > range.start
+            })
+            .collect();
+        let placement = Placement::of(&scope.owner, manifest.data_name());
+        let chunks = overlapping
+            .iter()
+            .map(|&c| {
+                let placed = order.holders(&placement, c, manifest.chunks);
+                let others = held
+                    .iter()
+                    .filter(|(i, version, chunks)| {
+                        *version == Some(manifest.version)
+                            && chunks.contains(&c)
+                            && !placed.contains(i)
+                    })
+                    .map(|&(i, _, _)| self.slot(i))
+                    .collect();
+                ChunkSource {
+                    chunk: c,
+                    placed: placed.into_iter().map(|i| self.slot(i)).collect(),
+                    others,
+                }
+            })
+            .collect::<VecDeque<_>>();
+        let plan = Arc::new(Plan {
+            login: Arc::clone(&self.login),
+            scope,
+            manifest: manifest.clone(),
+            range,
+            timeouts: timeouts_so_far(),
+            gauge: Gauge::default(),
+        });
+        let stream = ReadStream {
+            plan,
+            runtime: tokio::runtime::Handle::current(),
+            waiting: chunks,
+            running: VecDeque::new(),
+            ended: false,
+        };
+        Ok((manifest, stream))
+    }
+}
+
+/// `range` checked against a file of `size` bytes (`None`: all of it).
+fn within(name: &str, size: u64, range: Option<Range<u64>>) -> Result<Range<u64>> {
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size {
+        return Err(Error::Refused(format!(
+            "{}: bytes {}..{} are not within the file ({size} bytes)",
+            shown(name),
+            range.start,
+            range.end
+        )));
+    }
+    Ok(range)
+}
+
+/// The bytes of a range of a file, in order, verified (see the module's
+/// doc). `'static` and `Send`, so an HTTP response body can own it; dropping
+/// it stops its fetches.
+pub struct ReadStream {
+    plan: Arc<Plan>,
+    /// Where chunk fetches are spawned (the runtime `read` ran on).
+    runtime: tokio::runtime::Handle,
+    /// Chunks not fetched yet, in order.
+    waiting: VecDeque<ChunkSource>,
+    /// Chunks being fetched, in order: the first is being passed on.
+    running: VecDeque<Running>,
+    /// An error was yielded (or the range is done): nothing more comes.
+    ended: bool,
+}
+
+impl ReadStream {
+    /// The most bytes of file data this stream has held at once so far
+    /// (at most [`MAX_BUFFERED`]); for tests and benchmarks.
+    pub fn peak_buffered(&self) -> u64 {
+        self.plan.gauge.peak.load(Ordering::Relaxed)
+    }
+
+    /// The byte range this stream yields.
+    pub fn range(&self) -> Range<u64> {
+        self.plan.range.clone()
+    }
+
+    /// Starts fetching chunks until [`AHEAD`] are under way.
+    fn start_ahead(&mut self) {
+        while self.running.len() < AHEAD {
+            let Some(source) = self.waiting.pop_front() else {
+                return;
+            };
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let plan = Arc::clone(&self.plan);
+            let timeouts = plan.timeouts.clone();
+            let task = self
+                .runtime
+                .spawn(command_knowing(timeouts, fetch(plan, source, tx)));
+            self.running.push_back(Running { rx, task });
+        }
+    }
+
+    /// Ends the stream: every fetch still running stops.
+    fn stop(&mut self) {
+        self.ended = true;
+        self.waiting.clear();
+        for running in self.running.drain(..) {
+            running.task.abort();
+        }
+    }
+}
+
+impl Drop for ReadStream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Stream for ReadStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            this.start_ahead();
+            let Some(front) = this.running.front_mut() else {
+                this.ended = true;
+                return Poll::Ready(None);
+            };
+            match front.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(Step::Data(piece)))) => {
+                    this.plan.gauge.sub(piece.len() as u64);
+                    return Poll::Ready(Some(Ok(piece)));
+                }
+                Poll::Ready(Some(Ok(Step::End))) => {
+                    this.running.pop_front();
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.stop();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    // The fetch ended without saying it finished: it
+                    // panicked. Its chunk may be short, so this is an error.
+                    this.stop();
+                    return Poll::Ready(Some(Err(Error::Internal(
+                        "a chunk's fetch stopped before its end".into(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// What a [`ReadStream`]'s fetches share.
+struct Plan {
+    login: Arc<Login>,
+    scope: Scope,
+    manifest: Manifest,
+    range: Range<u64>,
+    /// The servers that timed out while the stream was opened: each fetch
+    /// starts knowing them (see [`one_command`]).
+    timeouts: BTreeMap<String, String>,
+    gauge: Gauge,
+}
+
+/// Bytes of file data a stream holds (held back or queued), and the most
+/// it has held.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Gauge {
+    fn add(&self, n: u64) {
+        let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        self.now.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Where one chunk may be fetched from: its placed holders (first to read
+/// first), then servers that said they hold it.
+struct ChunkSource {
+    chunk: u32,
+    placed: Vec<Arc<Slot>>,
+    others: Vec<Arc<Slot>>,
+}
+
+/// A chunk being fetched: its queue of pieces and its task.
+struct Running {
+    rx: mpsc::Receiver<Result<Step>>,
+    task: JoinHandle<()>,
+}
+
+/// What a chunk's fetch sends the stream.
+enum Step {
+    /// The next bytes of the range.
+    Data(Bytes),
+    /// The chunk's part of the range is complete and verified.
+    End,
+}
+
+/// Fetches one chunk and sends its part of the range to `tx`, then `End`,
+/// or an error.
+async fn fetch(plan: Arc<Plan>, source: ChunkSource, tx: mpsc::Sender<Result<Step>>) {
+    let last = match deliver(&plan, source, &tx).await {
+        Ok(()) => Ok(Step::End),
+        Err(Stop::Error(e)) => Err(e),
+        Err(Stop::ReaderGone) => return,
+    };
+    let _ = tx.send(last).await;
+}
+
+/// Why a chunk's fetch ended early.
+enum Stop {
+    /// The stream ends with this error.
+    Error(Error),
+    /// The stream was dropped: nobody to tell.
+    ReaderGone,
+}
+
+/// How one attempt at a chunk (from one holder) failed.
+enum Failed {
+    /// This holder failed: the next one may serve the chunk.
+    Holder(Error),
+    /// The chunk's fetch ends.
+    Stop(Stop),
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Self {
+        Failed::Holder(e)
+    }
+}
+
+/// What the reader has been sent of a chunk, from the range's start in it:
+/// up to which byte of the chunk, and their hash, which the bytes of the
+/// next holder tried must match.
+struct Sent {
+    upto: u64,
+    hash: blake3::Hasher,
+}
+
+/// The fetch of one chunk: from each holder in turn until one serves it
+/// whole and verified.
+async fn deliver(
+    plan: &Plan,
+    source: ChunkSource,
+    tx: &mpsc::Sender<Result<Step>>,
+) -> std::result::Result<(), Stop> {
+    let manifest = &plan.manifest;
+    let chunk = source.chunk;
+    let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
+    // The range's part of this chunk, in the chunk's own offsets.
+    let from = plan.range.start.max(start) - start;
+    let to = plan.range.end.min(end) - start;
+    let want = Want {
+        chunk,
+        len: end - start,
+        from,
+        to,
+    };
+    let mut sent = Sent {
+        upto: from,
+        hash: blake3::Hasher::new(),
+    };
+    // Holders known to be down (or hung) go last, so they cost no timeout;
+    // the rest keep the placement's order.
+    let mut holders = source.placed;
+    holders.sort_by_key(|slot| !slot.up.load(Ordering::Relaxed));
+    holders.extend(source.others);
+    let mut failures = Vec::new();
+    for slot in &holders {
+        let attempt = attempt(plan, slot, &want, &mut sent, tx).await;
+        match attempt {
+            Ok((conn, held)) => {
+                slot.note_failure(None);
+                slot.release(conn);
+                // Verified: what was held back goes out as it is.
+                for piece in held.drain() {
+                    if tx.send(Ok(Step::Data(piece))).await.is_err() {
+                        return Err(Stop::ReaderGone);
+                    }
+                }
+                return Ok(());
+            }
+            Err(Failed::Stop(stop)) => return Err(stop),
+            Err(Failed::Holder(e)) => {
+                // A holder that timed out or hung up mid-chunk is down: later
+                // chunks ask its partner first.
+                slot.note_failure(Some(&e));
+                debug!(server = %slot.member.name, file = %manifest.name, chunk, error = %e, "chunk read failed");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    Err(Stop::Error(Error::ChunkUnavailable {
+        name: plan.scope.shown(&manifest.name),
+        chunk,
+        reason: match failures.is_empty() {
+            true => "no server holds it".into(),
+            false => failures.join("; "),
+        },
+    }))
+}
+
+/// The part of a chunk a fetch wants: bytes `from..to` of its `len`.
+struct Want {
+    chunk: u32,
+    len: u64,
+    from: u64,
+    to: u64,
+}
+
+/// One attempt at a chunk from the server of `slot`: the whole chunk is
+/// read and verified. Bytes the reader already has (`sent`) are hashed and
+/// must match; of the rest, up to [`HOLD`] are held back, and what is
+/// beyond goes out at once (noted in `sent`). On success, the connection
+/// (to pool) and what was held back.
+async fn attempt<'p>(
+    plan: &'p Plan,
+    slot: &Slot,
+    want: &Want,
+    sent: &mut Sent,
+    tx: &mpsc::Sender<Result<Step>>,
+) -> std::result::Result<(Conn, Held<'p>), Failed> {
+    let manifest = &plan.manifest;
+    let server = slot.member.name.as_str();
+    let Want {
+        chunk,
+        len,
+        from,
+        to,
+    } = *want;
+    let mut conn = plan.login.open(slot).await?;
+    let request = plan.scope.request(
+        Request::GetChunk {
+            name: manifest.data_name().to_string(),
+            version: manifest.data_version(),
+            chunk,
+        },
+        &[&manifest.name],
+    );
+    match conn.call(&request).await? {
+        Response::Chunk { len: l } if l == len => {}
+        other => return Err(unexpected(server, &other).into()),
+    }
+    let mut hasher = ChunkId {
+        owner: &plan.scope.owner,
+        name: manifest.data_name(),
+        version: manifest.data_version(),
+        chunk,
+        len,
+    }
+    .hasher();
+    // This holder's bytes where the reader already has some.
+    let resent = sent.upto;
+    let mut seen = blake3::Hasher::new();
+    let mut held = Held::new(&plan.gauge);
+    let mut at = 0u64;
+    loop {
+        let block = match conn.recv::<Response>().await? {
+            Some(Frame::Data(block)) => block,
+            Some(Frame::Msg(Response::ChunkDone { .. })) => break,
+            Some(Frame::Msg(Response::Error(e))) => return Err(e.into_error(server).into()),
+            Some(Frame::Msg(other)) => return Err(unexpected(server, &other).into()),
+            None => {
+                return Err(Error::Unavailable {
+                    server: server.to_string(),
+                    reason: "connection closed during a transfer".into(),
+                }
+                .into())
+            }
+        };
+        let n = block.len() as u64;
+        if at + n > len {
+            return Err(Error::Protocol(format!("{server} sent too much data")).into());
+        }
+        hasher.update(&block);
+        let piece = |a: u64, b: u64| block.slice((a - at) as usize..(b - at) as usize);
+        // Already with the reader: must be what it got.
+        let (a, b) = (at.max(from), (at + n).min(resent));
+        if a < b {
+            seen.update(&piece(a, b));
+            if b == resent && seen.finalize() != sent.hash.finalize() {
+                return Err(Failed::Stop(Stop::Error(Error::Corrupt {
+                    chunk,
+                    reason: format!(
+                        "{server}'s copy differs from bytes already passed on from another holder"
+                    ),
+                })));
+            }
+        }
+        // New to the reader.
+        let (a, b) = (at.max(resent), (at + n).min(to));
+        if a < b {
+            held.push(piece(a, b));
+            while held.len > HOLD {
+                let Some(out) = held.pop() else { break };
+                sent.hash.update(&out);
+                sent.upto += out.len() as u64;
+                if tx.send(Ok(Step::Data(out))).await.is_err() {
+                    return Err(Failed::Stop(Stop::ReaderGone));
+                }
+            }
+        }
+        at += n;
+    }
+    if at != len {
+        return Err(Error::Protocol(format!("{server} sent a short chunk")).into());
+    }
+    if Some(&checksum_of(&hasher)) != manifest.checksums.get(chunk as usize - 1) {
+        return Err(Error::Corrupt {
+            chunk,
+            reason: format!("{server} sent bytes that do not match the checksum"),
+        }
+        .into());
+    }
+    Ok((conn, held))
+}
+
+/// Bytes of a chunk held back until it verifies, counted in the stream's
+/// [`Gauge`] until they reach the reader (or are dropped with this).
+struct Held<'a> {
+    pieces: VecDeque<Bytes>,
+    len: u64,
+    gauge: &'a Gauge,
+}
+
+impl<'a> Held<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        Held {
+            pieces: VecDeque::new(),
+            len: 0,
+            gauge,
+        }
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.len += piece.len() as u64;
+        self.gauge.add(piece.len() as u64);
+        self.pieces.push_back(piece);
+    }
+
+    /// The oldest piece, on its way to the reader (still counted in the
+    /// gauge until the stream yields it).
+    fn pop(&mut self) -> Option<Bytes> {
+        let piece = self.pieces.pop_front()?;
+        self.len -= piece.len() as u64;
+        Some(piece)
+    }
+
+    fn drain(mut self) -> std::collections::vec_deque::IntoIter<Bytes> {
+        let pieces = std::mem::take(&mut self.pieces);
+        self.len = 0;
+        pieces.into_iter()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.gauge.sub(self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_must_lie_within_the_file() {
+        assert_eq!(within("f", 10, None).unwrap(), 0..10);
+        assert_eq!(within("f", 10, Some(3..7)).unwrap(), 3..7);
+        assert_eq!(within("f", 10, Some(10..10)).unwrap(), 10..10);
+        assert_eq!(within("f", 0, None).unwrap(), 0..0);
+        for bad in [5..11, 11..12, Range { start: 7, end: 3 }] {
+            let e = within("f", 10, Some(bad.clone())).unwrap_err();
+            assert!(
+                matches!(&e, Error::Refused(m) if m.contains("not within") && !m.contains('\n')),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+}

@@ -266,7 +266,9 @@ async fn serve_connection<S>(
     }
 }
 
-/// `/health`, `/login` and `/files/…` are ours; everything else is S3's.
+/// A signed S3 request goes to S3 whatever its path (a bucket may be named
+/// `files`, `login` or `health`); of the others, `/health`, `/login` and
+/// `/files/…` are ours, and everything else is S3's (which refuses it).
 async fn route(
     gateway: &Arc<Gateway>,
     s3: &s3s::service::S3Service,
@@ -274,12 +276,14 @@ async fn route(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path();
-    if path == "/health" {
-        return health(gateway, request.method());
-    }
-    if path == "/login" || path == files::PREFIX || path.starts_with(&format!("{}/", files::PREFIX))
-    {
-        return files::handle(gateway, peer, request).await;
+    if !signed_for_s3(&request) {
+        if path == "/health" {
+            return health(gateway, request.method());
+        }
+        let files = path == files::PREFIX || path.starts_with(&format!("{}/", files::PREFIX));
+        if path == "/login" || files {
+            return files::handle(gateway, peer, request).await;
+        }
     }
     match s3.call(request.map(Body::from)).await {
         Ok(response) => response,
@@ -288,6 +292,26 @@ async fn route(
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
         }
     }
+}
+
+/// Whether a request carries an S3 signature: an `AWS4-HMAC-SHA256` or
+/// `AWS` (V2) authorization header, or a presigned URL's query.
+fn signed_for_s3<B>(request: &Request<B>) -> bool {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-") || v.starts_with("AWS "));
+    let query = request.uri().query().is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            matches!(
+                key,
+                "X-Amz-Signature" | "X-Amz-Credential" | "AWSAccessKeyId" | "Signature"
+            )
+        })
+    });
+    header || query
 }
 
 /// `GET /health`: this server, its view of the ring and its heal state, as

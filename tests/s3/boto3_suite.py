@@ -131,6 +131,16 @@ check("a range past the end is InvalidRange",
       code_of(lambda: alice.get_object(Bucket="photos", Key="big.bin",
                                        Range=f"bytes={len(big) + 5}-")) == "InvalidRange")
 
+# Buckets named like the files API's paths are S3's when signed.
+for name in ["files", "login", "health"]:
+    alice.create_bucket(Bucket=name)
+    alice.put_object(Bucket=name, Key="k", Body=name.encode())
+    check(f"a bucket named {name} is a bucket",
+          alice.get_object(Bucket=name, Key="k")["Body"].read() == name.encode() and
+          [o["Key"] for o in alice.list_objects_v2(Bucket=name)["Contents"]] == ["k"])
+    alice.delete_objects(Bucket=name, Delete={"Objects": [{"Key": "k"}]})
+    alice.delete_bucket(Bucket=name)
+
 # Multipart by hand: list parts, abort, complete with a wrong ETag.
 up = alice.create_multipart_upload(Bucket="photos", Key="parts.bin", ContentType="text/plain")
 uid = up["UploadId"]

@@ -17,7 +17,8 @@
 //! | [`server`] | the chunk server: listener, connections, requests |
 //! | [`chord`] | the ring run over the network: stabilization, failure detection, joins, the membership view |
 //! | [`standing`] | whether a server that answers is in one ring with the others (`alone`, `apart`): pure |
-//! | [`client`] | the client library: login, put, get, list, delete, status |
+//! | [`client`] | the client library: login, put, get, list, delete, status; `read`, a verified stream of a byte range |
+//! | [`http`] | a server's HTTPS endpoints: S3 (on s3s), the files API for curl, `/health`; a gateway acting as the user through [`client`] |
 //! | [`config`] | the server and client configuration files |
 //! | [`memory`] | glibc allocator settings that keep the resident set small |
 //! | [`cli`] | the `dfs` command language: parse, run, render (text or JSON) |

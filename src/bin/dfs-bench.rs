@@ -287,14 +287,7 @@ fn serve(config: &Path) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         // Bound before the server opens, as `dfs-server` does: a port taken
         // meanwhile fails the start instead of a later request.
-        let http = match &config.http_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (http_listen)"))?,
-            ),
-            None => None,
-        };
+        let http = ringdfs::http::bind(&config).await?;
         let server = Arc::new(ringdfs::server::Server::open(&config)?);
         let shutdown = tokio_util::sync::CancellationToken::new();
         if let Some(http) = http {

@@ -238,14 +238,7 @@ fn real_main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let http = match &config.http_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (http_listen)"))?,
-            ),
-            None => None,
-        };
+        let http = ringdfs::http::bind(&config).await?;
         ringdfs::peer::settle_id(&mut config).await?;
         let server = Arc::new(Server::open(&config)?);
         tracing::info!(server = %config.name, data = %config.data_dir.display(), "started");

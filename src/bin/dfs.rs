@@ -564,14 +564,7 @@ async fn start_local(dir: &Path, client_config: &Path) -> Result<Vec<RunningServ
                     config.listen
                 )
             })?;
-        let http = match &config.http_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (http_listen)"))?,
-            ),
-            None => None,
-        };
+        let http = ringdfs::http::bind(&config).await?;
         servers.push(RunningServer::start_with_http(&config, listener, http)?);
     }
     Ok(servers)

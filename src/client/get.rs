@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::placement::{chunk_range, Placement};
-use crate::protocol::{checksum_of, ChunkId, Frame, Kept, Manifest, Request, Response, Version};
+use crate::protocol::{checksum_of, ChunkId, Kept, Manifest, Request, Response, Version};
 
 use super::resume::Written;
 use super::*;
@@ -300,32 +300,14 @@ impl Client {
             // chunk: the chunks of a GET then hash on every core, and the
             // async thread only moves blocks (no copy into tokio's file buffer).
             let (tx, writer) = spawn_chunk_writer(part, chunk, start, offset, hasher);
-            loop {
-                match conn.recv::<Response>().await? {
-                    Some(Frame::Data(block)) => {
-                        if offset + received + block.len() as u64 > len {
-                            return Err(
-                                Error::Protocol(format!("{server} sent too much data")).into()
-                            );
-                        }
-                        received += block.len() as u64;
-                        progress.add(block.len() as i64);
-                        if tx.send(block).await.is_err() {
-                            break; // the writer failed; its error is reported below
-                        }
-                    }
-                    Some(Frame::Msg(Response::ChunkDone { .. })) => break,
-                    Some(Frame::Msg(Response::Error(e))) => {
-                        return Err(e.into_error(server).into())
-                    }
-                    Some(Frame::Msg(other)) => return Err(unexpected(server, &other).into()),
-                    None => {
-                        return Err(Error::Unavailable {
-                            server: server.to_string(),
-                            reason: "connection closed during a transfer".into(),
-                        }
-                        .into())
-                    }
+            while let Some(block) = next_block(&mut conn, server).await? {
+                if offset + received + block.len() as u64 > len {
+                    return Err(Error::Protocol(format!("{server} sent too much data")).into());
+                }
+                received += block.len() as u64;
+                progress.add(block.len() as i64);
+                if tx.send(block).await.is_err() {
+                    break; // the writer failed; its error is reported below
                 }
             }
             drop(tx);

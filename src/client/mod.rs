@@ -546,6 +546,21 @@ impl Login {
     }
 }
 
+/// The next data block of a chunk `server` is sending on `conn`; `None`
+/// once it says `ChunkDone` (GET and READ check the checksum themselves).
+async fn next_block(conn: &mut Conn, server: &str) -> Result<Option<bytes::Bytes>> {
+    match conn.recv::<Response>().await? {
+        Some(crate::protocol::Frame::Data(block)) => Ok(Some(block)),
+        Some(crate::protocol::Frame::Msg(Response::ChunkDone { .. })) => Ok(None),
+        Some(crate::protocol::Frame::Msg(Response::Error(e))) => Err(e.into_error(server)),
+        Some(crate::protocol::Frame::Msg(other)) => Err(unexpected(server, &other)),
+        None => Err(Error::Unavailable {
+            server: server.to_string(),
+            reason: "connection closed during a transfer".into(),
+        }),
+    }
+}
+
 /// The newest manifest among servers' answers; an error only if none answered.
 fn newest_of(answers: Vec<Result<(Option<Manifest>, Vec<u32>)>>) -> Result<Option<Manifest>> {
     let (answers, _) = any_answered(answers.into_iter().enumerate())?;

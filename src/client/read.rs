@@ -70,7 +70,7 @@ use tracing::debug;
 
 use crate::error::{shown, Error, Result};
 use crate::placement::{chunk_range, Placement};
-use crate::protocol::{checksum_of, ChunkId, Frame, Manifest, Request, Response, MAX_BLOCK};
+use crate::protocol::{checksum_of, ChunkId, Manifest, Request, Response, MAX_BLOCK};
 
 use super::*;
 
@@ -497,18 +497,8 @@ async fn attempt<'p>(
     let mut held = Held::new(&plan.gauge);
     let mut at = 0u64;
     loop {
-        let block = match conn.recv::<Response>().await? {
-            Some(Frame::Data(block)) => block,
-            Some(Frame::Msg(Response::ChunkDone { .. })) => break,
-            Some(Frame::Msg(Response::Error(e))) => return Err(e.into_error(server).into()),
-            Some(Frame::Msg(other)) => return Err(unexpected(server, &other).into()),
-            None => {
-                return Err(Error::Unavailable {
-                    server: server.to_string(),
-                    reason: "connection closed during a transfer".into(),
-                }
-                .into())
-            }
+        let Some(block) = next_block(&mut conn, server).await? else {
+            break;
         };
         let n = block.len() as u64;
         if at + n > len {

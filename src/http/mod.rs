@@ -421,6 +421,18 @@ where
     }
 }
 
+/// The listener of `config`'s `http_listen`, if it has one: bound before
+/// the server opens, so a port already taken fails the start, not a request.
+pub async fn bind(config: &ServerConfig) -> Result<Option<TcpListener>> {
+    let Some(addr) = &config.http_listen else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| Error::io(format!("cannot listen on {addr} (http_listen)"), e))
+}
+
 /// Starts the HTTP endpoints of `server` on `listener` (bound to its
 /// `http_listen`): HTTPS unless the configuration asks for plain HTTP.
 pub fn start(

@@ -207,9 +207,7 @@ impl S3 for RingS3 {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let (_, client) = self.client(&req).await?;
         let bucket = &req.input.bucket;
-        if !bucket_exists(&client, bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, bucket).await?;
         match client.folder(bucket, false).await {
             Ok(()) => Ok(S3Response::new(DeleteBucketOutput {})),
             Err(e) if e.kind() == ErrorKind::BadRequest => Err(s3_error!(BucketNotEmpty, "{e}")),
@@ -222,9 +220,7 @@ impl S3 for RingS3 {
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         let (_, client) = self.client(&req).await?;
-        if !bucket_exists(&client, &req.input.bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, &req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
@@ -233,9 +229,7 @@ impl S3 for RingS3 {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         let (_, client) = self.client(&req).await?;
-        if !bucket_exists(&client, &req.input.bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, &req.input.bucket).await?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
@@ -251,9 +245,7 @@ impl S3 for RingS3 {
         // connection does not reset it under the answer.
         let admitted = async {
             let name = object_name(&input.bucket, &input.key)?;
-            if !bucket_exists(&client, &input.bucket).await {
-                return Err(s3_error!(NoSuchBucket));
-            }
+            require_bucket(&client, &input.bucket).await?;
             if let Some(len) = input.content_length.filter(|_| !input.key.ends_with('/')) {
                 client
                     .check_room(&name, len.max(0) as u64)
@@ -412,9 +404,7 @@ impl S3 for RingS3 {
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let (_, client) = self.client(&req).await?;
         let input = req.input;
-        if !bucket_exists(&client, &input.bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, &input.bucket).await?;
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in input.delete.objects {
@@ -462,9 +452,7 @@ impl S3 for RingS3 {
         };
         let from = object_name(src_bucket, src_key)?;
         let to = object_name(&input.bucket, &input.key)?;
-        if !bucket_exists(&client, &input.bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, &input.bucket).await?;
         let source = match client.stat(&from).await {
             Ok(m) => m,
             Err(e) => return Err(self.object_err(&client, src_bucket, e).await),
@@ -594,9 +582,7 @@ impl S3 for RingS3 {
         let (user, client) = self.client(&req).await?;
         let input = req.input;
         object_name(&input.bucket, &input.key)?;
-        if !bucket_exists(&client, &input.bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, &input.bucket).await?;
         sweep_uploads(&self.gateway.uploads_dir());
         let id = crate::hex(&rand::random::<[u8; 16]>());
         let dir = self.upload_dir(&id)?;
@@ -727,9 +713,7 @@ impl S3 for RingS3 {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let (user, client) = self.client(&req).await?;
         let input = req.input;
-        if !bucket_exists(&client, &input.bucket).await {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        require_bucket(&client, &input.bucket).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let mut uploads = Vec::new();
         if let Ok(dir) = std::fs::read_dir(self.gateway.uploads_dir()) {
@@ -915,6 +899,14 @@ fn object_name(bucket: &str, key: &str) -> S3Result<String> {
     Ok(name)
 }
 
+/// NoSuchBucket unless the bucket exists.
+async fn require_bucket(client: &Client, bucket: &str) -> S3Result<()> {
+    match bucket_exists(client, bucket).await {
+        true => Ok(()),
+        false => Err(s3_error!(NoSuchBucket)),
+    }
+}
+
 /// Whether the bucket exists (errors count as no: the request then says
 /// NoSuchBucket, or its own error).
 async fn bucket_exists(client: &Client, bucket: &str) -> bool {
@@ -957,9 +949,7 @@ async fn list(
     after: Option<&str>,
     max_keys: Option<i32>,
 ) -> S3Result<Listing> {
-    if !bucket_exists(client, bucket).await {
-        return Err(s3_error!(NoSuchBucket));
-    }
+    require_bucket(client, bucket).await?;
     // An empty marker or token is none (aws sends `Marker=` on a first page).
     let after = after.filter(|a| !a.is_empty());
     // A cursor that is a common prefix resumes past everything it rolled up.

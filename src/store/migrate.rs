@@ -435,18 +435,13 @@ pub(super) fn from_v4(store: &Store) -> Result<()> {
 
 // The upgrade from format 5, whose manifests had no `meta`.
 
-/// A manifest as store format 5 encoded it: before `meta` (S3 metadata).
+/// A manifest as store format 5 encoded it: format 4's fields, then `kept`,
+/// and no `meta` (S3 metadata). bincode writes a struct's fields in order
+/// with nothing between them, so the nested struct encodes exactly as the
+/// flat one did (`a_format_5_manifest_encodes_as_format_6_without_meta`).
 #[derive(Serialize, Deserialize)]
 pub(super) struct ManifestV5 {
-    name: String,
-    version: Version,
-    size: u64,
-    chunks: u32,
-    checksums: Vec<Checksum>,
-    stored_at: u64,
-    md5: [u8; 16],
-    deleted: bool,
-    data: Option<DataRef>,
+    v4: ManifestV4,
     kept: Option<Kept>,
 }
 
@@ -455,15 +450,7 @@ pub(super) struct ManifestV5 {
 impl From<&Manifest> for ManifestV5 {
     fn from(m: &Manifest) -> ManifestV5 {
         ManifestV5 {
-            name: m.name.clone(),
-            version: m.version,
-            size: m.size,
-            chunks: m.chunks,
-            checksums: m.checksums.clone(),
-            stored_at: m.stored_at,
-            md5: m.md5,
-            deleted: m.deleted,
-            data: m.data.clone(),
+            v4: m.into(),
             kept: m.kept,
         }
     }
@@ -472,17 +459,8 @@ impl From<&Manifest> for ManifestV5 {
 impl From<ManifestV5> for Manifest {
     fn from(m: ManifestV5) -> Manifest {
         Manifest {
-            name: m.name,
-            version: m.version,
-            size: m.size,
-            chunks: m.chunks,
-            checksums: m.checksums,
-            stored_at: m.stored_at,
-            md5: m.md5,
-            deleted: m.deleted,
-            data: m.data,
             kept: m.kept,
-            meta: None,
+            ..Manifest::from(m.v4)
         }
     }
 }

@@ -883,6 +883,25 @@ fn a_format_5_store_keeps_every_manifest() {
     });
 }
 
+/// A format-5 manifest's bytes are a format-6 one's without its last
+/// byte (`meta: None`): the nested `ManifestV5` reads what format 5 wrote.
+#[test]
+fn a_format_5_manifest_encodes_as_format_6_without_meta() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), false);
+    put(&store, "f", &data_of(1), v(1));
+    let mut m = store.manifest("alice", "f").unwrap().unwrap();
+    m.kept = Some(crate::protocol::Kept {
+        mtime: 1_700_000_000,
+        mtime_nanos: 5,
+        mode: 0o640,
+    });
+    let now = codec::encode(&m).unwrap();
+    let old = codec::encode(&migrate::ManifestV5::from(&m)).unwrap();
+    assert_eq!(now.last(), Some(&0), "meta: None is one byte");
+    assert_eq!(old.as_slice(), &now[..now.len() - 1]);
+}
+
 /// Rewrites a store's manifests as the older `format` encoded them
 /// (`encode`), reopens it, and checks every manifest reads back the same.
 fn an_older_store_keeps_every_manifest(format: &[u8], encode: fn(&Manifest) -> Vec<u8>) {

@@ -45,6 +45,15 @@ pub async fn handle(
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let mut body = Some(body);
+    // Not a body the client holds back for `100 Continue`, nor a large
+    // one: reading it would ask for what is then cut off.
+    let waits = parts.headers.contains_key(header::EXPECT);
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len <= 1 << 20);
     match serve(gateway, peer, parts, &mut body).await {
         Ok(response) => response,
         Err(e) => {
@@ -52,7 +61,7 @@ pub async fn handle(
             // dropped first, so closing the connection does not reset it
             // under the answer (a large one was sent with Expect: 100-continue
             // by curl, and is never sent).
-            if let Some(body) = body {
+            if let Some(body) = body.filter(|_| small && !waits) {
                 discard_small(body).await;
             }
             error_response(&e)

@@ -258,7 +258,8 @@ impl S3 for RingS3 {
         let name = match admitted {
             Ok(name) => name,
             Err(e) => {
-                if let Some(body) = body {
+                let small = input.content_length.is_some_and(|len| len <= 1 << 20);
+                if let Some(body) = body.filter(|_| small) {
                     discard_small(body).await;
                 }
                 return Err(e);

@@ -29,7 +29,9 @@
 //! # One request's path: `dfs get report.pdf`
 //!
 //! `cli` parses the command and calls [`client::Client::get`]. The client asks
-//! every server for the file's manifest (`Request::Stat`), takes the newest,
+//! every server for the file's manifest (`Request::Fetch`; for a file of at
+//! most `SMALL_FILE` bytes the answers carry its chunks too, and the GET is
+//! done), takes the newest,
 //! and computes with [`placement::Placement`] which two servers hold each chunk.
 //! One task per chunk sends `Request::GetChunk` to the chunk's first holder over
 //! a [`protocol::Connection`]; on the server, [`server`] checks the session's

@@ -63,8 +63,13 @@ use crate::sharing::{Access, Share};
 /// 7: sharing; 8: resuming transfers, `ChunkPrefix`, `PutChunkFrom`,
 /// `GetChunkFrom`; 9: S3 keys in user records, `UserChange::KeyAdd|KeyDel`,
 /// `GatewayLogin`, S3 metadata in manifests, ETags in listings, `Denied`
-/// and `OverQuota` errors).
-pub const PROTOCOL_VERSION: u32 = 9;
+/// and `OverQuota` errors; 10: small files in one round, `Fetch` and
+/// `PutSmall`).
+pub const PROTOCOL_VERSION: u32 = 10;
+/// A file of at most this many bytes moves in one message per server each
+/// way (`Fetch`, `PutSmall`) instead of a stream per chunk: one round trip
+/// and one commit per holder for its data. Well inside a frame.
+pub const SMALL_FILE: u64 = 256 * 1024;
 /// Largest block of file data in one frame.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame payload (tag included). Control messages must fit too: lists
@@ -352,6 +357,14 @@ impl DirEntry {
             DirEntry::Folder(path) => format!("{path}/"),
         }
     }
+}
+
+/// One chunk of a small file, whole, in `PutSmall`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmallPart {
+    pub chunk: u32,
+    pub checksum: Checksum,
+    pub data: Bytes,
 }
 
 /// A copy a writer could not store: chunk `chunk` on server `server`.
@@ -682,6 +695,25 @@ pub enum Request {
         chunk: u32,
         offset: u64,
     },
+    /// `Stat`, and with it the data of those of `chunks` of that version
+    /// this server holds, when the file has at most [`SMALL_FILE`] bytes: a
+    /// small file's GET in one round (answered with `FileData`). The reader
+    /// names, for each server, the chunks it would read from it first.
+    Fetch {
+        name: String,
+        chunks: Vec<u32>,
+    },
+    /// A small file's chunks that this server holds (at most
+    /// [`SMALL_FILE`] bytes in all), each whole with its checksum, stored
+    /// in one commit (answered with `Stored`). Then `Commit`, as after
+    /// `PutChunk`.
+    PutSmall {
+        name: String,
+        version: Version,
+        chunks: u32,
+        size: u64,
+        parts: Vec<SmallPart>,
+    },
 }
 
 impl Request {
@@ -777,6 +809,20 @@ pub enum Response {
     Prefix {
         len: u64,
         checksum: Checksum,
+    },
+    /// The answer to `Fetch`: `File`'s fields, and the bytes of the chunks
+    /// asked for that are held here (read and verified) when the file is
+    /// small; a chunk that could not be read is left out.
+    FileData {
+        manifest: Option<Manifest>,
+        held: Vec<u32>,
+        data: Vec<(u32, Bytes)>,
+    },
+    /// The answer to `PutSmall`: the parts are durable (or were older than
+    /// what is current, and dropped), and the version of the file this
+    /// server had as current when they came, so the writer can tell.
+    Stored {
+        current: Option<Version>,
     },
 }
 

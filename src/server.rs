@@ -46,8 +46,8 @@ use crate::heal::Healer;
 use crate::names::validate_name;
 use crate::peer::{ClusterKey, Link};
 use crate::protocol::{
-    Connection, Frame, Manifest, Member, Received, Request, Response, ServerStatus, Token, Version,
-    MAX_FRAME, PROTOCOL_VERSION,
+    Connection, Frame, Manifest, Member, Received, Request, Response, ServerStatus, SmallPart,
+    Token, Version, MAX_FRAME, PROTOCOL_VERSION, SMALL_FILE,
 };
 use crate::store::{ChunkSpec, Store};
 use crate::tls::{self, TlsAcceptor};
@@ -794,6 +794,54 @@ where
             let (manifest, held) = store.file(&owner, &name).map_err(soft)?;
             Ok(Some(Response::File { manifest, held }))
         }
+        Request::Fetch { name, chunks } => {
+            validate_name(&name).map_err(soft)?;
+            let found = store.file_with_data(&owner, &name, &chunks).map_err(soft)?;
+            let mut data = Vec::with_capacity(found.chunks.len());
+            let source = found
+                .manifest
+                .as_ref()
+                .map(|m| (m.data_name(), m.data_version()));
+            for (chunk, read) in found.chunks {
+                match (read, source) {
+                    (Ok(bytes), _) => data.push((chunk, bytes)),
+                    // Left out: the reader asks another holder. A bad copy
+                    // is dealt with as a failed `GetChunk` of it would be.
+                    (Err(e), Some((data_name, version))) => {
+                        if is_lost(server, &owner, data_name, version, chunk, &e) {
+                            server
+                                .healer
+                                .lost(&owner, data_name, version, chunk, &e)
+                                .await;
+                        }
+                    }
+                    (Err(_), None) => {}
+                }
+            }
+            Ok(Some(Response::FileData {
+                manifest: found.manifest,
+                held: found.held,
+                data,
+            }))
+        }
+        Request::PutSmall {
+            name,
+            version,
+            chunks,
+            size,
+            parts,
+        } => {
+            let file = ChunkSpec {
+                owner,
+                name,
+                version,
+                chunk: 0,
+                chunks,
+                size,
+            };
+            let current = put_small(server, file, parts).await.map_err(soft)?;
+            Ok(Some(Response::Stored { current }))
+        }
         Request::Commit { manifest, missing } => {
             if manifest.data.is_some() {
                 return Err(soft(Error::BadRequest(
@@ -964,7 +1012,9 @@ where
 /// must not be under `shared/` (see `sharing::check_own_name`).
 fn own_new_name(request: &Request) -> Option<&str> {
     match request {
-        Request::PutChunk { name, .. } | Request::PutChunkFrom { name, .. } => Some(name),
+        Request::PutChunk { name, .. }
+        | Request::PutChunkFrom { name, .. }
+        | Request::PutSmall { name, .. } => Some(name),
         Request::Commit { manifest, .. } => Some(&manifest.name),
         Request::MakeFolder { path } => Some(path),
         Request::CommitMany { manifests } => manifests
@@ -1133,6 +1183,55 @@ where
     server.healer.space().saw(&stored);
     stored.map_err(|e| (e, Next::Close))?;
     Ok(Some(Response::Ok))
+}
+
+/// `PutSmall`: checks and stores the chunks of `parts` of the file `file`
+/// (its `chunk` unused) in one commit, under the same admission as
+/// `PutChunk`. Returns the version that was current here before.
+async fn put_small(
+    server: &Server,
+    file: ChunkSpec,
+    parts: Vec<SmallPart>,
+) -> Result<Option<Version>> {
+    if file.size > SMALL_FILE {
+        return Err(Error::BadRequest(format!(
+            "a file of {} bytes is not small: send its chunks one by one",
+            file.size
+        )));
+    }
+    let specs: Vec<ChunkSpec> = parts
+        .iter()
+        .map(|p| ChunkSpec {
+            chunk: p.chunk,
+            ..file.clone()
+        })
+        .collect();
+    let quota = server.accounts.quota(&file.owner);
+    // The quota's admissions, held until the chunks are stored or have failed.
+    let mut _admitted = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        spec.validate()?;
+        _admitted.push(server.quota.admit(&server.store, quota, spec)?);
+    }
+    server.store.check_path_free(&file.owner, &file.name)?;
+    let space = server.healer.space();
+    space.room_for(specs.iter().map(ChunkSpec::chunk_len).sum())?;
+    let store = Arc::clone(&server.store);
+    let stored = tokio::task::spawn_blocking(move || {
+        let current = store.file(&file.owner, &file.name)?.0.map(|m| m.version);
+        let mut sealed = Vec::with_capacity(parts.len());
+        for (spec, part) in specs.into_iter().zip(parts) {
+            let mut writer = store.begin_upload(spec, 0)?;
+            writer.write(&part.data)?;
+            sealed.push(writer.seal(part.checksum)?);
+        }
+        store.record_chunks(sealed)?;
+        Ok(current)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("store task: {e}")))?;
+    space.saw(&stored);
+    stored
 }
 
 /// Receives one chunk's data blocks and `ChunkDone`, storing them durably.

@@ -223,7 +223,9 @@ pub fn authorize(
         )))
     };
     match request {
-        Request::Stat { name } | Request::Manifests { path: name, .. } => need(name, Access::Read)?,
+        Request::Stat { name }
+        | Request::Fetch { name, .. }
+        | Request::Manifests { path: name, .. } => need(name, Access::Read)?,
         Request::Usage { path } => need(path, Access::Read)?,
         Request::ListDir { folder, after } => {
             if folder.is_empty() || accounts.access(owner, user, folder).is_none() {
@@ -233,6 +235,7 @@ pub fn authorize(
         }
         Request::PutChunk { name, .. }
         | Request::PutChunkFrom { name, .. }
+        | Request::PutSmall { name, .. }
         | Request::ChunkPrefix { name, .. }
         | Request::Delete { name, .. }
         | Request::Abort { name, .. }

@@ -27,15 +27,16 @@ async fn fully_healthy(client: &Client, name: &str) -> bool {
 }
 
 /// Damages chunk 2's copy on its first (`which = 0`) or second holder with
-/// `damage`, then checks: GET still returns the right bytes, the bad copy is
-/// named in the log, and after healing both copies verify and are identical.
-async fn damage_and_heal(name: &str, which: usize, damage: fn(&Path)) {
+/// `damage`, in a file of `len` bytes, then checks: GET still returns the
+/// right bytes, the bad copy is named in the log, and after healing both
+/// copies verify and are identical.
+async fn damage_and_heal(name: &str, len: usize, which: usize, damage: fn(&Path)) {
     captured_logs();
     // The reads below must be what finds the damage: no background scrub.
     let cluster = Cluster::start_tuned(4, |c| c.store.scrub_bytes_per_sec = 0).await;
     let client = cluster.login("alice").await;
     let work = tempfile::tempdir().unwrap();
-    let (path, data) = random_file(work.path(), "src", 400_000);
+    let (path, data) = random_file(work.path(), "src", len);
     client.put(&path, name, &no_progress).await.unwrap();
     let chunk = 2;
     let pair = holders(name, chunk);
@@ -101,22 +102,42 @@ fn delete(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_on_the_first_holder_is_caught_and_healed() {
-    damage_and_heal("flip-first.bin", 0, flip_a_byte).await;
+    damage_and_heal("flip-first.bin", 400_000, 0, flip_a_byte).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_byte_on_the_second_holder_is_caught_and_healed() {
-    damage_and_heal("flip-second.bin", 1, flip_a_byte).await;
+    damage_and_heal("flip-second.bin", 400_000, 1, flip_a_byte).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_chunk_is_caught_and_healed() {
-    damage_and_heal("truncated.bin", 0, truncate).await;
+    damage_and_heal("truncated.bin", 400_000, 0, truncate).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_chunk_is_caught_and_healed() {
-    damage_and_heal("deleted.bin", 0, delete).await;
+    damage_and_heal("deleted.bin", 400_000, 0, delete).await;
+}
+
+// A small file (at most `SMALL_FILE`) is read in one round, each chunk
+// coming with its manifest from the holder read first (`Fetch`): the same
+// damage is caught there, and healed, as a chunk's own read catches it.
+// 200 000 bytes: chunks of 50 000, above the tests' `inline_max`, so files.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_small_file_is_caught_and_healed() {
+    damage_and_heal("small-flip.bin", 200_000, 0, flip_a_byte).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_small_files_second_copy_is_caught_by_verify_and_healed() {
+    damage_and_heal("small-flip-second.bin", 200_000, 1, flip_a_byte).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_chunk_of_a_small_file_is_caught_and_healed() {
+    damage_and_heal("small-deleted.bin", 200_000, 0, delete).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

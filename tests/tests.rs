@@ -26,6 +26,7 @@ mod ring;
 mod s3;
 mod security;
 mod sharing;
+mod small;
 mod sync;
 mod transfers;
 mod uploads;

@@ -9,12 +9,13 @@
 //! bytes already written, and the whole chunk is checked against the
 //! manifest; a chunk that does not match is fetched again from its start.
 
+use std::collections::BTreeMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -41,32 +42,101 @@ pub struct GetReceipt {
 /// the chunks of the file's data it holds.
 pub(super) type Holdings = Vec<(usize, Option<Version>, Vec<u32>)>;
 
+/// Chunks of a small file that came with its manifests (`Fetch`), each
+/// verified against the newest manifest: (chunk, bytes).
+pub(super) type Fetched = Vec<(u32, bytes::Bytes)>;
+
 impl Client {
     /// The file's newest manifest among the members' answers (in the
     /// ring order `order`), and which chunks of which version each member
     /// holds: where a chunk is looked for once its placed holders have
-    /// failed. `NotFound` (naming `name`) for no file or a deleted one.
+    /// failed. With `data`, a small file's chunks come with the answers
+    /// too, each from the holder a GET would read it from first (as placed
+    /// on the ring as it is now: a file stored on another ring, or under
+    /// another name, gets fewer or none).
+    /// `NotFound` (naming `name`) for no file or a deleted one.
     pub(super) async fn newest_held(
         &self,
-        order: &[usize],
+        order: &Ring,
         scope: &Scope,
         name: &str,
-    ) -> Result<(Manifest, Holdings)> {
-        let answers = self.stat_on(order, scope).await;
-        let held: Holdings = order
-            .iter()
-            .zip(&answers)
-            .filter_map(|(&i, a)| {
-                let (m, held) = a.as_ref().ok()?;
-                Some((i, m.as_ref().map(|m| m.version), held.clone()))
-            })
-            .collect();
-        match newest_of(answers)? {
-            Some(m) if !m.deleted => Ok((m, held)),
-            _ => Err(Error::NotFound {
-                name: name.to_string(),
-            }),
+        data: bool,
+    ) -> Result<(Manifest, Holdings, Fetched)> {
+        let n = order.len() as u32;
+        let placement = Placement::of(&scope.owner, &scope.name);
+        let mut wanted: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for chunk in (1..=n).filter(|_| data) {
+            if let Some(&i) = self.holders_up_first(order, &placement, chunk, n).first() {
+                wanted.entry(i).or_default().push(chunk);
+            }
         }
+        let answers: Vec<_> = join_all(order.iter().map(|&i| {
+            let request = scope.request(
+                Request::Fetch {
+                    name: scope.name.clone(),
+                    chunks: wanted.remove(&i).unwrap_or_default(),
+                },
+                &[],
+            );
+            async move { (i, self.call(i, &request).await) }
+        }))
+        .await
+        .into_iter()
+        .map(|(i, answer)| match answer? {
+            Response::FileData {
+                manifest,
+                held,
+                data,
+            } => Ok((i, manifest, held, data)),
+            other => Err(unexpected(&self.server_name(i), &other)),
+        })
+        .collect();
+        let held: Holdings = answers
+            .iter()
+            .flatten()
+            .map(|(i, m, held, _)| (*i, m.as_ref().map(|m| m.version), held.clone()))
+            .collect();
+        let (answers, _) = any_answered(answers.into_iter().enumerate())?;
+        let newest = answers
+            .iter()
+            .filter_map(|(_, (_, m, _, _))| m.as_ref())
+            .max_by_key(|m| m.version);
+        let manifest = match newest {
+            Some(m) if !m.deleted => m.clone(),
+            _ => {
+                return Err(Error::NotFound {
+                    name: name.to_string(),
+                })
+            }
+        };
+        let mut fetched = Fetched::new();
+        for (_, (_, m, _, data)) in answers {
+            if m.is_none_or(|m| m.version != manifest.version) {
+                continue;
+            }
+            for (chunk, bytes) in data {
+                let fits = fetched.iter().all(|(c, _)| *c != chunk)
+                    && verifies(&scope.owner, &manifest, chunk, &bytes);
+                if fits {
+                    fetched.push((chunk, bytes));
+                }
+            }
+        }
+        Ok((manifest, held, fetched))
+    }
+
+    /// The holders of `chunk` (of `chunks`), those known to be down (or
+    /// hung) last, so they cost no timeout; the rest in the placement's order.
+    fn holders_up_first(
+        &self,
+        order: &Ring,
+        placement: &Placement,
+        chunk: u32,
+        chunks: u32,
+    ) -> Vec<usize> {
+        let mut holders = order.holders(placement, chunk, chunks);
+        holders.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
+        holders
     }
 
     /// Fetches `remote` into the local file `local`, which appears only when
@@ -114,10 +184,11 @@ impl Client {
         self.maybe_refresh().await;
         loop {
             let order = self.order();
-            let (manifest, held) = self.newest_held(&order, &scope, remote).await?;
+            let (manifest, held, fetched) = self.newest_held(&order, &scope, remote, true).await?;
             let source = Source {
                 order: &order,
                 held: &held,
+                fetched: &fetched,
                 scope: &scope,
             };
             match self
@@ -163,6 +234,7 @@ impl Client {
         let placement = Placement::of(&source.scope.owner, manifest.data_name());
         let part = Part {
             path: &tmp.path,
+            file: &tmp.file,
             target: local,
             written: &tmp.written,
         };
@@ -196,11 +268,19 @@ impl Client {
         progress: &dyn Progress,
         source: &Source<'_>,
     ) -> Result<()> {
+        // A small file's chunk that came with its manifest (verified).
+        if let Some((_, bytes)) = source.fetched.iter().find(|(c, _)| *c == chunk) {
+            use std::os::unix::fs::FileExt;
+            let (start, _) = chunk_range(manifest.size, manifest.chunks, chunk);
+            part.file
+                .write_all_at(bytes, start)
+                .map_err(|e| Error::io(part.target.display().to_string(), e))?;
+            part.written.set(chunk, bytes.len() as u64, false);
+            progress.add(bytes.len() as i64);
+            return Ok(());
+        }
         let mut failures = Vec::new();
-        let mut holders = source.order.holders(&placement, chunk, manifest.chunks);
-        // Holders known to be down (or hung) go last, so they cost no
-        // timeout; the rest keep the placement's order.
-        holders.sort_by_key(|&i| !self.slot(i).up.load(Ordering::Relaxed));
+        let mut holders = self.holders_up_first(source.order, &placement, chunk, manifest.chunks);
         for &(i, version, ref held) in source.held {
             if version == Some(manifest.version) && held.contains(&chunk) && !holders.contains(&i) {
                 holders.push(i);
@@ -378,8 +458,8 @@ impl Progress for Counted<'_> {
 /// unless renamed into place, or kept for `get -c`.
 struct PartFile {
     path: PathBuf,
-    /// Held for its lock: one GET writes a part file at a time.
-    _file: std::fs::File,
+    /// Locked: one GET writes a part file at a time.
+    file: std::fs::File,
     written: Arc<Written>,
     armed: bool,
     /// `get -c`: a failure or cancel keeps it for the next `get -c`.
@@ -429,7 +509,7 @@ impl PartFile {
         };
         Ok(PartFile {
             path,
-            _file: file,
+            file,
             written: Arc::new(Written::start(record, manifest, done)),
             armed: true,
             keep: resume,
@@ -460,6 +540,7 @@ impl Drop for PartFile {
 /// target it becomes (which errors name).
 struct Part<'a> {
     path: &'a Path,
+    file: &'a std::fs::File,
     target: &'a Path,
     written: &'a Arc<Written>,
 }
@@ -482,6 +563,7 @@ impl From<Error> for Fetch {
 struct Source<'a> {
     order: &'a Ring,
     held: &'a [(usize, Option<Version>, Vec<u32>)],
+    fetched: &'a [(u32, bytes::Bytes)],
     /// Whose file it is.
     scope: &'a Scope,
 }
@@ -513,7 +595,8 @@ fn spawn_chunk_writer(
             .open(&path)
             .map_err(local_error)?;
         file.seek(SeekFrom::Start(start)).map_err(local_error)?;
-        let mut buf = vec![0u8; crate::protocol::MAX_BLOCK];
+        // Only what is read back (resuming) needs a buffer.
+        let mut buf = vec![0u8; offset.min(crate::protocol::MAX_BLOCK as u64) as usize];
         let mut at = 0u64;
         while at < offset {
             let want = (offset - at).min(buf.len() as u64) as usize;
@@ -554,4 +637,26 @@ fn keep_times(receipt: &GetReceipt) -> std::io::Result<()> {
         file.set_permissions(std::fs::Permissions::from_mode(k.mode & 0o7777))?;
     }
     Ok(())
+}
+
+/// Whether `bytes` are chunk `chunk` of `manifest`'s data (owned by
+/// `owner`): its length and its checksum.
+fn verifies(owner: &str, manifest: &Manifest, chunk: u32, bytes: &[u8]) -> bool {
+    let Some(expected) = manifest.checksums.get((chunk as usize).wrapping_sub(1)) else {
+        return false;
+    };
+    let (start, end) = chunk_range(manifest.size, manifest.chunks, chunk);
+    if bytes.len() as u64 != end - start {
+        return false;
+    }
+    let mut hasher = ChunkId {
+        owner,
+        name: manifest.data_name(),
+        version: manifest.data_version(),
+        chunk,
+        len: end - start,
+    }
+    .hasher();
+    hasher.update(bytes);
+    checksum_of(&hasher) == *expected
 }

@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::{join_all, try_join_all};
 use tracing::debug;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, Hint, Kept, Manifest, ObjectMeta, Request, Response, Version,
-    MAX_BLOCK,
+    checksum_of, Checksum, ChunkId, Hint, Kept, Manifest, ObjectMeta, Request, Response, SmallPart,
+    Version, MAX_BLOCK, SMALL_FILE,
 };
 use crate::standing::Standing;
 use crate::unix_now;
@@ -108,6 +108,34 @@ impl Client {
         object: Option<Object>,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
+        // A small file's version is taken from the clock without asking
+        // what is current; should a holder have had a newer one, it is
+        // stored again above that.
+        let mut after = None;
+        for _ in 0..STALE_TRIES {
+            let object = object.clone();
+            match self
+                .put_attempt(local, remote, how, object, after, progress)
+                .await?
+            {
+                Attempt::Stored(receipt) => return Ok(receipt),
+                Attempt::Stale(current) => after = Some(current),
+            }
+        }
+        Err(Error::Refused(format!(
+            "{remote}: other writers kept replacing it while it was stored; try again"
+        )))
+    }
+
+    async fn put_attempt(
+        &self,
+        local: &Path,
+        remote: &str,
+        how: Transfer,
+        object: Option<Object>,
+        after: Option<Version>,
+        progress: &dyn Progress,
+    ) -> Result<Attempt> {
         let scope = self.file_scope(remote)?;
         let remote = scope.name.as_str();
         let meta = tokio::fs::metadata(local)
@@ -120,23 +148,41 @@ impl Client {
             )));
         }
         let size = meta.len();
-        self.check_quota(&scope, size).await?;
+        let small = size <= SMALL_FILE;
+        // A small file's holders refuse it themselves, in the same round
+        // trip that would have asked.
+        if !small {
+            self.check_quota(&scope, size).await?;
+        }
         // The whole file's MD5 is sequential work: one blocking thread reads
         // the file front to back while the chunk tasks stream their ranges.
+        // A small file is read whole into memory first, and sent from there.
         let stop_md5 = Arc::new(AtomicBool::new(false));
         let _stop_md5_on_drop = SetOnDrop(Arc::clone(&stop_md5));
         let known_md5 = object.as_ref().and_then(|o| o.md5);
-        let md5_task = tokio::task::spawn_blocking({
-            let path = local.to_path_buf();
-            move || match known_md5 {
+        let path = local.to_path_buf();
+        let body = if small {
+            let (data, md5) =
+                tokio::task::spawn_blocking(move || read_small(&path, size, known_md5))
+                    .await
+                    .map_err(|e| Error::Internal(format!("reader task: {e}")))?
+                    .map_err(|e| Error::io(local.display().to_string(), e))?;
+            Body::Small(data, md5)
+        } else {
+            Body::Streamed(tokio::task::spawn_blocking(move || match known_md5 {
                 Some(md5) => Ok(md5),
                 None => md5_file(&path, &stop_md5),
-            }
-        });
+            }))
+        };
         self.maybe_refresh().await;
         let order = self.order();
-        let current = newest_of(self.stat_on(&order, &scope).await)?;
-        let current = current.map(|m| m.version);
+        // A small file's version comes from the clock alone (above `after`,
+        // what a holder had when an earlier attempt was stale): no round
+        // trip asks what is current first.
+        let current = match small {
+            true => after,
+            false => newest_of(self.stat_on(&order, &scope).await)?.map(|m| m.version),
+        };
         // A large file's upload is recorded, so `put -c` can go on with it;
         // `-c` goes on with the recorded one if it is the same file's, and
         // still newer than what the servers have.
@@ -194,22 +240,47 @@ impl Client {
             resume: resumed.is_some(),
         };
         let uploaded = async {
-            let chunks =
-                try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
-            let md5 = md5_task
-                .await
-                .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
-                .map_err(|e| Error::io(local.display().to_string(), e))?;
-            Ok::<_, Error>((chunks, md5))
+            let (chunks, md5) = match body {
+                Body::Small(data, md5) => {
+                    let (chunks, newest) = self.put_small(&upload, &data).await?;
+                    if let Some(newest) = newest.filter(|v| *v >= version) {
+                        return Ok(Err(newest));
+                    }
+                    (chunks, md5)
+                }
+                Body::Streamed(md5_task) => {
+                    let chunks =
+                        try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
+                    let md5 = md5_task
+                        .await
+                        .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
+                        .map_err(|e| Error::io(local.display().to_string(), e))?;
+                    (chunks, md5)
+                }
+            };
+            Ok::<_, Error>(Ok((chunks, md5)))
         }
         .await;
         let (chunks, md5) = match uploaded {
-            Ok(done) => done,
+            Ok(Ok(done)) => done,
+            Ok(Err(newest)) => {
+                debug!(
+                    file = remote,
+                    ?version,
+                    ?newest,
+                    "a holder had a newer version"
+                );
+                staged.abort().await;
+                return Ok(Attempt::Stale(newest));
+            }
             Err(e) => {
                 staged.abort().await;
                 return Err(e);
             }
         };
+        if small {
+            progress.add(size as i64);
+        }
         // Copies that could not be stored: the hint the servers keep for healing.
         let mut missing = Vec::new();
         let mut refused: BTreeMap<String, String> = BTreeMap::new();
@@ -266,7 +337,7 @@ impl Client {
             .filter(|i| chunks.iter().any(|(_, stored, _)| stored.contains(i)))
             .collect();
         let apart = self.apart_holders(&order, &holders).await;
-        Ok(PutReceipt {
+        Ok(Attempt::Stored(PutReceipt {
             size,
             chunks: n,
             copies: wanted - missing.len() as u32,
@@ -276,7 +347,7 @@ impl Client {
             refused: refused.into_iter().collect(),
             version,
             md5,
-        })
+        }))
     }
 
     /// Those of `holders` (slots that took copies) that are not in one ring
@@ -318,7 +389,7 @@ impl Client {
         plan: &UploadPlan<'_>,
         chunk: u32,
         progress: &dyn Progress,
-    ) -> Result<(Checksum, Vec<usize>, Vec<(usize, String)>)> {
+    ) -> Result<ChunkStored> {
         let holders = plan.order.holders(&plan.placement, chunk, plan.n);
         let (start, end) = chunk_range(plan.size, plan.n, chunk);
         let len = end - start;
@@ -534,6 +605,100 @@ impl Client {
         Ok((checksum, stored, refused))
     }
 
+    /// Stores a small file's chunks (`data` is the whole file): one
+    /// `PutSmall` to each holder with all its chunks. Per chunk as
+    /// [`Client::put_chunk`] returns it; and the newest version a holder
+    /// had, which if newer than the upload's means it was not stored.
+    async fn put_small(
+        &self,
+        plan: &UploadPlan<'_>,
+        data: &Bytes,
+    ) -> Result<(Vec<ChunkStored>, Option<Version>)> {
+        let n = plan.n;
+        let mut by_holder: BTreeMap<usize, Vec<SmallPart>> = BTreeMap::new();
+        let mut checksums = Vec::with_capacity(n as usize);
+        for chunk in 1..=n {
+            let (start, end) = chunk_range(plan.size, n, chunk);
+            let bytes = data.slice(start as usize..end as usize);
+            let mut hasher = ChunkId {
+                owner: &plan.scope.owner,
+                name: plan.name,
+                version: plan.version,
+                chunk,
+                len: end - start,
+            }
+            .hasher();
+            hasher.update(&bytes);
+            let checksum = checksum_of(&hasher);
+            checksums.push(checksum);
+            for i in plan.order.holders(&plan.placement, chunk, n) {
+                by_holder.entry(i).or_default().push(SmallPart {
+                    chunk,
+                    checksum,
+                    data: bytes.clone(),
+                });
+            }
+        }
+        let replies = join_all(by_holder.into_iter().map(|(i, parts)| async move {
+            let chunks: Vec<u32> = parts.iter().map(|p| p.chunk).collect();
+            let request = plan.scope.request(
+                Request::PutSmall {
+                    name: plan.name.to_string(),
+                    version: plan.version,
+                    chunks: n,
+                    size: plan.size,
+                    parts,
+                },
+                &[],
+            );
+            (i, chunks, self.call(i, &request).await)
+        }))
+        .await;
+        let mut stored = vec![Vec::new(); n as usize];
+        let mut refused = vec![Vec::new(); n as usize];
+        let mut failures = Vec::new();
+        let mut newest = None;
+        for (i, chunks, reply) in replies {
+            match reply {
+                Ok(Response::Stored { current }) => {
+                    newest = newest.max(current);
+                    for c in chunks {
+                        stored[c as usize - 1].push(i);
+                    }
+                }
+                Ok(other) => failures.push(unexpected(&self.server_name(i), &other).to_string()),
+                // The user's quota or a share's limits: the same answer
+                // from every holder, and the PUT's.
+                Err(e @ (Error::OverQuota(_) | Error::Denied(_))) => return Err(e),
+                // It answered: it is up, and says why it could not.
+                Err(Error::Remote { server, error }) => {
+                    failures.push(format!("{server}: {}", error.message));
+                    for c in chunks {
+                        refused[c as usize - 1].push((i, error.message.clone()));
+                    }
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if let Some(chunk) = stored.iter().position(Vec::is_empty) {
+            return Err(Error::ChunkUnavailable {
+                name: plan.name.to_string(),
+                chunk: chunk as u32 + 1,
+                reason: failures.join("; "),
+            });
+        }
+        for failure in &failures {
+            debug!(file = %plan.name, error = %failure, "copies could not be stored");
+        }
+        let chunks = checksums
+            .into_iter()
+            .zip(stored)
+            .zip(refused)
+            .map(|((sum, stored), refused)| (sum, stored, refused))
+            .collect();
+        Ok((chunks, newest))
+    }
+
     /// Whether a new file `remote` of `size` bytes fits its owner's quota
     /// (the check a PUT makes before sending data), for callers that learn
     /// the size before they have the bytes (the HTTP endpoints, from
@@ -566,6 +731,48 @@ impl Client {
             reason: "no server answered".into(),
         }))
     }
+}
+
+/// How many times a small file's PUT is stored again when a holder had a
+/// newer version than the one its clock gave (see `Client::put_command`).
+const STALE_TRIES: usize = 3;
+
+/// One chunk of a PUT: its checksum, the holders (member indices) that
+/// stored it, and those that answered they could not, with their reasons.
+type ChunkStored = (Checksum, Vec<usize>, Vec<(usize, String)>);
+
+/// What one attempt of a PUT came to.
+enum Attempt {
+    Stored(PutReceipt),
+    /// A holder had this version, newer than the one sent: nothing was
+    /// committed, and the attempt's chunks were dropped.
+    Stale(Version),
+}
+
+/// A PUT's bytes: a small file read whole, with its MD5; or a file
+/// streamed from disk chunk by chunk while a task computes its MD5.
+enum Body {
+    Small(Bytes, [u8; 16]),
+    Streamed(tokio::task::JoinHandle<std::io::Result<[u8; 16]>>),
+}
+
+/// A small file's bytes (it must still have `size` of them) and their
+/// MD5 (`known`, if given).
+fn read_small(
+    path: &Path,
+    size: u64,
+    known: Option<[u8; 16]>,
+) -> std::io::Result<(Bytes, [u8; 16])> {
+    use md5::{Digest, Md5};
+    let data = std::fs::read(path)?;
+    if data.len() as u64 != size {
+        return Err(std::io::Error::other(format!(
+            "it changed while being read ({size} bytes, then {})",
+            data.len()
+        )));
+    }
+    let md5 = known.unwrap_or_else(|| Md5::digest(&data).into());
+    Ok((Bytes::from(data), md5))
 }
 
 /// The chunks of a PUT that are stored but not committed. When the PUT
@@ -687,7 +894,10 @@ fn md5_file(path: &Path, stop: &AtomicBool) -> std::io::Result<[u8; 16]> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut md5 = Md5::new();
-    let mut buf = vec![0u8; MAX_BLOCK];
+    // No bigger than the file: a fresh 1 MiB buffer per small file costs
+    // more (page faults, zeroing) than hashing it.
+    let len = file.metadata()?.len();
+    let mut buf = vec![0u8; len.clamp(1, MAX_BLOCK as u64) as usize];
     loop {
         if stop.load(Ordering::Relaxed) {
             return Err(std::io::Error::other("cancelled"));

@@ -117,7 +117,7 @@ impl Client {
         let scope = self.file_scope(name)?;
         self.maybe_refresh().await;
         let order = self.order();
-        let (manifest, held) = self.newest_held(&order, &scope, name).await?;
+        let (manifest, held, _) = self.newest_held(&order, &scope, name, false).await?;
         let range = within(name, manifest.size, range)?;
         if manifest.chunks == 0 && manifest.size > 0 {
             return Err(Error::Protocol(format!(

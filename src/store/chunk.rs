@@ -307,6 +307,16 @@ impl ChunkWriter {
     /// one commit, shared with whatever else is committing). Only then is it
     /// stored.
     pub fn finish(self, claimed: Checksum) -> Result<()> {
+        let sealed = self.seal(claimed)?;
+        sealed
+            .store
+            .record_chunk(&sealed.spec, sealed.checksum, sealed.data)
+    }
+
+    /// [`ChunkWriter::finish`] but for the record: the chunk's bytes are
+    /// checked, and a file chunk is durable in place; its row is written by
+    /// [`Store::record_chunks`], with others in one commit.
+    pub fn seal(self, claimed: Checksum) -> Result<Sealed> {
         let spec = &self.spec;
         if self.written != spec.chunk_len() {
             return Err(Error::BadRequest(format!(
@@ -364,8 +374,23 @@ impl ChunkWriter {
                 None
             }
         };
-        self.store.record_chunk(&self.spec, checksum, inline)
+        Ok(Sealed {
+            store: self.store,
+            spec: self.spec,
+            checksum,
+            data: inline,
+        })
     }
+}
+
+/// A received chunk whose bytes checked out, not yet recorded (see
+/// [`ChunkWriter::seal`]): a packed chunk's bytes, or `None` for a chunk
+/// file already in place.
+pub struct Sealed {
+    store: Arc<Store>,
+    pub(super) spec: ChunkSpec,
+    pub(super) checksum: Checksum,
+    pub(super) data: Option<Vec<u8>>,
 }
 
 /// A sink writing to a fresh file under `tmp/`, removed unless finished.
@@ -386,7 +411,7 @@ pub(super) fn hash_prefix(
     len: u64,
     hasher: &mut blake3::Hasher,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_BLOCK];
+    let mut buf = vec![0u8; len.min(MAX_BLOCK as u64) as usize];
     let mut at = 0;
     while at < len {
         let want = (len - at).min(MAX_BLOCK as u64) as usize;
@@ -479,6 +504,15 @@ impl ChunkReader {
 
     pub fn checksum(&self) -> Checksum {
         self.checksum
+    }
+
+    /// The whole chunk, checked (it must fit in memory: a small file's).
+    pub fn read_all(mut self) -> Result<Bytes> {
+        let mut all = BytesMut::new();
+        while let Some(block) = self.next_block()? {
+            all.extend_from_slice(&block);
+        }
+        Ok(all.freeze())
     }
 
     /// The next block of data; `Ok(None)` after the last one, once the checksum

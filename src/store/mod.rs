@@ -94,7 +94,8 @@ use serde::{Deserialize, Serialize};
 
 use chunk::remove_file_logged;
 pub use chunk::{
-    file_dir, partial_dir, Busy, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, MAX_CHUNKS,
+    file_dir, partial_dir, Busy, ChunkReader, ChunkSpec, ChunkTrailer, ChunkWriter, Sealed,
+    MAX_CHUNKS,
 };
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
 pub use usage::Usage;
@@ -105,7 +106,7 @@ use crate::error::{shown, Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::Placement;
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version,
+    checksum_of, Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version, SMALL_FILE,
 };
 use crate::ring::Id;
 
@@ -521,6 +522,43 @@ impl<'t> Tables<'t> {
 
     /// Records a copy: `data` (a small chunk's bytes) is appended to the
     /// active volume first; without it the copy is a file already in place.
+    /// A received chunk's row (see [`Store::record_chunk`]): dropped when
+    /// its version is no newer than the current one, or was given up.
+    fn record_copy(
+        &mut self,
+        spec: &ChunkSpec,
+        checksum: Checksum,
+        data: Option<&[u8]>,
+        aborted: &Mutex<VecDeque<(String, String, Version)>>,
+    ) -> Result<()> {
+        if let Some(row) = self.data_row(&spec.owner, &spec.name, spec.version)? {
+            // Data a manifest shares (or retired): a heal's copy.
+            self.insert_copy(spec, checksum, data)?;
+            return self.refresh_wants(&spec.owner, &spec.name, spec.version, Some(&row));
+        }
+        let current = self.current(&spec.owner, &spec.name)?;
+        let given_up = aborted
+            .lock()
+            .expect("aborted lock")
+            .iter()
+            .any(|(o, n, v)| *o == spec.owner && *n == spec.name && *v == spec.version);
+        if given_up || current.as_ref().is_some_and(|m| m.version >= spec.version) {
+            if data.is_none() {
+                self.trash.push(chunk_path(
+                    self.root,
+                    &spec.owner,
+                    &spec.name,
+                    spec.version,
+                    spec.chunk,
+                ));
+            }
+            return Ok(());
+        }
+        self.insert_copy(spec, checksum, data)?;
+        self.stage(&spec.owner, &spec.name, spec.version)?;
+        usage::upload(self, &spec.owner, &spec.name, spec.version, spec.size)
+    }
+
     fn insert_copy(
         &mut self,
         spec: &ChunkSpec,
@@ -1431,34 +1469,42 @@ impl Store {
     ) -> Result<()> {
         let spec = spec.clone();
         let aborted = Arc::clone(&self.aborted);
-        let packed = data.is_some();
+        self.write(move |t| t.record_copy(&spec, checksum, data.as_deref(), &aborted))
+    }
+
+    /// Records received chunks (see [`ChunkWriter::seal`]) in one commit,
+    /// each as [`ChunkWriter::finish`] would.
+    pub fn record_chunks(&self, sealed: Vec<Sealed>) -> Result<()> {
+        let aborted = Arc::clone(&self.aborted);
         self.write(move |t| {
-            if let Some(row) = t.data_row(&spec.owner, &spec.name, spec.version)? {
-                // Data a manifest shares (or retired): a heal's copy.
-                t.insert_copy(&spec, checksum, data.as_deref())?;
-                return t.refresh_wants(&spec.owner, &spec.name, spec.version, Some(&row));
+            for s in &sealed {
+                t.record_copy(&s.spec, s.checksum, s.data.as_deref(), &aborted)?;
             }
-            let current = t.current(&spec.owner, &spec.name)?;
-            let given_up = aborted
-                .lock()
-                .expect("aborted lock")
-                .iter()
-                .any(|(o, n, v)| *o == spec.owner && *n == spec.name && *v == spec.version);
-            if given_up || current.as_ref().is_some_and(|m| m.version >= spec.version) {
-                if !packed {
-                    t.trash.push(chunk_path(
-                        t.root,
-                        &spec.owner,
-                        &spec.name,
-                        spec.version,
-                        spec.chunk,
-                    ));
-                }
-                return Ok(());
+            Ok(())
+        })
+    }
+
+    /// `Fetch`: [`Store::file`], and when the file has at most `SMALL_FILE`
+    /// bytes each of `wanted` held here, read and checked: its bytes, or
+    /// why it could not be read.
+    pub fn file_with_data(&self, owner: &str, name: &str, wanted: &[u32]) -> Result<FileData> {
+        let (manifest, held) = self.file(owner, name)?;
+        let mut chunks = Vec::new();
+        if let Some(m) = manifest
+            .as_ref()
+            .filter(|m| !m.deleted && m.size <= SMALL_FILE)
+        {
+            for &chunk in held.iter().filter(|c| wanted.contains(c)) {
+                let read = self
+                    .open_chunk(owner, m.data_name(), m.data_version(), chunk)
+                    .and_then(|r| r.read_all());
+                chunks.push((chunk, read));
             }
-            t.insert_copy(&spec, checksum, data.as_deref())?;
-            t.stage(&spec.owner, &spec.name, spec.version)?;
-            usage::upload(t, &spec.owner, &spec.name, spec.version, spec.size)
+        }
+        Ok(FileData {
+            manifest,
+            held,
+            chunks,
         })
     }
 
@@ -2518,6 +2564,14 @@ impl Store {
         let chunks = txn.open_table(CHUNKS)?;
         Ok(chunks.get(id.key())?.is_some())
     }
+}
+
+/// A file's manifest, the chunks of it held here, and for a small file
+/// each of them read (see [`Store::file_with_data`]).
+pub struct FileData {
+    pub manifest: Option<Manifest>,
+    pub held: Vec<u32>,
+    pub chunks: Vec<(u32, Result<Bytes>)>,
 }
 
 /// The writer thread: commits queued changes in batches until the store closes.

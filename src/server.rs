@@ -921,6 +921,10 @@ where
             while store.partial_in_use(&spec) && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            if store.partial_in_use(&spec) {
+                info!(server = %server.name, file = %spec.name, chunk = spec.chunk,
+                    "an earlier attempt still writes the kept part of this chunk: it comes again whole");
+            }
             let store = Arc::clone(store);
             let (len, checksum) = tokio::task::spawn_blocking(move || store.prefix(&spec))
                 .await

@@ -190,8 +190,16 @@ async fn a_killed_1_gib_put_and_get_continue_with_c_sending_at_most_55_percent_a
 
     let before = servers_io(&cluster, "wchar");
     let mut resume = dfs();
+    resume.env("RUST_LOG", "ringdfs=debug");
     resume.args(["put", "-c"]).arg(&local).arg("big.bin");
     let (status, said, wrote) = run_counting_writes(resume).await;
+    // What the client and the servers said of the parts kept (for a failure).
+    let logs: Vec<String> = (1..=4).map(|i| cluster.log(i)).collect();
+    let parts: Vec<&str> = said
+        .lines()
+        .chain(logs.iter().flat_map(|l| l.lines()))
+        .filter(|l| l.contains("kept"))
+        .collect();
     assert!(status.success(), "put -c: {status}: {said}");
     let stored = servers_io(&cluster, "wchar") - before;
     for (who, bytes) in [("the client sent", wrote), ("the servers wrote", stored)] {
@@ -202,7 +210,7 @@ async fn a_killed_1_gib_put_and_get_continue_with_c_sending_at_most_55_percent_a
         );
         assert!(
             share <= 0.55,
-            "put -c: {who} {:.1} % of the file again",
+            "put -c: {who} {:.1} % of the file again; the client said: {parts:#?}",
             share * 100.0
         );
     }

@@ -848,13 +848,17 @@ where
                     "a manifest that shares data is committed with CommitMany".into(),
                 )));
             }
+            // The checks and the commit on one blocking thread: one hop.
             let (o, name) = (owner.clone(), manifest.name.clone());
-            blocking(server, move |s| s.check_path_free(&o, &name))
-                .await
-                .map_err(soft)?;
-            store.check_commit_size(&owner, &manifest).map_err(soft)?;
-            server.add_hints(&owner, &manifest.name, &missing).await;
-            commit(server, owner, manifest).await.map_err(soft)?;
+            let applied = blocking(server, move |s| {
+                s.check_path_free(&o, &manifest.name)?;
+                s.check_commit_size(&o, &manifest)?;
+                s.commit(&o, manifest)
+            })
+            .await
+            .map_err(soft)?;
+            debug!(server = %server.name, file = %name, applied, "commit");
+            server.add_hints(&owner, &name, &missing).await;
             Ok(Some(Response::Ok))
         }
         Request::Delete { name, version } => {

@@ -1602,6 +1602,22 @@ impl RunningServer {
         })
     }
 
+    /// Whether it sees exactly `names` as the ring's members, none of them
+    /// down: a ring that has formed, as this server sees it.
+    pub fn sees_ring_of(&self, names: &[&str]) -> bool {
+        let mut members: Vec<String> = self
+            .server
+            .chord
+            .members()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        members.sort();
+        let mut want: Vec<&str> = names.to_vec();
+        want.sort();
+        members == want && self.server.chord.down().is_empty()
+    }
+
     /// The name of its successor on the ring, as it sees it now.
     pub fn successor(&self) -> String {
         self.server.chord.successor().name

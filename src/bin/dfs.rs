@@ -567,8 +567,19 @@ async fn start_local(dir: &Path, client_config: &Path) -> Result<Vec<RunningServ
         let http = ringdfs::http::bind(&config).await?;
         servers.push(RunningServer::start_with_http(&config, listener, http)?);
     }
+    // The prompt comes once they have found each other (a PUT at once would
+    // otherwise store copies on a server the others do not count yet); a
+    // ring that has not formed within the bound is the prompt's to show.
+    let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+    let until = std::time::Instant::now() + LOCAL_RING_WAIT;
+    while std::time::Instant::now() < until && !servers.iter().all(|s| s.sees_ring_of(&names)) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(servers)
 }
+
+/// How long `dfs local` waits for its servers to form one ring.
+const LOCAL_RING_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Logs in with the user from `--user`/DFS_USER or a prompt, and the password
 /// from DFS_PASSWORD or a prompt without echo. A person gets three tries.

@@ -239,14 +239,12 @@ impl Client {
             order: Arc::clone(&order),
             resume: resumed.is_some(),
         };
+        // `newest`: for a small file, the newest version a holder had.
         let uploaded = async {
-            let (chunks, md5) = match body {
+            match body {
                 Body::Small(data, md5) => {
                     let (chunks, newest) = self.put_small(&upload, &data).await?;
-                    if let Some(newest) = newest.filter(|v| *v >= version) {
-                        return Ok(Err(newest));
-                    }
-                    (chunks, md5)
+                    Ok((chunks, md5, newest))
                 }
                 Body::Streamed(md5_task) => {
                     let chunks =
@@ -255,15 +253,13 @@ impl Client {
                         .await
                         .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
                         .map_err(|e| Error::io(local.display().to_string(), e))?;
-                    (chunks, md5)
+                    Ok::<_, Error>((chunks, md5, None))
                 }
-            };
-            Ok::<_, Error>(Ok((chunks, md5)))
+            }
         }
         .await;
         let (chunks, md5) = match uploaded {
-            Ok(Ok(done)) => done,
-            Ok(Err(newest)) => {
+            Ok((_, _, Some(newest))) if newest >= version => {
                 debug!(
                     file = remote,
                     ?version,
@@ -273,6 +269,7 @@ impl Client {
                 staged.abort().await;
                 return Ok(Attempt::Stale(newest));
             }
+            Ok((chunks, md5, _)) => (chunks, md5),
             Err(e) => {
                 staged.abort().await;
                 return Err(e);

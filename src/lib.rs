@@ -8,6 +8,7 @@
 //! | [`ring`] | Chord identifiers, intervals, routing, stabilization and membership; pure |
 //! | [`names`] | which file and user names are acceptable; pure |
 //! | [`protocol`] | frames, messages, and a `Connection` over any async stream |
+//! | [`blocks`] | block values: checking a range of a chunk against its checksum without reading all of it; pure |
 //! | [`codec`] | every bincode call, with a decode size limit |
 //! | [`store`] | a server's chunks and manifests on disk, written atomically |
 //! | [`auth`] | argon2id password checks, login back-off, sessions |
@@ -45,6 +46,7 @@
 pub mod accounts;
 pub mod atomic;
 pub mod auth;
+pub mod blocks;
 pub mod bulk;
 pub mod chord;
 pub mod cli;

@@ -33,6 +33,8 @@
 //! C: PutChunkFrom{.., offset}  then Data blocks from offset, then ChunkDone{checksum}
 //! C: GetChunkFrom{name, version, chunk, offset}
 //!                                  S: Chunk{len}, Data blocks from offset, ChunkDone
+//! C: GetRange{name, version, chunk, offset, len}
+//!                                  S: Range{start, len, values}, Data blocks, ChunkDone
 //! C: Stat{name} / List / Delete{name, version} / Status / Ring
 //! ```
 //!
@@ -64,8 +66,8 @@ use crate::sharing::{Access, Share};
 /// `GetChunkFrom`; 9: S3 keys in user records, `UserChange::KeyAdd|KeyDel`,
 /// `GatewayLogin`, S3 metadata in manifests, ETags in listings, `Denied`
 /// and `OverQuota` errors; 10: small files in one round, `Fetch` and
-/// `PutSmall`).
-pub const PROTOCOL_VERSION: u32 = 10;
+/// `PutSmall`; 11: ranged chunk reads, `GetRange`).
+pub const PROTOCOL_VERSION: u32 = 11;
 /// A file of at most this many bytes moves in one message per server each
 /// way (`Fetch`, `PutSmall`) instead of a stream per chunk: one round trip
 /// and one commit per holder for its data. Well inside a frame.
@@ -124,10 +126,13 @@ pub struct ChunkId<'a> {
     pub len: u64,
 }
 
+/// The BLAKE3 derive-key context of chunk checksums.
+pub const CHUNK_CONTEXT: &str = "ringdfs 2026-11 chunk checksum v1";
+
 impl ChunkId<'_> {
     /// A hasher primed with this chunk's identity; feed it the bytes.
     pub fn hasher(&self) -> blake3::Hasher {
-        let mut h = blake3::Hasher::new_derive_key("ringdfs 2026-11 chunk checksum v1");
+        let mut h = blake3::Hasher::new_derive_key(CHUNK_CONTEXT);
         for field in [self.owner.as_bytes(), self.name.as_bytes()] {
             h.update(&(field.len() as u64).to_le_bytes());
             h.update(field);
@@ -137,6 +142,11 @@ impl ChunkId<'_> {
         h.update(&self.chunk.to_le_bytes());
         h.update(&self.len.to_le_bytes());
         h
+    }
+
+    /// How many bytes of identity [`ChunkId::hasher`] feeds before the data.
+    pub fn prefix_len(&self) -> u64 {
+        (8 + self.owner.len() + 8 + self.name.len() + 8 + 8 + 4 + 8) as u64
     }
 }
 
@@ -695,6 +705,17 @@ pub enum Request {
         chunk: u32,
         offset: u64,
     },
+    /// Bytes `offset..offset + len` of a chunk, read and checked without
+    /// the rest (see `crate::blocks`): `Range{start, len, values}`, the data
+    /// of the whole blocks covering them (`start..start + len`), then
+    /// `ChunkDone`. A chunk of one block comes whole, with no values.
+    GetRange {
+        name: String,
+        version: Version,
+        chunk: u32,
+        offset: u64,
+        len: u64,
+    },
     /// `Stat`, and with it the data of those of `chunks` of that version
     /// this server holds, when the file has at most [`SMALL_FILE`] bytes: a
     /// small file's GET in one round (answered with `FileData`). The reader
@@ -769,6 +790,14 @@ pub enum Response {
     /// Followed by `len` bytes of data blocks, then `ChunkDone`.
     Chunk {
         len: u64,
+    },
+    /// Followed by `len` bytes of data blocks (the chunk's bytes from
+    /// `start`), then `ChunkDone`: a `GetRange`'s answer, with the chunk's
+    /// block values, which merge into its checksum.
+    Range {
+        start: u64,
+        len: u64,
+        values: Vec<[u8; 32]>,
     },
     ChunkDone {
         checksum: Checksum,

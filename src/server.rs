@@ -948,13 +948,43 @@ where
             name,
             version,
             chunk,
-        } => send_chunk(server, conn, &owner, &name, version, chunk, 0).await,
+        } => send_chunk(server, conn, &owner, &name, version, chunk, Part::From(0)).await,
         Request::GetChunkFrom {
             name,
             version,
             chunk,
             offset,
-        } => send_chunk(server, conn, &owner, &name, version, chunk, offset).await,
+        } => {
+            send_chunk(
+                server,
+                conn,
+                &owner,
+                &name,
+                version,
+                chunk,
+                Part::From(offset),
+            )
+            .await
+        }
+        Request::GetRange {
+            name,
+            version,
+            chunk,
+            offset,
+            len,
+        } => {
+            let range = offset..offset.saturating_add(len);
+            send_chunk(
+                server,
+                conn,
+                &owner,
+                &name,
+                version,
+                chunk,
+                Part::Range(range),
+            )
+            .await
+        }
         Request::Verify {
             name,
             version,
@@ -1095,7 +1125,7 @@ where
             name,
             version,
             chunk,
-        } => send_chunk(server, conn, &owner, &name, version, chunk, 0).await,
+        } => send_chunk(server, conn, &owner, &name, version, chunk, Part::From(0)).await,
         Request::HealNow => {
             server.healer.wake();
             Ok(Some(Response::Ok))
@@ -1295,6 +1325,14 @@ where
 /// verifies the checksum as it goes; a mismatch ends the stream with an error
 /// and puts the copy in quarantine. From `offset` on, the bytes before it are
 /// read and checked but not sent.
+/// Which part of a chunk a read asks for.
+enum Part {
+    /// From this byte to the end (the whole chunk is read and checked).
+    From(u64),
+    /// These bytes, in the whole blocks covering them, checked alone.
+    Range(std::ops::Range<u64>),
+}
+
 async fn send_chunk<S>(
     server: &Server,
     conn: &mut Connection<S>,
@@ -1302,18 +1340,35 @@ async fn send_chunk<S>(
     name: &str,
     version: Version,
     chunk: u32,
-    offset: u64,
+    part: Part,
 ) -> Handled
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let store = Arc::clone(&server.store);
     let (o, n) = (owner.to_string(), name.to_string());
-    let opened = tokio::task::spawn_blocking(move || store.open_chunk(&o, &n, version, chunk))
-        .await
-        .map_err(|e| soft(Error::Internal(format!("chunk reader: {e}"))))?;
-    let mut reader = match opened {
-        Ok(r) => r,
+    let opened = tokio::task::spawn_blocking(move || match part {
+        Part::From(offset) => store.open_chunk(&o, &n, version, chunk).map(|reader| {
+            let header = Response::Chunk { len: reader.len() };
+            (reader, header, offset)
+        }),
+        Part::Range(range) => {
+            store
+                .open_range(&o, &n, version, chunk, range)
+                .map(|(reader, span, values)| {
+                    let header = Response::Range {
+                        start: span.start,
+                        len: span.end - span.start,
+                        values,
+                    };
+                    (reader, header, 0)
+                })
+        }
+    })
+    .await
+    .map_err(|e| soft(Error::Internal(format!("chunk reader: {e}"))))?;
+    let (mut reader, header, offset) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             if is_lost(server, owner, name, version, chunk, &e) {
                 server.healer.lost(owner, name, version, chunk, &e).await;
@@ -1328,7 +1383,6 @@ where
             reader.len()
         ))));
     }
-    let header = Response::Chunk { len: reader.len() };
     conn.send(&header).await.map_err(|e| (e, Next::Close))?;
 
     let (tx, mut rx) = mpsc::channel::<Result<bytes::Bytes>>(PIPELINE_DEPTH);

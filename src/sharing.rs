@@ -252,6 +252,7 @@ pub fn authorize(
         },
         Request::GetChunk { name, version, .. }
         | Request::GetChunkFrom { name, version, .. }
+        | Request::GetRange { name, version, .. }
         | Request::Verify { name, version, .. } => reads_data(name, *version)?,
         Request::CommitMany { manifests } => {
             for m in manifests {

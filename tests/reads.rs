@@ -13,7 +13,10 @@ use ringdfs::client::{no_progress, Client, ReadStream, MAX_BUFFERED};
 use ringdfs::placement::chunk_range;
 use ringdfs::Error;
 
-use crate::util::{chunk_file, holders, random_file, Cluster};
+use ringdfs::blocks::BLOCK;
+use ringdfs::protocol::{Frame, Request, Response};
+
+use crate::util::{chunk_file, holders, random_file, raw_login, Cluster};
 
 /// What a stream yielded: its bytes, then the error it ended with, if any.
 async fn drain(mut stream: ReadStream) -> (Vec<u8>, Option<Error>, u64) {
@@ -157,29 +160,37 @@ async fn a_corrupt_copy_is_read_around_and_two_are_an_error() {
     same(&got, &data[..got.len()], "before the error");
     assert!(got.len() as u64 <= chunk_range(5 << 20, 4, 2).1);
 
-    // Large chunks (6 MiB) go out before their end is verified. A bad byte
-    // before the range's start: the second copy agrees with what was
-    // passed on, and the read is exact.
+    // Large chunks (6 MiB) go out block by block, each checked first: a
+    // bad byte anywhere in the first copy, before the range or inside it,
+    // costs a fetch of that block's rest from the second, and the read is
+    // exact.
     let (local, data) = random_file(work.path(), "large", 24 << 20);
     client.put(&local, "large", &no_progress).await.unwrap();
     flip_a_byte(&copy(&cluster, "large", 1, 0), 1000);
-    let range = 1 << 20..6 << 20;
-    let got = read(&client, "large", Some(range.clone())).await;
-    same(
-        &got,
-        &data[range.start as usize..range.end as usize],
-        "range",
-    );
+    flip_a_byte(&copy(&cluster, "large", 2, 0), (3 << 20) + 5);
+    for range in [1 << 20..6 << 20, 0..12 << 20, (6 << 20) + 7..(9 << 20) + 3] {
+        let got = read(&client, "large", Some(range.clone())).await;
+        same(
+            &got,
+            &data[range.start as usize..range.end as usize],
+            "range",
+        );
+    }
+    same(&read(&client, "large", None).await, &data, "whole");
 
-    // A bad byte already passed on: the stream ends with an error.
-    let (local, _) = random_file(work.path(), "large2", 24 << 20);
-    client.put(&local, "large2", &no_progress).await.unwrap();
-    flip_a_byte(&copy(&cluster, "large2", 1, 0), 1000);
-    let (_, stream) = client.read("large2", None).await.unwrap();
-    let (_, error, _) = drain(stream).await;
+    // Both copies bad in one block: an error, and every byte before it right.
+    flip_a_byte(&copy(&cluster, "large", 3, 0), (2 << 20) + 9);
+    flip_a_byte(&copy(&cluster, "large", 3, 1), (2 << 20) + 9);
+    let (_, stream) = client.read("large", None).await.unwrap();
+    let (got, error, _) = drain(stream).await;
     assert!(
-        matches!(&error, Some(Error::Corrupt { chunk: 1, .. })),
+        matches!(&error, Some(Error::ChunkUnavailable { chunk: 3, .. })),
         "{error:?}"
+    );
+    same(&got, &data[..got.len()], "before the error");
+    assert!(
+        got.len() as u64 >= (12 << 20) + (1 << 20),
+        "the blocks before it came"
     );
 }
 
@@ -260,4 +271,62 @@ async fn a_large_file_streams_in_bounded_memory() {
     assert_eq!(got.finalize(), want.finalize(), "the bytes differ");
     // MAX_BUFFERED is at most 16 MiB (checked where it is defined).
     assert!(peak > 0 && peak <= MAX_BUFFERED, "{peak} bytes held");
+}
+
+/// A 4 KiB range inside a 16 MiB chunk moves one block of data and the
+/// chunk's block values, not the chunk: counted on a raw connection.
+#[tokio::test]
+async fn a_small_range_of_a_large_chunk_moves_one_block() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let size = 64u64 << 20;
+    let (local, data) = random_file(work.path(), "big", size as usize);
+    let receipt = client.put(&local, "big", &no_progress).await.unwrap();
+    let chunk_start = chunk_range(size, 4, 2).0;
+    let mut conn = raw_login(&cluster, holders("alice", "big", 2, 4)[1], "alice").await;
+    let request = Request::GetRange {
+        name: "big".into(),
+        version: receipt.version,
+        chunk: 2,
+        offset: 5 << 20,
+        len: 4096,
+    };
+    let (start, len, values) = match conn.call(&request).await.unwrap() {
+        Response::Range { start, len, values } => (start, len, values),
+        other => panic!("GetRange answered {other:?}"),
+    };
+    assert!(start <= 5 << 20 && start + len >= (5 << 20) + 4096);
+    assert!(len <= BLOCK, "{len} bytes for a 4 KiB range");
+    assert_eq!(
+        values.len(),
+        17,
+        "16 MiB and the chunk's identity: 17 blocks"
+    );
+    let mut got = Vec::new();
+    loop {
+        match conn.recv::<Response>().await.unwrap().unwrap() {
+            Frame::Data(block) => got.extend_from_slice(&block),
+            Frame::Msg(Response::ChunkDone { .. }) => break,
+            Frame::Msg(other) => panic!("inside a range: {other:?}"),
+        }
+    }
+    assert_eq!(got.len() as u64, len);
+    let at = (chunk_start + start) as usize;
+    same(&got, &data[at..at + got.len()], "the blocks sent");
+
+    // Out of the chunk: a one-line refusal, and the connection goes on.
+    let beyond = Request::GetRange {
+        name: "big".into(),
+        version: receipt.version,
+        chunk: 2,
+        offset: 16 << 20,
+        len: 1,
+    };
+    let e = conn.call(&beyond).await.unwrap_err().to_string();
+    assert!(e.contains("not within it") && !e.contains('\n'), "{e}");
+    assert!(matches!(
+        conn.call(&request).await.unwrap(),
+        Response::Range { .. }
+    ));
 }

@@ -4,41 +4,35 @@
 //!
 //! [`Client::read`] picks the newest manifest as GET does and returns it
 //! with a [`ReadStream`]. The stream fetches every chunk that overlaps the
-//! range with `GetChunk`, from its first holder, then its others (holders
-//! known to be down last, then any server that said it holds the chunk),
-//! and yields only the bytes inside the range.
+//! range from its first holder, then its others (holders known to be down
+//! last, then any server that said it holds the chunk), and yields only the
+//! bytes inside the range.
 //!
 //! What it guarantees:
 //!
-//! * Every byte of every chunk it touches is hashed with the chunk's
-//!   checksum key and compared with the manifest at the chunk's end — the
-//!   bytes before the range's start and after its end included, since the
-//!   protocol has one checksum per chunk (a later issue adds per-block
-//!   checksums, so a range inside a large chunk need not read all of it).
-//! * A chunk whose part in the range is at most [`HOLD`] bytes is passed on
-//!   only once the whole chunk has verified: a bad or short copy then costs
-//!   nothing but a fetch from the next holder. A larger part cannot wait
-//!   for the end without holding the chunk in memory, so its first bytes go
-//!   out before its end is checked. If that holder then fails (it hangs up,
-//!   times out, or its bytes do not match), the next one is read from the
-//!   chunk's start; the bytes the reader already has are hashed again as
-//!   they come from the new holder and must match what was passed on, or
-//!   the stream ends with `Error::Corrupt` (a copy on disk may have gone
-//!   bad in the part already sent: the caller aborts its response, and a
-//!   server that found its copy bad sets it aside, so a second read is
-//!   served from a good one).
+//! * A chunk of more than one block (see `crate::blocks`, 1 MiB) is read
+//!   with `GetRange`: only the whole blocks covering the range come, with
+//!   the chunk's block values, which must merge into the manifest's
+//!   checksum. Each block is checked as it completes and only then passed
+//!   on, so no unchecked byte of it ever reaches the reader; a holder that
+//!   fails midway is followed by the next one from the first byte not yet
+//!   passed on.
+//! * A smaller chunk is read whole with `GetChunk`, hashed with its
+//!   checksum key and compared with the manifest, and passed on only once
+//!   it has verified: a bad or short copy costs nothing but a fetch from
+//!   the next holder. (The parts of at most [`HOLD`] bytes are held back
+//!   this way; a chunk of one block never has a larger one.)
 //! * It never yields a wrong byte without then yielding an error: an error
 //!   is the stream's last item, and a stream that ends without one has
 //!   yielded exactly the range. `Error::ChunkUnavailable` says every holder
 //!   of a chunk failed (why, for each, is in the message).
 //!
-//! What it costs: one connection per chunk being fetched; the hashing of
-//! every byte of the chunks it touches (twice for the first part of a part
-//! larger than [`HOLD`], so a retry can tell whether a new holder agrees);
-//! and at most [`MAX_BUFFERED`] bytes of file data held at once, however
-//! large the file: the chunk being passed on and the next one are fetched
-//! together ([`AHEAD`]), each keeping at most [`HOLD`] bytes back plus a
-//! short queue. The next chunk's fetch therefore runs while the current one
+//! What it costs: one connection per chunk being fetched; the reading and
+//! hashing of the blocks the range touches (of a whole chunk of one
+//! block); and at most [`MAX_BUFFERED`] bytes of file data held at once,
+//! however large the file: the chunk being passed on and the next one are
+//! fetched together ([`AHEAD`]), each keeping at most [`HOLD`] bytes back
+//! plus a short queue. The next chunk's fetch therefore runs while the current one
 //! is being passed on, but a chunk larger than that buffer waits for its
 //! reader: a stream moves about as fast as one connection, where a GET
 //! fetches every chunk at once.
@@ -68,15 +62,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use crate::blocks::{self, BlockHasher, Layout};
 use crate::error::{shown, Error, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{checksum_of, ChunkId, Manifest, Request, Response, MAX_BLOCK};
 
 use super::*;
 
-/// The most bytes of one chunk's part in the range held back until the
-/// chunk verifies: parts this small are never passed on unverified.
-pub const HOLD: u64 = 4 << 20;
+/// The most bytes of one chunk's part in the range held back until they
+/// are checked: one block (a chunk of one block is checked whole).
+pub const HOLD: u64 = crate::blocks::BLOCK;
 
 /// Chunks fetched at once: the one being passed on and the next.
 pub const AHEAD: usize = 2;
@@ -371,14 +366,6 @@ impl From<Error> for Failed {
     }
 }
 
-/// What the reader has been sent of a chunk, from the range's start in it:
-/// up to which byte of the chunk, and their hash, which the bytes of the
-/// next holder tried must match.
-struct Sent {
-    upto: u64,
-    hash: blake3::Hasher,
-}
-
 /// The fetch of one chunk: from each holder in turn until one serves it
 /// whole and verified.
 async fn deliver(
@@ -398,18 +385,31 @@ async fn deliver(
         from,
         to,
     };
-    let mut sent = Sent {
-        upto: from,
-        hash: blake3::Hasher::new(),
-    };
+    // The first byte of the chunk not yet passed on (all before it checked).
+    let mut sent = from;
     // Holders known to be down (or hung) go last, so they cost no timeout;
     // the rest keep the placement's order.
     let mut holders = source.placed;
     holders.sort_by_key(|slot| !slot.up.load(Ordering::Relaxed));
     holders.extend(source.others);
+    let id = ChunkId {
+        owner: &plan.scope.owner,
+        name: manifest.data_name(),
+        version: manifest.data_version(),
+        chunk,
+        len: want.len,
+    };
+    let ranged = Layout::of(&id).values() > 0;
     let mut failures = Vec::new();
     for slot in &holders {
-        let attempt = attempt(plan, slot, &want, &mut sent, tx).await;
+        if ranged && sent == want.to {
+            // All of it passed on, checked, before that holder failed.
+            return Ok(());
+        }
+        let attempt = match ranged {
+            true => attempt_range(plan, slot, &want, &mut sent, tx).await,
+            false => attempt(plan, slot, &want).await,
+        };
         match attempt {
             Ok((conn, held)) => {
                 slot.note_failure(None);
@@ -450,17 +450,14 @@ struct Want {
     to: u64,
 }
 
-/// One attempt at a chunk from the server of `slot`: the whole chunk is
-/// read and verified. Bytes the reader already has (`sent`) are hashed and
-/// must match; of the rest, up to [`HOLD`] are held back, and what is
-/// beyond goes out at once (noted in `sent`). On success, the connection
-/// (to pool) and what was held back.
+/// One attempt at a chunk of one block (at most [`HOLD`] bytes) from the
+/// server of `slot`: the whole chunk is read and verified, its part of the
+/// range held back meanwhile. On success, the connection (to pool) and
+/// what was held back.
 async fn attempt<'p>(
     plan: &'p Plan,
     slot: &Slot,
     want: &Want,
-    sent: &mut Sent,
-    tx: &mpsc::Sender<Result<Step>>,
 ) -> std::result::Result<(Conn, Held<'p>), Failed> {
     let manifest = &plan.manifest;
     let server = slot.member.name.as_str();
@@ -491,9 +488,6 @@ async fn attempt<'p>(
         len,
     }
     .hasher();
-    // This holder's bytes where the reader already has some.
-    let resent = sent.upto;
-    let mut seen = blake3::Hasher::new();
     let mut held = Held::new(&plan.gauge);
     let mut at = 0u64;
     loop {
@@ -505,32 +499,9 @@ async fn attempt<'p>(
             return Err(Error::Protocol(format!("{server} sent too much data")).into());
         }
         hasher.update(&block);
-        let piece = |a: u64, b: u64| block.slice((a - at) as usize..(b - at) as usize);
-        // Already with the reader: must be what it got.
-        let (a, b) = (at.max(from), (at + n).min(resent));
+        let (a, b) = (at.max(from), (at + n).min(to));
         if a < b {
-            seen.update(&piece(a, b));
-            if b == resent && seen.finalize() != sent.hash.finalize() {
-                return Err(Failed::Stop(Stop::Error(Error::Corrupt {
-                    chunk,
-                    reason: format!(
-                        "{server}'s copy differs from bytes already passed on from another holder"
-                    ),
-                })));
-            }
-        }
-        // New to the reader.
-        let (a, b) = (at.max(resent), (at + n).min(to));
-        if a < b {
-            held.push(piece(a, b));
-            while held.len > HOLD {
-                let Some(out) = held.pop() else { break };
-                sent.hash.update(&out);
-                sent.upto += out.len() as u64;
-                if tx.send(Ok(Step::Data(out))).await.is_err() {
-                    return Err(Failed::Stop(Stop::ReaderGone));
-                }
-            }
+            held.push(block.slice((a - at) as usize..(b - at) as usize));
         }
         at += n;
     }
@@ -543,6 +514,92 @@ async fn attempt<'p>(
             reason: format!("{server} sent bytes that do not match the checksum"),
         }
         .into());
+    }
+    Ok((conn, held))
+}
+
+/// One attempt at the part of a chunk of more than one block (see
+/// `crate::blocks`) from the server of `slot`: `GetRange` from the first
+/// byte the reader lacks, each block checked as it completes and only then
+/// passed on, so a holder that fails midway costs nothing sent and the next
+/// one goes on from there. On success, the connection (to pool) and
+/// nothing held back.
+async fn attempt_range<'p>(
+    plan: &'p Plan,
+    slot: &Slot,
+    want: &Want,
+    sent: &mut u64,
+    tx: &mpsc::Sender<Result<Step>>,
+) -> std::result::Result<(Conn, Held<'p>), Failed> {
+    let manifest = &plan.manifest;
+    let server = slot.member.name.as_str();
+    let Want { chunk, len, to, .. } = *want;
+    let from = *sent;
+    let id = ChunkId {
+        owner: &plan.scope.owner,
+        name: manifest.data_name(),
+        version: manifest.data_version(),
+        chunk,
+        len,
+    };
+    let (first, span) = Layout::of(&id).span(from..to);
+    let mut conn = plan.login.open(slot).await?;
+    let request = plan.scope.request(
+        Request::GetRange {
+            name: manifest.data_name().to_string(),
+            version: manifest.data_version(),
+            chunk,
+            offset: from,
+            len: to - from,
+        },
+        &[&manifest.name],
+    );
+    let values = match conn.call(&request).await? {
+        Response::Range { start, len, values }
+            if start == span.start && len == span.end - span.start =>
+        {
+            values
+        }
+        other => return Err(unexpected(server, &other).into()),
+    };
+    let bad = |what: &str| Error::Corrupt {
+        chunk,
+        reason: format!("{server} sent {what} that do not match the checksum"),
+    };
+    let checksum = manifest
+        .checksums
+        .get(chunk as usize - 1)
+        .ok_or_else(|| Error::Protocol(format!("the manifest has no chunk {chunk}")))?;
+    blocks::check_values(&id, &values, checksum).map_err(|_| bad("block values"))?;
+    let mut checker = BlockHasher::checking(&id, first, values);
+    let mut held = Held::new(&plan.gauge);
+    let mut at = span.start;
+    while let Some(mut frame) = next_block(&mut conn, server).await? {
+        if at + frame.len() as u64 > span.end {
+            return Err(Error::Protocol(format!("{server} sent too much data")).into());
+        }
+        // Cut where blocks end, so each block goes out once it is checked.
+        while !frame.is_empty() {
+            let piece = frame.split_to(((checker.block_end() - at) as usize).min(frame.len()));
+            let n = piece.len() as u64;
+            checker.update(&piece).map_err(|_| bad("bytes"))?;
+            let (a, b) = (at.max(from), (at + n).min(to));
+            if a < b {
+                held.push(piece.slice((a - at) as usize..(b - at) as usize));
+            }
+            at += n;
+            if checker.at_block_end() {
+                while let Some(out) = held.pop() {
+                    *sent += out.len() as u64;
+                    if tx.send(Ok(Step::Data(out))).await.is_err() {
+                        return Err(Failed::Stop(Stop::ReaderGone));
+                    }
+                }
+            }
+        }
+    }
+    if at != span.end {
+        return Err(Error::Protocol(format!("{server} sent a short range")).into());
     }
     Ok((conn, held))
 }

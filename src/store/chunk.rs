@@ -22,6 +22,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::Store;
+use crate::blocks::{BlockHasher, BlockValue, Layout};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::names::{validate_name, validate_user};
@@ -170,7 +172,7 @@ impl Store {
 pub struct ChunkWriter {
     store: Arc<Store>,
     sink: Sink,
-    hasher: blake3::Hasher,
+    hasher: BlockHasher,
     written: u64,
     spec: ChunkSpec,
 }
@@ -186,7 +188,7 @@ impl ChunkWriter {
             temp_sink(&store)?
         };
         Ok(ChunkWriter {
-            hasher: spec.id().hasher(),
+            hasher: BlockHasher::new(&spec.id()),
             store,
             sink,
             written: 0,
@@ -229,14 +231,14 @@ impl ChunkWriter {
             // Another attempt is still writing it: this one is not kept.
             let sink = temp_sink(&store)?;
             return Ok(ChunkWriter {
-                hasher: spec.id().hasher(),
+                hasher: BlockHasher::new(&spec.id()),
                 store,
                 sink,
                 written: 0,
                 spec,
             });
         };
-        let mut hasher = spec.id().hasher();
+        let mut hasher = BlockHasher::new(&spec.id());
         let file = if offset == 0 {
             let dir = path.parent().expect("a partial path has a folder");
             fs::create_dir_all(dir).map_err(|e| Error::storage("creating a partial folder", e))?;
@@ -262,8 +264,7 @@ impl ChunkWriter {
             }
             file.set_len(offset)
                 .map_err(|e| Error::storage("cutting a partial chunk", e))?;
-            hash_prefix(&file, offset, &mut hasher)
-                .map_err(|e| Error::storage("reading a partial chunk", e))?;
+            hash_prefix(&file, offset, |b| hasher.update(b))?;
             use std::io::{Seek, SeekFrom};
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Error::storage("reading a partial chunk", e))?;
@@ -291,7 +292,7 @@ impl ChunkWriter {
                 self.spec.chunk
             )));
         }
-        self.hasher.update(data);
+        self.hasher.update(data)?;
         match &mut self.sink {
             Sink::Memory(buf) => buf.extend_from_slice(data),
             Sink::File { file, .. } => file
@@ -308,9 +309,7 @@ impl ChunkWriter {
     /// stored.
     pub fn finish(self, claimed: Checksum) -> Result<()> {
         let sealed = self.seal(claimed)?;
-        sealed
-            .store
-            .record_chunk(&sealed.spec, sealed.checksum, sealed.data)
+        Arc::clone(&sealed.store).record_chunk(sealed)
     }
 
     /// [`ChunkWriter::finish`] but for the record: the chunk's bytes are
@@ -326,7 +325,7 @@ impl ChunkWriter {
                 self.written
             )));
         }
-        let checksum = checksum_of(&self.hasher);
+        let (checksum, values) = self.hasher.finish()?;
         if checksum != claimed {
             return Err(Error::Corrupt {
                 chunk: spec.chunk,
@@ -378,6 +377,7 @@ impl ChunkWriter {
             store: self.store,
             spec: self.spec,
             checksum,
+            values,
             data: inline,
         })
     }
@@ -390,6 +390,8 @@ pub struct Sealed {
     store: Arc<Store>,
     pub(super) spec: ChunkSpec,
     pub(super) checksum: Checksum,
+    /// Its block values (see `blocks`), recorded with it.
+    pub(super) values: Vec<BlockValue>,
     pub(super) data: Option<Vec<u8>>,
 }
 
@@ -405,18 +407,19 @@ fn temp_sink(store: &Store) -> Result<Sink> {
     })
 }
 
-/// Feeds the first `len` bytes of `file` to `hasher`.
+/// Feeds the first `len` bytes of a partial chunk `file` to `feed`.
 pub(super) fn hash_prefix(
     file: &File,
     len: u64,
-    hasher: &mut blake3::Hasher,
-) -> std::io::Result<()> {
+    mut feed: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     let mut buf = vec![0u8; len.min(MAX_BLOCK as u64) as usize];
     let mut at = 0;
     while at < len {
         let want = (len - at).min(MAX_BLOCK as u64) as usize;
-        read_exact_at(file, &mut buf[..want], at)?;
-        hasher.update(&buf[..want]);
+        read_exact_at(file, &mut buf[..want], at)
+            .map_err(|e| Error::storage("reading a partial chunk", e))?;
+        feed(&buf[..want])?;
         at += want as u64;
     }
     Ok(())
@@ -433,7 +436,12 @@ enum Source {
 pub struct ChunkReader {
     source: Source,
     remaining: u64,
+    /// Where the bytes read end: the chunk's end, or a range's.
+    end: u64,
     hasher: blake3::Hasher,
+    /// Reading a range (see [`ChunkReader::range`]): each block is checked
+    /// against the chunk's block values as it completes, not the checksum.
+    blocks: Option<BlockHasher>,
     len: u64,
     chunk: u32,
     checksum: Checksum,
@@ -473,7 +481,9 @@ impl ChunkReader {
         Ok(ChunkReader {
             source: Source::File { file, path },
             remaining: trailer.len,
+            end: trailer.len,
             hasher: id.hasher(),
+            blocks: None,
             len: trailer.len,
             chunk,
             checksum: expected,
@@ -487,7 +497,9 @@ impl ChunkReader {
         ChunkReader {
             source: Source::Memory(data),
             remaining: len,
+            end: len,
             hasher: id.hasher(),
+            blocks: None,
             len,
             chunk: id.chunk,
             checksum: expected,
@@ -506,6 +518,28 @@ impl ChunkReader {
         self.checksum
     }
 
+    /// This reader, made to read only the whole blocks covering `range`
+    /// (see [`Layout::span`]), each checked against `values` (the chunk's
+    /// block values, already checked against its checksum). Returns where
+    /// the blocks start and end. A chunk of one block is read whole.
+    pub(super) fn range(
+        mut self,
+        id: &ChunkId<'_>,
+        range: Range<u64>,
+        values: Vec<BlockValue>,
+    ) -> (ChunkReader, Range<u64>) {
+        let (first, span) = Layout::of(id).span(range);
+        if !values.is_empty() {
+            if let Source::Memory(data) = &mut self.source {
+                *data = data.slice(span.start as usize..span.end as usize);
+            }
+            self.blocks = Some(BlockHasher::checking(id, first, values));
+            self.remaining = span.end - span.start;
+            self.end = span.end;
+        }
+        (self, span)
+    }
+
     /// The whole chunk, checked (it must fit in memory: a small file's).
     pub fn read_all(mut self) -> Result<Bytes> {
         let mut all = BytesMut::new();
@@ -519,6 +553,10 @@ impl ChunkReader {
     /// has verified. A mismatch is `Error::Corrupt`.
     pub fn next_block(&mut self) -> Result<Option<Bytes>> {
         let chunk = self.chunk;
+        if self.remaining == 0 && self.blocks.is_some() {
+            // Every block was checked as it completed.
+            return Ok(None);
+        }
         if self.remaining == 0 {
             return if checksum_of(&self.hasher) == self.checksum {
                 Ok(None)
@@ -533,8 +571,13 @@ impl ChunkReader {
                 })
             };
         }
-        let want = self.remaining.min(MAX_BLOCK as u64) as usize;
-        let at = self.len - self.remaining;
+        let at = self.end - self.remaining;
+        let mut want = self.remaining.min(MAX_BLOCK as u64);
+        if let Some(blocks) = &self.blocks {
+            // A frame per block: the reader passes each on once checked.
+            want = want.min(blocks.block_end() - at);
+        }
+        let want = want as usize;
         let block = match &mut self.source {
             Source::Memory(data) => data.split_to(want),
             Source::File { file, path } => {
@@ -549,7 +592,20 @@ impl ChunkReader {
                 buf.freeze()
             }
         };
-        self.hasher.update(&block);
+        match &mut self.blocks {
+            Some(blocks) => blocks.update(&block).map_err(|e| {
+                if let Source::File { path, .. } = &self.source {
+                    tracing::warn!(path = %path.display(), chunk, "block mismatch");
+                }
+                match e {
+                    Error::Corrupt { reason, .. } => Error::Corrupt { chunk, reason },
+                    e => e,
+                }
+            })?,
+            None => {
+                self.hasher.update(&block);
+            }
+        }
         self.remaining -= want as u64;
         Ok(Some(block))
     }

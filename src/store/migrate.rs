@@ -131,7 +131,7 @@ fn flush(store: &Store, batch: Vec<Legacy>) -> Result<()> {
         for legacy in &batch {
             for (spec, checksum) in &legacy.copies {
                 if t.chunks.get(spec.key())?.is_none() {
-                    t.insert_copy(spec, *checksum, None)?;
+                    t.insert_copy(spec, *checksum, None, &[])?;
                 }
             }
             if let Some(m) = &legacy.manifest {

@@ -20,6 +20,7 @@
 //! | `files` | (owner, name) | the file's current `Manifest` (or tombstone), bincode |
 //! | `data` | (owner, data name, gen, writer) | `DataRow`: how many live manifests share this data (a PUT's; `mv` and `cp` share it), its size, chunks and checksums |
 //! | `chunk_rows` | (owner, data name, gen, writer, chunk) | `ChunkRow`: length, checksum, and for a small chunk (≤ `inline_max`) its volume and offset |
+//! | `block_values` | (owner, data name, gen, writer, chunk) | a chunk's block values, when it has more than one block (see `crate::blocks`): so a range of it is read and checked alone |
 //! | `volumes` | volume | its live bytes (the rest is dead space, see `compact_volumes`) |
 //! | `missing_copies` | (owner, data name, gen, writer, chunk) | chunks the placement gives this server that it lacks |
 //! | `surplus_copies` | (owner, data name, gen, writer, chunk) | chunks it holds that the placement no longer gives it |
@@ -81,6 +82,7 @@ mod volume;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
@@ -101,6 +103,7 @@ use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
 pub use usage::Usage;
 use volume::{Appender, Volumes};
 
+use crate::blocks::{BlockHasher, BlockValue};
 use crate::codec;
 use crate::error::{shown, Error, Result};
 use crate::names::{validate_name, validate_user};
@@ -119,6 +122,8 @@ type StagedKey = (&'static str, &'static str, u64, u64);
 
 const FILES: TableDefinition<FileKey, &[u8]> = TableDefinition::new("files");
 const CHUNKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("chunk_rows");
+/// A large chunk's block values (see `blocks`), 32 bytes each, in order.
+const BLOCKS: TableDefinition<ChunkKey, &[u8]> = TableDefinition::new("block_values");
 const VOLUMES: TableDefinition<u32, u64> = TableDefinition::new("volumes");
 const DATA: TableDefinition<DataKey, &[u8]> = TableDefinition::new("data");
 const MISSING: TableDefinition<ChunkKey, ()> = TableDefinition::new("missing_copies");
@@ -376,6 +381,7 @@ impl<T: Send, F: FnOnce(&mut Tables<'_>) -> Result<T> + Send> Job for Op<T, F> {
 struct Tables<'t> {
     files: Table<'t, FileKey, &'static [u8]>,
     chunks: Table<'t, ChunkKey, &'static [u8]>,
+    blocks: Table<'t, ChunkKey, &'static [u8]>,
     /// Live bytes per volume.
     volumes: Table<'t, u32, u64>,
     data: Table<'t, DataKey, &'static [u8]>,
@@ -411,6 +417,7 @@ impl<'t> Tables<'t> {
         Ok(Tables {
             files: txn.open_table(FILES)?,
             chunks: txn.open_table(CHUNKS)?,
+            blocks: txn.open_table(BLOCKS)?,
             volumes: txn.open_table(VOLUMES)?,
             data: txn.open_table(DATA)?,
             missing: txn.open_table(MISSING)?,
@@ -526,14 +533,20 @@ impl<'t> Tables<'t> {
     /// its version is no newer than the current one, or was given up.
     fn record_copy(
         &mut self,
-        spec: &ChunkSpec,
-        checksum: Checksum,
-        data: Option<&[u8]>,
+        sealed: &Sealed,
         aborted: &Mutex<VecDeque<(String, String, Version)>>,
     ) -> Result<()> {
+        let Sealed {
+            spec,
+            checksum,
+            values,
+            data,
+            ..
+        } = sealed;
+        let (checksum, data) = (*checksum, data.as_deref());
         if let Some(row) = self.data_row(&spec.owner, &spec.name, spec.version)? {
             // Data a manifest shares (or retired): a heal's copy.
-            self.insert_copy(spec, checksum, data)?;
+            self.insert_copy(spec, checksum, data, values)?;
             return self.refresh_wants(&spec.owner, &spec.name, spec.version, Some(&row));
         }
         let current = self.current(&spec.owner, &spec.name)?;
@@ -554,7 +567,7 @@ impl<'t> Tables<'t> {
             }
             return Ok(());
         }
-        self.insert_copy(spec, checksum, data)?;
+        self.insert_copy(spec, checksum, data, values)?;
         self.stage(&spec.owner, &spec.name, spec.version)?;
         usage::upload(self, &spec.owner, &spec.name, spec.version, spec.size)
     }
@@ -564,7 +577,13 @@ impl<'t> Tables<'t> {
         spec: &ChunkSpec,
         checksum: Checksum,
         data: Option<&[u8]>,
+        values: &[BlockValue],
     ) -> Result<()> {
+        if values.is_empty() {
+            self.blocks.remove(spec.key())?;
+        } else {
+            self.blocks.insert(spec.key(), values.concat().as_slice())?;
+        }
         let at = match data {
             Some(data) => Some(self.appender.append(data)?),
             None => None,
@@ -631,6 +650,7 @@ impl<'t> Tables<'t> {
             Some(row) => codec::decode(row.value())?,
             None => return Ok(false),
         };
+        self.blocks.remove(key)?;
         self.unaccount(&row)?;
         if row.at.is_none() && !keep_file {
             self.trash
@@ -913,6 +933,7 @@ impl<'t> Tables<'t> {
 fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(FILES)?;
     txn.open_table(CHUNKS)?;
+    txn.open_table(BLOCKS)?;
     txn.open_table(VOLUMES)?;
     txn.open_table(DATA)?;
     txn.open_table(MISSING)?;
@@ -1422,8 +1443,10 @@ impl Store {
         if kept == 0 || kept > len {
             return Ok(none);
         }
-        chunk::hash_prefix(&file, kept, &mut hasher)
-            .map_err(|e| Error::storage("reading a partial chunk", e))?;
+        chunk::hash_prefix(&file, kept, |b| {
+            hasher.update(b);
+            Ok(())
+        })?;
         Ok((kept, checksum_of(&hasher)))
     }
 
@@ -1461,15 +1484,9 @@ impl Store {
     /// Records a chunk whose bytes have been checked (and, for a file,
     /// synced into place). A chunk of a version already outdated here, or
     /// given up by its writer, can never be read: it goes at once.
-    fn record_chunk(
-        &self,
-        spec: &ChunkSpec,
-        checksum: Checksum,
-        data: Option<Vec<u8>>,
-    ) -> Result<()> {
-        let spec = spec.clone();
+    fn record_chunk(&self, sealed: Sealed) -> Result<()> {
         let aborted = Arc::clone(&self.aborted);
-        self.write(move |t| t.record_copy(&spec, checksum, data.as_deref(), &aborted))
+        self.write(move |t| t.record_copy(&sealed, &aborted))
     }
 
     /// Records received chunks (see [`ChunkWriter::seal`]) in one commit,
@@ -1478,7 +1495,7 @@ impl Store {
         let aborted = Arc::clone(&self.aborted);
         self.write(move |t| {
             for s in &sealed {
-                t.record_copy(&s.spec, s.checksum, s.data.as_deref(), &aborted)?;
+                t.record_copy(s, &aborted)?;
             }
             Ok(())
         })
@@ -1620,6 +1637,117 @@ impl Store {
             chunk,
             reason: "the chunk's volume is missing".into(),
         })
+    }
+
+    /// [`Store::open_chunk`] for data bytes `range` of the chunk: a reader
+    /// of only the whole blocks covering it, each checked on its own (see
+    /// `crate::blocks`); where those blocks lie; and the chunk's block
+    /// values, which the reader checks against its manifest. A chunk of one
+    /// block is read whole, with no values. A chunk stored before block
+    /// values were kept has them worked out here once, reading it whole.
+    pub fn open_range(
+        &self,
+        owner: &str,
+        name: &str,
+        version: Version,
+        chunk: u32,
+        range: Range<u64>,
+    ) -> Result<(ChunkReader, Range<u64>, Vec<BlockValue>)> {
+        let reader = self.open_chunk(owner, name, version, chunk)?;
+        if range.start > range.end || range.end > reader.len() {
+            return Err(Error::BadRequest(format!(
+                "chunk {chunk} is {} bytes; bytes {}..{} are not within it",
+                reader.len(),
+                range.start,
+                range.end
+            )));
+        }
+        let id = ChunkId {
+            owner,
+            name,
+            version,
+            chunk,
+            len: reader.len(),
+        };
+        if crate::blocks::Layout::of(&id).values() == 0 {
+            let whole = 0..reader.len();
+            return Ok((reader, whole, Vec::new()));
+        }
+        let values = match self.block_values(&id, reader.checksum())? {
+            Some(values) => values,
+            None => self.work_out_values(&id)?,
+        };
+        let (reader, span) = reader.range(&id, range, values.clone());
+        Ok((reader, span, values))
+    }
+
+    /// The recorded block values of chunk `id`, if they are there and merge
+    /// into its `checksum`.
+    fn block_values(
+        &self,
+        id: &ChunkId<'_>,
+        checksum: Checksum,
+    ) -> Result<Option<Vec<BlockValue>>> {
+        let txn = self.read()?;
+        let table = txn.open_table(BLOCKS)?;
+        let key = (
+            id.owner,
+            id.name,
+            id.version.gen,
+            id.version.writer,
+            id.chunk,
+        );
+        let Some(bytes) = table.get(key)? else {
+            return Ok(None);
+        };
+        let values: Vec<BlockValue> = bytes
+            .value()
+            .chunks_exact(32)
+            .map(|v| v.try_into().expect("32 bytes"))
+            .collect();
+        match crate::blocks::check_values(id, &values, &checksum) {
+            Ok(()) => Ok(Some(values)),
+            Err(e) => {
+                tracing::warn!(file = %id.name, chunk = id.chunk, error = %e, "block values worked out again");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads chunk `id` whole (checked) to work out its block values, and
+    /// records them while the copy is still recorded.
+    fn work_out_values(&self, id: &ChunkId<'_>) -> Result<Vec<BlockValue>> {
+        let mut reader = self.open_chunk(id.owner, id.name, id.version, id.chunk)?;
+        let mut hasher = BlockHasher::new(id);
+        while let Some(block) = reader.next_block()? {
+            hasher.update(&block)?;
+        }
+        let (_, values) = hasher.finish()?;
+        let (owner, name, version, chunk) = (
+            id.owner.to_string(),
+            id.name.to_string(),
+            id.version,
+            id.chunk,
+        );
+        let bytes = values.concat();
+        let saved = self.write(move |t| {
+            let key = (
+                owner.as_str(),
+                name.as_str(),
+                version.gen,
+                version.writer,
+                chunk,
+            );
+            if t.chunks.get(key)?.is_some() {
+                t.blocks.insert(key, bytes.as_slice())?;
+            }
+            Ok(())
+        });
+        // Only a saving: the next range read works them out again.
+        if let Err(e) = saved {
+            tracing::debug!(error = %e, "block values not recorded");
+        }
+        Ok(values)
     }
 
     /// [`Store::open_chunk`] in one snapshot; `None` if the chunk's volume is gone.

@@ -955,16 +955,8 @@ where
             chunk,
             offset,
         } => {
-            send_chunk(
-                server,
-                conn,
-                &owner,
-                &name,
-                version,
-                chunk,
-                Part::From(offset),
-            )
-            .await
+            let part = Part::From(offset);
+            send_chunk(server, conn, &owner, &name, version, chunk, part).await
         }
         Request::GetRange {
             name,
@@ -973,17 +965,8 @@ where
             offset,
             len,
         } => {
-            let range = offset..offset.saturating_add(len);
-            send_chunk(
-                server,
-                conn,
-                &owner,
-                &name,
-                version,
-                chunk,
-                Part::Range(range),
-            )
-            .await
+            let part = Part::Range(offset..offset.saturating_add(len));
+            send_chunk(server, conn, &owner, &name, version, chunk, part).await
         }
         Request::Verify {
             name,
@@ -1321,10 +1304,6 @@ where
     finish(writer, claimed).await
 }
 
-/// Streams one stored chunk: `Chunk{len}`, data blocks, `ChunkDone`. The reader
-/// verifies the checksum as it goes; a mismatch ends the stream with an error
-/// and puts the copy in quarantine. From `offset` on, the bytes before it are
-/// read and checked but not sent.
 /// Which part of a chunk a read asks for.
 enum Part {
     /// From this byte to the end (the whole chunk is read and checked).
@@ -1333,6 +1312,11 @@ enum Part {
     Range(std::ops::Range<u64>),
 }
 
+/// Streams one stored chunk: `Chunk{len}`, data blocks, `ChunkDone`. The reader
+/// verifies the checksum as it goes; a mismatch ends the stream with an error
+/// and puts the copy in quarantine. From `offset` on, the bytes before it are
+/// read and checked but not sent. A range: `Range{start, len, values}` and
+/// only the blocks covering it, each checked as it is read.
 async fn send_chunk<S>(
     server: &Server,
     conn: &mut Connection<S>,

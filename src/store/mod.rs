@@ -579,9 +579,8 @@ impl<'t> Tables<'t> {
         data: Option<&[u8]>,
         values: &[BlockValue],
     ) -> Result<()> {
-        if values.is_empty() {
-            self.blocks.remove(spec.key())?;
-        } else {
+        // A chunk of one block has none (and never had: its length is fixed).
+        if !values.is_empty() {
             self.blocks.insert(spec.key(), values.concat().as_slice())?;
         }
         let at = match data {

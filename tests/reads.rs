@@ -187,11 +187,10 @@ async fn a_corrupt_copy_is_read_around_and_two_are_an_error() {
         matches!(&error, Some(Error::ChunkUnavailable { chunk: 3, .. })),
         "{error:?}"
     );
+    // (How much of chunk 3 came first depends on whether the scrub or a
+    // heal found its copies bad before this read did.)
     same(&got, &data[..got.len()], "before the error");
-    assert!(
-        got.len() as u64 >= (12 << 20) + (1 << 20),
-        "the blocks before it came"
-    );
+    assert!(got.len() as u64 >= 12 << 20, "chunks 1 and 2 came");
 }
 
 #[tokio::test]

@@ -32,10 +32,10 @@
 //! block); and at most [`MAX_BUFFERED`] bytes of file data held at once,
 //! however large the file: the chunk being passed on and the next one are
 //! fetched together ([`AHEAD`]), each keeping at most [`HOLD`] bytes back
-//! plus a short queue. The next chunk's fetch therefore runs while the current one
-//! is being passed on, but a chunk larger than that buffer waits for its
-//! reader: a stream moves about as fast as one connection, where a GET
-//! fetches every chunk at once.
+//! plus a short queue. The next chunk's fetch therefore runs while the
+//! current one is being passed on, but a chunk larger than that buffer
+//! waits for its reader: a stream moves about as fast as one connection,
+//! where a GET fetches every chunk at once.
 //!
 //! A stream reads the version it opened on the ring as it was then. If a
 //! writer replaces the file and its old chunks are dropped, or the copies

@@ -17,6 +17,7 @@
 //! block values: it is read whole.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use blake3::hazmat::{
     left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
@@ -31,6 +32,10 @@ pub const BLOCK: u64 = 1 << 20;
 
 /// One block's chaining value.
 pub type BlockValue = ChainingValue;
+
+/// The derive-key mode's key for [`CHUNK_CONTEXT`], worked out once.
+static CONTEXT: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::hazmat::hash_derive_key_context(CHUNK_CONTEXT));
 
 /// Where the blocks of one chunk fall in its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +96,6 @@ impl Layout {
 /// checking each block against known values as it completes.
 pub struct BlockHasher {
     layout: Layout,
-    context: [u8; 32],
     /// The block being hashed, and the data bytes it still lacks.
     block: u64,
     left: u64,
@@ -114,15 +118,13 @@ impl BlockHasher {
 
     fn at(id: &ChunkId<'_>, first: u64, expected: Option<Vec<BlockValue>>) -> BlockHasher {
         let layout = Layout::of(id);
-        let context = blake3::hazmat::hash_derive_key_context(CHUNK_CONTEXT);
         let hasher = if first == 0 {
             id.hasher()
         } else {
-            block_hasher(&context, first)
+            block_hasher(first)
         };
         BlockHasher {
             layout,
-            context,
             block: first,
             left: layout.block(first).end - layout.block(first).start,
             hasher,
@@ -165,7 +167,7 @@ impl BlockHasher {
             self.block = next;
             let range = self.layout.block(next);
             self.left = range.end - range.start;
-            self.hasher = block_hasher(&self.context, next);
+            self.hasher = block_hasher(next);
         }
         Ok(())
     }
@@ -190,14 +192,14 @@ impl BlockHasher {
         if self.layout.values() == 0 {
             return Ok((Checksum(*self.hasher.finalize().as_bytes()), Vec::new()));
         }
-        let root = root_of(&self.context, &self.values, self.layout.input())?;
+        let root = root_of(&self.values, self.layout.input())?;
         Ok((root, self.values))
     }
 }
 
 /// A fresh hasher for block `j > 0` of a chunk.
-fn block_hasher(context: &[u8; 32], j: u64) -> blake3::Hasher {
-    let mut h = blake3::Hasher::new_from_context_key(context);
+fn block_hasher(j: u64) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new_from_context_key(&CONTEXT);
     h.set_input_offset(j * BLOCK);
     h
 }
@@ -223,8 +225,7 @@ pub fn check_values(id: &ChunkId<'_>, values: &[BlockValue], checksum: &Checksum
     if layout.values() == 0 {
         return Ok(());
     }
-    let context = blake3::hazmat::hash_derive_key_context(CHUNK_CONTEXT);
-    if root_of(&context, values, layout.input())? != *checksum {
+    if root_of(values, layout.input())? != *checksum {
         return Err(corrupt("the block values do not match the checksum"));
     }
     Ok(())
@@ -232,11 +233,11 @@ pub fn check_values(id: &ChunkId<'_>, values: &[BlockValue], checksum: &Checksum
 
 /// The checksum that `values` (two or more, of an input of `input` bytes)
 /// merge into, along BLAKE3's left-balanced tree.
-fn root_of(context: &[u8; 32], values: &[BlockValue], input: u64) -> Result<Checksum> {
+fn root_of(values: &[BlockValue], input: u64) -> Result<Checksum> {
     if values.len() < 2 || (values.len() as u64) != input.div_ceil(BLOCK) {
         return Err(corrupt("block values do not fit the chunk"));
     }
-    let mode = Mode::DeriveKeyMaterial(context);
+    let mode = Mode::DeriveKeyMaterial(&CONTEXT);
     let (left, right) = split(values, input);
     let root = merge_subtrees_root(
         &node(mode, left.0, left.1),

@@ -797,12 +797,11 @@ where
         Request::Fetch { name, chunks } => {
             validate_name(&name).map_err(soft)?;
             // Chunk data is read on a blocking thread; a bare `Stat` stays here.
-            let found = match chunks.is_empty() {
-                true => store.file_with_data(&owner, &name, &[]),
-                false => {
-                    let (o, n) = (owner.clone(), name.clone());
-                    blocking(server, move |s| s.file_with_data(&o, &n, &chunks)).await
-                }
+            let found = if chunks.is_empty() {
+                store.file_with_data(&owner, &name, &[])
+            } else {
+                let (o, n) = (owner.clone(), name.clone());
+                blocking(server, move |s| s.file_with_data(&o, &n, &chunks)).await
             }
             .map_err(soft)?;
             let mut data = Vec::with_capacity(found.chunks.len());

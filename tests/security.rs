@@ -123,10 +123,20 @@ async fn bob_cannot_list_get_or_delete_alices_files() {
                 version,
                 chunk,
             };
-            assert_eq!(
-                conn.call(&get).await.unwrap_err().kind(),
-                ErrorKind::NotFound
-            );
+            let range = Request::GetRange {
+                name: "diary.txt".into(),
+                version,
+                chunk,
+                offset: 0,
+                len: 1,
+            };
+            for request in [get, range] {
+                assert_eq!(
+                    conn.call(&request).await.unwrap_err().kind(),
+                    ErrorKind::NotFound,
+                    "{request:?}"
+                );
+            }
         }
         // `alice/diary.txt` is a path in bob's own space: nothing there.
         let stat = Request::Stat {

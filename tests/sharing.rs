@@ -293,12 +293,21 @@ async fn hand_built_messages_reach_nothing_that_is_not_shared() {
     };
     // Reading the secret's data: through no path, through the shared one,
     // through its own (not shared) path.
+    let range_of = |m: &Manifest| Request::GetRange {
+        name: m.data_name().to_string(),
+        version: m.data_version(),
+        chunk: 1,
+        offset: 0,
+        len: 10,
+    };
     for paths in [&[][..], &["docs/a.txt"][..], &["private/secret.txt"][..]] {
-        let e = refused_raw(&mut bob, &as_bob_on_alice(paths, chunk_of(&secret))).await;
-        assert!(
-            e.contains("not what alice shares") || e.contains("does not share"),
-            "{paths:?}: {e}"
-        );
+        for read in [chunk_of(&secret), range_of(&secret)] {
+            let e = refused_raw(&mut bob, &as_bob_on_alice(paths, read)).await;
+            assert!(
+                e.contains("not what alice shares") || e.contains("does not share"),
+                "{paths:?}: {e}"
+            );
+        }
     }
     // The shared file's data reads (on a server holding chunk 1).
     let holds = cluster_holder_of_chunk_1(&alice, "docs/a.txt").await;
@@ -310,6 +319,16 @@ async fn hand_built_messages_reach_nothing_that_is_not_shared() {
     {
         Response::Chunk { .. } => {}
         other => panic!("shared chunk: {other:?}"),
+    }
+    drop(bob_there);
+    let mut bob_there = raw_login(&cluster, holds, "bob").await;
+    match bob_there
+        .call(&as_bob_on_alice(&["docs/a.txt"], range_of(&shared)))
+        .await
+        .unwrap()
+    {
+        Response::Range { .. } => {}
+        other => panic!("shared range: {other:?}"),
     }
     drop(bob_there);
 

@@ -292,6 +292,20 @@ struct Plan {
     gauge: Gauge,
 }
 
+impl Plan {
+    /// Chunk `chunk` (of `len` bytes) of the data the stream reads, as its
+    /// checksum names it.
+    fn chunk_id(&self, chunk: u32, len: u64) -> ChunkId<'_> {
+        ChunkId {
+            owner: &self.scope.owner,
+            name: self.manifest.data_name(),
+            version: self.manifest.data_version(),
+            chunk,
+            len,
+        }
+    }
+}
+
 /// Bytes of file data a stream holds (held back or queued), and the most
 /// it has held.
 #[derive(Default)]
@@ -392,14 +406,7 @@ async fn deliver(
     let mut holders = source.placed;
     holders.sort_by_key(|slot| !slot.up.load(Ordering::Relaxed));
     holders.extend(source.others);
-    let id = ChunkId {
-        owner: &plan.scope.owner,
-        name: manifest.data_name(),
-        version: manifest.data_version(),
-        chunk,
-        len: want.len,
-    };
-    let ranged = Layout::of(&id).values() > 0;
+    let ranged = Layout::of(&plan.chunk_id(chunk, want.len)).values() > 0;
     let mut failures = Vec::new();
     for slot in &holders {
         if ranged && sent == want.to {
@@ -480,14 +487,7 @@ async fn attempt<'p>(
         Response::Chunk { len: l } if l == len => {}
         other => return Err(unexpected(server, &other).into()),
     }
-    let mut hasher = ChunkId {
-        owner: &plan.scope.owner,
-        name: manifest.data_name(),
-        version: manifest.data_version(),
-        chunk,
-        len,
-    }
-    .hasher();
+    let mut hasher = plan.chunk_id(chunk, len).hasher();
     let mut held = Held::new(&plan.gauge);
     let mut at = 0u64;
     loop {
@@ -535,13 +535,7 @@ async fn attempt_range<'p>(
     let server = slot.member.name.as_str();
     let Want { chunk, len, to, .. } = *want;
     let from = *sent;
-    let id = ChunkId {
-        owner: &plan.scope.owner,
-        name: manifest.data_name(),
-        version: manifest.data_version(),
-        chunk,
-        len,
-    };
+    let id = plan.chunk_id(chunk, len);
     let (first, span) = Layout::of(&id).span(from..to);
     let mut conn = plan.login.open(slot).await?;
     let request = plan.scope.request(

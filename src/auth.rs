@@ -618,6 +618,12 @@ impl Sessions {
         Some((user, epoch))
     }
 
+    /// Ends one session (a logout).
+    pub fn end(&self, token: &Token) {
+        let mut table = self.open.lock().expect("sessions lock");
+        table.by_token.remove(&blake3::hash(&token.0));
+    }
+
     /// Ends every session of these users (removed, or their password
     /// changed): their tokens, and the connections logged in before now.
     pub fn end_for(&self, users: &[String]) {

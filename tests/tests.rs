@@ -31,3 +31,4 @@ mod sync;
 mod transfers;
 mod uploads;
 mod util;
+mod web;

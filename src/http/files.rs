@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyStream;
 use hyper::body::Incoming;
@@ -29,7 +28,7 @@ use s3s::dto::StreamingBlob;
 use s3s::Body;
 use serde_json::json;
 
-use super::{spool, text, with_type, Gateway};
+use super::{empty, json_response, spool, text, web, Gateway};
 use crate::client::{DirItem, Object};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Manifest, ObjectMeta};
@@ -44,6 +43,10 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    // The web page's requests: authenticated by its cookie, answered as it
+    // reads errors (JSON, and no Basic login prompt on a 401).
+    let from_page =
+        web::has_cookie(&parts.headers) && !parts.headers.contains_key(header::AUTHORIZATION);
     let mut body = Some(body);
     // Not a body the client holds back for `100 Continue`, nor a large
     // one: reading it would ask for what is then cut off.
@@ -64,7 +67,10 @@ pub async fn handle(
             if let Some(body) = body.filter(|_| small && !waits) {
                 discard_small(body).await;
             }
-            error_response(&e)
+            match from_page {
+                true => web::error(&e),
+                false => error_response(&e),
+            }
         }
     }
 }
@@ -99,7 +105,7 @@ async fn serve(
         let body = json!({ "user": user, "token": token.to_hex() });
         return Ok(json_response(StatusCode::OK, &body));
     }
-    let user = authenticate(gateway, peer, &parts.headers).await?;
+    let user = authenticate(gateway, peer, &parts.method, &parts.headers).await?;
     let path = decode_path(parts.uri.path())?;
     let client = gateway.client(&user).await?;
     let folder = path.is_empty() || path.ends_with('/');
@@ -184,6 +190,11 @@ async fn serve(
             };
             *response.status_mut() = status;
             object_headers(response.headers_mut(), &manifest, len, range.as_ref());
+            let download = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "download"));
+            file_safety(response.headers_mut(), name, download);
             if method == Method::GET && len > 0 {
                 let (_, stream) = client.read(name, range).await?;
                 *response.body_mut() = Body::from(StreamingBlob::wrap(stream));
@@ -201,8 +212,14 @@ async fn serve(
     }
 }
 
-/// The user a request is from: HTTP Basic or a bearer token.
-async fn authenticate(gateway: &Gateway, peer: SocketAddr, headers: &HeaderMap) -> Result<String> {
+/// The user a request is from: HTTP Basic, a bearer token, or the web
+/// page's session cookie (with its CSRF token on a change).
+async fn authenticate(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<String> {
     if let Some((user, password)) = basic(headers)? {
         crate::names::validate_user(&user).map_err(|_| Error::Unauthorized)?;
         gateway.check_password(&user, &password, peer).await?;
@@ -214,7 +231,10 @@ async fn authenticate(gateway: &Gateway, peer: SocketAddr, headers: &HeaderMap) 
         .and_then(|v| v.strip_prefix("Bearer "));
     match bearer {
         Some(token) => gateway.check_token(token.trim()),
-        None => Err(Error::Unauthorized),
+        None => match web::cookie_session(gateway, method, headers)? {
+            Some((user, _)) => Ok(user),
+            None => Err(Error::Unauthorized),
+        },
     }
 }
 
@@ -251,7 +271,7 @@ fn decode_path(path: &str) -> Result<String> {
 }
 
 /// One query parameter's decoded value.
-fn query_value(query: &str, key: &str) -> Option<String> {
+pub(super) fn query_value(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| {
@@ -308,6 +328,35 @@ fn object_headers(
     }
 }
 
+/// A stored file is shown, never run: served on the page's origin, an
+/// HTML file (or any type a browser would run) must not act as the page. A
+/// sandbox gives it an origin of its own and no scripts; `download` asks
+/// the browser to save it under its own name.
+fn file_safety(headers: &mut HeaderMap, name: &str, download: bool) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; media-src 'self'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if download {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        // RFC 8187's attr-char: letters, digits and a few marks stay.
+        const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'.')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'~');
+        let encoded = percent_encoding::utf8_percent_encode(base, ENCODED);
+        let value = format!("attachment; filename*=UTF-8''{encoded}");
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+}
+
 fn entry_json(item: &DirItem) -> serde_json::Value {
     match item {
         DirItem::File(f) => json!({
@@ -322,21 +371,9 @@ fn entry_json(item: &DirItem) -> serde_json::Value {
     }
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
-    text.push(b'\n');
-    with_type(status, "application/json", Bytes::from(text))
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
-    response
-}
-
-/// The status an error answers with, and its one line.
-fn error_response(e: &Error) -> Response<Body> {
-    let status = match e {
+/// The status an error answers with.
+pub(super) fn status_of(e: &Error) -> StatusCode {
+    match e {
         Error::Unauthorized | Error::NotLoggedIn => StatusCode::UNAUTHORIZED,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::Denied(_) => StatusCode::FORBIDDEN,
@@ -356,7 +393,12 @@ fn error_response(e: &Error) -> Response<Body> {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    }
+}
+
+/// An error's answer: its status and one line of text.
+fn error_response(e: &Error) -> Response<Body> {
+    let status = status_of(e);
     let line = match e {
         Error::Unauthorized => {
             "login required: HTTP Basic (user:password) or Bearer TOKEN".to_string()

@@ -18,6 +18,7 @@
 
 pub mod files;
 pub mod s3;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,6 +71,8 @@ pub struct Gateway {
     /// Passwords checked lately: BLAKE3(user, password) → user, the user's
     /// session epoch then, and when.
     basic: Mutex<HashMap<[u8; 32], (String, u64, Instant)>>,
+    /// The key of the web page's CSRF tokens (see [`web`]): new at every start.
+    csrf_key: [u8; 32],
 }
 
 impl Gateway {
@@ -106,6 +109,7 @@ impl Gateway {
             clients: tokio::sync::Mutex::new(HashMap::new()),
             work,
             basic: Mutex::new(HashMap::new()),
+            csrf_key: rand::random(),
         })
     }
 
@@ -165,6 +169,15 @@ impl Gateway {
         let mut cache = self.basic.lock().expect("basic cache lock");
         cache.insert(id, (user.to_string(), epoch, Instant::now()));
         Ok(())
+    }
+
+    /// The CSRF token of the web page's session `token`.
+    pub fn csrf(&self, token: &crate::protocol::Token) -> String {
+        self.csrf_hash(token).to_hex().to_string()
+    }
+
+    fn csrf_hash(&self, token: &crate::protocol::Token) -> blake3::Hash {
+        blake3::keyed_hash(&self.csrf_key, &token.0)
     }
 
     /// A bearer token's user (a session token, as `POST /login` hands out).
@@ -267,8 +280,9 @@ async fn serve_connection<S>(
 }
 
 /// A signed S3 request goes to S3 whatever its path (a bucket may be named
-/// `files`, `login` or `health`); of the others, `/health`, `/login` and
-/// `/files/…` are ours, and everything else is S3's (which refuses it).
+/// `files`, `login`, `health` or `web`); of the others, `/health`, `/login`,
+/// `/files/…` and the web page's (`/`, `/web/…`) are ours, and everything
+/// else is S3's (which refuses it).
 async fn route(
     gateway: &Arc<Gateway>,
     s3: &s3s::service::S3Service,
@@ -283,6 +297,9 @@ async fn route(
         let files = path == files::PREFIX || path.starts_with(&format!("{}/", files::PREFIX));
         if path == "/login" || files {
             return files::handle(gateway, peer, request).await;
+        }
+        if web::is_web(path) {
+            return web::handle(gateway, peer, request).await;
         }
     }
     match s3.call(request.map(Body::from)).await {
@@ -334,6 +351,20 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
         "text/plain; charset=utf-8",
         Bytes::copy_from_slice(body.as_bytes()),
     )
+}
+
+/// A response of `status` with `body` as (pretty) JSON.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
+    text.push(b'\n');
+    with_type(status, "application/json", Bytes::from(text))
+}
+
+/// A response of `status` with no body.
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
 }
 
 /// A response of `status` with `body` of type `content_type`.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::http::{curl, http_cluster, Got};
 use crate::util::Cluster;
 
+const JSON: &str = "Content-Type: application/json";
+
 fn url(cluster: &Cluster, i: usize, path: &str) -> String {
     format!("https://{}{path}", cluster.http_addr(i))
 }
@@ -27,14 +29,7 @@ impl Session {
         let got = curl(
             cluster,
             &url(cluster, i, "/web/login"),
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &body,
-            ],
+            &["-X", "POST", "-H", JSON, "--data-binary", &body],
         );
         assert_eq!(got.status, 200, "{}", got.text());
         let set = set_cookie(&got).expect("a login sets the session cookie");
@@ -74,7 +69,7 @@ fn header(got: &Got, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_logs_in_by_cookie_and_refuses_changes_without_its_csrf_token() {
-    let cluster = http_cluster().await;
+    let mut cluster = http_cluster().await;
     let work = tempfile::tempdir().unwrap();
 
     // The page itself: no login needed, its own strict rules.
@@ -92,18 +87,27 @@ async fn the_page_logs_in_by_cookie_and_refuses_changes_without_its_csrf_token()
     let got = curl(
         &cluster,
         &url(&cluster, 1, "/web/login"),
-        &["-X", "POST", "--data-binary", &wrong],
+        &["-X", "POST", "-H", JSON, "--data-binary", &wrong],
     );
     assert_eq!(got.status, 401);
     assert_eq!(got.json()["error"], "wrong user name or password");
     assert!(set_cookie(&got).is_none(), "{}", got.headers);
 
     // The cookie's flags.
+    // A login posted as a form (what another site's page could send) is
+    // refused before the password is looked at.
     let body = serde_json::json!({ "user": "alice", "password": "wonderland" }).to_string();
     let got = curl(
         &cluster,
         &url(&cluster, 1, "/web/login"),
         &["-X", "POST", "--data-binary", &body],
+    );
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert!(set_cookie(&got).is_none());
+    let got = curl(
+        &cluster,
+        &url(&cluster, 1, "/web/login"),
+        &["-X", "POST", "-H", JSON, "--data-binary", &body],
     );
     let set = set_cookie(&got).unwrap();
     for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
@@ -156,7 +160,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_changes_without_its_csrf_token()
         &cluster,
         "/web/rename",
         false,
-        &["-X", "POST", "--data-binary", &rename],
+        &["-X", "POST", "-H", JSON, "--data-binary", &rename],
     );
     assert_eq!(
         got.status,
@@ -168,7 +172,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_changes_without_its_csrf_token()
         &cluster,
         "/web/rename",
         true,
-        &["-X", "POST", "--data-binary", &rename],
+        &["-X", "POST", "-H", JSON, "--data-binary", &rename],
     );
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["moved"], 1);
@@ -203,7 +207,7 @@ async fn the_page_logs_in_by_cookie_and_refuses_changes_without_its_csrf_token()
         &cluster,
         "/web/share",
         true,
-        &["-X", "POST", "--data-binary", &share],
+        &["-X", "POST", "-H", JSON, "--data-binary", &share],
     );
     assert_eq!(got.status, 204, "{}", got.text());
     let got = bob.curl(&cluster, "/files/shared/alice/docs/note.txt", false, &[]);
@@ -233,6 +237,18 @@ async fn the_page_logs_in_by_cookie_and_refuses_changes_without_its_csrf_token()
     );
     assert_eq!(got.json()["error"], "not logged in");
     assert_eq!(alice.curl(&cluster, "/web/session", false, &[]).status, 401);
+
+    // A server that stops is down in the ring's picture within seconds.
+    cluster.stop(4).await;
+    crate::util::wait_until(30, "dfs4 down on the page", || async {
+        let ring = bob.curl(&cluster, "/web/ring", false, &[]).json();
+        let servers = ring["servers"].as_array().cloned().unwrap_or_default();
+        servers.len() == 4
+            && servers
+                .iter()
+                .all(|s| (s["name"] == "dfs4") == (s["state"] == "down"))
+    })
+    .await;
 }
 
 /// Whether Playwright for Python and a Chromium for it are here.

@@ -227,7 +227,7 @@ fn real_main() -> Result<i32> {
             .collect();
         if !urls.is_empty() {
             print_line(&format!(
-                "S3, curl (/files/) and /health at {} (CA: {})",
+                "the web page, S3, curl (/files/) and /health at {} (CA: {})",
                 urls.join(", "),
                 ClientConfig::load(&config_path)?.ca.display()
             ));

@@ -173,7 +173,7 @@ async fn api(
         if method != Method::POST {
             return Err(Error::BadRequest("POST /web/login".into()));
         }
-        let Login { user, password } = read_json(body).await?;
+        let Login { user, password } = read_json(&parts.headers, body).await?;
         crate::names::validate_user(&user).map_err(|_| Error::Unauthorized)?;
         let (token, _) = gateway
             .server
@@ -199,12 +199,12 @@ async fn api(
             return Ok(response);
         }
         (Method::POST, "rename") => {
-            let Rename { from, to } = read_json(body).await?;
+            let Rename { from, to } = read_json(&parts.headers, body).await?;
             let receipt = client().await?.relink(&from, &to, false).await?;
             json!({ "moved": receipt.files, "to": receipt.to, "missed": receipt.missed })
         }
         (Method::POST, "share") => {
-            let ShareWith { path, with, access } = read_json(body).await?;
+            let ShareWith { path, with, access } = read_json(&parts.headers, body).await?;
             let access = match access.as_str() {
                 "none" => None,
                 word => Some(Access::parse(word).map_err(|_| {
@@ -409,8 +409,27 @@ fn set_cookie(response: &mut Response<Body>, cookie: &Cookie<'_>) {
     }
 }
 
-/// A request's JSON body, of at most [`MAX_JSON`] bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T> {
+/// A request's JSON body, of at most [`MAX_JSON`] bytes. It must say it is
+/// JSON: a form on another site cannot send that type without the
+/// browser asking this server first (CORS), which it never allows; so no
+/// other site can post a login or a change here.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<T> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json {
+        return Err(Error::BadRequest(
+            "the body must be JSON (Content-Type: application/json)".into(),
+        ));
+    }
     let bytes = http_body_util::Limited::new(body, MAX_JSON)
         .collect()
         .await

@@ -33,6 +33,7 @@ WRONG_LOGIN = "wrong user name or password"
 BIG = "big-upload.bin"
 RENAMED = "renamed.bin"
 SMALL = "notes.txt"
+DROPPED = "dropped.txt"
 
 passed = 0
 
@@ -100,6 +101,21 @@ def upload(page, path, name):
     return item
 
 
+def drop_file(page, name):
+    """Drops a small file made in the page onto the file list."""
+    page.evaluate(
+        """(name) => {
+            const data = new DataTransfer();
+            data.items.add(new File(['dropped on the list\\n'], name, {type: 'text/plain'}));
+            const zone = document.getElementById('drop');
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+                zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+            }
+        }""",
+        name,
+    )
+
+
 def wait_for_file(path, seconds):
     deadline = time.monotonic() + seconds
     while not os.path.exists(path):
@@ -155,6 +171,10 @@ def run(browser):
     page.click("#mkdir-dialog button[type=submit]")
     expect(row(page, "photos")).to_be_visible()
     check(row(page, SMALL).is_visible(), "a small file and a new folder are listed too")
+    drop_file(page, DROPPED)
+    expect(page.locator(f'#uploads li[data-name="{DROPPED}"]')).to_have_attribute("data-state", "done")
+    expect(row(page, DROPPED)).to_be_visible()
+    check(True, f"{DROPPED}, dropped on the file list, is uploaded and listed")
 
     # 4. Download it and compare bytes.
     with page.expect_download() as info:
@@ -167,9 +187,14 @@ def run(browser):
     # 9. Screenshots, before any server is stopped.
     take_screenshots(page)
 
-    # 5. Rename through the dialog.
+    # 5. Rename through the dialog (which Escape closes).
     row(page, BIG).locator("button.rename").click()
     expect(page.locator("#rename-dialog")).to_be_visible()
+    check(page.evaluate("document.activeElement.id") == "rename-to", "the rename dialog takes the focus")
+    page.keyboard.press("Escape")
+    expect(page.locator("#rename-dialog")).to_be_hidden()
+    check(True, "Escape closes the dialog")
+    row(page, BIG).locator("button.rename").click()
     check(page.input_value("#rename-to") == BIG, "the rename dialog's field holds the old name")
     page.fill("#rename-to", RENAMED)
     page.click("#rename-dialog button[type=submit]")
@@ -229,7 +254,8 @@ def run(browser):
 
     # No request left the page's origin; nothing went wrong in its console.
     strays = [u for u in log["urls"] if not u.startswith(ORIGIN + "/") and not u.startswith("data:")]
-    check(not strays, f"every request went to {ORIGIN} (strays: {strays[:5]})")
+    check(log["urls"] and not strays,
+          f"every one of {len(log['urls'])} requests went to {ORIGIN} (strays: {strays[:5]})")
     errors = [e for e in log["errors"] if not expected_error(e)]
     check(not errors, f"no console errors (got: {errors[:5]})")
     alice_context.close()

@@ -129,8 +129,8 @@
     return text || 'the server answered ' + status;
   }
 
-  // One request. A change carries the CSRF token; the answer is JSON, or
-  // null when empty. A 401 outside the login means the session is gone.
+  // One request. A change carries the CSRF token; the answer is its JSON, or
+  // null when it has none. A 401 outside the login means the session is gone.
   async function api(method, url, body) {
     const options = { method, credentials: 'same-origin', headers: {} };
     if (method !== 'GET') {
@@ -148,7 +148,8 @@
       }
       throw new ApiError(response.status, errorLine(response.status, text));
     }
-    return text ? JSON.parse(text) : null;
+    const isJson = (response.headers.get('Content-Type') || '').includes('json');
+    return isJson && text ? JSON.parse(text) : null;
   }
 
   // Runs an action, showing its failure (the server's line) in the live region.
@@ -671,7 +672,7 @@
   const RADIUS = 135;
   const MARK = 7;          // a chunk mark's radius
   const MARKS_PER_ROW = 4;
-  const MAX_MARKS = 16;    // per server; the rest is counted in its label
+  const MAX_MARKS = 16;    // per server; the server list counts them all
 
   // Where the i-th of n servers sits: clockwise from the top.
   function placeOf(i, n) {
@@ -786,7 +787,10 @@
     if (heal.missing > 0) {
       return 'healing: ' + heal.missing + ' chunks to fetch (' + heal.copied + ' copied)';
     }
-    return server.state === 'healing' ? 'healing: ' + heal.copied + ' chunks copied' : '';
+    if (server.state === 'healing') {
+      return 'healing: ' + heal.copied + ' chunks copied';
+    }
+    return heal.copied > 0 ? 'healed: ' + heal.copied + ' chunks copied since it started' : '';
   }
 
   // The chosen file's chunks as text, with a legend for the marks.

@@ -58,6 +58,7 @@ pub mod glob;
 pub mod heal;
 pub mod http;
 pub mod memory;
+pub mod mount;
 pub mod names;
 pub mod peer;
 pub mod placement;

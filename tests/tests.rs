@@ -14,6 +14,7 @@ mod http;
 mod keys;
 mod machines;
 mod memory;
+mod mount;
 mod moves;
 mod navigation;
 mod peers;

@@ -149,6 +149,11 @@ struct Args {
     /// PUT and GET [pairs default: 5].
     #[arg(long, conflicts_with_all = ["quick", "profile", "files", "folder"])]
     http: bool,
+    /// Instead of the large-file run: `cp` of the large file out of (and
+    /// into) `dfs mount`'s folder, each paired with dfs's own GET (PUT)
+    /// [pairs default: 5]. Needs FUSE (/dev/fuse and fusermount3).
+    #[arg(long, conflicts_with_all = ["quick", "profile", "files", "folder", "http"])]
+    mount: bool,
     /// Internal: run one chunk server from this configuration file.
     #[arg(long, hide = true, value_name = "CONFIG")]
     serve: Option<PathBuf>,
@@ -225,7 +230,17 @@ fn real_main() -> Result<()> {
     if let Some(op) = &args.profile {
         return profile(&plan, tmp.path(), op);
     }
-    if args.http {
+    if args.mount {
+        let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
+        let report = mount_bench(plan.size, pairs, tmp.path())?;
+        println!();
+        println!(
+            "ringdfs mount benchmark: {} MiB file, {pairs} pairs (ratios: median of per-pair cp / dfs), TLS on",
+            plan.size >> 20
+        );
+        print_rows(&report.table);
+        write_json(args.json.as_deref(), &report)?;
+    } else if args.http {
         let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
         let report = http_bench(plan.size, pairs, tmp.path())?;
         print_http_table(&report);
@@ -822,8 +837,13 @@ fn run_tool(command: &mut Command, what: &str) -> Result<()> {
 
 /// Whether `program --version` runs.
 fn installed(program: &str) -> bool {
+    installed_with(program, "--version")
+}
+
+/// Whether `program FLAG` runs and succeeds.
+fn installed_with(program: &str, flag: &str) -> bool {
     Command::new(program)
-        .arg("--version")
+        .arg(flag)
         .stdin(Stdio::null())
         .output()
         .is_ok_and(|o| o.status.success())
@@ -1083,6 +1103,153 @@ fn http_bench(size: u64, pairs: usize, dir: &Path) -> Result<HttpReport> {
     };
     report.table = report.rows();
     Ok(report)
+}
+
+// ---------------------------------------------------------------------------
+// The mount (`--mount`, issue 19)
+
+#[derive(Serialize)]
+struct MountReport {
+    file_bytes: u64,
+    pairs: usize,
+    figures: Vec<HttpFigure>,
+    table: Vec<Row>,
+}
+
+/// `--mount`: `cp` out of and into the folder `dfs mount` serves (the same
+/// `ringdfs::mount`, in this process), paired with dfs's own GET and PUT.
+fn mount_bench(size: u64, pairs: usize, dir: &Path) -> Result<MountReport> {
+    let started = Instant::now();
+    let say = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+    if !Path::new("/dev/fuse").exists() || !installed_with("fusermount3", "-V") {
+        bail!("--mount needs FUSE: /dev/fuse and fusermount3 (apt-get install fuse3)");
+    }
+    say("writing users.toml and the test file");
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, size)?;
+    let scratch = dir.join("scratch");
+    let folder = dir.join("mnt");
+    fs::create_dir_all(&scratch)?;
+    fs::create_dir_all(&folder)?;
+
+    say("starting four servers and the mount");
+    let cluster = Cluster::start(dir)?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    let config = cluster.client_config(dir);
+    let login = || Client::login(&config, USER.0, USER.1);
+    let client = runtime.block_on(login()).context("logging in")?;
+    let mounted_client = Arc::new(runtime.block_on(login()).context("logging in")?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (up, is_up) = std::sync::mpsc::channel();
+    let handle = runtime.handle().clone();
+    let at = folder.clone();
+    let serving = thread::spawn(move || {
+        ringdfs::mount::run(
+            mounted_client,
+            handle,
+            &at,
+            async {
+                let _ = stopped.await;
+            },
+            move || {
+                let _ = up.send(());
+            },
+        )
+    });
+    is_up
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| anyhow!("the mount did not come up in 20 s"))?;
+
+    say(&format!(
+        "cp of {} MiB out of and into the mount: warm-up, then {pairs} pairs",
+        size >> 20
+    ));
+    let (cp_out, dfs_out) = (scratch.join("cp.out"), scratch.join("dfs.out"));
+    let cp = |from: &Path, to: &Path| run_tool(Command::new("cp").arg(from).arg(to), "cp");
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    let mut stored: Vec<String> = Vec::new();
+    for round in 0..=pairs {
+        for name in stored.drain(..) {
+            runtime
+                .block_on(client.delete(&name))
+                .with_context(|| format!("deleting {name}"))?;
+        }
+        let (mount_name, dfs_name) = (format!("cp-{round}.bin"), format!("dfs-{round}.bin"));
+        stored.push(mount_name.clone());
+        stored.push(dfs_name.clone());
+        let cp_first = round % 2 == 0;
+        let put = pair(
+            cp_first,
+            size,
+            || cp(&big, &folder.join(&mount_name)),
+            || {
+                runtime.block_on(client.put(&big, &dfs_name, &no_progress))?;
+                Ok(())
+            },
+        )?;
+        remove(&cp_out);
+        remove(&dfs_out);
+        // Both read the file dfs stored.
+        let get = pair(
+            cp_first,
+            size,
+            || cp(&folder.join(&dfs_name), &cp_out),
+            || {
+                runtime.block_on(client.get(&dfs_name, &dfs_out, &no_progress))?;
+                Ok(())
+            },
+        )?;
+        verify_same(&big, &cp_out)
+            .with_context(|| format!("cp out of the mount, round {round}"))?;
+        verify_same(&big, &dfs_out).with_context(|| format!("dfs GET, round {round}"))?;
+        let through = runtime.block_on(client.stat(&mount_name))?;
+        if through.size != size {
+            bail!("cp into the mount stored {} bytes of {size}", through.size);
+        }
+        remove(&cp_out);
+        remove(&dfs_out);
+        if round == 0 {
+            continue;
+        }
+        say(&format!(
+            "pair {round}: cp in {:.0} vs dfs put {:.0} MB/s ({:.2}), cp out {:.0} vs dfs get {:.0} MB/s ({:.2})",
+            put.ringdfs_mbps, put.ceiling_mbps, put.ratio,
+            get.ringdfs_mbps, get.ceiling_mbps, get.ratio
+        ));
+        puts.push(HttpPair::from(put));
+        gets.push(HttpPair::from(get));
+    }
+    let _ = stop.send(());
+    serving
+        .join()
+        .map_err(|_| anyhow!("the mount's thread panicked"))??;
+    say("done");
+    let figures = vec![
+        HttpFigure::new("mount GET".into(), "cp MOUNT/FILE out", gets),
+        HttpFigure::new("mount PUT".into(), "cp FILE MOUNT/", puts),
+    ];
+    let table = figures
+        .iter()
+        .map(|f| {
+            let get = f.operation == "mount GET";
+            Row::new(
+                format!("{} {} MiB ({})", f.operation, size >> 20, f.http_command),
+                format!(
+                    "cp {:.0} MB/s, dfs {:.0} MB/s, ratio {:.2}",
+                    f.http_mbps, f.dfs_mbps, f.ratio
+                ),
+                if get { "ratio ≥ 0.50" } else { "no target" },
+                get.then_some(f.ratio >= 0.50),
+            )
+        })
+        .collect();
+    Ok(MountReport {
+        file_bytes: size,
+        pairs,
+        figures,
+        table,
+    })
 }
 
 // ---------------------------------------------------------------------------

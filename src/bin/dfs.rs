@@ -158,6 +158,11 @@ enum Sub {
         recipient: String,
     },
     Shares,
+    /// Your files as the folder DIR (FUSE; needs fusermount3, from the
+    /// fuse3 package), until Ctrl-C or `fusermount3 -u DIR`.
+    Mount {
+        dir: PathBuf,
+    },
     /// Start the four servers of servers/ in this process, then the prompt.
     Local {
         /// Folder holding dfs1.toml .. dfs4.toml [default: servers].
@@ -341,6 +346,29 @@ fn real_main() -> Result<i32> {
             access: None,
         }),
         Some(Sub::Shares) => Some(Command::Shares),
+        Some(Sub::Mount { dir }) => {
+            if !dir.is_dir() {
+                bail!("{}: not a folder to mount on", dir.display());
+            }
+            let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
+            let stop = async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            let user = client.user().to_string();
+            let said = || {
+                print_line(&format!(
+                    "{user}'s files are at {0}; Ctrl-C or `fusermount3 -u {0}` unmounts",
+                    dir.display()
+                ))
+            };
+            ringdfs::mount::run(Arc::new(client), runtime.handle().clone(), &dir, stop, said)?;
+            return Ok(0);
+        }
         Some(Sub::Local { .. }) | None => None,
     };
     // `put - NAME` and `get NAME -`: standard input and output, through a

@@ -288,10 +288,26 @@ impl Mount {
         Ok(nodes)
     }
 
-    /// Forgets the listing of the folder `path` is in (it changed).
-    fn changed(&mut self, path: &str) {
-        let folder = path.rsplit_once('/').map_or("", |(f, _)| f);
-        self.listings.remove(folder);
+    /// Notes a change made here in the kept listing of `node`'s folder
+    /// (not dropping it: a `cp -r` of many files into one folder would
+    /// otherwise list the folder again for every file).
+    fn known(&mut self, node: Node) {
+        let folder = parent(&node.path).to_string();
+        if let Some((_, nodes)) = self.listings.get_mut(&folder) {
+            match nodes.iter_mut().find(|n| n.path == node.path) {
+                Some(kept) => *kept = node,
+                None => nodes.push(node),
+            }
+        }
+    }
+
+    /// Notes that `path` is gone (removed, or moved away): from its
+    /// folder's kept listing, and its own listings and those under it.
+    fn gone(&mut self, path: &str) {
+        if let Some((_, nodes)) = self.listings.get_mut(parent(path)) {
+            nodes.retain(|n| n.path != path);
+        }
+        self.listings.retain(|folder, _| !covers(path, folder));
     }
 
     /// The node at `path` as the servers have it now (or as a writer here
@@ -303,8 +319,7 @@ impl Mount {
         if let Some(node) = self.writing(path) {
             return Ok(node);
         }
-        let folder = path.rsplit_once('/').map_or("", |(f, _)| f);
-        let entries = self.listing(folder).map_err(|e| errno(&e))?;
+        let entries = self.listing(parent(path)).map_err(|e| errno(&e))?;
         entries
             .into_iter()
             .find(|n| n.path == path)
@@ -414,8 +429,9 @@ impl Mount {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.size = receipt.size;
             node.modified = SystemTime::now();
+            let node = node.clone();
+            self.known(node);
         }
-        self.changed(&path);
         debug!(file = %path, size = receipt.size, "stored through the mount");
         Ok(())
     }
@@ -497,6 +513,18 @@ fn errno(e: &Error) -> i32 {
             ErrorKind::InvalidName | ErrorKind::BadRequest => libc::EINVAL,
             ErrorKind::Corrupt | ErrorKind::Internal => libc::EIO,
         },
+    }
+}
+
+/// The folder `path` is in (`""`: the top).
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(folder, _)| folder)
+}
+
+fn answer(reply: ReplyEmpty, result: std::result::Result<(), i32>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 
@@ -620,13 +648,14 @@ impl Filesystem for Mount {
             self.check_write(&path)?;
             self.wait(self.client.folder(&path, true))
                 .map_err(|e| errno(&e))?;
-            self.changed(&path);
-            Ok(Node {
+            let node = Node {
                 path,
                 dir: true,
                 size: 0,
                 modified: SystemTime::now(),
-            })
+            };
+            self.known(node.clone());
+            Ok(node)
         })();
         match result {
             Ok(node) => {
@@ -643,13 +672,10 @@ impl Filesystem for Mount {
             self.check_write(&path)?;
             self.wait(self.client.delete(&path))
                 .map_err(|e| errno(&e))?;
-            self.changed(&path);
+            self.gone(&path);
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
@@ -661,13 +687,10 @@ impl Filesystem for Mount {
             }
             self.wait(self.client.folder(&path, false))
                 .map_err(|e| errno(&e))?;
-            self.changed(&path);
+            self.gone(&path);
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn rename(
@@ -705,8 +728,12 @@ impl Filesystem for Mount {
             }
             self.wait(self.client.relink(&from, &to, false))
                 .map_err(|e| errno(&e))?;
-            self.changed(&from);
-            self.changed(&to);
+            self.gone(&from);
+            self.gone(&to);
+            self.known(Node {
+                path: to.clone(),
+                ..source
+            });
             // The old name's inode now names the new path.
             if let Some(ino) = self.inos.remove(&from) {
                 self.inos.insert(to.clone(), ino);
@@ -716,10 +743,7 @@ impl Filesystem for Mount {
             }
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
@@ -847,17 +871,11 @@ impl Filesystem for Mount {
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
-        match self.store(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.store(fh));
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _data: bool, reply: ReplyEmpty) {
-        match self.store(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, self.store(fh));
     }
 
     fn release(
@@ -875,10 +893,7 @@ impl Filesystem for Mount {
         if let Some(Handle::Write(w)) = self.handles.remove(&fh) {
             let _ = std::fs::remove_file(&w.temp);
         }
-        match stored {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, stored);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -886,13 +901,10 @@ impl Filesystem for Mount {
             let path = self.path_of(ino)?;
             self.listings.remove(&path);
             let nodes = self.listing(&path).map_err(|e| errno(&e))?;
-            let parent = match path.rsplit_once('/') {
-                Some((folder, _)) => self.inos.get(folder).copied().unwrap_or(ROOT),
-                None => ROOT,
-            };
+            let up = self.inos.get(parent(&path)).copied().unwrap_or(ROOT);
             let mut entries = vec![
                 (ino, FileType::Directory, ".".to_string()),
-                (parent, FileType::Directory, "..".to_string()),
+                (up, FileType::Directory, "..".to_string()),
             ];
             for node in nodes {
                 let name = node.path.rsplit('/').next().unwrap_or_default().to_string();

@@ -251,6 +251,24 @@ async fn cp_r_in_and_out_diff_r_saves_renames_truncates_and_a_read_only_share_is
     ok(&format!("cp {w}/tree/docs/f5.bin {m}/while-down.bin"));
     ok(&format!("cmp {w}/tree/docs/f5.bin {m}/while-down.bin"));
 
+    // Over the quota: the store refuses the file, and cp hears EDQUOT.
+    let used = alice.usage("").await.unwrap().report.used();
+    let quota = (used + (1 << 20)).to_string();
+    let (ok_quota, out, err) =
+        crate::util::dfs_server_user(&cluster, 1, &["quota", "alice", &quota]);
+    assert!(ok_quota, "{out}{err}");
+    let (done, said) = sh(&format!("cp {w}/tree/docs/f5.bin {m}/over.bin"));
+    assert!(!done && said.contains("quota exceeded"), "{said}");
+    assert!(alice.stat("over.bin").await.is_err());
+
+    // Both holders of a chunk down (dfs2 and dfs3 are neighbours): its
+    // bytes cannot be had, and a read says EIO, not wrong bytes.
+    cluster.stop(3).await;
+    let (done, said) = sh(&format!("cat {m}/tree/docs/f5.bin > /dev/null"));
+    assert!(!done && said.contains("Input/output error"), "{said}");
+    cluster.restart(2).await;
+    cluster.restart(3).await;
+
     // fusermount3 -u ends the mount and the process, cleanly.
     let said = mount.unmount();
     assert!(String::from_utf8_lossy(&said.stdout).contains("alice's files are at"));

@@ -154,6 +154,15 @@ struct Args {
     /// [pairs default: 5]. Needs FUSE (/dev/fuse and fusermount3).
     #[arg(long, conflicts_with_all = ["quick", "profile", "files", "folder", "http"])]
     mount: bool,
+    /// Instead of the large-file run: PUT and GET of the large file by a
+    /// ringdfs client process against OpenSSH's sftp to a private sshd on a
+    /// loopback port, paired [pairs default: 5]. Needs sftp and sshd.
+    #[arg(long, conflicts_with_all = ["quick", "profile", "files", "folder", "http", "mount"])]
+    sftp: bool,
+    /// Internal: one whole client process, as `dfs put` or `dfs get` is:
+    /// OP (put or get), the client configuration, FROM, TO.
+    #[arg(long, hide = true, num_args = 4, value_names = ["OP", "CONFIG", "FROM", "TO"])]
+    client: Option<Vec<String>>,
     /// Internal: run one chunk server from this configuration file.
     #[arg(long, hide = true, value_name = "CONFIG")]
     serve: Option<PathBuf>,
@@ -217,6 +226,9 @@ fn real_main() -> Result<()> {
     if let Some(config) = &args.serve {
         return serve(config);
     }
+    if let Some(client) = &args.client {
+        return client_process(client);
+    }
     let plan = Plan::from(&args)?;
     let files = args
         .files
@@ -230,7 +242,19 @@ fn real_main() -> Result<()> {
     if let Some(op) = &args.profile {
         return profile(&plan, tmp.path(), op);
     }
-    if args.mount {
+    if args.sftp {
+        let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
+        let Some(report) = sftp_bench(plan.size, pairs, tmp.path())? else {
+            return Ok(());
+        };
+        println!();
+        println!(
+            "ringdfs vs sftp: {} MiB file, {pairs} pairs (ratios: median of per-pair ringdfs speed / sftp speed), whole processes, TLS on",
+            plan.size >> 20
+        );
+        print_rows(&report.table);
+        write_json(args.json.as_deref(), &report)?;
+    } else if args.mount {
         let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
         let report = mount_bench(plan.size, pairs, tmp.path())?;
         println!();
@@ -1103,6 +1127,411 @@ fn http_bench(size: u64, pairs: usize, dir: &Path) -> Result<HttpReport> {
     };
     report.table = report.rows();
     Ok(report)
+}
+
+// ---------------------------------------------------------------------------
+// Against sftp (`--sftp`, issue 20)
+
+/// `--client OP CONFIG FROM TO`: a whole ringdfs client process, as `dfs
+/// put FROM TO` or `dfs get FROM TO` is (log in, one transfer, exit).
+fn client_process(args: &[String]) -> Result<()> {
+    let [op, config, from, to] = args else {
+        bail!("--client takes OP CONFIG FROM TO");
+    };
+    let config = ClientConfig::load(Path::new(config))?;
+    let runtime = Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async {
+        let client = Client::login(&config, USER.0, USER.1).await?;
+        match op.as_str() {
+            "put" => client
+                .put(Path::new(from), to, &no_progress)
+                .await
+                .map(drop),
+            "get" => client
+                .get(from, Path::new(to), &no_progress)
+                .await
+                .map(drop),
+            other => Err(ringdfs::error::Error::BadRequest(format!(
+                "--client {other}?"
+            ))),
+        }
+    })?;
+    Ok(())
+}
+
+/// A private OpenSSH server on a loopback port: a throwaway host key, and
+/// a throwaway client key as the only way in.
+struct Sshd {
+    child: Child,
+    port: u16,
+    key: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Result<Sshd> {
+        fs::create_dir_all(dir)?;
+        let (host, key) = (dir.join("host"), dir.join("client"));
+        for path in [&host, &key] {
+            run_tool(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(path),
+                "ssh-keygen",
+            )?;
+        }
+        fs::copy(key.with_extension("pub"), dir.join("authorized_keys"))?;
+        // sshd wants its privilege-separation folder when run as root.
+        let _ = fs::create_dir_all("/run/sshd");
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = dir.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 PermitRootLogin prohibit-password\nStrictModes no\nPidFile {}\n\
+                 Subsystem sftp internal-sftp\n",
+                host.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            ),
+        )?;
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting sshd")?;
+        let sshd = Sshd { child, port, key };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("sshd did not listen on 127.0.0.1:{port} within 10 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(sshd)
+    }
+
+    /// `sftp` running one batch command (`put A B`, `get A B`).
+    fn sftp(&self, command: &str, dir: &Path) -> Result<()> {
+        let batch = dir.join("batch");
+        fs::write(&batch, format!("{command}\n"))?;
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        run_tool(
+            Command::new("sftp")
+                .args(["-q", "-b"])
+                .arg(&batch)
+                .arg("-i")
+                .arg(&self.key)
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-P",
+                ])
+                .arg(self.port.to_string())
+                .arg(format!("{user}@127.0.0.1")),
+            "sftp",
+        )
+    }
+}
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// CPU-seconds of this process's children that have ended (a whole
+/// client process, once waited for).
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU-seconds of `pid` and of its children that ended (sshd's sessions),
+/// once it has no child left (a session's process ends a moment after its
+/// client; its CPU counts only once sshd has reaped it).
+fn tree_cpu(pid: u32) -> Result<f64> {
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty())
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no command name in {path}"))?;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime, stime, cutime, cstime: fields 14..=17, from field 3 on here.
+    let ticks: u64 = fields.get(11..15).map_or(0, |f| f.iter().sum());
+    Ok(ticks as f64 / clock_ticks_per_s())
+}
+
+/// One side of a pair: wall time, and CPU-seconds of the client process
+/// and of the servers.
+#[derive(Serialize, Clone, Copy)]
+struct Side {
+    secs: f64,
+    client_cpu: f64,
+    server_cpu: f64,
+}
+
+fn timed_side(servers: &dyn Fn() -> Result<f64>, run: impl FnOnce() -> Result<()>) -> Result<Side> {
+    settle();
+    let (client0, server0, t) = (children_cpu(), servers()?, Instant::now());
+    run()?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Side {
+        secs,
+        client_cpu: children_cpu() - client0,
+        server_cpu: servers()? - server0,
+    })
+}
+
+#[derive(Serialize)]
+struct SftpPair {
+    ringdfs_first: bool,
+    ringdfs: Side,
+    sftp: Side,
+    /// ringdfs's speed over sftp's (sftp's time over ringdfs's).
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct SftpFigure {
+    operation: String,
+    ringdfs_mbps: f64,
+    sftp_mbps: f64,
+    ratio: f64,
+    /// Median CPU-seconds per GiB: ringdfs's client and servers, sftp's
+    /// client and sshd.
+    ringdfs_client_cpu_per_gib: f64,
+    ringdfs_servers_cpu_per_gib: f64,
+    sftp_client_cpu_per_gib: f64,
+    sshd_cpu_per_gib: f64,
+    pairs: Vec<SftpPair>,
+}
+
+#[derive(Serialize)]
+struct SftpReport {
+    file_bytes: u64,
+    pairs: usize,
+    figures: Vec<SftpFigure>,
+    table: Vec<Row>,
+}
+
+/// `--sftp`: a ringdfs client process (`--client`) against `sftp` to a
+/// private sshd, PUT and GET of one large file, alternating who goes first.
+/// `None` (and a line) without sftp or sshd.
+fn sftp_bench(size: u64, pairs: usize, dir: &Path) -> Result<Option<SftpReport>> {
+    let started = Instant::now();
+    let say = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+    let on_path = |program: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+    };
+    if !Path::new(SSHD).exists() || !on_path("sftp") || !on_path("ssh-keygen") {
+        println!("skipped: --sftp needs OpenSSH's sftp and {SSHD} (apt-get install openssh-client openssh-server)");
+        return Ok(None);
+    }
+    say("writing users.toml and the test file");
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, size)?;
+    let scratch = dir.join("scratch");
+    let store = dir.join("sftp-store");
+    fs::create_dir_all(&scratch)?;
+    fs::create_dir_all(&store)?;
+
+    say("starting four servers and a private sshd");
+    let cluster = Cluster::start(dir)?;
+    let sshd = Sshd::start(&dir.join("ssh"))?;
+    let config = dir.join("client.toml");
+    let client_config = cluster.client_config(dir);
+    fs::write(
+        &config,
+        format!(
+            "servers = {:?}\ndownload_dir = \"downloads\"\ntimeout_secs = 5\nca = {:?}\n",
+            client_config.servers,
+            client_config.ca.display().to_string()
+        ),
+    )?;
+    let me = std::env::current_exe().context("finding this executable")?;
+    let ringdfs = |op: &str, from: &Path, to: &str| {
+        run_tool(
+            Command::new(&me)
+                .arg("--client")
+                .arg(op)
+                .arg(&config)
+                .arg(from)
+                .arg(to),
+            "the ringdfs client",
+        )
+    };
+    let server_pids = running_pids(&cluster)?;
+    let ringdfs_servers = || -> Result<f64> {
+        let ticks: u64 = server_pids
+            .iter()
+            .map(|&p| cpu_ticks(p))
+            .sum::<Result<u64>>()?;
+        Ok(ticks as f64 / clock_ticks_per_s())
+    };
+    let sshd_pid = sshd.child.id();
+    let sshd_cpu = || tree_cpu(sshd_pid);
+    let (ringdfs_out, sftp_out) = (scratch.join("ringdfs.out"), scratch.join("sftp.out"));
+
+    say(&format!(
+        "PUT and GET of {} MiB: warm-up, then {pairs} pairs",
+        size >> 20
+    ));
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    for round in 0..=pairs {
+        let ringdfs_first = round % 2 == 0;
+        let name = format!("sftp-bench-{round}.bin");
+        let remote = store.join(&name);
+        let pair_of = |first: bool,
+                       r: &mut dyn FnMut() -> Result<Side>,
+                       f: &mut dyn FnMut() -> Result<Side>|
+         -> Result<SftpPair> {
+            let (ringdfs, sftp) = if first {
+                let r = r()?;
+                (r, f()?)
+            } else {
+                let f = f()?;
+                (r()?, f)
+            };
+            Ok(SftpPair {
+                ringdfs_first: first,
+                ringdfs,
+                sftp,
+                ratio: sftp.secs / ringdfs.secs,
+            })
+        };
+        let put = pair_of(
+            ringdfs_first,
+            &mut || timed_side(&ringdfs_servers, || ringdfs("put", &big, &name)),
+            &mut || {
+                timed_side(&sshd_cpu, || {
+                    sshd.sftp(
+                        &format!("put {} {}", big.display(), remote.display()),
+                        &scratch,
+                    )
+                })
+            },
+        )?;
+        remove(&ringdfs_out);
+        remove(&sftp_out);
+        let get = pair_of(
+            ringdfs_first,
+            &mut || {
+                timed_side(&ringdfs_servers, || {
+                    ringdfs(
+                        "get",
+                        Path::new(&name),
+                        ringdfs_out.to_str().unwrap_or_default(),
+                    )
+                })
+            },
+            &mut || {
+                timed_side(&sshd_cpu, || {
+                    sshd.sftp(
+                        &format!("get {} {}", remote.display(), sftp_out.display()),
+                        &scratch,
+                    )
+                })
+            },
+        )?;
+        verify_same(&big, &ringdfs_out).with_context(|| format!("ringdfs GET, round {round}"))?;
+        verify_same(&big, &sftp_out).with_context(|| format!("sftp GET, round {round}"))?;
+        verify_same(&big, &remote).with_context(|| format!("sftp PUT, round {round}"))?;
+        remove(&ringdfs_out);
+        remove(&sftp_out);
+        remove(&remote);
+        Runtime::new()?.block_on(async {
+            let client = Client::login(&client_config, USER.0, USER.1).await?;
+            client.delete(&name).await.map(drop)
+        })?;
+        if round == 0 {
+            continue;
+        }
+        say(&format!(
+            "pair {round}: PUT ringdfs {:.2} s vs sftp {:.2} s ({:.2}×), GET ringdfs {:.2} s vs sftp {:.2} s ({:.2}×)",
+            put.ringdfs.secs, put.sftp.secs, put.ratio, get.ringdfs.secs, get.sftp.secs, get.ratio
+        ));
+        puts.push(put);
+        gets.push(get);
+    }
+    say("done");
+    let gib = size as f64 / f64::from(1u32 << 30);
+    let figure = |operation: &str, pairs: Vec<SftpPair>| {
+        let med = |f: &dyn Fn(&SftpPair) -> f64| median(&pairs.iter().map(f).collect::<Vec<_>>());
+        SftpFigure {
+            operation: operation.to_string(),
+            ringdfs_mbps: med(&|p| size as f64 / 1e6 / p.ringdfs.secs),
+            sftp_mbps: med(&|p| size as f64 / 1e6 / p.sftp.secs),
+            ratio: med(&|p| p.ratio),
+            ringdfs_client_cpu_per_gib: med(&|p| p.ringdfs.client_cpu / gib),
+            ringdfs_servers_cpu_per_gib: med(&|p| p.ringdfs.server_cpu / gib),
+            sftp_client_cpu_per_gib: med(&|p| p.sftp.client_cpu / gib),
+            sshd_cpu_per_gib: med(&|p| p.sftp.server_cpu / gib),
+            pairs,
+        }
+    };
+    let figures = vec![figure("PUT", puts), figure("GET", gets)];
+    let mut table = Vec::new();
+    for (f, target) in figures.iter().zip([1.5, 2.5]) {
+        table.push(Row::new(
+            format!("{} {} MiB, ringdfs vs sftp", f.operation, size >> 20),
+            format!(
+                "ringdfs {:.0} MB/s, sftp {:.0} MB/s, {:.2}× sftp's speed",
+                f.ringdfs_mbps, f.sftp_mbps, f.ratio
+            ),
+            &format!("≥ {target}×"),
+            Some(f.ratio >= target),
+        ));
+        table.push(Row::new(
+            format!("{} CPU-s per GiB", f.operation),
+            format!(
+                "ringdfs client {:.2} + servers {:.2}; sftp client {:.2} + sshd {:.2}",
+                f.ringdfs_client_cpu_per_gib,
+                f.ringdfs_servers_cpu_per_gib,
+                f.sftp_client_cpu_per_gib,
+                f.sshd_cpu_per_gib
+            ),
+            "",
+            None,
+        ));
+    }
+    Ok(Some(SftpReport {
+        file_bytes: size,
+        pairs,
+        figures,
+        table,
+    }))
 }
 
 // ---------------------------------------------------------------------------

@@ -7,10 +7,11 @@
 //! - **Names:** a folder lists as `ls` does (the page of each server
 //!   merged); `shared/` holds what others share. A listing is kept 1 s, so
 //!   `ls -l` and a `cp -r` do not ask the servers for every name.
-//! - **Reads are ranged** ([`Client::read`]): a read at an offset nobody
-//!   read up to fetches only the 1 MiB blocks it touches; a read that goes
-//!   on where the last one ended streams the rest of the file, a chunk
-//!   ahead. Every byte handed to the kernel was checked against the
+//! - **Reads are ranged** ([`Client::read`]): a read elsewhere than where
+//!   the last one ended fetches only its own bytes (the servers send the
+//!   1 MiB blocks that hold them); a read from the start, or going on where
+//!   the last one ended, streams the rest of the file, a chunk ahead, until
+//!   the file is closed or read elsewhere. Every byte handed to the kernel was checked against the
 //!   file's checksums. At most one stream per open file (its buffer is
 //!   bounded, see `client::read`). A handle reads one version: if the file
 //!   is replaced while it is open, its next read that must fetch fails with
@@ -45,7 +46,7 @@ use crate::sharing::{covers, Access, SHARED};
 /// How long the kernel may keep a name or attributes, and the mount a
 /// folder's listing, before asking again.
 const TTL: Duration = Duration::from_secs(1);
-/// The block a ranged read rounds up to (the servers check whole blocks).
+/// The servers' checked block: the I/O size the mount offers the kernel.
 const BLOCK: u64 = crate::blocks::BLOCK;
 /// The block size `statfs` reports.
 const STATFS_BLOCK: u64 = 4096;
@@ -454,11 +455,13 @@ impl Mount {
                 .as_ref()
                 .is_some_and(|s| s.at == at && s.at < s.end);
             if !usable {
-                // Going on from the last read: the rest of the file,
-                // streamed. Elsewhere: only the blocks this read touches.
-                let stop = match at == r.next && at > 0 {
+                // From the start, or going on from the last read: the rest
+                // of the file, streamed (dropped with the handle). Elsewhere:
+                // exactly this read's bytes, for which the servers send only
+                // the blocks that hold them.
+                let stop = match at == r.next {
                     true => r.size,
-                    false => end.div_ceil(BLOCK).saturating_mul(BLOCK).min(r.size),
+                    false => end,
                 };
                 let (manifest, bytes) = runtime
                     .block_on(client.read(&r.path, Some(at..stop)))

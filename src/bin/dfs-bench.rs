@@ -968,6 +968,18 @@ fn print_http_table(report: &HttpReport) {
     print_rows(&report.table);
 }
 
+/// What `--http`, `--mount` and `--sftp` start from: `users.toml` in
+/// `dir`, a random source file of `size` bytes, and an empty scratch folder
+/// for what is read back.
+fn one_file_setup(dir: &Path, size: u64) -> Result<(PathBuf, PathBuf)> {
+    write_users(&dir.join("users.toml"))?;
+    let big = dir.join("big.src");
+    write_random_file(&big, size)?;
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch)?;
+    Ok((big, scratch))
+}
+
 /// `--http`: S3 (the aws CLI) and the files API (curl) paired with dfs's
 /// own client, PUT and GET of one large file.
 fn http_bench(size: u64, pairs: usize, dir: &Path) -> Result<HttpReport> {
@@ -986,11 +998,7 @@ fn http_bench(size: u64, pairs: usize, dir: &Path) -> Result<HttpReport> {
         .collect();
 
     say("writing users.toml and the test file");
-    write_users(&dir.join("users.toml"))?;
-    let big = dir.join("big.src");
-    write_random_file(&big, size)?;
-    let scratch = dir.join("scratch");
-    fs::create_dir_all(&scratch)?;
+    let (big, scratch) = one_file_setup(dir, size)?;
 
     say("starting four servers with HTTPS endpoints");
     let cluster = Cluster::start_http(dir)?;
@@ -1359,12 +1367,8 @@ fn sftp_bench(size: u64, pairs: usize, dir: &Path) -> Result<Option<SftpReport>>
         return Ok(None);
     }
     say("writing users.toml and the test file");
-    write_users(&dir.join("users.toml"))?;
-    let big = dir.join("big.src");
-    write_random_file(&big, size)?;
-    let scratch = dir.join("scratch");
+    let (big, scratch) = one_file_setup(dir, size)?;
     let store = dir.join("sftp-store");
-    fs::create_dir_all(&scratch)?;
     fs::create_dir_all(&store)?;
 
     say("starting four servers and a private sshd");
@@ -1554,12 +1558,8 @@ fn mount_bench(size: u64, pairs: usize, dir: &Path) -> Result<MountReport> {
         bail!("--mount needs FUSE: /dev/fuse and fusermount3 (apt-get install fuse3)");
     }
     say("writing users.toml and the test file");
-    write_users(&dir.join("users.toml"))?;
-    let big = dir.join("big.src");
-    write_random_file(&big, size)?;
-    let scratch = dir.join("scratch");
+    let (big, scratch) = one_file_setup(dir, size)?;
     let folder = dir.join("mnt");
-    fs::create_dir_all(&scratch)?;
     fs::create_dir_all(&folder)?;
 
     say("starting four servers and the mount");

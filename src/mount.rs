@@ -62,13 +62,7 @@ pub fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     mounted: impl FnOnce(),
 ) -> Result<()> {
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-    if !meta.is_dir() {
-        return Err(Error::BadRequest(format!(
-            "{}: not a folder to mount on",
-            dir.display()
-        )));
-    }
+    check_folder(dir)?;
     let temp = tempfile::Builder::new()
         .prefix("ringdfs-mount-")
         .tempdir()
@@ -81,8 +75,17 @@ pub fn run(
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
-    let mut session = fuser::Session::new(fs, dir, &options)
-        .map_err(|e| Error::io(format!("mounting on {}", dir.display()), e))?;
+    let mut session = fuser::Session::new(fs, dir, &options).map_err(|e| {
+        // fuser runs fusermount3; without it the error names no file.
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Refused(format!(
+                "mounting on {} needs fusermount3 and /dev/fuse (Debian: apt-get install fuse3)",
+                dir.display()
+            ))
+        } else {
+            Error::io(format!("mounting on {}", dir.display()), e)
+        }
+    })?;
     let mut unmounter = session.unmount_callable();
     let at = dir.display().to_string();
     runtime.spawn(async move {
@@ -97,6 +100,18 @@ pub fn run(
         .map_err(|e| Error::io(format!("serving the mount on {}", dir.display()), e))?;
     drop(temp);
     Ok(())
+}
+
+/// Refuses a mount point that is not a folder (before anything else is
+/// asked, a password included).
+pub fn check_folder(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        _ => Err(Error::Refused(format!(
+            "{}: not a folder to mount on",
+            dir.display()
+        ))),
+    }
 }
 
 /// What the mount knows of one name.
@@ -260,11 +275,13 @@ impl Mount {
     }
 
     /// A folder's entries, fetched if the kept listing is older than [`TTL`].
-    fn listing(&mut self, folder: &str) -> Result<Vec<Node>> {
-        if let Some((at, nodes)) = self.listings.get(folder) {
-            if at.elapsed() < TTL {
-                return Ok(nodes.clone());
-            }
+    fn listing(&mut self, folder: &str) -> Result<&[Node]> {
+        let fresh = self
+            .listings
+            .get(folder)
+            .is_some_and(|(at, _)| at.elapsed() < TTL);
+        if fresh {
+            return Ok(&self.listings[folder].1);
         }
         let items = self.wait(self.client.list_dir(folder))?;
         let nodes: Vec<Node> = items
@@ -284,9 +301,11 @@ impl Mount {
                 },
             })
             .collect();
-        self.listings
-            .insert(folder.to_string(), (Instant::now(), nodes.clone()));
-        Ok(nodes)
+        let kept = self
+            .listings
+            .entry(folder.to_string())
+            .insert_entry((Instant::now(), nodes));
+        Ok(&kept.into_mut().1)
     }
 
     /// Notes a change made here in the kept listing of `node`'s folder
@@ -322,8 +341,9 @@ impl Mount {
         }
         let entries = self.listing(parent(path)).map_err(|e| errno(&e))?;
         entries
-            .into_iter()
+            .iter()
             .find(|n| n.path == path)
+            .cloned()
             .ok_or(libc::ENOENT)
     }
 
@@ -339,25 +359,26 @@ impl Mount {
     /// with write access (the servers check again; this gives `EACCES` at
     /// open, not at close).
     fn may_write(&self, path: &str) -> bool {
-        let Some(rest) = path.strip_prefix(SHARED) else {
-            return true;
-        };
-        if !rest.is_empty() && !rest.starts_with('/') {
-            return true; // "sharedfolder": one of the user's own
+        if path == SHARED {
+            return false;
         }
-        let rest = rest.trim_start_matches('/');
-        let Some((owner, inner)) = rest.split_once('/') else {
-            return false; // `shared/` itself and `shared/OWNER`
+        let Ok(scope) = self.client.scope(path) else {
+            return false;
         };
+        if !scope.shared {
+            return true;
+        }
+        // `shared/OWNER` itself is nobody's to change.
         let user = self.client.user();
-        self.shares.as_ref().is_some_and(|(_, shares)| {
-            shares.iter().any(|s| {
-                s.owner == owner
-                    && s.user == user
-                    && s.access == Access::Write
-                    && covers(&s.path, inner)
+        !scope.name.is_empty()
+            && self.shares.as_ref().is_some_and(|(_, shares)| {
+                shares.iter().any(|s| {
+                    s.owner == scope.owner
+                        && s.user == user
+                        && s.access == Access::Write
+                        && covers(&s.path, &scope.name)
+                })
             })
-        })
     }
 
     /// [`Mount::may_write`], with what is shared asked again if the answer
@@ -435,6 +456,16 @@ impl Mount {
         }
         debug!(file = %path, size = receipt.size, "stored through the mount");
         Ok(())
+    }
+
+    /// Ends an open file: what it wrote since it was last stored is stored
+    /// (a close flushes first, so usually nothing), and its temp file goes.
+    fn close(&mut self, fh: u64) -> std::result::Result<(), i32> {
+        let stored = self.store(fh);
+        if let Some(Handle::Write(w)) = self.handles.remove(&fh) {
+            let _ = std::fs::remove_file(&w.temp);
+        }
+        stored
     }
 
     /// `size` bytes at `offset` of a file open for reading.
@@ -618,11 +649,7 @@ impl Filesystem for Mount {
                             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
                         w.dirty = true;
                         let fh = self.new_fh(Handle::Write(w));
-                        let stored = self.store(fh);
-                        if let Some(Handle::Write(w)) = self.handles.remove(&fh) {
-                            let _ = std::fs::remove_file(&w.temp);
-                        }
-                        stored?;
+                        self.close(fh)?;
                     }
                 }
                 node.size = size;
@@ -891,19 +918,14 @@ impl Filesystem for Mount {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        // A close flushes first; this stores only what came after.
-        let stored = self.store(fh);
-        if let Some(Handle::Write(w)) = self.handles.remove(&fh) {
-            let _ = std::fs::remove_file(&w.temp);
-        }
-        answer(reply, stored);
+        answer(reply, self.close(fh));
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let result = (|| {
             let path = self.path_of(ino)?;
             self.listings.remove(&path);
-            let nodes = self.listing(&path).map_err(|e| errno(&e))?;
+            let nodes = self.listing(&path).map_err(|e| errno(&e))?.to_vec();
             let up = self.inos.get(parent(&path)).copied().unwrap_or(ROOT);
             let mut entries = vec![
                 (ino, FileType::Directory, ".".to_string()),

@@ -298,6 +298,31 @@ async fn cp_r_in_and_out_diff_r_saves_renames_truncates_and_a_read_only_share_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_point_that_is_no_folder_is_one_line_before_any_login() {
+    let cluster = Cluster::start(1).await;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for dir in [file, work.path().join("missing")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .arg("--config")
+            .arg(cluster.write_client_config())
+            .args(["--user", "alice", "mount"])
+            .arg(&dir)
+            .env("DFS_PASSWORD", "a wrong one: never asked for")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert_eq!(
+            said.trim_end(),
+            format!("dfs: {}: not a folder to mount on", dir.display())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_4_kib_in_the_middle_of_a_1_gib_file_moves_about_one_block() {
     if let Some(why) = no_fuse() {
         println!("skipped: {why}");

@@ -247,23 +247,19 @@ fn real_main() -> Result<()> {
         let Some(report) = sftp_bench(plan.size, pairs, tmp.path())? else {
             return Ok(());
         };
-        println!();
-        println!(
+        let title = format!(
             "ringdfs vs sftp: {} MiB file, {pairs} pairs (ratios: median of per-pair ringdfs speed / sftp speed), whole processes, TLS on",
             plan.size >> 20
         );
-        print_rows(&report.table);
-        write_json(args.json.as_deref(), &report)?;
+        print_report(&title, &report.table, args.json.as_deref(), &report)?;
     } else if args.mount {
         let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
         let report = mount_bench(plan.size, pairs, tmp.path())?;
-        println!();
-        println!(
+        let title = format!(
             "ringdfs mount benchmark: {} MiB file, {pairs} pairs (ratios: median of per-pair cp / dfs), TLS on",
             plan.size >> 20
         );
-        print_rows(&report.table);
-        write_json(args.json.as_deref(), &report)?;
+        print_report(&title, &report.table, args.json.as_deref(), &report)?;
     } else if args.http {
         let pairs = args.pairs.unwrap_or(HTTP_PAIRS);
         let report = http_bench(plan.size, pairs, tmp.path())?;
@@ -276,10 +272,8 @@ fn real_main() -> Result<()> {
         let figures = folder_listing(n, 7, 3, tmp.path())?;
         let mut table = Vec::new();
         folder_rows(&figures, &mut table);
-        println!();
-        println!("ringdfs folder benchmark: ls of one folder, TLS on");
-        print_rows(&table);
-        write_json(args.json.as_deref(), &figures)?;
+        let title = "ringdfs folder benchmark: ls of one folder, TLS on";
+        print_report(title, &table, args.json.as_deref(), &figures)?;
     } else if let Some(files) = files {
         let report = files_bench(&files, tmp.path())?;
         print_files_table(&report);
@@ -293,6 +287,19 @@ fn real_main() -> Result<()> {
     // this can take a while.
     eprintln!("removing {}", tmp.path().display());
     Ok(())
+}
+
+/// A report's table under its title, and its figures as JSON if asked.
+fn print_report(
+    title: &str,
+    table: &[Row],
+    json: Option<&Path>,
+    report: &impl Serialize,
+) -> Result<()> {
+    println!();
+    println!("{title}");
+    print_rows(table);
+    write_json(json, report)
 }
 
 /// `--json PATH`: every figure of `report`, written to `path`.
@@ -1376,14 +1383,8 @@ fn sftp_bench(size: u64, pairs: usize, dir: &Path) -> Result<Option<SftpReport>>
     let sshd = Sshd::start(&dir.join("ssh"))?;
     let config = dir.join("client.toml");
     let client_config = cluster.client_config(dir);
-    fs::write(
-        &config,
-        format!(
-            "servers = {:?}\ndownload_dir = \"downloads\"\ntimeout_secs = 5\nca = {:?}\n",
-            client_config.servers,
-            client_config.ca.display().to_string()
-        ),
-    )?;
+    let text = toml::to_string(&client_config).context("writing the client's configuration")?;
+    fs::write(&config, text)?;
     let me = std::env::current_exe().context("finding this executable")?;
     let ringdfs = |op: &str, from: &Path, to: &str| {
         run_tool(

@@ -347,9 +347,7 @@ fn real_main() -> Result<i32> {
         }),
         Some(Sub::Shares) => Some(Command::Shares),
         Some(Sub::Mount { dir }) => {
-            if !dir.is_dir() {
-                bail!("{}: not a folder to mount on", dir.display());
-            }
+            ringdfs::mount::check_folder(&dir)?;
             let client = runtime.block_on(login(&config, args.user.clone(), interactive))?;
             let stop = async {
                 use tokio::signal::unix::{signal, SignalKind};

@@ -193,7 +193,7 @@ async fn serve(
             let download = parts
                 .uri
                 .query()
-                .is_some_and(|q| q.split('&').any(|p| p == "download"));
+                .is_some_and(|q| query_value(q, "download").is_some());
             file_safety(response.headers_mut(), name, download);
             if method == Method::GET && len > 0 {
                 let (_, stream) = client.read(name, range).await?;

@@ -52,6 +52,7 @@ pub mod chord;
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod direct;
 pub mod config;
 pub mod error;
 pub mod glob;

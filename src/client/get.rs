@@ -10,7 +10,6 @@
 //! manifest; a chunk that does not match is fetched again from its start.
 
 use std::collections::BTreeMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use std::sync::Arc;
 use futures_util::future::{join_all, try_join_all};
 use tracing::debug;
 
+use crate::direct::DirectFile;
 use crate::error::{Error, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{checksum_of, ChunkId, Kept, Manifest, Request, Response, Version};
@@ -379,7 +379,7 @@ impl Client {
             // Hashing and writing run on the blocking pool, one writer per
             // chunk: the chunks of a GET then hash on every core, and the
             // async thread only moves blocks (no copy into tokio's file buffer).
-            let (tx, writer) = spawn_chunk_writer(part, chunk, start, offset, hasher);
+            let (tx, writer) = spawn_chunk_writer(part, chunk, (start, len), offset, hasher);
             while let Some(block) = next_block(&mut conn, server).await? {
                 if offset + received + block.len() as u64 > len {
                     return Err(Error::Protocol(format!("{server} sent too much data")).into());
@@ -569,47 +569,53 @@ struct Source<'a> {
 }
 
 /// A blocking task that writes the blocks sent to it into the part file
-/// for chunk `chunk` (at `start`) from its byte `offset` on, hashing them
+/// for chunk `chunk` (at `start`, `chunk_len` bytes) from its byte `offset` on, hashing them
 /// after the `offset` bytes already there (read back first); it notes what
 /// is written in the part's record and returns the checksum once the
 /// sender is dropped. Its errors name the part's target.
 fn spawn_chunk_writer(
     part: &Part<'_>,
     chunk: u32,
-    start: u64,
+    (start, chunk_len): (u64, u64),
     offset: u64,
     mut hasher: blake3::Hasher,
 ) -> (
     tokio::sync::mpsc::Sender<bytes::Bytes>,
     tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
 ) {
-    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::FileExt;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
     let (path, target) = (part.path.to_path_buf(), part.target.display().to_string());
     let written = Arc::clone(part.written);
     let writer = tokio::task::spawn_blocking(move || {
         let local_error = |e| Error::io(target.clone(), e);
-        let mut file = std::fs::OpenOptions::new()
+        // Its own open: its own O_DIRECT flag (see `direct`).
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(local_error)?;
-        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
         // Only what is read back (resuming) needs a buffer.
         let mut buf = vec![0u8; offset.min(crate::protocol::MAX_BLOCK as u64) as usize];
         let mut at = 0u64;
         while at < offset {
             let want = (offset - at).min(buf.len() as u64) as usize;
-            file.read_exact(&mut buf[..want]).map_err(local_error)?;
+            file.read_exact_at(&mut buf[..want], start + at)
+                .map_err(local_error)?;
             hasher.update(&buf[..want]);
             at += want as u64;
         }
+        let len = chunk_len - offset;
+        let mut out = DirectFile::new(file, start + offset, len);
         while let Some(block) = rx.blocking_recv() {
             hasher.update(&block);
-            file.write_all(&block).map_err(local_error)?;
-            at += block.len() as u64;
-            written.set(chunk, at, false);
+            out.write_all(&block).map_err(local_error)?;
+            written.set(chunk, out.written_to() - start, false);
         }
+        // What is left in its stage (the rest is not forced to disk: see
+        // `get_version`).
+        out.flush().map_err(local_error)?;
+        written.set(chunk, out.written_to() - start, false);
         Ok(checksum_of(&hasher))
     });
     (tx, writer)

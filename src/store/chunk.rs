@@ -21,7 +21,6 @@
 //! compares them with the checksum stored when the chunk arrived.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -33,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use crate::blocks::{BlockHasher, BlockValue, Layout};
 use crate::codec;
+use crate::direct::DirectFile;
 use crate::error::{Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::chunk_range;
@@ -123,7 +123,7 @@ enum Sink {
     /// (`tmp` armed), or an upload's kept partial (`tmp` disarmed, `busy`
     /// held while it is written).
     File {
-        file: File,
+        file: DirectFile,
         path: PathBuf,
         tmp: RemoveOnDrop,
         busy: Option<Busy>,
@@ -185,7 +185,7 @@ impl ChunkWriter {
             Sink::Memory(Vec::with_capacity(len as usize))
         } else {
             store.note_upload(&spec)?;
-            temp_sink(&store)?
+            temp_sink(&store, len)?
         };
         Ok(ChunkWriter {
             hasher: BlockHasher::new(&spec.id()),
@@ -229,7 +229,7 @@ impl ChunkWriter {
                 )));
             }
             // Another attempt is still writing it: this one is not kept.
-            let sink = temp_sink(&store)?;
+            let sink = temp_sink(&store, len)?;
             return Ok(ChunkWriter {
                 hasher: BlockHasher::new(&spec.id()),
                 store,
@@ -250,7 +250,7 @@ impl ChunkWriter {
                     spec.chunk
                 ))
             };
-            let mut file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+            let file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
                 Err(e) => return Err(Error::storage("opening a partial chunk", e)),
@@ -265,16 +265,13 @@ impl ChunkWriter {
             file.set_len(offset)
                 .map_err(|e| Error::storage("cutting a partial chunk", e))?;
             hash_prefix(&file, offset, |b| hasher.update(b))?;
-            use std::io::{Seek, SeekFrom};
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::storage("reading a partial chunk", e))?;
             file
         };
         Ok(ChunkWriter {
             hasher,
             store,
             sink: Sink::File {
-                file,
+                file: DirectFile::new(file, offset, len - offset),
                 path,
                 tmp: RemoveOnDrop(None),
                 busy: Some(busy),
@@ -353,8 +350,7 @@ impl ChunkWriter {
                 let mut tail = codec::encode(&trailer)?;
                 tail.extend_from_slice(&(tail.len() as u32).to_le_bytes());
                 tail.extend_from_slice(CHUNK_MAGIC);
-                file.write_all(&tail)
-                    .and_then(|()| file.sync_data())
+                file.finish(&tail)
                     .map_err(|e| Error::storage("syncing a chunk", e))?;
                 let dest = self
                     .store
@@ -396,11 +392,11 @@ pub struct Sealed {
 }
 
 /// A sink writing to a fresh file under `tmp/`, removed unless finished.
-fn temp_sink(store: &Store) -> Result<Sink> {
+fn temp_sink(store: &Store, len: u64) -> Result<Sink> {
     let tmp = store.tmp_path()?;
     let file = File::create(&tmp).map_err(|e| Error::storage("creating a chunk file", e))?;
     Ok(Sink::File {
-        file,
+        file: DirectFile::new(file, 0, len),
         path: tmp.clone(),
         tmp: RemoveOnDrop(Some(tmp)),
         busy: None,

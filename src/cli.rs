@@ -1198,27 +1198,30 @@ impl Outcome {
     pub fn text(&self, style: Style) -> String {
         match self {
             Outcome::Put { name, receipt } if receipt.missing.is_empty() => format!(
-                "stored {name}: {} in {} chunks, {} copies{}; {}  {name}",
+                "stored {name}: {} in {} chunks, {} copies{}; {} {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
                 apart(receipt, style),
-                crate::hex(&receipt.md5),
+                receipt.digest.algorithm(),
+                receipt.digest.hex(),
             ),
             Outcome::Put { name, receipt } => format!(
-                "stored {name}: {} in {} chunks, {} of {} copies, {}{}; {}  {name}",
+                "stored {name}: {} in {} chunks, {} of {} copies, {}{}; {} {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
                 receipt.wanted,
                 style.paint(&degraded(receipt), Color::Yellow),
                 apart(receipt, style),
-                crate::hex(&receipt.md5),
+                receipt.digest.algorithm(),
+                receipt.digest.hex(),
             ),
             Outcome::Get { receipt, .. } => format!(
-                "fetched {} and verified every chunk; {}  {}",
+                "fetched {} and verified every chunk; {} {}  {}",
                 human_size(receipt.size),
-                crate::hex(&receipt.md5),
+                receipt.digest.algorithm(),
+                receipt.digest.hex(),
                 receipt.path.display(),
             ),
             Outcome::List {
@@ -1313,13 +1316,13 @@ impl Outcome {
                     .iter()
                     .map(|(server, why)| (server.clone(), Value::from(why.as_str())))
                     .collect::<serde_json::Map<String, Value>>(),
-                "md5": crate::hex(&receipt.md5),
+                receipt.digest.algorithm(): receipt.digest.hex(),
             }),
             Outcome::Get { name, receipt } => json!({
                 "name": name,
                 "size": receipt.size,
                 "path": receipt.path,
-                "md5": crate::hex(&receipt.md5),
+                receipt.digest.algorithm(): receipt.digest.hex(),
             }),
             Outcome::List { items, .. } => Value::Array(
                 items

@@ -122,7 +122,7 @@ impl DirectFile {
 
     /// Turns `O_DIRECT` on, if wanted and at a page boundary.
     fn go_direct(&mut self) {
-        if self.wanted && !self.direct && self.at % ALIGN as u64 == 0 {
+        if self.wanted && !self.direct && self.at.is_multiple_of(ALIGN as u64) {
             self.direct = set_direct(&self.file, true).is_ok();
             self.wanted = self.direct;
         }
@@ -218,7 +218,7 @@ mod tests {
             for part in data.chunks(piece) {
                 out.write_all(part).unwrap();
             }
-            if can_direct && len > STAGE && at % ALIGN as u64 == 0 {
+            if can_direct && len > STAGE && at.is_multiple_of(ALIGN as u64) {
                 assert!(out.direct, "{len} from {at}: not past the cache");
             }
             out.finish(b"trailer").unwrap();
@@ -227,7 +227,11 @@ mod tests {
             let mut want = vec![9u8; at as usize];
             want.extend_from_slice(&data);
             want.extend_from_slice(b"trailer");
-            assert_eq!(got.len(), want.len(), "{len} in pieces of {piece} from {at}");
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "{len} in pieces of {piece} from {at}"
+            );
             assert!(got == want, "{len} in pieces of {piece} from {at}");
         }
     }

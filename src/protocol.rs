@@ -66,8 +66,9 @@ use crate::sharing::{Access, Share};
 /// `GetChunkFrom`; 9: S3 keys in user records, `UserChange::KeyAdd|KeyDel`,
 /// `GatewayLogin`, S3 metadata in manifests, ETags in listings, `Denied`
 /// and `OverQuota` errors; 10: small files in one round, `Fetch` and
-/// `PutSmall`; 11: ranged chunk reads, `GetRange`).
-pub const PROTOCOL_VERSION: u32 = 11;
+/// `PutSmall`; 11: ranged chunk reads, `GetRange`; 12: a manifest's
+/// `FileDigest`, SHA-256 or MD5, in place of its MD5).
+pub const PROTOCOL_VERSION: u32 = 12;
 /// A file of at most this many bytes moves in one message per server each
 /// way (`Fetch`, `PutSmall`) instead of a stream per chunk: one round trip
 /// and one commit per holder for its data. Well inside a frame.
@@ -225,8 +226,8 @@ pub struct Manifest {
     pub checksums: Vec<Checksum>,
     /// Seconds since the Unix epoch when the writer started the PUT.
     pub stored_at: u64,
-    /// MD5 of the whole file, as `md5sum` prints it (zeros for a tombstone).
-    pub md5: [u8; 16],
+    /// The whole file's digest, for receipts (see [`FileDigest`]).
+    pub digest: FileDigest,
     pub deleted: bool,
     /// Where the file's data is, when not under this name and version: a
     /// file moved or copied shares the data a PUT wrote under another name
@@ -238,6 +239,38 @@ pub struct Manifest {
     /// What an S3 client said of the object beyond its bytes (content
     /// type, `x-amz-meta-*`, a multipart upload's ETag).
     pub meta: Option<ObjectMeta>,
+}
+
+/// A whole file's digest, for its receipts: the SHA-256 of what `dfs`, the
+/// mount or the page store (as `sha256sum` prints it); the MD5 of what
+/// came through S3 or the files API, which work it out as the body arrives
+/// (an S3 ETag is a single-part object's MD5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileDigest {
+    /// A tombstone or a folder.
+    None,
+    Md5([u8; 16]),
+    Sha256([u8; 32]),
+}
+
+impl FileDigest {
+    /// Its hex, as `md5sum` or `sha256sum` prints it (zeros for none).
+    pub fn hex(&self) -> String {
+        match self {
+            FileDigest::None => crate::hex(&[0u8; 16]),
+            FileDigest::Md5(d) => crate::hex(d),
+            FileDigest::Sha256(d) => crate::hex(d),
+        }
+    }
+
+    /// Which digest it is: `md5`, `sha256` or `none`.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            FileDigest::None => "none",
+            FileDigest::Md5(_) => "md5",
+            FileDigest::Sha256(_) => "sha256",
+        }
+    }
 }
 
 /// An S3 object's metadata, kept with its manifest (see `http::s3`).
@@ -305,11 +338,12 @@ impl Manifest {
         !self.deleted && !self.name.ends_with('/')
     }
 
-    /// The S3 ETag: a multipart upload's own, else the hex MD5 of the bytes.
+    /// The S3 ETag: a multipart upload's own, else the hex digest of the
+    /// bytes (the MD5 of an object put through S3).
     pub fn etag(&self) -> String {
         match self.meta.as_ref().and_then(|m| m.etag.as_ref()) {
             Some(etag) => etag.clone(),
-            None => crate::hex(&self.md5),
+            None => self.digest.hex(),
         }
     }
 
@@ -322,7 +356,7 @@ impl Manifest {
             chunks: 0,
             checksums: Vec::new(),
             stored_at: crate::unix_now(),
-            md5: [0; 16],
+            digest: FileDigest::None,
             deleted: true,
             data: None,
             kept: None,

@@ -36,13 +36,13 @@ async fn one_shot_commands_and_exit_codes() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let receipt = text(&out.stdout);
     assert!(receipt.contains("stored holiday photo.jpg: 2.4 MiB in 4 chunks, 8 copies"));
-    // The receipt ends with the MD5 in md5sum's form.
-    use md5::{Digest, Md5};
-    let md5 = ringdfs::hex(&Md5::digest(&data));
+    // The receipt ends with the SHA-256 in sha256sum's form.
+    use sha2::{Digest, Sha256};
+    let sha256 = ringdfs::hex(&Sha256::digest(&data));
     assert!(
         receipt
             .trim_end()
-            .ends_with(&format!("{md5}  holiday photo.jpg")),
+            .ends_with(&format!("; sha256 {sha256}  holiday photo.jpg")),
         "{receipt}"
     );
 
@@ -57,6 +57,12 @@ async fn one_shot_commands_and_exit_codes() {
     // GET with no local path lands in the configured download folder.
     let out = dfs(&config, "wonderland", &["get", "holiday photo.jpg"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // So does the GET's, from the manifest.
+    assert!(
+        text(&out.stdout).contains(&format!("; sha256 {sha256}  ")),
+        "{}",
+        text(&out.stdout)
+    );
     let fetched = cluster
         .dir
         .path()

@@ -581,7 +581,10 @@ impl<'a> From<&'a Manifest> for OldManifest<'a> {
             chunks: m.chunks,
             checksums: &m.checksums,
             stored_at: m.stored_at,
-            md5: m.md5,
+            md5: match m.digest {
+                ringdfs::protocol::FileDigest::Md5(md5) => md5,
+                _ => [0; 16],
+            },
             deleted: m.deleted,
         }
     }
@@ -612,7 +615,7 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                     chunks: 0,
                     checksums: Vec::new(),
                     stored_at: 1_750_000_000,
-                    md5: [0; 16],
+                    digest: ringdfs::protocol::FileDigest::None,
                     deleted: true,
                     data: None,
                     kept: None,
@@ -645,10 +648,10 @@ fn legacy_files(rng: &mut StdRng, count: usize) -> Vec<LegacyFile> {
                 size: len as u64,
                 chunks: SERVERS as u32,
                 stored_at: 1_750_000_000,
-                md5: {
+                digest: ringdfs::protocol::FileDigest::Md5({
                     use md5::{Digest, Md5};
                     Md5::digest(&data).into()
-                },
+                }),
                 deleted: false,
                 data: None,
                 kept: None,

@@ -153,6 +153,34 @@ async fn curl_stores_lists_reads_ranges_and_deletes_files_through_any_server() {
         client.stat("docs/a b.bin").await.unwrap().size,
         data.len() as u64
     );
+    // A file stored by dfs has no MD5: its ETag is its SHA-256, which no
+    // client takes for one.
+    let receipt = client
+        .put(
+            Path::new(local),
+            "docs/by-dfs.bin",
+            &ringdfs::client::no_progress,
+        )
+        .await
+        .unwrap();
+    let sha256: [u8; 32] = sha2::Sha256::digest(&data).into();
+    assert_eq!(
+        receipt.digest,
+        ringdfs::protocol::FileDigest::Sha256(sha256)
+    );
+    let sha256 = ringdfs::hex(&sha256);
+    let got = curl(
+        &cluster,
+        &url(&cluster, 2, "/files/docs/by-dfs.bin"),
+        &["-u", ALICE, "-I"],
+    );
+    assert!(
+        got.headers
+            .to_ascii_lowercase()
+            .contains(&format!("etag: \"{sha256}\"")),
+        "{}",
+        got.headers
+    );
 
     // Small bodies: a key-value store.
     let put = curl(

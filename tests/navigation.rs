@@ -311,7 +311,7 @@ fn fill_big_folder(data_dir: &Path, pos: u32, n: u32) {
                             chunks: n,
                             checksums,
                             stored_at: 1_700_000_000,
-                            md5,
+                            digest: ringdfs::protocol::FileDigest::Md5(md5),
                             deleted: false,
                             data: None,
                             kept: None,

@@ -453,7 +453,7 @@ async fn hand_built_uploads_over_the_quota_are_refused_and_store_nothing() {
             chunks: 4,
             checksums: vec![ringdfs::protocol::Checksum([0; 32]); 4],
             stored_at: 0,
-            md5: [0; 16],
+            digest: ringdfs::protocol::FileDigest::None,
             deleted: false,
             data: None,
             kept: None,

@@ -50,7 +50,7 @@ async fn store_by_hand(cluster: &Cluster, name: &str, version: Version, data: &[
             chunks: N,
             checksums,
             stored_at: 0,
-            md5: Md5::digest(data).into(),
+            digest: ringdfs::protocol::FileDigest::Md5(Md5::digest(data).into()),
             deleted: false,
             data: None,
             kept: None,

@@ -78,7 +78,7 @@ fn stored(store: &Arc<Store>, i: usize) -> Manifest {
         chunks: 2,
         checksums,
         stored_at: 0,
-        md5: [0; 16],
+        digest: ringdfs::protocol::FileDigest::None,
         deleted: false,
         data: None,
         kept: None,

@@ -2682,9 +2682,9 @@ impl Seed {
     /// Writes the files into the store under `data_dir` of the server at
     /// ring position `pos` (1-based, of `SERVERS`).
     fn write(&self, data_dir: &Path, pos: u32, base: u64) -> Result<()> {
-        use md5::Digest as _;
-        use ringdfs::protocol::{ChunkId, Manifest, Version};
+        use ringdfs::protocol::{ChunkId, FileDigest, Manifest, Version};
         use ringdfs::store::{ChunkSpec, Layout, Store};
+        use sha2::Digest as _;
         if self.files == 0 {
             return Ok(());
         }
@@ -2698,15 +2698,15 @@ impl Seed {
         let stored_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
-        let md5s: Vec<[u8; 16]> = self
+        let digests: Vec<FileDigest> = self
             .data
             .iter()
-            .map(|d| md5::Md5::digest(d).into())
+            .map(|d| FileDigest::Sha256(sha2::Sha256::digest(d).into()))
             .collect();
         thread::scope(|scope| {
             let workers: Vec<_> = (0..SEED_THREADS)
                 .map(|t| {
-                    let (store, md5s, layout) = (&store, &md5s, &layout);
+                    let (store, digests, layout) = (&store, &digests, &layout);
                     scope.spawn(move || -> Result<()> {
                         for i in (t..self.files).step_by(SEED_THREADS) {
                             let (owner, name) = (self.owner, file_name(self.prefix, i));
@@ -2753,7 +2753,7 @@ impl Seed {
                                 chunks: n,
                                 checksums,
                                 stored_at,
-                                md5: md5s[i % md5s.len()],
+                                digest: digests[i % digests.len()],
                                 deleted: false,
                                 data: None,
                                 kept: None,

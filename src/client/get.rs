@@ -20,7 +20,9 @@ use tracing::debug;
 use crate::direct::DirectFile;
 use crate::error::{Error, Result};
 use crate::placement::{chunk_range, Placement};
-use crate::protocol::{checksum_of, ChunkId, Kept, Manifest, Request, Response, Version};
+use crate::protocol::{
+    checksum_of, ChunkId, FileDigest, Kept, Manifest, Request, Response, Version,
+};
 
 use super::resume::Written;
 use super::*;
@@ -30,9 +32,9 @@ use super::*;
 pub struct GetReceipt {
     pub size: u64,
     pub path: PathBuf,
-    /// The file's MD5 recorded at PUT; every chunk has been verified against
-    /// BLAKE3 checksums computed from the same bytes.
-    pub md5: [u8; 16],
+    /// The file's digest recorded at PUT; every chunk has been verified
+    /// against BLAKE3 checksums computed from the same bytes.
+    pub digest: FileDigest,
     /// The manifest's `kept` and `stored_at`, for `get -p`.
     pub kept: Option<Kept>,
     pub stored_at: u64,
@@ -250,7 +252,7 @@ impl Client {
         Ok(GetReceipt {
             size: manifest.size,
             path: local.to_path_buf(),
-            md5: manifest.md5,
+            digest: manifest.digest,
             kept: manifest.kept,
             stored_at: manifest.stored_at,
         })

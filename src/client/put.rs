@@ -21,8 +21,8 @@ use tracing::debug;
 use crate::error::{Error, ErrorKind, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, Hint, Kept, Manifest, ObjectMeta, Request, Response, SmallPart,
-    Version, MAX_BLOCK, SMALL_FILE,
+    checksum_of, Checksum, ChunkId, FileDigest, Hint, Kept, Manifest, ObjectMeta, Request,
+    Response, SmallPart, Version, MAX_BLOCK, SMALL_FILE,
 };
 use crate::standing::Standing;
 use crate::unix_now;
@@ -49,8 +49,9 @@ pub struct PutReceipt {
     /// ("no space left"); the others could not be reached.
     pub refused: Vec<(String, String)>,
     pub version: Version,
-    /// MD5 of the file, as `md5sum` prints it.
-    pub md5: [u8; 16],
+    /// The file's digest: its SHA-256 (`sha256sum`'s), or the MD5 an HTTP
+    /// upload worked out.
+    pub digest: FileDigest,
 }
 
 /// What the HTTP endpoints know of an object they store (see
@@ -58,7 +59,8 @@ pub struct PutReceipt {
 #[derive(Debug, Clone)]
 pub struct Object {
     pub meta: ObjectMeta,
-    /// MD5 of the object's bytes, if known (else the PUT computes it).
+    /// MD5 of the object's bytes, if known: the file's digest (else the
+    /// PUT works out its SHA-256).
     pub md5: Option<[u8; 16]>,
 }
 
@@ -154,24 +156,25 @@ impl Client {
         if !small {
             self.check_quota(&scope, size).await?;
         }
-        // The whole file's MD5 is sequential work: one blocking thread reads
-        // the file front to back while the chunk tasks stream their ranges.
-        // A small file is read whole into memory first, and sent from there.
-        let stop_md5 = Arc::new(AtomicBool::new(false));
-        let _stop_md5_on_drop = SetOnDrop(Arc::clone(&stop_md5));
-        let known_md5 = object.as_ref().and_then(|o| o.md5);
+        // The whole file's digest is sequential work: one blocking thread
+        // reads the file front to back while the chunk tasks stream their
+        // ranges. A small file is read whole into memory first, and sent
+        // from there. An HTTP upload's MD5 is known already.
+        let stop_digest = Arc::new(AtomicBool::new(false));
+        let _stop_digest_on_drop = SetOnDrop(Arc::clone(&stop_digest));
+        let known = object.as_ref().and_then(|o| o.md5).map(FileDigest::Md5);
         let path = local.to_path_buf();
         let body = if small {
-            let (data, md5) =
-                tokio::task::spawn_blocking(move || read_small(&path, size, known_md5))
+            let (data, digest) =
+                tokio::task::spawn_blocking(move || read_small(&path, size, known))
                     .await
                     .map_err(|e| Error::Internal(format!("reader task: {e}")))?
                     .map_err(|e| Error::io(local.display().to_string(), e))?;
-            Body::Small(data, md5)
+            Body::Small(data, digest)
         } else {
-            Body::Streamed(tokio::task::spawn_blocking(move || match known_md5 {
-                Some(md5) => Ok(md5),
-                None => md5_file(&path, &stop_md5),
+            Body::Streamed(tokio::task::spawn_blocking(move || match known {
+                Some(digest) => Ok(digest),
+                None => sha256_file(&path, &stop_digest),
             }))
         };
         self.maybe_refresh().await;
@@ -242,23 +245,23 @@ impl Client {
         // `newest`: for a small file, the newest version a holder had.
         let uploaded = async {
             match body {
-                Body::Small(data, md5) => {
+                Body::Small(data, digest) => {
                     let (chunks, newest) = self.put_small(&upload, &data).await?;
-                    Ok((chunks, md5, newest))
+                    Ok((chunks, digest, newest))
                 }
-                Body::Streamed(md5_task) => {
+                Body::Streamed(digest_task) => {
                     let chunks =
                         try_join_all((1..=n).map(|c| self.put_chunk(&upload, c, progress))).await?;
-                    let md5 = md5_task
+                    let digest = digest_task
                         .await
-                        .map_err(|e| Error::Internal(format!("md5 task: {e}")))?
+                        .map_err(|e| Error::Internal(format!("digest task: {e}")))?
                         .map_err(|e| Error::io(local.display().to_string(), e))?;
-                    Ok::<_, Error>((chunks, md5, None))
+                    Ok::<_, Error>((chunks, digest, None))
                 }
             }
         }
         .await;
-        let (chunks, md5) = match uploaded {
+        let (chunks, digest) = match uploaded {
             Ok((_, _, Some(newest))) if newest >= version => {
                 debug!(
                     file = remote,
@@ -269,7 +272,7 @@ impl Client {
                 staged.abort().await;
                 return Ok(Attempt::Stale(newest));
             }
-            Ok((chunks, md5, _)) => (chunks, md5),
+            Ok((chunks, digest, _)) => (chunks, digest),
             Err(e) => {
                 staged.abort().await;
                 return Err(e);
@@ -302,7 +305,7 @@ impl Client {
             chunks: n,
             checksums,
             stored_at: unix_now(),
-            md5,
+            digest,
             deleted: false,
             data: None,
             kept: how.keep_times.then(|| kept_of(&meta)),
@@ -343,7 +346,7 @@ impl Client {
             apart,
             refused: refused.into_iter().collect(),
             version,
-            md5,
+            digest,
         }))
     }
 
@@ -746,21 +749,21 @@ enum Attempt {
     Stale(Version),
 }
 
-/// A PUT's bytes: a small file read whole, with its MD5; or a file
-/// streamed from disk chunk by chunk while a task computes its MD5.
+/// A PUT's bytes: a small file read whole, with its digest; or a file
+/// streamed from disk chunk by chunk while a task computes its digest.
 enum Body {
-    Small(Bytes, [u8; 16]),
-    Streamed(tokio::task::JoinHandle<std::io::Result<[u8; 16]>>),
+    Small(Bytes, FileDigest),
+    Streamed(tokio::task::JoinHandle<std::io::Result<FileDigest>>),
 }
 
 /// A small file's bytes (it must still have `size` of them) and their
-/// MD5 (`known`, if given).
+/// digest (`known`, if given, else their SHA-256).
 fn read_small(
     path: &Path,
     size: u64,
-    known: Option<[u8; 16]>,
-) -> std::io::Result<(Bytes, [u8; 16])> {
-    use md5::{Digest, Md5};
+    known: Option<FileDigest>,
+) -> std::io::Result<(Bytes, FileDigest)> {
+    use sha2::{Digest, Sha256};
     let data = std::fs::read(path)?;
     if data.len() as u64 != size {
         return Err(std::io::Error::other(format!(
@@ -768,8 +771,8 @@ fn read_small(
             data.len()
         )));
     }
-    let md5 = known.unwrap_or_else(|| Md5::digest(&data).into());
-    Ok((Bytes::from(data), md5))
+    let digest = known.unwrap_or_else(|| FileDigest::Sha256(Sha256::digest(&data).into()));
+    Ok((Bytes::from(data), digest))
 }
 
 /// The chunks of a PUT that are stored but not committed. When the PUT
@@ -885,12 +888,13 @@ fn drop_failed(
         .collect()
 }
 
-/// MD5 of a whole file, read front to back; gives up early once `stop` is set.
-fn md5_file(path: &Path, stop: &AtomicBool) -> std::io::Result<[u8; 16]> {
-    use md5::{Digest, Md5};
+/// SHA-256 of a whole file, read front to back; gives up early once `stop`
+/// is set.
+fn sha256_file(path: &Path, stop: &AtomicBool) -> std::io::Result<FileDigest> {
+    use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut md5 = Md5::new();
+    let mut sha = Sha256::new();
     // No bigger than the file: a fresh 1 MiB buffer per small file costs
     // more (page faults, zeroing) than hashing it.
     let len = file.metadata()?.len();
@@ -900,8 +904,8 @@ fn md5_file(path: &Path, stop: &AtomicBool) -> std::io::Result<[u8; 16]> {
             return Err(std::io::Error::other("cancelled"));
         }
         match file.read(&mut buf)? {
-            0 => return Ok(md5.finalize().into()),
-            n => md5.update(&buf[..n]),
+            0 => return Ok(FileDigest::Sha256(sha.finalize().into())),
+            n => sha.update(&buf[..n]),
         }
     }
 }

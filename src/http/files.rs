@@ -170,7 +170,7 @@ async fn serve(
             let body = json!({
                 "name": name,
                 "size": receipt.size,
-                "md5": crate::hex(&receipt.md5),
+                receipt.digest.algorithm(): receipt.digest.hex(),
                 "copies": receipt.copies,
                 "wanted": receipt.wanted,
                 "missing": receipt.missing,

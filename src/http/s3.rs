@@ -10,7 +10,8 @@
 //!
 //! - ETag: the hex MD5 of the bytes; a multipart upload's is S3's
 //!   `MD5(part MD5s)-N`, kept in the manifest's `meta` with the content type
-//!   and `x-amz-meta-*`.
+//!   and `x-amz-meta-*`. A file stored by `dfs` has no MD5: its ETag is its
+//!   SHA-256 (`Manifest::etag`), 64 hex digits no client takes for an MD5.
 //! - CopyObject within one owner's files shares the data (as `dfs cp`: no
 //!   byte moves); across owners, or with new metadata, it copies the bytes.
 //! - Multipart uploads are kept on the server that received

@@ -26,7 +26,7 @@ use super::{now_ms, ChunkKey, ChunkRow, ChunkSpec, Store, FORMAT};
 use crate::codec;
 use crate::error::Result;
 use crate::names::{validate_name, validate_user};
-use crate::protocol::{Checksum, DataRef, Kept, Manifest, Version};
+use crate::protocol::{Checksum, DataRef, FileDigest, Kept, Manifest, ObjectMeta, Version};
 
 const MANIFEST_MAGIC: &[u8; 8] = b"RDFSMAN1";
 /// Files per transaction.
@@ -63,7 +63,7 @@ impl From<&Manifest> for ManifestV3 {
             chunks: m.chunks,
             checksums: m.checksums.clone(),
             stored_at: m.stored_at,
-            md5: m.md5,
+            md5: md5_of(m.digest),
             deleted: m.deleted,
         }
     }
@@ -78,7 +78,7 @@ impl From<ManifestV3> for Manifest {
             chunks: m.chunks,
             checksums: m.checksums,
             stored_at: m.stored_at,
-            md5: m.md5,
+            digest: legacy_digest(m.md5),
             deleted: m.deleted,
             data: None,
             kept: None,
@@ -396,7 +396,7 @@ impl From<&Manifest> for ManifestV4 {
             chunks: m.chunks,
             checksums: m.checksums.clone(),
             stored_at: m.stored_at,
-            md5: m.md5,
+            md5: md5_of(m.digest),
             deleted: m.deleted,
             data: m.data.clone(),
         }
@@ -412,7 +412,7 @@ impl From<ManifestV4> for Manifest {
             chunks: m.chunks,
             checksums: m.checksums,
             stored_at: m.stored_at,
-            md5: m.md5,
+            digest: legacy_digest(m.md5),
             deleted: m.deleted,
             data: m.data,
             kept: None,
@@ -475,6 +475,66 @@ pub(super) fn from_v5(store: &Store) -> Result<()> {
     })?;
     tracing::info!(root = %store.root.display(), files, "gave every manifest room for S3 metadata (store format 6)");
     Ok(())
+}
+
+// The upgrade from format 6, whose manifests had an MD5 where they now
+// have a `FileDigest`.
+
+/// A manifest as store format 6 encoded it: format 5's, then `meta`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ManifestV6 {
+    v5: ManifestV5,
+    meta: Option<ObjectMeta>,
+}
+
+/// For the migrations' tests: a manifest as format 6 wrote it.
+#[cfg(test)]
+impl From<&Manifest> for ManifestV6 {
+    fn from(m: &Manifest) -> ManifestV6 {
+        ManifestV6 {
+            v5: m.into(),
+            meta: m.meta.clone(),
+        }
+    }
+}
+
+impl From<ManifestV6> for Manifest {
+    fn from(m: ManifestV6) -> Manifest {
+        Manifest {
+            meta: m.meta,
+            ..Manifest::from(m.v5)
+        }
+    }
+}
+
+/// Format 7 gives manifests a `FileDigest`: each MD5 becomes
+/// `FileDigest::Md5` (zeros, a tombstone's or a folder's, `None`). One
+/// transaction: a crash leaves format 6 to upgrade again.
+pub(super) fn from_v6(store: &Store) -> Result<()> {
+    let files = store.write(|t| {
+        let manifests = reencode_manifests::<ManifestV6>(t)?;
+        t.meta.insert("format", FORMAT)?;
+        Ok(manifests.len())
+    })?;
+    tracing::info!(root = %store.root.display(), files, "gave every manifest a file digest (store format 7)");
+    Ok(())
+}
+
+/// The digest of a manifest that had an MD5 (zeros: none).
+fn legacy_digest(md5: [u8; 16]) -> FileDigest {
+    match md5 == [0; 16] {
+        true => FileDigest::None,
+        false => FileDigest::Md5(md5),
+    }
+}
+
+/// For the migrations' tests: the MD5 an older format kept of `digest`.
+#[cfg(test)]
+fn md5_of(digest: FileDigest) -> [u8; 16] {
+    match digest {
+        FileDigest::Md5(md5) => md5,
+        _ => [0; 16],
+    }
 }
 
 /// Rewrites every manifest in `files`, read as an older format's `Old`, in

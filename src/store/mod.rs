@@ -109,7 +109,8 @@ use crate::error::{shown, Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::Placement;
 use crate::protocol::{
-    checksum_of, Checksum, ChunkId, DirEntry, FileEntry, Manifest, SyncEntry, Version, SMALL_FILE,
+    checksum_of, Checksum, ChunkId, DirEntry, FileDigest, FileEntry, Manifest, SyncEntry, Version,
+    SMALL_FILE,
 };
 use crate::ring::Id;
 
@@ -144,7 +145,7 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// The database file under the data folder.
 pub const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
-const FORMAT: &[u8] = b"6";
+const FORMAT: &[u8] = b"7";
 /// In `meta` while a migrated folder's legacy manifests may remain.
 const TIDY: &str = "tidy";
 /// Changes committed together at most.
@@ -1015,7 +1016,7 @@ fn folder_mark(path: &str, after: Option<Version>, deleted: bool) -> Manifest {
         chunks: 0,
         checksums: Vec::new(),
         stored_at: crate::unix_now(),
-        md5: [0; 16],
+        digest: FileDigest::None,
         deleted,
         data: None,
         kept: None,
@@ -1228,6 +1229,7 @@ impl Store {
             Some(b"3") => migrate::from_v3(&store)?,
             Some(b"4") => migrate::from_v4(&store)?,
             Some(b"5") => migrate::from_v5(&store)?,
+            Some(b"6") => migrate::from_v6(&store)?,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "{} was written by a newer release (store format {})",

@@ -1,6 +1,6 @@
 use super::*;
 use crate::placement::{chunk_range, even_ring};
-use crate::protocol::{checksum_of, DataRef};
+use crate::protocol::{checksum_of, DataRef, FileDigest};
 
 fn spec(name: &str, version: Version, chunk: u32, size: u64) -> ChunkSpec {
     ChunkSpec {
@@ -47,12 +47,18 @@ fn four_chunks(name: &str, version: Version, data: &[u8], checksums: Vec<Checksu
         chunks: 4,
         checksums,
         stored_at: 0,
-        md5: [0; 16],
+        digest: FileDigest::Md5(md5_of_data(data)),
         deleted: false,
         data: None,
         kept: None,
         meta: None,
     }
+}
+
+/// The MD5 a file stored through S3 has.
+fn md5_of_data(data: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(data).into()
 }
 
 fn copy(name: &str, version: Version, chunk: u32) -> CopyId {
@@ -72,7 +78,7 @@ fn tombstone(name: &str, version: Version) -> Manifest {
         chunks: 0,
         checksums: Vec::new(),
         stored_at: 0,
-        md5: [0; 16],
+        digest: FileDigest::None,
         deleted: true,
         data: None,
         kept: None,
@@ -883,6 +889,13 @@ fn a_format_5_store_keeps_every_manifest() {
     });
 }
 
+#[test]
+fn a_format_6_store_keeps_every_manifest() {
+    an_older_store_keeps_every_manifest(b"6", |m| {
+        codec::encode(&migrate::ManifestV6::from(m)).unwrap()
+    });
+}
+
 /// A format-5 manifest's bytes are a format-6 one's without its last
 /// byte (`meta: None`): the nested `ManifestV5` reads what format 5 wrote.
 #[test]
@@ -896,7 +909,7 @@ fn a_format_5_manifest_encodes_as_format_6_without_meta() {
         mtime_nanos: 5,
         mode: 0o640,
     });
-    let now = codec::encode(&m).unwrap();
+    let now = codec::encode(&migrate::ManifestV6::from(&m)).unwrap();
     let old = codec::encode(&migrate::ManifestV5::from(&m)).unwrap();
     assert_eq!(now.last(), Some(&0), "meta: None is one byte");
     assert_eq!(old.as_slice(), &now[..now.len() - 1]);

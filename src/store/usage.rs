@@ -335,7 +335,7 @@ mod tests {
             chunks,
             checksums: sums,
             stored_at: 0,
-            md5: [0; 16],
+            digest: crate::protocol::FileDigest::None,
             deleted: false,
             data: None,
             kept: None,

@@ -1,5 +1,5 @@
-//! Chunks written past the page cache (`O_DIRECT`): a server's chunk
-//! files, and a GET's part file.
+//! Chunks written and read past the page cache (`O_DIRECT`): a server's
+//! chunk files, and a GET's part file.
 //!
 //! A large chunk is written once, front to back (a server syncs it before
 //! it is acknowledged). Through the page cache every byte is first copied into
@@ -9,6 +9,11 @@
 //! the end: 1.2 CPU-s buffered, 0.3–0.5 direct). With `O_DIRECT` the disk
 //! takes the bytes straight from one reused, page-aligned stage.
 //!
+//! A server reads large chunk files past the cache too ([`read_at`]): a
+//! read of a chunk that is not cached fills fresh cache pages first (0.75
+//! CPU-s per GiB against 0.10), and the scrub then checks what is on the
+//! disk, not a cached copy of it.
+//!
 //! `O_DIRECT` wants whole pages at page offsets, so the bytes gather in the
 //! stage and go out a full stage at a time; what is left at the end (the
 //! last, partial page, and the chunk's trailer) is written through the page
@@ -17,6 +22,8 @@
 
 use std::fs::File;
 use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
@@ -163,8 +170,32 @@ impl Drop for DirectFile {
     }
 }
 
+/// Reads `len` bytes at `at`, a page boundary, from `file`, which has
+/// `O_DIRECT` set, into a fresh page-aligned block (its last page may run
+/// past `len`: into a chunk file's trailer, or the file's end).
+pub fn read_at(file: &File, at: u64, len: usize) -> io::Result<Bytes> {
+    let span = len.next_multiple_of(ALIGN);
+    let mut buf = BytesMut::zeroed(span + ALIGN);
+    let base = buf.as_ptr().align_offset(ALIGN);
+    if base >= ALIGN || !at.is_multiple_of(ALIGN as u64) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[base + got..base + span], at + got as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.advance(base);
+    buf.truncate(len);
+    Ok(buf.freeze())
+}
+
 /// Sets or clears `O_DIRECT` on `file`.
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
+pub fn set_direct(file: &File, on: bool) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: `fd` is an open descriptor owned by `file` for the whole
     // call; F_GETFL and F_SETFL only read and set its status flags.
@@ -234,6 +265,32 @@ mod tests {
             );
             assert!(got == want, "{len} in pieces of {piece} from {at}");
         }
+    }
+
+    /// A read past the cache gives exactly the bytes asked for, the last
+    /// page cut to length; from a page boundary only.
+    #[test]
+    fn reads_exactly_what_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = pattern(3 * STAGE + 777);
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let _ = set_direct(&file, true);
+        for (at, len) in [
+            (0, STAGE),
+            (STAGE, 4095),
+            (2 * STAGE, STAGE + 777),
+            (4096, 1),
+        ] {
+            let got = read_at(&file, at as u64, len).unwrap();
+            assert!(got[..] == data[at..at + len], "{len} at {at}");
+        }
+        assert!(read_at(&file, 100, 10).is_err(), "an unaligned start");
+        assert!(
+            read_at(&file, 3 * STAGE as u64, 778).is_err(),
+            "past the end"
+        );
     }
 
     /// Dropped unfinished, it keeps every byte it was given.

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use crate::blocks::{BlockHasher, BlockValue, Layout};
 use crate::codec;
-use crate::direct::DirectFile;
+use crate::direct::{self, DirectFile};
 use crate::error::{Error, Result};
 use crate::names::{validate_name, validate_user};
 use crate::placement::chunk_range;
@@ -40,6 +40,8 @@ use crate::protocol::{checksum_of, Checksum, ChunkId, Version, MAX_BLOCK};
 
 const CHUNK_MAGIC: &[u8; 8] = b"RDFSCHK1";
 const MAX_TRAILER: u32 = 4096;
+/// A chunk file at least this long is read past the page cache.
+const DIRECT_READ_MIN: u64 = 1 << 20;
 /// Largest number of chunks a file may be cut into (the largest ring).
 pub const MAX_CHUNKS: u32 = 1024;
 
@@ -423,7 +425,12 @@ pub(super) fn hash_prefix(
 
 /// Where a stored chunk's bytes are read from.
 enum Source {
-    File { file: File, path: PathBuf },
+    /// `direct`: read past the page cache (see `crate::direct`).
+    File {
+        file: File,
+        path: PathBuf,
+        direct: bool,
+    },
     Memory(Bytes),
 }
 
@@ -474,8 +481,9 @@ impl ChunkReader {
             len: trailer.len,
             ..id
         };
+        let direct = trailer.len >= DIRECT_READ_MIN && direct::set_direct(&file, true).is_ok();
         Ok(ChunkReader {
-            source: Source::File { file, path },
+            source: Source::File { file, path, direct },
             remaining: trailer.len,
             end: trailer.len,
             hasher: id.hasher(),
@@ -576,16 +584,30 @@ impl ChunkReader {
         let want = want as usize;
         let block = match &mut self.source {
             Source::Memory(data) => data.split_to(want),
-            Source::File { file, path } => {
-                let mut buf = BytesMut::zeroed(want);
-                read_exact_at(file, &mut buf, at).map_err(|e| {
+            Source::File { file, path, direct } => {
+                let read = match *direct && at.is_multiple_of(4096) {
+                    true => direct::read_at(file, at, want),
+                    false => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+                };
+                let read = match read {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        // Not past the cache: a range from inside a page,
+                        // or a filesystem that would not.
+                        if *direct && direct::set_direct(file, false).is_ok() {
+                            *direct = false;
+                        }
+                        let mut buf = BytesMut::zeroed(want);
+                        read_exact_at(file, &mut buf, at).map(|()| buf.freeze())
+                    }
+                    read => read,
+                };
+                read.map_err(|e| {
                     tracing::warn!(path = %path.display(), chunk, error = %e, "cannot read a chunk file");
                     Error::Corrupt {
                         chunk,
                         reason: format!("reading it failed: {e}"),
                     }
-                })?;
-                buf.freeze()
+                })?
             }
         };
         match &mut self.blocks {

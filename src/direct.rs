@@ -84,10 +84,11 @@ impl DirectFile {
 
     pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            // Through the cache, only up to the next page boundary.
-            let limit = match self.direct {
-                true => self.cap,
-                false => ALIGN - (self.at % ALIGN as u64) as usize,
+            // Before turning O_DIRECT on: through the cache up to the next
+            // page boundary. Else a whole stage per write, either way.
+            let limit = match self.wanted && !self.direct {
+                true => ALIGN - (self.at % ALIGN as u64) as usize,
+                false => self.cap,
             };
             let take = data.len().min(limit - self.filled);
             let from = self.base + self.filled;

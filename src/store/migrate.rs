@@ -421,16 +421,9 @@ impl From<ManifestV4> for Manifest {
     }
 }
 
-/// Format 5 gives manifests `kept`: each is re-encoded with none. One
-/// transaction: a crash leaves format 4 to upgrade again.
+/// Format 5 gave manifests `kept`: each is re-encoded with none.
 pub(super) fn from_v4(store: &Store) -> Result<()> {
-    let files = store.write(|t| {
-        let manifests = reencode_manifests::<ManifestV4>(t)?;
-        t.meta.insert("format", FORMAT)?;
-        Ok(manifests.len())
-    })?;
-    tracing::info!(root = %store.root.display(), files, "gave every manifest room for kept times (store format 5)");
-    Ok(())
+    upgrade_manifests::<ManifestV4>(store, 4)
 }
 
 // The upgrade from format 5, whose manifests had no `meta`.
@@ -465,16 +458,9 @@ impl From<ManifestV5> for Manifest {
     }
 }
 
-/// Format 6 gives manifests `meta`: each is re-encoded with none. One
-/// transaction: a crash leaves format 5 to upgrade again.
+/// Format 6 gave manifests `meta`: each is re-encoded with none.
 pub(super) fn from_v5(store: &Store) -> Result<()> {
-    let files = store.write(|t| {
-        let manifests = reencode_manifests::<ManifestV5>(t)?;
-        t.meta.insert("format", FORMAT)?;
-        Ok(manifests.len())
-    })?;
-    tracing::info!(root = %store.root.display(), files, "gave every manifest room for S3 metadata (store format 6)");
-    Ok(())
+    upgrade_manifests::<ManifestV5>(store, 5)
 }
 
 // The upgrade from format 6, whose manifests had an MD5 where they now
@@ -507,16 +493,27 @@ impl From<ManifestV6> for Manifest {
     }
 }
 
-/// Format 7 gives manifests a `FileDigest`: each MD5 becomes
-/// `FileDigest::Md5` (zeros, a tombstone's or a folder's, `None`). One
-/// transaction: a crash leaves format 6 to upgrade again.
+/// Format 7 gave manifests a `FileDigest`: each MD5 becomes
+/// `FileDigest::Md5` (zeros, a tombstone's or a folder's, `None`).
 pub(super) fn from_v6(store: &Store) -> Result<()> {
+    upgrade_manifests::<ManifestV6>(store, 6)
+}
+
+/// Re-encodes every manifest of a store of format `from`, read as `Old`,
+/// as the current format writes it (every later format's additions at
+/// once), and records the current format. One transaction: a crash leaves
+/// the old format to upgrade again.
+fn upgrade_manifests<Old>(store: &Store, from: u32) -> Result<()>
+where
+    Old: serde::de::DeserializeOwned + Into<Manifest>,
+{
     let files = store.write(|t| {
-        let manifests = reencode_manifests::<ManifestV6>(t)?;
+        let manifests = reencode_manifests::<Old>(t)?;
         t.meta.insert("format", FORMAT)?;
         Ok(manifests.len())
     })?;
-    tracing::info!(root = %store.root.display(), files, "gave every manifest a file digest (store format 7)");
+    let to = String::from_utf8_lossy(FORMAT);
+    tracing::info!(root = %store.root.display(), files, "re-encoded every manifest from store format {from} to {to}");
     Ok(())
 }
 

@@ -1198,30 +1198,27 @@ impl Outcome {
     pub fn text(&self, style: Style) -> String {
         match self {
             Outcome::Put { name, receipt } if receipt.missing.is_empty() => format!(
-                "stored {name}: {} in {} chunks, {} copies{}; {} {}  {name}",
+                "stored {name}: {} in {} chunks, {} copies{}; {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
                 apart(receipt, style),
-                receipt.digest.algorithm(),
-                receipt.digest.hex(),
+                receipt.digest,
             ),
             Outcome::Put { name, receipt } => format!(
-                "stored {name}: {} in {} chunks, {} of {} copies, {}{}; {} {}  {name}",
+                "stored {name}: {} in {} chunks, {} of {} copies, {}{}; {}  {name}",
                 human_size(receipt.size),
                 receipt.chunks,
                 receipt.copies,
                 receipt.wanted,
                 style.paint(&degraded(receipt), Color::Yellow),
                 apart(receipt, style),
-                receipt.digest.algorithm(),
-                receipt.digest.hex(),
+                receipt.digest,
             ),
             Outcome::Get { receipt, .. } => format!(
-                "fetched {} and verified every chunk; {} {}  {}",
+                "fetched {} and verified every chunk; {}  {}",
                 human_size(receipt.size),
-                receipt.digest.algorithm(),
-                receipt.digest.hex(),
+                receipt.digest,
                 receipt.path.display(),
             ),
             Outcome::List {

@@ -253,6 +253,13 @@ pub enum FileDigest {
     Sha256([u8; 32]),
 }
 
+/// As receipts end: `sha256 HEX` (or `md5 HEX`).
+impl std::fmt::Display for FileDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.algorithm(), self.hex())
+    }
+}
+
 impl FileDigest {
     /// Its hex, as `md5sum` or `sha256sum` prints it (zeros for none).
     pub fn hex(&self) -> String {

@@ -585,23 +585,7 @@ impl ChunkReader {
         let block = match &mut self.source {
             Source::Memory(data) => data.split_to(want),
             Source::File { file, path, direct } => {
-                let read = match *direct && at.is_multiple_of(4096) {
-                    true => direct::read_at(file, at, want),
-                    false => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
-                };
-                let read = match read {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        // Not past the cache: a range from inside a page,
-                        // or a filesystem that would not.
-                        if *direct && direct::set_direct(file, false).is_ok() {
-                            *direct = false;
-                        }
-                        let mut buf = BytesMut::zeroed(want);
-                        read_exact_at(file, &mut buf, at).map(|()| buf.freeze())
-                    }
-                    read => read,
-                };
-                read.map_err(|e| {
+                read_block(file, direct, at, want).map_err(|e| {
                     tracing::warn!(path = %path.display(), chunk, error = %e, "cannot read a chunk file");
                     Error::Corrupt {
                         chunk,
@@ -641,6 +625,24 @@ impl ChunkReader {
 pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     file.read_exact_at(buf, offset)
         .or_else(|_| file.read_exact_at(buf, offset))
+}
+
+/// `len` bytes at `at` of a chunk file: past the page cache while `direct`
+/// (see `crate::direct`); through it from a range that starts inside a
+/// page, or a filesystem that would not (`O_DIRECT` then off for good).
+fn read_block(file: &File, direct: &mut bool, at: u64, len: usize) -> std::io::Result<Bytes> {
+    if *direct {
+        match direct::read_at(file, at, len) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                direct::set_direct(file, false)?;
+                *direct = false;
+            }
+            read => return read,
+        }
+    }
+    let mut buf = BytesMut::zeroed(len);
+    read_exact_at(file, &mut buf, at)?;
+    Ok(buf.freeze())
 }
 
 /// Reads and checks a chunk file's trailer.

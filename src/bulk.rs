@@ -13,9 +13,10 @@ use futures_util::stream::{self, StreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::client::{Client, DirItem, Progress, Transfer};
+use crate::client::{Client, DirItem, Progress, Transfer, BATCH_BYTES, BATCH_FILES};
 use crate::error::{Error, Result};
 use crate::glob::{unescape, Segment};
+use crate::protocol::SMALL_FILE;
 
 /// Files moved at once.
 pub const PARALLEL: usize = 4;
@@ -597,44 +598,38 @@ async fn run(
     let done = AtomicUsize::new(0);
     let bytes = AtomicI64::new(0);
     let total = plan.jobs.len();
-    stream::iter(plan.jobs)
-        .for_each_concurrent(PARALLEL, |job| {
+    let units = match put {
+        true => batched(plan.jobs),
+        false => plan.jobs.into_iter().map(|job| vec![job]).collect(),
+    };
+    stream::iter(units)
+        .for_each_concurrent(PARALLEL, |unit| {
             let (display, failed) = (&display, &failed);
             let (in_flight, most, done, bytes) = (&in_flight, &most, &done, &bytes);
             async move {
-                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                // Files moving at once (a batch's all count).
+                let files = unit.len();
+                let now = in_flight.fetch_add(files, Ordering::SeqCst) + files;
                 most.fetch_max(now, Ordering::SeqCst);
-                let shown = if put {
-                    job.local.display().to_string()
-                } else {
-                    job.remote.clone()
-                };
-                let line = display.file(&shown, job.size);
-                let result = if put {
-                    client
-                        .put_with(&job.local, &job.remote, how, &line)
-                        .await
-                        .map(|r| r.size)
-                } else {
-                    if let Some(parent) = job.local.parent() {
-                        let _ = std::fs::create_dir_all(parent);
+                let outcomes = match files {
+                    1 => {
+                        let job = unit.into_iter().next().expect("one job");
+                        vec![one(client, put, how, display, job).await]
                     }
-                    client
-                        .get_with(&job.remote, &job.local, how, &line)
-                        .await
-                        .map(|r| r.size)
+                    _ => many(client, how, display, unit).await,
                 };
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                display.finished(&line);
-                match result {
-                    Ok(size) => {
-                        done.fetch_add(1, Ordering::SeqCst);
-                        bytes.fetch_add(size as i64, Ordering::SeqCst);
+                in_flight.fetch_sub(files, Ordering::SeqCst);
+                for (shown, result) in outcomes {
+                    match result {
+                        Ok(size) => {
+                            done.fetch_add(1, Ordering::SeqCst);
+                            bytes.fetch_add(size as i64, Ordering::SeqCst);
+                        }
+                        Err(e) => failed
+                            .lock()
+                            .expect("failed lock")
+                            .push((shown, e.to_string())),
                     }
-                    Err(e) => failed
-                        .lock()
-                        .expect("failed lock")
-                        .push((shown, e.to_string())),
                 }
             }
         })
@@ -653,6 +648,94 @@ async fn run(
         failed,
         skipped: plan.skipped,
     }
+}
+
+/// What became of one file: as the summary names it, and its size or why
+/// it failed.
+type Outcome = (String, Result<u64>);
+
+/// A PUT's jobs as they run: small files together, in batches of up to
+/// `BATCH_FILES` files and `BATCH_BYTES` (see [`Client::put_small_files`]),
+/// every other file alone.
+fn batched(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut units = Vec::new();
+    let (mut batch, mut batch_bytes) = (Vec::new(), 0);
+    for job in jobs {
+        if job.size > SMALL_FILE {
+            units.push(vec![job]);
+            continue;
+        }
+        if batch.len() == BATCH_FILES || batch_bytes + job.size > BATCH_BYTES {
+            units.push(std::mem::take(&mut batch));
+            batch_bytes = 0;
+        }
+        batch_bytes += job.size;
+        batch.push(job);
+    }
+    if !batch.is_empty() {
+        units.push(batch);
+    }
+    units
+}
+
+/// Moves one file, with its own progress line.
+async fn one(client: &Client, put: bool, how: Transfer, display: &Display, job: Job) -> Outcome {
+    let shown = if put {
+        job.local.display().to_string()
+    } else {
+        job.remote.clone()
+    };
+    let line = display.file(&shown, job.size);
+    let result = if put {
+        client
+            .put_with(&job.local, &job.remote, how, &line)
+            .await
+            .map(|r| r.size)
+    } else {
+        if let Some(parent) = job.local.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        client
+            .get_with(&job.remote, &job.local, how, &line)
+            .await
+            .map(|r| r.size)
+    };
+    display.finished(&line, 1);
+    (shown, result)
+}
+
+/// Stores small files together; those the batch could not store (it
+/// failed as a whole, or a server had a newer version of one) go one by
+/// one, each with its own answer.
+async fn many(client: &Client, how: Transfer, display: &Display, jobs: Vec<Job>) -> Vec<Outcome> {
+    let shown = format!("{} and {} more", jobs[0].local.display(), jobs.len() - 1);
+    let line = display.file(&shown, jobs.iter().map(|j| j.size).sum());
+    let pairs: Vec<(PathBuf, String)> = jobs
+        .iter()
+        .map(|j| (j.local.clone(), j.remote.clone()))
+        .collect();
+    let receipts = match client.put_small_files(&pairs, how).await {
+        Ok(receipts) => receipts,
+        Err(e) => {
+            tracing::debug!(files = jobs.len(), error = %e, "a batch failed: one by one");
+            vec![None; jobs.len()]
+        }
+    };
+    let (mut outcomes, mut alone) = (Vec::new(), Vec::new());
+    for (job, receipt) in jobs.into_iter().zip(receipts) {
+        match receipt {
+            Some(r) => {
+                line.add(r.size as i64);
+                outcomes.push((job.local.display().to_string(), Ok(r.size)));
+            }
+            None => alone.push(job),
+        }
+    }
+    display.finished(&line, outcomes.len());
+    for job in alone {
+        outcomes.push(one(client, true, how, display, job).await);
+    }
+    outcomes
 }
 
 /// The progress display of a transfer of many files, on standard error:
@@ -733,10 +816,11 @@ impl Display {
         }
     }
 
-    fn finished(&self, line: &Line<'_>) {
+    /// `line` is done, with `files` files.
+    fn finished(&self, line: &Line<'_>, files: usize) {
         line.bar.finish_and_clear();
         self.multi.remove(&line.bar);
-        let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        let done = self.done.fetch_add(files, Ordering::SeqCst) + files;
         self.whole.set_prefix(format!("{done}/{}", self.files));
     }
 

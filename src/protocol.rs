@@ -67,8 +67,9 @@ use crate::sharing::{Access, Share};
 /// `GatewayLogin`, S3 metadata in manifests, ETags in listings, `Denied`
 /// and `OverQuota` errors; 10: small files in one round, `Fetch` and
 /// `PutSmall`; 11: ranged chunk reads, `GetRange`; 12: a manifest's
-/// `FileDigest`, SHA-256 or MD5, in place of its MD5).
-pub const PROTOCOL_VERSION: u32 = 12;
+/// `FileDigest`, SHA-256 or MD5, in place of its MD5; 13: many small
+/// files in one round, `PutSmallMany` and `CommitPuts`).
+pub const PROTOCOL_VERSION: u32 = 13;
 /// A file of at most this many bytes moves in one message per server each
 /// way (`Fetch`, `PutSmall`) instead of a stream per chunk: one round trip
 /// and one commit per holder for its data. Well inside a frame.
@@ -416,6 +417,16 @@ pub struct SmallPart {
     pub chunk: u32,
     pub checksum: Checksum,
     pub data: Bytes,
+}
+
+/// One small file of a `PutSmallMany`: its parts this server holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmallFile {
+    pub name: String,
+    pub version: Version,
+    pub chunks: u32,
+    pub size: u64,
+    pub parts: Vec<SmallPart>,
 }
 
 /// A copy a writer could not store: chunk `chunk` on server `server`.
@@ -776,6 +787,16 @@ pub enum Request {
         size: u64,
         parts: Vec<SmallPart>,
     },
+    /// `PutSmall` of several files (`put -r`, wildcards) in one commit, all
+    /// or none (answered with `StoredMany`, in order). Then `CommitPuts`.
+    PutSmallMany {
+        files: Vec<SmallFile>,
+    },
+    /// `Commit` of several new files' manifests (none sharing data, every
+    /// copy stored: no hints) in one commit, all or none.
+    CommitPuts {
+        manifests: Vec<Manifest>,
+    },
 }
 
 impl Request {
@@ -893,6 +914,10 @@ pub enum Response {
     /// server had as current when they came, so the writer can tell.
     Stored {
         current: Option<Version>,
+    },
+    /// The answer to `PutSmallMany`: `Stored`'s `current` for each file.
+    StoredMany {
+        current: Vec<Option<Version>>,
     },
 }
 

@@ -46,7 +46,7 @@ use crate::heal::Healer;
 use crate::names::validate_name;
 use crate::peer::{ClusterKey, Link};
 use crate::protocol::{
-    Connection, Frame, Manifest, Member, Received, Request, Response, ServerStatus, SmallPart,
+    Connection, Frame, Manifest, Member, Received, Request, Response, ServerStatus, SmallFile,
     Token, Version, MAX_FRAME, PROTOCOL_VERSION, SMALL_FILE,
 };
 use crate::store::{ChunkSpec, Store};
@@ -838,16 +838,39 @@ where
             size,
             parts,
         } => {
-            let file = ChunkSpec {
-                owner,
+            let file = SmallFile {
                 name,
                 version,
-                chunk: 0,
                 chunks,
                 size,
+                parts,
             };
-            let current = put_small(server, file, parts).await.map_err(soft)?;
-            Ok(Some(Response::Stored { current }))
+            let current = put_small(server, owner, vec![file]).await.map_err(soft)?;
+            Ok(Some(Response::Stored {
+                current: current.into_iter().next().flatten(),
+            }))
+        }
+        Request::PutSmallMany { files } => {
+            let current = put_small(server, owner, files).await.map_err(soft)?;
+            Ok(Some(Response::StoredMany { current }))
+        }
+        Request::CommitPuts { manifests } => {
+            if manifests.iter().any(|m| m.data.is_some()) {
+                return Err(soft(Error::BadRequest(
+                    "a manifest that shares data is committed with CommitMany".into(),
+                )));
+            }
+            let applied = blocking(server, move |s| {
+                for m in &manifests {
+                    s.check_path_free(&owner, &m.name)?;
+                    s.check_commit_size(&owner, m)?;
+                }
+                s.commit_many(manifests.into_iter().map(|m| (owner.clone(), m)).collect())
+            })
+            .await
+            .map_err(soft)?;
+            debug!(server = %server.name, applied, "commit of new files");
+            Ok(Some(Response::Ok))
         }
         Request::Commit { manifest, missing } => {
             if manifest.data.is_some() {
@@ -1044,6 +1067,14 @@ fn own_new_name(request: &Request) -> Option<&str> {
         | Request::PutChunkFrom { name, .. }
         | Request::PutSmall { name, .. } => Some(name),
         Request::Commit { manifest, .. } => Some(&manifest.name),
+        Request::PutSmallMany { files } => files
+            .iter()
+            .find(|f| crate::sharing::covers(crate::sharing::SHARED, &f.name))
+            .map(|f| f.name.as_str()),
+        Request::CommitPuts { manifests } => manifests
+            .iter()
+            .find(|m| crate::sharing::covers(crate::sharing::SHARED, &m.name))
+            .map(|m| m.name.as_str()),
         Request::MakeFolder { path } => Some(path),
         Request::CommitMany { manifests } => manifests
             .iter()
@@ -1218,41 +1249,67 @@ where
 /// `PutChunk`. Returns the version that was current here before.
 async fn put_small(
     server: &Server,
-    file: ChunkSpec,
-    parts: Vec<SmallPart>,
-) -> Result<Option<Version>> {
-    if file.size > SMALL_FILE {
-        return Err(Error::BadRequest(format!(
-            "a file of {} bytes is not small: send its chunks one by one",
-            file.size
-        )));
+    owner: String,
+    files: Vec<SmallFile>,
+) -> Result<Vec<Option<Version>>> {
+    let mut names = std::collections::HashSet::new();
+    let mut batch = Vec::with_capacity(files.len());
+    for file in files {
+        if file.size > SMALL_FILE {
+            return Err(Error::BadRequest(format!(
+                "a file of {} bytes is not small: send its chunks one by one",
+                file.size
+            )));
+        }
+        if !names.insert(file.name.clone()) {
+            return Err(Error::BadRequest(format!(
+                "{} is twice in one request",
+                crate::error::shown(&file.name)
+            )));
+        }
+        let specs: Vec<ChunkSpec> = file
+            .parts
+            .iter()
+            .map(|p| ChunkSpec {
+                owner: owner.clone(),
+                name: file.name.clone(),
+                version: file.version,
+                chunk: p.chunk,
+                chunks: file.chunks,
+                size: file.size,
+            })
+            .collect();
+        batch.push((file.name, specs, file.parts));
     }
-    let specs: Vec<ChunkSpec> = parts
-        .iter()
-        .map(|p| ChunkSpec {
-            chunk: p.chunk,
-            ..file.clone()
-        })
-        .collect();
-    let quota = server.accounts.quota(&file.owner);
+    let quota = server.accounts.quota(&owner);
     // The quota's admissions, held until the chunks are stored or have failed.
-    let mut _admitted = Vec::with_capacity(specs.len());
-    for spec in &specs {
-        spec.validate()?;
-        _admitted.push(server.quota.admit(&server.store, quota, spec)?);
+    let mut _admitted = Vec::new();
+    for (name, specs, _) in &batch {
+        for spec in specs {
+            spec.validate()?;
+            _admitted.push(server.quota.admit(&server.store, quota, spec)?);
+        }
+        server.store.check_path_free(&owner, name)?;
     }
-    server.store.check_path_free(&file.owner, &file.name)?;
     let space = server.healer.space();
-    space.room_for(specs.iter().map(ChunkSpec::chunk_len).sum())?;
+    let bytes = batch
+        .iter()
+        .flat_map(|(_, specs, _)| specs)
+        .map(ChunkSpec::chunk_len);
+    space.room_for(bytes.sum())?;
     let store = Arc::clone(&server.store);
     let stored = tokio::task::spawn_blocking(move || {
-        let current = store.file(&file.owner, &file.name)?.0.map(|m| m.version);
-        let mut sealed = Vec::with_capacity(parts.len());
-        for (spec, part) in specs.into_iter().zip(parts) {
-            let mut writer = store.begin_upload(spec, 0)?;
-            writer.write(&part.data)?;
-            sealed.push(writer.seal(part.checksum)?);
+        let mut current = Vec::with_capacity(batch.len());
+        let mut sealed = Vec::new();
+        for (name, specs, parts) in batch {
+            current.push(store.file(&owner, &name)?.0.map(|m| m.version));
+            for (spec, part) in specs.into_iter().zip(parts) {
+                let mut writer = store.begin_upload(spec, 0)?;
+                writer.write(&part.data)?;
+                sealed.push(writer.seal(part.checksum)?);
+            }
         }
+        // One commit for them all.
         store.record_chunks(sealed)?;
         Ok(current)
     })

@@ -242,6 +242,16 @@ pub fn authorize(
         | Request::MakeFolder { path: name }
         | Request::RemoveFolder { path: name } => need(name, Access::Write)?,
         Request::Commit { manifest, .. } => need(&manifest.name, Access::Write)?,
+        Request::PutSmallMany { files } => {
+            for f in files {
+                need(&f.name, Access::Write)?;
+            }
+        }
+        Request::CommitPuts { manifests } => {
+            for m in manifests {
+                need(&m.name, Access::Write)?;
+            }
+        }
         Request::CheckQuota { .. } => match paths {
             [name] => need(name, Access::Write)?,
             _ => {

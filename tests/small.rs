@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 
 use ringdfs::client::no_progress;
 use ringdfs::placement::chunk_range;
-use ringdfs::protocol::{Manifest, Request, Response, SmallPart, Version, SMALL_FILE};
+use ringdfs::protocol::{Manifest, Request, Response, SmallFile, SmallPart, Version, SMALL_FILE};
 
 use crate::util::{chunk_checksums, holders, random_file, raw_login, Cluster};
 
@@ -216,4 +216,186 @@ async fn put_small_refuses_large_files_bad_chunks_and_wrong_bytes() {
     }
     let usage = client.usage("").await.unwrap().report;
     assert_eq!((usage.bytes, usage.uploads), (0, 0), "{usage:?}");
+}
+
+/// One small file of a `PutSmallMany` to `server`: the parts of `data`
+/// that server holds, as alice's `name`.
+fn small_file(name: &str, version: Version, data: &[u8], server: usize) -> SmallFile {
+    let checksums = chunk_checksums("alice", name, version, N, data);
+    let size = data.len() as u64;
+    let parts = (1..=N)
+        .filter(|&c| holders("alice", name, c, N).contains(&server))
+        .map(|chunk| {
+            let (start, end) = chunk_range(size, N, chunk);
+            SmallPart {
+                chunk,
+                checksum: checksums[chunk as usize - 1],
+                data: Bytes::copy_from_slice(&data[start as usize..end as usize]),
+            }
+        })
+        .collect();
+    SmallFile {
+        name: name.into(),
+        version,
+        chunks: N,
+        size,
+        parts,
+    }
+}
+
+/// `PutSmallMany` stores every file it names in one commit or none (a bad
+/// part, a name twice: refused, nothing stored); `CommitPuts` makes them
+/// all current, and refuses a manifest that shares data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_small_many_stores_all_files_or_none_and_commit_puts_makes_them_current() {
+    let cluster = Cluster::start(4).await;
+    let client = cluster.login("alice").await;
+    let version = Version::next(None);
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("many/{i}.txt"), vec![b'a' + i as u8; 3000 + i]))
+        .collect();
+
+    let mut conn = raw_login(&cluster, 1, "alice").await;
+    let mut bad = small_file("many/bad.txt", version, b"bad bytes", 1);
+    if let Some(part) = bad.parts.first_mut() {
+        part.data = part.data.iter().map(|b| b ^ 1).collect();
+    }
+    let good: Vec<SmallFile> = files
+        .iter()
+        .map(|(name, data)| small_file(name, version, data, 1))
+        .collect();
+    let with_bad = Request::PutSmallMany {
+        files: good.iter().cloned().chain([bad]).collect(),
+    };
+    let err = conn.call(&with_bad).await.unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    let twice = Request::PutSmallMany {
+        files: vec![good[0].clone(), good[0].clone()],
+    };
+    let err = conn.call(&twice).await.unwrap_err().to_string();
+    assert!(err.contains("twice"), "{err}");
+    let usage = client.usage("").await.unwrap().report;
+    assert_eq!((usage.bytes, usage.uploads), (0, 0), "{usage:?}");
+
+    let manifests: Vec<Manifest> = files
+        .iter()
+        .map(|(name, data)| Manifest {
+            name: name.clone(),
+            version,
+            size: data.len() as u64,
+            chunks: N,
+            checksums: chunk_checksums("alice", name, version, N, data),
+            stored_at: 0,
+            digest: ringdfs::protocol::FileDigest::None,
+            deleted: false,
+            data: None,
+            kept: None,
+            meta: None,
+        })
+        .collect();
+    for server in 1..=N as usize {
+        let mut conn = raw_login(&cluster, server, "alice").await;
+        let put = Request::PutSmallMany {
+            files: files
+                .iter()
+                .map(|(name, data)| small_file(name, version, data, server))
+                .collect(),
+        };
+        match conn.call(&put).await.unwrap() {
+            Response::StoredMany { current } => assert_eq!(current, vec![None; 3]),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut sharing = manifests[0].clone();
+    sharing.name = "many/copy.txt".into();
+    sharing.data = Some(ringdfs::protocol::DataRef {
+        name: manifests[0].name.clone(),
+        version,
+    });
+    let refused = Request::CommitPuts {
+        manifests: vec![sharing],
+    };
+    let err = conn.call(&refused).await.unwrap_err().to_string();
+    assert!(err.contains("CommitMany"), "{err}");
+    let commit = Request::CommitPuts { manifests };
+    for server in 1..=N as usize {
+        let mut conn = raw_login(&cluster, server, "alice").await;
+        assert!(matches!(conn.call(&commit).await.unwrap(), Response::Ok));
+    }
+    let work = tempfile::tempdir().unwrap();
+    for (name, data) in &files {
+        let out = work.path().join("out");
+        client.get(name, &out, &no_progress).await.unwrap();
+        assert!(std::fs::read(&out).unwrap() == *data, "{name}");
+    }
+}
+
+/// `Client::put_small_files` stores a batch, all copies; with a server
+/// down it stores nothing and says so (`put -r` then stores each file on
+/// its own, degraded), and another owner's files go only where shared for
+/// writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_small_files_is_whole_or_refused_and_put_r_falls_back_to_one_by_one() {
+    let mut cluster = Cluster::start(4).await;
+    let alice = cluster.login("alice").await;
+    let work = tempfile::tempdir().unwrap();
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = (0..70)
+        .map(|i| random_file(work.path(), &format!("f{i}"), 100 * i))
+        .collect();
+    let pairs: Vec<(std::path::PathBuf, String)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (path, _))| (path.clone(), format!("batch/f{i}")))
+        .collect();
+    let receipts = alice
+        .put_small_files(&pairs, Default::default())
+        .await
+        .unwrap();
+    for (i, receipt) in receipts.iter().enumerate() {
+        let r = receipt.as_ref().expect("stored");
+        assert_eq!((r.size, r.copies, r.wanted), (100 * i as u64, 8, 8));
+        let out = work.path().join("out");
+        alice
+            .get(&format!("batch/f{i}"), &out, &no_progress)
+            .await
+            .unwrap();
+        assert!(std::fs::read(&out).unwrap() == files[i].1, "f{i}");
+    }
+
+    // Another owner's names: only through a share for writing.
+    let bob = cluster.login("bob").await;
+    let into_share = |pairs: &[(std::path::PathBuf, String)]| -> Vec<(std::path::PathBuf, String)> {
+        pairs[..3]
+            .iter()
+            .map(|(p, r)| (p.clone(), format!("shared/alice/{r}")))
+            .collect()
+    };
+    let err = bob
+        .put_small_files(&into_share(&pairs), Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("share"), "{err}");
+    alice
+        .share("batch", "bob", Some(ringdfs::sharing::Access::Write))
+        .await
+        .unwrap();
+    let receipts = bob
+        .put_small_files(&into_share(&pairs), Default::default())
+        .await
+        .unwrap();
+    assert!(receipts.iter().all(Option::is_some), "{receipts:?}");
+
+    // A server down: the batch is refused whole, and nothing of it stays.
+    cluster.stop(2).await;
+    let renamed: Vec<(std::path::PathBuf, String)> = pairs
+        .iter()
+        .map(|(p, r)| (p.clone(), r.replace("batch/", "down/")))
+        .collect();
+    assert!(alice
+        .put_small_files(&renamed, Default::default())
+        .await
+        .is_err());
+    let usage = alice.usage("").await.unwrap().report;
+    // Bob's three replaced three of the 70; nothing of down/ is there.
+    assert_eq!((usage.files, usage.uploads), (70, 0), "{usage:?}");
 }

@@ -139,6 +139,33 @@ async fn put_r_then_get_r_of_500_files_is_identical_and_parallel() {
     assert_same_tree(&photos, &into.join("photos"));
 }
 
+/// Small files go in batches (see `Client::put_small_files`); with a
+/// server down a batch is refused whole, and `put -r` stores each of its
+/// files on its own, degraded: every file arrives and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_r_of_small_files_with_a_server_down_stores_every_file() {
+    let mut cluster = Cluster::start(4).await;
+    let config = cluster.write_client_config();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("notes");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..90usize {
+        std::fs::write(
+            src.join(format!("n{i:02}.txt")),
+            vec![b'a' + (i % 26) as u8; i * 37],
+        )
+        .unwrap();
+    }
+    cluster.stop(3).await;
+    let put = json_of(&config, &["put", "-r", src.to_str().unwrap()]);
+    assert_eq!(put["files"], 90, "{put}");
+    assert_eq!(put["failed"], serde_json::json!([]), "{put}");
+    let back = work.path().join("back");
+    let get = json_of(&config, &["get", "-r", "notes", back.to_str().unwrap()]);
+    assert_eq!(get["files"], 90, "{get}");
+    assert_same_tree(&src, &back);
+}
+
 /// `put -r DIR REMOTE` stores DIR as REMOTE when REMOTE does not exist, and
 /// inside it (REMOTE/DIR) when it is a folder; `get -r` likewise locally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1745,13 +1745,15 @@ impl FilesPlan {
         }
     }
 
-    /// Files stored once the PUT runs are done.
+    /// Files stored once the PUT runs are done (the last, of a pattern,
+    /// stores `timed` new ones).
     fn stored(&self) -> usize {
-        if self.direct {
+        let first = if self.direct {
             self.files + self.puts()
         } else {
             self.files
-        }
+        };
+        first + self.timed
     }
 }
 
@@ -1807,6 +1809,33 @@ fn files_bench(plan: &FilesPlan, dir: &Path) -> Result<FilesReport> {
     runtime.block_on(put_files(&clients[..1], &sources, "f", 0..plan.timed))?;
     let one_client_put_per_s = per_s(plan.timed, t.elapsed());
     say(&format!("{one_client_put_per_s:.0} PUT/s"));
+
+    say(&format!(
+        "one client: storing {} new ones as `put` of a pattern (`put -r` alike)",
+        plan.timed
+    ));
+    let tree = dir.join("tree");
+    fs::create_dir_all(&tree)?;
+    for i in 0..plan.timed {
+        fs::copy(&sources[i % sources.len()], tree.join(file_name("p", i)))?;
+    }
+    let pattern = tree.join("*");
+    let t = Instant::now();
+    let summary = runtime.block_on(ringdfs::bulk::put(
+        one,
+        "",
+        &pattern,
+        None,
+        true,
+        false,
+        Default::default(),
+        &no_progress,
+    ))?;
+    let bulk_put_per_s = per_s(plan.timed, t.elapsed());
+    if summary.files != plan.timed {
+        bail!("put of a pattern: {}", summary.text());
+    }
+    say(&format!("{bulk_put_per_s:.0} PUT/s"));
 
     say(&format!(
         "GET of {} random files, {FILES_CLIENTS} clients at once",
@@ -1868,7 +1897,7 @@ fn files_bench(plan: &FilesPlan, dir: &Path) -> Result<FilesReport> {
     say("done");
     Ok(FilesReport::new(
         plan,
-        [put_per_s, one_client_put_per_s, get_per_s],
+        [put_per_s, one_client_put_per_s, bulk_put_per_s, get_per_s],
         list_ms,
         idle.secs,
         servers,
@@ -2266,6 +2295,9 @@ struct FilesReport {
     /// `timed` files stored again by one session, one after another.
     one_client_puts: usize,
     one_client_put_per_s: f64,
+    /// As many new files stored by one session as `put` of a pattern (or
+    /// `put -r`) stores them: small ones in batches.
+    bulk_put_per_s: f64,
     /// `timed` random files read by `clients` sessions at once.
     gets: usize,
     get_per_s: f64,
@@ -2287,7 +2319,7 @@ struct FilesReport {
 impl FilesReport {
     fn new(
         plan: &FilesPlan,
-        [put_per_s, one_client_put_per_s, get_per_s]: [f64; 3],
+        [put_per_s, one_client_put_per_s, bulk_put_per_s, get_per_s]: [f64; 4],
         list_ms: f64,
         idle_secs: f64,
         servers: Vec<ServerFigures>,
@@ -2304,6 +2336,7 @@ impl FilesReport {
             put_per_s,
             one_client_puts: plan.timed,
             one_client_put_per_s,
+            bulk_put_per_s,
             gets: plan.timed,
             get_per_s,
             list_ms,
@@ -2337,10 +2370,22 @@ impl FilesReport {
                 Some(self.put_per_s >= 1000.0),
             ),
             Row::new(
-                format!("PUT {} files of 4 KiB, one client", self.one_client_puts),
+                format!(
+                    "PUT {} files of 4 KiB, one client, one after another",
+                    self.one_client_puts
+                ),
                 rate(self.one_client_put_per_s),
                 "≥ 300/s",
                 Some(self.one_client_put_per_s >= 300.0),
+            ),
+            Row::new(
+                format!(
+                    "PUT {} new files of 4 KiB, one client, `put` of a pattern",
+                    self.one_client_puts
+                ),
+                rate(self.bulk_put_per_s),
+                "≥ 300/s",
+                Some(self.bulk_put_per_s >= 300.0),
             ),
             Row::new(
                 format!("GET {m} random files, {} clients at once", self.clients),

@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::placement::{chunk_range, Placement};
 use crate::protocol::{
     checksum_of, Checksum, ChunkId, FileDigest, Hint, Kept, Manifest, ObjectMeta, Request,
-    Response, SmallPart, Version, MAX_BLOCK, SMALL_FILE,
+    Response, SmallFile, SmallPart, Version, MAX_BLOCK, SMALL_FILE,
 };
 use crate::standing::Standing;
 use crate::unix_now;
@@ -615,30 +615,14 @@ impl Client {
         data: &Bytes,
     ) -> Result<(Vec<ChunkStored>, Option<Version>)> {
         let n = plan.n;
-        let mut by_holder: BTreeMap<usize, Vec<SmallPart>> = BTreeMap::new();
-        let mut checksums = Vec::with_capacity(n as usize);
-        for chunk in 1..=n {
-            let (start, end) = chunk_range(plan.size, n, chunk);
-            let bytes = data.slice(start as usize..end as usize);
-            let mut hasher = ChunkId {
-                owner: &plan.scope.owner,
-                name: plan.name,
-                version: plan.version,
-                chunk,
-                len: end - start,
-            }
-            .hasher();
-            hasher.update(&bytes);
-            let checksum = checksum_of(&hasher);
-            checksums.push(checksum);
-            for i in plan.order.holders(&plan.placement, chunk, n) {
-                by_holder.entry(i).or_default().push(SmallPart {
-                    chunk,
-                    checksum,
-                    data: bytes.clone(),
-                });
-            }
-        }
+        let (checksums, by_holder) = small_parts(
+            &plan.scope.owner,
+            plan.name,
+            plan.version,
+            data,
+            &plan.order,
+            &plan.placement,
+        );
         let replies = join_all(by_holder.into_iter().map(|(i, parts)| async move {
             let chunks: Vec<u32> = parts.iter().map(|p| p.chunk).collect();
             let request = plan.scope.request(
@@ -731,6 +715,204 @@ impl Client {
             reason: "no server answered".into(),
         }))
     }
+}
+
+/// Small files stored together by [`Client::put_small_files`]: at most
+/// this many, and this many bytes (each holder's share of them stays
+/// inside one frame).
+pub const BATCH_FILES: usize = 64;
+pub const BATCH_BYTES: u64 = 512 << 10;
+
+impl Client {
+    /// Stores several small local files (`put -r`, wildcards) as the
+    /// remote names paired with them, together: one `PutSmallMany` to each
+    /// server with all its parts, one commit each, then one `CommitPuts`.
+    /// All or nothing: any server that fails or refuses, a file that is
+    /// not a small regular file, names of different owners, and nothing
+    /// is committed (what was stored is dropped) and the error says why;
+    /// the caller then stores them one by one, where each gets its own
+    /// answer (and a degraded write its hints). A file a server had a
+    /// newer version of is left out (`None`), to be stored alone.
+    pub async fn put_small_files(
+        &self,
+        files: &[(PathBuf, String)],
+        how: Transfer,
+    ) -> Result<Vec<Option<PutReceipt>>> {
+        let Some((_, first)) = files.first() else {
+            return Ok(Vec::new());
+        };
+        let scope = self.file_scope(first)?;
+        let mut names = Vec::with_capacity(files.len());
+        for (_, remote) in files {
+            let s = self.file_scope(remote)?;
+            if s.owner != scope.owner || s.shared != scope.shared {
+                return Err(Error::Refused("files of different owners".into()));
+            }
+            names.push(s.name);
+        }
+        let locals: Vec<PathBuf> = files.iter().map(|(l, _)| l.clone()).collect();
+        let read = tokio::task::spawn_blocking(move || {
+            locals
+                .iter()
+                .map(|local| {
+                    let shown = |e| Error::io(local.display().to_string(), e);
+                    let meta = std::fs::metadata(local).map_err(shown)?;
+                    if !meta.is_file() || meta.len() > SMALL_FILE {
+                        return Err(Error::Refused(format!(
+                            "{} is not a small regular file",
+                            local.display()
+                        )));
+                    }
+                    let (data, digest) = read_small(local, meta.len(), None).map_err(shown)?;
+                    Ok((data, digest, meta))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reader task: {e}")))??;
+        self.maybe_refresh().await;
+        let order = self.order();
+        let n = order.len() as u32;
+        // Each server's files (their positions, and its parts of them).
+        let mut by_holder: BTreeMap<usize, (Vec<usize>, Vec<SmallFile>)> = BTreeMap::new();
+        let mut manifests = Vec::with_capacity(files.len());
+        for (p, (name, (data, digest, meta))) in names.iter().zip(&read).enumerate() {
+            let version = Version::next(None);
+            let placement = Placement::of(&scope.owner, name);
+            let (checksums, parts) =
+                small_parts(&scope.owner, name, version, data, &order, &placement);
+            for (i, parts) in parts {
+                let (positions, files) = by_holder.entry(i).or_default();
+                positions.push(p);
+                files.push(SmallFile {
+                    name: name.clone(),
+                    version,
+                    chunks: n,
+                    size: data.len() as u64,
+                    parts,
+                });
+            }
+            manifests.push(Manifest {
+                name: name.clone(),
+                version,
+                size: data.len() as u64,
+                chunks: n,
+                checksums,
+                stored_at: unix_now(),
+                digest: *digest,
+                deleted: false,
+                data: None,
+                kept: how.keep_times.then(|| kept_of(meta)),
+                meta: None,
+            });
+        }
+        let abort_all = |manifests: Vec<Manifest>| {
+            let (order, scope) = (&order, &scope);
+            join_all(manifests.into_iter().map(move |m| async move {
+                let abort = Request::Abort {
+                    name: m.name,
+                    version: m.version,
+                };
+                self.call_on(order, &scope.request(abort, &[])).await
+            }))
+        };
+        let replies = join_all(by_holder.into_iter().map(|(i, (positions, files))| {
+            let request = scope.request(Request::PutSmallMany { files }, &[]);
+            async move { (i, positions, self.call(i, &request).await) }
+        }))
+        .await;
+        // The newest version any server had of each file.
+        let mut newest: Vec<Option<Version>> = vec![None; manifests.len()];
+        for (i, positions, reply) in replies {
+            let failed = match reply {
+                Ok(Response::StoredMany { current }) if current.len() == positions.len() => {
+                    for (p, c) in positions.into_iter().zip(current) {
+                        newest[p] = newest[p].max(c);
+                    }
+                    None
+                }
+                Ok(other) => Some(unexpected(&self.server_name(i), &other)),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                abort_all(manifests).await;
+                return Err(e);
+            }
+        }
+        let (stale, fresh): (Vec<_>, Vec<_>) = manifests
+            .into_iter()
+            .zip(newest)
+            .partition(|(m, newest)| newest.is_some_and(|v| v >= m.version));
+        let stale: Vec<Manifest> = stale.into_iter().map(|(m, _)| m).collect();
+        let stale_names: Vec<String> = stale.iter().map(|m| m.name.clone()).collect();
+        abort_all(stale).await;
+        let fresh: Vec<Manifest> = fresh.into_iter().map(|(m, _)| m).collect();
+        let receipts: Vec<PutReceipt> = fresh
+            .iter()
+            .map(|m| PutReceipt {
+                size: m.size,
+                chunks: n,
+                copies: n * order.copies(),
+                wanted: n * order.copies(),
+                missing: Vec::new(),
+                apart: Vec::new(),
+                refused: Vec::new(),
+                version: m.version,
+                digest: m.digest,
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let commit = scope.request(Request::CommitPuts { manifests: fresh }, &[]);
+            // Visible once any server has the manifests (the others are healed).
+            any_answered(self.acknowledged(self.call_on(&order, &commit).await))?;
+        }
+        let mut receipts = receipts.into_iter();
+        Ok(names
+            .iter()
+            .map(|name| match stale_names.contains(name) {
+                true => None,
+                false => receipts.next(),
+            })
+            .collect())
+    }
+}
+
+/// A small file's chunks: their checksums, in order, and the parts each
+/// holder (member index) is to store.
+fn small_parts(
+    owner: &str,
+    name: &str,
+    version: Version,
+    data: &Bytes,
+    order: &Ring,
+    placement: &Placement,
+) -> (Vec<Checksum>, BTreeMap<usize, Vec<SmallPart>>) {
+    let (size, n) = (data.len() as u64, order.len() as u32);
+    let mut by_holder: BTreeMap<usize, Vec<SmallPart>> = BTreeMap::new();
+    let mut checksums = Vec::with_capacity(n as usize);
+    for chunk in 1..=n {
+        let (start, end) = chunk_range(size, n, chunk);
+        let bytes = data.slice(start as usize..end as usize);
+        let mut hasher = ChunkId {
+            owner,
+            name,
+            version,
+            chunk,
+            len: end - start,
+        }
+        .hasher();
+        hasher.update(&bytes);
+        let checksum = checksum_of(&hasher);
+        checksums.push(checksum);
+        for i in order.holders(placement, chunk, n) {
+            by_holder.entry(i).or_default().push(SmallPart {
+                chunk,
+                checksum,
+                data: bytes.clone(),
+            });
+        }
+    }
+    (checksums, by_holder)
 }
 
 /// How many times a small file's PUT is stored again when a holder had a

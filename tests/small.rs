@@ -20,23 +20,13 @@ async fn store_by_hand(cluster: &Cluster, name: &str, version: Version, data: &[
     let checksums = chunk_checksums("alice", name, version, N, data);
     let size = data.len() as u64;
     for server in 1..=N as usize {
-        let parts = (1..=N)
-            .filter(|&c| holders("alice", name, c, N).contains(&server))
-            .map(|chunk| {
-                let (start, end) = chunk_range(size, N, chunk);
-                SmallPart {
-                    chunk,
-                    checksum: checksums[chunk as usize - 1],
-                    data: Bytes::copy_from_slice(&data[start as usize..end as usize]),
-                }
-            })
-            .collect();
+        let file = small_file(name, version, data, server);
         let put = Request::PutSmall {
-            name: name.into(),
+            name: file.name,
             version,
             chunks: N,
             size,
-            parts,
+            parts: file.parts,
         };
         let mut conn = raw_login(cluster, server, "alice").await;
         let reply = conn.call(&put).await.unwrap();

@@ -42,6 +42,7 @@ mod read;
 mod report;
 mod resume;
 mod ring;
+mod source;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

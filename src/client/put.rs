@@ -9,7 +9,6 @@
 //! from its start.
 
 use std::collections::BTreeMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +27,7 @@ use crate::standing::Standing;
 use crate::unix_now;
 
 use super::resume::{LocalFile, UploadRecord, RESUME_MIN};
+use super::source::Source;
 use super::*;
 
 /// What a PUT did.
@@ -85,7 +85,7 @@ impl Client {
         how: Transfer,
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
-        one_command(self.put_command(local, remote, how, None, progress)).await
+        one_command(self.put_command(Local::File(local), remote, how, None, progress)).await
     }
 
     /// [`Client::put`] of an object that came in over HTTP: its metadata
@@ -99,12 +99,28 @@ impl Client {
         progress: &dyn Progress,
     ) -> Result<PutReceipt> {
         let how = Transfer::default();
+        let local = Local::File(local);
+        one_command(self.put_command(local, remote, how, Some(object), progress)).await
+    }
+
+    /// [`Client::put_object`] of an object that came in as several files
+    /// (an S3 multipart upload's parts, in order): stored as the one file
+    /// they make end to end, read where they lie (never joined on disk).
+    pub async fn put_object_parts(
+        &self,
+        parts: &[PathBuf],
+        remote: &str,
+        object: Object,
+        progress: &dyn Progress,
+    ) -> Result<PutReceipt> {
+        let how = Transfer::default();
+        let local = Local::Parts(parts);
         one_command(self.put_command(local, remote, how, Some(object), progress)).await
     }
 
     async fn put_command(
         &self,
-        local: &Path,
+        local: Local<'_>,
         remote: &str,
         how: Transfer,
         object: Option<Object>,
@@ -131,7 +147,7 @@ impl Client {
 
     async fn put_attempt(
         &self,
-        local: &Path,
+        local: Local<'_>,
         remote: &str,
         how: Transfer,
         object: Option<Object>,
@@ -140,16 +156,8 @@ impl Client {
     ) -> Result<Attempt> {
         let scope = self.file_scope(remote)?;
         let remote = scope.name.as_str();
-        let meta = tokio::fs::metadata(local)
-            .await
-            .map_err(|e| Error::io(local.display().to_string(), e))?;
-        if !meta.is_file() {
-            return Err(Error::Refused(format!(
-                "{} is not a regular file",
-                local.display()
-            )));
-        }
-        let size = meta.len();
+        let (source, meta) = local.open().await?;
+        let size = source.len();
         let small = size <= SMALL_FILE;
         // A small file's holders refuse it themselves, in the same round
         // trip that would have asked.
@@ -163,18 +171,17 @@ impl Client {
         let stop_digest = Arc::new(AtomicBool::new(false));
         let _stop_digest_on_drop = SetOnDrop(Arc::clone(&stop_digest));
         let known = object.as_ref().and_then(|o| o.md5).map(FileDigest::Md5);
-        let path = local.to_path_buf();
+        let reading = source.clone();
         let body = if small {
-            let (data, digest) =
-                tokio::task::spawn_blocking(move || read_small(&path, size, known))
-                    .await
-                    .map_err(|e| Error::Internal(format!("reader task: {e}")))?
-                    .map_err(|e| Error::io(local.display().to_string(), e))?;
+            let (data, digest) = tokio::task::spawn_blocking(move || read_small(&reading, known))
+                .await
+                .map_err(|e| Error::Internal(format!("reader task: {e}")))?
+                .map_err(|e| Error::io(source.shown(), e))?;
             Body::Small(data, digest)
         } else {
             Body::Streamed(tokio::task::spawn_blocking(move || match known {
                 Some(digest) => Ok(digest),
-                None => sha256_file(&path, &stop_digest),
+                None => sha256_of(&reading, &stop_digest),
             }))
         };
         self.maybe_refresh().await;
@@ -189,26 +196,33 @@ impl Client {
         // A large file's upload is recorded, so `put -c` can go on with it;
         // `-c` goes on with the recorded one if it is the same file's, and
         // still newer than what the servers have.
-        let record_path = (size >= RESUME_MIN)
-            .then(|| UploadRecord::path(&self.login.user, &scope.owner, remote))
-            .flatten();
-        let mut record = UploadRecord {
-            user: self.login.user.clone(),
-            owner: scope.owner.clone(),
-            name: remote.to_string(),
-            version: Version { gen: 0, writer: 0 },
-            local: LocalFile::of(local, &meta),
+        // (Parts are an upload of the gateway's: nothing to continue.)
+        let recorded = match (source.single(), &meta) {
+            (Some(path), Some(meta)) if size >= RESUME_MIN => {
+                UploadRecord::path(&self.login.user, &scope.owner, remote).map(|at| {
+                    let record = UploadRecord {
+                        user: self.login.user.clone(),
+                        owner: scope.owner.clone(),
+                        name: remote.to_string(),
+                        version: Version { gen: 0, writer: 0 },
+                        local: LocalFile::of(path, meta),
+                    };
+                    (at, record)
+                })
+            }
+            _ => None,
         };
-        let resumed = match (&record_path, how.resume) {
-            (Some(path), true) => UploadRecord::version_to_resume(path, &record)
+        let resumed = match (&recorded, how.resume) {
+            (Some((path, record)), true) => UploadRecord::version_to_resume(path, record)
                 .filter(|v| current.is_none_or(|c| *v > c)),
             _ => None,
         };
         let version = resumed.unwrap_or_else(|| Version::next(current));
-        record.version = version;
-        if let Some(path) = &record_path {
-            record.save(path);
-        }
+        let record_path = recorded.map(|(path, mut record)| {
+            record.version = version;
+            record.save(&path);
+            path
+        });
         if resumed.is_some() {
             debug!(file = remote, ?version, "continuing an interrupted upload");
         }
@@ -232,7 +246,7 @@ impl Client {
         let n = order.len() as u32;
         let placement = Placement::of(&scope.owner, remote);
         let upload = UploadPlan {
-            local,
+            source: &source,
             scope: &scope,
             name: remote,
             version,
@@ -255,7 +269,7 @@ impl Client {
                     let digest = digest_task
                         .await
                         .map_err(|e| Error::Internal(format!("digest task: {e}")))?
-                        .map_err(|e| Error::io(local.display().to_string(), e))?;
+                        .map_err(|e| Error::io(source.shown(), e))?;
                     Ok::<_, Error>((chunks, digest, None))
                 }
             }
@@ -308,7 +322,7 @@ impl Client {
             digest,
             deleted: false,
             data: None,
-            kept: how.keep_times.then(|| kept_of(&meta)),
+            kept: meta.as_ref().filter(|_| how.keep_times).map(kept_of),
             meta: object.map(|o| o.meta),
         };
         let commit = scope.request(
@@ -469,9 +483,9 @@ impl Client {
         let local_marks = if marks.is_empty() {
             Vec::new()
         } else {
-            let path = plan.local.to_path_buf();
+            let source = plan.source.clone();
             let seed = hasher.clone();
-            tokio::task::spawn_blocking(move || hash_local_prefixes(&path, start, marks, seed))
+            tokio::task::spawn_blocking(move || hash_local_prefixes(&source, start, marks, seed))
                 .await
                 .map_err(|e| Error::Internal(format!("chunk reader: {e}")))??
         };
@@ -540,7 +554,7 @@ impl Client {
         // the chunks of a PUT then hash on every core, and the async thread
         // only sends blocks.
         let (mut blocks, reader) =
-            spawn_chunk_reader(plan.local.to_path_buf(), start + from, len - from, hasher);
+            spawn_chunk_reader(plan.source.clone(), start + from, len - from, hasher);
         // Where the next block starts in the chunk.
         let mut at = from;
         while let Some(block) = blocks.recv().await {
@@ -763,7 +777,8 @@ impl Client {
                             local.display()
                         )));
                     }
-                    let (data, digest) = read_small(local, meta.len(), None).map_err(shown)?;
+                    let source = Source::file(local, meta.len());
+                    let (data, digest) = read_small(&source, None).map_err(shown)?;
                     Ok((data, digest, meta))
                 })
                 .collect::<Result<Vec<_>>>()
@@ -940,13 +955,19 @@ enum Body {
 
 /// A small file's bytes (it must still have `size` of them) and their
 /// digest (`known`, if given, else their SHA-256).
-fn read_small(
-    path: &Path,
-    size: u64,
-    known: Option<FileDigest>,
-) -> std::io::Result<(Bytes, FileDigest)> {
+fn read_small(source: &Source, known: Option<FileDigest>) -> std::io::Result<(Bytes, FileDigest)> {
     use sha2::{Digest, Sha256};
-    let data = std::fs::read(path)?;
+    use std::io::Read;
+    let size = source.len();
+    // A file read whole shows whether it grew since it was looked at.
+    let data = match source.single() {
+        Some(path) => std::fs::read(path)?,
+        None => {
+            let mut data = Vec::with_capacity(size as usize);
+            source.reader_at(0)?.read_to_end(&mut data)?;
+            data
+        }
+    };
     if data.len() as u64 != size {
         return Err(std::io::Error::other(format!(
             "it changed while being read ({size} bytes, then {})",
@@ -1070,16 +1091,16 @@ fn drop_failed(
         .collect()
 }
 
-/// SHA-256 of a whole file, read front to back; gives up early once `stop`
-/// is set.
-fn sha256_file(path: &Path, stop: &AtomicBool) -> std::io::Result<FileDigest> {
+/// SHA-256 of the whole source, read front to back; gives up early once
+/// `stop` is set.
+fn sha256_of(source: &Source, stop: &AtomicBool) -> std::io::Result<FileDigest> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let mut file = source.reader_at(0)?;
     let mut sha = Sha256::new();
     // No bigger than the file: a fresh 1 MiB buffer per small file costs
     // more (page faults, zeroing) than hashing it.
-    let len = file.metadata()?.len();
+    let len = source.len();
     let mut buf = vec![0u8; len.clamp(1, MAX_BLOCK as u64) as usize];
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -1101,9 +1122,46 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// Where a PUT's bytes are (read through a [`Source`]).
+#[derive(Clone, Copy)]
+enum Local<'a> {
+    File(&'a Path),
+    /// An S3 multipart upload's parts, in order.
+    Parts(&'a [PathBuf]),
+}
+
+impl Local<'_> {
+    /// The bytes to store and, for a file, its metadata; what is not a
+    /// regular file is refused.
+    async fn open(self) -> Result<(Source, Option<std::fs::Metadata>)> {
+        match self {
+            Local::File(path) => {
+                let meta = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| Error::io(path.display().to_string(), e))?;
+                if !meta.is_file() {
+                    return Err(Error::Refused(format!(
+                        "{} is not a regular file",
+                        path.display()
+                    )));
+                }
+                Ok((Source::file(path, meta.len()), Some(meta)))
+            }
+            Local::Parts(paths) => {
+                let paths = paths.to_vec();
+                let source = tokio::task::spawn_blocking(move || Source::parts(&paths))
+                    .await
+                    .map_err(|e| Error::Internal(format!("reader task: {e}")))?
+                    .map_err(|e| Error::io("the upload's parts", e))?;
+                Ok((source, None))
+            }
+        }
+    }
+}
+
 /// The parameters every chunk task of one PUT shares.
 struct UploadPlan<'a> {
-    local: &'a Path,
+    source: &'a Source,
     scope: &'a Scope,
     name: &'a str,
     version: Version,
@@ -1117,21 +1175,20 @@ struct UploadPlan<'a> {
     resume: bool,
 }
 
-/// The checksum of the first `m` bytes of the chunk at `start` of `path`
+/// The checksum of the first `m` bytes of the chunk at `start` of `source`
 /// (the chunk's `hasher` fed them), and the hasher at that point, for each
 /// mark `m`.
 fn hash_local_prefixes(
-    path: &Path,
+    source: &Source,
     start: u64,
     mut marks: Vec<u64>,
     mut hasher: blake3::Hasher,
 ) -> Result<Vec<(u64, Checksum, blake3::Hasher)>> {
-    use std::io::{Read, Seek};
+    use std::io::Read;
     marks.sort_unstable();
     marks.dedup();
-    let local_error = |e| Error::io(path.display().to_string(), e);
-    let mut file = std::fs::File::open(path).map_err(local_error)?;
-    file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+    let local_error = |e| Error::io(source.shown(), e);
+    let mut file = source.reader_at(start).map_err(local_error)?;
     let mut buf = vec![0u8; MAX_BLOCK];
     let mut at = 0u64;
     let mut out = Vec::new();
@@ -1147,11 +1204,11 @@ fn hash_local_prefixes(
     Ok(out)
 }
 
-/// A blocking task that reads `len` bytes of `path` from offset `start` in
+/// A blocking task that reads `len` bytes of `source` from offset `start` in
 /// blocks of at most `MAX_BLOCK`, hashing them and sending them on; it returns
 /// the checksum after the last block. Dropping the receiver stops it.
 fn spawn_chunk_reader(
-    path: PathBuf,
+    source: Source,
     start: u64,
     len: u64,
     mut hasher: blake3::Hasher,
@@ -1159,19 +1216,18 @@ fn spawn_chunk_reader(
     tokio::sync::mpsc::Receiver<bytes::Bytes>,
     tokio::task::JoinHandle<Result<crate::protocol::Checksum>>,
 ) {
-    use std::io::{Read, Seek};
+    use std::io::Read;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
     let reader = tokio::task::spawn_blocking(move || {
-        let local_error = |e| Error::io(path.display().to_string(), e);
-        let mut file = std::fs::File::open(&path).map_err(local_error)?;
-        file.seek(SeekFrom::Start(start)).map_err(local_error)?;
+        let local_error = |e| Error::io(source.shown(), e);
+        let mut file = source.reader_at(start).map_err(local_error)?;
         let mut left = len;
         while left > 0 {
             let want = left.min(MAX_BLOCK as u64) as usize;
             let mut block = BytesMut::zeroed(want);
             file.read_exact(&mut block).map_err(|e| {
                 Error::io(
-                    format!("{} (did it change while being read?)", path.display()),
+                    format!("{} (did it change while being read?)", source.shown()),
                     e,
                 )
             })?;

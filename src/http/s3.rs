@@ -813,15 +813,8 @@ impl S3 for RingS3 {
             joined_md5.update(md5);
         }
         let multipart_etag = format!("{}-{}", crate::hex(&joined_md5.finalize()), chosen.len());
-        let joined = self.gateway.spool().map_err(s3_err)?;
+        // Stored from the parts where they lie: no joined copy on disk.
         let paths: Vec<PathBuf> = chosen.iter().map(|(n, _)| part_path(&dir, *n)).collect();
-        let target = joined
-            .reopen()
-            .map_err(|e| s3_err(Error::io("opening a spool file", e)))?;
-        tokio::task::spawn_blocking(move || join_parts(&paths, target))
-            .await
-            .map_err(|e| s3_err(Error::Internal(format!("joining parts: {e}"))))?
-            .map_err(s3_err)?;
         let object = Object {
             meta: ObjectMeta {
                 etag: Some(multipart_etag.clone()),
@@ -830,7 +823,7 @@ impl S3 for RingS3 {
             md5: None,
         };
         client
-            .put_object(joined.path(), &name, object, &crate::client::no_progress)
+            .put_object_parts(&paths, &name, object, &crate::client::no_progress)
             .await
             .map_err(s3_err)?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -1117,16 +1110,6 @@ fn parts_of(dir: &Path) -> Vec<(i32, PartRecord)> {
 
 fn part_path(dir: &Path, n: i32) -> PathBuf {
     dir.join(format!("{n:05}"))
-}
-
-/// Appends the parts' bytes to `target`, in the kernel where it can
-/// (`std::io::copy` uses `copy_file_range` between files).
-fn join_parts(parts: &[PathBuf], mut target: std::fs::File) -> crate::error::Result<()> {
-    for path in parts {
-        let mut part = std::fs::File::open(path).map_err(|e| Error::io("opening a part", e))?;
-        std::io::copy(&mut part, &mut target).map_err(|e| Error::io("joining parts", e))?;
-    }
-    Ok(())
 }
 
 /// Removes uploads older than [`UPLOAD_GRACE`].

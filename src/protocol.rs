@@ -146,6 +146,13 @@ impl ChunkId<'_> {
         h
     }
 
+    /// The checksum of `bytes` as this chunk.
+    pub fn checksum(&self, bytes: &[u8]) -> Checksum {
+        let mut hasher = self.hasher();
+        hasher.update(bytes);
+        checksum_of(&hasher)
+    }
+
     /// How many bytes of identity [`ChunkId::hasher`] feeds before the data.
     pub fn prefix_len(&self) -> u64 {
         (8 + self.owner.len() + 8 + self.name.len() + 8 + 8 + 4 + 8) as u64

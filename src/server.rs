@@ -1067,21 +1067,18 @@ fn own_new_name(request: &Request) -> Option<&str> {
         | Request::PutChunkFrom { name, .. }
         | Request::PutSmall { name, .. } => Some(name),
         Request::Commit { manifest, .. } => Some(&manifest.name),
-        Request::PutSmallMany { files } => files
-            .iter()
-            .find(|f| crate::sharing::covers(crate::sharing::SHARED, &f.name))
-            .map(|f| f.name.as_str()),
-        Request::CommitPuts { manifests } => manifests
-            .iter()
-            .find(|m| crate::sharing::covers(crate::sharing::SHARED, &m.name))
-            .map(|m| m.name.as_str()),
         Request::MakeFolder { path } => Some(path),
-        Request::CommitMany { manifests } => manifests
-            .iter()
-            .find(|m| crate::sharing::covers(crate::sharing::SHARED, &m.name))
-            .map(|m| m.name.as_str()),
+        Request::PutSmallMany { files } => under_shared(files.iter().map(|f| f.name.as_str())),
+        Request::CommitPuts { manifests } | Request::CommitMany { manifests } => {
+            under_shared(manifests.iter().map(|m| m.name.as_str()))
+        }
         _ => None,
     }
+}
+
+/// The first of `names` under `shared/`, for a request of several.
+fn under_shared<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names.find(|name| crate::sharing::covers(crate::sharing::SHARED, name))
 }
 
 /// Requests of a peer server: reading any user's files, for healing.

@@ -923,16 +923,14 @@ pub fn chunk_checksums(
     (1..=chunks)
         .map(|chunk| {
             let (start, end) = ringdfs::placement::chunk_range(data.len() as u64, chunks, chunk);
-            let mut hasher = ringdfs::protocol::ChunkId {
+            ringdfs::protocol::ChunkId {
                 owner,
                 name,
                 version,
                 chunk,
                 len: end - start,
             }
-            .hasher();
-            hasher.update(&data[start as usize..end as usize]);
-            ringdfs::protocol::checksum_of(&hasher)
+            .checksum(&data[start as usize..end as usize])
         })
         .collect()
 }

@@ -2774,9 +2774,7 @@ impl Seed {
                                     chunk,
                                     len: end - start,
                                 };
-                                let mut h = id.hasher();
-                                h.update(bytes);
-                                let sum = ringdfs::protocol::checksum_of(&h);
+                                let sum = id.checksum(bytes);
                                 checksums.push(sum);
                                 if held.contains(&chunk) {
                                     let mut w = store.begin_chunk(ChunkSpec {

@@ -657,14 +657,12 @@ fn verifies(owner: &str, manifest: &Manifest, chunk: u32, bytes: &[u8]) -> bool 
     if bytes.len() as u64 != end - start {
         return false;
     }
-    let mut hasher = ChunkId {
+    let id = ChunkId {
         owner,
         name: manifest.data_name(),
         version: manifest.data_version(),
         chunk,
         len: end - start,
-    }
-    .hasher();
-    hasher.update(bytes);
-    checksum_of(&hasher) == *expected
+    };
+    id.checksum(bytes) == *expected
 }

@@ -854,41 +854,39 @@ impl Client {
                 return Err(e);
             }
         }
-        let (stale, fresh): (Vec<_>, Vec<_>) = manifests
+        // A file a server had a newer version of is left out (its version
+        // dropped), to be stored alone; the others are committed together.
+        let (mut stale, mut fresh) = (Vec::new(), Vec::new());
+        let receipts: Vec<Option<PutReceipt>> = manifests
             .into_iter()
             .zip(newest)
-            .partition(|(m, newest)| newest.is_some_and(|v| v >= m.version));
-        let stale: Vec<Manifest> = stale.into_iter().map(|(m, _)| m).collect();
-        let stale_names: Vec<String> = stale.iter().map(|m| m.name.clone()).collect();
-        abort_all(stale).await;
-        let fresh: Vec<Manifest> = fresh.into_iter().map(|(m, _)| m).collect();
-        let receipts: Vec<PutReceipt> = fresh
-            .iter()
-            .map(|m| PutReceipt {
-                size: m.size,
-                chunks: n,
-                copies: n * order.copies(),
-                wanted: n * order.copies(),
-                missing: Vec::new(),
-                apart: Vec::new(),
-                refused: Vec::new(),
-                version: m.version,
-                digest: m.digest,
+            .map(|(m, newest)| {
+                if newest.is_some_and(|v| v >= m.version) {
+                    stale.push(m);
+                    return None;
+                }
+                let receipt = PutReceipt {
+                    size: m.size,
+                    chunks: n,
+                    copies: n * order.copies(),
+                    wanted: n * order.copies(),
+                    missing: Vec::new(),
+                    apart: Vec::new(),
+                    refused: Vec::new(),
+                    version: m.version,
+                    digest: m.digest,
+                };
+                fresh.push(m);
+                Some(receipt)
             })
             .collect();
+        abort_all(stale).await;
         if !fresh.is_empty() {
             let commit = scope.request(Request::CommitPuts { manifests: fresh }, &[]);
             // Visible once any server has the manifests (the others are healed).
             any_answered(self.acknowledged(self.call_on(&order, &commit).await))?;
         }
-        let mut receipts = receipts.into_iter();
-        Ok(names
-            .iter()
-            .map(|name| match stale_names.contains(name) {
-                true => None,
-                false => receipts.next(),
-            })
-            .collect())
+        Ok(receipts)
     }
 }
 
@@ -908,16 +906,14 @@ fn small_parts(
     for chunk in 1..=n {
         let (start, end) = chunk_range(size, n, chunk);
         let bytes = data.slice(start as usize..end as usize);
-        let mut hasher = ChunkId {
+        let checksum = ChunkId {
             owner,
             name,
             version,
             chunk,
             len: end - start,
         }
-        .hasher();
-        hasher.update(&bytes);
-        let checksum = checksum_of(&hasher);
+        .checksum(&bytes);
         checksums.push(checksum);
         for i in order.holders(placement, chunk, n) {
             by_holder.entry(i).or_default().push(SmallPart {

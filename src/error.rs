@@ -50,6 +50,12 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// A store its server (another process) has open: the path.
+    #[error(
+        "{0} is open by its running server (stop it first; `dfs-server verify` asks the server)"
+    )]
+    InUse(String),
+
     /// Certificates: missing, unreadable, or not usable for TLS.
     #[error("TLS: {0}")]
     Tls(String),

@@ -324,6 +324,18 @@ pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration)
     }
 }
 
+/// `dfs-server verify` of a running server: it reads and checks every copy
+/// it holds. Returns the copies checked and a line per bad one.
+pub async fn request_verify(config: &crate::config::ServerConfig) -> Result<(u64, Vec<String>)> {
+    let mut conn = connect_as_self(config, Duration::from_secs(10)).await?;
+    // Every copy is read: as long as the disk takes.
+    conn.set_timeout(Some(Duration::from_secs(24 * 3600)));
+    match conn.call(&Request::VerifyStore).await? {
+        Response::Verified { checked, bad } => Ok((checked, bad)),
+        other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
+    }
+}
+
 /// The file in a data folder that keeps the ring id a server chose when it
 /// first joined (see [`settle_id`]).
 pub const ID_FILE: &str = "ring-id";

@@ -804,6 +804,10 @@ pub enum Request {
     CommitPuts {
         manifests: Vec<Manifest>,
     },
+    /// From the server's own administrator (`dfs-server verify` while the
+    /// server runs and has its store to itself): read and check every copy
+    /// this server holds, changing nothing (answered with `Verified`).
+    VerifyStore,
 }
 
 impl Request {
@@ -925,6 +929,11 @@ pub enum Response {
     /// The answer to `PutSmallMany`: `Stored`'s `current` for each file.
     StoredMany {
         current: Vec<Option<Version>>,
+    },
+    /// The answer to `Verify`: copies checked, and a line for each bad one.
+    Verified {
+        checked: u64,
+        bad: Vec<String>,
     },
 }
 

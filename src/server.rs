@@ -1167,6 +1167,12 @@ where
                 .map_err(soft)?;
             Ok(Some(Response::Ok))
         }
+        Request::VerifyStore if peer == server.name => {
+            let store = Arc::clone(&server.store);
+            let (checked, bad) = store.off_thread(|s| s.scrub()).await.map_err(soft)?;
+            let bad = bad.iter().map(|(copy, e)| copy.bad_line(e)).collect();
+            Ok(Some(Response::Verified { checked, bad }))
+        }
         Request::Leave if peer == server.name => {
             server.leave().await.map_err(soft)?;
             // Stop once the reply is on its way.

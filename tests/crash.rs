@@ -213,61 +213,67 @@ fn read_chunk(store: &Store, name: &str, file: &Acked, chunk: u32) -> Checksum {
 /// no bad copy and reads at least every copy checked here. `uncommitted`
 /// lists the (server, file) pairs whose PUT was still running when that
 /// server was killed: it acknowledged its chunks but may have died before
-/// the commit, and have no manifest until it heals.
-fn check_own_copies(cluster: &ProcCluster, files: &[Acked], uncommitted: &[(usize, String)]) {
-    for server in 1..=4 {
-        let data_dir = cluster.data_dir(server);
-        let store = Store::inspect(&data_dir).unwrap();
-        let mut expected = 0;
-        for file in files {
-            let name = file.name.as_str();
-            let table = crate::util::held("alice", name, server, 4);
-            let on_disk = chunks_on_disk(&data_dir, "alice", name);
-            if file.receipt.missing.contains(&format!("dfs{server}")) {
-                let strays: Vec<_> = on_disk.iter().filter(|c| !table.contains(c)).collect();
-                assert!(strays.is_empty(), "dfs{server}: {name} chunks {strays:?}");
-                continue;
-            }
-            assert_eq!(
-                on_disk, table,
-                "dfs{server} acknowledged {name} but holds these chunks of it"
-            );
-            match store.file("alice", name).unwrap() {
-                (Some(manifest), held) => {
-                    assert_eq!(
-                        manifest.version, file.receipt.version,
-                        "dfs{server}: {name}"
-                    );
-                    assert!(
-                        manifest.checksums == file.checksums,
-                        "dfs{server}: {name}: the manifest's checksums are not the bytes sent"
-                    );
-                    assert_eq!(held, table, "dfs{server}: {name}");
-                    // The scrub below reads these against the manifest.
-                    expected += held.len() as u64;
+/// the commit, and have no manifest until it heals. (The running servers
+/// are stopped for the look and started again: see `check_stores`.)
+async fn check_own_copies(
+    cluster: &mut ProcCluster,
+    files: &[Acked],
+    uncommitted: &[(usize, String)],
+) {
+    cluster
+        .check_stores(|server, store| {
+            let data_dir = store.root().to_path_buf();
+            let mut expected = 0;
+            for file in files {
+                let name = file.name.as_str();
+                let table = crate::util::held("alice", name, server, 4);
+                let on_disk = chunks_on_disk(&data_dir, "alice", name);
+                if file.receipt.missing.contains(&format!("dfs{server}")) {
+                    let strays: Vec<_> = on_disk.iter().filter(|c| !table.contains(c)).collect();
+                    assert!(strays.is_empty(), "dfs{server}: {name} chunks {strays:?}");
+                    continue;
                 }
-                (None, _) => {
-                    assert!(
-                        uncommitted.contains(&(server, file.name.clone())),
-                        "dfs{server} has lost its manifest of {name}"
-                    );
-                    for &chunk in &table {
-                        let sum = read_chunk(&store, name, file, chunk);
-                        assert!(
-                            sum == file.checksums[chunk as usize - 1],
-                            "dfs{server}: {name} chunk {chunk} is not the bytes sent"
+                assert_eq!(
+                    on_disk, table,
+                    "dfs{server} acknowledged {name} but holds these chunks of it"
+                );
+                match store.file("alice", name).unwrap() {
+                    (Some(manifest), held) => {
+                        assert_eq!(
+                            manifest.version, file.receipt.version,
+                            "dfs{server}: {name}"
                         );
+                        assert!(
+                            manifest.checksums == file.checksums,
+                            "dfs{server}: {name}: the manifest's checksums are not the bytes sent"
+                        );
+                        assert_eq!(held, table, "dfs{server}: {name}");
+                        // The scrub below reads these against the manifest.
+                        expected += held.len() as u64;
+                    }
+                    (None, _) => {
+                        assert!(
+                            uncommitted.contains(&(server, file.name.clone())),
+                            "dfs{server} has lost its manifest of {name}"
+                        );
+                        for &chunk in &table {
+                            let sum = read_chunk(store, name, file, chunk);
+                            assert!(
+                                sum == file.checksums[chunk as usize - 1],
+                                "dfs{server}: {name} chunk {chunk} is not the bytes sent"
+                            );
+                        }
                     }
                 }
             }
-        }
-        let (checked, bad) = store.scrub().unwrap();
-        assert!(bad.is_empty(), "dfs{server}: bad copies {bad:?}");
-        assert!(
-            checked >= expected,
-            "dfs{server}: the scrub read {checked} copies; it holds {expected}"
-        );
-    }
+            let (checked, bad) = store.scrub().unwrap();
+            assert!(bad.is_empty(), "dfs{server}: bad copies {bad:?}");
+            assert!(
+                checked >= expected,
+                "dfs{server}: the scrub read {checked} copies; it holds {expected}"
+            );
+        })
+        .await;
 }
 
 /// SIGKILL at any moment of a PUT (while blocks stream, once all are sent,
@@ -334,7 +340,7 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
             uncommitted.push((victim, name));
         }
         // While dfs`victim` is dead: what the kill left on its disk.
-        check_own_copies(&cluster, &acknowledged, &uncommitted);
+        check_own_copies(&mut cluster, &acknowledged, &uncommitted).await;
         cluster.restart(victim).await;
     }
     assert!(
@@ -344,18 +350,16 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
 
     // Back up, the servers copy what they missed: every copy is where the
     // table says, on every server, and every file reads back.
-    crate::util::wait_until(30, "every server holds its copies again", || {
-        let done = (1..=4).all(|server| {
-            let store = Store::inspect(&cluster.data_dir(server)).unwrap();
-            acknowledged.iter().all(|file| {
-                let table = crate::util::held("alice", &file.name, server, 4);
-                store.file("alice", &file.name).unwrap().1 == table
-                    && chunks_on_disk(&cluster.data_dir(server), "alice", &file.name) == table
-            })
-        });
-        async move { done }
-    })
-    .await;
+    let every_copy = |server: usize, store: &Store| {
+        acknowledged.iter().all(|file| {
+            let table = crate::util::held("alice", &file.name, server, 4);
+            store.file("alice", &file.name).unwrap().1 == table
+                && chunks_on_disk(store.root(), "alice", &file.name) == table
+        })
+    };
+    cluster
+        .wait_for_stores(90, "every server to hold its copies again", every_copy)
+        .await;
     let healed: Vec<Acked> = acknowledged
         .iter()
         .map(|file| Acked {
@@ -367,7 +371,7 @@ async fn kill_9_during_puts_never_shows_half_a_chunk_or_loses_an_acknowledged_fi
             checksums: file.checksums.clone(),
         })
         .collect();
-    check_own_copies(&cluster, &healed, &[]);
+    check_own_copies(&mut cluster, &healed, &[]).await;
     let fresh = cluster.login("alice").await;
     let listed = crate::util::names(&fresh).await;
     assert_eq!(listed.len(), schedule.len(), "{listed:?}");

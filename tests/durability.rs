@@ -511,27 +511,28 @@ async fn kill_9_during_a_burst_of_small_puts_loses_no_acknowledged_file() {
         },
     )
     .await;
-    for server in 1..=SERVERS {
-        let data_dir = cluster.data_dir(server);
-        let store = Store::inspect(&data_dir).unwrap();
-        for put in &acked {
-            let table = crate::util::held("alice", &put.name, server, SERVERS as u32);
-            let (manifest, held) = store.file("alice", &put.name).unwrap();
-            assert_eq!(
-                manifest.map(|m| m.version),
-                Some(put.receipt.version),
-                "dfs{server}: {}",
-                put.name
-            );
-            assert_eq!(held, table, "dfs{server}: {}", put.name);
-        }
-        // No write is under way: nothing is left half-done.
-        let tmp = std::fs::read_dir(data_dir.join("tmp")).unwrap().count();
-        assert_eq!(tmp, 0, "dfs{server}: files left in tmp/");
-        check_consistent(server, &store, &["alice"]);
-        let unrecorded = check_chunk_files(server, &data_dir, &store);
-        eprintln!("dfs{server}: {unrecorded} whole chunk files no record names");
-    }
+    cluster
+        .check_stores(|server, store| {
+            let data_dir = store.root().to_path_buf();
+            for put in &acked {
+                let table = crate::util::held("alice", &put.name, server, SERVERS as u32);
+                let (manifest, held) = store.file("alice", &put.name).unwrap();
+                assert_eq!(
+                    manifest.map(|m| m.version),
+                    Some(put.receipt.version),
+                    "dfs{server}: {}",
+                    put.name
+                );
+                assert_eq!(held, table, "dfs{server}: {}", put.name);
+            }
+            // No write is under way: nothing is left half-done.
+            let tmp = std::fs::read_dir(data_dir.join("tmp")).unwrap().count();
+            assert_eq!(tmp, 0, "dfs{server}: files left in tmp/");
+            check_consistent(server, store, &["alice"]);
+            let unrecorded = check_chunk_files(server, &data_dir, store);
+            eprintln!("dfs{server}: {unrecorded} whole chunk files no record names");
+        })
+        .await;
     let files: Vec<(&str, &str, &[u8])> = acked
         .iter()
         .map(|p| ("alice", p.name.as_str(), p.data.as_slice()))
@@ -959,52 +960,55 @@ async fn kill_9_during_migration_loses_nothing_and_migration_resumes() {
         }
     }
     no_panics(&cluster);
-    for i in 1..=SERVERS {
-        let root = cluster.data_dir(i);
-        let store = Store::inspect(&root).unwrap();
-        for file in &files {
-            let (owner, m) = (file.owner, &file.manifest);
-            let (manifest, held) = store.file(owner, &m.name).unwrap();
-            if let Some(older) = file.older {
-                for chunk in 1..=SERVERS as u32 {
+    cluster
+        .check_stores(|i, store| {
+            let root = store.root().to_path_buf();
+            for file in &files {
+                let (owner, m) = (file.owner, &file.manifest);
+                let (manifest, held) = store.file(owner, &m.name).unwrap();
+                if let Some(older) = file.older {
+                    for chunk in 1..=SERVERS as u32 {
+                        assert!(
+                            !legacy_chunk_path(&root, file, older, chunk).exists(),
+                            "dfs{i}: {owner}/{}: the replaced version's chunk {chunk} is left",
+                            m.name
+                        );
+                    }
+                }
+                if m.deleted {
                     assert!(
-                        !legacy_chunk_path(&root, file, older, chunk).exists(),
-                        "dfs{i}: {owner}/{}: the replaced version's chunk {chunk} is left",
+                        manifest.as_ref().is_none_or(|got| got == m),
+                        "dfs{i}: {owner}/{}: {manifest:?}",
                         m.name
                     );
+                    continue;
+                }
+                assert!(
+                    manifest.as_ref() == Some(m),
+                    "dfs{i}: {owner}/{}: holds {manifest:?}, not the legacy manifest",
+                    m.name
+                );
+                let table = crate::util::held(owner, &m.name, i, SERVERS as u32);
+                assert_eq!(held, table, "dfs{i}: {owner}/{}: chunks held", m.name);
+                for &chunk in &table {
+                    // Where it was (the new layout keeps large chunks' paths).
+                    assert!(
+                        legacy_chunk_path(&root, file, m.version, chunk).exists(),
+                        "dfs{i}: {owner}/{} chunk {chunk} moved",
+                        m.name
+                    );
+                    store
+                        .open_chunk(owner, &m.name, m.version, chunk)
+                        .and_then(|r| r.check())
+                        .unwrap_or_else(|e| {
+                            panic!("dfs{i}: {owner}/{} chunk {chunk}: {e}", m.name)
+                        });
                 }
             }
-            if m.deleted {
-                assert!(
-                    manifest.as_ref().is_none_or(|got| got == m),
-                    "dfs{i}: {owner}/{}: {manifest:?}",
-                    m.name
-                );
-                continue;
-            }
-            assert!(
-                manifest.as_ref() == Some(m),
-                "dfs{i}: {owner}/{}: holds {manifest:?}, not the legacy manifest",
-                m.name
-            );
-            let table = crate::util::held(owner, &m.name, i, SERVERS as u32);
-            assert_eq!(held, table, "dfs{i}: {owner}/{}: chunks held", m.name);
-            for &chunk in &table {
-                // Where it was (the new layout keeps large chunks' paths).
-                assert!(
-                    legacy_chunk_path(&root, file, m.version, chunk).exists(),
-                    "dfs{i}: {owner}/{} chunk {chunk} moved",
-                    m.name
-                );
-                store
-                    .open_chunk(owner, &m.name, m.version, chunk)
-                    .and_then(|r| r.check())
-                    .unwrap_or_else(|e| panic!("dfs{i}: {owner}/{} chunk {chunk}: {e}", m.name));
-            }
-        }
-        check_consistent(i, &store, &["alice", "bob"]);
-        assert_eq!(legacy_manifests(&root), 0, "dfs{i}: legacy manifests left");
-    }
+            check_consistent(i, store, &["alice", "bob"]);
+            assert_eq!(legacy_manifests(&root), 0, "dfs{i}: legacy manifests left");
+        })
+        .await;
     let work = tempfile::tempdir().unwrap();
     let readable: Vec<(&str, &str, &[u8])> = files
         .iter()
@@ -1065,19 +1069,19 @@ async fn a_cluster_placed_by_the_old_rule_converges_to_consistent_hashing_losing
     for i in 1..=SERVERS {
         cluster.restart(i).await;
     }
-    let placed = |i: usize| {
-        let store = Store::inspect(&cluster.data_dir(i)).unwrap();
+    let placed = |i: usize, store: &Store| {
         live.iter().all(|f| {
             let name = &f.manifest.name;
             store.file(f.owner, name).unwrap().1 == placed_now(f.owner, name, i)
         })
     };
-    let took = wait_until(
-        120,
-        "every server holds what consistent hashing gives it",
-        || async { (1..=SERVERS).all(placed) },
-    )
-    .await;
+    let took = cluster
+        .wait_for_stores(
+            180,
+            "every server to hold what consistent hashing gives it",
+            placed,
+        )
+        .await;
     eprintln!("converged {took:?} after the servers started");
     no_panics(&cluster);
     let work = tempfile::tempdir().unwrap();

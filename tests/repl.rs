@@ -11,7 +11,7 @@ use rexpect::session::{spawn_with_options, PtySession};
 use ringdfs::client::no_progress;
 use ringdfs::protocol::Version;
 
-use crate::util::{chunk_files, random_file, tree, version_in_file_name, Cluster, ProcCluster};
+use crate::util::{random_file, tree, version_in_file_name, Cluster, ProcCluster};
 
 const PROMPT: &str = "alice@ringdfs [4/4]> ";
 
@@ -319,14 +319,18 @@ async fn ctrl_c_cancels_a_large_get_and_leaves_nothing() {
 const ANY_PROMPT: &str = r"alice@ringdfs \[[^\]]*\]> ";
 
 /// The chunk files (`<version>.<chunk>`) of alice's `name` on a server,
-/// but for those of version `keep`.
+/// but for those of version `keep`. Large chunks (these tests' are) are
+/// files, found on disk beside the running server (which has its database
+/// to itself).
 fn chunk_files_besides(data_dir: &Path, name: &str, keep: Option<Version>) -> Vec<String> {
-    let keep = keep.map(version_in_file_name);
-    chunk_files(data_dir, "alice", name)
+    let keep = keep.map(|v| format!("{}.", version_in_file_name(v)));
+    let mut files: Vec<String> = tree(&ringdfs::store::file_dir(data_dir, "alice", name))
         .into_iter()
-        .filter(|(version, _)| Some(version) != keep.as_ref())
-        .map(|(version, chunk)| format!("{version}.{chunk}"))
-        .collect()
+        .map(|f| f.display().to_string())
+        .filter(|f| keep.as_ref().is_none_or(|k| !f.starts_with(k.as_str())))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Waits (up to `secs`) until no server among `data_dirs` holds a chunk file

@@ -770,6 +770,75 @@ impl ProcCluster {
         self.dir.path().join(format!("dfs{i}.log"))
     }
 
+    /// SIGTERM, and waits until it has exited (SIGKILL after 20 s): its
+    /// store closes as a stopped server's does.
+    pub fn stop(&mut self, i: usize) {
+        let Some(mut child) = self.children[i - 1].take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `check` on every server's own store, read from its folder: a
+    /// running server has its store to itself, so the running ones are
+    /// stopped for the look ([`ProcCluster::stop`]) and started again after.
+    pub async fn check_stores<T>(
+        &mut self,
+        check: impl Fn(usize, &ringdfs::store::Store) -> T,
+    ) -> Vec<T> {
+        let running: Vec<usize> = (1..=self.children.len())
+            .filter(|&i| self.children[i - 1].is_some())
+            .collect();
+        for &i in &running {
+            self.stop(i);
+        }
+        let out = (1..=self.children.len())
+            .map(|i| {
+                check(
+                    i,
+                    &ringdfs::store::Store::inspect(&self.data_dir(i)).unwrap(),
+                )
+            })
+            .collect();
+        for i in running {
+            self.restart(i).await;
+        }
+        out
+    }
+
+    /// Waits (up to `secs`) until `check` holds of every server's store,
+    /// looked at as [`ProcCluster::check_stores`] does, a second apart.
+    pub async fn wait_for_stores(
+        &mut self,
+        secs: u64,
+        what: &str,
+        check: impl Fn(usize, &ringdfs::store::Store) -> bool,
+    ) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        loop {
+            if self.check_stores(&check).await.into_iter().all(|ok| ok) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(secs),
+                "timed out after {secs} s waiting for {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// SIGKILL: the process dies wherever it is.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i - 1].take() {

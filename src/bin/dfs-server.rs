@@ -182,7 +182,10 @@ fn real_main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             return runtime.block_on(manage_users(&configs, action));
         }
-        Some(Command::Verify { name, config }) => return verify(&config_path(config, name)?),
+        Some(Command::Verify { name, config }) => {
+            let config = ServerConfig::load(&config_path(config, name)?)?;
+            return verify(&config);
+        }
         Some(Command::Leave { name, config }) => {
             let config = ServerConfig::load(&config_path(config, name)?)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -264,16 +267,24 @@ fn config_path(config: Option<PathBuf>, name: Option<String>) -> Result<PathBuf>
     }
 }
 
-/// The admin form of VERIFY: every chunk of one server's store.
-fn verify(path: &std::path::Path) -> Result<()> {
-    let config = ServerConfig::load(path)?;
-    let store = ringdfs::store::Store::inspect(&config.data_dir)?;
-    let (checked, bad) = store.scrub()?;
-    for (copy, error) in &bad {
-        println!(
-            "BAD  {}/{} chunk {}: {error}",
-            copy.owner, copy.name, copy.chunk
-        );
+/// The admin form of VERIFY: every chunk of one server's store, read from
+/// its folder, or by the server itself while it runs (it has the store to
+/// itself).
+fn verify(config: &ServerConfig) -> Result<()> {
+    let (checked, bad) = match ringdfs::store::Store::inspect(&config.data_dir) {
+        Ok(store) => {
+            let (checked, bad) = store.scrub()?;
+            let bad = bad.iter().map(|(copy, e)| copy.bad_line(e)).collect();
+            (checked, bad)
+        }
+        Err(ringdfs::error::Error::InUse(_)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(ringdfs::peer::request_verify(config))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for line in &bad {
+        println!("{line}");
     }
     println!(
         "{}: checked {checked} chunk copies, {} bad",

@@ -59,7 +59,7 @@ pub struct ChunkTrailer {
 }
 
 /// What a PUT of one chunk declares up front.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkSpec {
     pub owner: String,
     pub name: String,

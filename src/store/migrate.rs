@@ -499,6 +499,18 @@ pub(super) fn from_v6(store: &Store) -> Result<()> {
     upgrade_manifests::<ManifestV6>(store, 6)
 }
 
+/// Format 8 added the write-ahead log (`wal`): nothing to convert, but a
+/// release that does not know the log must not open a store whose log may
+/// hold acknowledged changes.
+pub(super) fn from_v7(store: &Store) -> Result<()> {
+    store.write(|t| {
+        t.meta.insert("format", FORMAT)?;
+        Ok(())
+    })?;
+    tracing::info!(root = %store.root.display(), "store format 7 to 8 (a write-ahead log)");
+    Ok(())
+}
+
 /// Re-encodes every manifest of a store of format `from`, read as `Old`,
 /// as the current format writes it (every later format's additions at
 /// once), and records the current format. One transaction: a crash leaves

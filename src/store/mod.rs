@@ -5,6 +5,7 @@
 //! ```text
 //! <data_dir>/
 //!   meta.redb                              the metadata database (tables below)
+//!   wal.log                                the write-ahead log (see `wal`)
 //!   volumes/<id:08x>.vol                   small chunks, packed (see `volume`)
 //!   tmp/                                   large chunks being written; emptied at start
 //!   partial/<owner>/<file-id>/<gen>-<writer>.<chunk>   large chunks of uploads, being
@@ -32,7 +33,7 @@
 //! | `staged` | (owner, name, gen, writer) | an upload not committed yet: when its last chunk arrived (see `collect_staged`) |
 //! | `usage`, `usage_versions` | owner; (owner, data name, gen, writer) | what each user uses, and the uploads and retired data counted in it (see `usage`) |
 //! | `state` | `user/NAME` | cluster state every server keeps whole: a user's record, JSON (see `accounts`) |
-//! | `meta` | name | `format`, `placement` (the ring's ids, this server's position, copies `k`), `counts`, `tidy` (legacy manifests left to remove) |
+//! | `meta` | name | `format`, `placement` (the ring's ids, this server's position, copies `k`), `counts`, `tidy` (legacy manifests left to remove), `log_seq` (the last write-ahead log record a durable commit holds) |
 //!
 //! A file's chunks are keyed by its *data*: the name and version of the PUT
 //! that wrote them (`Manifest::data_name`, `data_version`), which a rename
@@ -64,20 +65,26 @@
 //!
 //! # Durability and group commit
 //!
-//! Every change is one redb write transaction, committed durably before the
-//! caller hears "done", with quick repair on (the allocator state is saved
-//! with each commit), so a killed server reopens in moments whatever its size. One thread owns the writing: it takes every change
-//! queued while the previous commit was syncing and commits them together,
-//! so concurrent small PUTs share one sync. A large chunk's file is synced
-//! and renamed into place before its row is written; a small chunk's bytes
-//! are appended to the active volume by the same batch, and the volume is
-//! synced just before the batch commits.
+//! Every change is committed before the caller hears "done", and one
+//! thread owns the writing: it takes every change queued while the
+//! previous commit was syncing and commits them together, so concurrent
+//! small PUTs share one sync. The hot changes (small chunks received, with
+//! their bytes; manifests committed) are made durable by the write-ahead
+//! log (see `wal`): appended and synced, then committed without a sync of
+//! the database. Every other change, and a checkpoint every second, is a
+//! durable commit with quick repair on (the allocator state is saved with
+//! it), so a killed server reopens in moments whatever its size, and
+//! applies what its log holds past the checkpoint. A large chunk's file is
+//! synced and renamed into place before its row is written; a small
+//! chunk's bytes are appended to the active volume, which is synced before
+//! a durable commit (the log holds the bytes until then).
 
 mod chunk;
 pub mod digest;
 mod migrate;
 mod usage;
 mod volume;
+mod wal;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File};
@@ -102,6 +109,7 @@ pub use chunk::{
 use digest::{bucket_of, entry_digest, group_of, xor_into, Digest, FANOUT};
 pub use usage::Usage;
 use volume::{Appender, Volumes};
+use wal::{Change, Log, LoggedChunk};
 
 use crate::blocks::{BlockHasher, BlockValue};
 use crate::codec;
@@ -145,11 +153,17 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// The database file under the data folder.
 pub const DB_FILE: &str = "meta.redb";
 /// The current layout of the data folder; a folder without it is migrated.
-const FORMAT: &[u8] = b"7";
+const FORMAT: &[u8] = b"8";
 /// In `meta` while a migrated folder's legacy manifests may remain.
 const TIDY: &str = "tidy";
 /// Changes committed together at most.
 const MAX_BATCH: usize = 512;
+/// The `meta` key of the last write-ahead log record a durable commit holds.
+const LOG_SEQ: &str = "log_seq";
+/// How long changes may stay in the log alone before a checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How large the log may grow before a checkpoint.
+const LOG_MAX: u64 = 64 << 20;
 const ROOT_KEY: u32 = 0;
 
 fn group_key(group: u8) -> u32 {
@@ -288,6 +302,14 @@ pub struct CopyId {
 }
 
 impl CopyId {
+    /// How `verify` names a bad copy.
+    pub fn bad_line(&self, error: &Error) -> String {
+        format!(
+            "BAD  {}/{} chunk {}: {error}",
+            self.owner, self.name, self.chunk
+        )
+    }
+
     fn from_key((owner, name, gen, writer, chunk): (&str, &str, u64, u64, u32)) -> CopyId {
         CopyId {
             owner: owner.to_string(),
@@ -351,12 +373,16 @@ impl From<Failed> for Error {
 /// One change, run by the writer thread inside a shared transaction.
 trait Job: Send {
     fn run(&mut self, t: &mut Tables<'_>) -> Result<()>;
+    /// The change encoded for the write-ahead log, if it is one the log
+    /// carries (see `wal`); a batch of such changes commits without a sync.
+    fn record(&self) -> Option<&[u8]>;
     /// Called once the transaction has committed (or failed).
     fn finish(self: Box<Self>, committed: std::result::Result<(), Failed>);
 }
 
 struct Op<T, F> {
     op: Option<F>,
+    record: Option<Vec<u8>>,
     out: Option<T>,
     reply: mpsc::SyncSender<Result<T>>,
 }
@@ -366,6 +392,10 @@ impl<T: Send, F: FnOnce(&mut Tables<'_>) -> Result<T> + Send> Job for Op<T, F> {
         let op = self.op.take().expect("a job runs once");
         self.out = Some(op(t)?);
         Ok(())
+    }
+
+    fn record(&self) -> Option<&[u8]> {
+        self.record.as_deref()
     }
 
     fn finish(self: Box<Self>, committed: std::result::Result<(), Failed>) {
@@ -532,19 +562,40 @@ impl<'t> Tables<'t> {
     /// active volume first; without it the copy is a file already in place.
     /// A received chunk's row (see [`Store::record_chunk`]): dropped when
     /// its version is no newer than the current one, or was given up.
+    /// Applies a change the write-ahead log carries, as it was first made
+    /// and as a replay makes it again. Returns how many manifests applied.
+    fn apply(
+        &mut self,
+        change: &Change,
+        aborted: &Mutex<VecDeque<(String, String, Version)>>,
+    ) -> Result<usize> {
+        match change {
+            Change::Chunks(chunks) => {
+                for c in chunks {
+                    let parts = (&c.spec, c.checksum, c.values.as_slice(), Some(&c.data[..]));
+                    self.record_copy(parts, aborted)?;
+                }
+                Ok(0)
+            }
+            Change::Commits(manifests) => {
+                let mut applied = 0;
+                // Live manifests first: a move's new name takes its share of the
+                // data before the old name's tombstone lets go of it.
+                let (live, gone): (Vec<_>, Vec<_>) =
+                    manifests.iter().partition(|(_, m)| m.has_data());
+                for (owner, m) in live.into_iter().chain(gone) {
+                    applied += usize::from(self.commit(owner, m, now_ms())?);
+                }
+                Ok(applied)
+            }
+        }
+    }
+
     fn record_copy(
         &mut self,
-        sealed: &Sealed,
+        (spec, checksum, values, data): (&ChunkSpec, Checksum, &[BlockValue], Option<&[u8]>),
         aborted: &Mutex<VecDeque<(String, String, Version)>>,
     ) -> Result<()> {
-        let Sealed {
-            spec,
-            checksum,
-            values,
-            data,
-            ..
-        } = sealed;
-        let (checksum, data) = (*checksum, data.as_deref());
         if let Some(row) = self.data_row(&spec.owner, &spec.name, spec.version)? {
             // Data a manifest shares (or retired): a heal's copy.
             self.insert_copy(spec, checksum, data, values)?;
@@ -1186,28 +1237,38 @@ impl Store {
         }
         let db = redb::Builder::new()
             .set_cache_size((tuning.cache_mib as usize) << 20)
-            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
-            .create(root.join(DB_FILE))?;
-        let format: Option<Vec<u8>> = {
+            // Commits without a sync (see `wal`) need the database to
+            // itself: other processes look through the server.
+            .set_concurrency_mode(redb::ConcurrencyMode::ExclusiveWriter)
+            .create(root.join(DB_FILE))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => in_use(root),
+                e => e.into(),
+            })?;
+        let (format, checkpoint) = {
             let mut txn = db.begin_write()?;
             txn.set_quick_repair(true);
             create_tables(&txn)?;
-            let format = txn
-                .open_table(META)?
-                .get("format")?
-                .map(|f| f.value().to_vec());
+            let meta = txn.open_table(META)?;
+            let format = meta.get("format")?.map(|f| f.value().to_vec());
+            let checkpoint = log_seq(&meta)?;
+            drop(meta);
             txn.commit()?;
-            format
+            (format, checkpoint)
         };
-        let db = Arc::new(Db::Write(db));
         let volumes = Arc::new(Volumes::new(root));
-        let appender = Appender::open(Arc::clone(&volumes), tuning.volume_max)?;
+        let mut appender = Appender::open(Arc::clone(&volumes), tuning.volume_max)?;
+        let (mut log, changes) = Log::open(root, checkpoint)?;
+        if !changes.is_empty() {
+            replay(&db, root, &mut appender, &mut log, changes)?;
+        }
+        let db = Arc::new(Db::Write(db));
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let writer = {
             let (db, root) = (Arc::clone(&db), root.to_path_buf());
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || write_loop(&db, &root, appender, &queue))
+                .spawn(move || write_loop(&db, &root, appender, log, &queue))
                 .map_err(|e| Error::io("starting the store's writer", e))?
         };
         let store = Arc::new(Store {
@@ -1230,6 +1291,7 @@ impl Store {
             Some(b"4") => migrate::from_v4(&store)?,
             Some(b"5") => migrate::from_v5(&store)?,
             Some(b"6") => migrate::from_v6(&store)?,
+            Some(b"7") => migrate::from_v7(&store)?,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "{} was written by a newer release (store format {})",
@@ -1257,14 +1319,14 @@ impl Store {
                 Ok(())
             })?;
         }
-        let mut open = OPEN.lock().expect("open stores");
-        open.retain(|(_, s)| s.strong_count() > 0);
-        open.push((root.to_path_buf(), Arc::downgrade(&store)));
+        register(root, &store);
         Ok(store)
     }
 
-    /// A store to look at beside a running server: the running server's own
-    /// if it is in this process, else the database opened read-only.
+    /// A store to look at: the running server's own if it is in this
+    /// process, else a stopped server's, read-only (its log applied first, if
+    /// it left one). A server running in another process has its database
+    /// to itself: [`Error::InUse`].
     pub fn inspect(root: &Path) -> Result<Arc<Store>> {
         {
             let open = OPEN.lock().expect("open stores");
@@ -1283,19 +1345,26 @@ impl Store {
                 root.display()
             )));
         }
+        // Changes left in the log by a server stopped without its last
+        // checkpoint (killed, say): applied as its next start would. (A
+        // running server's refuses: it has the database.)
+        if Log::pending(root) {
+            return Store::open(root, Tuning::default());
+        }
         let mut builder = redb::Builder::new();
         builder
             .set_cache_size(16 << 20)
-            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+            .set_concurrency_mode(redb::ConcurrencyMode::ExclusiveWriter);
         let db = match builder.open_read_only(&path) {
             Ok(db) => Db::Read(db),
             // Left by a server that was killed, and not running (a running
             // one would have recovered it): recover it as that server's
             // next start would, then only read.
             Err(redb::DatabaseError::RepairAborted) => Db::Write(builder.open(&path)?),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(in_use(root)),
             Err(e) => return Err(e.into()),
         };
-        Ok(Arc::new(Store {
+        let store = Arc::new(Store {
             root: root.to_path_buf(),
             db: Arc::new(db),
             volumes: Arc::new(Volumes::new(root)),
@@ -1304,7 +1373,11 @@ impl Store {
             writer: None,
             aborted: Arc::default(),
             busy: Mutex::default(),
-        }))
+        });
+        // Another look while this one lasts shares it (a second handle on
+        // the file would be refused).
+        register(root, &store);
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
@@ -1333,6 +1406,24 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Tables<'_>) -> Result<T> + Send + 'static,
     {
+        self.submit(op, None)
+    }
+
+    /// Applies a change the write-ahead log carries: appended to the log
+    /// and synced, then committed without a sync of the database (see
+    /// `wal`). Returns how many manifests were applied.
+    fn write_logged(&self, change: Change) -> Result<usize> {
+        // Too big for one record (over the codec's limit): committed durably.
+        let record = codec::encode(&change).ok();
+        let aborted = Arc::clone(&self.aborted);
+        self.submit(move |t| t.apply(&change, &aborted), record)
+    }
+
+    fn submit<T, F>(&self, op: F, record: Option<Vec<u8>>) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tables<'_>) -> Result<T> + Send + 'static,
+    {
         let jobs = self
             .jobs
             .as_ref()
@@ -1340,6 +1431,7 @@ impl Store {
         let (reply, result) = mpsc::sync_channel(1);
         let job = Box::new(Op {
             op: Some(op),
+            record,
             out: None,
             reply,
         });
@@ -1486,17 +1578,31 @@ impl Store {
     /// synced into place). A chunk of a version already outdated here, or
     /// given up by its writer, can never be read: it goes at once.
     fn record_chunk(&self, sealed: Sealed) -> Result<()> {
-        let aborted = Arc::clone(&self.aborted);
-        self.write(move |t| t.record_copy(&sealed, &aborted))
+        self.record_chunks(vec![sealed])
     }
 
     /// Records received chunks (see [`ChunkWriter::seal`]) in one commit,
     /// each as [`ChunkWriter::finish`] would.
     pub fn record_chunks(&self, sealed: Vec<Sealed>) -> Result<()> {
+        // Small chunks go in the log with their bytes; a file chunk, synced
+        // in place already, is recorded by a durable commit.
+        if sealed.iter().all(|s| s.data.is_some()) {
+            let chunks = sealed
+                .into_iter()
+                .map(|s| LoggedChunk {
+                    spec: s.spec,
+                    checksum: s.checksum,
+                    values: s.values,
+                    data: s.data.unwrap_or_default(),
+                })
+                .collect();
+            return self.write_logged(Change::Chunks(chunks)).map(drop);
+        }
         let aborted = Arc::clone(&self.aborted);
         self.write(move |t| {
             for s in &sealed {
-                t.record_copy(s, &aborted)?;
+                let parts = (&s.spec, s.checksum, s.values.as_slice(), s.data.as_deref());
+                t.record_copy(parts, &aborted)?;
             }
             Ok(())
         })
@@ -1833,8 +1939,8 @@ impl Store {
     /// A tombstone (`deleted`) is committed the same way.
     pub fn commit(&self, owner: &str, manifest: Manifest) -> Result<bool> {
         check_manifest(owner, &manifest)?;
-        let owner = owner.to_string();
-        self.write(move |t| t.commit(&owner, &manifest, now_ms()))
+        let applied = self.write_logged(Change::Commits(vec![(owner.to_string(), manifest)]))?;
+        Ok(applied > 0)
     }
 
     /// Commits several manifests (of any owners) in one transaction, each as
@@ -1843,18 +1949,7 @@ impl Store {
         for (owner, m) in &manifests {
             check_manifest(owner, m)?;
         }
-        self.write(move |t| {
-            let mut applied = 0;
-            // Live manifests first: a move's new name takes its share of the
-            // data before the old name's tombstone lets go of it.
-            for (owner, m) in manifests.iter().filter(|(_, m)| m.has_data()) {
-                applied += usize::from(t.commit(owner, m, now_ms())?);
-            }
-            for (owner, m) in manifests.iter().filter(|(_, m)| !m.has_data()) {
-                applied += usize::from(t.commit(owner, m, now_ms())?);
-            }
-            Ok(applied)
-        })
+        self.write_logged(Change::Commits(manifests))
     }
 
     /// `mv` and `cp`: commits `owner`'s `manifests` in one transaction, or
@@ -2703,62 +2798,193 @@ pub struct FileData {
     pub chunks: Vec<(u32, Result<Bytes>)>,
 }
 
-/// The writer thread: commits queued changes in batches until the store closes.
-fn write_loop(db: &Db, root: &Path, mut appender: Appender, queue: &mpsc::Receiver<Box<dyn Job>>) {
+/// The writer thread: commits queued changes in batches until the store
+/// closes, checkpointing the write-ahead log (see `wal`) every
+/// `CHECKPOINT_EVERY`, and once more at the end.
+fn write_loop(
+    db: &Db,
+    root: &Path,
+    mut appender: Appender,
+    mut log: Log,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+) {
     let Db::Write(db) = db else { return };
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    let mut checkpointed = std::time::Instant::now();
+    loop {
+        let first = match log.len() {
+            0 => queue
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            _ => queue.recv_timeout(CHECKPOINT_EVERY.saturating_sub(checkpointed.elapsed())),
+        };
+        let mut batch = match first {
+            Ok(job) => vec![job],
+            Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if log.len() > 0 {
+                    commit_batch(db, root, &mut appender, &mut log, Vec::new(), true);
+                }
+                return;
+            }
+        };
+        while !batch.is_empty() && batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        let (outcome, (trash, emptied)) = run_batch(db, root, &mut appender, &mut batch);
-        match &outcome {
-            Ok(()) => {
-                for path in trash {
-                    remove_file_logged(&path);
-                }
-                for vol in emptied {
-                    appender.volumes().remove(vol);
-                }
-            }
-            Err(e) => tracing::error!(error = ?e, "metadata commit failed"),
-        }
-        appender.publish();
-        for job in batch {
-            job.finish(outcome.clone());
+        let durable = batch.iter().any(|job| job.record().is_none())
+            || log.len() >= LOG_MAX
+            || checkpointed.elapsed() >= CHECKPOINT_EVERY;
+        if commit_batch(db, root, &mut appender, &mut log, batch, durable) && durable {
+            checkpointed = std::time::Instant::now();
         }
     }
+}
+
+/// Commits `batch` (durably, or logged: see [`run_batch`]), cleans up after
+/// it, and answers its jobs. Returns whether it committed.
+fn commit_batch(
+    db: &Database,
+    root: &Path,
+    appender: &mut Appender,
+    log: &mut Log,
+    mut batch: Vec<Box<dyn Job>>,
+    durable: bool,
+) -> bool {
+    let (outcome, (trash, emptied)) = run_batch(db, root, appender, log, &mut batch, durable);
+    match &outcome {
+        Ok(()) => {
+            for path in trash {
+                remove_file_logged(&path);
+            }
+            for vol in emptied {
+                appender.volumes().remove(vol);
+            }
+        }
+        Err(e) => tracing::error!(error = ?e, "metadata commit failed"),
+    }
+    appender.publish();
+    let committed = outcome.is_ok();
+    for job in batch {
+        job.finish(outcome.clone());
+    }
+    committed
+}
+
+/// Applies again, in one durable commit, the changes a server stopped
+/// without checkpointing (killed, say) left in its write-ahead log.
+fn replay(
+    db: &Database,
+    root: &Path,
+    appender: &mut Appender,
+    log: &mut Log,
+    changes: Vec<Change>,
+) -> Result<()> {
+    let count = changes.len();
+    // Nothing is given up yet: the store is not open to anyone.
+    let aborted = Arc::<Mutex<VecDeque<_>>>::default();
+    let mut answers = Vec::with_capacity(count);
+    let batch: Vec<Box<dyn Job>> = changes
+        .into_iter()
+        .map(|change| {
+            let (reply, answer) = mpsc::sync_channel(1);
+            answers.push(answer);
+            let aborted = Arc::clone(&aborted);
+            Box::new(Op {
+                op: Some(move |t: &mut Tables<'_>| t.apply(&change, &aborted).map(drop)),
+                record: None,
+                out: None,
+                reply,
+            }) as Box<dyn Job>
+        })
+        .collect();
+    commit_batch(db, root, appender, log, batch, true);
+    for answer in answers {
+        answer
+            .recv()
+            .map_err(|_| Error::Internal("a replayed change got no answer".into()))??;
+    }
+    tracing::info!(root = %root.display(), count, "applied the changes left in the write-ahead log");
+    Ok(())
+}
+
+/// The last write-ahead log record the database holds (0: none yet).
+fn log_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    Ok(meta
+        .get(LOG_SEQ)?
+        .and_then(|v| v.value().try_into().ok())
+        .map_or(0, u64::from_le_bytes))
+}
+
+/// Makes `store` the one [`Store::inspect`] finds for `root` in this process.
+fn register(root: &Path, store: &Arc<Store>) {
+    let mut open = OPEN.lock().expect("open stores");
+    open.retain(|(_, s)| s.strong_count() > 0);
+    open.push((root.to_path_buf(), Arc::downgrade(store)));
+}
+
+/// Why a store cannot be opened: its server (another process) has it open.
+fn in_use(root: &Path) -> Error {
+    Error::InUse(root.display().to_string())
 }
 
 /// What to remove once a batch has committed: chunk files, emptied volumes.
 type Leftovers = (Vec<PathBuf>, Vec<u32>);
 
+/// One transaction for the whole batch. Durable: the volumes are synced,
+/// then the commit is (with the log's last record number: everything the
+/// log holds is in it, so the log is emptied). Logged (every job is a
+/// change the log carries): the records are appended and synced, then the
+/// transaction commits without a sync.
 fn run_batch(
     db: &Database,
     root: &Path,
     appender: &mut Appender,
+    log: &mut Log,
     batch: &mut [Box<dyn Job>],
+    durable: bool,
 ) -> (std::result::Result<(), Failed>, Leftovers) {
     let mut attempt = || -> Result<Leftovers> {
         let mut txn = db.begin_write()?;
-        // Each commit saves the allocator state, so a server killed at any
-        // moment reopens at once instead of walking the whole database to
-        // rebuild it (a full repair takes seconds per hundred thousand files).
-        txn.set_quick_repair(true);
+        if durable {
+            // Each durable commit saves the allocator state, so a server
+            // killed at any moment reopens at once instead of walking the
+            // whole database to rebuild it (a full repair takes seconds per
+            // hundred thousand files).
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| Error::Internal(format!("a commit without a sync: {e}")))?;
+        }
         let leftovers = {
             let mut t = Tables::open(&txn, root, appender)?;
             for job in batch.iter_mut() {
                 job.run(&mut t)?;
             }
+            if durable {
+                t.meta.insert(LOG_SEQ, &log.last().to_le_bytes()[..])?;
+            }
             t.save()?;
             (std::mem::take(&mut t.trash), std::mem::take(&mut t.emptied))
         };
-        // The bytes the new rows point at are durable before the rows are.
-        appender.sync()?;
-        txn.commit()?;
+        if durable {
+            // The bytes the new rows point at are durable before the rows are.
+            appender.sync()?;
+            txn.commit()?;
+            if let Err(e) = log.reset() {
+                // Harmless: its records are at or below `log_seq` now.
+                tracing::warn!(error = %e, "the write-ahead log was not emptied");
+            }
+        } else {
+            let before = log.append(batch.iter().filter_map(|job| job.record()))?;
+            if let Err(e) = txn.commit() {
+                if let Err(undo) = log.undo(before) {
+                    tracing::error!(error = %undo, "changes that did not commit stay in the write-ahead log");
+                }
+                return Err(e.into());
+            }
+        }
         Ok(leftovers)
     };
     match attempt() {

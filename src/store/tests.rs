@@ -70,7 +70,7 @@ fn copy(name: &str, version: Version, chunk: u32) -> CopyId {
     }
 }
 
-fn tombstone(name: &str, version: Version) -> Manifest {
+pub(super) fn tombstone(name: &str, version: Version) -> Manifest {
     Manifest {
         name: name.into(),
         version,
@@ -113,7 +113,7 @@ fn staged(
     (w, checksum_of(&h))
 }
 
-fn v(gen: u64) -> Version {
+pub(super) fn v(gen: u64) -> Version {
     Version { gen, writer: 0 }
 }
 
@@ -1165,4 +1165,71 @@ fn a_range_reads_only_its_blocks_and_checks_them_alone() {
     store.commit("alice", tombstone("big", v(9))).unwrap();
     let txn = store.read().unwrap();
     assert!(txn.open_table(BLOCKS).unwrap().get(key).unwrap().is_none());
+}
+
+/// What a server killed between checkpoints leaves: changes in its
+/// write-ahead log past `log_seq`. The next open applies them (small chunks
+/// with their bytes, then a manifest) in order, durably, and empties the
+/// log; they are applied once.
+#[test]
+fn changes_left_in_the_write_ahead_log_are_applied_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = b"bytes that only the log holds ".repeat(40);
+    let (chunks, manifest) = {
+        let store = open(root, true);
+        put(&store, "kept", &data, v(1));
+        // Sealed but not recorded: the log carries them instead.
+        let sealed: Vec<Sealed> = (1..=4)
+            .map(|chunk| {
+                let (w, sum) = staged(&store, "late", &data, v(2), chunk);
+                w.seal(sum).unwrap()
+            })
+            .collect();
+        let checksums = sealed.iter().map(|s| s.checksum).collect();
+        let chunks: Vec<LoggedChunk> = sealed
+            .into_iter()
+            .map(|s| LoggedChunk {
+                spec: s.spec,
+                checksum: s.checksum,
+                values: s.values,
+                data: s.data.expect("a small chunk"),
+            })
+            .collect();
+        (chunks, four_chunks("late", v(2), &data, checksums))
+    };
+    assert!(!Log::pending(root), "a closed store checkpoints");
+    let checkpoint = {
+        let store = Store::inspect(root).unwrap();
+        let txn = store.read().unwrap();
+        log_seq(&txn.open_table(META).unwrap()).unwrap()
+    };
+    assert!(checkpoint > 0, "the commits went through the log");
+    {
+        let (mut log, replay) = Log::open(root, checkpoint).unwrap();
+        assert!(replay.is_empty());
+        let records = [
+            Change::Chunks(chunks),
+            Change::Commits(vec![("alice".into(), manifest.clone())]),
+        ]
+        .map(|c| codec::encode(&c).unwrap());
+        log.append(records.iter().map(Vec::as_slice)).unwrap();
+    }
+    for round in 0..2 {
+        let store = open(root, true);
+        assert!(!Log::pending(root), "round {round}: the log is emptied");
+        assert_eq!(
+            store.manifest("alice", "late").unwrap().as_ref(),
+            Some(&manifest)
+        );
+        for chunk in 1..=4 {
+            let (start, end) = chunk_range(data.len() as u64, 4, chunk);
+            let read = read_all(&store, "late", v(2), chunk).unwrap();
+            assert!(read == data[start as usize..end as usize], "chunk {chunk}");
+        }
+        assert_eq!(held(&store, "late", v(2)), [1, 2, 3, 4]);
+        let kept = store.manifest("alice", "kept").unwrap().map(|m| m.version);
+        assert_eq!(kept, Some(v(1)));
+        assert_eq!(store.stats().unwrap().files, 2, "round {round}");
+    }
 }

@@ -896,6 +896,13 @@ fn a_format_6_store_keeps_every_manifest() {
     });
 }
 
+/// A store of format 7 (before the write-ahead log) keeps every manifest,
+/// and is marked format 8, which a release without the log refuses.
+#[test]
+fn a_format_7_store_keeps_every_manifest() {
+    an_older_store_keeps_every_manifest(b"7", |m| codec::encode(m).unwrap());
+}
+
 /// A format-5 manifest's bytes are a format-6 one's without its last
 /// byte (`meta: None`): the nested `ManifestV5` reads what format 5 wrote.
 #[test]

@@ -316,9 +316,7 @@ pub async fn connect_as_self(
 /// its data over and leave the ring. Returns once it has (waiting at most
 /// `wait`).
 pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration) -> Result<()> {
-    let mut conn = connect_as_self(config, Duration::from_secs(10)).await?;
-    conn.set_timeout(Some(wait));
-    match conn.call(&Request::Leave).await? {
+    match call_as_self(config, wait, &Request::Leave).await? {
         Response::Ok => Ok(()),
         other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
     }
@@ -327,13 +325,23 @@ pub async fn request_leave(config: &crate::config::ServerConfig, wait: Duration)
 /// `dfs-server verify` of a running server: it reads and checks every copy
 /// it holds. Returns the copies checked and a line per bad one.
 pub async fn request_verify(config: &crate::config::ServerConfig) -> Result<(u64, Vec<String>)> {
-    let mut conn = connect_as_self(config, Duration::from_secs(10)).await?;
     // Every copy is read: as long as the disk takes.
-    conn.set_timeout(Some(Duration::from_secs(24 * 3600)));
-    match conn.call(&Request::VerifyStore).await? {
+    let wait = Duration::from_secs(24 * 3600);
+    match call_as_self(config, wait, &Request::VerifyStore).await? {
         Response::Verified { checked, bad } => Ok((checked, bad)),
         other => Err(Error::Protocol(format!("{}: {other:?}", config.name))),
     }
+}
+
+/// One request of the server's own administrator, answered within `wait`.
+async fn call_as_self(
+    config: &crate::config::ServerConfig,
+    wait: Duration,
+    request: &Request,
+) -> Result<Response> {
+    let mut conn = connect_as_self(config, Duration::from_secs(10)).await?;
+    conn.set_timeout(Some(wait));
+    conn.call(request).await
 }
 
 /// The file in a data folder that keeps the ring id a server chose when it

@@ -2822,7 +2822,8 @@ fn write_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => Vec::new(),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 if log.len() > 0 {
-                    commit_batch(db, root, &mut appender, &mut log, Vec::new(), true);
+                    // Already logged as failed; the next start replays the log.
+                    let _ = commit_batch(db, root, &mut appender, &mut log, Vec::new(), true);
                 }
                 return;
             }
@@ -2836,14 +2837,15 @@ fn write_loop(
         let durable = batch.iter().any(|job| job.record().is_none())
             || log.len() >= LOG_MAX
             || checkpointed.elapsed() >= CHECKPOINT_EVERY;
-        if commit_batch(db, root, &mut appender, &mut log, batch, durable) && durable {
+        let committed = commit_batch(db, root, &mut appender, &mut log, batch, durable);
+        if committed.is_ok() && durable {
             checkpointed = std::time::Instant::now();
         }
     }
 }
 
 /// Commits `batch` (durably, or logged: see [`run_batch`]), cleans up after
-/// it, and answers its jobs. Returns whether it committed.
+/// it, and answers its jobs. Returns the outcome they heard.
 fn commit_batch(
     db: &Database,
     root: &Path,
@@ -2851,7 +2853,7 @@ fn commit_batch(
     log: &mut Log,
     mut batch: Vec<Box<dyn Job>>,
     durable: bool,
-) -> bool {
+) -> std::result::Result<(), Failed> {
     let (outcome, (trash, emptied)) = run_batch(db, root, appender, log, &mut batch, durable);
     match &outcome {
         Ok(()) => {
@@ -2865,11 +2867,10 @@ fn commit_batch(
         Err(e) => tracing::error!(error = ?e, "metadata commit failed"),
     }
     appender.publish();
-    let committed = outcome.is_ok();
     for job in batch {
         job.finish(outcome.clone());
     }
-    committed
+    outcome
 }
 
 /// Applies again, in one durable commit, the changes a server stopped
@@ -2884,12 +2885,11 @@ fn replay(
     let count = changes.len();
     // Nothing is given up yet: the store is not open to anyone.
     let aborted = Arc::<Mutex<VecDeque<_>>>::default();
-    let mut answers = Vec::with_capacity(count);
     let batch: Vec<Box<dyn Job>> = changes
         .into_iter()
         .map(|change| {
-            let (reply, answer) = mpsc::sync_channel(1);
-            answers.push(answer);
+            // The batch's outcome is the answer: nobody waits on each change.
+            let (reply, _) = mpsc::sync_channel(1);
             let aborted = Arc::clone(&aborted);
             Box::new(Op {
                 op: Some(move |t: &mut Tables<'_>| t.apply(&change, &aborted).map(drop)),
@@ -2899,12 +2899,7 @@ fn replay(
             }) as Box<dyn Job>
         })
         .collect();
-    commit_batch(db, root, appender, log, batch, true);
-    for answer in answers {
-        answer
-            .recv()
-            .map_err(|_| Error::Internal("a replayed change got no answer".into()))??;
-    }
+    commit_batch(db, root, appender, log, batch, true)?;
     tracing::info!(root = %root.display(), count, "applied the changes left in the write-ahead log");
     Ok(())
 }

@@ -142,7 +142,7 @@ impl Log {
     /// Appends one record per encoded change and syncs them: durable when
     /// this returns. Returns the length before, for [`Log::undo`].
     pub(super) fn append<'a>(&mut self, payloads: impl Iterator<Item = &'a [u8]>) -> Result<u64> {
-        let before = (self.len, self.last);
+        let before = self.len;
         let mut buf = Vec::new();
         let mut seq = self.last;
         for payload in payloads {
@@ -158,12 +158,12 @@ impl Log {
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // What did reach the file must not be replayed.
-            let _ = self.file.set_len(before.0);
+            let _ = self.file.set_len(before);
             return Err(Error::storage("appending to the write-ahead log", e));
         }
         self.len += buf.len() as u64;
         self.last = seq;
-        Ok(before.0)
+        Ok(before)
     }
 
     /// Takes back the records appended since the log was `len` long (their
